@@ -1,0 +1,47 @@
+# Two commands on a fresh machine:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# torch first, pinned to the build this project is tested with (pip takes it from local files here).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install browser bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet $(TORCH_SPEC)
+	$(PIP) install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the Streamlit app on 127.0.0.1 (demo mode with random weights when real weights are absent).
+run: install
+	$(VENV)/bin/cxr-agent ui
+
+## Run the whole test suite (offline; tiny random-weight models).
+test: install browser
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+
+## Debian's Chromium for the end-to-end browser test (skipped with a reason if it cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) \
+	      || echo "note: could not install chromium; the browser test will be skipped"; \
+	  else echo "note: chromium not installed; the browser test will be skipped"; fi; }
+
+## Every benchmark, one summary table (bench/results/summary.json).
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

