@@ -40,12 +40,32 @@ class ImageTooSmall(StudyError):
     """Too small to read a chest radiograph from."""
 
 
+# Size limits every decoder checks from the header, BEFORE decoding pixels.
+MIN_SIDE = 64  # px: below this nothing can be read from a chest radiograph
+MAX_SIDE = 12_000  # px: larger than any detector (43 cm at 0.035 mm)
+MAX_PIXELS = 100_000_000  # 100 MP: ~400 MB as float32; beyond this is a bomb, not a radiograph
+
+
+def check_size(width: int, height: int) -> None:
+    """Refuse sizes outside [MIN_SIDE, MAX_SIDE] per side or above MAX_PIXELS in total."""
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ImageTooLarge(
+            f"The image is {width} x {height} pixels, larger than the {MAX_SIDE:,} pixels per side "
+            f"(or {MAX_PIXELS // 1_000_000} megapixels) this tool decodes; export it at a lower resolution."
+        )
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ImageTooSmall(
+            f"The image is only {width} x {height} pixels; at least {MIN_SIDE} x {MIN_SIDE} is needed "
+            "to read a chest radiograph. Upload the full-resolution image."
+        )
+
+
 def pixel_hash(pixels: np.ndarray) -> str:
     """Content id: sha256 of the display pixels (shape + float32 bytes)."""
     arr = np.ascontiguousarray(pixels, dtype=np.float32)
     h = hashlib.sha256()
     h.update(f"{arr.shape[0]}x{arr.shape[1]}:".encode())
-    h.update(arr.tobytes())
+    h.update(memoryview(arr).cast("B"))  # same bytes as arr.tobytes(), without the copy
     return h.hexdigest()
 
 
@@ -60,7 +80,7 @@ class Study:
     """
 
     id: str
-    pixels: np.ndarray
+    pixels: np.ndarray = field(repr=False)  # repr stays short and never dumps image data
     original_size: tuple[int, int]  # (width, height)
     view: View = "unknown"
     source_format: SourceFormat = "array"

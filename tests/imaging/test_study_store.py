@@ -1,0 +1,96 @@
+"""StudyStore: round trip by id, clear misses, atomic and concurrent writes."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from imaging_helpers import make_dicom, phantom
+
+from cxr_agent.settings import Settings
+from tools.imaging import load_study
+from tools.study import Study
+from tools.study_store import StudyNotFound, StudyStore
+
+
+@pytest.fixture
+def study() -> Study:
+    return load_study(make_dicom(phantom(), ViewPosition="AP"))
+
+
+def test_round_trip(tmp_path, study):
+    store = StudyStore(tmp_path)
+    sid = store.put(study)
+    assert sid == study.id and sid in store and len(store) == 1 and list(store.ids()) == [sid]
+    back = store.get(sid)
+    assert np.array_equal(back.pixels, study.pixels) and back.pixels.dtype == np.float32
+    assert back.original_size == study.original_size and back.view == "AP"
+    assert back.source_format == "dicom" and back.metadata == study.metadata
+
+
+def test_put_is_idempotent_and_leaves_no_temp_files(tmp_path, study):
+    store = StudyStore(tmp_path)
+    store.put(study)
+    mtime = next(tmp_path.rglob("*.npy")).stat().st_mtime_ns
+    store.put(study)
+    assert next(tmp_path.rglob("*.npy")).stat().st_mtime_ns == mtime
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_missing_and_invalid_ids(tmp_path):
+    store = StudyStore(tmp_path)
+    with pytest.raises(StudyNotFound, match="upload the image again") as info:
+        store.get("0" * 64)
+    assert isinstance(info.value, KeyError)
+    for bad in ("../../etc/passwd", "abc", "", "G" * 64):
+        assert bad not in store
+        with pytest.raises(StudyNotFound):
+            store.get(bad)
+    assert 123 not in store
+
+
+def test_damaged_file_is_reported(tmp_path, study):
+    store = StudyStore(tmp_path)
+    sid = store.put(study)
+    npy = next(tmp_path.rglob("*.npy"))
+    arr = np.load(npy)
+    arr[0, 0] = 1.0 - arr[0, 0]
+    np.save(npy, arr)
+    with pytest.raises(StudyNotFound, match="damaged"):
+        store.get(sid)
+
+
+def test_delete(tmp_path, study):
+    store = StudyStore(tmp_path)
+    sid = store.put(study)
+    assert store.delete(sid) and sid not in store and not store.delete(sid)
+
+
+def test_from_settings_uses_studies_dir(tmp_path, study):
+    settings = Settings(data_dir=tmp_path / "data")
+    store = StudyStore.from_settings(settings)
+    assert store.root == settings.studies_dir
+    store.put(study)
+    assert study.id in StudyStore(tmp_path / "data" / "studies")
+
+
+def test_concurrent_puts_and_gets(tmp_path):
+    store = StudyStore(tmp_path)
+    studies = [Study.from_array(phantom() * (0.5 + i / 20)) for i in range(4)]
+    errors: list[BaseException] = []
+
+    def work(s: Study) -> None:
+        try:
+            for _ in range(3):
+                store.put(s)
+                assert np.array_equal(store.get(s.id).pixels, s.pixels)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in studies for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(store) == 4 and not list(tmp_path.rglob("*.tmp"))
