@@ -1,0 +1,312 @@
+"""Reconciler: the policy's promises, one test each, plus a seeded random sweep of invariants."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from agents.reconciler import Policy, conflicts, decide, resolve
+from knowledge.evidence import Box, Evidence, FindingCall, Status
+from knowledge.vocabulary import FINDINGS
+
+P, A, U = Status.present, Status.absent, Status.uncertain
+LEFT_BASE = Box(x1=0.55, y1=0.6, x2=0.9, y2=0.92)
+RIGHT_APEX = Box(x1=0.05, y1=0.05, x2=0.3, y2=0.3)
+
+
+def clf(finding: str, score: float, box: Box | None = None) -> FindingCall:
+    status = P if score >= 0.6 else A if score <= 0.4 else U
+    return FindingCall(finding=finding, status=status, score=score, score_kind="op_norm", source="classifier", box=box)
+
+
+def vlm(finding: str, status: Status, text: str = "", box: Box | None = None) -> FindingCall:
+    return FindingCall(finding=finding, status=status, source="vlm", text=text or None, box=box)
+
+
+def ret(finding: str, fraction: float) -> FindingCall:
+    status = P if fraction >= 0.5 else A
+    return FindingCall(finding=finding, status=status, score=fraction, score_kind="neighbor_fraction", source="retrieval")
+
+
+def one(calls, policy=None):
+    ds = decide(calls, policy or Policy())
+    assert len(ds) == 1, ds
+    return ds[0]
+
+
+def by_finding(decisions):
+    return {d.finding: d for d in decisions}
+
+
+def test_agreement_raises_confidence():
+    alone = one([clf("pleural_effusion", 0.71)])
+    both = one([clf("pleural_effusion", 0.71), vlm("pleural_effusion", P, "small left effusion")])
+    assert alone.status is both.status is P
+    assert both.confidence > alone.confidence
+    assert both.agreeing == ["classifier", "vlm"] and not both.conflict
+    assert "0.71" in both.rationale and "small left effusion" in both.rationale and "agree" in both.rationale
+    neg = one([clf("pneumothorax", 0.1), vlm("pneumothorax", A, "no pneumothorax")])
+    assert neg.status is A and neg.confidence > one([clf("pneumothorax", 0.1)]).confidence
+
+
+def test_disagreement_is_a_flagged_conflict():
+    d = one([clf("pleural_effusion", 0.3), vlm("pleural_effusion", P, "small left effusion")])
+    assert d.conflict and d.needs_review
+    assert d.status is U
+    assert "classifier" in d.rationale.lower() and "vlm" in d.rationale.lower()
+    assert set(d.agreeing) | set(d.disagreeing) == {"classifier", "vlm"}
+    assert conflicts([d]) == [d]
+
+
+def test_uncertain_statement_lowers_confidence():
+    sure = one([clf("atelectasis", 0.75)])
+    hedged = one([clf("atelectasis", 0.75), vlm("atelectasis", U, "possible basilar atelectasis")])
+    assert hedged.status is P and not hedged.conflict
+    assert hedged.confidence < sure.confidence
+    assert "possible basilar atelectasis" in hedged.rationale
+    only_unc = one([vlm("atelectasis", U, "possible atelectasis")])
+    assert only_unc.status is U and only_unc.confidence <= Policy().uncertain_cap and only_unc.needs_review
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
+def test_retrieval_never_flips_an_image_decision(fraction):
+    for calls in (
+        [clf("edema", 0.8), vlm("edema", P, "mild edema")],
+        [clf("edema", 0.2), vlm("edema", A, "no edema")],
+        [clf("edema", 0.3), vlm("edema", P, "edema")],
+    ):
+        base = one(calls)
+        with_prior = one([*calls, ret("edema", fraction)])
+        assert with_prior.status is base.status
+        assert with_prior.conflict == base.conflict
+        assert abs(with_prior.confidence - base.confidence) <= Policy().prior_shift + 1e-9
+        assert "retrieval" not in with_prior.agreeing + with_prior.disagreeing
+
+
+def test_retrieval_prior_shifts_confidence_in_its_direction():
+    calls = [clf("edema", 0.8)]
+    assert one([*calls, ret("edema", 0.9)]).confidence > one(calls).confidence > one([*calls, ret("edema", 0.1)]).confidence
+
+
+def test_retrieval_alone_is_never_present():
+    d = one([ret("pneumonia", 1.0)])
+    assert d.status is U and d.confidence <= Policy().prior_only_confidence
+    assert not d.agreeing and "prior" in d.rationale.lower()
+    assert conflicts([d]) == []
+
+
+def test_high_confidence_positive_never_dropped():
+    # one strong positive vs one absent: flagged conflict, never 'absent'
+    d = one([clf("pneumothorax", 0.92), vlm("pneumothorax", A, "no pneumothorax")])
+    assert d.status is not A and d.conflict and d.needs_review
+    assert "not dropped" in d.rationale
+    # even outvoted by two absent image sources
+    custom_absent = FindingCall(finding="pneumothorax", status=A, score=0.05, score_kind="op_norm", source="ptx_net")
+    d2 = one([clf("pneumothorax", 0.92), vlm("pneumothorax", A, "no pneumothorax"), custom_absent])
+    assert d2.status is not A and d2.conflict
+
+
+def test_no_finding_conflicts_with_a_present_finding():
+    ds = by_finding(decide([vlm("no_finding", P, "No acute cardiopulmonary process."), clf("cardiomegaly", 0.85)]))
+    assert ds["no_finding"].status is U and ds["no_finding"].conflict and ds["no_finding"].needs_review
+    card = ds["cardiomegaly"]
+    assert card.conflict and card.status is U  # the VLM's 'normal' implies absent: a real disagreement
+    assert "normal" in card.rationale
+    assert [d.finding for d in conflicts(list(ds.values()))] == ["cardiomegaly"]
+
+
+def test_no_finding_stands_when_nothing_else_is_present():
+    ds = by_finding(decide([vlm("no_finding", P, "Normal chest."), clf("cardiomegaly", 0.2),
+                            vlm("support_devices", P, "ET tube in place")]))
+    assert ds["no_finding"].status is P and not ds["no_finding"].conflict
+    assert ds["cardiomegaly"].status is A and not ds["support_devices"].conflict
+
+
+def test_custom_image_source_votes_and_retrieval_like_sources_do_not():
+    custom = FindingCall(finding="nodule", status=P, score=0.8, score_kind="op_norm", source="nodule_net")
+    d = one([custom, vlm("nodule", P, "8 mm nodule")])
+    assert d.status is P and "nodule_net" in d.agreeing
+    d_conf = one([custom, clf("nodule", 0.2)])
+    assert d_conf.conflict
+    # a custom tool declared as a prior source gives a prior only
+    pol = Policy(prior_sources=frozenset({"retrieval", "atlas"}))
+    atlas = FindingCall(finding="nodule", status=P, score=0.9, source="atlas")
+    assert one([atlas], pol).status is U
+    # custom weights apply
+    low = Policy(default_weight=0.3)
+    assert one([custom], low).confidence < one([custom]).confidence
+
+
+def test_same_source_contradiction_is_uncertain_not_a_conflict():
+    d = one([vlm("pleural_effusion", P, "small effusion"), vlm("pleural_effusion", A, "no effusion")])
+    assert d.status is U and not d.conflict
+
+
+def test_box_prefers_vlm_then_classifier():
+    d = one([clf("nodule", 0.8, box=RIGHT_APEX), vlm("nodule", P, "nodule", box=LEFT_BASE)])
+    assert d.box == LEFT_BASE
+    assert one([clf("nodule", 0.8, box=RIGHT_APEX), vlm("nodule", P, "nodule")]).box == RIGHT_APEX
+
+
+def test_policy_from_settings():
+    from cxr_agent.settings import Settings
+
+    pol = Policy.from_settings(Settings(classifier_margin=0.2))
+    assert pol.classifier_margin == 0.2
+    assert Policy.from_settings(Settings(), box_iou_min=0.3).box_iou_min == 0.3
+
+
+# ---- resolve(): each branch of the rule ---------------------------------------------------
+
+
+def _conflict(vlm_status=P, score=0.35, vlm_box=None):
+    d = one([clf("pleural_effusion", score, box=LEFT_BASE), vlm("pleural_effusion", vlm_status, "left effusion", box=vlm_box)])
+    assert d.conflict
+    return d
+
+
+def _answer(status, box=None, ok=True):
+    if not ok:
+        return Evidence.failure("vlm", "timed out after 300 s")
+    return Evidence(tool="vlm", calls=[vlm("pleural_effusion", status, "answer to re-ask", box=box)], answer="...")
+
+
+def test_resolve_agreement_after_reask():
+    r = resolve(_conflict(), _answer(A), classifier_box=LEFT_BASE, policy=Policy())
+    assert r.status is A and not r.conflict and not r.needs_review
+    assert r.confidence == Policy().resolved_confidence
+    assert "re-ask" in r.verification and "agreeing" in r.rationale
+
+
+def test_resolve_strong_classifier_positive_vs_vlm():
+    d = one([clf("pneumothorax", 0.95), vlm("pneumothorax", A, "no pneumothorax")])
+    # the VLM maintains 'absent': a strong positive is never dropped -> unresolved, flagged
+    kept = resolve(d, Evidence(tool="vlm", calls=[vlm("pneumothorax", A, "no")]), classifier_box=None)
+    assert kept.status is U and kept.conflict and kept.needs_review
+    # the VLM now sees it: agreement
+    agreed = resolve(d, Evidence(tool="vlm", calls=[vlm("pneumothorax", P, "yes, right apical")]), classifier_box=None)
+    assert agreed.status is P and not agreed.conflict and agreed.agreeing == ["classifier", "vlm"]
+
+
+def test_resolve_vlm_withdrawal_is_recorded():
+    d = one([clf("pneumothorax", 0.2), vlm("pneumothorax", P, "large right pneumothorax")])
+    r = resolve(d, Evidence(tool="vlm", calls=[vlm("pneumothorax", A, "no")]), classifier_box=None)
+    assert r.status is A and "withdraw" in r.rationale and "withdraw" in r.verification
+
+
+def test_resolve_maintained_with_overlapping_box():
+    r = resolve(_conflict(), _answer(P, box=Box(x1=0.6, y1=0.65, x2=0.88, y2=0.9)), classifier_box=LEFT_BASE, policy=Policy())
+    assert r.status is P and not r.conflict
+    assert r.confidence == Policy().resolved_confidence
+    assert "IoU" in r.verification and "IoU" in r.rationale
+    assert r.box == Box(x1=0.6, y1=0.65, x2=0.88, y2=0.9)
+
+
+def test_resolve_maintained_without_overlap_is_unresolved():
+    d = _conflict()
+    r = resolve(d, _answer(P, box=RIGHT_APEX), classifier_box=LEFT_BASE, policy=Policy())
+    assert r.status is U and r.conflict and r.needs_review
+    assert r.confidence <= Policy().unresolved_cap
+    assert "does not overlap" in r.verification and "review" in r.rationale
+    no_box = resolve(d, _answer(P), classifier_box=LEFT_BASE, policy=Policy())
+    assert no_box.status is U and no_box.conflict and "no box" in no_box.verification
+
+
+def test_resolve_failed_or_uncertain_reask_is_unresolved():
+    d = _conflict()
+    for ev in (_answer(U), _answer(P, ok=False), Evidence(tool="vlm", calls=[])):
+        r = resolve(d, ev, classifier_box=LEFT_BASE, policy=Policy())
+        assert r.status is U and r.conflict and r.needs_review and r.verification
+
+
+# ---- invariants over random inputs ---------------------------------------------------------
+
+
+def _random_call(rng: random.Random) -> FindingCall:
+    finding = rng.choice(FINDINGS[:8])
+    source = rng.choice(["vlm", "classifier", "retrieval", "custom_a", "custom_b"])
+    status = rng.choice([P, A, U])
+    score = None if source == "vlm" and rng.random() < 0.8 else rng.random()
+    kind = {"classifier": "op_norm", "retrieval": "neighbor_fraction"}.get(source, rng.choice([None, "probability"]))
+    box = None
+    if rng.random() < 0.3:
+        x, y = rng.random() * 0.5, rng.random() * 0.5
+        box = Box(x1=x, y1=y, x2=x + rng.random() * 0.5, y2=y + rng.random() * 0.5)
+    return FindingCall(finding=finding, status=status, score=score, score_kind=kind, source=source,
+                       text=rng.choice([None, "some sentence"]), box=box)
+
+
+def test_random_sweep_invariants():
+    rng = random.Random(1234)
+    pol = Policy()
+    for _ in range(400):
+        calls = [_random_call(rng) for _ in range(rng.randint(1, 9))]
+        ds = decide(calls, pol)
+        assert len({d.finding for d in ds}) == len(ds)
+        for d in ds:
+            assert 0.0 <= d.confidence <= 1.0
+            assert d.rationale
+            image_calls = [c for c in d.calls if c.source != "retrieval"]
+            if not image_calls:
+                assert d.status is not P  # retrieval alone never makes a finding present
+            if d.status is A:
+                assert not any(c.status is P and c.source == "classifier" and (c.score or 0) >= 0.7 for c in d.calls)
+            if d.status is U and d.finding != "no_finding":
+                assert d.confidence <= pol.uncertain_cap
+            for src in d.agreeing + d.disagreeing:
+                assert src != "retrieval"
+            if d.conflict:
+                assert d.needs_review
+        for d in conflicts(ds, pol):
+            ans = Evidence(tool="vlm", calls=[_random_call(rng).model_copy(update={"finding": d.finding, "source": "vlm"})])
+            r = resolve(d, ans, classifier_box=rng.choice([None, LEFT_BASE]), policy=pol)
+            assert 0.0 <= r.confidence <= 1.0 and r.verification and r.rationale
+            assert r.conflict == r.needs_review or (not r.conflict)
+
+
+def test_empty_input_and_vocabulary_order():
+    assert decide([]) == []
+    ds = decide([clf("pneumothorax", 0.9), clf("cardiomegaly", 0.9), clf("atelectasis", 0.1)])
+    assert [d.finding for d in ds] == ["cardiomegaly", "atelectasis", "pneumothorax"]
+
+
+def test_policy_is_a_hashable_picklable_value():
+    import pickle
+
+    pol = Policy(source_weights={"vlm": 0.9, "classifier": 1.0})
+    assert pickle.loads(pickle.dumps(pol)) == pol and hash(pol) == hash(Policy(source_weights={"classifier": 1, "vlm": 0.9}))
+    assert pol.weight("vlm") == 0.9 and pol.weight("my_tool") == pol.default_weight
+    down = Policy(source_weights={"vlm": 0.5, "classifier": 1.0})
+    calls = [vlm("edema", P, "edema")]
+    assert one(calls, down).confidence < one(calls).confidence
+
+
+def test_rationale_cites_sources_and_scores():
+    d = one([clf("pleural_effusion", 0.71), vlm("pleural_effusion", P, "small left effusion"), ret("pleural_effusion", 0.4)])
+    assert d.rationale.startswith("Pleural effusion:")
+    for needle in ("classifier", "0.71", "above threshold", "VLM", "small left effusion", "40% of similar prior reports"):
+        assert needle.lower() in d.rationale.lower(), needle
+    assert "\n" not in d.rationale
+    assert {c.source for c in d.calls} == {"classifier", "vlm", "retrieval"}
+
+
+def test_silence_in_a_full_report_is_a_weak_absent_only_when_asked():
+    calls = [clf("cardiomegaly", 0.85), vlm("pleural_effusion", P, "small effusion"), clf("pleural_effusion", 0.7)]
+    default = by_finding(decide(calls))
+    assert default["cardiomegaly"].status is P and not default["cardiomegaly"].conflict  # silence is no vote
+    strict = by_finding(decide(calls, report_sources={"vlm"}))
+    card = strict["cardiomegaly"]
+    assert card.conflict and card.status is U and "does not mention" in card.rationale
+    assert [d.finding for d in conflicts(list(strict.values()))] == ["cardiomegaly"]
+    assert not strict["pleural_effusion"].conflict
+    # the re-ask settles it: the VLM now sees it
+    r = resolve(card, Evidence(tool="vlm", calls=[vlm("cardiomegaly", P, "the heart is enlarged")]), classifier_box=None)
+    assert r.status is P and not r.conflict
+
+
+def test_absent_decision_carries_no_box_and_uncertain_mentions_the_prior():
+    d = one([clf("nodule", 0.1, box=RIGHT_APEX), vlm("nodule", A, "no nodule")])
+    assert d.status is A and d.box is None
+    u = one([vlm("nodule", U, "possible nodule", box=RIGHT_APEX), ret("nodule", 0.8)])
+    assert u.status is U and u.box == RIGHT_APEX and "80% of similar prior reports" in u.rationale
