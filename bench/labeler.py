@@ -1,0 +1,253 @@
+"""Report labeler vs the MeSH indexing of the IU X-ray reports (3,927 reports in torchxrayvision's wheel).
+
+Gold: a finding is positive in a report when one of its MeSH `major` terms maps onto it (MESH_TO_FINDING,
+on the term's head, with a few modifier rules). Prediction: the labeler's present call. MeSH has no
+uncertainty, so the labeler's uncertain calls are masked (left out of the count, as CheXpert's evaluation
+does with uncertain labels); "u-ones" (uncertain = positive) and "u-zeros" (= negative) are reported beside
+it. Macro-F1 is over the findings with MeSH support >= 20. Reports indexed "No Indexing" are skipped.
+
+Where MeSH itself is wrong or partial (spot-checked disagreements; not tuned away)
+- MeSH lists what the indexer judged *major*; plainly stated minor findings are often not indexed and count
+  as false positives here although the labeler is right: CXR224 "Old right rib fractures." and CXR147
+  "...represents a healing rib fracture" are indexed ['normal']; CXR1661 "Healing scapular fracture" too.
+- Hedged or interpretive diagnoses are indexed by their image sign only: CXR257 "Posterior airspace opacity
+  consistent with developing infection" -> MeSH ['Opacity/posterior'], no Pneumonia (labeler: present);
+  most "may represent pneumonia" reports likewise (labeler: uncertain, masked here).
+- Devices: CXR1247 "Cardiac defibrillator leads are stable" is indexed 'Surgical Instruments' (unmapped:
+  that head mostly means surgical clips, which are not support devices); anonymisation hides many device
+  words ("right chest XXXX tip in the SVC"), which the labeler reads from the "tip ... SVC" context.
+- Definitions differ: "enlarged cardiomediastinal silhouette" is enlarged_cardiomediastinum for CheXpert
+  (labeler: present, plus cardiomegaly uncertain) but 'Cardiac Shadow/enlarged' for MeSH (CXR2194, CXR3863)
+  -> the lowest F1 (enlarged_cardiomediastinum, support 23); "nodular density" is nodule for CheXpert,
+  'Density' for MeSH.
+- Terms without support in the text: CXR855 reads "The lungs are clear" but carries
+  'Density/lung/upper lobe/right/round' and 'Pulmonary Emphysema/mild'; CXR688 is an abdominal (KUB) report
+  indexed with chest terms (opacity, atelectasis, pleural thickening).
+- 'Pulmonary Disease, Chronic Obstructive' is sometimes given for "hyperexpanded lungs" alone; the labeler
+  deliberately does not call emphysema from hyperinflation.
+Run `python -m bench.labeler --errors FINDING` to print disagreements for a finding.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+
+from knowledge.corpus import Report, iu_xray_reports
+from knowledge.evidence import Status
+from knowledge.labeler import LABELER_VERSION, find_mentions, label_report
+from knowledge.vocabulary import FINDINGS
+
+MIN_SUPPORT = 20
+TARGET_MACRO_F1 = 0.90
+
+# MeSH head term -> finding (the head is the part before the first "/").
+MESH_TO_FINDING: dict[str, str] = {
+    "Cardiomegaly": "cardiomegaly",
+    "Opacity": "lung_opacity",
+    "Airspace Disease": "lung_opacity",
+    "Density": "lung_opacity",
+    "Nodule": "nodule",
+    "Calcified Granuloma": "nodule",
+    "Granuloma": "nodule",
+    "Mass": "mass",
+    "Cavitation": "lung_lesion",
+    "Pulmonary Edema": "edema",
+    "Pulmonary Congestion": "edema",
+    "Heart Failure": "edema",
+    "Consolidation": "consolidation",
+    "Pneumonia": "pneumonia",
+    "Infiltrate": "infiltration",
+    "Pulmonary Atelectasis": "atelectasis",
+    "Pneumothorax": "pneumothorax",
+    "Hydropneumothorax": "pneumothorax",
+    "Hemopneumothorax": "pneumothorax",
+    "Pleural Effusion": "pleural_effusion",
+    "Emphysema": "emphysema",
+    "Pulmonary Emphysema": "emphysema",
+    "Bullous Emphysema": "emphysema",
+    "Pulmonary Disease, Chronic Obstructive": "emphysema",
+    "Pulmonary Fibrosis": "fibrosis",
+    "Fibrosis": "fibrosis",
+    "Cicatrix": "fibrosis",
+    "Hernia, Hiatal": "hernia",
+    "Hernia, Diaphragmatic": "hernia",
+    "Fractures, Bone": "fracture",
+    "Catheters, Indwelling": "support_devices",
+    "Implanted Medical Device": "support_devices",
+    "Medical Device": "support_devices",
+    "Tube, Inserted": "support_devices",
+    "Stents": "support_devices",
+}
+
+
+def mesh_findings(terms: Iterable[str]) -> set[str]:
+    """MeSH major terms ("Pleural Effusion/bilateral/small") -> the set of vocabulary findings they name."""
+    out: set[str] = set()
+    for term in terms:
+        parts = [p.strip() for p in term.split("/")]
+        head, mods = parts[0], {p.lower() for p in parts[1:]}
+        if head == "Emphysema" and "subcutaneous" in mods:
+            continue
+        if head == "Density" and "lung" not in mods:
+            continue
+        if head in MESH_TO_FINDING:
+            out.add(MESH_TO_FINDING[head])
+        elif head == "Cardiac Shadow" and "enlarged" in mods:
+            out.add("cardiomegaly")
+        elif head == "Mediastinum" and mods & {"prominent", "enlarged", "wide", "widened"} and "lymph nodes" not in mods:
+            out.add("enlarged_cardiomediastinum")
+        elif head == "Thickening" and "pleura" in mods:
+            out.add("pleural_thickening")
+    return out
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+POLICIES = ("masked", "ones", "zeros", "keywords")
+
+
+def evaluate(reports: Iterable[Report], *, policy: str = "masked") -> dict[str, dict[str, float]]:
+    """Per finding: support, tp, fp, fn, precision, recall, f1 (labeler vs MeSH).
+
+    policy for the labeler's uncertain calls (MeSH has no uncertainty): "masked" leaves the (report, finding)
+    pair out of the count (CheXpert's evaluation of uncertain labels), "ones" counts it as positive,
+    "zeros" as negative. "keywords" is the no-context baseline: any mention counts as positive (negation and
+    uncertainty ignored), i.e. plain keyword spotting with the same vocabulary.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+    positive = {Status.present} if policy != "ones" else {Status.present, Status.uncertain}
+    counts = {f: [0, 0, 0] for f in FINDINGS if f != "no_finding"}
+    for r in reports:
+        terms = r.metadata.get("mesh_major", [])
+        if "No Indexing" in terms:
+            continue
+        gold = mesh_findings(terms)
+        if policy == "keywords":
+            calls = []
+            pred = {m.finding for m in find_mentions(r.text) if m.cue != "normal statement"}
+        else:
+            calls = label_report(r.text)
+            pred = {c.finding for c in calls if c.status in positive and c.finding != "no_finding"}
+        masked = {c.finding for c in calls if c.status is Status.uncertain} if policy == "masked" else set()
+        for f, c in counts.items():
+            if f in masked:
+                continue
+            if f in pred and f in gold:
+                c[0] += 1
+            elif f in pred:
+                c[1] += 1
+            elif f in gold:
+                c[2] += 1
+    out: dict[str, dict[str, float]] = {}
+    for f, (tp, fp, fn) in counts.items():
+        p, rec, f1 = _prf(tp, fp, fn)
+        out[f] = {"support": tp + fn, "tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": rec, "f1": f1}
+    return out
+
+
+def macro_f1(table: dict[str, dict[str, float]], min_support: int = MIN_SUPPORT) -> tuple[float, list[str]]:
+    kept = [f for f, row in table.items() if row["support"] >= min_support]
+    return (sum(table[f]["f1"] for f in kept) / len(kept) if kept else 0.0), kept
+
+
+def run(quick: bool = False) -> list[dict]:
+    reports = list(iu_xray_reports(limit=800 if quick else None))
+    speed = {}
+    for prefilter in (False, True):
+        t0 = time.process_time()  # CPU time: the wall clock of a shared machine measures the neighbours
+        for r in reports:
+            label_report(r.text, prefilter=prefilter)
+        speed[prefilter] = len(reports) / max(time.process_time() - t0, 1e-9)
+    table = evaluate(reports)
+    strict = evaluate(reports, policy="zeros")
+    ones = evaluate(reports, policy="ones")
+    keywords = evaluate(reports, policy="keywords")
+    m, kept = macro_f1(table)
+    ms, _ = macro_f1(strict)
+    mo, _ = macro_f1(ones)
+    mk = sum(keywords[f]["f1"] for f in kept) / len(kept) if kept else 0.0  # same findings as `m`
+    n = len(reports)
+    note = f"IU X-ray, {n} reports, labeler {LABELER_VERSION}; findings with MeSH support >= {MIN_SUPPORT}: {', '.join(kept)}"
+    rows = [
+        {"benchmark": "labeler", "metric": "macro_f1_vs_mesh", "value": round(m, 4), "unit": "F1",
+         "baseline": round(mk, 4), "ratio": round(m / mk, 4) if mk else None, "target": f">= {TARGET_MACRO_F1}",
+         "note": note + "; uncertain calls masked; baseline = keyword spotting, same vocabulary, no negation/uncertainty"},
+        {"benchmark": "labeler", "metric": "macro_f1_vs_mesh_u_ones", "value": round(mo, 4), "unit": "F1",
+         "baseline": round(ms, 4), "ratio": round(mo / ms, 4) if ms else None, "target": None,
+         "note": "uncertain counted as positive; baseline = uncertain counted as negative"},
+        {"benchmark": "labeler", "metric": "throughput", "value": round(speed[True], 1), "unit": "reports/s",
+         "baseline": round(speed[False], 1), "ratio": round(speed[True] / speed[False], 3), "target": ">= 1000",
+         "note": "CPU time, one thread, label_report on findings+impression; baseline = keyword prefilter off"},
+    ]
+    for f in kept:
+        row = table[f]
+        rows.append({"benchmark": "labeler", "metric": f"f1[{f}]", "value": round(row["f1"], 4), "unit": "F1",
+                     "baseline": round(keywords[f]["f1"], 4),
+                     "ratio": round(row["f1"] / keywords[f]["f1"], 4) if keywords[f]["f1"] else None, "target": None,
+                     "note": f"support {row['support']}, P {row['precision']:.3f}, R {row['recall']:.3f}"})
+    return rows
+
+
+def _print_errors(finding: str, limit: int = 40) -> None:
+    shown = 0
+    for r in iu_xray_reports():
+        terms = r.metadata.get("mesh_major", [])
+        if "No Indexing" in terms:
+            continue
+        gold = finding in mesh_findings(terms)
+        call = next((c for c in label_report(r.text) if c.finding == finding), None)
+        if call is not None and call.status is Status.uncertain:
+            continue
+        pred = call is not None and call.status is Status.present
+        if gold != pred:
+            kind = "FP" if pred else "FN"
+            print(f"{kind} {r.id} mesh={terms} call={call.status.value if call else None}:{call.text if call else ''}")
+            print("    ", r.text.replace("\n", " | ")[:400])
+            shown += 1
+            if shown >= limit:
+                return
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--errors":
+        _print_errors(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 40)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    reports = list(iu_xray_reports())
+    table = evaluate(reports)
+    t = Table(title=f"Labeler {LABELER_VERSION} vs IU X-ray MeSH ({len(reports)} reports)")
+    for col in ("finding", "support", "precision", "recall", "F1", "F1 u-zeros", "F1 u-ones", "F1 keywords"):
+        t.add_column(col, justify="right" if col != "finding" else "left")
+    strict = evaluate(reports, policy="zeros")
+    ones = evaluate(reports, policy="ones")
+    keywords = evaluate(reports, policy="keywords")
+    for f, row in table.items():
+        t.add_row(f, str(row["support"]), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+                  f"{strict[f]['f1']:.3f}", f"{ones[f]['f1']:.3f}", f"{keywords[f]['f1']:.3f}")
+    m, kept = macro_f1(table)
+    ms, _ = macro_f1(strict)
+    mo, _ = macro_f1(ones)
+    t.caption = (f"macro-F1 (support >= {MIN_SUPPORT}: {len(kept)} findings), uncertain masked = {m:.3f}; "
+                 f"u-zeros {ms:.3f}; u-ones {mo:.3f}")
+    console = Console(width=170)
+    console.print(t)
+    rows = Table(title="bench rows")
+    for col in ("benchmark", "metric", "value", "unit", "baseline", "ratio", "target", "note"):
+        rows.add_column(col)
+    for r in run():
+        rows.add_row(*(str(r[k]) for k in ("benchmark", "metric", "value", "unit", "baseline", "ratio", "target", "note")))
+    console.print(rows)
+
+
+if __name__ == "__main__":
+    main()
