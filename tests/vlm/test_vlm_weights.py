@@ -1,0 +1,83 @@
+"""Missing RadVLM weights are reported at once, with the fix; the tiny profile needs none."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from cxr_agent.settings import Settings
+from tools.base import ToolRequest
+from tools.study import Study
+from tools.vlm.backends.transformers_backend import TransformersBackend
+from tools.vlm.tool import VLMTool
+from tools.vlm.weights import download_vlm_weights, local_model_dir, vlm_weight_status
+
+
+def _real(tmp_path: Path, **kw: object) -> Settings:
+    return Settings(model_profile="real", hf_cache_dir=tmp_path / "hf", data_dir=tmp_path / "data",
+                    vlm_device="cpu", **kw)
+
+
+def test_missing_weights_fail_instantly_with_the_fix(tmp_path: Path, study: Study) -> None:
+    settings = _real(tmp_path)
+    t0 = time.perf_counter()
+    st = vlm_weight_status(settings)
+    assert not st.present and st.kind == "vlm"
+    assert "KrauthammerLab/RadVLM" in st.detail and str(tmp_path / "hf") in st.detail
+    assert "cxr-agent models download" in st.fix
+    ev = VLMTool(settings, backend=TransformersBackend(settings)).run(ToolRequest(intent="report", study=study))
+    elapsed = time.perf_counter() - t0
+    assert not ev.ok
+    for needle in ("KrauthammerLab/RadVLM", "cxr-agent models download", str(tmp_path / "hf")):
+        assert needle in ev.error
+    assert elapsed < 5.0  # no hub round trip (HF_HUB_OFFLINE=1 and a local cache check first)
+
+
+def test_download_refuses_offline(tmp_path: Path) -> None:
+    try:
+        download_vlm_weights(_real(tmp_path))
+    except RuntimeError as exc:
+        assert "offline" in str(exc) and "KrauthammerLab/RadVLM" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("download should refuse while HF_HUB_OFFLINE=1")
+
+
+def test_local_directory_with_missing_shards(tmp_path: Path) -> None:
+    model_dir = tmp_path / "radvlm"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (model_dir / "model-00001-of-00002.safetensors").write_bytes(b"")
+    settings = _real(tmp_path, vlm_model_id=str(model_dir))
+    path, missing = local_model_dir(settings)
+    assert path is None and "model-00002-of-00002.safetensors" in missing
+    (model_dir / "model-00002-of-00002.safetensors").write_bytes(b"")
+    assert local_model_dir(settings)[0] == model_dir
+    assert download_vlm_weights(settings) == model_dir  # nothing to fetch for a local directory
+
+
+def test_hub_cache_layout_is_recognised(tmp_path: Path) -> None:
+    """A complete snapshot in the HF cache layout counts as present (no network needed)."""
+    snap = tmp_path / "hf" / "models--KrauthammerLab--RadVLM" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (tmp_path / "hf" / "models--KrauthammerLab--RadVLM" / "refs").mkdir()
+    (tmp_path / "hf" / "models--KrauthammerLab--RadVLM" / "refs" / "main").write_text("0" * 40)
+    shards = [f"model-0000{i}-of-00004.safetensors" for i in range(1, 5)]
+    (snap / "config.json").write_text("{}")
+    (snap / "preprocessor_config.json").write_text("{}")
+    (snap / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {s: s for s in shards}}))
+    for s in shards[:3]:
+        (snap / s).write_bytes(b"")
+    settings = _real(tmp_path)
+    st = vlm_weight_status(settings)
+    assert not st.present and "1 weight shard(s)" in st.detail and shards[3] in st.detail
+    (snap / shards[3]).write_bytes(b"")
+    st = vlm_weight_status(settings)
+    assert st.present and st.location == str(snap)
+
+
+def test_tiny_profile_needs_no_weights(tiny_settings: Settings) -> None:
+    st = vlm_weight_status(tiny_settings)
+    assert st.present and "random" in st.detail

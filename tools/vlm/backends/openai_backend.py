@@ -1,0 +1,238 @@
+"""RadVLM behind any OpenAI-compatible server (vLLM, SGLang, TGI...), over plain httpx.
+
+The image goes as a base64 PNG data URL in an ``image_url`` content part of the first user
+turn. Retries with exponential backoff on connection errors, HTTP 5xx and 429 (never on other
+4xx: the request itself is wrong, and a read timeout is not retried either: the generation
+would most likely time out again). Streams with SSE when a token sink is given. The encoded
+data URL is cached per (thread_id, study_id); the server's own prefix cache does the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from PIL import Image
+
+from tools.vlm.backends.base import BackendError, GenerationResult, ModelUnavailable
+from tools.vlm.prompts import ChatTurn
+
+if TYPE_CHECKING:
+    from cxr_agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def image_data_url(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def to_openai_messages(turns: list[ChatTurn], data_url: str) -> list[dict[str, Any]]:
+    """OpenAI chat messages: image + text in the first user turn, text elsewhere."""
+    msgs: list[dict[str, Any]] = []
+    image_done = False
+    for turn in turns:
+        if turn.role == "user" and not image_done:
+            msgs.append({
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": data_url}},
+                    {"type": "text", "text": turn.text},
+                ],
+            })
+            image_done = True
+        else:
+            msgs.append({"role": turn.role, "content": turn.text})
+    return msgs
+
+
+class _Retryable(Exception):
+    pass
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, settings: Settings, *, backoff_s: float = 0.5, cache_entries: int = 16,
+                 client: httpx.Client | None = None) -> None:
+        self.settings = settings
+        self.profile = settings.model_profile
+        self.model_id = settings.openai_model
+        self.base_url = settings.openai_base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
+        self.timeout_s = float(settings.openai_timeout_s)
+        self.max_retries = max(0, int(settings.openai_max_retries))
+        self.backoff_s = backoff_s
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
+            headers={"Authorization": f"Bearer {settings.openai_api_key.get_secret_value()}"},
+        )
+        self._cache: OrderedDict[Hashable, str] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.cache_entries = cache_entries
+
+    def close(self) -> None:
+        self._client.close()
+
+    def cache_clear(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+    def _data_url(self, image: Image.Image, key: Hashable | None) -> tuple[str, bool]:
+        if key is not None:
+            with self._cache_lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key], True
+        url = image_data_url(image)
+        if key is not None and self.cache_entries > 0:
+            with self._cache_lock:
+                self._cache[key] = url
+                while len(self._cache) > self.cache_entries:
+                    self._cache.popitem(last=False)
+        return url, False
+
+    def generate(
+        self,
+        image: Image.Image,
+        turns: list[ChatTurn],
+        *,
+        cache_key: Hashable | None = None,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
+        t0 = time.perf_counter()
+        data_url, hit = self._data_url(image, cache_key)
+        encode_s = time.perf_counter() - t0
+        body: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": to_openai_messages(turns, data_url),
+            "max_tokens": int(max_new_tokens or self.settings.vlm_max_new_tokens),
+            "temperature": 0.0,
+            "stream": on_token is not None,
+        }
+        if min_new_tokens:
+            body["min_tokens"] = int(min_new_tokens)  # vLLM extension; others ignore it
+        last: str = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                delay = self.backoff_s * (2 ** (attempt - 1))
+                log.warning("VLM server retry %d/%d in %.2f s after: %s", attempt, self.max_retries, delay, last)
+                time.sleep(delay)
+            try:
+                if on_token is not None:
+                    result = self._stream(body, on_token, t0)
+                else:
+                    result = self._once(body, t0)
+            except _Retryable as exc:
+                last = str(exc)
+                continue
+            result.cache_hit, result.encode_s = hit, encode_s
+            return result
+        raise ModelUnavailable(
+            f"the VLM server at {self.base_url} failed after {self.max_retries + 1} attempts: {last}. "
+            "Check that it is running and serving the model (CXR_AGENT_OPENAI_BASE_URL, CXR_AGENT_OPENAI_MODEL)."
+        )
+
+    # ------------------------------------------------------------------ transport
+    def _raise_for(self, exc: Exception) -> None:
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)):
+            raise _Retryable(f"cannot connect to {self.base_url} (server not answering: {type(exc).__name__}: {exc})")
+        if isinstance(exc, httpx.TimeoutException):
+            raise BackendError(
+                f"the VLM server at {self.base_url} did not answer within {self.timeout_s:g} s "
+                "(raise CXR_AGENT_OPENAI_TIMEOUT_S or check the server's load)"
+            ) from exc
+        raise BackendError(f"request to the VLM server at {self.base_url} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _check_status(self, resp: httpx.Response) -> None:
+        if resp.status_code < 400:
+            return
+        msg = f"{self.url} answered HTTP {resp.status_code}: {resp.text[:300].strip()}"
+        if resp.status_code in RETRY_STATUS:
+            raise _Retryable(msg)
+        if resp.status_code in (401, 403):
+            raise BackendError(msg + " (check CXR_AGENT_OPENAI_API_KEY)")
+        if resp.status_code == 404:
+            raise BackendError(msg + f" (is {self.model_id!r} served there? check CXR_AGENT_OPENAI_MODEL and the /v1 in the URL)")
+        raise BackendError(msg)
+
+    def _once(self, body: dict[str, Any], t0: float) -> GenerationResult:
+        try:
+            resp = self._client.post(self.url, json=body)
+        except httpx.HTTPError as exc:
+            self._raise_for(exc)
+            raise  # unreachable
+        self._check_status(resp)
+        try:
+            data = resp.json()
+            text = data["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise BackendError(f"{self.url} returned a malformed chat completion: {resp.text[:200]}") from exc
+        usage = data.get("usage") or {}
+        done = time.perf_counter()
+        return GenerationResult(
+            text=text.strip(),
+            prompt_tokens=usage.get("prompt_tokens"),
+            new_tokens=usage.get("completion_tokens"),
+            ttft_s=None,
+            latency_s=done - t0,
+        )
+
+    def _stream(self, body: dict[str, Any], on_token: Callable[[str], None], t0: float) -> GenerationResult:
+        pieces: list[str] = []
+        first: float | None = None
+        n = 0
+        usage: dict[str, Any] = {}
+        try:
+            with self._client.stream("POST", self.url, json=body) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._check_status(resp)
+                for line in resp.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(payload)
+                    except ValueError as exc:
+                        raise BackendError(f"{self.url} sent a malformed stream event: {payload[:200]}") from exc
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            if first is None:
+                                first = time.perf_counter()
+                            n += 1
+                            pieces.append(piece)
+                            try:
+                                on_token(piece)
+                            except Exception as exc:
+                                log.warning("on_token callback failed: %s", exc)
+        except httpx.HTTPError as exc:
+            if pieces:  # tokens already went out: do not replay the answer
+                raise BackendError(f"the VLM server at {self.base_url} dropped the stream: {exc}") from exc
+            self._raise_for(exc)
+        done = time.perf_counter()
+        return GenerationResult(
+            text="".join(pieces).strip(),
+            prompt_tokens=usage.get("prompt_tokens"),
+            new_tokens=usage.get("completion_tokens", n),
+            ttft_s=(first - t0) if first else None,
+            latency_s=done - t0,
+        )
