@@ -15,6 +15,7 @@ UI_APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
 def register(app: typer.Typer) -> None:
     """Attach the top-level run commands to the main app."""
     app.command("ui")(ui)
+    app.command("ask")(ask)
 
 
 def ui(
@@ -60,3 +61,63 @@ def _auto_profile(settings) -> str:
     except Exception:  # status check must never stop the app from starting
         return "tiny"
     return "real" if statuses and all(s.present for s in statuses) else "tiny"
+
+
+def ask(
+    image: str = typer.Argument(..., help="PNG, JPEG or DICOM file; '-' to keep the thread's current study."),
+    question: str = typer.Argument("Write a report", help="What to ask about the image."),
+    thread: str = typer.Option(None, "--thread", "-t", help="Conversation id; reuse it to continue (default: new)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not show tool progress."),
+) -> None:
+    """Ask one question about a chest radiograph; prints the reply and the evidence behind it."""
+    import uuid
+
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.table import Table
+
+    from cxr_agent.settings import get_settings
+
+    out_console, err = Console(), Console(stderr=True)
+    settings = get_settings()
+    if image != "-" and not Path(image).expanduser().is_file():
+        raise typer.BadParameter(f"no such file: {image}", param_hint="IMAGE")
+    from graph import build_graph
+
+    graph = build_graph(settings)
+    thread_id = thread or uuid.uuid4().hex[:12]
+    config = {"configurable": {"thread_id": thread_id}}
+    inputs: dict = {"messages": [("user", question)]}
+    if image != "-":
+        inputs["image"] = str(Path(image).expanduser())
+    for mode, chunk in graph.stream(inputs, config, stream_mode=["custom", "updates"]):
+        if mode != "custom" or quiet:
+            continue
+        kind = chunk.get("event")
+        if kind == "route":
+            err.print(f"[dim]route: {chunk['intent']} -> {', '.join(chunk['tools']) or 'no tools'}[/dim]")
+        elif kind == "tool_end":
+            status = "[green]ok[/green]" if chunk["ok"] else f"[red]failed[/red] ({chunk['error']})"
+            err.print(f"[dim]{chunk['tool']}: {status} in {(chunk['latency_ms'] or 0) / 1000:.1f} s[/dim]")
+        elif kind == "verify":
+            err.print(f"[dim]re-asked the VLM about {chunk['finding']}: {chunk['outcome']}[/dim]")
+    state = graph.get_state(config).values
+    out_console.print(Markdown(state["messages"][-1].content))
+
+    table = Table(title="Evidence this turn", show_lines=False)
+    for col in ("tool", "ok", "latency", "calls (present / uncertain)", "note"):
+        table.add_column(col)
+    for ev in state.get("evidence") or []:
+        calls = ", ".join(
+            f"{c.finding}{'?' if c.status.value == 'uncertain' else ''}"
+            + (f" {c.score:.2f}" if c.score is not None else "")
+            for c in ev.calls if c.status.value != "absent"
+        )
+        note = ev.error or ev.answer or (f"{len(ev.neighbors)} neighbours" if ev.neighbors else "")
+        if ev.meta.get("verification"):
+            note = f"re-ask: {ev.meta['verification']}. {note}"
+        table.add_row(ev.tool, "yes" if ev.ok else "[red]no[/red]",
+                      f"{(ev.latency_ms or 0) / 1000:.2f} s", calls or "-", (note or "")[:80])
+    if state.get("evidence"):
+        out_console.print(table)
+    err.print(f"[dim]thread: {thread_id}  (continue with --thread {thread_id})[/dim]")

@@ -1,0 +1,203 @@
+"""Each intent end to end through the graph, with scripted tools (controlled outputs)."""
+
+from __future__ import annotations
+
+from graph_scripted import ScriptedVLM, classifier, retrieval
+from langchain_core.messages import AIMessage
+
+from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
+from knowledge.evidence import Box, Status
+
+EFFUSION_BOX = Box(x1=0.6, y1=0.55, x2=0.9, y2=0.9)
+
+
+def _tools():
+    vlm = ScriptedVLM(report="Cardiomegaly. No pleural effusion. No pneumothorax.")
+    clf = classifier({"cardiomegaly": 0.8, "pneumothorax": 0.1}, {"cardiomegaly": Box(x1=0.3, y1=0.4, x2=0.7, y2=0.8)})
+    ret = retrieval([["cardiomegaly"], ["cardiomegaly", "pleural_effusion"], ["no_finding"], ["cardiomegaly"]])
+    return vlm, clf, ret
+
+
+def test_report_end_to_end(make_graph, thread, cxr_image):
+    vlm, clf, ret = _tools()
+    g = make_graph(vlm, clf, ret)
+    out = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
+    reply = out["messages"][-1]
+    assert isinstance(reply, AIMessage)
+    text = reply.content
+    assert text.startswith(f"> **{DEMO_WARNING}**")
+    assert DISCLAIMER in text
+    assert "Cardiomegaly. No pleural effusion. No pneumothorax." in text  # the VLM report, verbatim
+    assert "classifier op-point score 0.80 (threshold 0.5)" in text
+    assert "probability" not in text.lower()
+    assert "4 similar prior reports; 3/4 mention cardiomegaly" in text
+    # this turn's evidence and decisions
+    assert sorted(e.tool for e in out["evidence"]) == ["classifier", "retrieval", "vlm"]
+    vlm_ev = next(e for e in out["evidence"] if e.tool == "vlm")
+    assert {(c.finding, c.status) for c in vlm_ev.calls} >= {("cardiomegaly", Status.present),
+                                                           ("pleural_effusion", Status.absent)}
+    assert all(c.source == "vlm" for c in vlm_ev.calls)
+    cardio = next(d for d in out["decisions"] if d.finding == "cardiomegaly")
+    assert cardio.status == Status.present and not cardio.conflict
+    # retrieval ran after the VLM, on its draft report
+    assert ret.requests[0].draft_report == vlm.report
+    assert next(e for e in out["evidence"] if e.tool == "retrieval").meta["query"] == vlm.report
+    cxr = reply.additional_kwargs["cxr"]
+    assert cxr["intent"] == "report" and cxr["demo"] is True and cxr["study_id"] == out["study_id"]
+    assert cxr["unavailable"] == []
+    assert cxr["boxes"] == [{"finding": "cardiomegaly", "source": "classifier", "x1": 0.3, "y1": 0.4, "x2": 0.7,
+                             "y2": 0.8, "label": "Cardiomegaly"}]
+    assert cxr["heatmaps"][0]["finding"] == "cardiomegaly" and cxr["heatmaps"][0]["box"]["x1"] == 0.3
+    # state holds a reference, not pixels
+    assert isinstance(out["study_id"], str) and len(out["study_id"]) == 64
+
+
+def test_report_adds_omitted_high_confidence_finding_flagged(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM(report="Mild cardiomegaly.")
+    clf = classifier({"pleural_effusion": 0.9, "cardiomegaly": 0.8}, {"pleural_effusion": EFFUSION_BOX})
+    g = make_graph(vlm, clf)
+    out = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
+    text = out["messages"][-1].content
+    assert "\nMild cardiomegaly.\n" in text  # the VLM's text, not silently altered
+    assert "Added — flagged for review: Pleural effusion.** Not mentioned in the VLM report" in text
+    assert "classifier op-point score 0.90 (threshold 0.5)" in text
+    eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
+    assert eff.status == Status.present
+
+
+def test_report_normal_vlm_vs_classifier_positive_is_disputed(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM(report="Heart size is normal. The lungs are clear.")  # labelled: no finding
+    clf = classifier({"pleural_effusion": 0.9, "cardiomegaly": 0.2}, {"pleural_effusion": EFFUSION_BOX})
+    g = make_graph(vlm, clf)
+    out = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
+    text = out["messages"][-1].content
+    assert "Heart size is normal. The lungs are clear." in text
+    assert "Disputed, unresolved: Pleural effusion.** The VLM report does not mention it and reads the study as normal" in text
+    eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
+    assert eff.needs_review and eff.status != Status.absent  # a high-confidence positive is never dropped
+
+
+def test_locate(make_graph, thread, cxr_image):
+    vlm, _, _ = _tools()
+    clf = classifier({"pleural_effusion": 0.75}, {"pleural_effusion": EFFUSION_BOX})
+    g = make_graph(vlm, clf)
+    out = g.invoke({"messages": [("user", "Where is the effusion?")], "image": str(cxr_image)}, thread())
+    text = out["messages"][-1].content
+    assert "## Where: Pleural effusion" in text
+    assert "box x 0.10–0.40, y 0.50–0.90" in text  # VLM box
+    assert "pixels (102, 512)–(410, 922)" in text  # on the 1024 x 1024 original
+    assert "right lower zone (image left)" in text
+    assert "classifier heatmap" in text
+    cxr = out["messages"][-1].additional_kwargs["cxr"]
+    assert {b["source"] for b in cxr["boxes"]} == {"vlm", "classifier"}
+    assert DISCLAIMER not in text
+
+
+def test_finding_question(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM()
+    clf = classifier({"pleural_effusion": 0.85})
+    g = make_graph(vlm, clf)
+    out = g.invoke({"messages": [("user", "Is there a pleural effusion?")], "image": str(cxr_image)}, thread())
+    text = out["messages"][-1].content
+    assert "**Yes** — pleural effusion present" in text
+    assert "classifier op-point score 0.85 (threshold 0.5)" in text
+    assert vlm.requests[0].finding == "pleural_effusion"
+
+
+def test_similar_cases_table(make_graph, thread, cxr_image):
+    _, _, ret = _tools()
+    g = make_graph(ret)
+    out = g.invoke({"messages": [("user", "Show me similar cases")], "image": str(cxr_image)}, thread())
+    text = out["messages"][-1].content
+    assert "## 4 similar prior reports" in text
+    assert "| 1 | 0.90 | Cardiomegaly |" in text
+    assert [e.tool for e in out["evidence"]] == ["retrieval"]
+
+
+def test_chat_passes_history(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM(answer="Hello there")
+    g = make_graph(vlm)
+    cfg = thread()
+    g.invoke({"messages": [("user", "hello")], "image": str(cxr_image)}, cfg)
+    out = g.invoke({"messages": [("user", "thanks, what can you do?")]}, cfg)
+    assert "Hello there" in out["messages"][-1].content
+    hist = vlm.requests[-1].history
+    assert [h["role"] for h in hist] == ["user", "assistant"]
+    assert hist[0]["content"] == "hello"
+
+
+def test_image_intent_without_image_asks_for_one(make_graph, thread):
+    vlm, clf, ret = _tools()
+    g = make_graph(vlm, clf, ret)
+    out = g.invoke({"messages": [("user", "Write a report")]}, thread())
+    text = out["messages"][-1].content
+    assert "Please upload a chest radiograph" in text
+    assert text.startswith(f"> **{DEMO_WARNING}**")
+    assert vlm.calls == clf.calls == ret.calls == 0
+    assert out["evidence"] == [] and out["decisions"] == []
+
+
+def test_explain_answers_from_stored_evidence_without_tools(make_graph, thread, cxr_image):
+    vlm, clf, ret = _tools()
+    g = make_graph(vlm, clf, ret)
+    cfg = thread()
+    first = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, cfg)
+    counts = (vlm.calls, clf.calls, ret.calls, len(vlm.verify_calls))
+    out = g.invoke({"messages": [("user", "Why did you call cardiomegaly?")]}, cfg)
+    assert (vlm.calls, clf.calls, ret.calls, len(vlm.verify_calls)) == counts  # nothing re-ran
+    text = out["messages"][-1].content
+    assert "no tool was re-run" in text
+    cardio = next(d for d in first["decisions"] if d.finding == "cardiomegaly")
+    assert cardio.rationale in text
+    assert out["evidence"] == [] and out["decisions"] == []  # this turn produced none
+    assert out["study_id"] == first["study_id"]
+
+
+def test_explain_with_nothing_to_explain(make_graph, thread):
+    g = make_graph(ScriptedVLM())
+    out = g.invoke({"messages": [("user", "why did you say that?")]}, thread())
+    assert "nothing to explain yet" in out["messages"][-1].content
+
+
+def test_per_turn_results_reset_and_thread_remembers_study(make_graph, thread, cxr_images):
+    vlm, clf, ret = _tools()
+    g = make_graph(vlm, clf, ret)
+    cfg = thread()
+    a = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_images[0])}, cfg)
+    b = g.invoke({"messages": [("user", "Is there a pneumothorax?")]}, cfg)  # no image: same study
+    assert b["study_id"] == a["study_id"]
+    # this turn only: vlm + classifier, plus the VLM re-ask on the conflict they produced (pneumothorax)
+    assert sorted(e.tool for e in b["evidence"] if not e.meta.get("verification")) == ["classifier", "vlm"]
+    assert [e.meta["verification"] for e in b["evidence"] if e.meta.get("verification")] == ["pneumothorax"]
+    assert clf.requests[-1].study.id == a["study_id"]
+    c = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_images[1])}, cfg)  # new study
+    assert c["study_id"] != a["study_id"]
+    assert len(c["messages"]) == 6
+    assert len(c["evidence"]) == 3
+
+
+def test_study_id_input_and_store_image(make_graph, thread, cxr_image):
+    from graph import store_image
+
+    vlm, clf, _ = _tools()
+    g = make_graph(vlm, clf)
+    sid = store_image(cxr_image, graph=g)
+    out = g.invoke({"messages": [("user", "Is there a pneumothorax?")], "study_id": sid}, thread())
+    assert out["study_id"] == sid and clf.requests[0].study.id == sid
+    bad = g.invoke({"messages": [("user", "Is there a pneumothorax?")], "study_id": "f" * 64}, thread())
+    assert "no longer available" in bad["messages"][-1].content
+
+
+def test_explain_one_finding_after_several_turns(make_graph, thread, cxr_image):
+    vlm, clf, ret = _tools()
+    g = make_graph(vlm, clf, ret)
+    cfg = thread()
+    g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, cfg)
+    g.invoke({"messages": [("user", "Find similar cases")]}, cfg)  # not a reconciled turn: memory kept
+    g.invoke({"messages": [("user", "Is there a nodule?")]}, cfg)  # merged into memory by finding
+    memory = g.get_state(cfg).values["last_result"]
+    assert {"cardiomegaly", "nodule"} <= {d.finding for d in memory["decisions"]}
+    out = g.invoke({"messages": [("user", "Why did you call cardiomegaly?")]}, cfg)
+    text = out["messages"][-1].content
+    assert "**Cardiomegaly** →" in text and "**Nodule** →" not in text
+    assert "Other conclusions on record:" in text and "nodule" in text.split("Other conclusions on record:")[1]

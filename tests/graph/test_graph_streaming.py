@@ -1,0 +1,38 @@
+"""The custom stream events the UI codes against (stream_mode="custom")."""
+
+from __future__ import annotations
+
+from graph_scripted import ScriptedVLM, classifier, retrieval
+
+from knowledge.evidence import Box, Evidence, FindingCall, Status
+
+
+def test_custom_events_contract(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM(report="Cardiomegaly.", verify=lambda f: Evidence(
+        tool="vlm", calls=[FindingCall(finding=f, status=Status.absent, source="vlm")]))
+    g = make_graph(vlm, classifier({"cardiomegaly": 0.2}, {"cardiomegaly": Box(x1=0.3, y1=0.4, x2=0.7, y2=0.8)}),
+                   retrieval([["cardiomegaly"]]))
+    cfg = thread()
+    events = [e for e in g.stream({"messages": [("user", "Write a report")], "image": str(cxr_image)}, cfg,
+                                  stream_mode="custom")]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "route" and kinds[-1] == "reply"
+    route = events[0]
+    assert route["intent"] == "report" and route["tools"] == ["vlm", "classifier", "retrieval"] and route["reason"]
+    assert "finding" in route
+    starts = [e["tool"] for e in events if e["event"] == "tool_start"]
+    ends = [e for e in events if e["event"] == "tool_end"]
+    assert sorted(starts[:3]) == ["classifier", "retrieval", "vlm"]
+    for e in ends:
+        assert set(e) >= {"tool", "ok", "latency_ms", "error"} and isinstance(e["ok"], bool)
+    tokens = [e for e in events if e["event"] == "token"]
+    assert tokens and all(t["tool"] == "vlm" and isinstance(t["text"], str) for t in tokens)
+    # retrieval starts only after the VLM branch finished its report
+    assert kinds.index("tool_start", kinds.index("token")) > 0
+    assert starts.index("retrieval") > starts.index("vlm")
+    rec = next(e for e in events if e["event"] == "reconcile")
+    assert rec["conflicts"] == ["cardiomegaly"] and rec["decisions"] >= 1
+    ver = next(e for e in events if e["event"] == "verify")
+    assert ver["finding"] == "cardiomegaly" and ver["outcome"] == "resolved"
+    final = g.get_state(cfg).values["messages"][-1].content
+    assert events[-1]["text"] == final
