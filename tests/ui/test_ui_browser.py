@@ -1,0 +1,123 @@
+"""End to end in a real headless browser: `streamlit run ui/app.py` + Debian's Chromium via Playwright.
+
+Uploads a real NIH PNG, asks for a report, waits for the reply and the overlay caption, and saves
+a screenshot to tests/_artifacts/ui_report.png. Never runs `playwright install`: it drives the
+system Chromium at /usr/bin/chromium and skips when that is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from ui_helpers import APP, nih_png
+
+from cxr_agent.settings import DEMO_WARNING
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+OVERLAY_DRAWN = re.compile(r"overlays: ([1-9]\d* box\(es\)|\d+ box\(es\), [1-9]\d* heatmap)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"streamlit did not answer /_stcore/health in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.browser
+def test_report_in_a_real_browser(ui_env, shared_data, test_data_dir, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (`apt-get install -y chromium` or `make browser`)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+    home = tmp_path / "home"
+    home.mkdir()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ, **ui_env,
+        "HOME": str(home), "CXR_AGENT_DATA_DIR": str(test_data_dir),
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CXR_AGENT_OFFLINE": "1",
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        # Random weights disagree on many findings; the AppTest suite covers verification, so the
+        # browser run skips the re-asks to stay quick.
+        "CXR_AGENT_VERIFY_CONFLICTS": "false",
+    }
+    log = tmp_path / "streamlit.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=str(APP.parents[1]))
+    try:
+        _wait_healthy(url, proc, log)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "ui_report.png"
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+                env={**os.environ, "HOME": str(home)},
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 3000})
+                page.set_default_timeout(60_000)
+                page.goto(url)
+                page.get_by_text(DEMO_WARNING).wait_for()
+                png = nih_png(shared_data)
+                page.locator("input[type=file]").first.set_input_files(str(png))
+                page.get_by_text("Size:").first.wait_for()
+                box = page.get_by_test_id("stChatInputTextArea")
+                box.fill("Write a report")
+                box.press("Enter")
+                # The live status shows each agent, then "Done in ..." once the reply is written.
+                page.get_by_text(re.compile(r"^Done in \d")).first.wait_for(timeout=300_000)
+                page.wait_for_selector(IDLE, timeout=120_000)  # the rerun after the turn has finished
+                page.get_by_text(OVERLAY_DRAWN).first.wait_for(timeout=60_000)
+                page.get_by_text("Classifier op-point score", exact=False).first.wait_for()
+                # Show the top of the page (and of the chat pane): every scrolled element back to 0.
+                page.evaluate("document.activeElement && document.activeElement.blur()")
+                page.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop > 0) e.scrollTop = 0; })")
+                page.get_by_text(DEMO_WARNING).first.scroll_into_view_if_needed()
+                time.sleep(1.0)  # let images finish painting
+                page.screenshot(path=str(shot), full_page=True)
+                page.get_by_test_id("stImage").first.screenshot(path=str(ARTIFACTS / "ui_overlay.png"))
+                body = page.inner_text("body")
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert shot.stat().st_size > 20_000
+    assert "Traceback" not in body
+    assert "Write a report" in body and "Evidence" in body
+    assert "decision-support research tool, not a diagnosis" in body

@@ -1,0 +1,311 @@
+"""cxr-agent chat app: upload a chest radiograph, ask, see every agent's evidence.
+
+Run with `cxr-agent ui` (or `streamlit run ui/app.py`). Thin by design: the logic lives in
+ui/session.py (per-session state), ui/turn.py (streaming a turn), ui/overlays.py (drawing),
+ui/evidence_table.py (the evidence panel) and ui/exports.py (downloads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import streamlit as st
+
+from cxr_agent.settings import DEMO_WARNING, DISCLAIMER, Settings, get_settings
+from knowledge.vocabulary import display_name
+from ui import session as S
+from ui.evidence_table import build_rows, prior_reports, style_conflicts, to_dataframe, tool_summary
+from ui.exports import conversation_markdown, findings_json
+from ui.model_status import StatusLine, index_present, model_status_lines, tool_load_states
+from ui.overlays import SOURCE_COLORS, compose, load_heatmap
+from ui.turn import TurnResult, run_turn
+
+log = logging.getLogger("cxr_agent.ui")
+
+UPLOAD_TYPES_HELP = "PNG, JPEG or DICOM (.dcm; files without an extension are accepted too)."
+DISPLAY_MAX_SIDE = 900
+CHAT_HEIGHT = 760
+
+
+# --- shared resources (one per server process, shared by every session) ------------------------
+@st.cache_resource(show_spinner="Loading the agent graph and models (first start only)...")
+def _graph_resource(profile: str) -> Any:
+    """The compiled graph; keyed by profile so a profile change never reuses the wrong models."""
+    from graph import build_graph
+
+    return build_graph(get_settings())
+
+
+def get_graph(settings: Settings) -> tuple[Any | None, str | None]:
+    try:
+        return _graph_resource(settings.model_profile), None
+    except Exception as exc:  # keep the app usable (uploads, status) even without a graph
+        log.exception("graph build failed")
+        return None, f"The assistant could not start: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _study_store(graph: Any, settings: Settings) -> Any:
+    """The graph's own study store (so its nodes find the study), else the default one."""
+    try:
+        nodes = getattr(graph, "cxr_nodes", None)
+        if nodes is not None:
+            return nodes.store
+        from tools.study_store import StudyStore
+
+        return StudyStore.from_settings(settings)
+    except Exception:  # noqa: BLE001 - take_study_inputs falls back to sending the bytes
+        return None
+
+
+@st.cache_data(ttl=120, show_spinner=False)
+def _status_lines(profile: str, data_dir: str) -> list[dict[str, Any]]:
+    return [vars(line) for line in model_status_lines(get_settings())]
+
+
+# --- page sections ----------------------------------------------------------------------------
+def header(settings: Settings) -> None:
+    if settings.is_demo:
+        st.warning(DEMO_WARNING, icon=":material/warning:")
+    st.info(DISCLAIMER, icon=":material/info:")
+
+
+def upload_section(state) -> None:
+    uploaded = st.file_uploader(
+        "Upload a chest radiograph", type=None, key=S.uploader_key(state), help=UPLOAD_TYPES_HELP
+    )
+    if uploaded is not None:
+        error = S.ingest_upload(state, uploaded.name, uploaded.getvalue())
+        if error:
+            st.error(error, icon=":material/block:")
+
+
+def image_section(state) -> None:
+    study = state[S.K_STUDY]
+    if study is None:
+        st.caption("No study loaded yet. Upload a PNG, JPEG or DICOM chest radiograph to begin.")
+        return
+    boxes, heats, latest = S.collect_overlays(state[S.K_TURNS], study.id)
+    nonce = state[S.K_UPLOADER_NONCE]
+    shown_boxes, shown_heats, alpha = boxes, [], 0.45
+    if boxes or heats:
+        c1, c2 = st.columns(2)
+        box_keys = [b.key for b in boxes]
+        heat_keys = [h.key for h in heats]
+        sig = hashlib.sha1("|".join(box_keys + heat_keys).encode()).hexdigest()[:8]
+        with c1:
+            picked = st.multiselect(
+                "Boxes (VLM grounding)", box_keys, default=[k for k in box_keys if k in latest] or box_keys,
+                key=f"cxr_boxes_{nonce}_{sig}",
+            )
+        with c2:
+            picked_h = st.multiselect(
+                "Heatmaps (classifier)", heat_keys, default=[k for k in heat_keys if k in latest][:1],
+                key=f"cxr_heats_{nonce}_{sig}",
+            )
+        if picked_h:
+            alpha = st.slider("Heatmap opacity", 0.1, 0.9, 0.45, 0.05, key=f"cxr_alpha_{nonce}")
+        shown_boxes = [b for b in boxes if b.key in picked]
+        shown_heats = [h for h in heats if h.key in picked_h]
+    arrays, missing = [], []
+    for h in shown_heats:
+        arr = load_heatmap(h.uri)
+        if arr is None:
+            missing.append(h.key)
+        else:
+            arrays.append(arr)
+    img = compose(study.pixels, boxes=shown_boxes, heatmaps=arrays, max_side=DISPLAY_MAX_SIDE, alpha=alpha)
+    caption = f"{state[S.K_STUDY_NAME] or 'study'} - overlays: {len(shown_boxes)} box(es), {len(arrays)} heatmap(s)"
+    st.image(img, caption=caption, width="stretch")
+    if missing:
+        st.caption(f"Heatmap file unavailable for: {', '.join(missing)}")
+    if shown_boxes:
+        legend = " ".join(
+            f"<span style='color:rgb{SOURCE_COLORS.get(s, (200, 200, 200))}'>■</span> {s}"
+            for s in sorted({b.source for b in shown_boxes})
+        )
+        st.markdown(f"Box colours: {legend}", unsafe_allow_html=True)
+    with st.container(border=True):
+        st.markdown("**Study (de-identified)**")
+        facts = S.study_facts(study)
+        st.markdown("  \n".join(f"{k}: **{v}**" for k, v in facts.items()))
+
+
+def render_turn(turn: TurnResult) -> None:
+    with st.chat_message("user"):
+        st.markdown(turn.user_text)
+    with st.chat_message("assistant"):
+        if turn.progress:
+            with st.status(f"Agent steps ({len(turn.progress)})", state="error" if turn.error else "complete", expanded=False):
+                for line in turn.progress:
+                    st.markdown(line)
+        if turn.error:
+            st.error(f"This turn failed ({turn.error}). The conversation is kept; you can try again.")
+        else:
+            st.markdown(turn.reply)
+            if turn.failed_tools:
+                st.caption(f"Unavailable this turn: {', '.join(turn.failed_tools)}")
+
+
+def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
+    """Run a turn while showing each agent's progress and the text as it is written."""
+    with st.chat_message("user"):
+        st.markdown(prompt)
+    with st.chat_message("assistant"):
+        first_index = not index_present(settings)
+        label = "Working..."
+        if first_index:
+            label = "Working... (first use: the prior-report index may be built, about a minute)"
+        status = st.status(label, expanded=True)
+        reply_box = st.empty()
+        tokens: list[str] = []
+
+        def on_progress(line: str) -> None:
+            status.markdown(line)
+            status.update(label=line.replace("**", ""))
+
+        def on_token(text: str) -> None:
+            tokens.append(text)
+            reply_box.markdown("_VLM drafting..._\n\n" + "".join(tokens) + " ▌")
+
+        def on_reply(text: str) -> None:
+            reply_box.markdown(text)
+
+        pending = state[S.K_PENDING]
+        inputs = S.take_study_inputs(state, _study_store(graph, settings))
+        turn = run_turn(
+            graph, prompt, thread_id=state[S.K_THREAD], extra_inputs=inputs,
+            on_progress=on_progress, on_token=on_token, on_reply=on_reply, first_use_index=first_index,
+        )
+        if turn.error:
+            S.restore_pending(state, pending)  # the study may not have reached the graph: resend it
+            status.update(label=f"Failed after {turn.elapsed_s:.1f} s", state="error", expanded=False)
+            reply_box.error(f"This turn failed ({turn.error}). The conversation is kept; you can try again.")
+        else:
+            status.update(label=f"Done in {turn.elapsed_s:.1f} s ({len(turn.progress)} steps)", state="complete", expanded=False)
+            reply_box.markdown(turn.reply)
+            if turn.failed_tools:
+                st.caption(f"Unavailable this turn: {', '.join(turn.failed_tools)}")
+    state[S.K_TURNS].append(turn)
+
+
+def evidence_section(state) -> None:
+    found = S.latest_with_evidence(state[S.K_TURNS])
+    if found is None:
+        return
+    idx, turn = found
+    st.subheader("Evidence")
+    st.caption(f"Turn {idx}: \u201c{turn.user_text[:120]}\u201d")
+    study = state[S.K_STUDY]
+    if study is not None and turn.study_id and turn.study_id != study.id:
+        st.caption(":material/history: This evidence is about the previously loaded study; ask again for the new one.")
+    rows = build_rows(turn.evidence, turn.decisions, verifications=turn.verifications)
+    if rows:
+        st.dataframe(style_conflicts(to_dataframe(rows)), hide_index=True, width="stretch")
+        n_conf = sum(1 for r in rows if r["_conflict"])
+        if n_conf:
+            st.warning(f"{n_conf} finding(s) where the image sources disagree: flagged for human review.", icon=":material/warning:")
+    else:
+        st.caption("No finding-level evidence this turn.")
+    st.caption(
+        "Classifier: operating-point-normalised score (0.5 = the model's calibrated threshold), not a probability. "
+        "Retrieval prevalence: how many of the most similar prior reports mention the finding (a prior, not a vote)."
+    )
+    tools = tool_summary(turn.evidence)
+    if tools:
+        st.caption(
+            "Tools: "
+            + " · ".join(
+                f"{t['tool']} {':material/check:' if t['ok'] else ':material/close:'}"
+                + (f" {t['latency_ms']} ms" if t["latency_ms"] is not None else "")
+                + (f" ({t['error'][:80]})" if t["error"] else "")
+                for t in tools
+            )
+        )
+    priors = prior_reports(turn.evidence)
+    if priors:
+        st.markdown("**Similar prior reports**")
+        for i, r in enumerate(priors, 1):
+            labels = ", ".join(display_name(x) for x in r.labels) if r.labels else "no labelled findings"
+            with st.expander(f"#{i} - similarity {r.score:.2f} - {labels}"):
+                st.markdown(r.text)
+
+
+def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> None:
+    with st.sidebar:
+        st.title("cxr-agent")
+        st.caption("Chest X-ray decision support (research use)")
+        st.button("New conversation", on_click=S.new_conversation, args=(state,), icon=":material/add_comment:", width="stretch")
+        st.caption(f"Conversation `{state[S.K_THREAD][-8:]}`")
+        turns: list[TurnResult] = state[S.K_TURNS]
+        if turns:
+            study = state[S.K_STUDY]
+            facts = S.study_facts(study) if study is not None else None
+            kw = {"study_facts": facts, "demo": settings.is_demo, "thread_id": state[S.K_THREAD]}
+            st.download_button(
+                "Download report (Markdown)", conversation_markdown(turns, **kw), file_name="cxr-agent-report.md",
+                mime="text/markdown", on_click="ignore", width="stretch",
+            )
+            st.download_button(
+                "Download findings (JSON)", findings_json(turns, **kw), file_name="cxr-agent-findings.json",
+                mime="application/json", on_click="ignore", width="stretch",
+            )
+        st.subheader("Models")
+        st.caption(f"Profile: **{settings.model_profile}**" + (" (demo: random weights)" if settings.is_demo else ""))
+        if graph_error:
+            st.error(graph_error)
+        for line in _status_lines(settings.model_profile, str(settings.data_dir)):
+            st.markdown(StatusLine(**line).markdown(with_fix=False))
+            if line["fix"]:
+                st.code(line["fix"], language="bash")
+        loaded = tool_load_states(graph) if graph is not None else {}
+        if loaded:
+            st.caption(
+                "Tools in this server: "
+                + ", ".join(f"{name} ({'loaded' if ok else 'loads on first use'})" for name, ok in loaded.items())
+            )
+        if index_present(settings):
+            st.markdown(":material/check_circle: **Prior-report index** - built")
+        else:
+            st.markdown(":material/hourglass_top: **Prior-report index** - not built yet: the first report builds it (about a minute).")
+        st.caption(DISCLAIMER)
+
+
+def main() -> None:
+    st.set_page_config(page_title="cxr-agent", page_icon="🩻", layout="wide")
+    settings = get_settings()
+    state = st.session_state
+    S.init_session(state)
+    header(settings)
+    graph, graph_error = get_graph(settings)
+    prompt = st.chat_input(
+        "Ask about the study, e.g. 'Write a report' or 'Where is the effusion?'", disabled=graph is None,
+        key="cxr_chat_input",
+    )
+    left, right = st.columns([5, 6], gap="large")
+    with left:
+        upload_section(state)
+    with right:
+        st.subheader("Conversation")
+        # A fixed-height pane that scrolls (and follows new messages), so long reports do not push
+        # the image and the evidence panel off screen.
+        busy = bool(state[S.K_TURNS] or prompt)
+        with st.container(height=CHAT_HEIGHT if busy else "content", border=True):
+            for turn in state[S.K_TURNS]:
+                render_turn(turn)
+            if prompt and graph is not None:
+                live_turn(state, settings, graph, prompt)
+            elif not state[S.K_TURNS]:
+                st.caption("Upload a study, then ask for a report, a finding's location, or similar prior cases.")
+    with left:
+        image_section(state)
+    evidence_section(state)
+    sidebar(state, settings, graph, graph_error)
+
+
+try:
+    main()
+except Exception as exc:  # last line of defence: a short message, never a traceback; state is kept
+    log.exception("ui error")
+    st.error(f"Something went wrong ({type(exc).__name__}). Your conversation is kept; please try again.")

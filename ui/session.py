@@ -1,0 +1,205 @@
+"""Per-browser-session state: the thread id, the study, the turns, the pending upload.
+
+Everything lives in the mapping Streamlit gives each session (``st.session_state``), so two
+browser sessions never share a conversation or a study; only the compiled graph and the
+models are shared (via ``st.cache_resource`` in the app). Functions take the mapping as an
+argument so they can be tested with a plain dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from tools.study import Study, StudyError
+from ui.overlays import OverlayBox, OverlayHeatmap
+from ui.turn import TurnResult
+
+log = logging.getLogger(__name__)
+
+K_THREAD = "cxr_thread_id"
+K_TURNS = "cxr_turns"
+K_STUDY = "cxr_study"
+K_STUDY_NAME = "cxr_study_name"
+K_PENDING = "cxr_pending_image"
+K_UPLOAD_SIG = "cxr_upload_sig"
+K_UPLOAD_ERROR = "cxr_upload_error"
+K_UPLOADER_NONCE = "cxr_uploader_nonce"
+
+
+def new_thread_id() -> str:
+    return f"ui-{uuid.uuid4().hex}"
+
+
+def init_session(state: MutableMapping[str, Any]) -> None:
+    """Give a fresh session its own thread id and empty conversation (idempotent)."""
+    if K_THREAD not in state:
+        state[K_THREAD] = new_thread_id()
+    state.setdefault(K_TURNS, [])
+    state.setdefault(K_STUDY, None)
+    state.setdefault(K_STUDY_NAME, None)
+    state.setdefault(K_PENDING, None)
+    state.setdefault(K_UPLOAD_SIG, None)
+    state.setdefault(K_UPLOAD_ERROR, None)
+    state.setdefault(K_UPLOADER_NONCE, 0)
+
+
+def new_conversation(state: MutableMapping[str, Any]) -> None:
+    """New thread id; forget the study, the turns and the uploaded file (the uploader resets too)."""
+    state[K_THREAD] = new_thread_id()
+    state[K_TURNS] = []
+    state[K_STUDY] = None
+    state[K_STUDY_NAME] = None
+    state[K_PENDING] = None
+    state[K_UPLOAD_SIG] = None
+    state[K_UPLOAD_ERROR] = None
+    state[K_UPLOADER_NONCE] = int(state.get(K_UPLOADER_NONCE, 0)) + 1
+
+
+def uploader_key(state: MutableMapping[str, Any]) -> str:
+    return f"cxr_uploader_{state.get(K_UPLOADER_NONCE, 0)}"
+
+
+def upload_signature(name: str, data: bytes) -> str:
+    return hashlib.sha256(name.encode() + b"\0" + data).hexdigest()
+
+
+def ingest_upload(
+    state: MutableMapping[str, Any],
+    name: str,
+    data: bytes,
+    *,
+    loader: Callable[..., Study] | None = None,
+) -> str | None:
+    """Ingest an uploaded file once (re-runs with the same file are no-ops).
+
+    On success the study becomes the session's current study and its bytes are queued for the
+    next turn; returns None. On refusal returns the clinician-readable StudyError message and
+    keeps the previous study; on an unexpected failure returns a short generic message.
+    """
+    sig = upload_signature(name, data)
+    if state.get(K_UPLOAD_SIG) == sig:
+        return state.get(K_UPLOAD_ERROR)
+    state[K_UPLOAD_SIG] = sig
+    if loader is None:
+        from tools.imaging import load_study as loader  # lazy: pulls in the decoders
+    try:
+        study = loader(data, filename=name)
+    except StudyError as exc:
+        state[K_UPLOAD_ERROR] = f"{name} was not loaded: {exc}"
+        return state[K_UPLOAD_ERROR]
+    except Exception as exc:  # never show a traceback for a bad file
+        log.warning("unexpected ingest failure (%s)", type(exc).__name__)
+        state[K_UPLOAD_ERROR] = (
+            f"{name} could not be read (unexpected {type(exc).__name__}). "
+            "Try exporting it again as PNG, JPEG or DICOM."
+        )
+        return state[K_UPLOAD_ERROR]
+    state[K_UPLOAD_ERROR] = None
+    state[K_STUDY] = study
+    state[K_STUDY_NAME] = name
+    state[K_PENDING] = data
+    return None
+
+
+def take_study_inputs(state: MutableMapping[str, Any], store: Any = None) -> dict[str, Any]:
+    """Graph inputs that hand a newly uploaded study to the next turn (empty when none is new).
+
+    The already de-identified Study goes into the study store and only its id is sent, so the
+    raw upload (a DICOM's header carries PHI) never reaches the graph's checkpoints. Without a
+    usable store the bytes are sent instead (the graph ingests them itself). Call
+    ``restore_pending`` if the turn then fails, so the study is sent again next time.
+    """
+    data = state.get(K_PENDING)
+    if data is None:
+        return {}
+    state[K_PENDING] = None
+    study = state.get(K_STUDY)
+    if store is not None and study is not None:
+        try:
+            return {"study_id": store.put(study)}
+        except Exception as exc:  # fall back to letting the graph ingest the bytes
+            log.warning("study store unavailable (%s); sending the image itself", type(exc).__name__)
+    return {"image": data, "image_name": state.get(K_STUDY_NAME)}
+
+
+def restore_pending(state: MutableMapping[str, Any], data: bytes | None) -> None:
+    """Queue the upload again after a failed turn."""
+    if data is not None and state.get(K_PENDING) is None:
+        state[K_PENDING] = data
+
+
+_FACT_KEYS = (  # Study.metadata keys (already de-identified by tools/imaging.py) -> labels
+    ("modality", "Modality"),
+    ("body_part", "Body part"),
+    ("photometric_interpretation", "Photometric"),
+    ("bits_stored", "Bits stored"),
+    ("pixel_spacing_mm", "Pixel spacing (mm)"),
+    ("transfer_syntax", "Transfer syntax"),
+    ("patient_age", "Age group"),
+    ("patient_sex", "Sex"),
+)
+
+
+def study_facts(study: Study) -> dict[str, str]:
+    """The de-identified facts shown beside the image (Study.metadata holds only safe fields)."""
+    facts = {
+        "View": study.view,
+        "Size": f"{study.width} x {study.height} px",
+        "Source format": study.source_format.upper(),
+    }
+    meta = study.metadata or {}
+    for key, label in _FACT_KEYS:
+        value = meta.get(key)
+        if value not in (None, "", []) and label not in facts:
+            if isinstance(value, list | tuple):
+                value = " x ".join(f"{float(v):.3g}" if isinstance(v, int | float) else str(v) for v in value)
+            facts[label] = str(value)
+    facts.setdefault("Modality", "unknown" if study.source_format == "dicom" else "image file (no header)")
+    if meta.get("inverted"):
+        facts["Display"] = "inverted (MONOCHROME1)"
+    facts["Study id"] = study.id[:12]
+    return facts
+
+
+def collect_overlays(
+    turns: Sequence[TurnResult], study_id: str | None
+) -> tuple[list[OverlayBox], list[OverlayHeatmap], set[str]]:
+    """Boxes and heatmaps from this study's turns (a later turn replaces the same finding and
+    source), plus the keys the latest turn with overlays produced (shown by default)."""
+    boxes: dict[str, OverlayBox] = {}
+    heats: dict[str, OverlayHeatmap] = {}
+    latest: set[str] = set()
+    for t in turns:
+        if study_id and t.cxr.get("study_id") and t.cxr.get("study_id") != study_id:
+            continue
+        turn_boxes: list[OverlayBox] = []
+        for raw in t.cxr.get("boxes") or []:
+            b = OverlayBox.from_any(raw)
+            if b is not None:
+                n = sum(1 for x in turn_boxes if x.base_key == b.base_key)
+                turn_boxes.append(replace(b, index=n + 1))
+        new_bases = {b.base_key for b in turn_boxes}
+        boxes = {k: b for k, b in boxes.items() if b.base_key not in new_bases}  # the later turn replaces
+        boxes.update({b.key: b for b in turn_boxes})
+        turn_keys = {b.key for b in turn_boxes}
+        for raw in t.cxr.get("heatmaps") or []:
+            h = OverlayHeatmap.from_any(raw)
+            if h is not None:
+                heats[h.key] = h
+                turn_keys.add(h.key)
+        if turn_keys:
+            latest = turn_keys
+    return list(boxes.values()), list(heats.values()), latest
+
+
+def latest_with_evidence(turns: Sequence[TurnResult]) -> tuple[int, TurnResult] | None:
+    """(1-based index, turn) of the most recent turn that has evidence or decisions."""
+    for i in range(len(turns) - 1, -1, -1):
+        if turns[i].evidence or turns[i].decisions:
+            return i + 1, turns[i]
+    return None

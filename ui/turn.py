@@ -1,0 +1,182 @@
+"""Run one chat turn through the graph and turn its stream into progress lines and a result.
+
+Kept free of Streamlit: the app passes callbacks that write into its placeholders, and tests
+drive it with any object that has ``stream`` and ``get_state``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from knowledge.evidence import Decision, Evidence
+from knowledge.vocabulary import display_name
+from ui.evidence_table import as_decisions, as_evidence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnResult:
+    """What one turn produced, in a form the session can keep and the exports can write."""
+
+    user_text: str
+    reply: str = ""
+    progress: list[str] = field(default_factory=list)
+    cxr: dict[str, Any] = field(default_factory=dict)
+    evidence: list[Evidence] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    verifications: dict[str, str] = field(default_factory=dict)
+    failed_tools: list[str] = field(default_factory=list)
+    study_id: str | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+    streamed_chars: int = 0  # text the tools streamed while writing (token events)
+
+    @property
+    def intent(self) -> str | None:
+        return self.cxr.get("intent")
+
+
+def _names(findings: Any) -> str:
+    items = [display_name(str(f)) for f in (findings or [])]
+    return ", ".join(items)
+
+
+def describe_event(event: Mapping[str, Any]) -> str | None:
+    """One human-readable progress line for a custom stream event (None for tokens/unknown)."""
+    kind = event.get("event")
+    if kind == "route":
+        tools = ", ".join(event.get("tools") or []) or "none"
+        line = f":material/alt_route: Router: **{event.get('intent', '?')}**"
+        if event.get("finding"):
+            line += f" about {display_name(str(event['finding']))}"
+        line += f" -> tools: {tools}"
+        if event.get("reason"):
+            line += f" ({event['reason']})"
+        return line
+    if kind == "tool_start":
+        tool = event.get("tool", "?")
+        extra = " (first use: building the prior-report index, this can take a minute)" if event.get("building_index") else ""
+        if event.get("purpose") == "verify" and event.get("finding"):
+            extra = f" (re-asking about {display_name(str(event['finding']))})"
+        return f":material/hourglass_top: {tool} started{extra}"
+    if kind == "tool_end":
+        tool = event.get("tool", "?")
+        ms = event.get("latency_ms")
+        took = f" in {ms:.0f} ms" if isinstance(ms, int | float) else ""
+        if event.get("ok", True):
+            return f":material/check_circle: {tool} finished{took}"
+        return f":material/error: {tool} failed{took}: {event.get('error') or 'unknown error'}"
+    if kind == "reconcile":
+        n = event.get("decisions", 0)
+        conflicts = event.get("conflicts") or []
+        line = f":material/balance: Reconciler: {n} finding decision{'s' if n != 1 else ''}"
+        line += f", {len(conflicts)} conflict{'s' if len(conflicts) != 1 else ''}"
+        if conflicts:
+            line += f" ({_names(conflicts)})"
+        return line
+    if kind == "verify":
+        return f":material/fact_check: Verification of {display_name(str(event.get('finding', '?')))}: {event.get('outcome', '?')}"
+    if kind == "reply":
+        return ":material/edit_note: Reply written"
+    if kind in {"token"}:
+        return None
+    if kind and event.get("message"):  # any other informative event a node chooses to emit
+        return f"• {event['message']}"
+    return None
+
+
+def _reply_text(message: Any) -> str:
+    content = getattr(message, "content", None)
+    if content is None and isinstance(message, Mapping):
+        content = message.get("content")
+    if isinstance(content, list):  # content blocks
+        parts = [b.get("text", "") if isinstance(b, Mapping) else str(b) for b in content]
+        return "".join(parts)
+    return str(content or "")
+
+
+def _cxr_meta(message: Any) -> dict[str, Any]:
+    kwargs = getattr(message, "additional_kwargs", None)
+    if kwargs is None and isinstance(message, Mapping):
+        kwargs = message.get("additional_kwargs")
+    meta = (kwargs or {}).get("cxr") if isinstance(kwargs, Mapping) else None
+    return dict(meta) if isinstance(meta, Mapping) else {}
+
+
+def run_turn(
+    graph: Any,
+    text: str,
+    *,
+    thread_id: str,
+    extra_inputs: Mapping[str, Any] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+    on_token: Callable[[str], None] | None = None,
+    on_reply: Callable[[str], None] | None = None,
+    first_use_index: bool = False,
+) -> TurnResult:
+    """Stream one turn. Never raises: an unexpected failure comes back as ``result.error``.
+
+    extra_inputs: graph input keys besides the message, e.g. ``{"study_id": ...}`` for a newly
+    uploaded study (or ``{"image": bytes, "image_name": ...}``).
+
+    first_use_index: the prior-report index is not built yet, so the retrieval tool's start is
+    announced as the one-off index build (the reason the first report is slow)."""
+    started = time.perf_counter()
+    result = TurnResult(user_text=text)
+    inputs: dict[str, Any] = {"messages": [("user", text)], **dict(extra_inputs or {})}
+    config = {"configurable": {"thread_id": thread_id}}
+
+    def progress(line: str) -> None:
+        result.progress.append(line)
+        if on_progress:
+            on_progress(line)
+
+    try:
+        for item in graph.stream(inputs, config=config, stream_mode=["custom", "updates"]):
+            mode, chunk = item if isinstance(item, tuple) and len(item) == 2 else ("updates", item)
+            if mode != "custom" or not isinstance(chunk, Mapping):
+                continue
+            kind = chunk.get("event")
+            if kind == "token":
+                piece = str(chunk.get("text") or "")
+                result.streamed_chars += len(piece)
+                if on_token and piece:
+                    on_token(piece)
+                continue
+            if kind == "reply":
+                result.reply = str(chunk.get("text") or "")
+                if on_reply:
+                    on_reply(result.reply)
+            if kind == "tool_end" and not chunk.get("ok", True):
+                result.failed_tools.append(str(chunk.get("tool")))
+            if kind == "tool_start" and chunk.get("tool") == "retrieval" and first_use_index:
+                chunk = {**chunk, "building_index": True}
+            if kind == "verify" and chunk.get("finding"):
+                result.verifications[str(chunk["finding"])] = str(chunk.get("outcome", ""))
+            line = describe_event(chunk)
+            if line:
+                progress(line)
+        values = dict(getattr(graph.get_state(config), "values", {}) or {})
+    except Exception as exc:  # the app must survive anything the graph does
+        log.exception("turn failed")
+        result.error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        result.elapsed_s = time.perf_counter() - started
+        return result
+
+    messages = values.get("messages") or []
+    last = messages[-1] if messages else None
+    if last is not None and getattr(last, "type", None) in ("ai", None):
+        result.reply = _reply_text(last) or result.reply
+        result.cxr = _cxr_meta(last)
+    result.evidence = as_evidence(values.get("evidence"))
+    result.decisions = as_decisions(values.get("decisions"))
+    result.study_id = values.get("study_id") or result.cxr.get("study_id")
+    if not result.reply:
+        result.error = "The assistant returned no reply."
+    result.elapsed_s = time.perf_counter() - started
+    return result
