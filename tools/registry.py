@@ -67,6 +67,11 @@ class LazyTool:
                 raise RuntimeError(self._error)
             return self._tool
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the real tool has been constructed yet (never triggers loading)."""
+        return self._tool is not None
+
     def run(self, request: ToolRequest) -> Evidence:
         try:
             tool = self.load()

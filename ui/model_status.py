@@ -99,11 +99,10 @@ def tool_load_states(graph: object) -> dict[str, bool]:
     tools = getattr(nodes, "tools", None) or {}
     out: dict[str, bool] = {}
     for name, tool in tools.items():
-        # Never getattr() an unknown name on a LazyTool: its __getattr__ would load the model.
-        state = vars(tool) if hasattr(type(tool), "__dict__") and hasattr(tool, "__dict__") else {}
-        if "_tool" in state:
-            out[str(name)] = state["_tool"] is not None
+        # getattr_static: a LazyTool's __getattr__ would load the model for an unknown name.
+        flag = inspect.getattr_static(tool, "loaded", None)
+        if isinstance(flag, property):
+            out[str(name)] = bool(flag.__get__(tool))
         else:
-            flag = inspect.getattr_static(tool, "loaded", True)
             out[str(name)] = bool(flag) if isinstance(flag, bool) else True
     return out
