@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import numbers
 import os
 import pkgutil
 import platform
@@ -41,10 +42,14 @@ def run_module(name: str, *, quick: bool, package: str = "bench") -> tuple[list[
         if not hasattr(module, "run"):
             return [_error_row(name, "module has no run(quick) function")], time.perf_counter() - t0
         rows = list(module.run(quick=quick))
+        bad = [r for r in rows if not isinstance(r, dict)]
+        if bad:
+            return [_error_row(name, f"run() returned {len(bad)} row(s) that are not dicts, e.g. {bad[0]!r:.80}")], \
+                time.perf_counter() - t0
         for row in rows:
             row.setdefault("benchmark", name)
         return rows, time.perf_counter() - t0
-    except Exception as exc:  # one failing benchmark must not stop the rest
+    except (Exception, SystemExit) as exc:  # one failing benchmark (even one calling sys.exit) must not stop the rest
         tb = traceback.format_exc(limit=3)
         return [_error_row(name, f"{type(exc).__name__}: {exc}", tb)], time.perf_counter() - t0
 
@@ -76,8 +81,8 @@ def machine_info() -> dict[str, Any]:
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
+    if isinstance(v, numbers.Real) and not isinstance(v, (bool, int)):  # float and numpy floats
+        return f"{float(v):.4g}"
     return str(v)
 
 
@@ -94,6 +99,10 @@ def met(row: dict[str, Any]) -> str:
     except ValueError:
         return ""
     compare = row.get("ratio") if str(parts[1]).endswith("x") and row.get("ratio") is not None else value
+    try:
+        compare = float(compare)
+    except (TypeError, ValueError):  # a malformed row must not crash the summary
+        return ""
     ok = {">=": compare >= bound, "<=": compare <= bound, ">": compare > bound, "<": compare < bound}[parts[0]]
     return "yes" if ok else "NO"
 
@@ -111,22 +120,22 @@ def print_table(rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
     Console(width=200).print(table)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, package_dir: Path = BENCH_DIR, package: str = "bench") -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (under a minute per module)")
     parser.add_argument("--only", action="append", default=[], help="run only this module (repeatable)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "summary.json")
     args = parser.parse_args(argv)
 
-    names = args.only or discover()
+    names = args.only or discover(package_dir)
+    info = machine_info()  # before the modules run: one may change torch's thread count
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        module_rows, seconds = run_module(name, quick=args.quick)
+        module_rows, seconds = run_module(name, quick=args.quick, package=package)
         rows.extend(module_rows)
         timings[name] = round(seconds, 2)
-    info = machine_info()
     print_table(rows, info)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"machine": info, "quick": args.quick, "module_seconds": timings,
