@@ -11,9 +11,10 @@ The policy, in order (each step is one function below; every number lives in ``P
 3. **One vote per source**: several calls of one source on one finding collapse to one (mixed
    present/absent -> that source is uncertain).
 4. **Implicit negatives**: an image source that states ``no_finding`` present and says nothing
-   about a finding another source calls present is counted as calling it absent (weakly), so
-   "VLM: normal study" vs "classifier: cardiomegaly 0.8" is a conflict, not a pass. Likewise,
-   opt-in, for a source that wrote a full report (``decide(..., report_sources={"vlm"})``).
+   about a finding another image source calls present or uncertain is counted as calling it
+   absent (weakly), so "VLM: normal study" vs "classifier: cardiomegaly 0.8" is a conflict, not a
+   pass. Likewise, opt-in, for a source that wrote a full report
+   (``decide(..., report_sources={"vlm"})``): a report's silence is weak evidence of absence.
 5. **Vote.** Only present (and uncertain) -> present; only absent (and uncertain) -> absent;
    agreement of several sources raises confidence (noisy-OR of their strengths); each uncertain
    source lowers it (``uncertain_penalty``); only uncertain -> uncertain (confidence capped).
@@ -23,7 +24,46 @@ The policy, in order (each step is one function below; every number lives in ``P
 6. **Retrieval prior**: the fraction ``f`` of similar prior reports that mention the finding shifts
    confidence by at most ``prior_shift * (2f - 1)`` towards 'present' - never the status. A finding
    seen only in retrieval is reported 'uncertain' with low confidence, never 'present'.
-7. **no_finding** present is a conflict with any other present (or conflicted) finding.
+7. **no_finding** present cannot stand beside another present (or conflicted) finding: it turns
+   uncertain; it carries a review flag only when that finding is undisputed (a disputed finding
+   carries its own flag and re-ask).
+8. **The review flag means "a person must look at this"**: ``needs_review`` is exactly ``conflict``
+   - image sources say present vs absent and (after ``resolve``) the targeted re-ask did not settle
+   it; a high-confidence positive is settled only when the sources come to agree (the VLM confirms
+   it, or withdraws its own) or two localisations overlap, never by another source's denial. Low
+   confidence alone is not flagged: it is shown as the status, the confidence and the rationale.
+   Otherwise a flag on most findings of most studies (as before: 23-50% of pairs, ~100% of cases in
+   eval/simulate.py) tells a clinician nothing.
+9. **Weak evidence** (the classifier's own uncertain band, 0.5 +/- margin op-norm): alone, or
+   beside a hedged VLM mention, the decision is 'uncertain' with confidence <= ``uncertain_cap``,
+   not flagged - the image evidence genuinely does not decide, and calling it 'absent' would
+   invent certainty no source has. Beside an image source that denies it (an explicit 'no X', a
+   'normal study', or silence in a full report passed as ``report_sources``) it is 'absent' with
+   low confidence (< ``review_below``; the rationale quotes the score and says so): the only
+   source that leans at all leans negative, a score at the operating point is not a positive
+   call, and a radiologist reading the reply needs the few disputed findings, not every
+   near-threshold score promoted to 'uncertain'. Nothing is hidden: the call, its score and
+   the low confidence stay in the Decision.
+
+Known limits (eval/simulate.py, 92 NIH + 3,832 IU cases, 6 error profiles, seeds 0 and 1; micro F1
+after the re-ask): as the graph calls ``decide`` today (no ``report_sources``), with 'uncertain'
+counted as negative the policy beats the better single source in default, vlm_strong and reask_weak,
+and loses in classifier_strong (0.789 vs 0.798), classifier_noisy_fp (0.448 vs the VLM's 0.468) and
+vlm_overcalls (0.466 vs the classifier's 0.515); "both image sources agree" beats it in vlm_strong,
+classifier_noisy_fp, vlm_overcalls and reask_weak. Why: without report silence a classifier positive
+the VLM never mentions passes as present (noisy classifier), a VLM over-call beside a near-threshold
+score passes as present (over-calling VLM), and at ~5% prevalence demanding two agreeing sources
+buys more precision than the recall this policy keeps by never dropping a single-source high-
+confidence positive - a safety choice, not a tuning error. With ``report_sources={"vlm"}`` for a
+full report it beats the better single source in all 6 profiles on both seeds (uncertain as
+negative) and "both agree" in 4 of 6 (loses in vlm_overcalls; reask_weak splits, +0.001 / -0.005).
+Counted as positive, 'uncertain' mostly marks negatives at this prevalence (the simulated
+classifier's band holds ~half of the negatives), so there the VLM alone is often better: 'uncertain'
+is a statement of doubt, not a positive call. Rules 8, 9 and resolve's rule D change what is flagged
+and whether a negative reads 'uncertain' or 'absent', never what reads 'present': F1 with
+'uncertain' as negative equals the previous policy's in every profile; the review flag fell from
+23-50% of pairs / ~100% of cases to 1-3% / 13-36% (4% / 51% at most with report silence), and F1
+with 'uncertain' as positive rose from ~0.18 to ~0.28 (~0.63 with report silence; default).
 """
 
 from __future__ import annotations
@@ -66,10 +106,11 @@ class Policy:
     prior_shift: float = 0.05
     prior_only_confidence: float = 0.2  # max confidence of a retrieval-only (uncertain) decision
     # review + verification
-    review_below: float = 0.6  # a present/uncertain decision below this confidence needs review
+    review_below: float = 0.6  # caps a conflict's winning side; below it a one-sided call is worded 'low confidence'
     box_iou_min: float = 0.1  # VLM box vs classifier heatmap box overlap that counts as agreement
     resolved_confidence: float = 0.65
     unresolved_cap: float = 0.5
+    overruled_confidence: float = 0.55  # absent after the VLM denies a moderate (not high-confidence) positive twice
 
     def __post_init__(self) -> None:
         pairs = self.source_weights.items() if isinstance(self.source_weights, Mapping) else self.source_weights
@@ -214,19 +255,21 @@ def _implied_absents(calls: list[FindingCall], policy: Policy,
     said: dict[str, set[str]] = {}
     for c in calls:
         said.setdefault(c.source, set()).add(c.finding)
-    positive = {
+    # findings another image source calls present OR uncertain: the implied absent answers both (against
+    # a present call it is a conflict, against an uncertain-band call it tips the balance to a
+    # low-confidence absent; see module docstring, 5)
+    raised = {
         c.finding for c in calls
-        if c.status is Status.present and policy.is_image_source(c.source) and c.finding not in _NOT_DENIED_BY_NO_FINDING
+        if c.status in (Status.present, Status.uncertain) and policy.is_image_source(c.source)
     }
     implied = []
     for src in sorted(normal_sources):
         nf = next(c for c in calls if c.source == src and c.finding == "no_finding" and c.status is Status.present)
-        for f in sorted(positive - said.get(src, set()), key=_ORDER.get):
+        for f in sorted(raised - said.get(src, set()) - _NOT_DENIED_BY_NO_FINDING, key=_ORDER.get):
             implied.append(FindingCall(finding=f, status=Status.absent, source=src,
                                        text=f"{_IMPLIED}{nf.text or 'no finding'}"))
-    positive_any = {c.finding for c in calls if c.status is Status.present and policy.is_image_source(c.source)}
     for src in sorted(silent_sources):
-        for f in sorted(positive_any - said.get(src, set()) - {"no_finding"}, key=_ORDER.get):
+        for f in sorted(raised - said.get(src, set()) - {"no_finding"}, key=_ORDER.get):
             implied.append(FindingCall(finding=f, status=Status.absent, source=src, text=_SILENT))
     return implied
 
@@ -324,14 +367,17 @@ def _decide_one(finding: str, calls: list[FindingCall], policy: Policy) -> Decis
         if len(side) >= 2:
             rationale = f"{_cap(descs)} agree{unc_note}."
         elif unc:
-            rationale = f"Only one image source is definite: {descs}{unc_note}."
+            rationale = f"Only one image source is definite: {descs}{unc_note}"
+            rationale += ("; low confidence: weak evidence only, not a conflict." if conf < policy.review_below
+                          else ".")
         else:
             rationale = f"{_cap(descs)}; no other image source commented on it."
         agreeing, disagreeing = sorted(side), []
     else:
         status = Status.uncertain
         conf = min(policy.uncertain_cap, sum(w_str.values()) / len(w_str)) * penalty
-        rationale = f"{_cap(_join([describe_call(c) for c in unc.values()]))}; reported as uncertain for review."
+        rationale = (f"{_cap(_join([describe_call(c) for c in unc.values()]))}; no image source is definite, so it "
+                     "is reported as uncertain (low confidence; no image source contradicts another).")
         agreeing, disagreeing = sorted(unc), []
 
     # Retrieval: a small shift of confidence, never of status.
@@ -345,9 +391,9 @@ def _decide_one(finding: str, calls: list[FindingCall], policy: Policy) -> Decis
     if status is Status.uncertain:
         conf = min(conf, policy.uncertain_cap)
 
-    needs_review = conflict or status is Status.uncertain or (
-        status is Status.present and conf < policy.review_below
-    )
+    # Review means "a person must look": image sources disagree (present vs absent). Low confidence
+    # alone is shown as such (status, confidence, rationale), not flagged (module docstring, 8).
+    needs_review = conflict
     return Decision(
         finding=finding, status=status, confidence=round(conf, 4),
         agreeing=agreeing, disagreeing=disagreeing, conflict=conflict, needs_review=needs_review,
@@ -358,7 +404,10 @@ def _decide_one(finding: str, calls: list[FindingCall], policy: Policy) -> Decis
 
 
 def _apply_no_finding(decisions: dict[str, Decision], policy: Policy) -> None:
-    """'No finding' present conflicts with any other present (or conflicted) finding."""
+    """'No finding' present cannot stand beside any other present (or conflicted) finding: it becomes
+    uncertain. It is itself a flagged conflict only when a finding is called present without dispute;
+    a disputed finding carries its own flag and its own re-ask, and flagging 'no finding' too would
+    double-count it (and outlive the re-ask that settles it)."""
     nf = decisions.get("no_finding")
     if nf is None or nf.status is not Status.present:
         return
@@ -367,12 +416,16 @@ def _apply_no_finding(decisions: dict[str, Decision], policy: Policy) -> None:
     if not others:
         return
     names = _join([display_name(d.finding).lower() for d in others])
+    undisputed = any(not d.conflict for d in others)
+    tail = ("flagged for review" if undisputed
+            else "the disputed finding carries the review flag" if len(others) == 1
+            else "the disputed findings carry the review flag")
     decisions["no_finding"] = nf.model_copy(update={
-        "status": Status.uncertain, "conflict": True, "needs_review": True,
+        "status": Status.uncertain, "conflict": undisputed, "needs_review": undisputed,
         "confidence": min(nf.confidence, policy.uncertain_cap),
         "rationale": f"{nf.rationale.rstrip('.')}; but {names} "
                      f"{'is' if len(others) == 1 else 'are'} also called present or disputed, so 'no finding' "
-                     "cannot stand; flagged for review.",
+                     f"cannot stand; {tail}.",
     })
 
 
@@ -382,8 +435,10 @@ def decide(calls: list[FindingCall], policy: Policy | None = None, *,
 
     ``report_sources``: image sources that wrote a FULL report this turn (usually {"vlm"} for the
     report intent). A finding such a report does not mention, while another image source calls it
-    present, counts as a weak absent from it (``Policy.silent_absent_strength``): a conflict, so
-    the VLM gets a targeted re-ask instead of the classifier's positive passing unexamined.
+    present or uncertain, counts as a weak absent from it (``Policy.silent_absent_strength``):
+    against a present call that is a conflict, so the VLM gets a targeted re-ask instead of the
+    classifier's positive passing unexamined; against an uncertain-band call it makes a
+    low-confidence 'absent', not flagged (module docstring, 9).
     """
     policy = policy or Policy()
     calls = list(calls) + _implied_absents(list(calls), policy, frozenset(report_sources))
@@ -444,6 +499,11 @@ def resolve(decision: Decision, verification: Evidence, *, classifier_box: Box |
     B. **VLM maintains 'present' and its box overlaps the classifier heatmap box**
        (IoU >= ``policy.box_iou_min``) -> present, ``conflict=False``, confidence
        ``policy.resolved_confidence``, box = the VLM's box: two independent localisations agree.
+    D. **VLM, asked directly, denies a positive that is not high-confidence** (every present call
+       of the other sources below ``0.5 + margin_high`` op-norm, e.g. classifier 0.64 vs the VLM's
+       'no' or its silence) -> absent, ``conflict=False``, confidence ``policy.overruled_confidence``
+       (low); the score stays quoted in the rationale. A high-confidence positive the VLM denies
+       falls through to C: it is never settled by a denial.
     C. **Anything else** (VLM maintains with no box or no overlap, the answer is uncertain, the
        re-ask failed or did not address the finding) -> unresolved: status uncertain,
        ``conflict=True``, ``needs_review=True``, confidence capped at ``policy.unresolved_cap``.
@@ -488,8 +548,24 @@ def resolve(decision: Decision, verification: Evidence, *, classifier_box: Box |
                          f"resolved as {other_status.value} (moderate confidence).",
             "calls": calls, "box": box,
         })
-    # B. VLM maintains 'present' with a box overlapping the classifier heatmap box
+    # D. (checked before B/C) the VLM, asked directly, denies a positive that is NOT high-confidence
     maintains = prior_vlm is not None and vcall.status is prior_vlm
+    strong = [c for c in decision.calls if c.source != vlm_src and is_high_confidence(c, policy)]
+    if other_status is Status.present and vcall.status is Status.absent and not strong:
+        pos = _join([describe_call(c) for c in _one_per_source(
+            [c for c in decision.calls if c.source in other_srcs], policy).values()])
+        return decision.model_copy(update={
+            "status": Status.absent, "conflict": False, "needs_review": False,
+            "confidence": policy.overruled_confidence,
+            "agreeing": [vlm_src], "disagreeing": list(other_srcs),
+            "verification": f"{before}Targeted re-ask: {answer}; {pos} is only moderately positive "
+                            f"(below the high-confidence line {0.5 + policy.margin_high:.2f}).",
+            "rationale": f"{name}: {pos}, but the VLM, asked directly, {answer.removeprefix('the VLM ')}; a moderate "
+                         "positive outweighed by the VLM's direct answer and its earlier read: reported absent with "
+                         "low confidence (the score is shown, not dropped).",
+            "calls": calls, "box": None,
+        })
+    # B. VLM maintains 'present' with a box overlapping the classifier heatmap box
     if maintains and vcall.status is Status.present:
         if vcall.box is not None and classifier_box is not None:
             iou = vcall.box.iou(classifier_box)

@@ -18,7 +18,9 @@ reports' MeSH major terms mapped onto the vocabulary (bench.labeler.mesh_finding
 
 All calls go through the real ``agents.reconciler.decide`` / ``conflicts`` / ``resolve``. Metrics are
 micro precision / recall / F1 over every (case, finding) pair, with 'uncertain' counted as negative and,
-separately, as positive, plus the fraction of pairs (and of cases) flagged for review. Two naive fusions
+separately, as positive, plus the fraction of pairs (and of cases) flagged for review, and per decided
+status the fraction of pairs ending in it and flagged with it (``status_fraction_pairs``,
+``review_fraction_pairs_by_status``). Two naive fusions
 (either source says present / both do) are reported beside the policy for context. The profiles are fixed
 up front (see PROFILES) and not tuned to make the policy win; `verdict` says plainly where it loses.
 """
@@ -191,6 +193,8 @@ def run_profile(cases: Iterable[Case], profile: SimProfile, seed: int = 0) -> di
     pred: dict[str, list[int]] = {v: [] for v in VARIANTS}
     pred_u: dict[str, list[int]] = {v: [] for v in VARIANTS}
     flagged = {"reconciled": 0, "verified": 0}
+    # reporting only: how many pairs end in each status, and how many of those are flagged
+    by_status: dict[str, dict[str, list[int]]] = {k: {st.value: [0, 0] for st in Status} for k in flagged}
     cases_flagged = {"reconciled": 0, "verified": 0}
     n_cases = n_conflicts = n_resolved = 0
     for case in cases:
@@ -214,6 +218,9 @@ def run_profile(cases: Iterable[Case], profile: SimProfile, seed: int = 0) -> di
             for name, table in (("reconciled", recon), ("verified", final)):
                 d = table.get(f)
                 sts[name] = d.status if d else None
+                if d is not None:
+                    by_status[name][d.status.value][0] += 1
+                    by_status[name][d.status.value][1] += int(d.needs_review)
                 if d is not None and d.needs_review:
                     flagged[name] += 1
                     any_flag[name] = True
@@ -231,6 +238,10 @@ def run_profile(cases: Iterable[Case], profile: SimProfile, seed: int = 0) -> di
     for k in flagged:
         metrics[k]["review_fraction_pairs"] = flagged[k] / n_pairs if n_pairs else 0.0
         metrics[k]["review_fraction_cases"] = cases_flagged[k] / n_cases if n_cases else 0.0
+        # per decided status: fraction of all pairs ending in it, and the fraction of pairs flagged with it
+        metrics[k]["status_fraction_pairs"] = {st: n / n_pairs if n_pairs else 0.0 for st, (n, _) in by_status[k].items()}
+        metrics[k]["review_fraction_pairs_by_status"] = {
+            st: f / n_pairs if n_pairs else 0.0 for st, (_, f) in by_status[k].items()}
     return {"profile": asdict(profile), "seed": seed, "n_cases": n_cases, "n_pairs": n_pairs,
             "prevalence": sum(y) / n_pairs if n_pairs else 0.0, "n_conflicts": n_conflicts,
             "n_resolved_by_reask": n_resolved, "metrics": metrics, "verdict": verdict(metrics)}

@@ -66,7 +66,8 @@ def test_uncertain_statement_lowers_confidence():
     assert hedged.confidence < sure.confidence
     assert "possible basilar atelectasis" in hedged.rationale
     only_unc = one([vlm("atelectasis", U, "possible atelectasis")])
-    assert only_unc.status is U and only_unc.confidence <= Policy().uncertain_cap and only_unc.needs_review
+    assert only_unc.status is U and only_unc.confidence <= Policy().uncertain_cap
+    assert not only_unc.needs_review and not only_unc.conflict  # low confidence is shown, not a conflict
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
@@ -109,11 +110,17 @@ def test_high_confidence_positive_never_dropped():
 
 def test_no_finding_conflicts_with_a_present_finding():
     ds = by_finding(decide([vlm("no_finding", P, "No acute cardiopulmonary process."), clf("cardiomegaly", 0.85)]))
-    assert ds["no_finding"].status is U and ds["no_finding"].conflict and ds["no_finding"].needs_review
     card = ds["cardiomegaly"]
-    assert card.conflict and card.status is U  # the VLM's 'normal' implies absent: a real disagreement
+    assert card.conflict and card.needs_review and card.status is U  # 'normal' implies absent: a real disagreement
     assert "normal" in card.rationale
     assert [d.finding for d in conflicts(list(ds.values()))] == ["cardiomegaly"]
+    # 'no finding' cannot stand, but the disputed finding carries the one review flag (and the re-ask)
+    nf = ds["no_finding"]
+    assert nf.status is U and not nf.needs_review and "carries the review flag" in nf.rationale
+    # an undisputed present finding beside 'no finding' (here the VLM contradicts itself) is flagged there
+    ds = by_finding(decide([vlm("no_finding", P, "No acute process."), vlm("nodule", P, "8 mm nodule")]))
+    assert ds["nodule"].status is P and not ds["nodule"].conflict
+    assert ds["no_finding"].status is U and ds["no_finding"].conflict and ds["no_finding"].needs_review
 
 
 def test_no_finding_stands_when_nothing_else_is_present():
@@ -256,8 +263,7 @@ def test_random_sweep_invariants():
                 assert d.confidence <= pol.uncertain_cap
             for src in d.agreeing + d.disagreeing:
                 assert src != "retrieval"
-            if d.conflict:
-                assert d.needs_review
+            assert d.needs_review == d.conflict  # review means image sources disagree, nothing else
         for d in conflicts(ds, pol):
             ans = Evidence(tool="vlm", calls=[_random_call(rng).model_copy(update={"finding": d.finding, "source": "vlm"})])
             r = resolve(d, ans, classifier_box=rng.choice([None, LEFT_BASE]), policy=pol)
@@ -310,3 +316,66 @@ def test_absent_decision_carries_no_box_and_uncertain_mentions_the_prior():
     assert d.status is A and d.box is None
     u = one([vlm("nodule", U, "possible nodule", box=RIGHT_APEX), ret("nodule", 0.8)])
     assert u.status is U and u.box == RIGHT_APEX and "80% of similar prior reports" in u.rationale
+
+
+# ---- the review flag: "a person must look at this" ------------------------------------------
+
+
+@pytest.mark.parametrize("score", [0.42, 0.47, 0.55, 0.58])
+def test_uncertain_band_alone_is_uncertain_and_not_flagged(score):
+    d = one([clf("edema", score)])
+    assert d.status is U and d.confidence <= Policy().uncertain_cap
+    assert not d.conflict and not d.needs_review and conflicts([d]) == []
+    assert f"{score:.2f}" in d.rationale and "near threshold" in d.rationale
+
+
+@pytest.mark.parametrize("score", [0.42, 0.58])
+def test_uncertain_band_with_silent_full_report_is_a_low_confidence_absent(score):
+    calls = [vlm("cardiomegaly", P, "the heart is enlarged"), clf("cardiomegaly", 0.8), clf("edema", score)]
+    # without report_sources a report's silence is no vote: the classifier's own uncertainty stands
+    assert by_finding(decide(calls))["edema"].status is U
+    d = by_finding(decide(calls, report_sources={"vlm"}))["edema"]
+    assert d.status is A and d.confidence < Policy().review_below
+    assert not d.conflict and not d.needs_review and d.box is None
+    assert "does not mention" in d.rationale and f"{score:.2f}" in d.rationale and "low confidence" in d.rationale
+
+
+def test_uncertain_band_against_a_normal_study_is_a_low_confidence_absent():
+    ds = by_finding(decide([vlm("no_finding", P, "No acute cardiopulmonary process."), clf("edema", 0.52)]))
+    assert ds["edema"].status is A and not ds["edema"].needs_review
+    assert ds["edema"].confidence < Policy().review_below and "normal" in ds["edema"].rationale
+    assert ds["no_finding"].status is P and not ds["no_finding"].needs_review  # an uncertain call does not dispute it
+    # an explicit VLM negative against the band: absent, not a conflict
+    d = one([vlm("edema", A, "no edema"), clf("edema", 0.55)])
+    assert d.status is A and not d.needs_review
+
+
+def test_low_confidence_single_source_positive_is_not_flagged():
+    weak = FindingCall(finding="nodule", status=P, score=0.55, score_kind="probability", source="nodule_net")
+    d = one([weak])
+    assert d.status is P and d.confidence < Policy().review_below and not d.needs_review
+
+
+def test_unresolved_high_confidence_conflict_stays_flagged():
+    for answer in (A, U):
+        d = one([clf("pneumothorax", 0.85), vlm("pneumothorax", A, "no pneumothorax")])
+        assert d.needs_review
+        r = resolve(d, Evidence(tool="vlm", calls=[vlm("pneumothorax", answer, "answer")]), classifier_box=None)
+        assert r.status is U and r.conflict and r.needs_review  # never dropped, never silently settled
+
+
+def test_resolve_moderate_positive_denied_by_the_vlm_is_a_low_confidence_absent():
+    pol = Policy()
+    for calls, rs in (([clf("edema", 0.64), vlm("edema", A, "no edema")], ()),
+                      ([clf("edema", 0.64), vlm("cardiomegaly", P, "enlarged heart")], {"vlm"})):
+        d = by_finding(decide(calls, pol, report_sources=rs))["edema"]
+        assert d.conflict and d.needs_review  # before the re-ask: a disagreement
+        r = resolve(d, Evidence(tool="vlm", calls=[vlm("edema", A, "no, the lungs are clear")]), classifier_box=None)
+        assert r.status is A and not r.conflict and not r.needs_review
+        assert r.confidence == pol.overruled_confidence < pol.resolved_confidence
+        assert "0.64" in r.rationale and "not dropped" in r.rationale and r.box is None
+        assert r.disagreeing == ["classifier"] and "0.70" in r.verification
+    # an uncertain answer leaves it disputed
+    d = one([clf("edema", 0.64), vlm("edema", A, "no edema")])
+    r = resolve(d, Evidence(tool="vlm", calls=[vlm("edema", U, "cannot tell")]), classifier_box=None)
+    assert r.status is U and r.needs_review
