@@ -55,17 +55,16 @@ def build_graph(
     nodes = Nodes(settings, registry, store=store)
 
     g = StateGraph(CxrState)
-    g.add_node("ingest", nodes.ingest)
-    g.add_node("router", nodes.router)
+    # ingest, router and reconcile route by returning Command(goto=...): cheaper than conditional
+    # edges, each of which copies the whole state per turn. `destinations` draws those edges.
+    g.add_node("ingest", nodes.ingest, destinations=("router", "respond"))
+    g.add_node("router", nodes.router, destinations=("tools", "respond"))
     g.add_node("tools", nodes.run_tools)
-    g.add_node("reconcile", nodes.reconcile)
+    g.add_node("reconcile", nodes.reconcile, destinations=("verify", "respond"))
     g.add_node("verify", nodes.verify)
     g.add_node("respond", nodes.respond)
     g.add_edge(START, "ingest")
-    g.add_conditional_edges("ingest", nodes.after_ingest, ["router", "respond"])
-    g.add_conditional_edges("router", nodes.fan_out, ["tools", "respond"])
     g.add_edge("tools", "reconcile")
-    g.add_conditional_edges("reconcile", nodes.after_reconcile, ["verify", "respond"])
     g.add_edge("verify", "respond")
     g.add_edge("respond", END)
 

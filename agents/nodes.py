@@ -15,19 +15,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.types import Send
+from langgraph.types import Command, Send
 
 from agents import reconciler, responder
 from agents.state import CxrState
 from knowledge.evidence import BUILTIN_SOURCES, Box, Decision, Evidence
 from tools.base import ToolRequest
-from tools.registry import is_image_source
+from tools.registry import is_image_source, to_evidence
 from tools.study import StudyError
 
 if TYPE_CHECKING:
@@ -92,7 +90,9 @@ class DaemonPool:
     Not a ThreadPoolExecutor: its workers are joined at interpreter exit, so one tool that hangs
     forever would hang the app's shutdown. Here a hung tool keeps its (daemon) worker and the pool
     starts another when no worker is idle; idle workers are reused, so a turn does not pay for
-    starting threads (milliseconds each on a loaded machine).
+    starting threads (milliseconds each on a loaded machine). A call is handed over as a ``_Call``
+    whose lock is released when it finishes: one C-level lock per call instead of a Future's
+    Condition machinery, since every tool call of every turn pays for the handoff.
     """
 
     def __init__(self, prefix: str = "cxr-tool") -> None:
@@ -102,27 +102,46 @@ class DaemonPool:
         self._prefix = prefix
         self._count = 0
 
-    def submit(self, fn: Callable[[], Any]) -> Future:
-        future: Future = Future()
+    def submit(self, fn: Callable[[], Any]) -> _Call:
+        call = _Call(fn)
         with self._lock:
             if self._idle:
                 self._idle -= 1
             else:
                 self._count += 1
                 threading.Thread(target=self._work, name=f"{self._prefix}-{self._count}", daemon=True).start()
-        self._jobs.put((fn, future))
-        return future
+        self._jobs.put(call)
+        return call
 
     def _work(self) -> None:
         while True:
-            fn, future = self._jobs.get()
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn())
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting node
-                    future.set_exception(exc)
-            with self._lock:
-                self._idle += 1
+            call = self._jobs.get()
+            try:
+                call.result = call.fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting node
+                call.error = exc
+            finally:
+                call.fn = None
+                with self._lock:  # idle before the waiter wakes: its next submit reuses this worker
+                    self._idle += 1
+                call.finished.release()
+
+
+class _Call:
+    """One call handed to a DaemonPool worker: ``finished`` is released once result/error is set."""
+
+    __slots__ = ("fn", "result", "error", "finished")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn: Callable[[], Any] | None = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.finished = threading.Lock()
+        self.finished.acquire()
+
+    def wait(self, timeout_s: float) -> bool:
+        """True when the call finished within ``timeout_s`` seconds."""
+        return self.finished.acquire(timeout=min(max(0.0, timeout_s), threading.TIMEOUT_MAX))
 
 
 _POOL = DaemonPool()
@@ -134,29 +153,19 @@ def call_with_timeout(name: str, fn: Callable[[], Any], timeout_s: float) -> Evi
     A timed-out call keeps running on its worker (Python cannot kill a thread); its late result is
     discarded.
     """
-    box: dict[str, Any] = {}
     t0 = time.perf_counter()
     context = contextvars.copy_context()  # the run's config: stream writer, callbacks, tracing
-    future = _POOL.submit(lambda: context.run(fn))
-    try:
-        box["out"] = future.result(timeout=timeout_s)
-    except FutureTimeout as exc:
-        if future.done():  # the tool itself raised TimeoutError (the same class on Python >= 3.11)
-            box["exc"] = exc
-        else:
-            latency = (time.perf_counter() - t0) * 1000
-            return Evidence.failure(name, f"{name} timed out after {timeout_s:g} s", latency_ms=latency)
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes Evidence
-        box["exc"] = exc
+    call = _POOL.submit(lambda: context.run(fn))
+    if not call.wait(timeout_s):
+        latency = (time.perf_counter() - t0) * 1000
+        return Evidence.failure(name, f"{name} timed out after {timeout_s:g} s", latency_ms=latency)
     latency = (time.perf_counter() - t0) * 1000
-    if "exc" in box:
-        exc = box["exc"]
+    if call.error is not None:  # a tool that raises TimeoutError itself lands here, not as a timeout
+        exc = call.error
         log.warning("tool %s raised %s: %s", name, type(exc).__name__, exc)
         return Evidence.failure(name, f"{name} failed: {type(exc).__name__}: {exc}", latency_ms=latency)
-    out = box.get("out")
+    out = call.result
     try:
-        from tools.registry import to_evidence
-
         ev = to_evidence(name, out)
     except Exception as exc:  # noqa: BLE001 - a custom tool returned something unusable
         return Evidence.failure(name, f"{name} returned {type(out).__name__}, not Evidence ({exc})", latency_ms=latency)
@@ -232,10 +241,16 @@ class Nodes:
         return study_id
 
     # ------------------------------------------------------------------ nodes
-    def ingest(self, state: CxrState) -> dict[str, Any]:
-        """Reset this turn's results; load a new image (or check a given study id)."""
-        update: dict[str, Any] = {"evidence": None, "decisions": None, "notes": None, "ingest_error": None,
-                                  "route": None}
+    def ingest(self, state: CxrState) -> Command:
+        """Reset this turn's results; load a new image (or check a given study id); go on to the
+        router, or straight to respond when the image could not be used."""
+        update: dict[str, Any] = {"evidence": None, "decisions": None}  # this turn's lists: always reset
+        # The other per-turn keys are reset only when stale: every write, even of an unchanged None,
+        # costs a channel version and a serialised checkpoint entry.
+        if state.get("notes"):
+            update["notes"] = None
+        if state.get("ingest_error") is not None:
+            update["ingest_error"] = None
         image, previous = state.get("image"), state.get("study_id")
         if image is not None:
             try:
@@ -256,7 +271,11 @@ class Nodes:
                     f"The study `{previous[:12]}` is no longer available ({exc}). "
                     "Please upload the image again."
                 )
-        return update
+        if not update.get("ingest_error"):
+            return Command(update=update, goto="router")  # the router writes this turn's route
+        if state.get("route") is not None:
+            update["route"] = None  # respond must not answer with the previous turn's route
+        return Command(update=update, goto="respond")
 
     @staticmethod
     def _ingest_message(problem: str, previous: str | None) -> str:
@@ -267,10 +286,12 @@ class Nodes:
         )
         return f"I could not use that image: {problem.rstrip('.')}.{keep}"
 
-    def after_ingest(self, state: CxrState) -> str:
-        return "respond" if state.get("ingest_error") else "router"
+    def router(self, state: CxrState, config: RunnableConfig) -> Command:
+        """Classify the turn, then fan out to the tool branches (or go straight to respond).
 
-    def router(self, state: CxrState) -> dict[str, Any]:
+        Routing by ``Command(goto=...)`` rather than conditional edges: a conditional edge makes
+        LangGraph copy every state channel to show it a fresh view, once per edge per turn.
+        """
         messages = state.get("messages") or []
         text = next((message_text(m) for m in reversed(messages) if isinstance(m, HumanMessage)), "")
         has_history = bool(state.get("last_result")) or len(messages) > 1
@@ -283,7 +304,7 @@ class Nodes:
         _writer()({"event": "route", "intent": route.get("intent"), "finding": route.get("finding"),
                    "tools": self.selected(route), "reason": route.get("reason", ""),
                    "needs_image": bool(route.get("needs_image")) and not state.get("study_id")})
-        return {"route": route}
+        return Command(update={"route": route}, goto=self.fan_out(route, state, config))
 
     def selected(self, route: dict[str, Any]) -> list[str]:
         """Tools to run: the router's built-ins plus every custom tool serving the intent."""
@@ -295,9 +316,8 @@ class Nodes:
             if (name in wanted and intent in tool.intents) or (name not in BUILTIN_SOURCES and intent in tool.intents)
         ]
 
-    def fan_out(self, state: CxrState, config: RunnableConfig) -> list[Send] | str:
-        """Conditional edge: one Send per branch of tools, or straight to respond."""
-        route = state.get("route") or {}
+    def fan_out(self, route: dict[str, Any], state: CxrState, config: RunnableConfig) -> list[Send] | str:
+        """Where the router goes: one Send per branch of tools, or straight to respond."""
         intent = route.get("intent", "chat")
         study_id = state.get("study_id")
         if intent == "explain" or (route.get("needs_image") and not study_id):
@@ -347,10 +367,10 @@ class Nodes:
                 ev = Evidence.failure(name, "not run: the VLM produced no draft report to search with",
                                       latency_ms=0.0)
             else:
-                done = threading.Event()
+                live = [True]  # cleared when the call returns or times out
 
-                def on_token(text: str, _name: str = name, _done: threading.Event = done) -> None:
-                    if not _done.is_set():  # a timed-out tool's late tokens are dropped
+                def on_token(text: str, _name: str = name, _live: list[bool] = live) -> None:
+                    if _live[0]:  # a timed-out tool's late tokens are dropped
                         writer({"event": "token", "tool": _name, "text": text})
 
                 request = ToolRequest(
@@ -359,7 +379,7 @@ class Nodes:
                     thread_id=task.get("thread_id"), settings=self.settings, on_token=on_token,
                 )
                 ev = call_with_timeout(name, lambda t=tool, r=request: t.run(r), timeout)
-                done.set()
+                live[0] = False
                 if ev.ok and ev.report and task["intent"] == "report":
                     ev = self._label(ev)
             if name == "vlm" and ev.ok and ev.report:
@@ -387,31 +407,33 @@ class Nodes:
         try:
             from knowledge.labeler import label_report
 
-            labelled = [c.model_copy(update={"source": ev.tool}) for c in label_report(ev.report or "", source=ev.tool)]
+            labelled = [c if c.source == ev.tool else c.model_copy(update={"source": ev.tool})
+                        for c in label_report(ev.report or "", source=ev.tool)]
         except Exception as exc:  # noqa: BLE001 - an unlabelled report is still shown
             log.warning("labelling the %s report failed: %s", ev.tool, exc)
             return ev.model_copy(update={"meta": {**ev.meta, "label_error": str(exc)}})
         have = {c.finding for c in ev.calls}
         return ev.model_copy(update={"calls": [*ev.calls, *(c for c in labelled if c.finding not in have)]})
 
-    def reconcile(self, state: CxrState) -> dict[str, Any]:
+    def reconcile(self, state: CxrState) -> Command:
+        """Decide per finding; go on to verify when a decision is conflicted, else to respond."""
         intent = (state.get("route") or {}).get("intent")
         calls = [c for e in state.get("evidence") or [] if e.ok for c in e.calls]
         if intent not in RECONCILED_INTENTS:  # chat / similar cases: nothing about this image to decide
             _writer()({"event": "reconcile", "decisions": 0, "conflicts": []})
-            return {}
+            return Command(goto="respond")
         try:
             decisions = reconciler.decide(calls, self.policy)
             conflicted = reconciler.conflicts(decisions, self.policy)
         except Exception as exc:  # noqa: BLE001
             log.exception("reconciliation failed")
             _writer()({"event": "reconcile", "decisions": 0, "conflicts": []})
-            return {"notes": [f"Reconciliation failed ({type(exc).__name__}: {exc}); tool outputs are shown as-is."]}
+            return Command(
+                update={"notes": [f"Reconciliation failed ({type(exc).__name__}: {exc}); tool outputs are shown as-is."]},
+                goto="respond",
+            )
         _writer()({"event": "reconcile", "decisions": len(decisions), "conflicts": [d.finding for d in conflicted]})
-        return {"decisions": decisions}
-
-    def after_reconcile(self, state: CxrState) -> str:
-        return "verify" if reconciler.conflicts(list(state.get("decisions") or []), self.policy) else "respond"
+        return Command(update={"decisions": decisions}, goto="verify" if conflicted else "respond")
 
     def verify(self, state: CxrState, config: RunnableConfig) -> dict[str, Any]:
         """One targeted VLM re-ask per conflict, then the reconciler's transparent rule."""
