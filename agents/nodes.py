@@ -423,7 +423,10 @@ class Nodes:
             _writer()({"event": "reconcile", "decisions": 0, "conflicts": []})
             return Command(goto="respond")
         try:
-            decisions = reconciler.decide(calls, self.policy)
+            # A full report's silence on a finding is weak evidence of absence (reconciler docstring).
+            report_sources = {e.tool for e in state.get("evidence") or []
+                              if e.ok and e.report and intent == "report"}
+            decisions = reconciler.decide(calls, self.policy, report_sources=report_sources)
             conflicted = reconciler.conflicts(decisions, self.policy)
         except Exception as exc:  # noqa: BLE001
             log.exception("reconciliation failed")

@@ -80,6 +80,7 @@ _NOT_DENIED_BY_NO_FINDING = frozenset({"no_finding", "support_devices"})
 _ORDER = {f: i for i, f in enumerate(FINDINGS)}
 _IMPLIED = "implied by a no-finding statement: "
 _SILENT = "not mentioned in its full report"
+SILENT_REPORT_TEXT = _SILENT  # public: the text of a call implied by a full report's silence
 
 
 @dataclass(frozen=True)

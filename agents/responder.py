@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from agents.reconciler import SILENT_REPORT_TEXT
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
 from knowledge.evidence import Box, Decision, Evidence, FindingCall, Status
 from knowledge.vocabulary import display_name
@@ -119,9 +120,16 @@ def _vlm_mentions(d: Decision) -> FindingCall | None:
     return None
 
 
+def _silent(call: FindingCall | None) -> bool:
+    """A call the reconciler implied from the VLM report not mentioning the finding at all."""
+    return call is not None and call.text == SILENT_REPORT_TEXT
+
+
 def _vlm_says(call: FindingCall) -> str:
     if call.text and call.text.startswith("implied by a no-finding statement"):
         return "The VLM report does not mention it and reads the study as normal"
+    if _silent(call):
+        return "The VLM report does not mention it"
     return f"The VLM report says {_STATUS_WORD[call.status]}"
 
 
@@ -206,9 +214,11 @@ def report_reply(evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
         vlm_call = _vlm_mentions(d)
         if d.finding == "no_finding":
             continue
-        if vlm is not None and vlm.ok and vlm.report and vlm_call is None and d.status == Status.present:
+        if vlm is not None and vlm.ok and vlm.report and (vlm_call is None or _silent(vlm_call)) \
+                and d.status == Status.present:
+            flag = " (flagged for review)" if d.needs_review else ""
             revisions.append(
-                f"- **Added — flagged for review: {display_name(d.finding)}.** Not mentioned in the VLM report; "
+                f"- **Added{flag}: {display_name(d.finding)}.** Not mentioned in the VLM report; "
                 f"{d.rationale} {cite_decision(d, k=k)}".rstrip()
             )
         elif vlm_call is not None and vlm_call.status != d.status and d.status != Status.uncertain:

@@ -65,7 +65,8 @@ def predict_one(study: Any, classifier_ev: Any, *, vlm: Any, classifier: Any, fi
         else:
             rec["errors"].append(f"vlm report: {ev.error}")
     if ccalls or vcalls:
-        decisions = decide(ccalls + vcalls, policy)
+        # as the graph does for a report turn: a full report's silence is weak evidence of absence
+        decisions = decide(ccalls + vcalls, policy, report_sources={"vlm"} if "report" in rec else ())
         rec["reconciled"] = _decision_record(decisions)
         if verify and vlm is not None:
             final = {d.finding: d for d in decisions}

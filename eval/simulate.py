@@ -200,7 +200,8 @@ def run_profile(cases: Iterable[Case], profile: SimProfile, seed: int = 0) -> di
     for case in cases:
         n_cases += 1
         vcalls, ccalls, _ = simulate_case(case, profile, rng)
-        decisions = decide(vcalls + ccalls, policy)
+        # the simulated VLM writes a full report, so (as in the graph) its silence is weak absence
+        decisions = decide(vcalls + ccalls, policy, report_sources={"vlm"})
         final = {d.finding: d for d in decisions}
         for d in conflicts(decisions, policy):
             n_conflicts += 1

@@ -6,7 +6,7 @@ from graph_scripted import ScriptedVLM, classifier, retrieval
 from langchain_core.messages import AIMessage
 
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
-from knowledge.evidence import Box, Status
+from knowledge.evidence import Box, Evidence, FindingCall, Status
 
 EFFUSION_BOX = Box(x1=0.6, y1=0.55, x2=0.9, y2=0.9)
 
@@ -52,17 +52,35 @@ def test_report_end_to_end(make_graph, thread, cxr_image):
     assert isinstance(out["study_id"], str) and len(out["study_id"]) == 64
 
 
-def test_report_adds_omitted_high_confidence_finding_flagged(make_graph, thread, cxr_image):
-    vlm = ScriptedVLM(report="Mild cardiomegaly.")
+def test_report_omitted_high_confidence_finding_is_reasked_and_added(make_graph, thread, cxr_image):
+    """The report's silence is weak evidence of absence: the VLM is re-asked; when it confirms, the
+    finding is added to the report as a revision (the VLM's text itself is not altered)."""
+    confirm = lambda f: Evidence(tool="vlm", answer="Yes.",  # noqa: E731
+                                 calls=[FindingCall(finding=f, status=Status.present, source="vlm")])
+    vlm = ScriptedVLM(report="Mild cardiomegaly.", verify=confirm)
     clf = classifier({"pleural_effusion": 0.9, "cardiomegaly": 0.8}, {"pleural_effusion": EFFUSION_BOX})
     g = make_graph(vlm, clf)
     out = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
     text = out["messages"][-1].content
     assert "\nMild cardiomegaly.\n" in text  # the VLM's text, not silently altered
-    assert "Added — flagged for review: Pleural effusion.** Not mentioned in the VLM report" in text
+    assert vlm.verify_calls == ["pleural_effusion"]
+    assert "Added: Pleural effusion.** Not mentioned in the VLM report" in text
     assert "classifier op-point score 0.90 (threshold 0.5)" in text
     eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
-    assert eff.status == Status.present
+    assert eff.status == Status.present and not eff.needs_review
+
+
+def test_report_omitted_high_confidence_finding_unverified_is_flagged(make_graph, thread, cxr_image):
+    """No re-ask possible: a high-confidence classifier finding the report omits is never dropped."""
+    vlm = ScriptedVLM(report="Mild cardiomegaly.")  # verification not scripted -> fails
+    clf = classifier({"pleural_effusion": 0.9, "cardiomegaly": 0.8}, {"pleural_effusion": EFFUSION_BOX})
+    g = make_graph(vlm, clf)
+    out = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
+    text = out["messages"][-1].content
+    assert "Disputed, unresolved: Pleural effusion.** The VLM report does not mention it" in text
+    assert "flagged for human review" in text
+    eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
+    assert eff.status != Status.absent and eff.needs_review
 
 
 def test_report_normal_vlm_vs_classifier_positive_is_disputed(make_graph, thread, cxr_image):

@@ -91,6 +91,14 @@ def test_image_source_flag_decides_whether_a_custom_tool_votes(make_graph, threa
     out = make_graph(ScriptedVLM(report="Mild cardiomegaly."), prior).invoke(
         {"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
     assert next(d for d in out["decisions"] if d.finding == "pneumothorax").status != Status.present
+    # An image source votes: against the report's silence its positive is a conflict, never dropped ...
     out = make_graph(ScriptedVLM(report="Mild cardiomegaly."), reader).invoke(
+        {"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
+    ptx = next(d for d in out["decisions"] if d.finding == "pneumothorax")
+    assert "reader" in ptx.agreeing and ptx.status != Status.absent and ptx.needs_review
+    # ... and when the VLM's targeted re-ask confirms it, it is present.
+    confirm = lambda f: Evidence(tool="vlm", answer="Yes.",  # noqa: E731
+                                 calls=[FindingCall(finding=f, status=Status.present, source="vlm")])
+    out = make_graph(ScriptedVLM(report="Mild cardiomegaly.", verify=confirm), reader).invoke(
         {"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
     assert next(d for d in out["decisions"] if d.finding == "pneumothorax").status == Status.present

@@ -46,6 +46,6 @@ def test_unavailable_tools_are_named_and_in_payload():
                  rationale="Pneumothorax: classifier only.", calls=[_clf(0.8, Status.present)])
     text = compose(route, ev, [d], study={"id": "s"})
     assert "**retrieval** (index missing)" in text
-    assert "Added — flagged for review: Pneumothorax" in text
+    assert "Added: Pneumothorax" in text
     p = payload(route, ev, [d], study_id="s", demo=False)
     assert p["unavailable"] == ["retrieval"] and p["study_id"] == "s" and p["demo"] is False
