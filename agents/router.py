@@ -18,6 +18,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -182,9 +183,9 @@ def find_mentions(text: str) -> list[_Mention]:
     for start, end, word in words:
         if len(word) < _FUZZY_MIN_LEN or any(a <= start and end <= b for a, b in covered):
             continue
-        close = difflib.get_close_matches(word, _FUZZY_LEXICON, n=1, cutoff=_FUZZY_CUTOFF)
-        if close:
-            cands.append(_Mention(start, end, _FUZZY_LEXICON[close[0]]))
+        fid = _fuzzy_finding(word)
+        if fid is not None:
+            cands.append(_Mention(start, end, fid))
     cands.sort(key=lambda m: (-(m.end - m.start), m.start))
     chosen: list[_Mention] = []
     for c in cands:
@@ -192,6 +193,13 @@ def find_mentions(text: str) -> list[_Mention]:
             chosen.append(c)
     chosen.sort(key=lambda m: m.start)
     return chosen
+
+
+@lru_cache(maxsize=4096)
+def _fuzzy_finding(word: str) -> str | None:
+    """Spelling-tolerant match of one word against the lexicon (cached: difflib scans it all)."""
+    close = difflib.get_close_matches(word, _FUZZY_LEXICON, n=1, cutoff=_FUZZY_CUTOFF)
+    return _FUZZY_LEXICON[close[0]] if close else None
 
 
 # Words right before the finding a question is about: "post line placement - any pneumothorax?"
