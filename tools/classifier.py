@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from knowledge.evidence import Artifact, Box, Evidence, FindingCall, Status
-from knowledge.vocabulary import display_name, normalize
+from knowledge.vocabulary import XRV_LABELS, display_name, normalize
 from tools.base import ToolRequest
 from tools.classifier_weights import (
     ClassifierWeightsMissing,
@@ -44,27 +44,8 @@ HEATMAP_CAP = 3  # report intent: heatmaps for at most this many present finding
 RAW_SCORE_MEANING = "sigmoid probability of the model's logit, before operating-point normalisation"
 
 # torchxrayvision label -> vocabulary id. normalize() is preferred; this is the explicit fallback
-# (and the test's reference), so a synonym-table change can never silently drop a label.
-XRV_LABEL_MAP: dict[str, str] = {
-    "Atelectasis": "atelectasis",
-    "Consolidation": "consolidation",
-    "Infiltration": "infiltration",
-    "Pneumothorax": "pneumothorax",
-    "Edema": "edema",
-    "Emphysema": "emphysema",
-    "Fibrosis": "fibrosis",
-    "Effusion": "pleural_effusion",
-    "Pneumonia": "pneumonia",
-    "Pleural_Thickening": "pleural_thickening",
-    "Cardiomegaly": "cardiomegaly",
-    "Nodule": "nodule",
-    "Mass": "mass",
-    "Hernia": "hernia",
-    "Lung Lesion": "lung_lesion",
-    "Fracture": "fracture",
-    "Lung Opacity": "lung_opacity",
-    "Enlarged Cardiomediastinum": "enlarged_cardiomediastinum",
-}
+# (one table, in knowledge/vocabulary.py), so a synonym-table change can never silently drop a label.
+XRV_LABEL_MAP: dict[str, str] = dict(XRV_LABELS)
 
 
 def finding_for_label(label: str) -> str | None:
