@@ -373,10 +373,16 @@ class Nodes:
                     if _live[0]:  # a timed-out tool's late tokens are dropped
                         writer({"event": "token", "tool": _name, "text": text})
 
+                def on_progress(stage: str, done: int, total: int | None, _name: str = name,
+                                _live: list[bool] = live) -> None:
+                    if _live[0]:
+                        writer({"event": "progress", "tool": _name, "stage": stage, "done": done, "total": total})
+
                 request = ToolRequest(
                     intent=task["intent"], text=task["text"], study=study, finding=task.get("finding"),
                     phrase=task.get("phrase"), history=list(task.get("history") or []), draft_report=draft,
                     thread_id=task.get("thread_id"), settings=self.settings, on_token=on_token,
+                    on_progress=on_progress,
                 )
                 ev = call_with_timeout(name, lambda t=tool, r=request: t.run(r), timeout)
                 live[0] = False

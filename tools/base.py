@@ -30,6 +30,7 @@ class ToolRequest:
     thread_id: str | None = None
     settings: Settings | None = None
     on_token: Callable[[str], None] | None = None  # streaming sink for generated text
+    on_progress: Callable[[str, int, int | None], None] | None = None  # long work: (stage, done, total)
 
 
 @runtime_checkable

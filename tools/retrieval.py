@@ -98,16 +98,17 @@ class RetrievalTool:
         self._error: str | None = None
 
     # -- index -----------------------------------------------------------------------------------
-    def get_index(self) -> ReportIndex:
-        """The open index: loaded from settings.resolved_index_dir, built first if there is none."""
+    def get_index(self, progress: ProgressFn | None = None) -> ReportIndex:
+        """The open index: loaded from settings.resolved_index_dir, built first if there is none
+        (``progress``, else the tool's own callback, else the log, hears how the build goes)."""
         if self._index is not None:
             return self._index
         with self._lock:
             if self._index is None:
-                self._index = self._open_or_build()
+                self._index = self._open_or_build(progress)
             return self._index
 
-    def _open_or_build(self) -> ReportIndex:
+    def _open_or_build(self, progress: ProgressFn | None = None) -> ReportIndex:
         from knowledge.index import ReportIndex
 
         path = self.settings.resolved_index_dir
@@ -122,7 +123,7 @@ class RetrievalTool:
         log.info("no report index at %s: building one from corpus %r (first use; this takes a while)", path, spec)
         return ReportIndex.build(
             load_corpus(spec), self.settings, index_dir=path, corpus_spec=spec,
-            progress=self.progress or _log_progress, total=total,
+            progress=progress or self.progress or _log_progress, total=total,
         )
 
     @property
@@ -141,7 +142,7 @@ class RetrievalTool:
         settings = request.settings or self.settings
         k = max(1, int(settings.retrieval_k))
         try:
-            index = self.get_index()
+            index = self.get_index(request.on_progress)
             hits = index.search(query, k)[0]
         except Exception as exc:  # never raise into the graph
             log.warning("retrieval failed: %s", exc)

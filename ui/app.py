@@ -165,6 +165,16 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
             status.markdown(line)
             status.update(label=line.replace("**", ""))
 
+        work_bar = st.empty()
+
+        def on_work(tool: str, stage: str, done: int, total: int | None) -> None:
+            """The first-use index build: a real progress bar, not just a spinner."""
+            if total:
+                frac = min(1.0, max(0.0, done / total))
+                work_bar.progress(frac, text=f"{tool}: {stage} {done:,}/{total:,} prior reports")
+            else:
+                work_bar.caption(f"{tool}: {stage} {done:,}")
+
         def on_token(text: str) -> None:
             tokens.append(text)
             reply_box.markdown("_VLM drafting..._\n\n" + "".join(tokens) + " ▌")
@@ -177,7 +187,9 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
         turn = run_turn(
             graph, prompt, thread_id=state[S.K_THREAD], extra_inputs=inputs,
             on_progress=on_progress, on_token=on_token, on_reply=on_reply, first_use_index=first_index,
+            on_work=on_work,
         )
+        work_bar.empty()
         if turn.error:
             S.restore_pending(state, pending)  # the study may not have reached the graph: resend it
             status.update(label=f"Failed after {turn.elapsed_s:.1f} s", state="error", expanded=False)

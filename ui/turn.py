@@ -118,8 +118,11 @@ def run_turn(
     on_token: Callable[[str], None] | None = None,
     on_reply: Callable[[str], None] | None = None,
     first_use_index: bool = False,
+    on_work: Callable[[str, str, int, int | None], None] | None = None,
 ) -> TurnResult:
     """Stream one turn. Never raises: an unexpected failure comes back as ``result.error``.
+
+    ``on_work(tool, stage, done, total)`` hears long work inside a tool (the first-use index build).
 
     extra_inputs: graph input keys besides the message, e.g. ``{"study_id": ...}`` for a newly
     uploaded study (or ``{"image": bytes, "image_name": ...}``).
@@ -147,6 +150,11 @@ def run_turn(
                 result.streamed_chars += len(piece)
                 if on_token and piece:
                     on_token(piece)
+                continue
+            if kind == "progress":  # long work inside a tool (first-use index build)
+                if on_work:
+                    on_work(str(chunk.get("tool") or ""), str(chunk.get("stage") or ""),
+                            int(chunk.get("done") or 0), chunk.get("total"))
                 continue
             if kind == "reply":
                 result.reply = str(chunk.get("text") or "")

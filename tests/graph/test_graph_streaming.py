@@ -36,3 +36,23 @@ def test_custom_events_contract(make_graph, thread, cxr_image):
     assert ver["finding"] == "cardiomegaly" and ver["outcome"] == "resolved"
     final = g.get_state(cfg).values["messages"][-1].content
     assert events[-1]["text"] == final
+
+
+def test_long_tool_work_is_streamed_as_progress_events(make_graph, thread, cxr_image):
+    """A tool reporting long work (the retrieval index's first build) reaches the UI as progress events."""
+    from graph_scripted import ScriptedTool
+
+    def slow_build(request):
+        for done in (0, 128, 256):
+            request.on_progress("embedding", done, 256)
+        return Evidence(tool="atlas", answer="built")
+
+    atlas = ScriptedTool("atlas", {"similar_cases"}, slow_build, image_source=False)
+    g = make_graph(atlas)
+    events = list(g.stream({"messages": [("user", "Show me similar prior cases")], "image": str(cxr_image)},
+                           thread(), stream_mode="custom"))
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [(e["tool"], e["stage"], e["done"], e["total"]) for e in progress] == [
+        ("atlas", "embedding", 0, 256), ("atlas", "embedding", 128, 256), ("atlas", "embedding", 256, 256)]
+    kinds = [e["event"] for e in events]
+    assert kinds.index("tool_start") < kinds.index("progress") < kinds.index("tool_end")

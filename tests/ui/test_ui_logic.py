@@ -306,3 +306,18 @@ def test_tool_load_states_reads_lazy_tools():
     assert tool_load_states(graph) == {"vlm": False, "rib_counter": True}
     assert tool_load_states(object()) == {}
     assert vars(lazy)["_tool"] is None and vars(lazy)["_error"] is None  # asking did not load the model
+
+
+def test_progress_events_go_to_on_work_not_to_the_step_list():
+    items = [
+        ("custom", {"event": "tool_start", "tool": "retrieval", "building_index": True}),
+        ("custom", {"event": "progress", "tool": "retrieval", "stage": "embedding", "done": 256, "total": 3927}),
+        ("custom", {"event": "progress", "tool": "retrieval", "stage": "embedding", "done": 512, "total": 3927}),
+        ("custom", {"event": "tool_end", "tool": "retrieval", "ok": True, "latency_ms": 5.0, "error": None}),
+        ("custom", {"event": "reply", "text": "done"}),
+    ]
+    g = ScriptedGraph(items, {"messages": []})
+    work: list[tuple[str, str, int, int | None]] = []
+    t = run_turn(g, "Show similar cases", thread_id="t1", on_work=lambda *a: work.append(a))
+    assert work == [("retrieval", "embedding", 256, 3927), ("retrieval", "embedding", 512, 3927)]
+    assert len(t.progress) == 3 and not any("512" in line for line in t.progress)  # start, end, reply
