@@ -79,11 +79,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def _fmt(v: Any) -> str:
+    """A table cell; escaped, since rich would swallow '[cardiomegaly]' in 'f1[cardiomegaly]' as markup."""
+    from rich.markup import escape
+
     if v is None:
         return ""
     if isinstance(v, numbers.Real) and not isinstance(v, (bool, int)):  # float and numpy floats
         return f"{float(v):.4g}"
-    return str(v)
+    return escape(str(v))
 
 
 def met(row: dict[str, Any]) -> str:
