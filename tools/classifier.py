@@ -79,7 +79,7 @@ def preprocess(study: Study, resolution: int) -> tuple[torch.Tensor, CropGeometr
     h, w = pixels.shape
     geom = CropGeometry.centre_crop(w, h, resolution)
     crop = pixels[geom.y0 : geom.y0 + geom.size, geom.x0 : geom.x0 + geom.size]
-    t = torch.from_numpy(np.ascontiguousarray(crop))[None, None]
+    t = torch.from_numpy(np.array(crop, dtype=np.float32, copy=True))[None, None]  # Study pixels are read-only
     if geom.size != resolution:
         t = F.interpolate(t, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
     t = (t.clamp(0.0, 1.0) * 2.0 - 1.0) * 1024.0

@@ -86,6 +86,11 @@ class Study:
     source_format: SourceFormat = "array"
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The id is the hash of these pixels: an in-place edit would silently break that promise.
+        if isinstance(self.pixels, np.ndarray) and self.pixels.flags.writeable:
+            self.pixels.flags.writeable = False
+
     @property
     def width(self) -> int:
         return self.original_size[0]
