@@ -110,18 +110,11 @@ def safe_metadata(ds: Any) -> dict[str, Any]:
     """The allow-listed, normalised, non-identifying header facts of a pydicom Dataset."""
     meta: dict[str, Any] = {}
 
-    modality = _text(_get(ds, "Modality"), upper=True)
-    if modality:
-        meta["modality"] = modality
-    body_part = _text(_get(ds, "BodyPartExamined"), upper=True)
-    if body_part:
-        meta["body_part"] = body_part
-    view_position = _text(_get(ds, "ViewPosition"), upper=True)
-    if view_position:
-        meta["view_position"] = view_position
-    photometric = _text(_get(ds, "PhotometricInterpretation"), upper=True)
-    if photometric:
-        meta["photometric_interpretation"] = photometric
+    for kw, key in (("Modality", "modality"), ("BodyPartExamined", "body_part"),
+                    ("ViewPosition", "view_position"), ("PhotometricInterpretation", "photometric_interpretation")):
+        text = _text(_get(ds, kw), upper=True)
+        if text:
+            meta[key] = text
     for kw, key in (("BitsStored", "bits_stored"), ("Rows", "rows"), ("Columns", "columns")):
         v = _get(ds, kw)
         try:
