@@ -186,7 +186,7 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
         inputs = S.take_study_inputs(state, _study_store(graph, settings))
         turn = run_turn(
             graph, prompt, thread_id=state[S.K_THREAD], extra_inputs=inputs,
-            on_progress=on_progress, on_token=on_token, on_reply=on_reply, first_use_index=first_index,
+            on_progress=on_progress, on_token=on_token, on_reply=on_reply,
             on_work=on_work,
         )
         work_bar.empty()

@@ -117,7 +117,6 @@ def run_turn(
     on_progress: Callable[[str], None] | None = None,
     on_token: Callable[[str], None] | None = None,
     on_reply: Callable[[str], None] | None = None,
-    first_use_index: bool = False,
     on_work: Callable[[str, str, int, int | None], None] | None = None,
 ) -> TurnResult:
     """Stream one turn. Never raises: an unexpected failure comes back as ``result.error``.
@@ -125,10 +124,8 @@ def run_turn(
     ``on_work(tool, stage, done, total)`` hears long work inside a tool (the first-use index build).
 
     extra_inputs: graph input keys besides the message, e.g. ``{"study_id": ...}`` for a newly
-    uploaded study (or ``{"image": bytes, "image_name": ...}``).
-
-    first_use_index: the prior-report index is not built yet, so the retrieval tool's start is
-    announced as the one-off index build (the reason the first report is slow)."""
+    uploaded study (or ``{"image": bytes, "image_name": ...}``). The graph itself marks a retrieval
+    start that builds the index (``building_index``), so that step is announced as the one-off build."""
     started = time.perf_counter()
     result = TurnResult(user_text=text)
     inputs: dict[str, Any] = {"messages": [("user", text)], **dict(extra_inputs or {})}
@@ -162,8 +159,6 @@ def run_turn(
                     on_reply(result.reply)
             if kind == "tool_end" and not chunk.get("ok", True):
                 result.failed_tools.append(str(chunk.get("tool")))
-            if kind == "tool_start" and chunk.get("tool") == "retrieval" and first_use_index:
-                chunk = {**chunk, "building_index": True}
             if kind == "verify" and chunk.get("finding"):
                 result.verifications[str(chunk["finding"])] = str(chunk.get("outcome", ""))
             line = describe_event(chunk)

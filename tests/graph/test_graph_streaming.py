@@ -56,3 +56,21 @@ def test_long_tool_work_is_streamed_as_progress_events(make_graph, thread, cxr_i
         ("atlas", "embedding", 0, 256), ("atlas", "embedding", 128, 256), ("atlas", "embedding", 256, 256)]
     kinds = [e["event"] for e in events]
     assert kinds.index("tool_start") < kinds.index("progress") < kinds.index("tool_end")
+
+
+def test_retrieval_start_is_marked_as_an_index_build_when_none_exists(make_graph, thread, cxr_image, tmp_path):
+    """The UI announces the slow first-use build only because the graph says so on tool_start."""
+    from graph_scripted import ScriptedTool
+
+    def start_of_retrieval(tool):
+        g = make_graph(tool, index_dir=tmp_path / "no-index-here")
+        events = g.stream({"messages": [("user", "Show me similar prior cases")], "image": str(cxr_image)},
+                          thread(), stream_mode="custom")
+        return next(e for e in events if e["event"] == "tool_start" and e["tool"] == "retrieval")
+
+    fresh = ScriptedTool("retrieval", {"similar_cases"}, Evidence(tool="retrieval"), image_source=False)
+    fresh.ready = False  # like RetrievalTool before its index is open
+    assert start_of_retrieval(fresh).get("building_index") is True
+    opened = ScriptedTool("retrieval", {"similar_cases"}, Evidence(tool="retrieval"), image_source=False)
+    opened.ready = True
+    assert "building_index" not in start_of_retrieval(opened)

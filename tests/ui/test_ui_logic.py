@@ -111,7 +111,7 @@ def test_run_turn_collects_progress_tokens_reply_and_state():
     g = scripted_report_graph()
     lines, tokens, replies = [], [], []
     t = run_turn(g, "Write a report", thread_id="t1", extra_inputs={"study_id": "a" * 64},
-                 on_progress=lines.append, on_token=tokens.append, on_reply=replies.append, first_use_index=True)
+                 on_progress=lines.append, on_token=tokens.append, on_reply=replies.append)
     inputs, config, modes = g.calls[0]
     assert inputs == {"messages": [("user", "Write a report")], "study_id": "a" * 64}
     assert config == {"configurable": {"thread_id": "t1"}} and set(modes) == {"custom", "updates"}

@@ -121,7 +121,7 @@ def scripted_report_graph() -> ScriptedGraph:
         ("custom", {"event": "token", "tool": "vlm", "text": "Small "}),
         ("custom", {"event": "token", "tool": "vlm", "text": "effusion."}),
         ("custom", {"event": "tool_end", "tool": "vlm", "ok": True, "latency_ms": 1234.4, "error": None}),
-        ("custom", {"event": "tool_start", "tool": "retrieval"}),
+        ("custom", {"event": "tool_start", "tool": "retrieval", "building_index": True}),  # as the graph marks a first-use build
         ("custom", {"event": "tool_end", "tool": "rib_counter", "ok": False, "latency_ms": 300000,
                     "error": "rib_counter timed out after 300 s"}),
         ("custom", {"event": "reconcile", "decisions": 3, "conflicts": ["pneumothorax"]}),
