@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +264,3 @@ def verdict(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run_all(cases: list[Case], profiles: Iterable[SimProfile] = PROFILES, seed: int = 0) -> list[dict[str, Any]]:
     return [run_profile(cases, p, seed=seed) for p in profiles]
-
-
-def with_overrides(profile: SimProfile, **kw: Any) -> SimProfile:
-    return replace(profile, **{k: v for k, v in kw.items() if v is not None})

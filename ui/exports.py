@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
-from knowledge.vocabulary import display_name
 from ui.evidence_table import (
     COL_CLASSIFIER,
     COL_CONFLICT,
@@ -111,9 +110,3 @@ def findings_json(
         ],
     }
     return json.dumps(doc, indent=2, default=str)
-
-
-def findings_summary_line(turn: TurnResult) -> str:
-    """A one-line summary of present findings (used in captions)."""
-    present = [display_name(d.finding) for d in turn.decisions if d.status.value == "present"]
-    return ", ".join(present) if present else "no finding called present"
