@@ -401,7 +401,7 @@ class Nodes:
         try:
             if getattr(tool, "ready", True):
                 return False
-            from knowledge.index import ReportIndex
+            from tools.retrieval.index import ReportIndex
 
             return not ReportIndex.exists(self.settings.resolved_index_dir)
         except Exception:  # noqa: BLE001 - a hint only

@@ -9,13 +9,13 @@ Recall@10 is measured against exact search (IndexFlatIP) on the same vectors; la
 (nq=1) wall time, p50/p95 over the query set; every ANN row carries the exact-search p50 as its baseline
 (ratio = speedup) and the STACK.md reference configuration IVF1024/nprobe16 is re-measured in the same run.
 
-Million-report ingestion (the product path, knowledge.index.ReportIndex.build): the corpus is an iterator
-(knowledge.corpus streams CSV/JSONL/dirs row by row); reports are labelled and embedded one batch (256) at a
+Million-report ingestion (the product path, tools.retrieval.index.ReportIndex.build): the corpus is an iterator
+(tools.retrieval.corpus streams CSV/JSONL/dirs row by row); reports are labelled and embedded one batch (256) at a
 time, their text/labels/metadata appended to SQLite (reports.sqlite) and their vectors to a raw float32 file
 (vectors.f32), then dropped. The FAISS index is made afterwards from a read-only memmap of vectors.f32:
 IVF training reads a random sample (32 points per list), adding streams 65,536-row chunks. Peak memory is
 one batch of texts + the FAISS index itself (1.5 GB for 1M x 384 IVF-Flat), never the corpus text. The
-"product IVF build" row below runs that same function (knowledge.index._make_faiss) on the 1M memmap.
+"product IVF build" row below runs that same function (tools.retrieval.index._make_faiss) on the 1M memmap.
 
 The machine is shared (2 cores, ~8 other jobs): timings are noisy; ratios within one run are the figure.
 Set CXR_BENCH_HNSW=0 to skip the (slow to build) HNSW rows.
@@ -71,7 +71,7 @@ def _jitter(base: np.ndarray, rng: np.random.Generator, sigma: float = SIGMA) ->
 
 def _iu_embeddings(embedder, reports) -> np.ndarray:
     """All IU report embeddings, cached on disk by corpus fingerprint + embedder."""
-    from knowledge.corpus import corpus_fingerprint
+    from tools.retrieval.corpus import corpus_fingerprint
 
     key = f"iu-{corpus_fingerprint(reports)[:16]}-{embedder.name.replace('/', '_')}.npy"
     path = CACHE / key
@@ -149,7 +149,7 @@ def _ann_rows(scale: str, X: np.ndarray, Q: np.ndarray, configs: list[Config], *
 
 
 def _configs(n: int, exact_index_max: int, *, full: bool) -> list[Config]:
-    from knowledge.index import choose_index_params
+    from tools.retrieval.index import choose_index_params
 
     p = choose_index_params(n, exact_index_max)
     nlist = int(p.factory[3:].split(",")[0])
@@ -172,9 +172,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import faiss
 
-    from knowledge.corpus import iu_xray_reports
-    from knowledge.embedder import get_embedder
-    from knowledge.index import _make_faiss, choose_index_params
+    from tools.retrieval.corpus import iu_xray_reports
+    from tools.retrieval.embedder import get_embedder
+    from tools.retrieval.index import _make_faiss, choose_index_params
 
     rows: list[dict[str, Any]] = []
     embedder = get_embedder(device="cpu")
@@ -221,7 +221,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         index = _make_faiss(mm, params, None)
         rows.append(_row("1M: product IVF build from vectors.f32 memmap", time.perf_counter() - t0, "s",
-                         note=f"knowledge.index._make_faiss, {params.factory}, trained on {params.train_size:,} sampled vectors"))
+                         note=f"tools.retrieval.index._make_faiss, {params.factory}, trained on {params.train_size:,} sampled vectors"))
         del index, mm
     return rows
 

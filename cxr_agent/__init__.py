@@ -1,3 +1,6 @@
-"""cxr-agent: settings and command line. The product's code lives in knowledge/, tools/, agents/, graph.py, ui/."""
+"""cxr-agent's ground floor: settings (`cxr_agent.settings`), importable by every layer above.
 
-__version__ = "0.1.0"
+The product's code lives in knowledge/, tools/, agents/, graph.py, ui/; the command line in cli/.
+"""
+
+__version__ = "0.2.0"

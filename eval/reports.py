@@ -16,8 +16,8 @@ from eval.metrics import bleu4, prf, rouge_l
 
 def load_reports(spec: str | Path, *, limit: int | None = None) -> dict[str, str]:
     """id -> text from a CSV/JSONL (columns id,text or MIMIC/CheXpert Plus names) or a folder of .txt reports
-    (knowledge.corpus.load_corpus). Ids from a folder are the file stems."""
-    from knowledge.corpus import load_corpus
+    (tools.retrieval.corpus.load_corpus). Ids from a folder are the file stems."""
+    from tools.retrieval.corpus import load_corpus
 
     out: dict[str, str] = {}
     for r in load_corpus(spec, limit=limit):

@@ -1,7 +1,7 @@
 """A weight-free check of the reconciliation policy: simulated sources with known error profiles.
 
 Ground truth: the NIH labels of the shared data (nih_cxr14/labels.csv; 14 findings) and the IU X-ray
-reports' MeSH major terms mapped onto the vocabulary (bench.labeler.mesh_findings). Per case and finding:
+reports' MeSH major terms mapped onto the vocabulary (knowledge.mesh.mesh_findings). Per case and finding:
 
 - **Simulated VLM** (writes a report): a true finding is stated present with probability
   ``vlm_sensitivity`` (a fraction ``vlm_uncertain`` of those hedged as uncertain), otherwise stated absent
@@ -95,8 +95,8 @@ def nih_cases(labels_csv: str | Path) -> list[Case]:
 
 def iu_cases(limit: int | None = None) -> list[Case]:
     """IU reports with MeSH indexing ('No Indexing' skipped), positives = mapped MeSH major terms."""
-    from bench.labeler import mesh_findings
-    from knowledge.corpus import iu_xray_reports
+    from knowledge.mesh import mesh_findings
+    from tools.retrieval.corpus import iu_xray_reports
 
     out = []
     for r in iu_xray_reports():

@@ -1,6 +1,6 @@
 """What the sidebar says about the models: present, missing (with the fix) or demo.
 
-Reads ``cxr_agent.cli_models.weight_statuses`` (the same check `cxr-agent models` prints), so
+Reads ``tools.catalogue.weight_statuses`` (the same check `cxr-agent models` prints), so
 the app and the CLI never disagree. Any failure of the check becomes a line, not a crash.
 """
 
@@ -58,7 +58,7 @@ def model_status_lines(settings: Settings) -> list[StatusLine]:
             )
         )
     try:
-        from cxr_agent.cli_models import weight_statuses
+        from tools.catalogue import weight_statuses
 
         statuses = weight_statuses(settings)
     except Exception as exc:  # the panel reports, it never breaks the app

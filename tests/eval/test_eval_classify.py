@@ -89,7 +89,7 @@ def test_ground_metrics_with_scripted_boxes(tmp_path):
 
 
 def test_cli_classify_progress_json_resume_and_demo_caption(tmp_path, monkeypatch):
-    from cxr_agent.cli import app
+    from cli.main import app
 
     folder = write_folder(tmp_path / "data", n=3)
     clf, vlm = ScriptedClassifier(), ScriptedVLM()
@@ -113,7 +113,7 @@ def test_cli_classify_progress_json_resume_and_demo_caption(tmp_path, monkeypatc
 
 
 def test_cli_ground_and_missing_folder(tmp_path, monkeypatch):
-    from cxr_agent.cli import app
+    from cli.main import app
 
     folder = write_folder(tmp_path / "data", n=2)
     monkeypatch.setattr("eval.harness.make_tools", lambda settings, **kw: (ScriptedClassifier(), ScriptedVLM()))

@@ -23,7 +23,7 @@ def test_report_metrics_hand_case():
 
 
 def test_load_reports_csv_jsonl_and_cli(tmp_path):
-    from cxr_agent.cli import app
+    from cli.main import app
 
     (tmp_path / "refs.csv").write_text('id,text\na,"Small left pleural effusion."\nb,Cardiomegaly.\n')
     (tmp_path / "gen.jsonl").write_text(json.dumps({"id": "a", "text": "Small left pleural effusion."}) + "\n"
@@ -55,7 +55,7 @@ def test_route_eval_on_tiny_jsonl(tmp_path):
 
 
 def test_cli_route_default_cases(tmp_path):
-    from cxr_agent.cli import app
+    from cli.main import app
 
     out = tmp_path / "r.json"
     r = CliRunner().invoke(app, ["eval", "route", "--out", str(out)])
@@ -68,7 +68,7 @@ def test_cli_route_default_cases(tmp_path):
 def test_cli_report_generates_with_the_vlm_and_resumes(tmp_path, monkeypatch):
     from eval_helpers import ScriptedVLM, write_folder
 
-    from cxr_agent.cli import app
+    from cli.main import app
 
     folder = write_folder(tmp_path / "data", n=2)  # im0: effusion report, im1: normal report
     (tmp_path / "refs.csv").write_text('id,text\nim0,"Left pleural effusion."\nim1,"Normal chest."\nim9,"Cardiomegaly."\n')

@@ -67,7 +67,7 @@ def test_cli_simulate(tmp_path, shared_data):
 
     from typer.testing import CliRunner
 
-    from cxr_agent.cli import app
+    from cli.main import app
 
     out = tmp_path / "s.json"
     r = CliRunner().invoke(app, ["eval", "simulate", "--iu-limit", "0", "-p", "default", "--seed", "1",

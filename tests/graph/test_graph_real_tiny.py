@@ -37,9 +37,9 @@ class HashingModel:
 @pytest.fixture(scope="module")
 def real_graph(tmp_path_factory):
     from graph import build_graph
-    from knowledge.corpus import iu_xray_reports
-    from knowledge.embedder import Embedder
-    from knowledge.index import ReportIndex
+    from tools.retrieval.corpus import iu_xray_reports
+    from tools.retrieval.embedder import Embedder
+    from tools.retrieval.index import ReportIndex
     from tools.retrieval import RetrievalTool
 
     root = tmp_path_factory.mktemp("real-tiny")

@@ -13,7 +13,7 @@ P, A, U = Status.present, Status.absent, Status.uncertain
 
 @pytest.fixture(scope="module")
 def iu_reports():
-    from knowledge.corpus import iu_xray_reports
+    from tools.retrieval.corpus import iu_xray_reports
 
     return list(iu_xray_reports())
 
@@ -197,6 +197,6 @@ def test_macro_f1_vs_mesh_floor(iu_reports) -> None:
     ],
 )
 def test_mesh_mapping(terms: list[str], expected: set[str]) -> None:
-    from bench.labeler import mesh_findings
+    from knowledge.mesh import mesh_findings
 
     assert mesh_findings(terms) == expected

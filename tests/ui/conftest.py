@@ -19,7 +19,7 @@ import pytest
 @pytest.fixture(scope="session")
 def ui_env(tmp_path_factory) -> dict[str, str]:
     """Environment overrides for running the app under test."""
-    from knowledge.corpus import iu_xray_reports
+    from tools.retrieval.corpus import iu_xray_reports
 
     root = tmp_path_factory.mktemp("ui-env")
     corpus = root / "priors.csv"

@@ -266,7 +266,7 @@ def test_collect_overlays_prefers_latest_turn(study_id):
 
 
 def test_model_status_lines_show_demo_present_and_missing_with_fix(monkeypatch, tmp_path):
-    import cxr_agent.cli_models as cm
+    import tools.catalogue as cm
     from cxr_agent.settings import Settings
     from tools.base import WeightStatus
     from ui.model_status import index_present, model_status_lines

@@ -8,7 +8,7 @@ import json
 from kb_index_helpers import built_index_dir
 from typer.testing import CliRunner
 
-from cxr_agent.cli import app
+from cli.main import app
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ from graph_scripted import ScriptedVLM, classifier
 from typer.testing import CliRunner
 
 import graph as graph_module
-from cxr_agent.cli import app
+from cli.main import app
 
 
 def test_ask_prints_reply_and_evidence_and_continues_thread(monkeypatch, settings, cxr_image):

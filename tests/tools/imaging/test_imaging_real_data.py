@@ -12,7 +12,7 @@ import pytest
 from tools.imaging import load_study, polarity_score
 from tools.study import pixel_hash
 
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[3]
 
 
 def _data_dir() -> Path | None:  # mirrors tests/conftest.py:shared_data_dir (needed at collection time)

@@ -1,6 +1,6 @@
 """Retrieval tool: the prior reports most similar to this turn's report (or question), as a prior.
 
-Neighbours come from knowledge.index.ReportIndex. Their labels were computed once, at build time,
+Neighbours come from tools.retrieval.index.ReportIndex. Their labels were computed once, at build time,
 by the report labeler; this tool only counts them. What it returns is a *prior from other patients'
 reports*, never evidence about this image: the reconciler treats source "retrieval" as such.
 """
@@ -19,7 +19,7 @@ from tools.base import ToolRequest, WeightStatus
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
-    from knowledge.index import ProgressFn, ReportIndex
+    from tools.retrieval.index import ProgressFn, ReportIndex
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +109,12 @@ class RetrievalTool:
             return self._index
 
     def _open_or_build(self, progress: ProgressFn | None = None) -> ReportIndex:
-        from knowledge.index import ReportIndex
+        from tools.retrieval.index import ReportIndex
 
         path = self.settings.resolved_index_dir
         if ReportIndex.exists(path) or not self.build_if_missing:
             return ReportIndex.load(path, self.settings)
-        from knowledge.corpus import iu_xray_reports, load_corpus
+        from tools.retrieval.corpus import iu_xray_reports, load_corpus
 
         spec = self.settings.corpus
         total = None
@@ -174,7 +174,7 @@ def embedder_weight_status(settings: Settings) -> WeightStatus:
     """Whether the configured embedder can be loaded here without a hub (for `cxr-agent models`)."""
     from pathlib import Path
 
-    from knowledge.embedder import (
+    from tools.retrieval.embedder import (
         BUNDLED_EMBEDDER,
         EmbedderUnavailable,
         bundled_model_path,

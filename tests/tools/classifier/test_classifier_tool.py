@@ -170,7 +170,7 @@ def test_threads_share_one_model_loaded_once(tmp_path, monkeypatch):
 def test_cli_models_list(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cxr_agent.cli import app
+    from cli.main import app
     from cxr_agent.settings import get_settings
 
     monkeypatch.setenv("CXR_AGENT_CLASSIFIER_WEIGHTS_DIR", str(tmp_path))
@@ -190,7 +190,7 @@ def test_cli_models_list(tmp_path, monkeypatch):
 def test_weight_statuses_tolerates_missing_vlm_module(tmp_path, monkeypatch):
     import sys
 
-    from cxr_agent.cli_models import weight_statuses
+    from tools.catalogue import weight_statuses
 
     monkeypatch.setitem(sys.modules, "tools.vlm.weights", None)  # import fails
     statuses = weight_statuses(Settings(classifier_weights_dir=tmp_path))
@@ -204,7 +204,7 @@ def test_weight_statuses_tolerates_missing_vlm_module(tmp_path, monkeypatch):
 def test_cli_download_offline_reports_clear_error(tmp_path, monkeypatch, no_network):
     from typer.testing import CliRunner
 
-    from cxr_agent.cli import app
+    from cli.main import app
     from cxr_agent.settings import get_settings
 
     monkeypatch.setenv("CXR_AGENT_CLASSIFIER_WEIGHTS_DIR", str(tmp_path))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from cxr_agent.cli_eval import app as eval_app
-from cxr_agent.cli_kb import app as kb_app
-from cxr_agent.cli_models import app as models_app
-from cxr_agent.cli_run import register as register_run_commands
+from cli.evaluate import app as eval_app
+from cli.kb import app as kb_app
+from cli.models import app as models_app
+from cli.run import register as register_run_commands
 
 app = typer.Typer(help="cxr-agent: chest X-ray decision-support assistant (research use, not a diagnosis).", no_args_is_help=True)
 app.add_typer(kb_app, name="kb", help="Build, inspect and search the prior-report index.")

@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from knowledge.corpus import Report, corpus_fingerprint
+from tools.retrieval.corpus import Report, corpus_fingerprint
 from knowledge.evidence import RetrievedReport, Status
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
-    from knowledge.embedder import Embedder
+    from tools.retrieval.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ def _ingest(
     def tap(stream: Iterable[Report]) -> Iterator[Report]:
         for r in stream:
             if not isinstance(r, Report):
-                raise TypeError(f"expected knowledge.corpus.Report, got {type(r).__name__}")
+                raise TypeError(f"expected tools.retrieval.corpus.Report, got {type(r).__name__}")
             if not r.text or not r.text.strip():
                 continue
             yield r
@@ -441,7 +441,7 @@ class ReportIndex:
     def embedder(self) -> Embedder:
         """The embedder the index was built with, loaded on first use and checked against the manifest."""
         if self._embedder is None:
-            from knowledge.embedder import get_embedder
+            from tools.retrieval.embedder import get_embedder
 
             emb = get_embedder(self.embedder_name, settings=self.settings)
             self._check_embedder(emb)
@@ -449,7 +449,7 @@ class ReportIndex:
         return self._embedder
 
     def _check_embedder(self, emb: Embedder) -> None:
-        from knowledge.embedder import canonical_embedder_name
+        from tools.retrieval.embedder import canonical_embedder_name
 
         name = canonical_embedder_name(emb.name)
         if name != self.embedder_name:
@@ -485,7 +485,7 @@ class ReportIndex:
         is complete, so a reader never sees a half-built index and a failed build leaves the old one.
         """
         from cxr_agent.settings import get_settings
-        from knowledge.embedder import canonical_embedder_name, get_embedder
+        from tools.retrieval.embedder import canonical_embedder_name, get_embedder
 
         settings = settings or get_settings()
         emb = embedder or get_embedder(settings=settings)
@@ -577,7 +577,7 @@ class ReportIndex:
         import faiss
 
         from cxr_agent.settings import get_settings
-        from knowledge.embedder import canonical_embedder_name
+        from tools.retrieval.embedder import canonical_embedder_name
 
         settings = settings or get_settings()
         path = Path(index_dir or settings.resolved_index_dir).expanduser()

@@ -16,9 +16,9 @@ from kb_index_helpers import (
     tiny_embedder_dir,
 )
 
-from knowledge.corpus import Report, corpus_fingerprint
-from knowledge.embedder import BUNDLED_EMBEDDER, canonical_embedder_name, get_embedder
-from knowledge.index import (
+from tools.retrieval.corpus import Report, corpus_fingerprint
+from tools.retrieval.embedder import BUNDLED_EMBEDDER, canonical_embedder_name, get_embedder
+from tools.retrieval.index import (
     IndexCorrupt,
     IndexMismatch,
     IndexMissing,

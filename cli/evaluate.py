@@ -195,7 +195,7 @@ def report(
     from cxr_agent.settings import get_settings
     from eval import harness
     from eval.reports import compute_metrics, load_reports
-    from knowledge.corpus import CorpusError
+    from tools.retrieval.corpus import CorpusError
 
     settings = get_settings()
     if (generated is None) == (images is None):

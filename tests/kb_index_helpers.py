@@ -19,7 +19,7 @@ def kb_settings(index_dir: Path, **kw) -> Settings:
 
 @lru_cache(maxsize=1)
 def small_reports() -> tuple:
-    from knowledge.corpus import iu_xray_reports
+    from tools.retrieval.corpus import iu_xray_reports
 
     return tuple(iu_xray_reports(limit=SMALL_N + 40))
 
@@ -27,7 +27,7 @@ def small_reports() -> tuple:
 @lru_cache(maxsize=1)
 def built_index_dir() -> Path:
     """An exact index of the first SMALL_N IU reports, built once; copy it before mutating."""
-    from knowledge.index import ReportIndex
+    from tools.retrieval.index import ReportIndex
 
     root = Path(tempfile.mkdtemp(prefix="cxr-kb-test-"))
     path = root / "index"
@@ -48,7 +48,7 @@ def tiny_embedder_dir() -> Path:
     from sentence_transformers import SentenceTransformer, models
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from knowledge.embedder import bundled_model_path
+    from tools.retrieval.embedder import bundled_model_path
 
     root = Path(tempfile.mkdtemp(prefix="cxr-tiny-st-"))
     tok = BertTokenizerFast.from_pretrained(str(bundled_model_path()))

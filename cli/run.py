@@ -55,7 +55,7 @@ def ui(
 def _auto_profile(settings) -> str:
     """'real' only when every configured model's weights are present locally."""
     try:
-        from cxr_agent.cli_models import weight_statuses
+        from tools.catalogue import weight_statuses
 
         statuses = weight_statuses(settings)
     except Exception:  # status check must never stop the app from starting

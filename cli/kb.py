@@ -53,9 +53,9 @@ def build(
         TimeRemainingColumn,
     )
 
-    from knowledge.corpus import CorpusError, load_corpus
-    from knowledge.embedder import EmbedderUnavailable
-    from knowledge.index import ReportIndex
+    from tools.retrieval.corpus import CorpusError, load_corpus
+    from tools.retrieval.embedder import EmbedderUnavailable
+    from tools.retrieval.index import ReportIndex
 
     settings = _settings(embedder, index_dir)
     spec = corpus or settings.corpus
@@ -79,7 +79,7 @@ def build(
                 bar.update(tasks[stage], completed=done, total=tot)
 
             tasks["loading embedder"] = bar.add_task("loading embedder", total=1)
-            from knowledge.embedder import get_embedder
+            from tools.retrieval.embedder import get_embedder
 
             emb = get_embedder(settings=settings)
             bar.update(tasks["loading embedder"], completed=1)
@@ -106,8 +106,8 @@ def search(
     from rich.console import Console
     from rich.table import Table
 
-    from knowledge.embedder import EmbedderUnavailable
-    from knowledge.index import ReportIndex, ReportIndexError
+    from tools.retrieval.embedder import EmbedderUnavailable
+    from tools.retrieval.index import ReportIndex, ReportIndexError
 
     settings = _settings(index_dir=index_dir)
     try:
@@ -137,7 +137,7 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from knowledge.index import ReportIndex, ReportIndexError
+    from tools.retrieval.index import ReportIndex, ReportIndexError
 
     settings = _settings(index_dir=index_dir)
     path = settings.resolved_index_dir

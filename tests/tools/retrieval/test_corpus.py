@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.corpus import (
+from tools.retrieval.corpus import (
     CorpusError,
     Report,
     corpus_fingerprint,

@@ -1,0 +1,90 @@
+"""The layer order of ARCHITECTURE.md, enforced: no module imports a package of a higher floor, nor a
+sibling package on its own floor (the UI never imports the CLI; eval never imports bench).
+
+Every import statement counts, including ones inside functions (lazy imports are still dependencies).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# floor -> the top-level packages on it. A package may import its own floor's package and any lower floor.
+FLOORS: list[set[str]] = [
+    {"cxr_agent"},  # settings: the ground floor
+    {"knowledge"},  # domain: vocabulary, lexicon, evidence types, labeler
+    {"tools"},  # ingestion, classifier, VLM, retrieval, tool contract, model catalogue
+    {"agents"},  # router, reconciler, responder, nodes, runner, memory
+    {"graph"},  # the compiled graph
+    {"ui", "eval", "examples"},  # the chat app; evaluation and examples use the product, never the reverse
+    {"cli", "bench"},  # the command line (runs eval) and the benchmarks (use eval's data readers)
+]
+FLOOR = {pkg: i for i, pkgs in enumerate(FLOORS) for pkg in pkgs}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = [("graph", ROOT / "graph.py")] if (ROOT / "graph.py").exists() else []
+    for pkg in FLOOR:
+        if pkg != "graph":
+            out += [(pkg, p) for p in sorted((ROOT / pkg).rglob("*.py")) if "fixtures" not in p.parts]
+    return out
+
+
+def layer_violations() -> list[str]:
+    bad = []
+    for pkg, path in _modules():
+        for line, module in _imports(path):
+            target = module.split(".")[0]
+            if target not in FLOOR or target == pkg:
+                continue
+            if FLOOR[target] >= FLOOR[pkg]:  # higher, or a sibling on the same floor
+                bad.append(f"{path.relative_to(ROOT)}:{line} ({pkg}, floor {FLOOR[pkg]}) imports {module} "
+                           f"({target}, floor {FLOOR[target]})")
+    return bad
+
+
+def test_every_package_is_on_a_floor():
+    tops = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert tops <= set(FLOOR), f"packages missing from FLOORS: {sorted(tops - set(FLOOR))}"
+
+
+def test_no_import_reaches_up_the_layers():
+    assert layer_violations() == []
+
+
+def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
+    """The test above must be able to fail: a knowledge module importing agents is caught."""
+    fake = tmp_path / "knowledge"
+    fake.mkdir()
+    (fake / "bad.py").write_text("def f():\n    from agents.router import route\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    bad = layer_violations()
+    assert bad == ["knowledge/bad.py:2 (knowledge, floor 1) imports agents.router (agents, floor 3)"]
+
+
+@pytest.mark.parametrize("module", ["cxr_agent.settings", "knowledge.vocabulary", "knowledge.evidence"])
+def test_low_floors_import_without_the_product_above(module):
+    """Importing a low floor pulls in no higher floor (checked in a fresh interpreter)."""
+    import subprocess
+
+    code = (f"import sys, {module}\n"
+            "high = sorted(m for m in sys.modules if m.split('.')[0] in {'tools','agents','graph','ui','cli','eval','bench'})\n"
+            "print(','.join(high))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
