@@ -37,10 +37,10 @@ class HashingModel:
 @pytest.fixture(scope="module")
 def real_graph(tmp_path_factory):
     from graph import build_graph
+    from tools.retrieval import RetrievalTool
     from tools.retrieval.corpus import iu_xray_reports
     from tools.retrieval.embedder import Embedder
     from tools.retrieval.index import ReportIndex
-    from tools.retrieval import RetrievalTool
 
     root = tmp_path_factory.mktemp("real-tiny")
     s = Settings(model_profile="tiny", offline=True, data_dir=root, checkpointer_url="memory", vlm_device="cpu",

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tools.retrieval.corpus import Report, corpus_fingerprint
 from knowledge.evidence import RetrievedReport, Status
+from tools.retrieval.corpus import Report, corpus_fingerprint
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings

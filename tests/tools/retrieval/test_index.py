@@ -16,6 +16,7 @@ from kb_index_helpers import (
     tiny_embedder_dir,
 )
 
+from knowledge.labeler import LABELER_VERSION, present_findings
 from tools.retrieval.corpus import Report, corpus_fingerprint
 from tools.retrieval.embedder import BUNDLED_EMBEDDER, canonical_embedder_name, get_embedder
 from tools.retrieval.index import (
@@ -27,7 +28,6 @@ from tools.retrieval.index import (
     choose_index_params,
     snippet,
 )
-from knowledge.labeler import LABELER_VERSION, present_findings
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 from kb_index_helpers import built_index_dir, kb_settings
 
 from knowledge.evidence import Evidence, RetrievedReport, Status
-from tools.retrieval.index import ReportIndex
 from tools.base import CxrTool, ToolRequest
 from tools.retrieval import RetrievalTool, embedder_weight_status, neighbor_calls
+from tools.retrieval.index import ReportIndex
 
 
 @pytest.fixture(scope="module")
