@@ -9,11 +9,20 @@ so a restarted process loads them without LangGraph's "unregistered type" warnin
 loads them under ``LANGGRAPH_STRICT_MSGPACK=true``). It also encodes those types on a fast path
 (see ``CheckpointSerializer``): the bytes are exactly JsonPlusSerializer's, so checkpoints written
 before or after load the same way.
+
+Every saver is also made a *scrubbing* saver (``scrubbing``): LangGraph records a run's raw input
+in its first checkpoint (``source: input``), and that input may carry the uploaded bytes
+(``image``: a DICOM whose header names the patient) or a path/file name (``image_name``). The
+scrubbing subclass drops those keys before anything is written, for every backend alike. The
+SQLite file is created owner-only (0600) with ``secure_delete`` on, so deleted conversations are
+overwritten rather than left in free pages (see agents/retention.py).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +87,97 @@ def serializer() -> JsonPlusSerializer:
     return CheckpointSerializer(allowed_msgpack_modules=[(t.__module__, t.__name__) for t in CHECKPOINT_TYPES])
 
 
+# --- keeping the raw input out of storage ----------------------------------------------------------
+SCRUBBED_KEYS = frozenset({"image", "image_name"})
+"""Input keys never persisted: raw image bytes or a path, and the uploaded file's name (PHI)."""
+
+
+def scrub_input(value: Any) -> Any:
+    """``value`` without the SCRUBBED_KEYS: a mapping or a pydantic/dataclass input, copied, never
+    mutated (the running graph still reads the original). Anything else is returned unchanged."""
+    if isinstance(value, dict):
+        if SCRUBBED_KEYS.isdisjoint(value):
+            return value
+        return {k: v for k, v in value.items() if k not in SCRUBBED_KEYS}
+    if hasattr(value, "model_dump") and hasattr(value, "model_copy"):  # a typed (pydantic) input
+        present = [k for k in SCRUBBED_KEYS if getattr(value, k, None) is not None]
+        return value.model_copy(update=dict.fromkeys(present)) if present else value
+    return value
+
+
+def _scrub_checkpoint(checkpoint: Any) -> Any:
+    values = checkpoint.get("channel_values") if isinstance(checkpoint, dict) else None
+    if not values or not (SCRUBBED_KEYS.intersection(values) or "__start__" in values):
+        return checkpoint
+    clean = {k: v for k, v in values.items() if k not in SCRUBBED_KEYS}
+    if "__start__" in clean:
+        clean["__start__"] = scrub_input(clean["__start__"])
+    return {**checkpoint, "channel_values": clean}
+
+
+def _scrub_writes(writes: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    return [(ch, scrub_input(v) if ch == "__start__" else v) for ch, v in writes if ch not in SCRUBBED_KEYS]
+
+
+_SCRUBBING_CLASSES: dict[type, type] = {}
+
+
+def scrubbing_class(base: type) -> type:
+    """The subclass of checkpointer class ``base`` that drops ``image``/``image_name`` on write.
+
+    Where the raw input lands: the ``__start__`` channel of the run's first checkpoint, and the
+    writes of the ``__start__`` task (``image``/``image_name`` are untracked channels, so nodes
+    never write them). Both are filtered in ``put``/``put_writes`` and their async twins. The
+    subclass adds no instance layout, so an existing saver can be switched to it (``scrubbing``).
+    """
+    if getattr(base, "_cxr_scrubbing", False):
+        return base
+    sub = _SCRUBBING_CLASSES.get(base)
+    if sub is not None:
+        return sub
+
+    def put(self, config, checkpoint, metadata, new_versions):
+        return base.put(self, config, _scrub_checkpoint(checkpoint), metadata, new_versions)
+
+    def put_writes(self, config, writes, task_id, task_path=""):
+        return base.put_writes(self, config, _scrub_writes(writes), task_id, task_path)
+
+    async def aput(self, config, checkpoint, metadata, new_versions):
+        return await base.aput(self, config, _scrub_checkpoint(checkpoint), metadata, new_versions)
+
+    async def aput_writes(self, config, writes, task_id, task_path=""):
+        return await base.aput_writes(self, config, _scrub_writes(writes), task_id, task_path)
+
+    namespace = {"put": put, "put_writes": put_writes, "aput": aput, "aput_writes": aput_writes,
+                 "_cxr_scrubbing": True, "__module__": __name__, "__doc__": scrubbing_class.__doc__}
+    if "__slots__" in vars(base):
+        namespace["__slots__"] = ()
+    sub = _SCRUBBING_CLASSES[base] = type(f"Scrubbing{base.__name__}", (base,), namespace)
+    return sub
+
+
+def scrubbing(saver: BaseCheckpointSaver) -> BaseCheckpointSaver:
+    """Make ``saver`` (any BaseCheckpointSaver, e.g. one a caller passes to build_graph) drop the
+    raw image input before writing. Idempotent; the saver keeps its class's API (it becomes an
+    instance of a subclass), so ``isinstance(saver, SqliteSaver)`` still holds."""
+    saver.__class__ = scrubbing_class(type(saver))
+    return saver
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` owner-only (0600) if absent, or tighten it if it exists."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make the leaf owner-only (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 def sqlite_path(url: str) -> str:
     """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``; ``sqlite:///:memory:``."""
     if not url.startswith("sqlite:///"):
@@ -100,37 +200,72 @@ def make_checkpointer(settings: Settings | None = None, *, url: str | None = Non
     if url == "memory":
         from langgraph.checkpoint.memory import InMemorySaver
 
-        return InMemorySaver(serde=serializer())
+        return scrubbing(InMemorySaver(serde=serializer()))
     if url.startswith("sqlite:"):
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         path = sqlite_path(url)
         if path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            path = str(Path(path).expanduser())
+            file = Path(path).expanduser()
+            if settings is not None and file.parent == settings.data_dir:
+                private_dir(file.parent)  # our data dir: owner-only
+            else:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            private_file(file)  # 0600 before SQLite opens it; its -wal/-shm/-journal inherit the mode
+            path = str(file)
         # The graph runs nodes in worker threads; SqliteSaver serialises access with its own lock.
         conn = sqlite3.connect(path, check_same_thread=False)
+        conn.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
         saver = SqliteSaver(conn, serde=serializer())
         saver.setup()
-        return saver
+        return scrubbing(saver)
     if url.startswith(("postgresql://", "postgres://")):
-        try:
-            from langgraph.checkpoint.postgres import PostgresSaver
-            from psycopg import Connection
-            from psycopg.rows import dict_row
-        except ImportError as exc:
-            raise CheckpointerError(
-                f"checkpointer URL {url.split('@')[-1]!r} needs the Postgres saver, which is not installed: "
-                "run `pip install cxr-agent[postgres]`"
-            ) from exc
-        try:
-            conn = Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
-        except Exception as exc:
-            raise CheckpointerError(f"cannot connect to the Postgres checkpointer: {exc}") from exc
-        saver = PostgresSaver(conn, serde=serializer())
-        saver.setup()
-        return saver
+        return scrubbing(postgres_saver(url, settings))
     raise CheckpointerError(
         f"unsupported checkpointer URL {url!r}: use 'memory', 'sqlite:///path.db' or 'postgresql://...' "
         "(CXR_AGENT_CHECKPOINTER_URL)"
     )
+
+
+def postgres_saver(url: str, settings: Settings | None = None) -> BaseCheckpointSaver:
+    """A PostgresSaver over a psycopg_pool ``ConnectionPool`` (several app processes share threads).
+
+    The pool is sized by ``checkpointer_pool_min_size`` / ``_max_size`` (a turn's nodes write
+    checkpoints from worker threads, so size it to the concurrent turns of one process) and
+    ``checkpointer_pool_timeout_s`` (how long a write waits for a connection, and how long startup
+    waits for the server). Each connection is checked before use, so after a server restart
+    the broken ones are replaced and the next turn simply continues.
+    """
+    where = url.split("@")[-1]  # never echo the password
+    try:
+        import psycopg
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool, PoolTimeout
+    except ImportError as exc:
+        raise CheckpointerError(
+            f"checkpointer URL {where!r} needs the Postgres saver, which is not installed: "
+            "run `pip install cxr-agent[postgres]`"
+        ) from exc
+    if settings is None:
+        from cxr_agent.settings import get_settings
+
+        settings = get_settings()
+    pool = ConnectionPool(
+        url,
+        min_size=settings.checkpointer_pool_min_size,
+        max_size=max(settings.checkpointer_pool_max_size, settings.checkpointer_pool_min_size),
+        timeout=settings.checkpointer_pool_timeout_s,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        check=ConnectionPool.check_connection,
+        name="cxr-agent-checkpoints",
+        open=False,
+    )
+    try:
+        pool.open(wait=True, timeout=settings.checkpointer_pool_timeout_s)
+        saver = PostgresSaver(pool, serde=serializer())
+        saver.setup()
+    except (PoolTimeout, psycopg.Error, OSError) as exc:
+        pool.close()
+        raise CheckpointerError(f"cannot use the Postgres checkpointer at {where!r}: {exc}") from exc
+    return saver
