@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser bench lint clean
+.PHONY: run test install browser postgres bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,postgres,server]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +25,7 @@ run: install
 	$(VENV)/bin/cxr-agent ui
 
 ## Run the whole test suite (offline; tiny random-weight models).
-test: install browser
+test: install browser postgres
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
 ## Debian's Chromium for the end-to-end browser test (skipped with a reason if it cannot be installed).
@@ -35,6 +35,15 @@ browser:
 	    (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) \
 	      || echo "note: could not install chromium; the browser test will be skipped"; \
 	  else echo "note: chromium not installed; the browser test will be skipped"; fi; }
+
+## Debian's PostgreSQL server binaries for the Postgres checkpointer tests (they never skip: a missing
+## server fails them, so a fresh machine gets it here). The tests run it as an unprivileged user.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq postgresql >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq postgresql >/dev/null 2>&1)) \
+	      || echo "note: could not install postgresql; the Postgres tests will fail (set CXR_AGENT_TEST_PG_BINDIR)"; \
+	  else echo "note: postgresql not installed (apt-get install postgresql); the Postgres tests will fail"; fi; }
 
 ## Every benchmark, one summary table (bench/results/summary.json).
 bench: install

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     checkpointer_url: str | None = Field(
         None, description="'memory', 'sqlite:///path.db' (default: <data_dir>/checkpoints.sqlite) or postgresql://..."
     )
+    # --- Postgres checkpointer pool (issue 15, helper F1: agents/memory.postgres_saver) ---------
+    checkpointer_pool_min_size: int = Field(1, ge=0, le=1000, description="Postgres connections kept open.")
+    checkpointer_pool_max_size: int = Field(
+        10, ge=1, le=1000, description="Most Postgres connections per process (>= concurrent turns it serves)."
+    )
+    checkpointer_pool_timeout_s: float = Field(
+        30.0, gt=0, description="Wait for a free Postgres connection (and for the server at startup)."
+    )
     tool_timeout_s: float = 300.0
     verify_conflicts: bool = True
     router_llm: str | None = Field(None, description="Optional LangChain chat model, e.g. 'openai:gpt-4o-mini'.")

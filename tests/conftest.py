@@ -86,3 +86,32 @@ def cxr_images(shared_data: Path) -> list[Path]:
 @pytest.fixture(scope="session")
 def cxr_image(cxr_images: list[Path]) -> Path:
     return cxr_images[0]
+
+
+# --- a throwaway PostgreSQL server (issue 15, helper F1: tests/postgres_server.py) ---------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session, on 127.0.0.1, stopped and deleted after.
+
+    Never skips: ``make test`` installs Debian's postgresql (``make postgres``) where it is absent."""
+    from postgres_server import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's server: postgresql://postgres@127.0.0.1:<port>/<db>."""
+    import psycopg
+
+    name = f"t{next(_ids)}_{os.getpid()}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
