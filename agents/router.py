@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from knowledge.vocabulary import FINDING_SET, display_name, normalize
+from knowledge.lexicon import lexicon
+from knowledge.vocabulary import display_name, normalize
 
 Intent = Literal["report", "locate", "finding_question", "similar_cases", "explain", "chat"]
 
@@ -62,70 +63,13 @@ class Route(BaseModel):
 # Finding extraction
 # --------------------------------------------------------------------------------------------
 
-# Colloquial and clinical shorthand the report vocabulary does not carry. Longest match wins, so
-# "fluid overload" (edema) beats "fluid" (effusion) and "kerley b lines" beats "lines".
-_PHRASES: list[tuple[str, str]] = [
-    # pneumothorax
-    (r"ptx|pneumothora(?:x|ces)|pneumo|collapsed lung|dropped lung|air leak|tension|"
-     r"(?:left |right |l |r )?lung (?:is |has |looks )?(?:collapsed|down|dropped)", "pneumothorax"),
-    # pleural effusion
-    (r"effusions?|pleural fluid|fluid in the (?:chest|pleural space|pleura)|fluid|hydrothorax|"
-     r"blunt(?:ed|ing)?(?: of the)?(?: costophrenic| cp)?(?: angles?)?|costophrenic blunting|meniscus|"
-     r"hemothorax|empyema|costophrenic angles?|cp angles?", "pleural_effusion"),
-    # cardiomegaly
-    (r"cardiomegaly|cardiomegally|cardiomeg|cmg|big heart|large heart|enlarged heart|"
-     r"heart (?:is |looks |seems |appears )?(?:too )?(?:big|large|enlarged|wide)|"
-     r"enlarged cardiac silhouette|cardiac enlargement|heart size|cardiac size|size of the heart|"
-     r"cardiothoracic ratio|ctr|cardiac silhouette|heart", "cardiomegaly"),
-    # enlarged cardiomediastinum
-    (r"(?:wide|widened|widening|enlarged) (?:cardio)?mediastinum|mediastinal (?:widening|enlargement)|"
-     r"(?:cardio)?mediastinum (?:is |looks )?(?:wide|widened|enlarged)|cardiomediastinal (?:silhouette|contour)s?|"
-     r"mediastinal (?:silhouette|contour)s?|enlarged cardiomediastinum|(?:cardio)?mediastinum", "enlarged_cardiomediastinum"),
-    # support devices
-    (r"ett|et tube|endotracheal tube|ett tip|et tip|tube tip|line tip|tip|ngt?|ng tube|og tube|ogt|"
-     r"nasogastric tube|feeding tube|dobhoff|picc(?: line)?|central (?:venous )?(?:line|catheter)|cvc|cvl|"
-     r"ij (?:line|catheter)|swan(?:[ -]ganz)?|pa catheter|pacemaker|pacer|icd|aicd|defibrillator|"
-     r"pacer leads?|leads|chest tube|pigtail|drain|port(?:-a-cath)?|lines?(?: and tubes?)?|"
-     r"tubes?(?: and lines?)?|devices?|support devices?|hardware|sternotomy wires|lvad|impella|"
-     r"trach(?:eostomy)?(?: tube)?|catheters?", "support_devices"),
-    # pneumonia
-    (r"pneumonias?|pna|hap|vap|pneumonic|infection|infective process|aspiration|bronchopneumonia",
-     "pneumonia"),
-    # edema
-    (r"edema|oedema|chf|heart failure|fluid overload|volume overload|overloaded|vascular congestion|"
-     r"pulmonary (?:venous )?congestion|congestion|kerley(?: b)?(?: lines)?|cephalization|"
-     r"wet lungs|interstitial edema", "edema"),
-    # nodule / mass / lesion
-    (r"nodules?|nodular(?:ity)?|spn|coin lesion|granulomas?", "nodule"),
-    (r"mass(?:es)?|tumou?rs?|lump|cancer|malignancy|neoplasm|carcinoma", "mass"),
-    (r"lesions?|lung lesion", "lung_lesion"),
-    # opacity / consolidation / infiltrate
-    (r"opacit(?:y|ies)|opacification|opacified|haziness|hazy|shadow(?:ing|s)?|airspace disease|"
-     r"air[- ]?space opacit(?:y|ies)|densit(?:y|ies)|ggo|ground[- ]glass(?: opacit(?:y|ies))?|"
-     r"white[- ]?out", "lung_opacity"),
-    (r"consolidat(?:ion|ions|ed|ive)|air bronchograms?|lobar consolidation", "consolidation"),
-    (r"infiltrat(?:e|es|ion|ive)|infiltrates", "infiltration"),
-    # atelectasis
-    (r"atelecta(?:sis|tic|ses)|atx|volume loss|lobar collapse|(?:lobe|lobar|segmental) collapse|"
-     r"plate[- ]?like|discoid|subsegmental", "atelectasis"),
-    # emphysema
-    (r"emphysema(?:tous)?|copd|hyperinflat(?:ion|ed)|hyperexpan(?:ded|sion)|bullae|bulla|bullous",
-     "emphysema"),
-    # fibrosis
-    (r"fibros(?:is|ic)|ild|interstitial lung disease|pulmonary fibrosis|scarring|scar|honeycomb(?:ing)?|uip|ipf",
-     "fibrosis"),
-    (r"hernias?|hiatal|hiatus hernia", "hernia"),
-    (r"fx|fractures?|fractured|broken (?:rib|ribs|bone|clavicle)|rib fx", "fracture"),
-    (r"pleural thickening|thickened pleura|apical cap", "pleural_thickening"),
-    (r"pleural plaques?|pleural calcifications?|fibrothorax", "pleural_other"),
-    (r"no finding|no findings|nothing abnormal|normal (?:study|film|cxr|chest|x-?ray|exam)|"
-     r"it(?:'s| is) normal|normal", "no_finding"),
-]
+# Colloquial and clinical shorthand the report vocabulary does not carry (router_phrases in
+# knowledge/lexicon.toml). Longest match wins, so "fluid overload" (edema) beats "fluid" (effusion)
+# and "kerley b lines" beats "lines".
 _PHRASE_RES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(rf"(?<![\w-])(?:{pat})(?![\w-])"), finding) for pat, finding in _PHRASES
+    (re.compile(rf"(?<![\w-])(?:{'|'.join(e.router_phrases)})(?![\w-])"), fid)
+    for fid, e in lexicon().findings.items() if e.router_phrases
 ]
-for _, _f in _PHRASE_RES:
-    assert _f in FINDING_SET, _f
 
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 _STOP = frozenset(
@@ -135,17 +79,9 @@ _STOP = frozenset(
 
 
 # Misspellings ("pneumothroax", "cardiomegally", "atelectsis"): unknown words close to one of
-# these (difflib ratio >= _FUZZY_CUTOFF) count as that finding. Long words only: short ones collide.
-_FUZZY_LEXICON: dict[str, str] = {
-    "pneumothorax": "pneumothorax", "pneumothoraces": "pneumothorax", "pneumonia": "pneumonia",
-    "effusion": "pleural_effusion", "effusions": "pleural_effusion", "cardiomegaly": "cardiomegaly",
-    "atelectasis": "atelectasis", "consolidation": "consolidation", "infiltrate": "infiltration",
-    "infiltrates": "infiltration", "infiltration": "infiltration", "emphysema": "emphysema",
-    "fibrosis": "fibrosis", "fracture": "fracture", "fractures": "fracture", "nodule": "nodule",
-    "nodules": "nodule", "opacity": "lung_opacity", "opacities": "lung_opacity", "oedema": "edema",
-    "pacemaker": "support_devices", "endotracheal": "support_devices", "mediastinum": "enlarged_cardiomediastinum",
-    "cardiomediastinum": "enlarged_cardiomediastinum", "hernia": "hernia",
-}
+# the lexicon's router_fuzzy words (difflib ratio >= _FUZZY_CUTOFF) count as that finding. Long words
+# only: short ones collide.
+_FUZZY_LEXICON: dict[str, str] = {w: fid for fid, e in lexicon().findings.items() for w in e.router_fuzzy}
 _FUZZY_CUTOFF = 0.84
 _FUZZY_MIN_LEN = 6
 

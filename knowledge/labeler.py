@@ -3,7 +3,7 @@
 Plain precompiled regular expressions, no NLP dependency: thousands of reports per second, deterministic.
 
 How a report is read
-1. Mentions: every finding has phrase patterns (knowledge.labeler._MENTIONS). Some phrases are hedged by
+1. Mentions: every finding has phrase patterns (labeler_mentions in knowledge/lexicon.toml). Some phrases are hedged by
    themselves (borderline heart size, vascular congestion -> uncertain), and some sentences state normality
    ("heart size is normal", "normal cardiomediastinal silhouette", "lungs are clear") -> absent.
 2. Context, per mention, inside its clause (a sentence cut at "but", "however", "although", ";", ...):
@@ -55,230 +55,10 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from knowledge.evidence import FindingCall, Status
+from knowledge.lexicon import lexicon
 from knowledge.vocabulary import FINDINGS
 
 LABELER_VERSION = "1.0"
-
-# ------------------------------------------------------------------------------------------ mention phrases
-# Words between a subject and its predicate ("heart size is mildly enlarged"); never across a "normal".
-_GAP = r"(?:(?!\b(?:normal|and|with|but|however|although)\b)[\w ,'/-]){0,40}?"
-# ...and for normal statements ("heart size and mediastinal contours are normal"): never across an abnormal word.
-_NGAP = (r"(?:(?!\b(?:not|no|enlarged|enlargement|large|increased|prominent|prominence|widened|widening|but|however|"
-         r"although|with|except)\b)[\w ,'/-]){0,50}?")
-_ENLARGED = r"(?:enlarged|enlargement|increased|large|big|englarged)"
-
-# finding -> patterns whose status comes from context (affirmed -> present).
-_MENTIONS: dict[str, list[str]] = {
-    "enlarged_cardiomediastinum": [
-        r"(?:widen(?:ed|ing)|enlarged?|prominent) (?:superior )?(?:cardio)?mediast(?:inum|inal(?: silhouette| contours?| shadow)?)",
-        r"(?:cardio)?mediast(?:inum|inal(?: silhouette| contours?| shadow| width)?)" + _GAP + r"\b(?:widen(?:ed|ing)|enlarged|enlargement)",
-        r"enlarged cardiomediastinum",
-        r"(?:prominence|widening|enlargement) of the (?:(?:superior|upper) )?(?:cardio)?mediast(?:inum|inal (?:contours?|silhouette))",
-        r"(?:mediastinal|paratracheal) (?:stripe )?(?:prominence|widening|fullness)",
-        r"(?:cardio)?mediast(?:inum|inal(?: silhouette| contours?| shadow| width)?)" + _GAP + r"\b(?:prominent|prominence)",
-        r"(?:widened|prominent) (?:vascular pedicle|(?:upper |superior )?mediastinal silhouette)",
-    ],
-    "cardiomegaly": [
-        r"cardiomegaly",
-        r"cardiomegally",
-        r"cardiac (?:silhouette )?enlargement",
-        r"(?:enlarged|large) (?:heart|cardiac silhouette|cardiac shadow|cardiac size)",
-        r"enlargement of the (?:heart|cardiac silhouette|cardiac shadow)",
-        r"(?:heart|cardiac silhouette|cardiac shadow|cardiac size|heart size|cardiac contour)" + _GAP + r"\b" + _ENLARGED + r"\b",
-        r"cardiomyopathy",
-    ],
-    "lung_opacity": [
-        r"(?:air ?space|alveolar|parenchymal|pulmonary|lung|interstitial|hazy|patchy|ground[- ]glass|reticular|"
-        r"streaky|linear|focal|bibasilar|basilar|basal)? ?(?:opacit(?:y|ies)|opacification)",
-        # a bare "density" is as often a bone, soft-tissue or device shadow: only lung densities count
-        r"(?:air ?space|alveolar|parenchymal|pulmonary|lung|interstitial|hazy|patchy|reticular|streaky|linear|"
-        r"bibasilar|basilar|basal|perihilar|midlung|apical|base|lobe|lung|apex|lingula|lingular|hilar|retrocardiac|"
-        r"nodular|calcific|calcified|round|rounded|mass)(?: xxxx)? densit(?:y|ies)",
-        r"densit(?:y|ies) (?:in|within|at|of) the (?:\w+ ){0,3}?(?:lungs?|lobe|base|bases|apex|apices|lingula|midlung|hemithorax)",
-        r"air ?space (?:disease|process)",
-        r"ground[- ]glass",
-        r"haziness",
-        r"hazy",
-    ],
-    "lung_lesion": [
-        r"(?:lung|pulmonary|cavitary|cavitating|focal|suspicious) lesions?",
-        r"lesions?",
-        r"neoplasms?",
-        r"(?:lung |bronchogenic )?(?:carcinoma|cancer)",
-        r"malignan(?:cy|cies)",
-        r"metasta(?:sis|ses|tic disease)",
-        r"cavitation",
-        r"cavit(?:y|ies)",
-    ],
-    "nodule": [
-        r"nodules?",
-        r"nodular (?:opacit(?:y|ies)|densit(?:y|ies)|opacification|lesions?)",
-        r"micronodul(?:e|es|ar)",
-        r"(?:calcified )?granulomas?(?!tous)",
-        r"granulomata",
-    ],
-    "mass": [
-        r"mass(?:es)?(?! effect)",
-        r"mass-?like (?:opacity|density|lesion)",
-        r"tumou?rs?",
-    ],
-    "edema": [
-        r"(?:pulmonary |interstitial |alveolar |perihilar )?o?edema",
-        r"fluid overload",
-    ],
-    "consolidation": [r"consolidat(?:ion|ions|ive|ed)"],
-    "pneumonia": [
-        r"pneumonias?",
-        r"bronchopneumonia",
-        r"pneumonitis",
-        r"infectious (?:process|infiltrates?)",
-        r"infections?",
-    ],
-    "infiltration": [r"infiltrat(?:e|es|ion|ions|ive)"],
-    "atelectasis": [
-        r"atelecta(?:sis|ses|tic)",
-        r"(?:lobar |lobe |lung )?collapse",
-    ],
-    "pneumothorax": [
-        r"(?:hydro|hemo|haemo)?pneumothora(?:x|ces|xes)",
-        r"ptx",
-        r"pleural air(?: collection)?",
-    ],
-    "pleural_effusion": [
-        r"(?:pleural )?effusions?",
-        r"pleural fluid",
-        r"hydrothorax",
-        r"fluid (?:in|within) the (?:major |minor )?fissures?",
-    ],
-    "pleural_thickening": [
-        r"pleural(?:[- ]parenchymal)? thickening",
-        r"thicken(?:ed|ing) (?:of the )?pleura",
-        r"apical (?:pleural )?(?:cap|capping)",
-        r"(?:fissural|fissure|interlobar|pleural[- ]based|(?:bi)?apical) (?:\w+ )?thickening",
-        r"thickening (?:in|of|along) the (?:\w+ )?(?:fissure|pleura)",
-        r"pleural (?:\w+/)?thickening",
-        r"(?<=versus )thickening|(?<=vs )thickening|(?<=or )thickening",
-    ],
-    "pleural_other": [
-        r"pleural (?:plaques?|calcifications?|scar(?:ring)?)",
-        r"pleuro-?parenchymal scar(?:ring)?",
-        r"calcified pleural plaques?",
-        r"fibrothorax",
-    ],
-    "emphysema": [
-        r"emphysema(?:tous)?(?! subcutaneous)",
-        r"copd",
-        r"chronic obstructive (?:pulmonary|lung) disease",
-        r"bullae",
-        r"bullous (?:disease|changes?)",
-    ],
-    "fibrosis": [
-        r"fibros(?:is|es)",
-        r"fibrotic",
-        r"scar(?:s|ring)?",
-        r"cicatri(?:x|ces)",
-        r"honeycombing",
-    ],
-    "hernia": [r"hernia(?:s|tion)?"],
-    "fracture": [
-        r"fractures?",
-        r"fractured",
-        r"fx",
-    ],
-    "support_devices": [
-        r"(?:endotracheal|tracheostomy|nasogastric|orogastric|feeding|enteric|chest|gastric|dobhoff|et|ng|og|g|j|ngt)"
-        r" tubes?",
-        r"tracheostomy",
-        r"ett",
-        r"(?:central|venous|arterial|picc|iv|subclavian|jugular|dialysis|swan[- ]ganz|support|midline) (?:venous )?"
-        r"(?:lines?|catheters?)",
-        r"lines and tubes",
-        r"tubes and lines",
-        r"picc",
-        r"catheters?",
-        r"port[- ]?a[- ]?cath",
-        r"(?:power|chest|infusion|venous access|subcutaneous|right|left|mediport) ?ports?",
-        r"mediport",
-        r"pacemakers?",
-        r"pacers?",
-        r"a?icd",
-        r"(?:cardiac )?defibrillators?",
-        r"(?:pacemaker|pacer|transvenous|cardiac|defibrillator|icd) leads?",
-        r"(?:loop )?recorder",
-        r"(?:medical |cardiac |implanted |implantable |monitoring |support )devices?",
-        r"stents?",
-        r"drains?",
-        r"(?:prosthetic |mechanical )?(?:heart |cardiac |aortic |mitral )?valve (?:replacement|prosthesis)",
-        r"intra-?aortic balloon pump",
-        r"iabp",
-        r"lvad",
-        r"(?:chest|cardiac|xxxx|port) (?:wall )?xxxx (?:with )?(?:\w+ ){0,3}?tips?",
-        r"tips? (?:\w+ ){0,5}?(?:svc|superior vena cava|cavoatrial|caval ?atrial|right atri\w*|atrium|brachiocephalic|innominate|azygos)",
-        r"xxxx-a-xxxx",
-        r"portacath|portacatheter",
-        r"(?:pulse |cardiac |battery )?generator",
-        r"(?:pacing|pacemaker|monitor|monitoring|ecg|ekg|cardiac) leads?",
-        r"leads? (?:terminat\w+|in the right|over the right|overlying the right|project\w* over the right|in stable|in unchanged)",
-        r"(?:nerve |spinal |vagal nerve |vagus nerve |neuro)?stimulator",
-        r"closure device",
-        r"(?:vp |ventriculoperitoneal )?shunt (?:tubing|catheter)",
-        r"(?:prosthetic|replacement) (?:\w+ )?(?:valve|humer\w*|shoulder|humeral head)",
-        r"(?:humeral|shoulder) (?:prosthesis|arthroplasty)",
-        r"arthroplast(?:y|ies)",
-        r"(?:orthopedic |fixation |spinal )?hardware",
-        r"(?:internal )?fixation (?:rod|screws?|plates?|device)",
-        r"bone anchor",
-        r"(?:vertebroplasty|kyphoplasty) cement",
-    ],
-}
-
-# finding -> patterns that are hedged by themselves (uncertain when affirmed, absent when negated).
-_HEDGED: dict[str, list[str]] = {
-    "cardiomegaly": [
-        # an enlarged cardiomediastinal silhouette is usually, not always, a large heart (CheXpert keeps the two)
-        r"enlarged cardio ?mediastinal (?:silhouette|contours?)",
-        r"cardio ?mediastinal (?:silhouette|contours?)" + _GAP + r"\benlarged\b",
-        r"borderline (?:cardiomegaly|heart size|cardiac size|enlarged (?:heart|cardiac silhouette)|"
-        r"cardiac (?:silhouette|enlargement))",
-        r"(?:heart|cardiac) (?:size|silhouette)" + _GAP + r"\b(?:borderline|top(?:[- ]normal)?|upper (?:limits?|range) of normal|"
-        r"at the upper limits?|upper normal|high normal|mildly prominent|prominent)\b",
-        r"(?:prominent|top[- ]normal|upper normal|high normal) (?:heart|cardiac (?:silhouette|size)|heart size)",
-    ],
-    "edema": [
-        r"(?:pulmonary )?(?:vascular|venous) (?:congestion|engorgement|prominence)",
-        r"pulmonary congestion",
-        r"congest(?:ion|ive)",
-        r"chf",
-        r"(?:congestive )?heart failure",
-        r"cephalization",
-        r"indistinct(?:ness)? (?:pulmonary )?vasculature",
-        r"kerley b",
-        r"(?:pulmonary )?(?:venous|vascular) (?:hypertension|redistribution)",
-        r"engorge(?:d|ment)",
-        r"(?:increased|prominen(?:t|ce of the)) (?:central )?(?:pulmonary |lung )?(?:vascularity|vasculature|vascular markings)",
-    ],
-    "pleural_effusion": [
-        r"blunt(?:ed|ing) (?:of )?(?:the )?(?:(?:left|right|bilateral) )?(?:costophrenic|cp) (?:angles?|sulcus|sulci)",
-        r"(?:costophrenic|cp) (?:angles?|sulcus|sulci)" + _GAP + r"\bblunt(?:ed|ing)\b",
-    ],
-}
-
-# Normal statements -> absent for these findings (no context needed).
-_NORMAL: list[tuple[tuple[str, ...], str]] = [
-    (("cardiomegaly",), r"(?:heart|cardiac)(?: size| silhouette| shadow| contour)?s?" + _NGAP
-     + r"\b(?:normal|within normal limits|unremarkable)\b"),
-    (("cardiomegaly",), r"normal(?:[- ]sized?)? (?:heart|cardiac)(?: size| silhouette| contour)?"),
-    (("cardiomegaly", "enlarged_cardiomediastinum"),
-     r"normal(?:[- ]appearing)? (?:size (?:of the )?)?cardio ?mediastinal (?:silhouette|contours?|size|shadow)"),
-    (("cardiomegaly", "enlarged_cardiomediastinum"),
-     r"cardio ?mediastinal (?:silhouette|contours?|size|shadow|structures)" + _NGAP
-     + r"\b(?:normal|within normal limits|unremarkable)\b"),
-    (("enlarged_cardiomediastinum",), r"mediast(?:inum|inal (?:silhouette|contours?|width))" + _NGAP
-     + r"\b(?:normal|within normal limits|unremarkable|not widened)\b"),
-    (("lung_opacity", "consolidation", "pneumonia"),
-     r"lungs? (?:fields? )?(?:are |is |appear |remain |appears |remains )*(?:\w+ )?clear\b"),
-    (("lung_opacity", "consolidation", "pneumonia"), r"clear lungs?"),
-]
 
 # ------------------------------------------------------------------------------------------ context cues
 _PSEUDO = re.compile(
@@ -328,43 +108,6 @@ _TERMINATOR = re.compile(
 _SENTENCE = re.compile(r"[^\s.!?](?:[^.!?\n]|[.!?](?=[^\s]))*[.!?]*")
 
 
-# Speed: a rule's regex only runs when one of its keywords occurs in the (lower-case) report. Every pattern
-# of a finding must contain one of these substrings; tests/knowledge/test_labeler.py checks on the whole IU
-# corpus that the prefilter changes no output.
-_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "enlarged_cardiomediastinum": ("mediast", "paratracheal", "vascular pedicle"),
-    "cardiomegaly": ("cardi", "heart"),  # includes "cardiomediastinal"
-    "lung_opacity": ("opaci", "densit", "air", "ground", "haz"),
-    "lung_lesion": ("lesion", "cavit", "neoplas", "carcinom", "cancer", "malignan", "metasta"),
-    "nodule": ("nodul", "granulom"),
-    "mass": ("mass", "tumo"),
-    "edema": ("edema", "fluid overload", "congest", "chf", "failure", "cephaliz", "indistinct", "kerley",
-              "hypertension", "redistribution", "engorge", "vascular", "vasculature"),
-    "consolidation": ("consolidat",),
-    "pneumonia": ("pneumon", "infect"),
-    "infiltration": ("infiltrat",),
-    "atelectasis": ("atelecta", "collapse"),
-    "pneumothorax": ("pneumothora", "ptx", "pleural air"),
-    "pleural_effusion": ("effusion", "pleural fluid", "hydrothorax", "fluid in", "fluid within", "blunt"),
-    "pleural_thickening": ("thicken", "cap"),
-    "pleural_other": ("pleur", "fibrothorax"),
-    "emphysema": ("emphysem", "copd", "obstructive", "bulla", "bullous"),
-    "fibrosis": ("fibro", "scar", "cicatri", "honeycomb"),
-    "hernia": ("hernia",),
-    "fracture": ("fracture", "fx"),
-    "support_devices": ("tube", "trache", "ett", "line", "catheter", "picc", "port", "pace", "icd", "defib",
-                        "lead", "recorder", "device", "stent", "drain", "valve", "balloon", "iabp", "lvad", "xxxx",
-                        "tip", "generator", "stimulator", "shunt", "prosthe", "replacement", "arthroplast",
-                        "hardware", "fixation", "anchor", "cement"),
-}
-_NORMAL_KEYWORDS: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("cardiomegaly",): ("heart", "cardiac"),
-    ("cardiomegaly", "enlarged_cardiomediastinum"): ("cardio",),
-    ("enlarged_cardiomediastinum",): ("mediast",),
-    ("lung_opacity", "consolidation", "pneumonia"): ("clear",),
-}
-
-
 @dataclass(frozen=True)
 class _Rule:
     findings: tuple[str, ...]
@@ -374,21 +117,27 @@ class _Rule:
 
 
 def _compile_rules() -> list[_Rule]:
+    """The lexicon's patterns as rules: mentions, then self-hedged phrases, then normal statements.
+
+    Speed: a rule's regex only runs when one of its keywords occurs in the (lower-case) report, so every
+    pattern of a finding must contain one of its labeler_keywords; tests/knowledge/test_labeler.py checks
+    on the whole IU corpus that the prefilter changes no output."""
+    lex = lexicon()
     rules: list[_Rule] = []
-    for kind, table in (("mention", _MENTIONS), ("hedged", _HEDGED)):
-        for finding, patterns in table.items():
+    for kind in ("mention", "hedged"):
+        for finding, e in lex.findings.items():
+            patterns = e.labeler_mentions if kind == "mention" else e.labeler_hedged
+            if not patterns:
+                continue
             alternation = "|".join(f"(?:{p})" for p in sorted(patterns, key=len, reverse=True))
-            rules.append(_Rule((finding,), kind, re.compile(rf"\b(?:{alternation})\b"), _KEYWORDS[finding]))
-    for findings, pattern in _NORMAL:
-        rules.append(_Rule(findings, "normal", re.compile(rf"\b(?:{pattern})"), _NORMAL_KEYWORDS[findings]))
+            rules.append(_Rule((finding,), kind, re.compile(rf"\b(?:{alternation})\b"), e.labeler_keywords))
+    for n in lex.normal_statements:
+        rules.append(_Rule(n.findings, "normal", re.compile(rf"\b(?:{n.pattern})"), n.keywords))
     return rules
 
 
 _RULES = _compile_rules()
-_EXCLUDE = re.compile(
-    r"\bfractured (?:\w+ )?(?:lead|wire|xxxx)s?\b|\b(?:pericardial|joint|subpulmonic\?|knee|shoulder) effusions?\b|\bsubcutaneous emphysema\b|"
-    r"\bmass effect\b|\bgranulomatous (?:infection|disease)\b|\bno acute (?:cardiopulmonary|osseous|bony|intrathoracic)?\s*(?:\w+ )?(?:lesion|process|abnormality)\b"
-)
+_EXCLUDE = re.compile("|".join(lexicon().not_mentions))
 _RANK = {Status.present: 3, Status.uncertain: 2, Status.absent: 1}
 
 
