@@ -45,22 +45,40 @@ def _check(values: list[float]) -> tuple[Coords | None, str | None]:
     return (x1, y1, x2, y2), None
 
 
+@dataclass(frozen=True)
+class BoxSpan:
+    """One bracketed text in an answer: where it is, and its coordinates or why it is unusable."""
+
+    start: int
+    end: int
+    chunk: str
+    coords: Coords | None
+    why: str | None
+
+
+def box_spans(text: str | None) -> list[BoxSpan]:
+    """Every bracket that holds a digit, in order, checked against the coordinate policy."""
+    spans: list[BoxSpan] = []
+    for bracket in _BRACKET_RE.finditer(text or ""):
+        chunk = bracket.group(0)
+        if not re.search(r"\d", chunk):  # "[sic]", "[...]": not an attempt at coordinates
+            continue
+        m = _BOX_RE.fullmatch(chunk)
+        if m is None:
+            spans.append(BoxSpan(bracket.start(), bracket.end(), chunk, None, "not four numbers"))
+            continue
+        coords, why = _check([float(g) for g in m.groups()])
+        spans.append(BoxSpan(bracket.start(), bracket.end(), chunk, coords, why))
+    return spans
+
+
 def parse_boxes(text: str | None, view: ModelView | None = None, *, label: str | None = None) -> ParsedBoxes:
     """Every box in ``text``, mapped to the original image through ``view`` (identity if None)."""
     out = ParsedBoxes()
-    if not text:
-        return out
-    for bracket in _BRACKET_RE.finditer(text):
-        chunk = bracket.group(0)
-        m = _BOX_RE.fullmatch(chunk)
-        if m is None:
-            # Only complain about brackets that look like an attempt at coordinates.
-            if re.search(r"\d", chunk):
-                out.rejected.append(f"{chunk} (not four numbers)")
-            continue
-        coords, why = _check([float(g) for g in m.groups()])
+    for span in box_spans(text):
+        chunk, coords = span.chunk, span.coords
         if coords is None:
-            out.rejected.append(f"{chunk} ({why})")
+            out.rejected.append(f"{chunk} ({span.why})")
             continue
         if view is not None:
             box = view.box_to_original(coords, label=label)

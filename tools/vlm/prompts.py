@@ -1,10 +1,10 @@
-"""Task prompts in RadVLM's instruction style, and the conversation they go into.
+"""The neutral conversation every backend renders, and the sanitiser for user text.
 
-RadVLM was tuned on single instructions (report generation, abnormality grounding, yes/no
-classification) and on multi-turn conversations whose FIRST user turn holds the image. We keep
-that shape: the image rides with the first user turn only; later turns are text. Backends turn
-the neutral ``ChatTurn`` list into their own wire format (processor chat template or OpenAI
-content parts).
+Task instructions are NOT here: each model family's trained instructions live in its adapter
+(tools/vlm/adapters/). A conversation's image rides with the FIRST user turn only; later turns are
+text. ``ChatTurn.image_first`` says whether the image goes before that turn's text (the adapter
+decides per task). Backends turn the ``ChatTurn`` list into their own wire format (processor chat
+template or OpenAI content parts).
 """
 
 from __future__ import annotations
@@ -13,20 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from knowledge.vocabulary import display_name
-
 Role = Literal["system", "user", "assistant"]
-
-REPORT_PROMPT = (
-    "Write the radiology report for this chest X-ray, with a Findings section and an Impression section."
-)
-LOCATE_PROMPT = "Locate areas in the chest X-ray where {target} is present, using bounding box coordinates."
-QUESTION_PROMPT = "Is there {target} in this chest X-ray? Answer yes or no."
-VERIFY_PROMPT = (
-    "Is there {target} in this chest X-ray? Answer yes or no, and if yes, give its location "
-    "with bounding box coordinates."
-)
-
 
 # Chat-template control tokens (<|im_start|>, <|im_end|>, ...) and media placeholders must never
 # come from user text: they would forge turns or image slots.
@@ -41,37 +28,14 @@ def sanitize(text: str) -> str:
 class ChatTurn:
     role: Role
     text: str
+    image_first: bool = True  # first user turn only: image before (True) or after the text
 
 
-def target_text(finding: str | None = None, phrase: str | None = None) -> str:
-    """The words a prompt uses for what to look at: the free-text phrase, else the finding's name."""
-    if phrase and phrase.strip():
-        return phrase.strip()
-    if finding:
-        return display_name(finding).lower()
-    raise ValueError("a finding id or a phrase is required")
-
-
-def report_prompt() -> str:
-    return REPORT_PROMPT
-
-
-def locate_prompt(finding: str | None = None, phrase: str | None = None) -> str:
-    return LOCATE_PROMPT.format(target=target_text(finding, phrase))
-
-
-def question_prompt(finding: str | None = None, phrase: str | None = None) -> str:
-    return QUESTION_PROMPT.format(target=target_text(finding, phrase))
-
-
-def verify_prompt(finding: str) -> str:
-    return VERIFY_PROMPT.format(target=target_text(finding))
-
-
-def conversation(text: str, history: list[dict[str, str]] | None = None) -> list[ChatTurn]:
+def conversation(text: str, history: list[dict[str, str]] | None = None, *, image_first: bool = True,
+                 system: str | None = None) -> list[ChatTurn]:
     """Earlier turns (``{"role", "content"}``) + this user turn, cleaned for a chat template:
     unknown roles and empty turns are dropped, and it always starts with a user turn (where the
-    image goes) and ends with this one."""
+    image goes) and ends with this one; ``system`` (the adapter's) goes first if given."""
     turns: list[ChatTurn] = []
     for item in history or []:
         role = str(item.get("role", "")).lower()
@@ -81,15 +45,19 @@ def conversation(text: str, history: list[dict[str, str]] | None = None) -> list
             turns.append(ChatTurn(role, content))  # type: ignore[arg-type]
     while turns and turns[0].role != "user":
         turns.pop(0)
-    turns.append(ChatTurn("user", sanitize(text) or REPORT_PROMPT))
-    return turns
+    turns.append(ChatTurn("user", sanitize(text) or "Describe this chest X-ray."))
+    if turns[0].role == "user" and turns[0].image_first != image_first:
+        turns[0] = ChatTurn("user", turns[0].text, image_first)
+    return [ChatTurn("system", system), *turns] if system else turns
 
 
 def sample_prompts() -> list[str]:
-    """Every prompt shape once (used to train the tiny tokenizer's vocabulary)."""
+    """Part of the tiny tokenizer's training corpus (tools/vlm/tiny.py). Frozen: these strings were
+    the prompts of v0.1, and changing them would change the tiny model every test and demo uses."""
     return [
-        REPORT_PROMPT,
-        locate_prompt(phrase="left lower lobe opacity"),
-        question_prompt("pleural_effusion"),
-        verify_prompt("pneumothorax"),
+        "Write the radiology report for this chest X-ray, with a Findings section and an Impression section.",
+        "Locate areas in the chest X-ray where left lower lobe opacity is present, using bounding box coordinates.",
+        "Is there pleural effusion in this chest X-ray? Answer yes or no.",
+        "Is there pneumothorax in this chest X-ray? Answer yes or no, and if yes, give its location "
+        "with bounding box coordinates.",
     ]

@@ -1,8 +1,11 @@
-"""VLMTool: RadVLM as a CxrTool (report, locate, yes/no finding question, chat, verification).
+"""VLMTool: a vision-language model as a CxrTool (report, locate, yes/no question, chat, re-asks).
 
-Turns a ToolRequest into a prompt, runs the configured backend, parses the answer (boxes back
-to the ORIGINAL image, yes/no -> Status) and returns Evidence. Never raises: every failure is
-Evidence(ok=False) with a message that names the problem and the fix.
+Model-agnostic: what to ask and how to read the answer come from the family's adapter
+(tools/vlm/adapters/), how to run it from the backend (tools/vlm/backends/). A report turn runs the
+report AND the family's classification (one call per label) and detection (boxes) asks on the same
+cached image; locate turns send grounding / detection asks and return boxes. Grounding boxes are
+locations only (artifacts), never presence calls. Re-asks of one turn go out as one batch. Never
+raises: every failure is Evidence(ok=False) with a message that names the problem and the fix.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from knowledge.evidence import Artifact, Box, Evidence, FindingCall, Status
+from knowledge.evidence import Artifact, Evidence, FindingCall
 from knowledge.vocabulary import FINDING_SET, display_name, normalize
 from tools.base import ToolRequest
 from tools.vlm import prompts
+from tools.vlm.adapters import Adapter, Location, Parsed, Prompt, get_adapter
+from tools.vlm.adapters.base import LOCATION_ONLY, Task
 from tools.vlm.backends.base import BackendError, GenerationResult, VLMBackend
 from tools.vlm.geometry import DEFAULT_MAX_SIDE, ModelImage, prepare_image
-from tools.vlm.parsing import ParsedBoxes, parse_boxes, parse_yes_no
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -29,29 +33,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOOL_NAME = "vlm"
+# FindingCall.task (agreed with the reconciler, /work/notes/interfaces.md) when knowledge has the field.
+_CALL_TASK = {"classification": "classification", "detection": "detection", "foreign_objects": "detection",
+              "question": "question"}
 
 
 class VLMTool:
     name = TOOL_NAME
     intents = frozenset({"report", "locate", "finding_question", "chat"})
+    image_source = True
+    writes_report = True
+    verifies = True
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        backend: VLMBackend | None = None,
-        max_side: int = DEFAULT_MAX_SIDE,
-        pad_square: bool = False,
-        label_reports: bool = False,
-    ) -> None:
-        """``label_reports``: also label the generated report into FindingCalls (source "vlm").
-        Off by default because the graph labels Evidence.report itself."""
+    def __init__(self, settings: Settings | None = None, *, backend: VLMBackend | None = None,
+                 adapter: Adapter | None = None, max_side: int = DEFAULT_MAX_SIDE, pad_square: bool = False,
+                 label_reports: bool = False, report_extras: tuple[Task, ...] = ("classification", "detection")) -> None:
+        """``label_reports``: also label the generated report into FindingCalls (the graph labels
+        Evidence.report itself, so off by default). ``report_extras``: the asks that run beside every
+        report on the same image (classification: an explicit statement per label; detection: boxes)."""
         self._settings = settings
         self._backend = backend
+        self._adapter = adapter
         self._backend_lock = threading.Lock()
         self.max_side = max_side
         self.pad_square = pad_square
         self.label_reports = label_reports
+        self.report_extras = report_extras
         self._images: OrderedDict[str, ModelImage] = OrderedDict()
         self._images_lock = threading.Lock()
 
@@ -63,6 +70,12 @@ class VLMTool:
 
             self._settings = get_settings()
         return self._settings
+
+    @property
+    def adapter(self) -> Adapter:
+        if self._adapter is None:
+            self._adapter = get_adapter(str(getattr(self.settings, "vlm_family", "radvlm")))
+        return self._adapter
 
     @property
     def backend(self) -> VLMBackend:
@@ -94,15 +107,13 @@ class VLMTool:
             "backend": getattr(b, "name", self.settings.vlm_backend),
             "model": getattr(b, "model_id", self.settings.vlm_model_id),
             "profile": getattr(b, "profile", self.settings.model_profile),
+            "family": self.adapter.family,
             "prompt": prompt,
         }
         if res is not None:
             meta.update(
-                cache_hit=res.cache_hit,
-                kv_prefix_hit=res.kv_prefix_hit,
-                prompt_tokens=res.prompt_tokens,
-                new_tokens=res.new_tokens,
-                ttft_ms=None if res.ttft_s is None else round(res.ttft_s * 1000, 1),
+                cache_hit=res.cache_hit, kv_prefix_hit=res.kv_prefix_hit, prompt_tokens=res.prompt_tokens,
+                new_tokens=res.new_tokens, ttft_ms=None if res.ttft_s is None else round(res.ttft_s * 1000, 1),
                 generation_ms=None if res.latency_s is None else round(res.latency_s * 1000, 1),
             )
         if meta["profile"] == "tiny":
@@ -112,36 +123,52 @@ class VLMTool:
             meta["warning"] = DEMO_WARNING
         return meta
 
-    def _generate(
-        self,
-        study: Study,
-        turns: list[prompts.ChatTurn],
-        thread_id: str | None,
-        on_token: Callable[[str], None] | None,
-    ) -> tuple[GenerationResult, ModelImage]:
-        mi = self.model_image(study)
-        res = self.backend.generate(
-            mi.image,
-            turns,
-            cache_key=(thread_id, study.id),
-            max_new_tokens=self.settings.vlm_max_new_tokens,
-            on_token=on_token,
-        )
-        return res, mi
+    def _turns(self, prompt: Prompt, history: list[dict[str, str]] | None = None) -> list[prompts.ChatTurn]:
+        return prompts.conversation(prompt.text, history, image_first=prompt.image_first, system=self.adapter.system)
+
+    def _generate(self, study: Study, turns: list[prompts.ChatTurn], thread_id: str | None,
+                  on_token: Callable[[str], None] | None, cancel: threading.Event | None = None) -> GenerationResult:
+        kwargs: dict[str, Any] = {"cache_key": (thread_id, study.id), "max_new_tokens": self.settings.vlm_max_new_tokens,
+                                  "on_token": on_token}
+        if cancel is not None and _accepts(self.backend.generate, "cancel"):
+            kwargs["cancel"] = cancel
+        return self.backend.generate(self.model_image(study).image, turns, **kwargs)
+
+    def _batch(self, study: Study, convs: list[list[prompts.ChatTurn]], thread_id: str | None,
+               cancel: threading.Event | None) -> list[GenerationResult]:
+        """One batched call when the backend can (shared image prefix / concurrent requests), else serial."""
+        if not convs:
+            return []
+        image, key = self.model_image(study).image, (thread_id, study.id)
+        batch = getattr(self.backend, "generate_batch", None)
+        if callable(batch):
+            return list(batch(image, convs, cache_key=key, max_new_tokens=self.settings.vlm_max_new_tokens, cancel=cancel))
+        return [self._generate(study, turns, thread_id, None, cancel) for turns in convs]
 
     @staticmethod
-    def _label(finding: str | None, phrase: str | None) -> str | None:
-        if phrase and phrase.strip():
-            return phrase.strip()
-        return display_name(finding) if finding else None
+    def _mark(calls: list[FindingCall], task: str) -> list[FindingCall]:
+        tag = _CALL_TASK.get(task, task)
+        if "task" in FindingCall.model_fields:
+            return [c.model_copy(update={"task": tag}) for c in calls]
+        return calls
 
     @staticmethod
-    def _box_artifacts(parsed: ParsedBoxes, finding: str | None, answer: str) -> list[Artifact]:
-        return [
-            Artifact(kind="boxes", finding=finding, box=box, description=box.label or answer[:120],
-                     meta={"model_coords": list(mc)})
-            for box, mc in zip(parsed.boxes, parsed.model_coords, strict=True)
-        ]
+    def _artifacts(locs: list[Location], answer: str) -> list[Artifact]:
+        return [Artifact(kind="boxes", finding=loc.finding, box=loc.box, description=loc.target or answer[:120],
+                         meta={"task": loc.task, "location_only": loc.task in LOCATION_ONLY, "target": loc.target,
+                               "model_coords": list(loc.model_coords)})
+                for loc in locs]
+
+    def _fold(self, parsed: Parsed, meta: dict[str, Any], calls: list[FindingCall], tasks: list[str]) -> list[FindingCall]:
+        marked = self._mark(parsed.calls, parsed.task)
+        calls += marked
+        tasks += [_CALL_TASK.get(parsed.task, parsed.task)] * len(marked)
+        meta.setdefault("shapes", {})[parsed.task] = parsed.shape
+        if parsed.notes:
+            meta.setdefault("notes", []).extend(parsed.notes)
+        if parsed.rejected:
+            meta.setdefault("boxes_rejected", []).extend(parsed.rejected)
+        return marked
 
     # ------------------------------------------------------------------ the tool
     def run(self, request: ToolRequest) -> Evidence:
@@ -157,27 +184,29 @@ class VLMTool:
             phrase = request.phrase.strip() if request.phrase and request.phrase.strip() else None
             if finding is None and phrase:
                 finding = normalize(phrase)
+            cancel = getattr(request, "cancel", None)
             if request.intent == "report":
-                prompt = prompts.report_prompt()
-                turns = prompts.conversation(prompt)
-            elif request.intent == "locate":
-                if finding is None and phrase is None:
-                    prompt = request.text.strip()  # e.g. "where is the abnormality?": ask as typed
-                    if not prompt:
-                        return Evidence.failure(self.name, "nothing to locate: name a finding or a phrase")
-                else:
-                    prompt = prompts.locate_prompt(finding, phrase)
-                turns = prompts.conversation(prompt)
+                return self._report(request, cancel, t0)
+            key = request.study.id
+            if request.intent == "locate":
+                spec = self._locate_prompt(key, finding, phrase)
+                if spec is None:
+                    return Evidence.failure(self.name, "nothing to locate: name a finding, a region or a phrase")
+                p, target = spec
             elif request.intent == "finding_question":
                 if finding is None and phrase is None:
                     return Evidence.failure(self.name, "a yes/no finding question needs a finding (e.g. 'pleural effusion')")
-                prompt = prompts.question_prompt(finding, phrase)
-                turns = prompts.conversation(prompt)
-            else:  # chat
-                prompt = request.text
-                turns = prompts.conversation(request.text, request.history)
-            res, mi = self._generate(request.study, turns, request.thread_id, request.on_token)
-            ev = self._evidence(request.intent, res, mi, finding, phrase, prompt)
+                target = phrase if finding is None else display_name(finding)
+                p = self.adapter.prompt("question", key=key, target=target)  # type: ignore[assignment]
+            else:  # chat: the user's own words, sanitised
+                target = ""
+                p = Prompt("chat", prompts.sanitize(request.text) or "Describe this chest X-ray.")
+            if p is None:
+                return Evidence.failure(self.name, f"the {self.adapter.family} model has no instruction for this ask")
+            prompt = p.text
+            history = request.history if request.intent == "chat" else None
+            res = self._generate(request.study, self._turns(p, history), request.thread_id, request.on_token, cancel)
+            ev = self._answer(p, res, request.study, finding, target)
         except BackendError as exc:
             return Evidence.failure(self.name, str(exc), latency_ms=_ms(t0), meta=self._meta(None, prompt))
         except Exception as exc:  # never raise into the graph
@@ -187,86 +216,161 @@ class VLMTool:
         ev.latency_ms = _ms(t0)
         return ev
 
-    def _evidence(self, intent: str, res: GenerationResult, mi: ModelImage, finding: str | None,
-                  phrase: str | None, prompt: str) -> Evidence:
-        answer = res.text
-        meta = self._meta(res, prompt)
-        if not answer:
+    def _locate_prompt(self, key: str, finding: str | None, phrase: str | None) -> tuple[Prompt, str] | None:
+        """Which trained ask locates this: devices -> foreign objects; a finding -> grounding (else phrase
+        grounding with its name); a region -> region grounding; another phrase -> phrase grounding;
+        nothing named -> detection of every abnormality."""
+        a = self.adapter
+        if finding == "support_devices":
+            p = a.prompt("foreign_objects", key=key)
+            if p:
+                return p, display_name(finding)
+        if finding is not None:
+            name = display_name(finding).lower()
+            p = a.prompt("grounding", key=key, target=finding) or a.prompt("phrase_grounding", key=key, target=phrase or name)
+            return (p, name) if p else None
+        if phrase:
+            p = a.prompt("region", key=key, target=phrase) or a.prompt("phrase_grounding", key=key, target=phrase)
+            return (p, phrase) if p else None
+        p = a.prompt("detection", key=key)
+        return (p, "") if p else None
+
+    def _answer(self, p: Prompt, res: GenerationResult, study: Study, finding: str | None, target: str) -> Evidence:
+        meta = self._meta(res, p.text)
+        meta["task"] = p.task
+        if not res.text:
             return Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta)
-        label = self._label(finding, phrase)
-        parsed = parse_boxes(answer, mi.view, label=label)
-        if parsed.rejected:
-            meta["boxes_rejected"] = parsed.rejected
-        artifacts = self._box_artifacts(parsed, finding, answer)
+        parsed = self.adapter.parse(p.task, res.text, self.model_image(study).view, target=target, finding=finding,
+                                    source=self.name)
         calls: list[FindingCall] = []
-        if intent == "report":
-            if self.label_reports:
-                calls = self._label_report(answer)
-            return Evidence(tool=self.name, report=answer, answer=answer, calls=calls, artifacts=artifacts, meta=meta)
-        if intent == "locate":
-            if finding is not None:
-                calls = [FindingCall(finding=finding, status=Status.present, source=self.name, box=b, text=answer)
-                         for b in parsed.boxes]
-                if not parsed.boxes and parse_yes_no(answer) is Status.absent:
-                    calls = [FindingCall(finding=finding, status=Status.absent, source=self.name, text=answer)]
-            return Evidence(tool=self.name, answer=answer, calls=calls, artifacts=artifacts, meta=meta)
-        if intent == "finding_question":
-            status = parse_yes_no(answer)
-            if finding is not None:
-                box = parsed.boxes[0] if parsed.boxes and status is Status.present else None
-                calls = [FindingCall(finding=finding, status=status, source=self.name, box=box, text=answer)]
-            meta["status"] = status.value
-            return Evidence(tool=self.name, answer=answer, calls=calls, artifacts=artifacts, meta=meta)
-        return Evidence(tool=self.name, answer=answer, artifacts=artifacts, meta=meta)
+        tasks: list[str] = []
+        self._fold(parsed, meta, calls, tasks)
+        if tasks:
+            meta["call_tasks"] = tasks
+        if p.task == "question" and calls:
+            meta["status"] = calls[0].status.value
+        return Evidence(tool=self.name, answer=res.text, calls=calls,
+                        artifacts=self._artifacts(parsed.locations, res.text), meta=meta)
+
+    def _report(self, request: ToolRequest, cancel: threading.Event | None, t0: float) -> Evidence:
+        study, key = request.study, request.study.id  # type: ignore[union-attr]
+        rp = self.adapter.prompt("report", key=key)
+        if rp is None:
+            return Evidence.failure(self.name, f"the {self.adapter.family} model has no report instruction")
+        res = self._generate(study, self._turns(rp), request.thread_id, request.on_token, cancel)  # type: ignore[arg-type]
+        meta = self._meta(res, rp.text)
+        if not res.text:
+            return Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta, latency_ms=_ms(t0))
+        calls: list[FindingCall] = self._label_report(res.text) if self.label_reports else []
+        tasks: list[str] = ["report"] * len(calls)
+        artifacts: list[Artifact] = []
+        extras = [p for t in self.report_extras if (p := self.adapter.prompt(t, key=key)) is not None]
+        meta["prompts"] = {"report": rp.text, **{p.task: p.text for p in extras}}
+        try:
+            answers = self._batch(study, [self._turns(p) for p in extras], request.thread_id, cancel)  # type: ignore[arg-type]
+        except BackendError as exc:  # the report stands; say what is missing
+            answers = []
+            meta.setdefault("notes", []).append(f"{', '.join(p.task for p in extras)} not run: {exc}")
+        view = self.model_image(study).view  # type: ignore[arg-type]
+        for p, ans in zip(extras, answers, strict=False):
+            meta.setdefault("answers", {})[p.task] = ans.text
+            parsed = self.adapter.parse(p.task, ans.text, view, source=self.name)
+            self._fold(parsed, meta, calls, tasks)
+            artifacts += self._artifacts(parsed.locations, ans.text)
+        meta["call_tasks"] = tasks
+        return Evidence(tool=self.name, report=res.text, answer=res.text, calls=calls, artifacts=artifacts,
+                        meta=meta, latency_ms=_ms(t0))
 
     def _label_report(self, report: str) -> list[FindingCall]:
         try:
             from knowledge.labeler import label_report
         except ImportError:
             return []
-        return [c.model_copy(update={"source": self.name}) for c in label_report(report)]
+        return self._mark([c.model_copy(update={"source": self.name}) for c in label_report(report)], "report")
 
-    def verify_finding(
-        self,
-        study: Study,
-        finding: str,
-        *,
-        thread_id: str | None = None,
-        on_token: Callable[[str], None] | None = None,
-    ) -> Evidence:
-        """The reconciler's targeted re-ask: yes/no about ``finding`` AND its box if present.
-        One FindingCall (status from the yes/no; the first box if the answer is yes); an answer
-        that says no yet draws a box is inconsistent and becomes 'uncertain'."""
+    # ------------------------------------------------------------------ re-asks
+    def verify(self, study: Study, findings: list[str], *, thread_id: str | None = None,
+               cancel: threading.Event | None = None) -> list[Evidence]:
+        """The reconciler's re-asks, one batch: the conversational yes/no per finding, then (one more
+        batch) a grounding ask for each finding the model maintains without a box, so the
+        verification rule can compare the VLM's box with the classifier's heatmap. One Evidence per
+        finding, in order; a finding id outside the vocabulary is a failure for that finding only."""
         t0 = time.perf_counter()
-        prompt = ""
+        out: list[Evidence | None] = [None] * len(findings)
+        todo: list[tuple[int, str, Prompt]] = []
+        for i, f in enumerate(findings):
+            p = self.adapter.prompt("question", key=study.id, target=display_name(f)) if f in FINDING_SET else None
+            if p is None:
+                out[i] = Evidence.failure(self.name, f"unknown finding id {f!r}" if f not in FINDING_SET else
+                                          f"the {self.adapter.family} model has no yes/no instruction")
+            else:
+                todo.append((i, f, p))
         try:
-            if finding not in FINDING_SET:
-                return Evidence.failure(self.name, f"unknown finding id {finding!r}")
-            prompt = prompts.verify_prompt(finding)
-            res, mi = self._generate(study, prompts.conversation(prompt), thread_id, on_token)
-            meta = self._meta(res, prompt)
-            meta["verification"] = True
-            if not res.text:
-                return Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta, latency_ms=_ms(t0))
-            parsed = parse_boxes(res.text, mi.view, label=display_name(finding))
-            status = parse_yes_no(res.text)
-            if status is Status.absent and parsed.boxes:
-                status = Status.uncertain
-                meta["inconsistent"] = "answered no but drew a box"
-            box: Box | None = parsed.boxes[0] if parsed.boxes and status is Status.present else None
-            if parsed.rejected:
-                meta["boxes_rejected"] = parsed.rejected
-            meta["status"] = status.value
-            call = FindingCall(finding=finding, status=status, source=self.name, box=box, text=res.text)
-            return Evidence(tool=self.name, answer=res.text, calls=[call],
-                            artifacts=self._box_artifacts(parsed, finding, res.text), meta=meta,
-                            latency_ms=_ms(t0))
+            answers = self._batch(study, [self._turns(p) for _, _, p in todo], thread_id, cancel)
+            view = self.model_image(study).view
+            parsed = [self.adapter.parse("question", r.text, view, target=display_name(f), finding=f, source=self.name)
+                      for (_, f, _), r in zip(todo, answers, strict=True)]
+            self._locate_maintained(study, todo, parsed, thread_id, cancel)
         except BackendError as exc:
-            return Evidence.failure(self.name, str(exc), latency_ms=_ms(t0), meta=self._meta(None, prompt))
-        except Exception as exc:
+            return [e or Evidence.failure(self.name, str(exc), latency_ms=_ms(t0), meta=self._meta(None, ""))
+                    for e in out]
+        except Exception as exc:  # noqa: BLE001 - never raise into the graph
             log.exception("VLM verification failed")
-            return Evidence.failure(self.name, f"the VLM failed: {type(exc).__name__}: {exc}",
-                                    latency_ms=_ms(t0), meta=self._meta(None, prompt))
+            return [e or Evidence.failure(self.name, f"the VLM failed: {type(exc).__name__}: {exc}", latency_ms=_ms(t0))
+                    for e in out]
+        for (i, _f, p), res, pr in zip(todo, answers, parsed, strict=True):
+            meta = self._meta(res, p.text)
+            meta["verification"] = True
+            meta["batch_size"] = len(todo)
+            meta["status"] = pr.calls[0].status.value if pr.calls else "uncertain"
+            if pr.notes:
+                meta["notes"] = pr.notes
+                if "answered no but drew a box" in pr.notes:
+                    meta["inconsistent"] = "answered no but drew a box"
+            if pr.rejected:
+                meta["boxes_rejected"] = pr.rejected
+            calls = self._mark(pr.calls, "verification")
+            out[i] = Evidence(tool=self.name, answer=res.text if res.text else None, calls=calls,
+                              artifacts=self._artifacts(pr.locations, res.text), meta=meta, latency_ms=_ms(t0))
+            if not res.text:
+                out[i] = Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta, latency_ms=_ms(t0))
+        return [e for e in out if e is not None]
+
+    def _locate_maintained(self, study: Study, todo: list[tuple[int, str, Prompt]], parsed: list[Parsed],
+                           thread_id: str | None, cancel: threading.Event | None) -> None:
+        """For each 'present' answer without a box: one batched grounding ask; its first box becomes
+        the call's box (a location for a finding the model just affirmed)."""
+        need = [(k, f) for k, ((_, f, _), pr) in enumerate(zip(todo, parsed, strict=True))
+                if pr.calls and pr.calls[0].status.value == "present" and pr.calls[0].box is None]
+        asks = [(k, f, spec[0]) for k, f in need if (spec := self._locate_prompt(study.id, f, None)) is not None
+                and spec[0].task in LOCATION_ONLY] if self.adapter.localises else []
+        if not asks:
+            return
+        view = self.model_image(study).view
+        for (k, f, p), res in zip(asks, self._batch(study, [self._turns(p) for *_, p in asks], thread_id, cancel),
+                                  strict=True):
+            g = self.adapter.parse(p.task, res.text, view, target=display_name(f).lower(), finding=f, source=self.name)
+            if g.locations:
+                pr = parsed[k]
+                pr.calls[0] = pr.calls[0].model_copy(update={"box": g.locations[0].box})
+                pr.locations += g.locations
+                pr.notes.append(f"box from the {p.task} ask: {p.text}")
+
+    def verify_finding(self, study: Study, finding: str, *, thread_id: str | None = None,
+                       on_token: Callable[[str], None] | None = None) -> Evidence:
+        """One re-ask (``verify`` with one finding); kept for callers written before ``verify``."""
+        return self.verify(study, [finding], thread_id=thread_id)[0]
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` takes keyword ``name`` (a backend written before ``cancel`` existed does not)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _ms(t0: float) -> float:

@@ -13,6 +13,7 @@ from cxr_agent.settings import DEMO_WARNING, Settings
 from knowledge.evidence import Status
 from tools.base import CxrTool, ToolRequest
 from tools.study import Study
+from tools.vlm.adapters.radvlm import DETECTION, FOREIGN, GROUNDING
 from tools.vlm.backends.base import GenerationResult
 from tools.vlm.backends.transformers_backend import TransformersBackend
 from tools.vlm.prompts import ChatTurn
@@ -117,7 +118,7 @@ def test_verify_finding(tool: VLMTool, study: Study) -> None:
     ev = tool.verify_finding(study, "pleural_effusion", thread_id="t-verify")
     assert ev.ok and ev.meta["verification"] is True
     assert len(ev.calls) == 1 and ev.calls[0].finding == "pleural_effusion"
-    assert "Pleural effusion".lower() in ev.meta["prompt"].lower() and "bounding box" in ev.meta["prompt"]
+    assert ev.meta["prompt"] == "Is there any pleural effusion?"  # the conversational form RadVLM saw
     assert tool.verify_finding(study, "not_a_finding").ok is False
 
 
@@ -174,41 +175,65 @@ def _tool(answer: str, **kw: object) -> tuple[VLMTool, ScriptedBackend]:
     return VLMTool(Settings(model_profile="real"), backend=backend, **kw), backend
 
 
-def test_locate_maps_every_box_to_a_present_call(study: Study) -> None:
+def test_locate_boxes_are_locations_never_present_calls(study: Study) -> None:
+    """RadVLM boxes anything it is asked to ground (trained on present targets only): a grounding
+    box says where, not that. Every box comes back as a location artifact, and no call is made."""
     tool, backend = _tool("Pleural effusions are seen at [0.05, 0.55, 0.35, 0.95] and [0.62, 0.58, 0.96, 0.93].")
     ev = tool.run(ToolRequest(intent="locate", study=study, finding="pleural_effusion"))
-    assert ev.ok and "pleural effusion" in backend.calls[0][0].text
-    assert [c.status for c in ev.calls] == [Status.present, Status.present]
-    assert [(c.box.x1, c.box.y2) for c in ev.calls] == [(0.05, 0.95), (0.62, 0.93)]
-    assert [a.kind for a in ev.artifacts] == ["boxes", "boxes"] and ev.artifacts[0].box.label == "Pleural effusion"
+    prompt = backend.calls[0][0].text
+    assert ev.ok and "pleural effusion" in prompt and prompt.replace("pleural effusion", "{}") in GROUNDING
+    assert ev.calls == [] and ev.meta["task"] == "grounding"
+    assert [(a.box.x1, a.box.y2) for a in ev.artifacts] == [(0.05, 0.95), (0.62, 0.93)]
+    assert {a.meta["location_only"] for a in ev.artifacts} == {True}
+    assert {a.finding for a in ev.artifacts} == {"pleural_effusion"}
     assert "warning" not in ev.meta
 
 
-def test_locate_a_free_phrase_keeps_boxes_without_a_call(study: Study) -> None:
+def test_locate_a_free_phrase_or_region(study: Study) -> None:
     tool, backend = _tool("The described region is at [0.20, 0.30, 0.40, 0.50].")
     ev = tool.run(ToolRequest(intent="locate", study=study, phrase="the rounded density behind the heart"))
-    assert ev.ok and ev.calls == []
+    assert ev.ok and ev.calls == [] and ev.meta["task"] == "phrase_grounding"
+    assert backend.calls[0][0].text.endswith(": the rounded density behind the heart")
     assert len(ev.artifacts) == 1 and ev.artifacts[0].box.label == "the rounded density behind the heart"
+    tool, backend = _tool("You'll find the right hemidiaphragm at [0.10, 0.60, 0.45, 0.75] in the X-ray.")
+    ev = tool.run(ToolRequest(intent="locate", study=study, phrase="the right hemidiaphragm"))
+    assert ev.meta["task"] == "region" and "right hemidiaphragm" in backend.calls[0][0].text
+    assert ev.calls == [] and ev.artifacts[0].finding is None and ev.artifacts[0].meta["task"] == "region"
     tool, _ = _tool("The opacity is at [0.20, 0.30, 0.40, 0.50].")
     ev = tool.run(ToolRequest(intent="locate", study=study, phrase="Effusions"))  # phrase normalises to a finding
-    assert [c.finding for c in ev.calls] == ["pleural_effusion"]
+    assert ev.calls == [] and [a.finding for a in ev.artifacts] == ["pleural_effusion"]
 
 
-def test_locate_with_a_no_answer_is_an_absent_call(study: Study) -> None:
+def test_locate_without_a_target_runs_detection(study: Study) -> None:
+    tool, backend = _tool("The findings include a pleural effusion located at the coordinates [0.6, 0.5, 0.9, 0.9] "
+                          "and [0.1, 0.5, 0.3, 0.8]; a cardiomegaly located at the coordinates [0.3, 0.4, 0.8, 0.8].")
+    ev = tool.run(ToolRequest(intent="locate", study=study, text="where are the abnormalities?"))
+    assert backend.calls[0][0].text in DETECTION and ev.meta["task"] == "detection"
+    assert [(c.finding, c.status, c.box.x1) for c in ev.calls] == [
+        ("pleural_effusion", Status.present, 0.6), ("pleural_effusion", Status.present, 0.1),
+        ("cardiomegaly", Status.present, 0.3)]
+    tool, backend = _tool("Foreign objects are detected at these positions: [0.4, 0.1, 0.5, 0.6].")
+    ev = tool.run(ToolRequest(intent="locate", study=study, finding="support_devices"))
+    assert backend.calls[0][0].text in FOREIGN
+    assert [(c.finding, c.status) for c in ev.calls] == [("support_devices", Status.present)] and ev.calls[0].box
+
+
+def test_locate_with_a_no_answer_makes_no_call(study: Study) -> None:
     tool, _ = _tool("There is no pneumothorax.")
     ev = tool.run(ToolRequest(intent="locate", study=study, finding="pneumothorax"))
-    assert [(c.finding, c.status) for c in ev.calls] == [("pneumothorax", Status.absent)]
+    assert ev.ok and ev.calls == [] and ev.artifacts == [] and ev.answer == "There is no pneumothorax."
+    assert ev.meta["shapes"]["grounding"] == "text" and "no usable box" in ev.meta["notes"][0]
 
 
 def test_locate_maps_boxes_back_through_padding(study: Study) -> None:
     tool, _ = _tool("At [0.00, 0.00, 1.00, 1.00].")
     tool.pad_square = True  # study is 96x64 -> padded to 96x96 with 16 px above and below
     ev = tool.run(ToolRequest(intent="locate", study=study, finding="cardiomegaly"))
-    b = ev.calls[0].box
+    b = ev.artifacts[0].box
     assert (b.x1, b.y1, b.x2, b.y2) == (0.0, 0.0, 1.0, 1.0)
     tool, _ = _tool("At [0.25, 0.50, 0.75, 0.75].")
     tool.pad_square = True
-    b = tool.run(ToolRequest(intent="locate", study=study, finding="cardiomegaly")).calls[0].box
+    b = tool.run(ToolRequest(intent="locate", study=study, finding="cardiomegaly")).artifacts[0].box
     assert (b.x1, b.y1, b.x2, b.y2) == pytest.approx((0.25, 0.5, 0.75, 0.875))
 
 
@@ -232,12 +257,12 @@ def test_verify_yes_with_box_and_no_with_box(study: Study) -> None:
 def test_report_can_be_labelled(study: Study) -> None:
     pytest.importorskip("knowledge.labeler")
     tool, _ = _tool("Findings: Small right pleural effusion. No pneumothorax. Impression: Right effusion.",
-                    label_reports=True)
+                    label_reports=True, report_extras=())
     ev = tool.run(ToolRequest(intent="report", study=study))
     got = {(c.finding, c.status) for c in ev.calls}
     assert ("pleural_effusion", Status.present) in got and ("pneumothorax", Status.absent) in got
     assert {c.source for c in ev.calls} == {"vlm"}
-    tool, _ = _tool("Findings: Small right pleural effusion.")
+    tool, _ = _tool("Findings: Small right pleural effusion.", report_extras=())
     assert tool.run(ToolRequest(intent="report", study=study)).calls == []  # default: the graph labels
 
 

@@ -8,6 +8,7 @@ that into ``Evidence.failure``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -52,4 +53,9 @@ class VLMBackend(Protocol):
         max_new_tokens: int | None = None,
         min_new_tokens: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult: ...
+
+    # Optional: ``generate_batch(image, conversations, *, cache_key, max_new_tokens, cancel)`` ->
+    # one GenerationResult per conversation, all about the same image (the tool falls back to serial
+    # ``generate`` calls when a backend lacks it).

@@ -40,18 +40,14 @@ def image_data_url(image: Image.Image) -> str:
 
 
 def to_openai_messages(turns: list[ChatTurn], data_url: str) -> list[dict[str, Any]]:
-    """OpenAI chat messages: image + text in the first user turn, text elsewhere."""
+    """OpenAI chat messages: image + text in the first user turn (order from ``image_first``), text elsewhere."""
     msgs: list[dict[str, Any]] = []
     image_done = False
     for turn in turns:
         if turn.role == "user" and not image_done:
-            msgs.append({
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": data_url}},
-                    {"type": "text", "text": turn.text},
-                ],
-            })
+            parts: list[dict[str, Any]] = [{"type": "text", "text": turn.text}]
+            parts.insert(0 if turn.image_first else 1, {"type": "image_url", "image_url": {"url": data_url}})
+            msgs.append({"role": "user", "content": parts})
             image_done = True
         else:
             msgs.append({"role": turn.role, "content": turn.text})
@@ -113,8 +109,11 @@ class OpenAIBackend:
         max_new_tokens: int | None = None,
         min_new_tokens: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
         t0 = time.perf_counter()
+        if cancel is not None and cancel.is_set():
+            raise BackendError("request cancelled before it was sent (the call timed out)")
         data_url, hit = self._data_url(image, cache_key)
         encode_s = time.perf_counter() - t0
         body: dict[str, Any] = {
@@ -146,6 +145,21 @@ class OpenAIBackend:
             f"the VLM server at {self.base_url} failed after {self.max_retries + 1} attempts: {last}. "
             "Check that it is running and serving the model (CXR_AGENT_OPENAI_BASE_URL, CXR_AGENT_OPENAI_MODEL)."
         )
+
+    def generate_batch(self, image: Image.Image, conversations: list[list[ChatTurn]], *,
+                       cache_key: Hashable | None = None, max_new_tokens: int | None = None,
+                       cancel: threading.Event | None = None) -> list[GenerationResult]:
+        """Concurrent requests (one per conversation): the server batches them and its prefix cache
+        serves the shared image prefix. A failed request fails the batch (the tool reports it)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not conversations:
+            return []
+        self._data_url(image, cache_key)  # encode once, before the threads race for it
+        with ThreadPoolExecutor(max_workers=min(8, len(conversations)), thread_name_prefix="vlm-batch") as pool:
+            futures = [pool.submit(self.generate, image, turns, cache_key=cache_key, max_new_tokens=max_new_tokens,
+                                   cancel=cancel) for turns in conversations]
+            return [f.result() for f in futures]
 
     # ------------------------------------------------------------------ transport
     def _raise_for(self, exc: Exception) -> None:

@@ -83,6 +83,18 @@ class _TimedStreamer:
         return Timed(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
 
 
+def cancel_criteria(cancel: threading.Event) -> Any:
+    """A StoppingCriteriaList that ends generation (every row) as soon as ``cancel`` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Cancelled()])
+
+
 def _crop(cache: Any, keep: int) -> None:
     """Cut a KV cache back to its first ``keep`` positions (transformers wants a negative count)."""
     extra = cache.get_seq_length() - keep
@@ -216,16 +228,17 @@ class TransformersBackend:
 
     # ------------------------------------------------------------------ prompts
     def render(self, turns: list[ChatTurn]) -> str:
-        """The chat-template text: image + text in the first user turn, text elsewhere."""
+        """The chat-template text: image + text in the first user turn, text elsewhere. The content order
+        follows ``ChatTurn.image_first``; a template may still place the image itself (LLaVA-OneVision's
+        renders images before text whatever the order)."""
         _, processor = self.load()
         conv: list[dict[str, Any]] = []
         image_done = False
         for turn in turns:
-            content: list[dict[str, str]] = []
-            if turn.role == "user" and not image_done:
-                content.append({"type": "image"})
+            content: list[dict[str, str]] = [{"type": "text", "text": turn.text}]
+            if turn.role == "user" and not image_done:  # the adapter decides the order per task
+                content.insert(0 if turn.image_first else 1, {"type": "image"})
                 image_done = True
-            content.append({"type": "text", "text": turn.text})
             conv.append({"role": turn.role, "content": content})
         template = None
         if not getattr(processor, "chat_template", None):  # older exports ship none: use LLaVA-OneVision's
@@ -260,6 +273,15 @@ class TransformersBackend:
         return cache
 
     # ------------------------------------------------------------------ generation
+    def generate_batch(self, image: Image.Image, conversations: list[list[ChatTurn]], *,
+                       cache_key: Hashable | None = None, max_new_tokens: int | None = None,
+                       cancel: threading.Event | None = None) -> list[GenerationResult]:
+        """Several conversations about one image in one ``generate`` (backends/transformers_batch.py)."""
+        from tools.vlm.backends.transformers_batch import generate_batch
+
+        return generate_batch(self, image, conversations, cache_key=cache_key, max_new_tokens=max_new_tokens,
+                              cancel=cancel)
+
     def generate(
         self,
         image: Image.Image,
@@ -269,10 +291,14 @@ class TransformersBackend:
         max_new_tokens: int | None = None,
         min_new_tokens: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
+        """One generation. ``cancel`` (set on timeout) stops it at the next token and frees the model."""
         import torch
 
         t0 = time.perf_counter()
+        if cancel is not None and cancel.is_set():
+            raise BackendError("generation cancelled before it started (the call timed out)")
         model, processor = self.load()
         max_new = int(max_new_tokens or self.settings.vlm_max_new_tokens)
         with self._gen_lock:
@@ -309,6 +335,8 @@ class TransformersBackend:
                 gen_kwargs["mm_encoder_outputs"] = {"image": encoded.features}
             if min_new_tokens:
                 gen_kwargs["min_new_tokens"] = min(int(min_new_tokens), max_new)
+            if cancel is not None:
+                gen_kwargs["stopping_criteria"] = cancel_criteria(cancel)
             errors: list[BaseException] = []
 
             def _run() -> None:
@@ -335,6 +363,8 @@ class TransformersBackend:
                 _crop(prefix, int(encoded.prefix_ids.shape[1]))
             if errors:
                 raise BackendError(f"generation failed: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
+            if cancel is not None and cancel.is_set():
+                raise BackendError("generation cancelled (the call timed out); the model is free again")
         done = time.perf_counter()
         ttft = (streamer.first_token_at - t_enc) if streamer.first_token_at else None
         return GenerationResult(

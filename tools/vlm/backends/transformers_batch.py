@@ -1,0 +1,110 @@
+"""Several questions about ONE image in one batched ``generate``, sharing the image's KV prefix.
+
+The reconciler's re-asks of a turn (and the report turn's classification + detection asks) are all
+"<|im_start|>user\\n<image>xN" + a different instruction. The prefix up to the last image token is
+prefilled once (or taken from the per-thread cache), copied across the batch rows, and only the
+instructions are prefilled and decoded together. Rows are padded BETWEEN the shared prefix and
+their own suffix, with the padding masked out: position ids come from the attention mask, so every
+row sees the same positions as it would alone (up to float rounding in padded attention).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from tools.vlm.backends.base import BackendError, GenerationResult
+from tools.vlm.prompts import ChatTurn
+
+if TYPE_CHECKING:
+    from tools.vlm.backends.transformers_backend import TransformersBackend
+
+
+def generate_batch(
+    backend: TransformersBackend,
+    image: Image.Image,
+    conversations: list[list[ChatTurn]],
+    *,
+    cache_key: Hashable | None = None,
+    max_new_tokens: int | None = None,
+    cancel: threading.Event | None = None,
+) -> list[GenerationResult]:
+    import torch
+
+    from tools.vlm.backends.transformers_backend import cancel_criteria
+
+    if not conversations:
+        return []
+    t0 = time.perf_counter()
+    if cancel is not None and cancel.is_set():
+        raise BackendError("generation cancelled before it started (the call timed out)")
+    model, processor = backend.load()
+    tok = processor.tokenizer
+    max_new = int(max_new_tokens or backend.settings.vlm_max_new_tokens)
+    with backend._gen_lock:
+        encoded = backend._cache_get(cache_key)
+        hit = encoded is not None
+        t_enc = time.perf_counter()
+        if encoded is None:
+            encoded = backend.encode(image)
+            backend._cache_put(cache_key, encoded)
+        encode_s = time.perf_counter() - t_enc
+        rows = []
+        for turns in conversations:
+            text = backend.render(turns)
+            if text.count(processor.image_token) != 1:
+                raise BackendError(f"each prompt must hold exactly one {processor.image_token} placeholder")
+            text = text.replace(processor.image_token, processor.image_token * encoded.n_image_tokens)
+            rows.append(tok(text, return_tensors="pt")["input_ids"][0].to(model.device))
+        img = (rows[0] == model.config.image_token_id).nonzero()
+        end = int(img.max()) + 1
+        head = rows[0][:end]
+        if any(r.shape[0] < end or not bool((r[:end] == head).all()) for r in rows):
+            raise BackendError("batched prompts must share the same prefix up to the image")
+        backend._last_prefix_hit = False
+        prefix = backend._prefix(model, encoded, head[None], store=cache_key is not None and backend.kv_prefix_cache)
+        prefix_hit = backend._last_prefix_hit
+        n = len(rows)
+        width = max(r.shape[0] for r in rows) - end
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        input_ids = torch.full((n, end + width), pad, dtype=torch.long, device=model.device)
+        mask = torch.zeros((n, end + width), dtype=torch.long, device=model.device)
+        for i, r in enumerate(rows):
+            suffix = r[end:]
+            input_ids[i, :end] = head
+            mask[i, :end] = 1
+            input_ids[i, end + width - suffix.shape[0]:] = suffix
+            mask[i, end + width - suffix.shape[0]:] = 1
+        cache = copy.deepcopy(prefix)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "past_key_values": cache,
+                                  "max_new_tokens": max_new, "do_sample": False, "pad_token_id": pad}
+        if cancel is not None:
+            kwargs["stopping_criteria"] = cancel_criteria(cancel)
+        try:
+            with torch.inference_mode():
+                out = model.generate(**kwargs)
+        except Exception as exc:
+            raise BackendError(f"batched generation failed: {type(exc).__name__}: {exc}") from exc
+        if cancel is not None and cancel.is_set():
+            raise BackendError("generation cancelled (the call timed out); the model is free again")
+    done = time.perf_counter()
+    new = out[:, end + width:]
+    eos = {t for t in ([model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int)
+                       else list(model.generation_config.eos_token_id or [])) if t is not None}
+    results = []
+    for i in range(n):
+        ids = new[i].tolist()
+        count = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
+        results.append(GenerationResult(
+            text=tok.decode(ids[:count], skip_special_tokens=True).strip(), cache_hit=hit, kv_prefix_hit=prefix_hit,
+            prompt_tokens=int(rows[i].shape[0]), new_tokens=count, ttft_s=None, latency_s=done - t0,
+            encode_s=encode_s,
+        ))
+    return results
