@@ -91,6 +91,23 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = 8501
 
+    # --- ingestion and storage safety (issue 14: tools/imaging.py, tools/study_store.py) --
+    burned_in_text: Literal["refuse", "redact"] = Field(
+        "refuse",
+        description="DICOMs flagged BurnedInAnnotation=YES: 'refuse' them, or 'redact' text found by "
+        "Tesseract OCR from the pixels of every image (DICOM and PNG/JPEG alike; lone L/R markers kept).",
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=4096, description="Largest image (width x height, read from the header) that is decoded."
+    )
+    decode_concurrency: int = Field(2, ge=1, le=64, description="Images decoded at once (each can take ~1 GB).")
+    storage_quota_mb: int = Field(
+        2048, ge=0, description="Disk quota for studies + heatmaps; least recently used evicted (0 = no quota)."
+    )
+    vlm_allow_insecure_remote: bool = Field(
+        False, description="Allow sending images to a non-loopback VLM server over plain http:// (not https)."
+    )
+
     @field_validator("data_dir", "hf_cache_dir", "classifier_weights_dir", "index_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:

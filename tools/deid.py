@@ -11,8 +11,12 @@ Decisions (documented in ARCHITECTURE.md):
   which are read in memory and never stored.
 - patient sex (M/F/O) is kept: it is not an identifier under Safe Harbor and changes the
   reading (e.g. heart-size norms).
-- manufacturer is kept (not PHI; explains domain shift); institution, station, department,
-  device serial number and operator/physician names are not.
+- manufacturer is kept (not PHI; explains domain shift) as a known vendor name or "other";
+  institution, station, department, device serial number and operator/physician names are not.
+- every text value kept comes from a FIXED vocabulary (modality, body part, view position,
+  photometric interpretation, vendor): a header value outside it becomes "OTHER"/"other", so
+  free header text (a name typed into BodyPartExamined) can never reach metadata, a message or
+  a log.
 """
 
 from __future__ import annotations
@@ -23,6 +27,67 @@ from typing import Any
 
 _MAX_TEXT = 64
 _CS_RE = re.compile(r"[^A-Z0-9 _\-]")
+
+# DICOM modality defined terms (PS3.3 C.7.3.1.1.1), the ones a file sent here could plausibly carry.
+MODALITIES = frozenset({
+    "CR", "DX", "DR", "RG", "OT", "CT", "MR", "US", "NM", "PT", "SR", "MG", "XA", "RF", "PX", "IO",
+    "KO", "PR", "SEG", "RTSTRUCT", "RTIMAGE", "RTDOSE", "RTPLAN", "DOC", "ECG", "XC", "ES", "OP", "SC",
+    "REG", "BI", "BMD", "DG", "GM", "HD", "LS", "OCT", "OPT", "SM", "TG", "VL", "AU", "EPS", "HC",
+})  # fmt: skip
+VIEW_POSITIONS = frozenset({"PA", "AP", "LL", "RL", "LAT", "LATERAL", "LLO", "RLO", "LAO", "RAO", "LPO", "RPO"})
+PHOTOMETRIC = frozenset({
+    "MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420",
+    "YBR_ICT", "YBR_RCT",
+})  # fmt: skip
+# BodyPartExamined -> a fixed term: chest spellings in several languages, then parts that are not a chest.
+_CHEST_PARTS = ("CHEST", "THORAX", "TORAX", "THORAC", "LUNG", "RIB", "BRUST", "TORACE", "POITRINE", "PECHO")
+_NON_CHEST_PARTS = (
+    ("SKULL", "skull"), ("BRAIN", "brain"), ("HEAD", "head"), ("FACE", "face"), ("SINUS", "sinuses"),
+    ("JAW", "jaw"), ("TMJ", "jaw"), ("TEETH", "teeth"), ("DENT", "teeth"), ("CSPINE", "spine"),
+    ("LSPINE", "spine"), ("SPINE", "spine"), ("NECK", "neck"), ("FINGER", "hand"), ("HAND", "hand"),
+    ("WRIST", "wrist"), ("FOREARM", "forearm"), ("ELBOW", "elbow"), ("HUMERUS", "arm"),
+    ("SHOULDER", "shoulder"), ("ARM", "arm"), ("PELVIS", "pelvis"), ("HIP", "hip"), ("FEMUR", "leg"),
+    ("KNEE", "knee"), ("ANKLE", "ankle"), ("FOOT", "foot"), ("TOE", "foot"), ("LEG", "leg"),
+    ("EXTREMITY", "limb"), ("ABDOMEN", "abdomen"), ("BREAST", "breast"),
+)  # fmt: skip
+_VENDORS = (
+    ("SIEMENS", "Siemens"), ("PHILIPS", "Philips"), ("AGFA", "Agfa"), ("CARESTREAM", "Carestream"),
+    ("KODAK", "Kodak"), ("FUJI", "Fujifilm"), ("CANON", "Canon"), ("TOSHIBA", "Toshiba"),
+    ("KONICA", "Konica Minolta"), ("SAMSUNG", "Samsung"), ("SHIMADZU", "Shimadzu"), ("HOLOGIC", "Hologic"),
+    ("VAREX", "Varex"), ("TRIXELL", "Trixell"), ("VIEWORKS", "Vieworks"), ("RAYENCE", "Rayence"),
+    ("DRGEM", "DRGEM"), ("MINDRAY", "Mindray"), ("ZIEHM", "Ziehm"),
+    ("IMAGING DYNAMICS", "Imaging Dynamics"), ("SWISSRAY", "Swissray"), ("GENERAL ELECTRIC", "GE"),
+    ("GE HEALTHCARE", "GE"), ("GE MEDICAL", "GE"),
+)  # fmt: skip
+
+
+def body_part_term(value: Any) -> str | None:
+    """BodyPartExamined -> "chest", a fixed non-chest term ("hand", "pelvis", ...), "other", or None."""
+    text = _text(value, upper=True)
+    if not text:
+        return None
+    if any(k in text for k in _CHEST_PARTS):
+        return "chest"
+    for key, term in _NON_CHEST_PARTS:
+        if key in text:
+            return term
+    return "other"
+
+
+def _closed(value: Any, vocabulary: frozenset[str]) -> str | None:
+    """An upper-case code from `vocabulary`, "OTHER" for anything else, None when empty."""
+    text = _text(value, upper=True)
+    if not text:
+        return None
+    return text if text in vocabulary else "OTHER"
+
+
+def vendor(value: Any) -> str | None:
+    """Manufacturer -> a known vendor's name or "other" (the header's text is never kept)."""
+    text = _text(value, upper=True)
+    if not text:
+        return None
+    return next((name for key, name in _VENDORS if key in text), "GE" if text in ("GE", "GEMS") else "other")
 
 
 def _text(value: Any, *, upper: bool = False) -> str | None:
@@ -110,11 +175,14 @@ def safe_metadata(ds: Any) -> dict[str, Any]:
     """The allow-listed, normalised, non-identifying header facts of a pydicom Dataset."""
     meta: dict[str, Any] = {}
 
-    for kw, key in (("Modality", "modality"), ("BodyPartExamined", "body_part"),
-                    ("ViewPosition", "view_position"), ("PhotometricInterpretation", "photometric_interpretation")):
-        text = _text(_get(ds, kw), upper=True)
-        if text:
-            meta[key] = text
+    for kw, key, vocabulary in (("Modality", "modality", MODALITIES), ("ViewPosition", "view_position", VIEW_POSITIONS),
+                                ("PhotometricInterpretation", "photometric_interpretation", PHOTOMETRIC)):
+        code = _closed(_get(ds, kw), vocabulary)
+        if code:
+            meta[key] = code
+    part = body_part_term(_get(ds, "BodyPartExamined"))
+    if part:
+        meta["body_part"] = part.upper()
     for kw, key in (("BitsStored", "bits_stored"), ("Rows", "rows"), ("Columns", "columns")):
         v = _get(ds, kw)
         try:
@@ -127,7 +195,7 @@ def safe_metadata(ds: Any) -> dict[str, Any]:
         if spacing:
             meta["pixel_spacing_mm"] = spacing[:2]
             break
-    manufacturer = _text(_get(ds, "Manufacturer"))
+    manufacturer = vendor(_get(ds, "Manufacturer"))
     if manufacturer:
         meta["manufacturer"] = manufacturer
     lossy = _text(_get(ds, "LossyImageCompression"))

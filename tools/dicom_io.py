@@ -9,7 +9,11 @@ header first, so a hostile header is refused without decoding anything.
 Multi-frame objects are refused: a chest radiograph is one frame; several frames mean
 fluoroscopy, tomosynthesis or a stack, and silently showing frame 1 could hide the one that
 matters. Identifying header values never leave this module: only deid.safe_metadata() output
-does, and error messages never quote header values.
+does, and error messages never quote header values: modality and body part are named from
+fixed vocabularies (deid.MODALITIES / deid.body_part_term), anything else is "other".
+
+Burned-in text: a header declaring BurnedInAnnotation = YES is refused before decoding unless
+the caller allows it (Settings.burned_in_text = "redact"; tools.imaging then redacts the text).
 """
 
 from __future__ import annotations
@@ -24,8 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from tools.deid import safe_metadata
-from tools.study import CorruptFile, NotAChestRadiograph, StudyError, UnsupportedFormat, View, check_size
+from tools.deid import body_part_term, safe_metadata
+from tools.study import (
+    MAX_PIXELS,
+    BurnedInText,
+    CorruptFile,
+    NotAChestRadiograph,
+    StudyError,
+    UnsupportedFormat,
+    View,
+    check_size,
+)
 
 # Projection radiography modalities we accept; DR is not a DICOM term but some vendors write it.
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
@@ -51,14 +64,12 @@ _MODALITY_NAMES = {
     "ES": "an endoscopy study",
     "OP": "an ophthalmic photograph",
 }
-# Body parts that are clearly not a chest; anything else unrecognised only earns a note.
-_NON_CHEST_PARTS = (
-    "HEAD", "SKULL", "BRAIN", "FACE", "SINUS", "JAW", "TMJ", "TEETH", "DENT", "NECK",
-    "HAND", "FINGER", "WRIST", "FOREARM", "ELBOW", "HUMERUS", "ARM", "SHOULDER",
-    "PELVIS", "HIP", "FEMUR", "KNEE", "LEG", "ANKLE", "FOOT", "TOE", "EXTREMITY",
-    "ABDOMEN", "BREAST", "SPINE", "LSPINE", "CSPINE",
-)  # fmt: skip
-_CHEST_PARTS = ("CHEST", "THORAX", "TORAX", "THORAC", "LUNG", "RIB", "BRUST", "TORACE", "POITRINE", "PECHO")
+BURNED_IN_REFUSAL = (
+    "This DICOM declares burned-in annotation (BurnedInAnnotation = YES): text such as a patient's "
+    "name or ID may be part of the image itself, so it was not loaded. Upload a copy without burned-in "
+    "text, or ask the administrator to set CXR_AGENT_BURNED_IN_TEXT=redact so such text is found (OCR) "
+    "and blacked out before the image is used."
+)
 
 
 class _MuteWhileDecoding(logging.Filter):
@@ -127,7 +138,7 @@ def check_is_radiograph(ds: Any, notes: list[str]) -> None:
     """Refuse non-radiograph modalities, non-chest body parts and image-less objects."""
     modality = _str(ds, "Modality")
     if modality and modality not in RADIOGRAPH_MODALITIES and modality != "OT":
-        what = _MODALITY_NAMES.get(modality, f"a {modality[:16]} study")
+        what = _MODALITY_NAMES.get(modality, "a study of another modality")  # never the header's own text
         raise NotAChestRadiograph(
             f"This DICOM is {what}, not a chest radiograph. Upload a chest X-ray (CR or DX)."
         )
@@ -135,13 +146,11 @@ def check_is_radiograph(ds: Any, notes: list[str]) -> None:
         notes.append("The DICOM has no modality; assumed to be a radiograph.")
     elif modality == "OT":
         notes.append("The DICOM's modality is 'other' (OT); assumed to be a radiograph.")
-    part = _str(ds, "BodyPartExamined")
-    if part and not any(k in part for k in _CHEST_PARTS):
-        if any(k in part for k in _NON_CHEST_PARTS):
-            raise NotAChestRadiograph(
-                f"This radiograph is of the {part.lower()[:32]}, not the chest. Upload a chest X-ray."
-            )
-        notes.append(f"Body part '{part[:32]}' is not recognised as chest; check this is a chest X-ray.")
+    part = body_part_term(_str(ds, "BodyPartExamined"))
+    if part not in (None, "chest"):
+        if part != "other":
+            raise NotAChestRadiograph(f"This radiograph is of the {part}, not the chest. Upload a chest X-ray.")
+        notes.append("The DICOM's body part is not one recognised as chest; check this is a chest X-ray.")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         sop = _sop_class_name(ds)
         raise NotAChestRadiograph(
@@ -158,12 +167,12 @@ def _sop_class_name(ds: Any) -> str:
         return ""
 
 
-def check_geometry(ds: Any) -> tuple[int, int]:
+def check_geometry(ds: Any, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """Rows/Columns/frames/samples from the header, refused before any pixel is decoded."""
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     if not rows or not cols:
         raise CorruptFile("The DICOM image has no valid size (Rows/Columns); the file is damaged.")
-    check_size(cols, rows)
+    check_size(cols, rows, max_pixels)
     frames = _int(ds, "NumberOfFrames", 1) or 1
     if frames > 1:
         raise NotAChestRadiograph(
@@ -301,15 +310,18 @@ def infer_view(ds: Any) -> tuple[View, str]:
 
 
 # ---- entry point ---------------------------------------------------------------------------
-def decode_dicom(data: bytes) -> DecodedDicom:
-    """Decode DICOM bytes into display-ready pixels; refusals raise StudyError subclasses."""
+def decode_dicom(data: bytes, *, max_pixels: int = MAX_PIXELS, allow_burned_in: bool = False) -> DecodedDicom:
+    """Decode DICOM bytes into display-ready pixels; refusals raise StudyError subclasses.
+
+    allow_burned_in: decode a BurnedInAnnotation = YES image (the caller redacts it) instead of
+    refusing it with BurnedInText."""
     _MUTE._state.active = True
     try:
         with warnings.catch_warnings():
             # pydicom warns about invalid header values and quotes them (UIDs, dates, names): never surface them.
             warnings.simplefilter("ignore")
             with np.errstate(all="ignore"):
-                return _decode(data)
+                return _decode(data, max_pixels, allow_burned_in)
     except StudyError:
         raise
     except MemoryError:
@@ -320,16 +332,23 @@ def decode_dicom(data: bytes) -> DecodedDicom:
         _MUTE._state.active = False
 
 
-def _decode(data: bytes) -> DecodedDicom:
+def _decode(data: bytes, max_pixels: int, allow_burned_in: bool) -> DecodedDicom:
     ds = read_dataset(data)
     if not _looks_like_dicom(ds):
         raise UnsupportedFormat("The file is not a PNG, JPEG or DICOM image.")
     notes: list[str] = []
     check_is_radiograph(ds, notes)
-    check_geometry(ds)
+    check_geometry(ds, max_pixels)
+    burned_in = _str(ds, "BurnedInAnnotation") == "YES"
+    if burned_in and not allow_burned_in:
+        raise BurnedInText(BURNED_IN_REFUSAL)
     meta = safe_metadata(ds)
+    if burned_in:
+        meta["burned_in_annotation"] = True
     try:
-        meta["transfer_syntax"] = ds.file_meta.TransferSyntaxUID.name
+        tsyntax = ds.file_meta.TransferSyntaxUID
+        if tsyntax.is_transfer_syntax:  # a UID in pydicom's dictionary: a fixed name, never header text
+            meta["transfer_syntax"] = tsyntax.name
     except Exception:
         pass
     arr = _decode_pixels(ds)

@@ -1,11 +1,13 @@
 """Ingestion: any uploaded PNG, JPEG or DICOM -> a de-identified, display-ready Study.
 
 ``load_study`` is the only way a file enters the system. It sniffs the format from the
-content (magic bytes), refuses an extension that contradicts the content, checks the size
-from the header before decoding anything, decodes (Pillow / pydicom via tools.dicom_io),
-checks the image polarity, and returns a Study whose pixels are float32 (H, W) in [0, 1],
-bone bright, at the original resolution. Every refusal is a StudyError subclass with a
-message for a clinician; no other exception escapes.
+content (magic bytes; an extension that disagrees only earns a note, tools.formats), checks
+the size from the header before decoding anything (Settings.max_image_pixels), decodes
+(Pillow / pydicom via tools.dicom_io) with at most Settings.decode_concurrency decodes at once,
+checks the image polarity, handles burned-in text (refused, or redacted by OCR: tools.redact),
+quantises to uint16 and returns a Study whose pixels are float32 (H, W) in [0, 1] on that grid,
+bone bright, at the original resolution; the id hashes the quantised pixels. Every refusal is a
+StudyError subclass with a message for a clinician; no other exception escapes.
 
 Polarity: the header is trusted first (MONOCHROME1 is inverted). Then, for frontal or
 unknown views, a chest-specific check compares the mediastinum column with the lung fields
@@ -21,19 +23,23 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tools.formats import FORMAT_NAMES, SUPPORTED, extension_note, sniff_format
 from tools.study import (
     MAX_PIXELS,
     MAX_SIDE,
     MIN_SIDE,
+    BurnedInText,
     CorruptFile,
     ImageTooLarge,
     ImageTooSmall,
+    IngestBusy,
     NotAChestRadiograph,
     SourceFormat,
     Study,
@@ -41,11 +47,18 @@ from tools.study import (
     UnsupportedFormat,
     View,
     check_size,
+    dequantise,
     pixel_hash,
+    quantise,
 )
+
+if TYPE_CHECKING:
+    from cxr_agent.settings import Settings
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "BurnedInText",
+    "IngestBusy",
     "MAX_PIXELS",
     "MAX_SIDE",
     "MIN_SIDE",
@@ -67,113 +80,18 @@ log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 512 * 1024 * 1024  # a chest DICOM is 1-60 MB; refuse before reading more
 POLARITY_INVERTED_BELOW = -0.75  # corrected (flipped) and flagged
 POLARITY_DOUBTFUL_BELOW = 0.0  # flagged only
-
-_FORMAT_NAMES = {
-    "png": "PNG",
-    "jpeg": "JPEG",
-    "dicom": "DICOM",
-    "tiff": "TIFF",
-    "gif": "GIF",
-    "bmp": "BMP",
-    "webp": "WebP",
-    "jpeg2000": "JPEG 2000 (bare, not inside DICOM)",
-    "pdf": "PDF",
-    "zip": "ZIP archive",
-    "gzip": "gzip archive",
-    "nifti": "NIfTI",
-    "text": "text",
-}
-_EXTENSIONS = {
-    ".png": "png",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".jpe": "jpeg",
-    ".jfif": "jpeg",
-    ".dcm": "dicom",
-    ".dicom": "dicom",
-    ".dic": "dicom",
-    ".ima": "dicom",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-    ".gif": "gif",
-    ".bmp": "bmp",
-    ".webp": "webp",
-    ".jp2": "jpeg2000",
-    ".j2k": "jpeg2000",
-    ".pdf": "pdf",
-    ".zip": "zip",
-    ".gz": "gzip",
-    ".nii": "nifti",
-    ".txt": "text",
-    ".csv": "text",
-    ".json": "text",
-}
-_SUPPORTED = ("png", "jpeg", "dicom")
+DECODE_WAIT_S = 120.0  # an upload waits this long for a free decode slot before it is refused
+_SLOTS_LOCK = threading.Lock()
+_slots: tuple[int, threading.BoundedSemaphore] | None = None
 
 
-# ---- format sniffing ---------------------------------------------------------------------------
-def sniff_format(data: bytes) -> str | None:
-    """The format named by the content's magic bytes (see _FORMAT_NAMES), or None if unknown."""
-    head = data[:16]
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return "dicom"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "tiff"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head.startswith(b"BM") and len(data) > 26:
-        return "bmp"
-    if head.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        return "webp"
-    if head.startswith((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51")):
-        return "jpeg2000"
-    if head.startswith(b"%PDF"):
-        return "pdf"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if len(data) >= 348 and data[344:348] in (b"n+1\x00", b"ni1\x00"):
-        return "nifti"
-    if _looks_like_legacy_dicom(data):
-        return "dicom"
-    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in data[:512]):
-        return "text"
-    return None
-
-
-def _looks_like_legacy_dicom(data: bytes) -> bool:
-    """A DICOM stream with no preamble/file meta starts with a group 0x0002 or 0x0008 tag."""
-    if len(data) < 8:
-        return False
-    group = int.from_bytes(data[0:2], "little")
-    element = int.from_bytes(data[2:4], "little")
-    return group in (0x0002, 0x0008) and element < 0x2000
-
-
-def _check_extension(filename: str | None, content: str | None) -> None:
-    if not filename:
-        return
-    suffix = Path(filename).suffix.lower()
-    claimed = _EXTENSIONS.get(suffix)
-    if claimed is None or claimed == content:  # no/unknown extension (e.g. UID-named DICOM): content decides
-        return
-    said = _FORMAT_NAMES[claimed]
-    if content is None:
-        raise UnsupportedFormat(
-            f"The file's extension '{suffix}' says {said}, but its content is not a PNG, JPEG or DICOM "
-            "image (it may be damaged or in another format)."
-        )
-    fix = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}.get(content)
-    raise UnsupportedFormat(
-        f"The file's extension '{suffix}' says {said}, but its content is {_FORMAT_NAMES[content]}. "
-        + (f"Rename it to {fix} if that is right, or export it again, and upload it again." if fix else
-           "Export the image as PNG, JPEG or DICOM and upload it again.")
-    )
+def _decode_slots(n: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore bounding concurrent decodes (each can hold ~1 GB while it runs)."""
+    global _slots
+    with _SLOTS_LOCK:
+        if _slots is None or _slots[0] != n:
+            _slots = (n, threading.BoundedSemaphore(n))
+        return _slots[1]
 
 
 # ---- reading the source ------------------------------------------------------------------------
@@ -253,11 +171,11 @@ def _raster_to_grey(im: Any, meta: dict[str, Any]) -> np.ndarray:
     return (grey - lo) / (hi - lo) if hi > lo else np.zeros_like(grey)
 
 
-def _decode_raster(data: bytes, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
+def _decode_raster(data: bytes, fmt: str, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict[str, Any]]:
     from PIL import Image, ImageOps
 
     formats = ["PNG"] if fmt == "png" else ["JPEG", "MPO"]
-    name = _FORMAT_NAMES[fmt]
+    name = FORMAT_NAMES[fmt]
     try:
         with warnings.catch_warnings():  # our own check_size (tighter) follows; Pillow's hard limit stays on
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -269,7 +187,7 @@ def _decode_raster(data: bytes, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
     except Exception:
         raise CorruptFile(f"The {name} file could not be read: its header is damaged or truncated.") from None
     width, height = im.size
-    check_size(width, height)  # from the header, before decoding any pixel
+    check_size(width, height, max_pixels)  # from the header, before decoding any pixel
     meta: dict[str, Any] = {}
     try:
         with warnings.catch_warnings():
@@ -337,15 +255,27 @@ def _check_polarity(pixels: np.ndarray, view: View, meta: dict[str, Any]) -> np.
 
 
 # ---- entry point -----------------------------------------------------------------------------------
-def load_study(source: str | Path | bytes, *, filename: str | None = None) -> Study:
+def load_study(
+    source: str | Path | bytes, *, filename: str | None = None, settings: Settings | None = None
+) -> Study:
     """Decode a PNG, JPEG or DICOM (path, bytes or binary file object) into a de-identified Study.
 
-    filename (optional) is used only to check that its extension matches the content; it is never
-    stored or logged. Raises a StudyError subclass (UnsupportedFormat, CorruptFile,
-    NotAChestRadiograph, ImageTooLarge, ImageTooSmall) and nothing else.
+    filename (optional) is used only to note when its extension disagrees with the content; it is
+    never stored or logged. settings (default: the process-wide ones) gives the pixel cap, the
+    burned-in text policy and the decode concurrency. Raises a StudyError subclass
+    (UnsupportedFormat, CorruptFile, NotAChestRadiograph, ImageTooLarge, ImageTooSmall,
+    BurnedInText, IngestBusy) and nothing else.
     """
+    if settings is None:
+        from cxr_agent.settings import get_settings
+
+        settings = get_settings()
+    slots = _decode_slots(settings.decode_concurrency)
+    if not slots.acquire(timeout=DECODE_WAIT_S):
+        log.info("study refused: every decode slot busy")
+        raise IngestBusy("The server is busy reading other images; upload the image again in a minute.")
     try:
-        study = _load(source, filename)
+        study = _load(source, filename, settings)
     except StudyError as exc:
         log.info("study refused: %s: %s", type(exc).__name__, exc)
         raise
@@ -355,6 +285,8 @@ def load_study(source: str | Path | bytes, *, filename: str | None = None) -> St
     except Exception as exc:  # last line of defence: a decoder bug must not crash the app
         log.warning("study refused: unexpected %s while decoding", type(exc).__name__)
         raise CorruptFile("The file could not be decoded: it is damaged or in an unsupported variant.") from None
+    finally:
+        slots.release()
     log.info(
         "study ingested: id=%s format=%s size=%dx%d view=%s",
         study.id[:12], study.source_format, study.width, study.height, study.view,
@@ -362,20 +294,20 @@ def load_study(source: str | Path | bytes, *, filename: str | None = None) -> St
     return study
 
 
-def _load(source: Any, filename: str | None) -> Study:
+def _load(source: Any, filename: str | None, settings: Settings) -> Study:
     data, filename = _read_source(source, filename)
     if not data:
         raise CorruptFile("The file is empty (0 bytes). Upload it again.")
     fmt = sniff_format(data)
-    _check_extension(filename, fmt)
-    if fmt not in _SUPPORTED:
+    format_note = extension_note(filename, fmt)
+    if fmt not in SUPPORTED:
         if fmt is None:
             raise UnsupportedFormat(
                 "The file is not a PNG, JPEG or DICOM image (its content is not recognised). "
                 "Upload a chest X-ray in one of those formats."
             )
         raise UnsupportedFormat(
-            f"This is a {_FORMAT_NAMES[fmt]} file; cxr-agent reads PNG, JPEG and DICOM. "
+            f"This is a {FORMAT_NAMES[fmt]} file; cxr-agent reads PNG, JPEG and DICOM. "
             "Convert the image to one of those and upload it again."
         )
     view: View = "unknown"
@@ -383,12 +315,16 @@ def _load(source: Any, filename: str | None) -> Study:
     if fmt == "dicom":
         from tools.dicom_io import decode_dicom
 
-        decoded = decode_dicom(data)
+        decoded = decode_dicom(
+            data, max_pixels=settings.max_image_pixels, allow_burned_in=settings.burned_in_text == "redact"
+        )
         pixels, view, meta = decoded.pixels, decoded.view, decoded.metadata
         source_format = "dicom"
     else:
-        pixels, meta = _decode_raster(data, fmt)
+        pixels, meta = _decode_raster(data, fmt, settings.max_image_pixels)
         source_format = "png" if fmt == "png" else "jpeg"
+    if format_note:
+        meta["format_note"] = format_note
     if pixels.ndim != 2:
         raise CorruptFile(f"Expected a 2-D greyscale image, got shape {pixels.shape}.")
     # Both decoders return finite float64 in [0, 1]; re-check cheaply rather than trust.
@@ -401,10 +337,15 @@ def _load(source: Any, filename: str | None) -> Study:
         pixels = np.clip(pixels, 0.0, 1.0)
     # float64 until here so a polarity correction undoes an inversion exactly (same image, same id).
     pixels = _check_polarity(pixels, view, meta)
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    if settings.burned_in_text == "redact":  # every image, DICOM or not: text is found in the pixels
+        from tools.redact import redact_text
+
+        pixels, meta["redaction"] = redact_text(pixels)
+    stored = quantise(pixels)  # what the store keeps and the id hashes
+    pixels = dequantise(stored)
     height, width = pixels.shape
     return Study(
-        id=pixel_hash(pixels),
+        id=pixel_hash(stored),
         pixels=pixels,
         original_size=(width, height),
         view=view,

@@ -40,18 +40,28 @@ class ImageTooSmall(StudyError):
     """Too small to read a chest radiograph from."""
 
 
+class BurnedInText(StudyError):
+    """Pixels carry burned-in text (e.g. a name or MRN) and redaction is off, or could not be done."""
+
+
+class IngestBusy(StudyError):
+    """Too many images are being decoded at once; try again in a moment."""
+
+
 # Size limits every decoder checks from the header, BEFORE decoding pixels.
 MIN_SIDE = 64  # px: below this nothing can be read from a chest radiograph
 MAX_SIDE = 12_000  # px: larger than any detector (43 cm at 0.035 mm)
-MAX_PIXELS = 100_000_000  # 100 MP: ~400 MB as float32; beyond this is a bomb, not a radiograph
+MAX_PIXELS = 40_000_000  # default of Settings.max_image_pixels: a 43 cm detector at 0.07 mm is ~37 MP
+QUANT_LEVELS = 65535  # pixels are quantised to uint16 at ingest (finer than any 12-16 bit detector)
 
 
-def check_size(width: int, height: int) -> None:
-    """Refuse sizes outside [MIN_SIDE, MAX_SIDE] per side or above MAX_PIXELS in total."""
-    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse sizes outside [MIN_SIDE, MAX_SIDE] per side or above max_pixels in total."""
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > max_pixels:
         raise ImageTooLarge(
             f"The image is {width} x {height} pixels, larger than the {MAX_SIDE:,} pixels per side "
-            f"(or {MAX_PIXELS // 1_000_000} megapixels) this tool decodes; export it at a lower resolution."
+            f"(or {max_pixels / 1_000_000:g} megapixels, setting CXR_AGENT_MAX_IMAGE_PIXELS) this tool "
+            "decodes; export it at a lower resolution."
         )
     if width < MIN_SIDE or height < MIN_SIDE:
         raise ImageTooSmall(
@@ -60,12 +70,40 @@ def check_size(width: int, height: int) -> None:
         )
 
 
+def quantise(pixels: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint16 (round to nearest of QUANT_LEVELS + 1 levels): what the store keeps."""
+    arr = np.asarray(pixels)
+    if arr.dtype == np.uint16:
+        return np.ascontiguousarray(arr)
+    out = np.clip(arr, 0.0, 1.0) * QUANT_LEVELS
+    return np.ascontiguousarray(np.rint(out), dtype=np.uint16)
+
+
+def dequantise(q: np.ndarray) -> np.ndarray:
+    """uint16 -> float32 in [0, 1]; quantise(dequantise(q)) == q exactly (error < 0.01 of a level)."""
+    out = q.astype(np.float32)
+    out *= np.float32(1.0 / QUANT_LEVELS)
+    return out
+
+
 def pixel_hash(pixels: np.ndarray) -> str:
-    """Content id: sha256 of the display pixels (shape + float32 bytes)."""
+    """Content id: sha256 of what is stored (shape + the uint16 quantised pixels, little-endian).
+
+    Float pixels are quantised first, so a Study's float32 pixels and its stored uint16 array give
+    the same id."""
+    q = quantise(pixels).astype("<u2", copy=False)
+    h = hashlib.sha256()
+    h.update(f"u16:{q.shape[0]}x{q.shape[1]}:".encode())
+    h.update(memoryview(q).cast("B"))  # same bytes as q.tobytes(), without the copy
+    return h.hexdigest()
+
+
+def legacy_pixel_hash(pixels: np.ndarray) -> str:
+    """The v0.1 content id (shape + float32 bytes), kept so studies stored by v0.1 still load."""
     arr = np.ascontiguousarray(pixels, dtype=np.float32)
     h = hashlib.sha256()
     h.update(f"{arr.shape[0]}x{arr.shape[1]}:".encode())
-    h.update(memoryview(arr).cast("B"))  # same bytes as arr.tobytes(), without the copy
+    h.update(memoryview(arr).cast("B"))
     return h.hexdigest()
 
 
@@ -73,8 +111,8 @@ def pixel_hash(pixels: np.ndarray) -> str:
 class Study:
     """A de-identified chest radiograph.
 
-    pixels: float32, 2-D (H, W), finite, in [0, 1], bright = dense (bone bright), at the
-    ORIGINAL resolution, so a Box in [0, 1] maps to original pixels by multiplying by
+    pixels: float32, 2-D (H, W), finite, in [0, 1] on the uint16 grid (k / 65535; studies stored
+    by v0.1 keep their float32 values), bright = dense (bone bright), at the ORIGINAL resolution, so a Box in [0, 1] maps to original pixels by multiplying by
     (width, height). metadata holds only non-identifying facts (modality, view, body part,
     pixel spacing, bits, photometric interpretation, age bucket).
     """
@@ -118,9 +156,11 @@ class Study:
         lo, hi = float(arr.min()), float(arr.max())
         if lo < 0.0 or hi > 1.0:
             arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        q = quantise(arr)
+        arr = dequantise(q)
         h, w = arr.shape
         return cls(
-            id=pixel_hash(arr),
+            id=pixel_hash(q),
             pixels=arr,
             original_size=(w, h),
             view=view,

@@ -1,7 +1,9 @@
 """Ingested studies on disk, by content id, so the graph state holds only the id.
 
-Layout: ``<root>/<id[:2]>/<id>.npy`` (float32 pixels) and ``<id>.json`` (everything else).
-Each file is written to a unique temporary name in the same directory and renamed into place
+Layout: ``<root>/<id[:2]>/<id>.npy`` (uint16 pixels, the quantised Study pixels the id hashes;
+v0.1 wrote float32 and those still load under their old id) and ``<id>.json`` (everything
+else). Directories are created 0700 and files 0600 (tools.disk). With a quota (Settings
+.storage_quota_mb) every put evicts the least recently used studies and their heatmaps. Each file is written to a unique temporary name in the same directory and renamed into place
 (atomic on POSIX and Windows), pixels first and metadata last, so a reader sees either no
 study or a complete one; concurrent writers of the same id write identical bytes. Safe for
 Streamlit's threads and for several processes sharing one directory.
@@ -10,22 +12,21 @@ Streamlit's threads and for several processes sharing one directory.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tools.study import Study, pixel_hash
+from tools.disk import atomic_write, enforce_quota, private_dir, touch
+from tools.study import Study, dequantise, legacy_pixel_hash, pixel_hash, quantise
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
 
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
-_SCHEMA = 1
+_SCHEMA = 2  # 1: float32 pixels (v0.1); 2: uint16
 
 
 class StudyNotFound(KeyError):
@@ -38,17 +39,22 @@ class StudyNotFound(KeyError):
 class StudyStore:
     """Content-addressed store of Study objects under one directory."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, artifacts_dir: Path | str | None = None, quota_bytes: int = 0) -> None:
         self.root = Path(root).expanduser()
+        self.artifacts_dir = Path(artifacts_dir).expanduser() if artifacts_dir is not None else None
+        self.quota_bytes = int(quota_bytes)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> StudyStore:
-        """The store under ``settings.studies_dir`` (the process-wide settings by default)."""
+        """The store under ``settings.studies_dir`` (the process-wide settings by default), with the
+        disk quota shared with ``settings.artifacts_dir``."""
         if settings is None:
             from cxr_agent.settings import get_settings
 
             settings = get_settings()
-        return cls(settings.studies_dir)
+        private_dir(settings.data_dir)
+        return cls(settings.studies_dir, artifacts_dir=settings.artifacts_dir,
+                   quota_bytes=settings.storage_quota_mb * 2**20)
 
     # ---- paths ------------------------------------------------------------------------------
     def _paths(self, study_id: str) -> tuple[Path, Path]:
@@ -57,29 +63,25 @@ class StudyStore:
         folder = self.root / study_id[:2]
         return folder / f"{study_id}.npy", folder / f"{study_id}.json"
 
-    @staticmethod
-    def _atomic_write(path: Path, write: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def enforce_quota(self, keep: tuple[str, ...] = ()) -> list[str]:
+        """Evict least recently used studies (and their artifacts) beyond the quota; the evicted ids."""
+        return enforce_quota(self.root, self.artifacts_dir, self.quota_bytes, keep=keep)
 
     # ---- API ---------------------------------------------------------------------------------
     def put(self, study: Study) -> str:
         """Store a study (idempotent: an id already present is not rewritten) and return its id."""
         pixels_path, meta_path = self._paths(study.id)
         if meta_path.exists() and pixels_path.exists():
+            touch(meta_path)  # a re-upload is a use (eviction order)
             return study.id
-        pixels = np.ascontiguousarray(study.pixels, dtype=np.float32)
+        pixels, schema = quantise(study.pixels), _SCHEMA
+        if pixel_hash(pixels) != study.id:
+            if not (study.pixels.dtype == np.float32 and legacy_pixel_hash(study.pixels) == study.id):
+                raise ValueError("the study's id is not the hash of its pixels; it cannot be stored")
+            pixels, schema = np.ascontiguousarray(study.pixels), 1  # a v0.1 study keeps its id
+        private_dir(self.root)
         record = {
-            "schema": _SCHEMA,
+            "schema": schema,
             "id": study.id,
             "original_size": list(study.original_size),
             "view": study.view,
@@ -87,8 +89,9 @@ class StudyStore:
             "metadata": study.metadata,
         }
         payload = json.dumps(record, sort_keys=True, default=_json_default).encode()
-        self._atomic_write(pixels_path, lambda fh: np.save(fh, pixels, allow_pickle=False))
-        self._atomic_write(meta_path, lambda fh: fh.write(payload))  # written last: the commit marker
+        atomic_write(pixels_path, lambda fh: np.save(fh, pixels, allow_pickle=False))
+        atomic_write(meta_path, lambda fh: fh.write(payload))  # written last: the commit marker
+        self.enforce_quota(keep=(study.id,))
         return study.id
 
     def get(self, study_id: str) -> Study:
@@ -103,8 +106,11 @@ class StudyStore:
             ) from None
         except (OSError, ValueError):
             raise StudyNotFound(f"Study {study_id[:12]}... is damaged on disk; upload the image again.") from None
-        if pixels.dtype != np.float32 or pixels.ndim != 2 or pixel_hash(pixels) != study_id:
+        if pixels.ndim != 2 or not _matches(pixels, study_id):
             raise StudyNotFound(f"Study {study_id[:12]}... is damaged on disk; upload the image again.")
+        if pixels.dtype == np.uint16:
+            pixels = dequantise(pixels)
+        touch(meta_path)  # last use, for least-recently-used eviction
         try:
             width, height = record["original_size"]
         except (KeyError, TypeError, ValueError):
@@ -143,6 +149,15 @@ class StudyStore:
         meta_path.unlink(missing_ok=True)  # the commit marker first: readers stop seeing it at once
         pixels_path.unlink(missing_ok=True)
         return existed
+
+
+def _matches(pixels: np.ndarray, study_id: str) -> bool:
+    """The stored array is what the id hashes: uint16 (current) or float32 (v0.1, old id)."""
+    if pixels.dtype == np.uint16:
+        return pixel_hash(pixels) == study_id
+    if pixels.dtype == np.float32:
+        return legacy_pixel_hash(pixels) == study_id
+    return False
 
 
 def _json_default(value: Any) -> Any:

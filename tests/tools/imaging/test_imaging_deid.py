@@ -92,10 +92,10 @@ def test_pydicom_value_logs_are_muted_inside_decoding(caplog):
     data = make_dicom(phi=True).replace(b"99.424242.1", b"99.424242Y1")
     real_decode = dio._decode
 
-    def touching_decode(raw: bytes):
+    def touching_decode(raw: bytes, *args):
         ds = pydicom.dcmread(__import__("io").BytesIO(raw))
         _ = ds.StudyInstanceUID  # would log "Invalid value for VR UI: '...424242Y'"
-        return real_decode(raw)
+        return real_decode(raw, *args)
 
     dio._decode = touching_decode
     try:

@@ -48,19 +48,33 @@ def test_text_file():
         (PNG, "scan.tiff", "TIFF", "PNG"),
     ],
 )
-def test_wrong_extension_is_refused_naming_both(data, name, said, actual):
-    with pytest.raises(UnsupportedFormat) as info:
-        load_study(data, filename=name)
-    msg = str(info.value)
-    assert said in msg and actual in msg
-    assert "scan" not in msg  # the file name (possibly a patient's name) is never echoed
+def test_content_decides_and_a_wrong_extension_is_noted(data, name, said, actual):
+    study = load_study(data, filename=name)
+    assert study.id == load_study(data).id  # the same image as without a name
+    note = study.metadata["format_note"]
+    assert f"says {said}" in note and f"content is {actual}" in note
+    assert "scan" not in repr(study.metadata)  # the file name (possibly a patient's name) is never kept
 
 
 def test_wrong_extension_from_path(tmp_path):
     path = tmp_path / "image.jpg"
     path.write_bytes(PNG)
-    with pytest.raises(UnsupportedFormat, match="JPEG"):
-        load_study(path)
+    study = load_study(path)
+    assert study.source_format == "png" and "says JPEG" in study.metadata["format_note"]
+
+
+def test_matching_extension_adds_no_note():
+    assert "format_note" not in load_study(PNG, filename="a.png").metadata
+
+
+@pytest.mark.parametrize("name", ["scan.png", "scan.jpg", "scan.dcm"])
+def test_content_that_is_not_a_supported_image_is_still_refused(name):
+    buf = __import__("io").BytesIO()
+    grey8(phantom()).save(buf, format="TIFF")
+    with pytest.raises(UnsupportedFormat, match="TIFF"):
+        load_study(buf.getvalue(), filename=name)
+    with pytest.raises(UnsupportedFormat, match="not a PNG, JPEG or DICOM"):
+        load_study(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes(), filename=name)
 
 
 @pytest.mark.parametrize("name", ["1.2.840.113619.2.55.3.6041.dcm", "1.2.840.113619.2.55", "IM0001", "x.IMA", "x.bin", None])
@@ -210,9 +224,10 @@ def test_non_chest_body_part():
         load_study(make_dicom(BodyPartExamined="HAND"))
 
 
-def test_unrecognised_body_part_only_noted():
+def test_unrecognised_body_part_only_noted_never_echoed():
     study = load_study(make_dicom(BodyPartExamined="PORTTHING"))
-    assert any("PORTTHING" in n for n in study.metadata["notes"])
+    assert any("not one recognised as chest" in n for n in study.metadata["notes"])
+    assert study.metadata["body_part"] == "OTHER" and "PORTTHING" not in repr(study.metadata)
 
 
 def test_every_refusal_is_a_value_error():
