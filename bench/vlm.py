@@ -10,6 +10,8 @@ Rows:
 - time to first token of a follow-up turn with the encode cache vs without (small geometry);
 - follow-up turn latency at RadVLM's REAL image geometry (SigLIP 384/14, anyres_max_9: a
   512x512 image -> ~3,700 image tokens) with vs without the cache;
+- N verification re-asks in one batched generate vs N serial generates (real geometry, image cached);
+- a report turn's three asks with the image first (shared KV prefix) vs instruction first;
 - openai backend (a local chat-completions server over HTTP + SSE, backed by the same model):
   tokens/s and time to first token vs the in-process transformers backend.
 Output length is forced with min_new_tokens (random weights stop at random places otherwise).
@@ -209,7 +211,49 @@ def run(quick: bool = False, settings: Any = None) -> list[dict[str, Any]]:
                      _median(times["features+kv"]) * 1000, "ms", none_ms,
                      geo + "; also skips the prefill of the image tokens", higher_is_better=False))
 
-    # 3. openai backend over HTTP/SSE vs in-process
+    # 3. re-asks: N conflicts in one batched generate (shared image KV prefix) vs N serial generates
+    n_conf = 4 if quick else 7
+    questions = [[ChatTurn("user", f"Is there any {f}?")] for f in
+                 ("pleural effusion", "pneumothorax", "cardiomegaly", "edema", "consolidation", "atelectasis",
+                  "fracture")[:n_conf]]
+    kvb = variants[True]
+    kvb.cache_clear()
+    kvb.generate(img512, turns, cache_key="reask", max_new_tokens=2)  # the report turn cached the image
+    serial_t, batch_t = [], []
+    for _ in range(1 if quick else reps - 1):
+        t0 = time.perf_counter()
+        for q in questions:
+            kvb.generate(img512, q, cache_key="reask", max_new_tokens=n_short, min_new_tokens=n_short)
+        serial_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        kvb.generate_batch(img512, questions, cache_key="reask", max_new_tokens=n_short, min_new_tokens=n_short)
+        batch_t.append(time.perf_counter() - t0)
+    rows.append(_row(f"{n_conf} verification re-asks: one batch vs serial", _median(batch_t) * 1000, "ms",
+                     _median(serial_t) * 1000, geo.split(", prompt")[0] + f"; {n_short} new tokens each, image cached",
+                     higher_is_better=False))
+
+    # 4. image order for a report turn's three asks (report, classification, detection): image first shares
+    # the cached KV prefix; instruction first (the authors' content order, if a template honoured it) could
+    # reuse only the image features and must prefill the image tokens for every ask.
+    asks = [[ChatTurn("user", t)] for t in ("Provide a radiology report for this exam.",
+                                            "Are there any abnormalities on this Chest X-ray?",
+                                            "Identify any abnormalities or lesions present on this X-ray and provide "
+                                            "their exact locations.")]
+    order_t: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(1 if quick else reps - 1):
+        for kv in (True, False):
+            v = variants[kv]
+            v.cache_clear()
+            t0 = time.perf_counter()
+            for a in asks:
+                v.generate(img512, a, cache_key=("o", i), max_new_tokens=n_short, min_new_tokens=n_short)
+            order_t[kv].append(time.perf_counter() - t0)
+    rows.append(_row("report turn's 3 asks: image first (shared KV prefix) vs instruction first (features only)",
+                     _median(order_t[True]) * 1000, "ms", _median(order_t[False]) * 1000,
+                     geo.split(", prompt")[0] + "; LLaVA-OneVision's template renders the image first either way",
+                     higher_is_better=False))
+
+    # 5. openai backend over HTTP/SSE vs in-process
     server = _Server(backend)
     try:
         oa_settings = settings.model_copy(update={"vlm_backend": "openai", "openai_base_url": server.url,

@@ -275,12 +275,13 @@ class TransformersBackend:
     # ------------------------------------------------------------------ generation
     def generate_batch(self, image: Image.Image, conversations: list[list[ChatTurn]], *,
                        cache_key: Hashable | None = None, max_new_tokens: int | None = None,
+                       min_new_tokens: int | None = None,
                        cancel: threading.Event | None = None) -> list[GenerationResult]:
         """Several conversations about one image in one ``generate`` (backends/transformers_batch.py)."""
         from tools.vlm.backends.transformers_batch import generate_batch
 
         return generate_batch(self, image, conversations, cache_key=cache_key, max_new_tokens=max_new_tokens,
-                              cancel=cancel)
+                              min_new_tokens=min_new_tokens, cancel=cancel)
 
     def generate(
         self,

@@ -32,6 +32,7 @@ def generate_batch(
     *,
     cache_key: Hashable | None = None,
     max_new_tokens: int | None = None,
+    min_new_tokens: int | None = None,
     cancel: threading.Event | None = None,
 ) -> list[GenerationResult]:
     import torch
@@ -85,6 +86,8 @@ def generate_batch(
             cache.batch_repeat_interleave(n)
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "past_key_values": cache,
                                   "max_new_tokens": max_new, "do_sample": False, "pad_token_id": pad}
+        if min_new_tokens:
+            kwargs["min_new_tokens"] = min(int(min_new_tokens), max_new)
         if cancel is not None:
             kwargs["stopping_criteria"] = cancel_criteria(cancel)
         try:
