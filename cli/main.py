@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.evaluate import app as eval_app
+from cli.forget import register as register_forget
 from cli.kb import app as kb_app
 from cli.models import app as models_app
 from cli.run import register as register_run_commands
@@ -14,6 +15,7 @@ app.add_typer(kb_app, name="kb", help="Build, inspect and search the prior-repor
 app.add_typer(models_app, name="models", help="List and download model weights.")
 app.add_typer(eval_app, name="eval", help="Evaluate tools and the reconciled graph on labelled data.")
 register_run_commands(app)  # ui, ask
+register_forget(app)  # forget (issue 14)
 
 if __name__ == "__main__":
     app()

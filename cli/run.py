@@ -82,14 +82,24 @@ def ask(
     settings = get_settings()
     if image != "-" and not Path(image).expanduser().is_file():
         raise typer.BadParameter(f"no such file: {image}", param_hint="IMAGE")
+    if len(question) > settings.max_message_chars:
+        raise typer.BadParameter(f"the question is {len(question):,} characters; the limit is "
+                                 f"{settings.max_message_chars:,} (CXR_AGENT_MAX_MESSAGE_CHARS)", param_hint="QUESTION")
     from graph import build_graph
+    from tools.study import StudyError
 
     graph = build_graph(settings)
     thread_id = thread or uuid.uuid4().hex[:12]
     config = {"configurable": {"thread_id": thread_id}}
     inputs: dict = {"messages": [("user", question)]}
     if image != "-":
-        inputs["image"] = str(Path(image).expanduser())
+        # Ingest here and hand the graph only the study id: the path (often a patient's name or
+        # MRN) never reaches the checkpoints.
+        try:
+            inputs["study_id"] = graph.cxr_nodes.store_image(str(Path(image).expanduser()))
+        except StudyError as exc:
+            err.print(f"[red]The image was not loaded: {exc}[/red]")
+            raise typer.Exit(1) from None
     for mode, chunk in graph.stream(inputs, config, stream_mode=["custom", "updates"]):
         if mode != "custom" or quiet:
             continue

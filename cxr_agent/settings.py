@@ -108,6 +108,24 @@ class Settings(BaseSettings):
         False, description="Allow sending images to a non-loopback VLM server over plain http:// (not https)."
     )
 
+    # --- privacy, retention and input limits (issue 14, helper F2: agents/retention.py, agents/audit.py) --
+    retention_days: float = Field(
+        30.0, ge=0, description="Conversations, studies, heatmaps and audit lines older than this are deleted "
+        "(at start and every retention_interval_s); 0 keeps everything."
+    )
+    retention_interval_s: float = Field(3600.0, gt=0, description="How often a running app applies the retention.")
+    audit_log: bool = Field(True, description="One PHI-free JSON line per reply under <data_dir>/audit/.")
+    router_timeout_s: float = Field(10.0, gt=0, description="The optional LLM router's deadline; the rules answer after it.")
+    max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted (longer ones are refused politely).")
+
+    # --- PACS / DICOMweb (issue 16, helper D: tools/interop/) --------------------------------
+    pacs_url: str | None = Field(None, description="DICOMweb root of the PACS, e.g. http://pacs:8042/dicom-web.")
+    pacs_username: str | None = Field(None, description="HTTP basic-auth user for the PACS.")
+    pacs_password: SecretStr | None = Field(None, description="HTTP basic-auth password for the PACS.")
+    pacs_token: SecretStr | None = Field(None, description="Bearer token for the PACS (instead of user/password).")
+    pacs_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout for the PACS.")
+    pacs_verify_tls: bool = Field(True, description="Verify the PACS's TLS certificate (https).")
+
     @field_validator("data_dir", "hf_cache_dir", "classifier_weights_dir", "index_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
