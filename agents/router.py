@@ -419,24 +419,46 @@ def route_with_llm(text: str, *, has_image: bool, llm: Any, has_history: bool = 
         return fallback.model_copy(update={"reason": f"{fallback.reason} (LLM router failed: {type(exc).__name__})"})
 
 
-def make_router(settings: Any = None):
-    """A ``(text, *, has_image, has_history) -> Route`` callable: LLM-first when settings.router_llm is set."""
+def make_router(settings: Any = None, *, llm: Any = None):
+    """A ``(text, *, has_image, has_history) -> Route`` callable: LLM-first when settings.router_llm is set
+    (or an ``llm`` is given), bounded by ``settings.router_timeout_s``: past it the rules answer."""
     model_name = getattr(settings, "router_llm", None) if settings is not None else None
-    if not model_name:
-        return route
-    try:
-        from langchain.chat_models import init_chat_model  # type: ignore[import-not-found]
+    if llm is None:
+        if not model_name:
+            return route
+        try:
+            from langchain.chat_models import init_chat_model  # type: ignore[import-not-found]
 
-        llm = init_chat_model(model_name)
-    except Exception as exc:  # noqa: BLE001 - missing provider package or credentials: rules only
-        log.warning("router_llm=%r unavailable (%s: %s); routing by rules. Install `langchain` and the "
-                    "provider package (e.g. langchain-openai) to enable it.", model_name, type(exc).__name__, exc)
-        return route
+            llm = init_chat_model(model_name)
+        except Exception as exc:  # noqa: BLE001 - missing provider package or credentials: rules only
+            log.warning("router_llm=%r unavailable (%s: %s); routing by rules. Install `langchain` and the "
+                        "provider package (e.g. langchain-openai) to enable it.", model_name, type(exc).__name__, exc)
+            return route
+    timeout_s = float(getattr(settings, "router_timeout_s", None) or ROUTER_TIMEOUT_S)
 
     def _route(text: str, *, has_image: bool, has_history: bool = False) -> Route:
-        return route_with_llm(text, has_image=has_image, llm=llm, has_history=has_history)
+        return _bounded(lambda: route_with_llm(text, has_image=has_image, llm=llm, has_history=has_history),
+                        timeout_s, lambda: route(text, has_image=has_image, has_history=has_history))
 
     return _route
+
+
+ROUTER_TIMEOUT_S = 10.0
+
+
+def _bounded(call: Any, timeout_s: float, fallback: Any) -> Route:
+    """``call()`` on a daemon thread; after ``timeout_s`` the rules' route (a hung LLM request keeps
+    its thread until the client's own timeout, but the turn no longer waits for it)."""
+    import threading
+
+    box: list[Route] = []
+    worker = threading.Thread(target=lambda: box.append(call()), name="cxr-router-llm", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if box:
+        return box[0]
+    r = fallback()
+    return r.model_copy(update={"reason": f"{r.reason} (LLM router timed out after {timeout_s:g} s)"})
 
 
 # --------------------------------------------------------------------------------------------
