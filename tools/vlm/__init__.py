@@ -1,4 +1,4 @@
-"""RadVLM (LLaVA-OneVision) tool: prompts, backends, output parsing."""
+"""The VLM tool: model-agnostic tool + backends, one adapter per model family (tools/vlm/adapters/)."""
 
 from __future__ import annotations
 
