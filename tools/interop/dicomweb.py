@@ -1,0 +1,260 @@
+"""A PACS over DICOMweb (dicomweb-client): find a study's radiograph, pull it, push an SR back.
+
+QIDO-RS finds the study and its CR/DX instances (frontal views first), WADO-RS retrieves the chosen
+instance, and the bytes go through ``tools.imaging.load_study`` exactly like an upload (size limits,
+refusals, de-identification): nothing else of the header is kept. The reference to the PACS instance
+(study / series / SOP Instance UIDs) is returned to the caller for this session only; the product
+never stores it. At push time ``source_metadata`` fetches the instance's header again (WADO-RS
+metadata, no pixels) so the SR can carry the patient and study modules it must reference, and the
+header is dropped once the SR is sent.
+
+Every failure is a ``PacsError`` subclass with a message for a clinician that never quotes a UID or
+header value: unreachable server, 401/403, study not found, no CR/DX radiograph, other HTTP errors.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+
+from cxr_agent.settings import Settings, get_settings
+from tools.dicom_io import RADIOGRAPH_MODALITIES
+from tools.interop.quiet import header_values_muted
+from tools.study import Study
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TAG = {"StudyInstanceUID": "0020000D", "SeriesInstanceUID": "0020000E", "SOPInstanceUID": "00080018",
+        "Modality": "00080060", "ViewPosition": "00185101", "InstanceNumber": "00200013",
+        "NumberOfFrames": "00280008", "SOPClassUID": "00080016"}
+_FRONTAL = ("PA", "AP")
+
+
+class PacsError(RuntimeError):
+    """Base of every PACS failure; the message is meant for a clinician and quotes no UID."""
+
+
+class PacsNotConfigured(PacsError):
+    """No DICOMweb URL is set."""
+
+
+class PacsUnreachable(PacsError):
+    """Connection refused, DNS failure or timeout."""
+
+
+class PacsAuthError(PacsError):
+    """The PACS answered 401 (no or wrong credentials) or 403 (not allowed)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class StudyNotFound(PacsError):
+    """No study with that Study Instance UID on the PACS."""
+
+
+class NoRadiograph(PacsError):
+    """The study holds no single-frame CR/DX instance (only CT, SR, ... or nothing)."""
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """Where an instance lives on the PACS. Held in memory for the session; never stored by us."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    modality: str | None = None
+    view: str | None = None
+
+
+@dataclass(frozen=True)
+class PulledStudy:
+    """A radiograph pulled from the PACS: the de-identified Study (as from an upload) and its source."""
+
+    study: Study
+    source: InstanceRef
+
+
+@dataclass(frozen=True)
+class PushedReport:
+    """Where the SR went (UIDs the PACS now holds) and how many findings it carries."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    findings: int
+
+
+def _value(item: dict[str, Any], keyword: str) -> Any:
+    values = (item.get(_TAG[keyword]) or {}).get("Value") or [None]
+    return values[0]
+
+
+def valid_uid(uid: str) -> bool:
+    """A DICOM UID: dot-separated digits, at most 64 characters."""
+    parts = uid.split(".") if uid else []
+    return 0 < len(uid) <= 64 and len(parts) > 1 and all(p.isdigit() and (p == "0" or p[0] != "0") for p in parts)
+
+
+class PacsClient:
+    """One DICOMweb server (settings.pacs_url) with the configured credentials."""
+
+    def __init__(self, settings: Settings | None = None, *, url: str | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.url = (url or self.settings.pacs_url or "").rstrip("/")
+        if not self.url:
+            raise PacsNotConfigured(
+                "No PACS is configured: set CXR_AGENT_PACS_URL to the DICOMweb root "
+                "(e.g. http://pacs.example.org/dicom-web)."
+            )
+        from dicomweb_client import DICOMwebClient
+
+        session = requests.Session()
+        s = self.settings
+        if s.pacs_token is not None:
+            session.headers["Authorization"] = f"Bearer {s.pacs_token.get_secret_value()}"
+        elif s.pacs_username:
+            session.auth = (s.pacs_username, s.pacs_password.get_secret_value() if s.pacs_password else "")
+        session.verify = s.pacs_verify_tls
+        self._client = DICOMwebClient(self.url, session=session, timeout=s.pacs_timeout_s)
+        # dicomweb-client retries every failure 5 times with 1 s exponential backoff (~30 s for a refused
+        # connection); 3 attempts from 0.2 s keep transient 503/429 recovery and fail fast when down.
+        self._client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
+
+    # ------------------------------------------------------------------ errors
+    def _call(self, what: str, fn: Callable[[], T], *, not_found: PacsError | None = None) -> T:
+        """Run one DICOMweb request, turning transport and HTTP failures into PacsError subclasses."""
+        try:
+            with header_values_muted():
+                return fn()
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
+            raise PacsUnreachable(
+                f"The PACS {kind} while trying to {what} (CXR_AGENT_PACS_URL={self.url}). "
+                "Check the address, that the server is running and that this machine may connect to it."
+            ) from None
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status == 401:
+                raise PacsAuthError(
+                    f"The PACS refused the credentials (401) while trying to {what}: set "
+                    "CXR_AGENT_PACS_USERNAME / CXR_AGENT_PACS_PASSWORD or CXR_AGENT_PACS_TOKEN.", status
+                ) from None
+            if status == 403:
+                raise PacsAuthError(
+                    f"The PACS does not allow this account to {what} (403): ask its administrator for access.",
+                    status,
+                ) from None
+            if status == 404 and not_found is not None:
+                raise not_found from None
+            raise PacsError(f"The PACS answered HTTP {status} while trying to {what}.") from None
+        except ValueError as exc:  # dicomweb-client's own parse errors (malformed multipart / JSON)
+            raise PacsError(f"The PACS sent an answer that could not be read while trying to {what} ({exc}).") from None
+
+    # ------------------------------------------------------------------ QIDO-RS
+    def find_radiographs(self, study_uid: str) -> list[InstanceRef]:
+        """The study's single-frame CR/DX instances, frontal (PA/AP) first, then by series and number."""
+        if not valid_uid(study_uid):
+            raise StudyNotFound("That is not a DICOM Study Instance UID (digits and dots, at most 64 characters).")
+        missing = StudyNotFound("The PACS has no study with that Study Instance UID.")
+        studies = self._call("search for the study", lambda: self._client.search_for_studies(
+            search_filters={"StudyInstanceUID": study_uid}), not_found=missing)
+        if not any(_value(s, "StudyInstanceUID") == study_uid for s in studies):
+            raise missing
+        items = self._call("list the study's images", lambda: self._client.search_for_instances(
+            study_uid, fields=["Modality", "ViewPosition", "NumberOfFrames", "InstanceNumber", "SOPClassUID"]),
+            not_found=missing)
+        found: list[tuple[tuple[Any, ...], InstanceRef]] = []
+        modalities: set[str] = set()
+        for it in items:
+            modality = str(_value(it, "Modality") or "").upper()
+            modalities.add(modality or "?")
+            frames = _value(it, "NumberOfFrames")
+            if modality not in RADIOGRAPH_MODALITIES or (frames is not None and int(frames) > 1):
+                continue
+            view = str(_value(it, "ViewPosition") or "").upper() or None
+            ref = InstanceRef(study_uid, str(_value(it, "SeriesInstanceUID")), str(_value(it, "SOPInstanceUID")),
+                              modality, view)
+            key = (view not in _FRONTAL, ref.series_uid, int(_value(it, "InstanceNumber") or 0), ref.sop_uid)
+            found.append((key, ref))
+        if not found:
+            holds = ", ".join(sorted(modalities)) if modalities else "no instances"
+            raise NoRadiograph(
+                f"The study holds no single-frame CR/DX radiograph (it holds: {holds}); "
+                "only projection chest radiographs can be read."
+            )
+        return [ref for _, ref in sorted(found, key=lambda kv: kv[0])]
+
+    # ------------------------------------------------------------------ WADO-RS
+    def retrieve_bytes(self, ref: InstanceRef) -> bytes:
+        """The instance as a DICOM Part 10 file, in its stored transfer syntax."""
+        ds = self._call("retrieve the image", lambda: self._client.retrieve_instance(
+            ref.study_uid, ref.series_uid, ref.sop_uid, media_types=(("application/dicom", "*"),)),
+            not_found=StudyNotFound("The image was removed from the PACS while it was being read."))
+        buf = io.BytesIO()
+        with header_values_muted():
+            ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+
+    def source_metadata(self, ref: InstanceRef) -> Any:
+        """The instance's header (no pixels) as a pydicom Dataset: for writing an SR that references it.
+
+        Identifying by nature (patient and study modules): use it, then drop it; never store or log it."""
+        from pydicom import Dataset
+
+        meta = self._call("read the image's header", lambda: self._client.retrieve_instance_metadata(
+            ref.study_uid, ref.series_uid, ref.sop_uid),
+            not_found=StudyNotFound("The source image is no longer on the PACS."))
+        with header_values_muted():
+            return Dataset.from_json(meta, bulk_data_uri_handler=lambda *_a: b"")
+
+    def pull(self, study_uid: str, *, loader: Callable[..., Study] | None = None) -> PulledStudy:
+        """QIDO + WADO the study's first frontal radiograph and ingest it like an upload."""
+        if loader is None:
+            from tools.imaging import load_study as loader
+        ref = self.find_radiographs(study_uid)[0]
+        data = self.retrieve_bytes(ref)
+        return PulledStudy(study=loader(data, filename=None), source=ref)
+
+    def locate(self, study_uid: str, study_id: str, *, loader: Callable[..., Study] | None = None) -> InstanceRef:
+        """The study's radiograph whose de-identified pixels are ``study_id`` (the image a conversation read).
+
+        Pull stores no reference, so push finds the instance again: candidates in the pull order, each
+        decoded through the loader and compared by pixel hash; a different image is never reported on."""
+        if loader is None:
+            from tools.imaging import load_study as loader
+        for ref in self.find_radiographs(study_uid):
+            if loader(self.retrieve_bytes(ref), filename=None).id == study_id:
+                return ref
+        raise NoRadiograph("The conversation's image is not in that PACS study: push the report to the study it "
+                           "was pulled from (for an uploaded image, download the SR instead).")
+
+    # ------------------------------------------------------------------ STOW-RS
+    def store(self, dataset: Any) -> None:
+        """STOW-RS one dataset (the SR) into its study on the PACS."""
+        self._call("store the report", lambda: self._client.store_instances([dataset], dataset.StudyInstanceUID))
+
+    def push_report(self, ref: InstanceRef, *, decisions: Any, evidence: Any = (), report_text: str = "",
+                    demo: bool = False) -> PushedReport:
+        """Build the SR against the source's header (fetched again now, then dropped) and STOW-RS it."""
+        from tools.interop.sr import build_sr
+
+        with header_values_muted():
+            sr = build_sr(self.source_metadata(ref), decisions=decisions, evidence=evidence,
+                          report_text=report_text, demo=demo)
+        self.store(sr)
+        return PushedReport(study_uid=sr.StudyInstanceUID, series_uid=sr.SeriesInstanceUID,
+                            sop_uid=sr.SOPInstanceUID, findings=len(decisions))
+
+
+def pull_study(study_uid: str, settings: Settings | None = None) -> PulledStudy:
+    """The Python entry point: the de-identified Study of a PACS study's radiograph, and its source reference."""
+    return PacsClient(settings).pull(study_uid)

@@ -1,0 +1,225 @@
+"""The reconciled result as a DICOM Comprehensive 3D SR (TID 1500 measurement report), with highdicom.
+
+Layout (IHE AI Results style):
+- the document: Comprehensive 3D SR, VerificationFlag UNVERIFIED (an AI result a clinician must
+  review), observer = the cxr-agent device, procedure = plain radiography of the chest;
+- one TID 1501 group per reconciled Decision: finding type and a qualitative evaluation
+  (finding -> Present / Absent / Indeterminate, SNOMED CT via tools.interop.codes), confidence as
+  DCM "Certainty of Finding" in %, the sources that agreed and disagreed, conflict and
+  needs-review flags, the re-ask outcome and the one-sentence rationale;
+- one TID 1410 group per box (the VLM's boxes, the classifier's heatmap peak boxes): a SCOORD
+  POLYLINE on the source image in pixel coordinates. The sample CR/DX files have no frame of
+  reference, so 2D image regions are the only honest choice;
+- the report text and an AI-generated notice as TEXT items of the report.
+
+What the SR references: for a PACS study, the source instance's header fetched again at push time
+(``PacsClient.source_metadata``); for an upload, ``deidentified_source(study)``: a Secondary Capture
+identity minted from the de-identified study's pixel hash (no patient, no dates), because
+de-identification dropped every UID and the patient module of the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+from cxr_agent import __version__
+from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
+from knowledge.evidence import Box, Decision, Evidence
+from knowledge.vocabulary import display_name
+from tools.interop import codes as C
+from tools.interop.quiet import header_values_muted
+from tools.study import Study
+
+MANUFACTURER = "cxr-agent (research software)"
+_UID_ROOT = "2.25."  # UUID-derived UIDs (PS3.5 B.2): no registered root needed
+_TYPE2_PATIENT_STUDY = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+                        "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
+class SRSourceError(ValueError):
+    """The source image header lacks what an SR must reference (SOP class/instance, study UID, size)."""
+
+
+def _uid(*parts: str) -> str:
+    return generate_uid(prefix=None, entropy_srcs=["cxr-agent", *parts])
+
+
+def deidentified_source(study: Study) -> Dataset:
+    """A reference header for an uploaded (de-identified) study: UIDs derived from its pixel hash.
+
+    The same study always gets the same UIDs, so SRs written in two sessions reference one image.
+    Patient and study identity are empty (type 2): de-identification removed them on purpose."""
+    ds = Dataset()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = _uid(study.id, "instance")
+    ds.StudyInstanceUID = _uid(study.id, "study")
+    ds.SeriesInstanceUID = _uid(study.id, "series")
+    ds.Modality = str(study.metadata.get("modality") or "OT")
+    ds.Rows, ds.Columns = study.height, study.width
+    for kw in _TYPE2_PATIENT_STUDY:
+        setattr(ds, kw, "")
+    ds.PatientIdentityRemoved = "YES"
+    return ds
+
+
+def _reference(source: Dataset) -> Dataset:
+    """A copy of the source header with the type-2 patient/study attributes highdicom copies made present."""
+    for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Rows", "Columns"):
+        if not source.get(kw):
+            raise SRSourceError(f"the source image header has no {kw}; an SR cannot reference it")
+    ref = Dataset()
+    ref.update(source)
+    ref.pop("PixelData", None)
+    for kw in _TYPE2_PATIENT_STUDY:
+        if kw not in ref:
+            setattr(ref, kw, "")
+    return ref
+
+
+def _text(name: Any, value: str) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(name=name, value=value, relationship_type="CONTAINS")
+
+
+def _flag(name: Any, on: bool) -> hd.sr.CodeContentItem:
+    return hd.sr.CodeContentItem(name=name, value=C.YES if on else C.NO, relationship_type="CONTAINS")
+
+
+def _algorithm() -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name="cxr-agent", version=__version__)
+
+
+def _decision_group(d: Decision, source: hd.sr.SourceImageForMeasurementGroup) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    concept = C.finding_code(d.finding)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"finding: {display_name(d.finding)}"),
+        finding_type=concept,
+        algorithm_id=_algorithm(),
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=concept, value=C.STATUS_CODES[d.status.value])],
+        measurements=[hd.sr.Measurement(name=codes.DCM.CertaintyOfFinding, value=round(d.confidence * 100.0, 1),
+                                        unit=codes.UCUM.Percent)],
+        source_images=[source],
+    )
+    items = group[0].ContentSequence
+    items.extend(_text(C.AGREEING_SOURCE, s) for s in d.agreeing)
+    items.extend(_text(C.DISAGREEING_SOURCE, s) for s in d.disagreeing)
+    items.append(_flag(C.SOURCE_CONFLICT, d.conflict))
+    items.append(_flag(C.NEEDS_REVIEW, d.needs_review))
+    if d.verification:
+        items.append(_text(C.VERIFICATION, d.verification))
+    if d.rationale:
+        items.append(_text(codes.DCM.Comment, d.rationale))
+    return group
+
+
+def collect_regions(decisions: Sequence[Decision], evidence: Sequence[Evidence]) -> list[tuple[str | None, str, Box]]:
+    """(finding, source label, box) for every VLM box and classifier heatmap box, without duplicates."""
+    seen: set[tuple[Any, ...]] = set()
+    out: list[tuple[str | None, str, Box]] = []
+
+    def add(finding: str | None, label: str, box: Box | None) -> None:
+        if box is None:
+            return
+        key = (finding, label, round(box.x1, 4), round(box.y1, 4), round(box.x2, 4), round(box.y2, 4))
+        if key not in seen:
+            seen.add(key)
+            out.append((finding, label, box))
+
+    for ev in evidence:
+        for a in ev.artifacts:
+            if a.kind == "heatmap":
+                add(a.finding, f"{ev.tool} heatmap", a.box)
+            elif a.kind == "boxes":
+                add(a.finding, f"{ev.tool} box", a.box)
+        for c in ev.calls:
+            add(c.finding, f"{c.source} heatmap" if c.score_kind == "op_norm" else f"{c.source} box", c.box)
+    for d in decisions:
+        for c in d.calls:
+            add(c.finding, f"{c.source} heatmap" if c.score_kind == "op_norm" else f"{c.source} box", c.box)
+    return out
+
+
+def _region_group(finding: str | None, label: str, box: Box, ref: Dataset) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    w, h = int(ref.Columns), int(ref.Rows)
+    x1, y1, x2, y2 = box.x1 * w, box.y1 * h, box.x2 * w, box.y2 * h
+    polyline = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float32)
+    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=polyline,
+                               source_image=hd.sr.SourceImageForRegion.from_source_image(ref))
+    name = display_name(finding) if finding else (box.label or "region")
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"region: {name} ({label})"),
+        referenced_region=region,
+        finding_type=C.finding_code(finding) if finding else None,
+        algorithm_id=_algorithm(),
+    )
+    group[0].ContentSequence.append(_text(C.REGION_SOURCE, label))
+    return group
+
+
+def build_sr(
+    source: Dataset,
+    *,
+    decisions: Sequence[Decision],
+    evidence: Sequence[Evidence] = (),
+    report_text: str = "",
+    demo: bool = False,
+    series_number: int = 990,
+) -> hd.sr.Comprehensive3DSR:
+    """A TID 1500 Comprehensive 3D SR of one turn's decisions, boxes and report, referencing ``source``."""
+    with header_values_muted():  # odd header values (PHI) are reported verbatim by pydicom/highdicom
+        return _build(source, decisions, evidence, report_text, demo, series_number)
+
+
+def _build(source: Dataset, decisions: Sequence[Decision], evidence: Sequence[Evidence], report_text: str,
+           demo: bool, series_number: int) -> hd.sr.Comprehensive3DSR:
+    ref = _reference(source)
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=_uid("device", __version__), name="cxr-agent", manufacturer_name=MANUFACTURER,
+            model_name="demo (random weights)" if demo else "cxr-agent", role_in_procedure=None),
+    )
+    src = hd.sr.SourceImageForMeasurementGroup.from_source_image(ref)
+    groups: list[Any] = [_decision_group(d, src) for d in decisions]
+    groups += [_region_group(f, label, box, ref) for f, label, box in collect_regions(decisions, evidence)]
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.SCT.PlainRadiography,
+        imaging_measurements=groups or None,
+        referenced_images=None if groups else [ref],
+    )
+    root = report[0].ContentSequence
+    notice = (f"{DEMO_WARNING} " if demo else "") + (
+        "AI-generated result (cxr-agent); not verified by a clinician. " + DISCLAIMER)
+    root.append(_text(C.AI_NOTICE, notice))
+    if report_text.strip():
+        root.append(_text(codes.DCM.Findings, report_text.strip()))
+    now = datetime.now(timezone.utc)
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[ref],
+        content=report[0],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        series_description="cxr-agent AI result (unverified)",
+        content_date=now.date(),
+        content_time=now.time(),
+    )
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = C.LOCAL_SCHEME
+    scheme.CodingSchemeName = C.LOCAL_SCHEME_NAME
+    scheme.CodingSchemeResponsibleOrganization = "cxr-agent project"
+    sr.CodingSchemeIdentificationSequence = [scheme]  # declares the private scheme (PS3.3 C.12.1.1.4)
+    return sr
