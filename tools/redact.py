@@ -5,9 +5,9 @@ Why: a radiograph can carry the patient's name, MRN or date written into the pix
 remove it. With Settings.burned_in_text = "redact" every ingested image goes through here.
 
 How: Tesseract (Debian's tesseract-ocr, through pytesseract; Presidio's image redactor would
-need a spaCy model that is not on PyPI) runs in sparse-text mode on the image and on its
-negative (white-on-black annotations are read best inverted), at most OCR_MAX_SIDE pixels a
-side. Each word read with confidence >= MIN_CONFIDENCE that holds a letter or digit is filled
+need a spaCy model that is not on PyPI) runs in sparse-text mode on the image, on its negative,
+and on a mask of its near-white pixels (annotation ink over a background that changes from air
+to bone), at most OCR_MAX_SIDE pixels a side. Each word read with confidence >= MIN_CONFIDENCE that holds a letter or digit is filled
 with black, with a margin. A laterality marker (a lone "L" or "R", alone on its line) is kept:
 it is clinical information, not identity, and removing it would make left and right ambiguous.
 If Tesseract is missing or fails, the image is refused (BurnedInText), never passed on unredacted.
@@ -30,6 +30,7 @@ OCR_MAX_SIDE = 2048  # px; larger images are read downscaled (burned-in text is 
 MIN_CONFIDENCE = 80.0  # Tesseract word confidence (0-100); on 30 real radiographs texture read at most 73
 SINGLE_CHAR_CONFIDENCE = 90.0  # a lone character is more often texture ("4", "a" read in lung fields)
 MAX_TEXT_HEIGHT = 0.15  # a "word" taller than this fraction of the image is anatomy, not text
+BRIGHT_TEXT = 0.96  # fraction of the image maximum above which a pixel may be annotation ink
 MARGIN = 0.25  # of the word's height, added on every side of the filled box
 OCR_TIMEOUT_S = 60.0
 _LATERALITY = re.compile(r"^[^\w]*[LR][^\w]*$")
@@ -71,8 +72,12 @@ def find_text(pixels: np.ndarray) -> list[Word]:
     img = Image.fromarray(np.rint(np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8), mode="L")
     if scale < 1.0:
         img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    grey = np.asarray(img)
+    # Annotations are usually drawn at full white over a background that changes from air to bone,
+    # which defeats Tesseract's global threshold: the near-white mask reads them as black on white.
+    mask = Image.fromarray(np.where(grey >= BRIGHT_TEXT * float(grey.max()), 0, 255).astype(np.uint8), mode="L")
     words: list[Word] = []
-    for variant in (img, Image.eval(img, lambda v: 255 - v)):
+    for variant in (img, Image.eval(img, lambda v: 255 - v), mask):
         try:
             data = pytesseract.image_to_data(
                 variant, config="--psm 11", output_type=pytesseract.Output.DICT, timeout=OCR_TIMEOUT_S

@@ -89,14 +89,22 @@ def index_present(settings: Settings) -> bool:
         return False
 
 
-def tool_load_states(graph: object) -> dict[str, bool]:
-    """Per tool in the graph: whether its model is loaded in this server process yet.
+def tool_load_states(graph_or_tools: object) -> dict[str, bool]:
+    """Per tool in the graph (or a name -> tool mapping): whether its model is loaded in this
+    server process yet.
 
     Built-in tools are constructed lazily (tools.registry.LazyTool), so "not loaded" just means
     no turn has needed them yet. Custom tools count as loaded.
     """
-    nodes = getattr(graph, "cxr_nodes", None)
-    tools = getattr(nodes, "tools", None) or {}
+    if isinstance(graph_or_tools, dict):
+        tools = graph_or_tools
+    else:
+        from graph import runtime
+
+        try:
+            tools = runtime(graph_or_tools).tools
+        except ValueError:  # not a graph build_graph made
+            tools = {}
     out: dict[str, bool] = {}
     for name, tool in tools.items():
         # getattr_static: a LazyTool's __getattr__ would load the model for an unknown name.

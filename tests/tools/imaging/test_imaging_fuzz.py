@@ -85,12 +85,41 @@ def test_corruptions_raise_only_study_errors(name, caplog):
     assert "unexpected" not in caplog.text, caplog.text
 
 
-def test_real_dicom_corruptions(shared_data):
+def _check_outcome(mutated: bytes, **kw) -> bool:
+    """True if refused with an explained StudyError, False if accepted as a valid Study."""
+    try:
+        study = load_study(mutated, **kw)
+    except StudyError as exc:
+        assert str(exc)
+        return True
+    px = study.pixels
+    assert px.dtype == np.float32 and px.ndim == 2 and np.isfinite(px).all()
+    assert 0.0 <= px.min() and px.max() <= 1.0 and study.id == pixel_hash(px)
+    return False
+
+
+def test_real_dicom_corruptions(shared_data, caplog):
+    caplog.set_level(logging.WARNING, logger="tools.imaging")
     data = (shared_data / "dicom" / "siim_Fake_MONOCHROME1.dcm").read_bytes()
     rng = np.random.default_rng(7)
     muts = _mutations(data, rng)[::3]
-    for mutated in muts:
-        try:
-            load_study(mutated, filename="x.dcm")
-        except StudyError:
-            pass
+    outcomes = [_check_outcome(m, filename="x.png") for m in muts]  # a wrong extension too: only a note
+    assert sum(outcomes) >= 3 and not all(outcomes)  # truncations refused; some flips still decode
+    assert "unexpected" not in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize("policy", ["refuse", "redact"])
+def test_burned_in_paths_raise_only_study_errors(policy, caplog):
+    from cxr_agent.settings import Settings
+    from tools.redact import tesseract_available
+
+    if policy == "redact" and not tesseract_available():
+        pytest.skip("tesseract-ocr is not installed (make ocr)")
+    caplog.set_level(logging.WARNING, logger="tools.imaging")
+    settings = Settings(burned_in_text=policy)
+    data = make_dicom(BurnedInAnnotation="YES")
+    rng = np.random.default_rng(11)
+    muts = _mutations(data, rng)[:: 2 if policy == "refuse" else 10]  # OCR costs ~0.3 s an image
+    outcomes = [_check_outcome(m, settings=settings) for m in muts]
+    assert sum(outcomes) >= 2 and len(outcomes) >= 8
+    assert "unexpected" not in caplog.text, caplog.text

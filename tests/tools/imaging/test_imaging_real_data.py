@@ -126,3 +126,25 @@ def test_siim_fake_monochrome1_is_detected_and_corrected(shared_data):
     assert "MONOCHROME1" in fake.metadata["polarity_warning"]
     assert np.array_equal(real.pixels, fake.pixels) and real.id == fake.id
     assert polarity_score(fake.pixels) > 1.0
+
+
+def test_real_files_whose_extension_disagrees_with_their_content_load_with_a_note(shared_data, tmp_path):
+    """Content decides the format. Any real file already misnamed in the data set loads as it is;
+    real PNG/JPEG radiographs saved under the other extension (as some collections ship them) too."""
+    from tools.formats import sniff_format
+
+    files = sorted(p for p in shared_data.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    misnamed = [p for p in files if sniff_format(p.read_bytes()[:600]) != ("png" if p.suffix.lower() == ".png" else "jpeg")]
+    for path in misnamed:
+        assert "format_note" in load_study(path).metadata
+    covid = shared_data / "covid_chestxray" / "images"
+    for real, fake_suffix in ((covid / "ARDSSevere.png", ".jpg"), (covid / "40779_2020_233_Fig2_HTML-a.png", ".jpeg"),
+                              (covid / "00cfd1c1.jpg", ".png")):
+        if not real.exists():
+            pytest.skip(f"{real.name} not in the shared data")
+        renamed = tmp_path / (real.stem + fake_suffix)
+        renamed.write_bytes(real.read_bytes())  # a temporary copy outside the repository
+        original, study = load_study(real), load_study(renamed)
+        assert study.id == original.id and study.source_format == original.source_format
+        assert "format_note" not in original.metadata
+        assert f"content is {original.source_format.upper()}" in study.metadata["format_note"]
