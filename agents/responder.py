@@ -10,15 +10,12 @@ profile and the disclaimer closes every report.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
-from agents.reconciler import SILENT_REPORT_TEXT
+from agents.wording import said_text
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
 from knowledge.evidence import Box, Decision, Evidence, FindingCall, Status
 from knowledge.vocabulary import display_name
-from tools.base import ToolCapabilities
 
 OP_THRESHOLD = 0.5  # an op-normalised score equals 0.5 exactly at the classifier's calibrated threshold
 _STATUS_WORD = {Status.present: "present", Status.absent: "absent", Status.uncertain: "uncertain"}
@@ -59,8 +56,9 @@ def cite(call: FindingCall, *, k: int | None = None) -> str:
     else:
         parts.append(call.source)
     parts[-1] += f" says {_STATUS_WORD[call.status]}"
-    if call.text and call.score is None:  # scored calls are cited by their score
-        snippet = call.text.strip().replace("\n", " ")
+    said = said_text(call)
+    if said and call.score is None:  # scored calls are cited by their score
+        snippet = said.strip().replace("\n", " ")
         parts.append(f'"{snippet[:160]}{"…" if len(snippet) > 160 else ""}"')
     if call.box is not None:
         parts.append(fmt_box(call.box))
@@ -83,47 +81,15 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
-@dataclass(frozen=True)
-class ToolRoles:
-    """Which tools play which part in a reply, read from their capabilities (never their names):
-    ``writers`` write the report and answer questions (writes_report), ``neighbours`` return similar
-    prior cases (serve similar_cases without reading the image); any other tool's answer is listed
-    under its own name."""
-
-    writers: tuple[str, ...] = ()
-    neighbours: tuple[str, ...] = ()
-
-    @classmethod
-    def from_capabilities(cls, caps: dict[str, ToolCapabilities]) -> ToolRoles:
-        return cls(
-            writers=tuple(n for n, c in caps.items() if c.writes_report),
-            neighbours=tuple(n for n, c in caps.items()
-                             if "similar_cases" in c.intents and not c.image_source and not c.writes_report),
-        )
-
-    @classmethod
-    def builtin(cls) -> ToolRoles:
-        from tools.registry import BUILTINS
-
-        return cls.from_capabilities({n: c for n, (_, c) in BUILTINS.items()})
-
-
-_ROLES: ContextVar[ToolRoles | None] = ContextVar("cxr_tool_roles", default=None)
-
-
-def _roles() -> ToolRoles:
-    return _ROLES.get() or ToolRoles.builtin()
-
-
-def _by_tool(evidence: Sequence[Evidence], *tools: str) -> Evidence | None:
+def _by_tool(evidence: Sequence[Evidence], tool: str) -> Evidence | None:
     for e in evidence:
-        if e.tool in tools and not e.meta.get("verification"):
+        if e.tool == tool and not e.meta.get("verification"):
             return e
     return None
 
 
 def _k(evidence: Sequence[Evidence]) -> int | None:
-    r = _by_tool(evidence, *_roles().neighbours)
+    r = _by_tool(evidence, "retrieval")
     return len(r.neighbors) if r is not None and r.ok and r.neighbors else None
 
 
@@ -143,25 +109,25 @@ def _custom_lines(evidence: Sequence[Evidence]) -> list[str]:
     """Answers from tools other than the built-ins (e.g. an image-quality check)."""
     out = []
     for e in evidence:
-        if e.ok and e.tool not in {*_roles().writers, *_roles().neighbours} and e.answer:
+        if e.ok and e.tool not in {"vlm", "classifier", "retrieval"} and e.answer:
             out.append(f"- **{e.tool}**: {e.answer}")
     return out
 
 
 def _vlm_mentions(d: Decision) -> FindingCall | None:
     for c in d.calls:
-        if c.source in _roles().writers:
+        if c.source == "vlm":
             return c
     return None
 
 
 def _silent(call: FindingCall | None) -> bool:
     """A call the reconciler implied from the VLM report not mentioning the finding at all."""
-    return call is not None and call.text == SILENT_REPORT_TEXT
+    return call is not None and call.implied == "report_silence"
 
 
 def _vlm_says(call: FindingCall) -> str:
-    if call.text and call.text.startswith("implied by a no-finding statement"):
+    if call.implied == "normal_study":
         return "The VLM report does not mention it and reads the study as normal"
     if _silent(call):
         return "The VLM report does not mention it"
@@ -199,30 +165,9 @@ def compose(
     study: dict[str, Any] | None = None,
     prior: dict[str, Any] | None = None,
     ingest_error: str | None = None,
-    roles: ToolRoles | None = None,
 ) -> str:
     """The reply for this turn. ``study``: {"id", "width", "height", "view"} when one is loaded;
-    ``prior``: the thread's last reconciled result (for explain); ``roles``: which tool wrote the
-    report / found similar cases (default: the built-ins' capabilities)."""
-    token = _ROLES.set(roles)
-    try:
-        return _compose(route, evidence, decisions, demo=demo, notes=notes, study=study, prior=prior,
-                        ingest_error=ingest_error)
-    finally:
-        _ROLES.reset(token)
-
-
-def _compose(
-    route: dict[str, Any],
-    evidence: Sequence[Evidence],
-    decisions: Sequence[Decision],
-    *,
-    demo: bool,
-    notes: Sequence[str],
-    study: dict[str, Any] | None,
-    prior: dict[str, Any] | None,
-    ingest_error: str | None,
-) -> str:
+    ``prior``: the thread's last reconciled result (for explain)."""
     intent = route.get("intent", "chat")
     lines = _header(demo)
     if ingest_error:
@@ -255,7 +200,7 @@ def _compose(
 
 def report_reply(evidence: Sequence[Evidence], decisions: Sequence[Decision], *, notes: Sequence[str] = ()) -> list[str]:
     k = _k(evidence)
-    vlm = _by_tool(evidence, *_roles().writers)
+    vlm = _by_tool(evidence, "vlm")
     lines: list[str] = ["## Report", ""]
     if vlm is not None and vlm.ok and vlm.report:
         lines += ["_Drafted by the VLM; shown as written. Revisions the cross-check demands are listed below it._", ""]
@@ -318,7 +263,7 @@ def report_reply(evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
 
 
 def retrieval_context(evidence: Sequence[Evidence]) -> list[str]:
-    r = _by_tool(evidence, *_roles().neighbours)
+    r = _by_tool(evidence, "retrieval")
     if r is None or not r.ok:
         return []
     k = len(r.neighbors)
@@ -369,7 +314,7 @@ def locate_reply(
                 where = f" — hottest region {region(a.box, view)} ({fmt_box(a.box)})" if a.box else ""
                 lines.append(f"- **{e.tool} heatmap** for {display_name(a.finding or '') if a.finding else label}{where}.")
                 found = found or a.box is not None
-    if e_answers := [e for e in evidence if e.ok and e.tool in _roles().writers and e.answer]:
+    if e_answers := [e for e in evidence if e.ok and e.tool == "vlm" and e.answer]:
         lines.append(f"- VLM: {e_answers[0].answer.strip()}")
     if not found:
         lines.append(f"No tool localised {label.lower()} on this image.")
@@ -399,7 +344,7 @@ def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions
         if d.rationale:
             lines.append(d.rationale)
         lines += ["", "**Evidence:**", *(f"- {cite(c, k=_k(evidence))}" for c in d.calls)]
-    answers = [e for e in evidence if e.ok and e.answer and e.tool in _roles().writers]
+    answers = [e for e in evidence if e.ok and e.answer and e.tool == "vlm"]
     if answers:
         lines += [f"- vlm answer: {answers[0].answer.strip()}"]
     lines += ["", *_unavailable_lines(evidence)]
@@ -407,7 +352,7 @@ def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions
 
 
 def similar_reply(evidence: Sequence[Evidence]) -> list[str]:
-    r = _by_tool(evidence, *_roles().neighbours)
+    r = _by_tool(evidence, "retrieval")
     if r is None or not r.ok:
         why = (r.error if r is not None else "retrieval is not configured") or "failed"
         return [f"Similar cases are unavailable: {why}."]
@@ -462,7 +407,7 @@ def explain_reply(prior: dict[str, Any] | None, *, finding: str | None = None) -
 
 
 def chat_reply(evidence: Sequence[Evidence]) -> list[str]:
-    vlm = _by_tool(evidence, *_roles().writers)
+    vlm = _by_tool(evidence, "vlm")
     lines: list[str] = []
     if vlm is not None and vlm.ok and (vlm.answer or vlm.report):
         lines.append((vlm.answer or vlm.report or "").strip())
@@ -516,5 +461,5 @@ def payload(
         "boxes": boxes,
         "heatmaps": heatmaps,
         "unavailable": sorted({e.tool for e in unavailable(evidence)}),
-        "decisions": [d.model_dump(mode="json", exclude={"calls"}) for d in decisions],
+        "decisions": [d.model_dump(mode="json", exclude={"calls", "reasons"}) for d in decisions],
     }

@@ -17,6 +17,16 @@ BUILTIN_SOURCES = ("vlm", "classifier", "retrieval")
 IMAGE_SOURCES = frozenset({"vlm", "classifier"})
 
 ScoreKind = Literal["op_norm", "probability", "neighbor_fraction", "logit", "other"]
+# Why a call exists although its source never stated it (set by the reconciler, never by a tool):
+# "normal_study" - the source called the study normal and said nothing about this finding;
+# "report_silence" - the source wrote a full report that does not mention this finding.
+Implied = Literal["normal_study", "report_silence"]
+# Which skill of a source produced a call (a VLM answers in several shapes; None for single-skill tools):
+# "classification" = an explicit statement about every label of a list (listed -> present, else absent).
+CallTask = Literal["report", "classification", "detection", "question", "verification"]
+# v0.1 wrote implied calls as text prefixes; FindingCall reads them back into `implied`.
+_V01_IMPLIED_PREFIX = "implied by a no-finding statement: "
+_V01_SILENT_TEXT = "not mentioned in its full report"
 
 
 class Status(str, Enum):
@@ -73,6 +83,26 @@ class FindingCall(BaseModel):
     box: Box | None = None
     text: str | None = Field(None, description="The words this call rests on (e.g. the report sentence).")
     span: tuple[int, int] | None = Field(None, description="Character offsets of `text` in the source text.")
+    implied: Implied | None = Field(
+        None, description="Set when the source never stated this call and the reconciler inferred it: "
+        "'normal_study' (its 'no finding' statement, quoted in `text`) or 'report_silence' (its full report "
+        "does not mention the finding).")
+    task: CallTask | None = Field(
+        None, description="Which skill of the source made the call: 'report', 'classification' (one call per "
+        "label of a list the model states in full), 'detection', 'question', 'verification'; None if unknown.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _v01_markers(cls, data: Any) -> Any:
+        """Checkpoints written by v0.1 carry the reconciler's markers as text: read them into `implied`."""
+        if isinstance(data, dict) and data.get("implied") is None and isinstance(data.get("text"), str):
+            text = data["text"]
+            if text.startswith(_V01_IMPLIED_PREFIX):
+                quote = text[len(_V01_IMPLIED_PREFIX):]
+                data = {**data, "implied": "normal_study", "text": None if quote == "no finding" else quote}
+            elif text == _V01_SILENT_TEXT:
+                data = {**data, "implied": "report_silence", "text": None}
+        return data
 
     @field_validator("finding")
     @classmethod
@@ -120,6 +150,49 @@ class Evidence(BaseModel):
         return cls(tool=tool, ok=False, error=error, **kw)
 
 
+ReasonRule = Literal[
+    "prior_only",  # no image source assessed it: only similar prior reports mention it
+    "agree",  # two or more image sources on one side
+    "single_source",  # one image source is definite and no other commented
+    "one_definite",  # one image source is definite, the others are uncertain
+    "uncertain_only",  # every image source is uncertain
+    "conflict",  # image sources say present vs absent
+    "prior_shift",  # retrieval moved the confidence (never the status)
+    "prior_unsettled",  # retrieval beside an uncertain decision: no shift
+    "no_finding_contradicted",  # 'no finding' beside a present or disputed finding
+    "reask_agrees",  # the targeted re-ask now agrees with the other image sources (rule A)
+    "reask_box_overlap",  # the VLM maintains a positive and its box overlaps the classifier heatmap (rule B)
+    "reask_overrules",  # the VLM, asked directly, denies a moderate positive (rule D)
+    "reask_unresolved",  # anything else (rule C)
+]
+UnresolvedCause = Literal["tool_failed", "not_addressed", "box_no_overlap", "no_box", "uncertain_answer",
+                          "maintained", "not_settled"]
+
+
+class Reason(BaseModel):
+    """One step of the reconciler's policy behind a Decision, as data: which rule applied, the calls it
+    weighed (each carrying its source, status, score, quote and box) and the numbers it compared. The
+    responder's wording (agents/wording.py) turns a Decision's reasons into its rationale."""
+
+    rule: ReasonRule
+    status: Status | None = Field(None, description="The status this step concluded, where it concludes one.")
+    present: list[FindingCall] = Field(default_factory=list, description="Calls (one per source) saying present.")
+    absent: list[FindingCall] = Field(default_factory=list)
+    uncertain: list[FindingCall] = Field(default_factory=list)
+    prior: FindingCall | None = Field(None, description="The retrieval call cited as a prior.")
+    answer: FindingCall | None = Field(None, description="The targeted re-ask's answer.")
+    others: list[str] = Field(default_factory=list, description="Re-ask: the other image sources' names.")
+    findings: list[str] = Field(default_factory=list, description="no_finding: the findings contradicting it.")
+    low_confidence: bool = False
+    kept_high_confidence: bool = Field(False, description="A high-confidence positive kept although disputed.")
+    undisputed: bool = False
+    withdrawn: bool = Field(False, description="Re-ask: the source withdrew its earlier positive statement.")
+    iou: float | None = None
+    threshold: float | None = Field(None, description="The line compared with (IoU minimum, high-confidence score).")
+    cause: UnresolvedCause | None = None
+    error: str | None = None
+
+
 class Decision(BaseModel):
     """The reconciled verdict on one finding, with the sources behind it."""
 
@@ -134,6 +207,8 @@ class Decision(BaseModel):
     rationale: str = ""
     calls: list[FindingCall] = Field(default_factory=list, description="The evidence this decision cites.")
     box: Box | None = None
+    reasons: list[Reason] = Field(default_factory=list, description="The policy steps behind the status, as data; "
+                                  "`rationale` is their wording.")
 
     @field_validator("finding")
     @classmethod

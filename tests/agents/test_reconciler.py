@@ -379,3 +379,58 @@ def test_resolve_moderate_positive_denied_by_the_vlm_is_a_low_confidence_absent(
     d = one([clf("edema", 0.64), vlm("edema", A, "no edema")])
     r = resolve(d, Evidence(tool="vlm", calls=[vlm("edema", U, "cannot tell")]), classifier_box=None)
     assert r.status is U and r.needs_review
+
+
+# ---- structured reasons and typed implied calls (issue 11 item 4) ----------------------------------
+
+
+def test_implied_calls_are_typed_not_text_markers():
+    from knowledge.evidence import FindingCall as FC
+
+    ds = by_finding(decide([vlm("no_finding", P, "No acute cardiopulmonary process."), clf("cardiomegaly", 0.8)]))
+    implied = [c for c in ds["cardiomegaly"].calls if c.source == "vlm"]
+    assert [(c.status, c.implied, c.text) for c in implied] == [(A, "normal_study", "No acute cardiopulmonary process.")]
+    silent = by_finding(decide([vlm("pleural_effusion", P, "effusion"), clf("cardiomegaly", 0.8)],
+                               report_sources={"vlm"}))["cardiomegaly"]
+    s = next(c for c in silent.calls if c.source == "vlm")
+    assert s.implied == "report_silence" and s.text is None and s.task == "report"
+    # a v0.1 checkpoint stored the markers as text: they load into the typed field
+    old = FC.model_validate({"finding": "edema", "status": "absent", "source": "vlm",
+                             "text": "implied by a no-finding statement: Normal chest."})
+    assert (old.implied, old.text) == ("normal_study", "Normal chest.")
+    old = FC.model_validate({"finding": "edema", "status": "absent", "source": "vlm",
+                             "text": "not mentioned in its full report"})
+    assert (old.implied, old.text) == ("report_silence", None)
+    assert FC(finding="edema", status=A, source="vlm", text="no edema").implied is None
+
+
+def test_decisions_carry_structured_reasons_worded_by_the_responder():
+    from agents.wording import rationale
+
+    d = one([clf("pleural_effusion", 0.85), vlm("pleural_effusion", A, "no effusion")])
+    (r,) = d.reasons
+    assert r.rule == "conflict" and r.status is d.status and r.kept_high_confidence
+    assert [(c.source, c.score) for c in r.present] == [("classifier", 0.85)]
+    assert [(c.source, c.text) for c in r.absent] == [("vlm", "no effusion")]
+    assert d.rationale == rationale(d.finding, d.reasons)
+
+    agree = one([clf("edema", 0.8), vlm("edema", P, "edema"), ret("edema", 0.3)])
+    assert [r.rule for r in agree.reasons] == ["agree", "prior_shift"] and agree.reasons[1].prior.score == 0.3
+    ds = by_finding(decide([vlm("no_finding", P), clf("edema", 0.9), vlm("edema", A)]))
+    assert ds["no_finding"].reasons[-1].rule == "no_finding_contradicted"
+    assert ds["no_finding"].reasons[-1].findings == ["edema"]
+
+
+def test_reask_reasons_hold_the_numbers():
+    d = one([clf("atelectasis", 0.3, box=LEFT_BASE), vlm("atelectasis", P, "basilar atelectasis")])
+    assert d.conflict
+    ans = Evidence(tool="vlm", calls=[vlm("atelectasis", P, "yes", box=Box(x1=0.5, y1=0.55, x2=0.9, y2=0.9))])
+    r = resolve(d, ans, classifier_box=LEFT_BASE)
+    last = r.reasons[-1]
+    assert last.rule == "reask_box_overlap" and last.threshold == Policy().box_iou_min
+    assert last.iou == pytest.approx(ans.calls[0].box.iou(LEFT_BASE)) and last.answer.text == "yes"
+    assert [x.rule for x in r.reasons] == ["conflict", "reask_box_overlap"]
+    failed = resolve(d, Evidence.failure("vlm", "timeout"), classifier_box=LEFT_BASE)
+    assert (failed.reasons[-1].rule, failed.reasons[-1].cause, failed.reasons[-1].error) == \
+        ("reask_unresolved", "tool_failed", "timeout")
+    assert "timeout" in failed.rationale and "timeout" in failed.verification
