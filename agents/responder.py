@@ -10,12 +10,15 @@ profile and the disclaimer closes every report.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from agents.wording import said_text
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
 from knowledge.evidence import Box, Decision, Evidence, FindingCall, Status
 from knowledge.vocabulary import display_name
+from tools.base import ToolCapabilities
 
 OP_THRESHOLD = 0.5  # an op-normalised score equals 0.5 exactly at the classifier's calibrated threshold
 _STATUS_WORD = {Status.present: "present", Status.absent: "absent", Status.uncertain: "uncertain"}
@@ -81,15 +84,47 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
-def _by_tool(evidence: Sequence[Evidence], tool: str) -> Evidence | None:
+@dataclass(frozen=True)
+class ToolRoles:
+    """Which tools play which part in a reply, read from their capabilities (never their names):
+    ``writers`` write the report and answer questions (writes_report), ``neighbours`` return similar
+    prior cases (serve similar_cases without reading the image); any other tool's answer is listed
+    under its own name."""
+
+    writers: tuple[str, ...] = ()
+    neighbours: tuple[str, ...] = ()
+
+    @classmethod
+    def from_capabilities(cls, caps: dict[str, ToolCapabilities]) -> ToolRoles:
+        return cls(
+            writers=tuple(n for n, c in caps.items() if c.writes_report),
+            neighbours=tuple(n for n, c in caps.items()
+                             if "similar_cases" in c.intents and not c.image_source and not c.writes_report),
+        )
+
+    @classmethod
+    def builtin(cls) -> ToolRoles:
+        from tools.registry import BUILTINS
+
+        return cls.from_capabilities({n: c for n, (_, c) in BUILTINS.items()})
+
+
+_ROLES: ContextVar[ToolRoles | None] = ContextVar("cxr_tool_roles", default=None)
+
+
+def _roles() -> ToolRoles:
+    return _ROLES.get() or ToolRoles.builtin()
+
+
+def _by_tool(evidence: Sequence[Evidence], *tools: str) -> Evidence | None:
     for e in evidence:
-        if e.tool == tool and not e.meta.get("verification"):
+        if e.tool in tools and not e.meta.get("verification"):
             return e
     return None
 
 
 def _k(evidence: Sequence[Evidence]) -> int | None:
-    r = _by_tool(evidence, "retrieval")
+    r = _by_tool(evidence, *_roles().neighbours)
     return len(r.neighbors) if r is not None and r.ok and r.neighbors else None
 
 
@@ -109,14 +144,14 @@ def _custom_lines(evidence: Sequence[Evidence]) -> list[str]:
     """Answers from tools other than the built-ins (e.g. an image-quality check)."""
     out = []
     for e in evidence:
-        if e.ok and e.tool not in {"vlm", "classifier", "retrieval"} and e.answer:
+        if e.ok and e.tool not in {*_roles().writers, *_roles().neighbours} and e.answer:
             out.append(f"- **{e.tool}**: {e.answer}")
     return out
 
 
 def _vlm_mentions(d: Decision) -> FindingCall | None:
     for c in d.calls:
-        if c.source == "vlm":
+        if c.source in _roles().writers:
             return c
     return None
 
@@ -165,9 +200,30 @@ def compose(
     study: dict[str, Any] | None = None,
     prior: dict[str, Any] | None = None,
     ingest_error: str | None = None,
+    roles: ToolRoles | None = None,
 ) -> str:
     """The reply for this turn. ``study``: {"id", "width", "height", "view"} when one is loaded;
-    ``prior``: the thread's last reconciled result (for explain)."""
+    ``prior``: the thread's last reconciled result (for explain); ``roles``: which tool wrote the
+    report / found similar cases (default: the built-ins' capabilities)."""
+    token = _ROLES.set(roles)
+    try:
+        return _compose(route, evidence, decisions, demo=demo, notes=notes, study=study, prior=prior,
+                        ingest_error=ingest_error)
+    finally:
+        _ROLES.reset(token)
+
+
+def _compose(
+    route: dict[str, Any],
+    evidence: Sequence[Evidence],
+    decisions: Sequence[Decision],
+    *,
+    demo: bool,
+    notes: Sequence[str],
+    study: dict[str, Any] | None,
+    prior: dict[str, Any] | None,
+    ingest_error: str | None,
+) -> str:
     intent = route.get("intent", "chat")
     lines = _header(demo)
     if ingest_error:
@@ -200,7 +256,7 @@ def compose(
 
 def report_reply(evidence: Sequence[Evidence], decisions: Sequence[Decision], *, notes: Sequence[str] = ()) -> list[str]:
     k = _k(evidence)
-    vlm = _by_tool(evidence, "vlm")
+    vlm = _by_tool(evidence, *_roles().writers)
     lines: list[str] = ["## Report", ""]
     if vlm is not None and vlm.ok and vlm.report:
         lines += ["_Drafted by the VLM; shown as written. Revisions the cross-check demands are listed below it._", ""]
@@ -263,7 +319,7 @@ def report_reply(evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
 
 
 def retrieval_context(evidence: Sequence[Evidence]) -> list[str]:
-    r = _by_tool(evidence, "retrieval")
+    r = _by_tool(evidence, *_roles().neighbours)
     if r is None or not r.ok:
         return []
     k = len(r.neighbors)
@@ -314,7 +370,7 @@ def locate_reply(
                 where = f" — hottest region {region(a.box, view)} ({fmt_box(a.box)})" if a.box else ""
                 lines.append(f"- **{e.tool} heatmap** for {display_name(a.finding or '') if a.finding else label}{where}.")
                 found = found or a.box is not None
-    if e_answers := [e for e in evidence if e.ok and e.tool == "vlm" and e.answer]:
+    if e_answers := [e for e in evidence if e.ok and e.tool in _roles().writers and e.answer]:
         lines.append(f"- VLM: {e_answers[0].answer.strip()}")
     if not found:
         lines.append(f"No tool localised {label.lower()} on this image.")
@@ -344,7 +400,7 @@ def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions
         if d.rationale:
             lines.append(d.rationale)
         lines += ["", "**Evidence:**", *(f"- {cite(c, k=_k(evidence))}" for c in d.calls)]
-    answers = [e for e in evidence if e.ok and e.answer and e.tool == "vlm"]
+    answers = [e for e in evidence if e.ok and e.answer and e.tool in _roles().writers]
     if answers:
         lines += [f"- vlm answer: {answers[0].answer.strip()}"]
     lines += ["", *_unavailable_lines(evidence)]
@@ -352,7 +408,7 @@ def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions
 
 
 def similar_reply(evidence: Sequence[Evidence]) -> list[str]:
-    r = _by_tool(evidence, "retrieval")
+    r = _by_tool(evidence, *_roles().neighbours)
     if r is None or not r.ok:
         why = (r.error if r is not None else "retrieval is not configured") or "failed"
         return [f"Similar cases are unavailable: {why}."]
@@ -407,7 +463,7 @@ def explain_reply(prior: dict[str, Any] | None, *, finding: str | None = None) -
 
 
 def chat_reply(evidence: Sequence[Evidence]) -> list[str]:
-    vlm = _by_tool(evidence, "vlm")
+    vlm = _by_tool(evidence, *_roles().writers)
     lines: list[str] = []
     if vlm is not None and vlm.ok and (vlm.answer or vlm.report):
         lines.append((vlm.answer or vlm.report or "").strip())
