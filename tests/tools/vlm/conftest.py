@@ -62,6 +62,7 @@ class ServerState:
     def __init__(self, backend: TransformersBackend) -> None:
         self.backend = backend
         self.requests: list[tuple[str, dict]] = []
+        self.arrivals: list[float] = []  # perf_counter() at each POST's arrival
         self.lock = threading.Lock()
 
 
@@ -111,6 +112,7 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with state.lock:
                 state.requests.append((self.path, body))
+                state.arrivals.append(time.perf_counter())
             if self.path.startswith("/fail/"):
                 self._json(500, {"error": {"message": "internal error (test)"}})
                 return

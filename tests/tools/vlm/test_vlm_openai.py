@@ -118,3 +118,22 @@ def test_backend_returns_usage(openai_server, stream: bool) -> None:
     assert res.text and res.latency_s > 0
     if not stream:
         assert res.new_tokens == 6
+
+
+def test_reasks_go_out_concurrently_and_parse_like_serial(openai_server, study: Study) -> None:
+    """Re-asks over an OpenAI-compatible server are concurrent requests (each /slow/ answer takes
+    1.5 s: all three are in flight before the first returns) and parse like one-by-one asks."""
+    root, state = openai_server
+    tool = _tool(_settings(root + "/slow/v1"))
+    findings = ["pleural_effusion", "pneumothorax", "edema"]
+    n0 = len(state.requests)
+    batched = tool.verify(study, findings, thread_id="ov")
+    arrivals = state.arrivals[n0:n0 + 3]
+    assert all(e.ok for e in batched), [e.error for e in batched]
+    assert max(arrivals) - min(arrivals) < 1.5  # the third arrived before the first could be answered
+    asked = [b["messages"][0]["content"][1]["text"] for _, b in state.requests[n0:n0 + 3]]
+    assert sorted(asked) == sorted(f"Is there any {f.replace('_', ' ')}?" for f in findings)
+    fast = _tool(_settings(root + "/v1"))
+    serial = [fast.verify(study, [f], thread_id="os")[0] for f in findings]
+    assert [[(c.finding, c.status, c.box) for c in e.calls] for e in batched] == \
+        [[(c.finding, c.status, c.box) for c in e.calls] for e in serial]
