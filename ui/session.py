@@ -77,60 +77,77 @@ def ingest_upload(
 ) -> str | None:
     """Ingest an uploaded file once (re-runs with the same file are no-ops).
 
-    On success the study becomes the session's current study and its bytes are queued for the
-    next turn; returns None. On refusal returns the clinician-readable StudyError message and
-    keeps the previous study; on an unexpected failure returns a short generic message.
+    On success the study becomes the session's current study and is queued for the next turn
+    (``take_study_inputs``); returns None. On refusal returns the clinician-readable StudyError
+    message and keeps the previous study; on an unexpected failure returns a short generic message.
+
+    The file counts as ingested (its signature recorded) only once it has been read. Streamlit's
+    fast reruns start the run of a chat message sent mid-ingest while this one is still decoding;
+    that run must then read the file itself, never conclude from a half-done ingest that there is
+    no image (the upload race of issue 14).
     """
     sig = upload_signature(name, data)
     if state.get(K_UPLOAD_SIG) == sig:
         return state.get(K_UPLOAD_ERROR)
+    error = _ingest(state, name, data, loader)
+    state[K_UPLOAD_ERROR] = error
     state[K_UPLOAD_SIG] = sig
+    return error
+
+
+def _ingest(state: MutableMapping[str, Any], name: str, data: bytes, loader: Callable[..., Study] | None) -> str | None:
     if loader is None:
         from tools.imaging import load_study as loader  # lazy: pulls in the decoders
     try:
         study = loader(data, filename=name)
     except StudyError as exc:
-        state[K_UPLOAD_ERROR] = f"{name} was not loaded: {exc}"
-        return state[K_UPLOAD_ERROR]
+        return f"{name} was not loaded: {exc}"
     except Exception as exc:  # never show a traceback for a bad file
         log.warning("unexpected ingest failure (%s)", type(exc).__name__)
-        state[K_UPLOAD_ERROR] = (
+        return (
             f"{name} could not be read (unexpected {type(exc).__name__}). "
             "Try exporting it again as PNG, JPEG or DICOM."
         )
-        return state[K_UPLOAD_ERROR]
-    state[K_UPLOAD_ERROR] = None
     state[K_STUDY] = study
     state[K_STUDY_NAME] = name
-    state[K_PENDING] = data
+    state[K_PENDING] = study.id  # an id, not the bytes: nothing raw is kept or sent
     return None
+
+
+class StudyNotSaved(RuntimeError):
+    """The study store could not take the uploaded study, so the turn is not run (nothing raw is
+    ever sent to the graph instead: its checkpoints would keep it)."""
 
 
 def take_study_inputs(state: MutableMapping[str, Any], store: Any = None) -> dict[str, Any]:
     """Graph inputs that hand a newly uploaded study to the next turn (empty when none is new).
 
     The already de-identified Study goes into the study store and only its id is sent, so the
-    raw upload (a DICOM's header carries PHI) never reaches the graph's checkpoints. Without a
-    usable store the bytes are sent instead (the graph ingests them itself). Call
+    raw upload (a DICOM's header carries PHI) never reaches the graph's checkpoints. Raises
+    ``StudyNotSaved`` (the study stays queued) when there is no usable store. Call
     ``restore_pending`` if the turn then fails, so the study is sent again next time.
     """
-    data = state.get(K_PENDING)
-    if data is None:
-        return {}
-    state[K_PENDING] = None
+    pending = state.get(K_PENDING)
     study = state.get(K_STUDY)
-    if store is not None and study is not None:
-        try:
-            return {"study_id": store.put(study)}
-        except Exception as exc:  # fall back to letting the graph ingest the bytes
-            log.warning("study store unavailable (%s); sending the image itself", type(exc).__name__)
-    return {"image": data, "image_name": state.get(K_STUDY_NAME)}
+    if pending is None or study is None:
+        return {}
+    if store is None:
+        raise StudyNotSaved("the study store is not available, so the study was not sent; try again")
+    try:
+        study_id = store.put(study)
+    except Exception as exc:  # noqa: BLE001 - disk full, permissions, quota: a typed, short message
+        log.warning("study store unavailable (%s)", type(exc).__name__)
+        raise StudyNotSaved(
+            f"the study could not be saved ({type(exc).__name__}), so it was not sent; try again"
+        ) from None
+    state[K_PENDING] = None
+    return {"study_id": study_id}
 
 
-def restore_pending(state: MutableMapping[str, Any], data: bytes | None) -> None:
+def restore_pending(state: MutableMapping[str, Any], pending: Any) -> None:
     """Queue the upload again after a failed turn."""
-    if data is not None and state.get(K_PENDING) is None:
-        state[K_PENDING] = data
+    if pending is not None and state.get(K_PENDING) is None:
+        state[K_PENDING] = pending
 
 
 _FACT_KEYS = (  # Study.metadata keys (already de-identified by tools/imaging.py) -> labels

@@ -226,16 +226,23 @@ class _Store:
         return study.id
 
 
-def test_new_study_goes_to_the_store_once_and_bytes_are_a_fallback():
+def test_new_study_goes_to_the_store_once_and_a_failed_store_is_a_typed_error():
+    import pytest
+
     state: dict = {}
     S.init_session(state)
     S.ingest_upload(state, "x.dcm", b"raw-dicom", loader=lambda data, filename=None: _study())
+    assert state[S.K_PENDING] == _study().id  # queued by id: the raw bytes are not kept
     store = _Store()
     inputs = S.take_study_inputs(state, store)
     assert inputs == {"study_id": _study().id} and store.put_ids == [_study().id]
     assert S.take_study_inputs(state, store) == {}  # sent once
-    S.restore_pending(state, b"raw-dicom")
-    assert S.take_study_inputs(state, _Store(fail=True)) == {"image": b"raw-dicom", "image_name": "x.dcm"}
+    S.restore_pending(state, _study().id)
+    with pytest.raises(S.StudyNotSaved, match=r"could not be saved \(OSError\), so it was not sent"):
+        S.take_study_inputs(state, _Store(fail=True))  # never falls back to sending the bytes
+    with pytest.raises(S.StudyNotSaved, match="not available"):
+        S.take_study_inputs(state, None)
+    assert S.take_study_inputs(state, store) == {"study_id": _study().id}  # still queued after the failures
 
 
 def test_study_facts_are_deidentified_display_fields():
@@ -302,8 +309,7 @@ def test_tool_load_states_reads_lazy_tools():
 
     lazy = LazyTool("vlm", "tools.vlm:VLMTool", {"report"}, image_source=True, settings=None)
     custom = SimpleNamespace(name="rib_counter")
-    graph = SimpleNamespace(cxr_nodes=SimpleNamespace(tools={"vlm": lazy, "rib_counter": custom}))
-    assert tool_load_states(graph) == {"vlm": False, "rib_counter": True}
+    assert tool_load_states({"vlm": lazy, "rib_counter": custom}) == {"vlm": False, "rib_counter": True}
     assert tool_load_states(object()) == {}
     assert vars(lazy)["_tool"] is None and vars(lazy)["_error"] is None  # asking did not load the model
 
@@ -321,3 +327,28 @@ def test_progress_events_go_to_on_work_not_to_the_step_list():
     t = run_turn(g, "Show similar cases", thread_id="t1", on_work=lambda *a: work.append(a))
     assert work == [("retrieval", "embedding", 256, 3927), ("retrieval", "embedding", 512, 3927)]
     assert len(t.progress) == 3 and not any("512" in line for line in t.progress)  # start, end, reply
+
+
+def test_a_run_that_starts_mid_ingest_reads_the_file_itself():
+    """Streamlit's fast reruns: the chat message's run starts while the upload's run is decoding.
+    It must not see the file as done (and answer as if no image were there)."""
+    import threading
+
+    state: dict = {}
+    S.init_session(state)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(data, filename=None):
+        started.set()
+        release.wait(10)
+        return _study()
+
+    upload_run = threading.Thread(target=S.ingest_upload, args=(state, "x.dcm", b"raw"), kwargs={"loader": slow})
+    upload_run.start()
+    assert started.wait(10)
+    # The message's run, while the upload's run is still decoding:
+    assert S.ingest_upload(state, "x.dcm", b"raw", loader=lambda data, filename=None: _study()) is None
+    assert S.take_study_inputs(state, _Store()) == {"study_id": _study().id}
+    release.set()
+    upload_run.join(10)
+    assert state[S.K_STUDY].id == _study().id
