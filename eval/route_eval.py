@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+DEFAULT_CASES_PATH = Path(__file__).resolve().with_name("router_cases.jsonl")
 
 
 def evaluate_cases(path: str | Path | None = None, *, router: Any = None) -> dict[str, Any]:
     """Score the router on a JSONL of {text, intent, (finding), (has_image)} (default eval/router_cases.jsonl).
 
-    Uses the router's own evaluate_router (intent and finding accuracy, per split) and adds the
-    confusion matrix as a dense table over the intents, gold rows x predicted columns."""
-    from agents.router import evaluate_router, load_cases, route
+    Uses evaluate_router (intent and finding accuracy, per split) and adds the confusion matrix as a
+    dense table over the intents, gold rows x predicted columns."""
+    from agents.router import route
     from tools.base import INTENTS
 
     cases = load_cases(path)
@@ -27,3 +32,70 @@ def evaluate_cases(path: str | Path | None = None, *, router: Any = None) -> dic
     res["confusion"] = {g: dict(r) for g, r in res.get("confusion", {}).items()}
     res["per_intent"] = {g: dict(r) for g, r in res.get("per_intent", {}).items()}
     return res
+
+
+def load_cases(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Read the labelled routing set (JSONL: text, has_image, intent, finding[, split])."""
+    p = Path(path) if path else DEFAULT_CASES_PATH
+    cases = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                cases.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{p}:{i}: not valid JSON ({exc.msg})") from exc
+    return cases
+
+
+def evaluate_router(cases: Iterable[dict[str, Any]], router: Any = None) -> dict[str, Any]:
+    """Accuracy of ``router`` on labelled cases: intent, finding (where the case has the key), both.
+
+    eval/router_cases.jsonl splits: ``dev`` (written while building the rules) and ``heldout1..3``
+    (each written after freezing the rules, then scored once). First-sight accuracy (intent and
+    finding): heldout1 24/28 = 0.857, heldout2 21/22 = 0.955, heldout3 25/26 = 0.962 (70/76 =
+    0.921 overall). The misses were then fixed with general rules, so today's 1.0 on those splits
+    is no longer a held-out number; write a fresh split to measure again.
+
+    Returns {"n", "accuracy" (intent and finding both right), "intent_accuracy", "finding_accuracy",
+    "per_intent": {intent: {"n", "correct"}}, "confusion": {gold: {predicted: count}},
+    "per_split": {split: accuracy}, "errors": [...]}.
+    """
+    if router is None:
+        from agents.router import route as router
+    n = ok_intent = ok_finding = n_finding = ok_both = 0
+    per_intent: dict[str, Counter] = defaultdict(Counter)
+    confusion: dict[str, Counter] = defaultdict(Counter)
+    split_tot: Counter = Counter()
+    split_ok: Counter = Counter()
+    errors = []
+    for case in cases:
+        r = router(case["text"], has_image=bool(case.get("has_image", True)),
+                   has_history=bool(case.get("has_history", False)))
+        n += 1
+        gold = case["intent"]
+        good_intent = r.intent == gold
+        good_finding = True
+        if "finding" in case:
+            n_finding += 1
+            good_finding = r.finding == case["finding"]
+            ok_finding += good_finding
+        ok_intent += good_intent
+        ok_both += good_intent and good_finding
+        per_intent[gold]["n"] += 1
+        per_intent[gold]["correct"] += good_intent and good_finding
+        confusion[gold][r.intent] += 1
+        split = case.get("split", "dev")
+        split_tot[split] += 1
+        split_ok[split] += good_intent and good_finding
+        if not (good_intent and good_finding):
+            errors.append({"text": case["text"], "gold": [gold, case.get("finding")], "got": [r.intent, r.finding]})
+    return {
+        "n": n,
+        "accuracy": ok_both / n if n else 0.0,
+        "intent_accuracy": ok_intent / n if n else 0.0,
+        "finding_accuracy": ok_finding / n_finding if n_finding else 1.0,
+        "per_intent": {k: dict(v) for k, v in sorted(per_intent.items())},
+        "confusion": {k: dict(v) for k, v in sorted(confusion.items())},
+        "per_split": {s: split_ok[s] / split_tot[s] for s in sorted(split_tot)},
+        "errors": errors,
+    }

@@ -11,12 +11,11 @@ from agents.router import (
     IMAGE_INTENTS,
     INTENT_TOOLS,
     Route,
-    evaluate_router,
     extract_findings,
-    load_cases,
     route,
     route_with_llm,
 )
+from eval.route_eval import evaluate_router, load_cases
 from tools.base import INTENTS
 
 

@@ -1,0 +1,98 @@
+"""Optional LLM routing (settings.router_llm): a LangChain chat model picks the intent, bounded by a
+timeout; the rules (agents/router.py) answer on any error or when the model is too slow.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agents.router import Intent, Route, _make_route, route
+from agents.router_findings import _clean, extract_findings
+from knowledge.vocabulary import normalize
+
+log = logging.getLogger(__name__)
+
+class RouteDecision(BaseModel):
+    """Structured output asked of the LLM router."""
+
+    intent: Intent = Field(description="report | locate | finding_question | similar_cases | explain | chat")
+    finding: str | None = Field(None, description="Finding the user names, in plain words (e.g. 'effusion'), or null.")
+    phrase: str | None = Field(None, description="For locate: the region or phrase to find, or null.")
+    reason: str = Field("", description="One short line: why this intent.")
+
+
+_LLM_SYSTEM = (
+    "You route turns of a chest X-ray assistant. Intents: report (full read/findings+impression), "
+    "locate (where is X / show X on the image), finding_question (is X present?), similar_cases "
+    "(find similar prior cases/reports), explain (why did you conclude X / what evidence), chat (anything else). "
+    "Return the intent, the finding named (if any), the phrase to locate (if any) and a one-line reason."
+)
+
+
+def route_with_llm(text: str, *, has_image: bool, llm: Any, has_history: bool = False) -> Route:
+    """Ask a LangChain chat model (``with_structured_output``) to route; any error -> ``route()``."""
+    fallback = route(text, has_image=has_image, has_history=has_history)
+    try:
+        structured = llm.with_structured_output(RouteDecision)
+        out = structured.invoke([("system", _LLM_SYSTEM), ("user", text)])
+        if isinstance(out, dict):
+            out = RouteDecision.model_validate(out)
+        if not isinstance(out, RouteDecision):
+            raise TypeError(f"unexpected structured output {type(out).__name__}")
+        findings: list[str] = []
+        if out.finding:
+            fid = normalize(out.finding) or next(iter(extract_findings(out.finding, allow_no_finding=True)), None)
+            if fid:
+                findings = [fid]
+        if not findings:
+            findings = fallback.findings
+        reason = (out.reason or f"LLM router chose {out.intent}").strip().splitlines()[0][:200]
+        return _make_route(out.intent, findings, _clean(text), reason, has_image=has_image, method="llm",
+                           phrase=out.phrase if out.intent == "locate" else None)
+    except Exception as exc:  # noqa: BLE001 - any LLM failure falls back to the rules
+        return fallback.model_copy(update={"reason": f"{fallback.reason} (LLM router failed: {type(exc).__name__})"})
+
+
+def make_router(settings: Any = None, *, llm: Any = None):
+    """A ``(text, *, has_image, has_history) -> Route`` callable: LLM-first when settings.router_llm is set
+    (or an ``llm`` is given), bounded by ``settings.router_timeout_s``: past it the rules answer."""
+    model_name = getattr(settings, "router_llm", None) if settings is not None else None
+    if llm is None:
+        if not model_name:
+            return route
+        try:
+            from langchain.chat_models import init_chat_model  # type: ignore[import-not-found]
+
+            llm = init_chat_model(model_name)
+        except Exception as exc:  # noqa: BLE001 - missing provider package or credentials: rules only
+            log.warning("router_llm=%r unavailable (%s: %s); routing by rules. Install `langchain` and the "
+                        "provider package (e.g. langchain-openai) to enable it.", model_name, type(exc).__name__, exc)
+            return route
+    timeout_s = float(getattr(settings, "router_timeout_s", None) or ROUTER_TIMEOUT_S)
+
+    def _route(text: str, *, has_image: bool, has_history: bool = False) -> Route:
+        return _bounded(lambda: route_with_llm(text, has_image=has_image, llm=llm, has_history=has_history),
+                        timeout_s, lambda: route(text, has_image=has_image, has_history=has_history))
+
+    return _route
+
+
+ROUTER_TIMEOUT_S = 10.0
+
+
+def _bounded(call: Any, timeout_s: float, fallback: Any) -> Route:
+    """``call()`` on a daemon thread; after ``timeout_s`` the rules' route (a hung LLM request keeps
+    its thread until the client's own timeout, but the turn no longer waits for it)."""
+    import threading
+
+    box: list[Route] = []
+    worker = threading.Thread(target=lambda: box.append(call()), name="cxr-router-llm", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if box:
+        return box[0]
+    r = fallback()
+    return r.model_copy(update={"reason": f"{r.reason} (LLM router timed out after {timeout_s:g} s)"})
