@@ -20,6 +20,7 @@ de-identification dropped every UID and the patient module of the original.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -28,7 +29,7 @@ import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import SecondaryCaptureImageStorage
 
 from cxr_agent import __version__
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
@@ -49,7 +50,8 @@ class SRSourceError(ValueError):
 
 
 def _uid(*parts: str) -> str:
-    return generate_uid(prefix=None, entropy_srcs=["cxr-agent", *parts])
+    """A stable UUID-derived UID (PS3.5 B.2) for these parts: the same study always gets the same UIDs."""
+    return _UID_ROOT + str(uuid.uuid5(uuid.NAMESPACE_URL, "cxr-agent:" + ":".join(parts)).int)
 
 
 def deidentified_source(study: Study) -> Dataset:

@@ -26,6 +26,7 @@ from tools.interop.dicomweb import (
     PacsUnreachable,
     StudyNotFound,
 )
+from tools.study_store import StudyStore
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +101,14 @@ def test_forbidden_is_its_own_error(settings):
 
 def test_pacs_to_agent_to_sr_back_into_the_same_pacs(pacs, settings, make_graph, thread, tmp_path, caplog, recwarn):
     """The issue's 'done when': pull, a report turn, push the SR, read it back from Orthanc, validate it."""
-    import graph as graph_module
-
     server, samples = pacs
     pacs_client = client(settings, server.dicomweb)
     vlm = ScriptedVLM(report="Small right pneumothorax. No pleural effusion.")
     clf = classifier({"pneumothorax": 0.82, "cardiomegaly": 0.2},
                      boxes={"pneumothorax": Box(x1=0.55, y1=0.1, x2=0.9, y2=0.45)})
     g = make_graph(vlm, clf)
-    pulled = pacs_client.pull(samples.chest_uid, loader=lambda data, filename=None: graph_module.ingest_image(
-        data, filename=filename, graph=g))
+    pulled = pacs_client.pull(samples.chest_uid)
+    StudyStore.from_settings(settings).put(pulled.study)  # where the graph's nodes look studies up
     cfg = thread()
     g.invoke({"messages": [("user", "Write a report")], "study_id": pulled.study.id}, cfg)
     state = g.get_state(cfg).values

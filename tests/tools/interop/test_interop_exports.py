@@ -1,0 +1,152 @@
+"""SR and FHIR writers on real headers, without a PACS: codes, structure, validation, de-identified uploads."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+
+import highdicom as hd
+import pydicom
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from pydantic import ValidationError
+from pydicom.sr.codedict import codes
+
+from knowledge.evidence import Artifact, Box, Decision, Evidence, FindingCall, Status
+from knowledge.vocabulary import FINDINGS
+from tools.imaging import load_study
+from tools.interop import codes as C
+from tools.interop.fhir import build_fhir_bundle, fhir_json
+from tools.interop.sr import SRSourceError, build_sr, deidentified_source
+
+
+@pytest.fixture
+def turn():
+    decisions = [
+        Decision(finding="pneumothorax", status=Status.present, confidence=0.81, agreeing=["vlm", "classifier"],
+                 rationale="VLM says 'right pneumothorax'; classifier 0.82 at its operating point.",
+                 calls=[FindingCall(finding="pneumothorax", status=Status.present, source="vlm",
+                                    box=Box(x1=0.6, y1=0.1, x2=0.9, y2=0.4))]),
+        Decision(finding="lung_opacity", status=Status.uncertain, confidence=0.35, agreeing=["vlm"],
+                 disagreeing=["classifier"], conflict=True, needs_review=True, verification="re-ask: unsure"),
+        Decision(finding="pleural_effusion", status=Status.absent, confidence=0.7, agreeing=["vlm", "classifier"]),
+    ]
+    evidence = [Evidence(tool="classifier", artifacts=[
+        Artifact(kind="heatmap", finding="lung_opacity", box=Box(x1=0.2, y1=0.5, x2=0.4, y2=0.8))])]
+    return decisions, evidence, "Right pneumothorax. No pleural effusion."
+
+
+@pytest.fixture(scope="module")
+def rg1(shared_data):
+    return pydicom.dcmread(shared_data / "dicom" / "RG1_J2KI.dcm", stop_before_pixels=True)
+
+
+def _reopen(sr) -> hd.sr.Comprehensive3DSR:
+    buf = io.BytesIO()
+    sr.save_as(buf, enforce_file_format=True)
+    return hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(buf.getvalue())))
+
+
+def test_codes_come_from_pydicom_or_the_local_scheme():
+    assert set(C.FINDING_CODES) == set(FINDINGS)
+    locals_ = [row.local_code for row in C.FINDING_CODES.values()]
+    assert len(set(locals_)) == len(locals_) and all(len(v) <= 16 for v in locals_)  # DICOM SH
+    for f, row in C.FINDING_CODES.items():
+        code = C.finding_code(f)
+        if row.sct_keyword:
+            assert code == getattr(codes.SCT, row.sct_keyword) and code.scheme_designator == "SCT"
+        else:
+            assert (code.scheme_designator, code.value) == (C.LOCAL_SCHEME, row.local_code)
+    assert C.finding_code("pneumothorax").value == codes.SCT.Pneumothorax.value
+    with pytest.raises(KeyError):
+        C.finding_code("not_a_finding")
+
+
+def test_sr_against_a_pacs_header_reopens_with_every_decision_and_box(rg1, turn, tmp_path):
+    decisions, evidence, report = turn
+    sr = _reopen(build_sr(rg1, decisions=decisions, evidence=evidence, report_text=report))
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34" and sr.VerificationFlag == "UNVERIFIED"
+    assert sr.StudyInstanceUID == rg1.StudyInstanceUID and str(sr.PatientName) == str(rg1.PatientName)
+    assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == C.LOCAL_SCHEME
+    groups = sr.content.get_image_measurement_groups()
+    assert [g.finding_type for g in groups] == [C.finding_code(d.finding) for d in decisions]
+    values = [g.get_qualitative_evaluations()[0].value for g in groups]
+    assert values == [codes.SCT.Present, codes.SCT.Indeterminate, codes.SCT.Absent]
+    assert groups[0].get_measurements()[0].value == pytest.approx(81.0)
+    texts = {(i.ConceptNameCodeSequence[0].CodeValue, i.TextValue) for i in groups[1][0].ContentSequence
+             if i.ValueType == "TEXT"}
+    assert ("AGREESOURCE", "vlm") in texts and ("DISAGREESOURCE", "classifier") in texts
+    flags = {i.ConceptNameCodeSequence[0].CodeValue: i.ConceptCodeSequence[0].CodeMeaning
+             for i in groups[1][0].ContentSequence if i.ValueType == "CODE"}
+    assert flags["NEEDSREVIEW"] == "Yes" and flags["SOURCECONFLICT"] == "Yes"
+    rois = sr.content.get_planar_roi_measurement_groups()
+    assert len(rois) == 2  # the VLM's pneumothorax box and the classifier's heatmap box
+    first = next(g for g in rois if g.finding_type == codes.SCT.Pneumothorax).roi
+    assert first.GraphicType == "POLYLINE" and first.value.shape == (5, 2)
+    assert first.value[0].tolist() == pytest.approx([0.6 * rg1.Columns, 0.1 * rg1.Rows])
+    assert first.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == rg1.SOPInstanceUID
+    root_texts = " ".join(str(i.get("TextValue", "")) for i in sr.ContentSequence)
+    assert report in root_texts and "AI-generated" in root_texts and "not verified" in root_texts
+    if shutil.which("dciodvfy"):
+        path = tmp_path / "sr.dcm"
+        sr.save_as(path, enforce_file_format=True)
+        out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+        errors = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+        assert errors == [], errors
+
+
+def test_sr_for_an_upload_references_the_deidentified_study(shared_data, turn):
+    decisions, evidence, report = turn
+    study = load_study(shared_data / "dicom" / "RG1_J2KI.dcm")
+    source = deidentified_source(study)
+    again = deidentified_source(load_study(shared_data / "dicom" / "RG1_J2KI.dcm"))
+    assert (source.StudyInstanceUID, source.SOPInstanceUID) == (again.StudyInstanceUID, again.SOPInstanceUID)
+    assert pydicom.uid.UID(source.SOPInstanceUID).is_valid and source.PatientIdentityRemoved == "YES"
+    sr = _reopen(build_sr(source, decisions=decisions, evidence=evidence, report_text=report, demo=True))
+    original = pydicom.dcmread(shared_data / "dicom" / "RG1_J2KI.dcm", stop_before_pixels=True)
+    assert sr.StudyInstanceUID == source.StudyInstanceUID != original.StudyInstanceUID
+    assert str(sr.PatientName) == "" and sr.PatientID == ""
+    dump = str(sr)
+    for phi in (str(original.PatientName), original.PatientID, original.SOPInstanceUID, original.StudyInstanceUID):
+        assert phi not in dump
+    assert "DEMO MODE" in " ".join(str(i.get("TextValue", "")) for i in sr.ContentSequence)
+
+
+def test_sr_refuses_a_header_it_cannot_reference(turn):
+    decisions, evidence, report = turn
+    header = pydicom.Dataset()
+    header.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    with pytest.raises(SRSourceError, match="no SOPInstanceUID"):
+        build_sr(header, decisions=decisions)
+
+
+def test_fhir_bundle_validates_and_carries_each_decision(turn):
+    decisions, evidence, report = turn
+    bundle = build_fhir_bundle(decisions=decisions, evidence=evidence, report_text=report, demo=True,
+                               study_uid="1.2.3.4")
+    again = Bundle.model_validate_json(fhir_json(bundle))  # the models' own validation, both ways
+    kinds = [e.resource.__resource_type__ for e in again.entry]
+    assert kinds == ["DiagnosticReport", "Device"] + ["Observation"] * len(decisions)
+    report_res, device_entry, observations = again.entry[0].resource, again.entry[1], [e.resource for e in again.entry[2:]]
+    assert report_res.status == "preliminary" and len(report_res.result) == len(decisions)
+    assert report_res.presentedForm[0].data.decode().count(report) == 1  # the model holds decoded bytes
+    as_json = json.loads(fhir_json(bundle))["entry"][0]["resource"]["presentedForm"][0]["data"]
+    assert report in base64.b64decode(as_json).decode()  # JSON carries base64, as FHIR requires
+    assert report_res.imagingStudy[0].identifier.value == "urn:oid:1.2.3.4"
+    ptx = observations[0]
+    assert ptx.code.coding[0].system == "http://snomed.info/sct" and ptx.code.coding[0].code == codes.SCT.Pneumothorax.value
+    assert ptx.valueCodeableConcept.coding[0].code == codes.SCT.Present.value
+    assert ptx.interpretation[0].coding[0].code == "POS" and ptx.device.reference == device_entry.fullUrl
+    assert ptx.component[0].valueQuantity.value == pytest.approx(81.0)
+    assert "Agreeing sources: vlm, classifier" in ptx.note[0].text and "Region (vlm box)" in ptx.note[0].text
+    opacity = observations[1]
+    assert opacity.code.coding[0].system == C.FHIR_LOCAL_SYSTEM and opacity.interpretation[0].coding[0].code == "IND"
+    assert "Flagged for human review" in opacity.note[0].text and "classifier heatmap" in opacity.note[0].text
+    assert observations[2].valueCodeableConcept.coding[0].code == codes.SCT.Absent.value
+    doc = json.loads(fhir_json(bundle))
+    doc["entry"][2]["resource"]["status"] = 42  # the models reject a malformed resource
+    with pytest.raises(ValidationError):
+        Bundle.model_validate(doc)
