@@ -9,12 +9,14 @@ from cli.forget import register as register_forget
 from cli.kb import app as kb_app
 from cli.models import app as models_app
 from cli.run import register as register_run_commands
+from cli.setup import setup as setup_command
 
 app = typer.Typer(help="cxr-agent: chest X-ray decision-support assistant (research use, not a diagnosis).", no_args_is_help=True)
 app.add_typer(kb_app, name="kb", help="Build, inspect and search the prior-report index.")
 app.add_typer(models_app, name="models", help="List and download model weights.")
 app.add_typer(eval_app, name="eval", help="Evaluate tools and the reconciled graph on labelled data.")
 register_run_commands(app)  # ui, ask
+app.command("setup")(setup_command)  # demo models + prior-report index, once
 register_forget(app)  # forget (issue 14)
 
 if __name__ == "__main__":

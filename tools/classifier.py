@@ -8,8 +8,6 @@ produce no call at all, so silence is never mistaken for "absent".
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,7 +28,7 @@ from tools.classifier_weights import (
     load_classifier,
     wrap_module,
 )
-from tools.heatmap import CropGeometry, cam_to_model_input, grad_cam, peak_box, to_original
+from tools.heatmap import CropGeometry, cam_to_model_input, grad_cam, peak_box, save_heatmap, to_original
 
 if TYPE_CHECKING:
     import torch
@@ -321,19 +319,11 @@ class ClassifierTool:
         return Heatmap(canon, full, box, path, m.name, float(inf.scores[idx]))
 
     def _save(self, study: Study, finding: str, heat: np.ndarray) -> Path:
+        """Reduced (uint8, <= 512 px) owner-only copy, atomic, under the shared disk quota (tools.heatmap)."""
         safe_id = "".join(c for c in study.id if c.isalnum())[:64] or "study"
-        folder = Path(self.settings.artifacts_dir) / safe_id
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"classifier-{self.model.name}-{finding}.npy"
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, heat.astype(np.float16))
-            os.replace(tmp, path)  # atomic: concurrent turns never see a half-written file
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        path = Path(self.settings.artifacts_dir) / safe_id / f"classifier-{self.model.name}-{finding}.npy"
+        return save_heatmap(heat, path, studies_dir=self.settings.studies_dir,
+                            quota_bytes=self.settings.storage_quota_mb * 2**20)
 
     def run(self, request: ToolRequest) -> Evidence:
         """report: all calls + heatmaps of the top present findings; locate / finding_question:

@@ -3,11 +3,15 @@
 The model sees a square centre crop of the study resized to R x R; a heatmap is only useful to a
 clinician on the ORIGINAL image, so `CropGeometry` records the crop offset and scale and every
 heatmap/box goes back through it. Regions outside the crop were never seen: their heat is 0.
+
+Stored heatmaps are reduced (uint8, longest side STORED_MAX_SIDE): three full-resolution float
+maps per turn would outgrow the study they explain; the in-memory Heatmap keeps full size.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -117,3 +121,36 @@ def peak_box(heat: np.ndarray, geom: CropGeometry, *, level: float = BOX_LEVEL, 
         y2=min(max(y2 / h, 0.0), 1.0),
         label=label,
     )
+
+
+# ---- storage -----------------------------------------------------------------------------------
+STORED_MAX_SIDE = 512  # px: a Grad-CAM holds 7x7 to 16x16 cells of information; 512 is plenty to overlay
+STORED_DTYPE = np.uint8  # 256 heat levels: what a colour map can show
+
+
+def stored_heatmap(heat: np.ndarray, max_side: int = STORED_MAX_SIDE) -> np.ndarray:
+    """(H, W) heat in [0, 1] -> uint8 (0..255) with the same aspect ratio, longest side <= max_side.
+
+    The stored map covers the whole original image (zeros outside the crop), so a viewer that
+    stretches it over the image (ui.overlays.blend_heatmap resizes any size) draws it in place."""
+    from PIL import Image
+
+    arr = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
+    h, w = arr.shape
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        arr = np.asarray(Image.fromarray(arr, mode="F").resize(size, Image.Resampling.BOX), dtype=np.float32)
+    return np.rint(np.clip(arr, 0.0, 1.0) * 255).astype(STORED_DTYPE)
+
+
+def save_heatmap(heat: np.ndarray, path: Path, *, studies_dir: Path | None = None, quota_bytes: int = 0) -> Path:
+    """Write the reduced heatmap atomically, owner-only (0600 in a 0700 folder), then apply the
+    disk quota shared with the study store (the heatmap's own study is never evicted for it)."""
+    from tools.disk import atomic_write, enforce_quota
+
+    small = stored_heatmap(heat)
+    atomic_write(path, lambda fh: np.save(fh, small, allow_pickle=False))
+    if studies_dir is not None and quota_bytes > 0:
+        enforce_quota(studies_dir, path.parent.parent, quota_bytes, keep=(path.parent.name,))
+    return path

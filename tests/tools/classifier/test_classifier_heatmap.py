@@ -48,9 +48,18 @@ def test_heatmap_box_maps_back_through_crop_and_resize(bright_tool, width, heigh
     # 0.01 of a side: a pixel or two (one feature cell is 4 model pixels); forgetting the
     # crop offset or the scale moves the box by 0.1-0.3
     assert got == pytest.approx(expected, abs=0.01), (got, expected)
-    # saved next to the study's other artifacts, float16, same size
+    # saved next to the study's other artifacts, reduced (uint8, longest side <= 512, same aspect),
+    # and still in place: stretched over the original image it matches the full-size map
     saved = np.load(hm.path)
-    assert saved.dtype == np.float16 and saved.shape == (height, width)
+    scale = min(1.0, 512 / max(width, height))
+    assert saved.dtype == np.uint8 and saved.shape == (round(height * scale), round(width * scale))
+    from PIL import Image
+
+    back = np.asarray(Image.fromarray(saved.astype(np.float32) / 255, mode="F").resize((width, height)))
+    assert float(np.abs(back - hm.array).mean()) < 0.02
+    py2, px2 = np.unravel_index(int(np.argmax(back)), back.shape)
+    assert x1 - 8 <= px2 < x2 + 8 and y1 - 8 <= py2 < y2 + 8  # the overlay's peak is on the blob
+    assert float(back[dy1:dy2, dx1:dx2].max()) < 0.05  # and the unseen decoy stays cold
     assert Path(hm.path).parent.name == study.id
 
 
