@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 ## Start the Streamlit app on 127.0.0.1 (demo mode with random weights when real weights are absent).
+## `cxr-agent setup` first builds the demo models and the prior-report index (once; later runs only check).
 run: install
+	$(VENV)/bin/cxr-agent setup || echo "note: setup did not finish; the app builds what is missing on first use (slower first turn)"
 	$(VENV)/bin/cxr-agent ui
 
 ## Run the whole test suite (offline; tiny random-weight models).

@@ -1,8 +1,8 @@
 """`cxr-agent models ...`: which model weights are usable here, and fetching them.
 
-Heavy imports (torch, xrv, transformers) stay inside functions so `cxr-agent --help` is fast,
-and every status check is tolerant: a broken or absent VLM module shows as "unavailable", it
-never stops the listing (or `cxr-agent ui --profile auto`, which calls weight_statuses()).
+Reads only the model catalogue (tools/catalogue.py). Heavy imports (torch, xrv, transformers) stay
+inside functions so `cxr-agent --help` is fast, and every status check is tolerant: a broken or
+absent module shows as "unavailable", it never stops the listing.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tools.catalogue import (  # noqa: F401 - re-exported for the commands below
+from tools.catalogue import (  # noqa: F401 - re-exported for callers of the old names
     BUNDLED_EMBEDDER,
+    CATALOGUE,
     classifier_status,
     embedder_status,
+    entry,
     vlm_status,
     weight_statuses,
 )
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
     from cxr_agent.settings import Settings
 
 app = typer.Typer(no_args_is_help=True)
+
+DOWNLOADABLE = tuple(e.key for e in CATALOGUE if e.download is not None)
+
 
 @app.command("list")
 def list_models() -> None:
@@ -47,50 +52,57 @@ def list_models() -> None:
 
 @app.command("download")
 def download(
-    what: str = typer.Option("all", help="all | classifier | vlm"),
+    what: str = typer.Option("all", help=f"all | {' | '.join(DOWNLOADABLE)}"),
     all_classifiers: bool = typer.Option(False, "--all-classifiers",
                                          help="Fetch every torchxrayvision model, not only the configured one."),
+    trust_existing: bool = typer.Option(
+        False, "--trust-existing",
+        help="A classifier file already on disk with no recorded sha256: record its hash (trust on first use). "
+             "Only for a file you know came from the torchxrayvision release."),
 ) -> None:
-    """Fetch the configured models' weights (needs internet; offline mode refuses)."""
+    """Fetch the configured real models' weights (needs internet; offline mode refuses), checking each
+    file's sha256 (or recording it, where the publisher gives none)."""
     from rich.console import Console
 
     from cxr_agent.settings import get_settings
 
-    if what not in {"all", "classifier", "vlm"}:
-        raise typer.BadParameter("--what must be all, classifier or vlm")
+    if what != "all" and what not in DOWNLOADABLE:
+        raise typer.BadParameter(f"--what must be all or one of: {', '.join(DOWNLOADABLE)}")
     settings = get_settings()
     console = Console(stderr=True)
     failures: list[str] = []
-    if what in {"all", "classifier"}:
-        from tools.classifier_weights import MODEL_NAMES
+    keys = DOWNLOADABLE if what == "all" else (what,)
+    for key in keys:
+        if key == "classifier":
+            from tools.classifier_files import MODEL_NAMES
 
-        names = list(MODEL_NAMES) if all_classifiers else [settings.classifier_model]
-        for name in names:
-            err = _download_classifier(settings, name, console)
+            names = list(MODEL_NAMES) if all_classifiers else [settings.classifier_model]
+            failures += [err for name in names if (err := _download_classifier(settings, name, console, trust_existing))]
+        else:
+            err = _download_other(settings, key, console)
             if err:
                 failures.append(err)
-    if what in {"all", "vlm"}:
-        try:
-            from tools.vlm.weights import download_vlm_weights
-        except Exception as exc:
-            failures.append(f"VLM download unavailable: {type(exc).__name__}: {exc}")
-        else:
-            try:
-                with console.status(f"Downloading {settings.vlm_model_id} ..."):
-                    path = download_vlm_weights(settings)
-                console.print(f"[green]VLM weights ready:[/green] {path}")
-            except Exception as exc:
-                failures.append(f"VLM {settings.vlm_model_id}: {exc}")
     for msg in failures:
         console.print(f"[red]error:[/red] {msg}")
     raise typer.Exit(1 if failures else 0)
 
 
-def _download_classifier(settings: Settings, name: str, console) -> str | None:
+def _download_other(settings: Settings, key: str, console) -> str | None:
+    """A catalogue entry fetched under a spinner that shows its status lines; an error message or None."""
+    item = entry(key)
+    try:
+        with console.status(f"Downloading {item.title} ...") as spinner:
+            path = item.download(settings, lambda line: spinner.update(str(line)))  # type: ignore[misc]
+    except Exception as exc:
+        name = settings.vlm_model_id if key == "vlm" else settings.embedder if key == "embedder" else item.title
+        return f"{item.title} {name}: {exc}"
+    console.print(f"[green]{item.title} ready:[/green] {path}")
+    return None
+
+
+def _download_classifier(settings: Settings, name: str, console, trust_existing: bool = False) -> str | None:
     """One xrv weight file with a rich progress bar; returns an error message or None."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    from tools.classifier_weights import download_classifier_weights
 
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=console) as bar:
@@ -100,8 +112,8 @@ def _download_classifier(settings: Settings, name: str, console) -> str | None:
             bar.update(task, completed=done, total=total)
 
         try:
-            path = download_classifier_weights(settings, progress, name=name)
+            path = entry("classifier").download(settings, progress, name=name, trust_existing=trust_existing)  # type: ignore[misc]
         except Exception as exc:
             return f"classifier {name}: {exc}"
-    console.print(f"[green]classifier weights ready:[/green] {path}")
+    console.print(f"[green]classifier weights ready (sha256 checked):[/green] {path}")
     return None

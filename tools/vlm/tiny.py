@@ -208,7 +208,7 @@ def load_tiny(data_dir: Path | None = None, geometry: Geometry = "small") -> tup
             return _memo[key]
         from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
 
-        target = (Path(data_dir) / ("tiny-vlm" if geometry == "small" else "tiny-vlm-real")) if data_dir else None
+        target = tiny_dir(data_dir, geometry) if data_dir else None
         pair: tuple[Any, Any] | None = None
         if target is not None and (target / "config.json").exists():
             try:
@@ -231,3 +231,24 @@ def load_tiny(data_dir: Path | None = None, geometry: Geometry = "small") -> tup
         _memo[key] = pair
         return pair
 
+
+
+def tiny_dir(data_dir: Path, geometry: Geometry = "small") -> Path:
+    """Where ``load_tiny`` keeps the saved model (``cxr-agent setup`` writes it)."""
+    return Path(data_dir) / ("tiny-vlm" if geometry == "small" else "tiny-vlm-real")
+
+
+def tiny_vlm_status(settings: Any) -> Any:
+    """The catalogue's "tiny-vlm" entry: built (saved under the data dir) or still to build."""
+    from tools.base import WeightStatus
+
+    loc = tiny_dir(settings.data_dir)
+    built = (loc / "config.json").is_file() and any(loc.glob("*.safetensors"))
+    return WeightStatus(
+        name="vlm: tiny random LLaVA-OneVision (demo)",
+        kind="vlm",
+        present=built,
+        location=str(loc),
+        fix=None if built else "cxr-agent setup",
+        detail="random weights, no diagnostic value" + ("" if built else "; not built yet (else built on first use)"),
+    )

@@ -1,7 +1,11 @@
-"""Are RadVLM's weights here, and how to get them.
+"""Are RadVLM's weights here, and how to get them (the catalogue's "vlm" entry).
 
 Checked against the local Hugging Face cache only (never the network), so a missing model is
-reported at once instead of after a ~144 s hub timeout.
+reported at once instead of after a ~144 s hub timeout. Integrity: the weights are safetensors
+(read without unpickling, so no code can run from them; no ``torch.load``), and the hub publishes
+each weight file's sha256 (its LFS id, the name of its blob in the cache): after a download every
+weight blob is hashed and compared with that name (``verify_snapshot``). The tiny demo VLM is
+tools/vlm/tiny.py's (built by `cxr-agent setup`).
 """
 
 from __future__ import annotations
@@ -87,16 +91,8 @@ def _shards(directory: Path) -> list[str]:
 
 
 def vlm_weight_status(settings: Settings) -> WeightStatus:
-    """Whether the configured VLM can be used here (no network access for the local check)."""
-    if settings.model_profile == "tiny":
-        loc = Path(settings.data_dir) / "tiny-vlm"
-        return WeightStatus(
-            name="vlm: tiny random LLaVA-OneVision (demo)",
-            kind="vlm",
-            present=True,
-            location=str(loc),
-            detail="built offline on first use; random weights, no diagnostic value",
-        )
+    """Whether the configured REAL VLM can be used here, whatever the profile (no network access
+    for the local check; the tiny demo VLM has its own entry, tools.vlm.tiny.tiny_vlm_status)."""
     if settings.vlm_backend == "openai":
         return _server_status(settings)
     path, missing = local_model_dir(settings)
@@ -135,19 +131,13 @@ def _server_status(settings: Settings) -> WeightStatus:
 
 
 def download_vlm_weights(settings: Settings, progress: Any = None) -> Path:
-    """Fetch RadVLM into the HF cache (snapshot_download). ``progress``: a tqdm class, or a
-    callable receiving status lines. Raises RuntimeError with the fix when offline."""
+    """Fetch RadVLM into the HF cache (snapshot_download), whatever the profile. ``progress``: a tqdm
+    class, or a callable receiving status lines. Raises RuntimeError with the fix when offline."""
     from huggingface_hub import snapshot_download
 
     from cxr_agent.settings import hub_offline
 
     say: Callable[[str], None] = progress if callable(progress) and not isinstance(progress, type) else (lambda _m: None)
-    if settings.model_profile == "tiny":
-        from tools.vlm.tiny import load_tiny
-
-        say("building the tiny random VLM (demo profile)")
-        load_tiny(settings.data_dir)
-        return Path(settings.data_dir) / "tiny-vlm"
     if Path(settings.vlm_model_id).expanduser().is_dir():
         return Path(settings.vlm_model_id).expanduser()
     if hub_offline() or settings.offline:
@@ -159,4 +149,35 @@ def download_vlm_weights(settings: Settings, progress: Any = None) -> Path:
     kwargs: dict[str, Any] = {"repo_id": settings.vlm_model_id, "cache_dir": str(cache_dir(settings))}
     if isinstance(progress, type):
         kwargs["tqdm_class"] = progress
-    return Path(snapshot_download(**kwargs))
+    snapshot = Path(snapshot_download(**kwargs))
+    say(f"checking the sha256 of {settings.vlm_model_id}'s weight files")
+    verify_snapshot(snapshot)
+    return snapshot
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def verify_snapshot(snapshot: Path) -> int:
+    """Hash every weight file of a hub snapshot and compare it with the sha256 the hub published for
+    it (the cache names an LFS file's blob by that hash). Returns how many files were checked; raises
+    WeightsIntegrityError naming the file, both hashes and the fix."""
+    from tools.integrity import WeightsIntegrityError, sha256_file
+
+    checked = 0
+    for link in sorted(Path(snapshot).iterdir()):
+        if not link.name.endswith(_WEIGHT_SUFFIXES):
+            continue
+        blob = link.resolve()
+        expected = blob.name
+        if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+            continue  # not an LFS blob (a local copy): nothing published to compare with
+        actual = sha256_file(blob)
+        if actual != expected:
+            raise WeightsIntegrityError(
+                f"weight file {link.name} ({blob}) failed its integrity check: expected sha256 {expected} "
+                f"(published by the hub), actual sha256 {actual}. Fix: delete {blob} and run "
+                f"`{DOWNLOAD_FIX}` again."
+            )
+        checked += 1
+    return checked

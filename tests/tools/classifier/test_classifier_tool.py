@@ -136,7 +136,7 @@ def test_threads_share_one_model_loaded_once(tmp_path, monkeypatch):
     """8 threads, one cache key: the builder runs once and every thread gets the same answer."""
     calls = []
 
-    def slow_build(name, device):
+    def slow_build(name, device, data_dir=None):
         calls.append(name)
         time.sleep(0.3)  # widen the race window
         return cw._finish(wrapped(BrightnessNet(), op_threshs=[0.3] * 18, name=name))
@@ -194,8 +194,9 @@ def test_weight_statuses_tolerates_missing_vlm_module(tmp_path, monkeypatch):
     from tools.catalogue import weight_statuses
 
     monkeypatch.setitem(sys.modules, "tools.vlm.weights", None)  # import fails
-    statuses = weight_statuses(Settings(classifier_weights_dir=tmp_path))
+    statuses = weight_statuses(Settings(model_profile="real", classifier_weights_dir=tmp_path))
     kinds = {s.kind: s for s in statuses}
+    assert len(statuses) == 3  # the real models only; the demo models are listed under the tiny profile
     assert set(kinds) == {"classifier", "vlm", "embedder"}
     assert not kinds["vlm"].present and "VLM status unavailable" in kinds["vlm"].detail
     assert not kinds["classifier"].present

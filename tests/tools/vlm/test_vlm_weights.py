@@ -78,6 +78,17 @@ def test_hub_cache_layout_is_recognised(tmp_path: Path) -> None:
     assert st.present and st.location == str(snap)
 
 
-def test_tiny_profile_needs_no_weights(tiny_settings: Settings) -> None:
-    st = vlm_weight_status(tiny_settings)
-    assert st.present and "random" in st.detail
+def test_tiny_profile_needs_no_weights(tiny_settings: Settings, tmp_path: Path) -> None:
+    """The demo VLM is its own catalogue entry: present once built (setup), 'run setup' before; the
+    real RadVLM entry keeps reporting the real weights (what `models download` would add)."""
+    from tools.catalogue import weight_statuses
+    from tools.vlm.tiny import load_tiny, tiny_vlm_status
+
+    unbuilt = tiny_vlm_status(tiny_settings.model_copy(update={"data_dir": tmp_path}))
+    assert not unbuilt.present and unbuilt.fix == "cxr-agent setup"
+    load_tiny(tiny_settings.data_dir)
+    listed = {s.name: s for s in weight_statuses(tiny_settings)}
+    tiny = listed["vlm: tiny random LLaVA-OneVision (demo)"]
+    assert tiny.present and "random" in tiny.detail and tiny.location == str(tiny_settings.data_dir / "tiny-vlm")
+    real = vlm_weight_status(tiny_settings)
+    assert real.name == f"vlm: {tiny_settings.vlm_model_id}" and real.name in listed
