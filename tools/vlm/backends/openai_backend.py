@@ -23,6 +23,7 @@ import httpx
 from PIL import Image
 
 from tools.vlm.backends.base import BackendError, GenerationResult, ModelUnavailable
+from tools.vlm.backends.transport import check_transport
 from tools.vlm.prompts import ChatTurn
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class OpenAIBackend:
         self.profile = settings.model_profile
         self.model_id = settings.openai_model
         self.base_url = settings.openai_base_url.rstrip("/")
+        check_transport(self.base_url, settings.vlm_allow_insecure_remote)  # images leave only over https (E)
         self.url = self.base_url + "/chat/completions"
         self.timeout_s = float(settings.openai_timeout_s)
         self.max_retries = max(0, int(settings.openai_max_retries))
