@@ -1,0 +1,119 @@
+"""`cxr-agent pacs pull` and `cxr-agent pacs push`: a PACS study in, the SR back, only when asked.
+
+pull: QIDO/WADO the study's first frontal CR/DX image (tools.interop.dicomweb), ingest it exactly like an
+upload (tools.imaging.load_study: limits, refusals, de-identification), run one turn, print the reply.
+Nothing of the PACS reference is stored: push finds the same image again by its pixel hash.
+push: rebuild the SR from the thread's latest reconciled findings against the source header fetched
+again from the PACS, and STOW-RS it into the same study. Optional FHIR JSON / SR files on request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+STUDY_OPT = typer.Option(..., "--study", "-s", help="Study Instance UID on the PACS (CXR_AGENT_PACS_URL).")
+FHIR_OPT = typer.Option(None, "--fhir", help="Also write the findings as FHIR R4B JSON to this file.")
+
+
+def _fail(message: str) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]{message}[/red]")
+    return typer.Exit(2)
+
+
+def _findings_table(decisions):
+    from rich.table import Table
+
+    table = Table(title="Reconciled findings")
+    for col in ("finding", "status", "confidence", "agree", "disagree", "review"):
+        table.add_column(col)
+    for d in decisions:
+        table.add_row(d.finding, d.status.value, f"{d.confidence:.2f}", ", ".join(d.agreeing) or "-",
+                      ", ".join(d.disagreeing) or "-", "yes" if d.needs_review else "")
+    return table
+
+
+@app.command("pull")
+def pull(
+    study: str = STUDY_OPT,
+    question: str = typer.Argument("Write a report", help="What to ask about the image."),
+    thread: str = typer.Option(None, "--thread", "-t", help="Conversation id (default: new)."),
+    fhir: Path = FHIR_OPT,
+) -> None:
+    """Pull a study's chest radiograph from the PACS and ask about it (nothing is sent back)."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from cxr_agent.settings import get_settings
+    from tools.interop.dicomweb import PacsClient, PacsError
+    from tools.study import StudyError
+    from tools.study_store import StudyStore
+
+    settings = get_settings()
+    out, err = Console(), Console(stderr=True)
+    try:
+        pulled = PacsClient(settings).pull(study)
+    except (PacsError, StudyError) as exc:
+        raise _fail(str(exc)) from None
+    study_id = StudyStore.from_settings(settings).put(pulled.study)  # where the graph looks studies up
+    err.print(f"[dim]pulled a {pulled.source.modality} {pulled.source.view or ''} image "
+              f"({pulled.study.width} x {pulled.study.height}); de-identified as study {study_id[:12]}[/dim]")
+    from graph import build_graph
+
+    graph = build_graph(settings)
+    thread_id = thread or uuid.uuid4().hex[:12]
+    config = {"configurable": {"thread_id": thread_id}}
+    graph.invoke({"messages": [("user", question)], "study_id": study_id}, config)
+    state = graph.get_state(config).values
+    out.print(Markdown(state["messages"][-1].content))
+    decisions = list(state.get("decisions") or [])
+    if decisions:
+        out.print(_findings_table(decisions))
+    if fhir is not None:
+        from tools.interop.fhir import build_fhir_bundle, fhir_json
+
+        bundle = build_fhir_bundle(decisions=decisions, evidence=state.get("evidence") or [],
+                                   report_text=state["messages"][-1].content, demo=settings.is_demo,
+                                   study_uid=study)
+        fhir.write_text(fhir_json(bundle))
+        err.print(f"[dim]FHIR R4B bundle written to {fhir}[/dim]")
+    err.print(f"[dim]thread: {thread_id}  (send the SR back with: cxr-agent pacs push --study <UID> "
+              f"--thread {thread_id})[/dim]")
+
+
+@app.command("push")
+def push(
+    study: str = STUDY_OPT,
+    thread: str = typer.Option(..., "--thread", "-t", help="The conversation whose findings to send."),
+) -> None:
+    """Send the thread's latest findings to the PACS as a DICOM SR (STOW-RS) in the same study."""
+    from rich.console import Console
+
+    from cxr_agent.settings import get_settings
+    from graph import build_graph
+    from tools.interop.dicomweb import PacsClient, PacsError
+    from tools.study import StudyError
+
+    settings = get_settings()
+    state = build_graph(settings).get_state({"configurable": {"thread_id": thread}}).values
+    last = state.get("last_result") or {}
+    decisions = list(last.get("decisions") or state.get("decisions") or [])
+    study_id = last.get("study_id") or state.get("study_id")
+    if not decisions or not study_id:
+        raise _fail(f"Conversation {thread!r} has no findings on an image yet: run `cxr-agent pacs pull` first.")
+    replies = [m for m in state.get("messages") or [] if getattr(m, "type", "") == "ai"]
+    try:
+        client = PacsClient(settings)
+        ref = client.locate(study, study_id)
+        pushed = client.push_report(ref, decisions=decisions, evidence=last.get("evidence") or [],
+                                    report_text=replies[-1].content if replies else "", demo=settings.is_demo)
+    except (PacsError, StudyError) as exc:
+        raise _fail(str(exc)) from None
+    Console().print(f"Stored a DICOM SR with {pushed.findings} finding(s) in the study on the PACS "
+                    f"(SR SOP Instance UID {pushed.sop_uid}). It is marked UNVERIFIED: a clinician must review it.")
