@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser postgres bench lint clean
+.PHONY: run test install browser postgres pacs bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ run: install
 	$(VENV)/bin/cxr-agent ui
 
 ## Run the whole test suite (offline; tiny random-weight models).
-test: install browser postgres
+test: install browser postgres pacs
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
 ## Debian's Chromium for the end-to-end browser test (skipped with a reason if it cannot be installed).
@@ -46,6 +46,16 @@ postgres:
 	    (apt-get install -y -qq postgresql >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq postgresql >/dev/null 2>&1)) \
 	      || echo "note: could not install postgresql; the Postgres tests will fail (set CXR_AGENT_TEST_PG_BINDIR)"; \
 	  else echo "note: postgresql not installed (apt-get install postgresql); the Postgres tests will fail"; fi; }
+
+## Debian's Orthanc PACS + DICOMweb plugin for the PACS tests (started by the tests on 127.0.0.1, never as
+## the system service), and dicom3tools' dciodvfy to validate the SR; skipped with a reason if not installable.
+pacs:
+	@{ command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ]; } && ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1 \
+	  && command -v dciodvfy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq orthanc orthanc-dicomweb dicom3tools >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq orthanc orthanc-dicomweb dicom3tools >/dev/null 2>&1)) \
+	      || echo "note: could not install orthanc/orthanc-dicomweb/dicom3tools; the PACS tests will be skipped"; \
+	  else echo "note: orthanc + orthanc-dicomweb not installed; the PACS tests will be skipped"; fi; }
 
 ## Every benchmark, one summary table (bench/results/summary.json).
 bench: install
