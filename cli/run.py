@@ -42,14 +42,56 @@ def ui(
             fg=typer.colors.YELLOW,
             err=True,
         )
+    address = host or settings.ui_host
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(UI_APP),
-        "--server.address", host or settings.ui_host,
+        "--server.address", address,
         "--server.port", str(port or settings.ui_port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        *streamlit_safety_flags(settings, address),
     ]
+    if not _loopback(address) and not settings.ui_require_login:
+        typer.secho(
+            f"WARNING: binding to {address} without a login: anyone who can reach this port can upload studies "
+            "and read every answer. Set CXR_AGENT_UI_REQUIRE_LOGIN=true (Streamlit OIDC, [auth] in "
+            ".streamlit/secrets.toml) or stay on 127.0.0.1 behind an authenticating proxy.",
+            fg=typer.colors.RED, err=True,
+        )
+        if not settings.ui_allowed_hosts.strip():
+            typer.secho("Set CXR_AGENT_UI_ALLOWED_HOSTS to the host names users type (server.allowedHosts).",
+                        fg=typer.colors.YELLOW, err=True)
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def streamlit_safety_flags(settings, address: str) -> list[str]:
+    """Streamlit options the app relies on, whatever directory it is started from (the shipped
+    .streamlit/config.toml only applies when started from the repository root)."""
+    from tools.imaging import MAX_FILE_BYTES
+
+    hosts = [h.strip() for h in settings.ui_allowed_hosts.split(",") if h.strip()]
+    if not hosts and _loopback(address):
+        hosts = ["localhost", "127.0.0.1", "[::1]"]
+    flags = [
+        "--server.maxUploadSize", str(max(1, MAX_FILE_BYTES // 2**20)),  # the limit ingestion enforces
+        "--server.enableXsrfProtection", "true",
+        "--server.enableCORS", "true",
+        "--client.showErrorDetails", "none",
+    ]
+    for h in hosts:
+        flags += ["--server.allowedHosts", h]
+    return flags
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _auto_profile(settings) -> str:
@@ -112,7 +154,9 @@ def ask(
         elif kind == "verify":
             err.print(f"[dim]re-asked the VLM about {chunk['finding']}: {chunk['outcome']}[/dim]")
     state = graph.get_state(config).values
-    out_console.print(Markdown(state["messages"][-1].content))
+    from knowledge.markdown import defang
+
+    out_console.print(Markdown(defang(state["messages"][-1].content)))  # model/corpus text: no links, images
 
     table = Table(title="Evidence this turn", show_lines=False)
     for col in ("tool", "ok", "latency", "calls (present / uncertain)", "note"):

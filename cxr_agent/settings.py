@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     audit_log: bool = Field(True, description="One PHI-free JSON line per reply under <data_dir>/audit/.")
     router_timeout_s: float = Field(10.0, gt=0, description="The optional LLM router's deadline; the rules answer after it.")
     max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted (longer ones are refused politely).")
+    ui_require_login: bool = Field(
+        False, description="Gate the UI behind Streamlit's OIDC login (needs an [auth] section in .streamlit/secrets.toml)."
+    )
+    ui_allowed_hosts: str = Field(
+        "", description="Comma-separated Host names the UI answers (Streamlit server.allowedHosts; "
+        "default: localhost names when bound to loopback)."
+    )
 
     # --- PACS / DICOMweb (issue 16, helper D: tools/interop/) --------------------------------
     pacs_url: str | None = Field(None, description="DICOMweb root of the PACS, e.g. http://pacs:8042/dicom-web.")

@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER, Settings, get_settings
+from knowledge.markdown import defang, escape
 from knowledge.vocabulary import display_name
 from ui import session as S
 from ui.evidence_table import build_rows, prior_reports, style_conflicts, to_dataframe, tool_summary
@@ -35,14 +36,48 @@ def _graph_resource(profile: str) -> Any:
     """The compiled graph; keyed by profile so a profile change never reuses the wrong models."""
     from graph import build_graph
 
-    return build_graph(get_settings())
+    settings = get_settings()
+    g = build_graph(settings)
+    _start_retention(settings, g)
+    return g
+
+
+def _start_retention(settings: Settings, graph: Any) -> None:
+    """Delete what is past ``retention_days`` now and hourly (agents/retention.py), once per server."""
+    try:
+        from agents.retention import start_periodic
+
+        start_periodic(settings, saver=graph.checkpointer, store=_study_store(graph, settings))
+    except Exception:  # noqa: BLE001 - retention failing must not stop the app; it is logged
+        log.exception("retention could not start")
+
+
+@st.cache_resource(show_spinner=False)
+def _started() -> set[str]:
+    """Profiles whose graph this server process has already built (process-wide, survives reruns)."""
+    return set()
 
 
 def get_graph(settings: Settings) -> tuple[Any | None, str | None]:
+    """The shared graph; on a server's first page load, a visible progress box while it loads."""
+    started = _started()
+    box = None
+    if settings.model_profile not in started:
+        box = st.status("Starting the assistant (first page load only)...", expanded=True)
+        box.markdown(":material/hourglass_top: Loading the agent graph and its tools...")
     try:
-        return _graph_resource(settings.model_profile), None
+        graph = _graph_resource(settings.model_profile)
+        if box is not None:
+            box.markdown(":material/check_circle: Agent graph ready")
+            box.markdown(":material/hourglass_top: Checking the model weights...")
+            _status_lines(settings.model_profile, str(settings.data_dir))
+            box.update(label="Assistant ready", state="complete", expanded=False)
+        started.add(settings.model_profile)
+        return graph, None
     except Exception as exc:  # keep the app usable (uploads, status) even without a graph
         log.exception("graph build failed")
+        if box is not None:
+            box.update(label="The assistant could not start", state="error", expanded=False)
         return None, f"The assistant could not start: {type(exc).__name__}: {str(exc)[:300]}"
 
 
@@ -55,7 +90,7 @@ def _study_store(graph: Any, settings: Settings) -> Any:
         from tools.study_store import StudyStore
 
         return StudyStore.from_settings(settings)
-    except Exception:  # noqa: BLE001 - take_study_inputs falls back to sending the bytes
+    except Exception:  # noqa: BLE001 - take_study_inputs then refuses the turn (StudyNotSaved)
         return None
 
 
@@ -69,6 +104,44 @@ def header(settings: Settings) -> None:
     if settings.is_demo:
         st.warning(DEMO_WARNING, icon=":material/warning:")
     st.info(DISCLAIMER, icon=":material/info:")
+    address = str(st.get_option("server.address") or "")
+    if not settings.ui_require_login and not is_loopback(address):
+        st.error(
+            f"This app listens on {address or 'every network interface'} without a login: anyone who can reach "
+            "it can upload studies and read every answer. Set CXR_AGENT_UI_REQUIRE_LOGIN=true with an [auth] "
+            "section in .streamlit/secrets.toml (Streamlit's OIDC login), or bind to 127.0.0.1 behind an "
+            "authenticating proxy. See README, 'Deploying for a team'.",
+            icon=":material/lock_open:",
+        )
+
+
+def is_loopback(address: str) -> bool:
+    """True for addresses only this machine can reach (an empty address binds every interface)."""
+    import ipaddress
+
+    if address in {"localhost"}:
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def require_login(settings: Settings) -> bool:
+    """With ``ui_require_login``, Streamlit's OIDC login (st.login) gates the page. True = may continue."""
+    if not settings.ui_require_login:
+        return True
+    try:
+        if st.user.is_logged_in:
+            st.sidebar.button("Log out", on_click=st.logout)
+            return True
+    except Exception as exc:  # noqa: BLE001 - no [auth] section: say so instead of opening the app
+        st.error(f"Login is required (CXR_AGENT_UI_REQUIRE_LOGIN) but not configured: {type(exc).__name__}. "
+                 "Add an [auth] section to .streamlit/secrets.toml.")
+        return False
+    st.info("Please log in to use cxr-agent.", icon=":material/lock:")
+    st.button("Log in", on_click=st.login, type="primary")
+    return False
 
 
 def upload_section(state) -> None:
@@ -76,7 +149,8 @@ def upload_section(state) -> None:
         "Upload a chest radiograph", type=None, key=S.uploader_key(state), help=UPLOAD_TYPES_HELP
     )
     if uploaded is not None:
-        error = S.ingest_upload(state, uploaded.name, uploaded.getvalue())
+        with st.spinner("Reading the study..."):  # a message sent meanwhile waits for it (S.ingest_upload)
+            error = S.ingest_upload(state, uploaded.name, uploaded.getvalue())
         if error:
             st.error(error, icon=":material/block:")
 
@@ -134,7 +208,7 @@ def image_section(state) -> None:
 
 def render_turn(turn: TurnResult) -> None:
     with st.chat_message("user"):
-        st.markdown(turn.user_text)
+        st.markdown(defang(turn.user_text))
     with st.chat_message("assistant"):
         if turn.progress:
             with st.status(f"Agent steps ({len(turn.progress)})", state="error" if turn.error else "complete", expanded=False):
@@ -143,15 +217,25 @@ def render_turn(turn: TurnResult) -> None:
         if turn.error:
             st.error(f"This turn failed ({turn.error}). The conversation is kept; you can try again.")
         else:
-            st.markdown(turn.reply)
+            st.markdown(defang(turn.reply))  # model and corpus text: no links or images
             if turn.failed_tools:
                 st.caption(f"Unavailable this turn: {', '.join(turn.failed_tools)}")
 
 
 def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
     """Run a turn while showing each agent's progress and the text as it is written."""
+    if len(prompt) > settings.max_message_chars:
+        refuse_turn(state, prompt[:300] + "...", f"your message is {len(prompt):,} characters; the limit is "
+                    f"{settings.max_message_chars:,}. Please shorten it")
+        return
+    try:
+        pending = state[S.K_PENDING]
+        inputs = S.take_study_inputs(state, _study_store(graph, settings))
+    except S.StudyNotSaved as exc:
+        refuse_turn(state, prompt, str(exc))
+        return
     with st.chat_message("user"):
-        st.markdown(prompt)
+        st.markdown(defang(prompt))
     with st.chat_message("assistant"):
         first_index = not index_present(settings)
         label = "Working..."
@@ -177,13 +261,11 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
 
         def on_token(text: str) -> None:
             tokens.append(text)
-            reply_box.markdown("_VLM drafting..._\n\n" + "".join(tokens) + " ▌")
+            reply_box.markdown("_VLM drafting..._\n\n" + escape("".join(tokens)) + " ▌")
 
         def on_reply(text: str) -> None:
-            reply_box.markdown(text)
+            reply_box.markdown(defang(text))
 
-        pending = state[S.K_PENDING]
-        inputs = S.take_study_inputs(state, _study_store(graph, settings))
         turn = run_turn(
             graph, prompt, thread_id=state[S.K_THREAD], extra_inputs=inputs,
             on_progress=on_progress, on_token=on_token, on_reply=on_reply,
@@ -196,9 +278,16 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
             reply_box.error(f"This turn failed ({turn.error}). The conversation is kept; you can try again.")
         else:
             status.update(label=f"Done in {turn.elapsed_s:.1f} s ({len(turn.progress)} steps)", state="complete", expanded=False)
-            reply_box.markdown(turn.reply)
+            reply_box.markdown(defang(turn.reply))
             if turn.failed_tools:
                 st.caption(f"Unavailable this turn: {', '.join(turn.failed_tools)}")
+    state[S.K_TURNS].append(turn)
+
+
+def refuse_turn(state, shown_text: str, why: str) -> None:
+    """A turn that is not run, kept in the conversation as an error turn (the conversation survives)."""
+    turn = TurnResult(user_text=shown_text, error=why)
+    render_turn(turn)
     state[S.K_TURNS].append(turn)
 
 
@@ -241,7 +330,7 @@ def evidence_section(state) -> None:
         for i, r in enumerate(priors, 1):
             labels = ", ".join(display_name(x) for x in r.labels) if r.labels else "no labelled findings"
             with st.expander(f"#{i} - similarity {r.score:.2f} - {labels}"):
-                st.markdown(r.text)
+                st.markdown(escape(r.text))  # corpus text shown verbatim, never as links/images
 
 
 def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> None:
@@ -250,6 +339,10 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
         st.caption("Chest X-ray decision support (research use)")
         st.button("New conversation", on_click=S.new_conversation, args=(state,), icon=":material/add_comment:", width="stretch")
         st.caption(f"Conversation `{state[S.K_THREAD][-8:]}`")
+        with st.popover("Delete this conversation", icon=":material/delete:", width="stretch"):
+            st.caption("Deletes its messages and the studies and heatmaps only it used, from this server's disk.")
+            st.button("Delete now", key="cxr_forget", type="primary", on_click=forget_conversation,
+                      args=(state, settings, graph))
         turns: list[TurnResult] = state[S.K_TURNS]
         if turns:
             study = state[S.K_STUDY]
@@ -284,16 +377,35 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
         st.caption(DISCLAIMER)
 
 
+def forget_conversation(state, settings: Settings, graph: Any) -> None:
+    """The sidebar's delete action: forget the thread on disk (agents/retention.py), then start afresh."""
+    thread = state[S.K_THREAD]
+    try:
+        if graph is not None and state[S.K_TURNS]:
+            from agents.retention import forget_thread
+
+            forget_thread(thread, saver=graph.checkpointer, store=_study_store(graph, settings),
+                          artifacts_dir=settings.artifacts_dir)
+        st.toast("Conversation deleted.", icon=":material/delete:")
+    except Exception as exc:  # noqa: BLE001 - say it failed; keep the conversation
+        log.exception("forget failed")
+        st.toast(f"The conversation could not be deleted ({type(exc).__name__}).", icon=":material/error:")
+        return
+    S.new_conversation(state)
+
+
 def main() -> None:
     st.set_page_config(page_title="cxr-agent", page_icon="🩻", layout="wide")
     settings = get_settings()
     state = st.session_state
     S.init_session(state)
     header(settings)
+    if not require_login(settings):
+        return
     graph, graph_error = get_graph(settings)
     prompt = st.chat_input(
         "Ask about the study, e.g. 'Write a report' or 'Where is the effusion?'", disabled=graph is None,
-        key="cxr_chat_input",
+        key="cxr_chat_input", max_chars=settings.max_message_chars,
     )
     left, right = st.columns([5, 6], gap="large")
     with left:
