@@ -12,25 +12,48 @@ use; missing weights surface as Evidence(ok=False) in the reply, never as an imp
                        config={"configurable": {"thread_id": "t1"}})
     out["messages"][-1].content, out["evidence"], out["decisions"]   # this turn's
 
-Input keys: ``messages``; optional ``image`` (path or bytes, with ``image_name`` for bytes) or
-``study_id`` (from ``store_image``: keeps image bytes out of checkpoints). Later turns may omit
-the image: the thread remembers its study; a new image starts a new study in the same thread.
+Input (``agents.state.CxrInput``, the graph's input schema): ``messages``; optional ``image``
+(path or bytes, with ``image_name`` for bytes) or ``study_id`` (from ``store_image``: keeps image
+bytes out of checkpoints). Later turns may omit the image: the thread remembers its study; a new
+image starts a new study in the same thread. A value of the wrong type raises GraphInputError.
+
+``import graph`` opens no database: the checkpointer is created on the first checkpoint operation
+(agents/lazy_saver.py). ``runtime(g)`` gives a compiled graph's tools and studies;
+``store_image`` / ``ingest_image`` are the one way to put an image into a graph's study store.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
 from agents.nodes import Nodes
-from agents.state import CxrState
+from agents.state import CxrInput, CxrState
+from agents.studies import Studies
 from cxr_agent.settings import Settings, get_settings
+from tools.base import ToolCapabilities
 from tools.registry import resolve_tools
 
 NODES = ("ingest", "router", "tools", "reconcile", "verify", "respond")
+
+
+@dataclass(frozen=True)
+class GraphRuntime:
+    """What a compiled graph runs with besides its state: settings, tools (with their declared
+    capabilities) and studies (the store plus the decoded-study cache)."""
+
+    settings: Settings
+    tools: dict[str, Any]
+    capabilities: dict[str, ToolCapabilities]
+    studies: Studies
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[Any, GraphRuntime] = weakref.WeakKeyDictionary()
 
 
 def build_graph(
@@ -45,16 +68,18 @@ def build_graph(
     """Compile the graph.
 
     tools: custom tools (CxrTool objects, classes, LangChain tools); one named like a built-in
-    replaces it. builtin_tools / plugins: include the built-in tools / ``cxr_agent.tools`` entry
-    points. checkpointer: a saver, ``None`` for the one ``settings.resolved_checkpointer_url``
-    names, ``False`` for none (e.g. when a LangGraph server supplies persistence).
-    store: a StudyStore (default: ``StudyStore.from_settings``, created on first use).
+    replaces it. builtin_tools / plugins: include the built-in tools / the ``cxr_agent.tools``
+    entry points allow-listed in ``settings.plugins``. checkpointer: a saver, ``None`` for the one
+    ``settings.resolved_checkpointer_url`` names (opened on first use), ``False`` for none (e.g. when
+    a LangGraph server supplies persistence). store: a StudyStore (default:
+    ``StudyStore.from_settings``, opened on first use).
     """
     settings = settings or get_settings()
     registry = resolve_tools(settings, tools, builtins=builtin_tools, plugins=plugins)
-    nodes = Nodes(settings, registry, store=store)
+    studies = Studies(settings, store=store)
+    nodes = Nodes(settings, registry, studies=studies)
 
-    g = StateGraph(CxrState)
+    g = StateGraph(CxrState, input_schema=CxrInput)
     # ingest, router and reconcile route by returning Command(goto=...): cheaper than conditional
     # edges, each of which copies the whole state per turn. `destinations` draws those edges.
     g.add_node("ingest", nodes.ingest, destinations=("router", "respond"))
@@ -69,18 +94,41 @@ def build_graph(
     g.add_edge("respond", END)
 
     if checkpointer is None:
-        from agents.memory import make_checkpointer
+        from agents.lazy_saver import LazySaver
 
-        checkpointer = make_checkpointer(settings)
+        checkpointer = LazySaver(lambda: _make_checkpointer(settings))
     compiled = g.compile(checkpointer=checkpointer or None, name="cxr_agent")
-    compiled.cxr_nodes = nodes  # type: ignore[attr-defined]  # tools, store, store_image for callers
+    _RUNTIMES[compiled] = GraphRuntime(settings=settings, tools=registry, capabilities=dict(nodes.caps),
+                                       studies=studies)
     return compiled
+
+
+def _make_checkpointer(settings: Settings) -> BaseCheckpointSaver:
+    from agents.memory import make_checkpointer
+
+    return make_checkpointer(settings)
+
+
+def runtime(graph: Any = None) -> GraphRuntime:
+    """The runtime of a graph ``build_graph`` compiled (default: the module-level ``graph``)."""
+    target = graph if graph is not None else globals()["graph"]
+    try:
+        return _RUNTIMES[target]
+    except (KeyError, TypeError):
+        raise ValueError(f"{type(target).__name__} was not compiled by graph.build_graph") from None
+
+
+def ingest_image(source: Any, *, filename: str | None = None, graph: Any = None) -> Any:
+    """Decode, de-identify and store an image in the graph's study store; returns the Study (its
+    ``id`` is the ``study_id`` to pass to invoke()). Raises tools.study.StudyError for a bad file."""
+    studies = runtime(graph).studies
+    study_id, study = studies.ingest(source, filename=filename)
+    return study if study.id == study_id else studies.get(study_id)
 
 
 def store_image(source: Any, *, filename: str | None = None, graph: Any = None) -> str:
     """Decode, de-identify and store an image; returns the ``study_id`` to pass to invoke()."""
-    target = graph if graph is not None else globals()["graph"]
-    return target.cxr_nodes.store_image(source, filename=filename)
+    return runtime(graph).studies.ingest(source, filename=filename)[0]
 
 
 def _served_by_langgraph_api() -> bool:

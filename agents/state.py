@@ -8,15 +8,21 @@ decision instead of duplicating it). ``last_result`` keeps the latest reconciled
 channel: it is read by ingest within the turn and never written into a checkpoint channel
 (the raw invoke input is still recorded once by LangGraph; pass a ``study_id`` of an
 already stored study to keep image bytes out of checkpoints entirely).
+
+``CxrInput`` is the graph's input schema (``StateGraph(..., input_schema=CxrInput)``): the only
+keys ``graph.invoke`` takes. LangGraph does not validate a dict input against it, so the ingest
+node checks the values it got with ``validate_input`` (a precise ValueError naming the key).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph.message import add_messages
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from knowledge.evidence import Decision, Evidence
 
@@ -60,3 +66,50 @@ class CxrState(TypedDict, total=False):
     notes: Annotated[list[str], per_turn]
     ingest_error: str | None
     last_result: dict[str, Any] | None
+    # time.monotonic() by which this turn must be done (set by ingest; never checkpointed)
+    deadline: Annotated[float | None, UntrackedValue(Any)]
+
+
+INPUT_KEYS = ("messages", "image", "image_name", "study_id")
+RAW_INPUT_KEYS = ("image", "image_name")  # what a checkpoint must never keep (raw bytes, a file name)
+
+
+class CxrInput(BaseModel):
+    """What ``graph.invoke`` accepts: the user turn, and optionally a new image or a stored study.
+
+    ``image``: a file path or the file's bytes (then ``image_name`` names the file, for its format);
+    ``study_id``: the id ``graph.store_image`` returned (keeps the bytes out of checkpoints).
+    Later turns of a thread may omit both: the thread remembers its study.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    messages: Annotated[list[AnyMessage], add_messages] = Field(default_factory=list)
+    image: Annotated[str | os.PathLike | bytes | bytearray | None, UntrackedValue(Any)] = None
+    image_name: Annotated[str | None, UntrackedValue(Any)] = None
+    study_id: str | None = None
+
+    @field_validator("study_id")
+    @classmethod
+    def _study_id(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("study_id is empty: pass the id graph.store_image returned, or omit it")
+        return v
+
+
+class GraphInputError(ValueError):
+    """graph.invoke got an input value of the wrong kind; the message names the key."""
+
+
+def validate_input(state: dict[str, Any]) -> None:
+    """Raise GraphInputError naming the key when ``image``, ``image_name`` or ``study_id`` has the
+    wrong type (checked here, not by re-validating CxrInput: the message list is already parsed)."""
+    image, name, study_id = state.get("image"), state.get("image_name"), state.get("study_id")
+    if image is not None and not isinstance(image, str | os.PathLike | bytes | bytearray):
+        raise GraphInputError(f"invalid graph input: image must be a file path or the file's bytes, "
+                              f"not {type(image).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise GraphInputError(f"invalid graph input: image_name must be a file name (str), not {type(name).__name__}")
+    if study_id is not None and (not isinstance(study_id, str) or not study_id.strip()):
+        raise GraphInputError("invalid graph input: study_id must be the id string graph.store_image returned, "
+                              f"not {study_id!r}"[:200])

@@ -61,7 +61,9 @@ def _study_id(graph: Any) -> str:
     from tools.study import Study
 
     rng = np.random.default_rng(0)
-    return graph.cxr_nodes.store.put(Study.from_array(rng.random((256, 256), dtype=np.float32), view="PA"))
+    from graph import runtime
+
+    return runtime(graph).studies.store.put(Study.from_array(rng.random((256, 256), dtype=np.float32), view="PA"))
 
 
 class _BareState(TypedDict, total=False):

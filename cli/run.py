@@ -127,7 +127,8 @@ def ask(
     if len(question) > settings.max_message_chars:
         raise typer.BadParameter(f"the question is {len(question):,} characters; the limit is "
                                  f"{settings.max_message_chars:,} (CXR_AGENT_MAX_MESSAGE_CHARS)", param_hint="QUESTION")
-    from graph import build_graph
+    from agents.events import parse_event
+    from graph import build_graph, store_image
     from tools.study import StudyError
 
     graph = build_graph(settings)
@@ -138,21 +139,22 @@ def ask(
         # Ingest here and hand the graph only the study id: the path (often a patient's name or
         # MRN) never reaches the checkpoints.
         try:
-            inputs["study_id"] = graph.cxr_nodes.store_image(str(Path(image).expanduser()))
+            inputs["study_id"] = store_image(str(Path(image).expanduser()), graph=graph)
         except StudyError as exc:
             err.print(f"[red]The image was not loaded: {exc}[/red]")
             raise typer.Exit(1) from None
     for mode, chunk in graph.stream(inputs, config, stream_mode=["custom", "updates"]):
-        if mode != "custom" or quiet:
+        event = parse_event(chunk) if mode == "custom" and not quiet else None
+        if event is None:
             continue
-        kind = chunk.get("event")
-        if kind == "route":
-            err.print(f"[dim]route: {chunk['intent']} -> {', '.join(chunk['tools']) or 'no tools'}[/dim]")
-        elif kind == "tool_end":
-            status = "[green]ok[/green]" if chunk["ok"] else f"[red]failed[/red] ({chunk['error']})"
-            err.print(f"[dim]{chunk['tool']}: {status} in {(chunk['latency_ms'] or 0) / 1000:.1f} s[/dim]")
-        elif kind == "verify":
-            err.print(f"[dim]re-asked the VLM about {chunk['finding']}: {chunk['outcome']}[/dim]")
+        if event["event"] == "route":
+            err.print(f"[dim]route: {event['intent']} -> {', '.join(event['tools']) or 'no tools'}[/dim]")
+        elif event["event"] == "tool_end":
+            status = "[green]ok[/green]" if event["ok"] else f"[red]failed[/red] ({event['error']})"
+            what = f" (re-asked about {', '.join(event.get('findings') or [])})" if event.get("purpose") == "verify" else ""
+            err.print(f"[dim]{event['tool']}{what}: {status} in {(event['latency_ms'] or 0) / 1000:.1f} s[/dim]")
+        elif event["event"] == "verify":
+            err.print(f"[dim]verification of {event['finding']}: {event['outcome']}[/dim]")
     state = graph.get_state(config).values
     from knowledge.markdown import defang
 

@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     )
     tool_timeout_s: float = 300.0
     verify_conflicts: bool = True
+    # --- tool runner (issue 11/14, helper A: agents/runner.py) ------------------------------
+    turn_timeout_s: float = Field(
+        600.0, gt=0, description="Deadline for a whole turn: verification re-asks share what is left of it."
+    )
+    tool_workers: int = Field(
+        8, ge=1, le=256, description="Tool calls running at once (all turns); a full pool refuses a call."
+    )
+    study_cache_size: int = Field(4, ge=1, le=256, description="Decoded studies kept in memory.")
+    plugins: str = Field(
+        "", description="Comma-separated `cxr_agent.tools` entry-point names allowed to load (runs their code)."
+    )
     router_llm: str | None = Field(None, description="Optional LangChain chat model, e.g. 'openai:gpt-4o-mini'.")
 
     # --- UI -------------------------------------------------------------------------------

@@ -44,15 +44,20 @@ class ScriptedTool:
 
 
 class ScriptedVLM(ScriptedTool):
-    """A VLM: report / answer per intent, tokens streamed, and a scripted verify_finding."""
+    """A VLM: report / answer per intent, tokens streamed, and scripted verification re-asks
+    (declares the built-in VLM's capabilities: image source, report writer, verifier)."""
+
+    writes_report = True
+    verifies = True
 
     def __init__(self, report: str = "The lungs are clear. No pleural effusion. Heart size is normal.", *,
                  verify: Callable[[str], Evidence] | None = None, answer: str = "Chat answer.", **kw: Any):
         super().__init__("vlm", {"report", "locate", "finding_question", "chat"}, self._answer, **kw)
         self.report = report
         self.answer = answer
-        self.verify = verify
+        self.verify_script = verify
         self.verify_calls: list[str] = []
+        self.verify_batches: list[list[str]] = []
 
     def _answer(self, request: ToolRequest) -> Evidence:
         if request.on_token:
@@ -71,9 +76,14 @@ class ScriptedVLM(ScriptedTool):
 
     def verify_finding(self, study: Any, finding: str, *, thread_id: str | None = None) -> Evidence:
         self.verify_calls.append(finding)
-        if self.verify is None:
+        if self.verify_script is None:
             return Evidence.failure("vlm", "no verification scripted")
-        return self.verify(finding)
+        return self.verify_script(finding)
+
+    def verify(self, study: Any, findings: list[str], *, thread_id: str | None = None,
+               cancel: threading.Event | None = None) -> list[Evidence]:
+        self.verify_batches.append(list(findings))
+        return [self.verify_finding(study, f, thread_id=thread_id) for f in findings]
 
 
 def classifier(scores: dict[str, float], boxes: dict[str, Box] | None = None, **kw: Any) -> ScriptedTool:
@@ -107,4 +117,6 @@ def retrieval(labels: list[list[str]], **kw: Any) -> ScriptedTool:
         return Evidence(tool="retrieval", neighbors=neighbors, calls=calls,
                         meta={"query": request.draft_report or request.text})
 
-    return ScriptedTool("retrieval", {"report", "similar_cases"}, result, image_source=False, **kw)
+    tool = ScriptedTool("retrieval", {"report", "similar_cases"}, result, image_source=False, **kw)
+    tool.needs_draft = True  # like the built-in: runs after the report writer, on its draft
+    return tool

@@ -1,19 +1,24 @@
 """How tools plug into the graph: the built-ins (constructed lazily) plus custom tools.
 
 A custom tool is either
-- any object with ``name: str``, ``intents`` (iterable of intents it serves, see tools.base.INTENTS)
-  and ``run(ToolRequest) -> Evidence`` (the CxrTool protocol), optionally ``image_source: bool``
-  (True when its FindingCalls read the image and should count as votes in reconciliation), or
+- any object with ``name: str``, ``intents`` (iterable of intents it serves, see
+  tools.base.INTENT_TABLE) and ``run(ToolRequest) -> Evidence`` (the CxrTool protocol), optionally
+  declaring the capabilities of tools.base.ToolCapabilities as boolean attributes
+  (``image_source``, ``writes_report``, ``needs_draft``, ``verifies`` + ``verify(...)``), or
 - a LangChain tool (``BaseTool`` / ``@tool``): its arguments are filled from the request by name
-  (``text``, ``intent``, ``finding``, ``phrase``, ``study_id``, ``pixels``, ``thread_id``) and its
-  output is mapped to Evidence: an Evidence is kept, a dict is validated as Evidence, anything
-  else becomes ``Evidence.answer`` text. Intents come from ``metadata["cxr_intents"]``
-  (default: report).
+  (``text``, ``intent``, ``finding``, ``phrase``, ``study_id``, ``pixels``, ``thread_id``,
+  ``draft_report``) and its output is mapped to Evidence: an Evidence is kept, a dict is validated
+  as Evidence, anything else becomes ``Evidence.answer`` text. Intents and capabilities come from
+  ``metadata``: ``cxr_intents`` (default: report), ``cxr_image_source``, ``cxr_writes_report``,
+  ``cxr_needs_draft``, ``cxr_verifies`` (a verifying LangChain tool is invoked once per finding
+  with intent ``finding_question``).
 
 Custom tools reach the graph through ``build_graph(tools=[...])`` or an entry point in the group
 ``cxr_agent.tools`` (the object may be a tool instance, a tool class or a zero-argument factory).
-A broken plugin is logged and skipped; it never stops the graph from building. A custom tool
-named like a built-in (``vlm``, ``classifier``, ``retrieval``) replaces it.
+Entry points run third-party code, so only those named in ``settings.plugins``
+(``CXR_AGENT_PLUGINS="name1,name2"``) are loaded; a broken one is logged and skipped, it never
+stops the graph from building. A custom tool named like a built-in (``vlm``, ``classifier``,
+``retrieval``) replaces it, and takes over the built-in's capabilities unless it declares its own.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from knowledge.evidence import IMAGE_SOURCES, Evidence
-from tools.base import INTENTS, ToolRequest
+from knowledge.evidence import Evidence
+from tools.base import INTENTS, ToolCapabilities, ToolRequest, builtin_intents, capabilities
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -42,17 +47,29 @@ class LazyTool:
 
     Keeps ``import graph`` and ``build_graph()`` cheap (no torch/transformers import, no weights);
     a construction failure becomes Evidence(ok=False) at run time instead of an import error.
+    Its capabilities are declared up front, so the graph plans a turn without loading it.
     """
 
-    def __init__(self, name: str, target: str, intents: Iterable[str], *, image_source: bool, settings: Settings | None):
+    def __init__(self, name: str, target: str, intents: Iterable[str], *, image_source: bool = False,
+                 writes_report: bool = False, needs_draft: bool = False, verifies: bool = False,
+                 settings: Settings | None = None):
         self.name = name
         self.intents = frozenset(intents)
         self.image_source = image_source
+        self.writes_report = writes_report
+        self.needs_draft = needs_draft
+        self.verifies = verifies
         self.target = target
         self._settings = settings
         self._tool: Any = None
         self._error: str | None = None
         self._lock = threading.Lock()
+
+    @property
+    def capabilities(self) -> ToolCapabilities:
+        return ToolCapabilities(intents=self.intents, image_source=self.image_source,
+                                writes_report=self.writes_report, needs_draft=self.needs_draft,
+                                verifies=self.verifies)
 
     def load(self) -> Any:
         """The real tool (constructed once); raises RuntimeError naming the problem if it cannot be."""
@@ -79,8 +96,18 @@ class LazyTool:
             return Evidence.failure(self.name, str(exc))
         return tool.run(request)
 
+    def verify(self, study: Any, findings: list[str], *, thread_id: str | None = None,
+               cancel: threading.Event | None = None) -> list[Evidence]:
+        from tools.base import verify_findings
+
+        try:
+            tool = self.load()
+        except RuntimeError as exc:
+            return [Evidence.failure(self.name, str(exc)) for _ in findings]
+        return verify_findings(tool, study, findings, thread_id=thread_id, cancel=cancel)
+
     def __getattr__(self, item: str) -> Any:  # verify_finding, weight_status, ...
-        if item.startswith("_") or item in {"target", "name", "intents", "image_source"}:
+        if item.startswith("_") or item in {"target", "name", "intents", *ToolCapabilities.FLAGS}:
             raise AttributeError(item)
         return getattr(self.load(), item)
 
@@ -101,22 +128,29 @@ def _import_first(targets: str) -> Any:
     raise error
 
 
-# name -> (import target, intents, image source)
-BUILTINS: dict[str, tuple[str, frozenset[str], bool]] = {
-    "vlm": ("tools.vlm:VLMTool|tools.vlm.tool:VLMTool", frozenset({"report", "locate", "finding_question", "chat"}), True),
-    "classifier": ("tools.classifier:ClassifierTool", frozenset({"report", "locate", "finding_question"}), True),
-    "retrieval": ("tools.retrieval:RetrievalTool", frozenset({"report", "similar_cases"}), False),
+# name -> (import target, capabilities); intents come from the intent table (tools.base).
+BUILTINS: dict[str, tuple[str, ToolCapabilities]] = {
+    "vlm": ("tools.vlm:VLMTool|tools.vlm.tool:VLMTool",
+            ToolCapabilities(builtin_intents("vlm"), image_source=True, writes_report=True, verifies=True)),
+    "classifier": ("tools.classifier:ClassifierTool",
+                   ToolCapabilities(builtin_intents("classifier"), image_source=True)),
+    "retrieval": ("tools.retrieval:RetrievalTool",
+                  ToolCapabilities(builtin_intents("retrieval"), needs_draft=True)),
 }
 
 
 def builtin_tools(settings: Settings | None = None) -> list[LazyTool]:
-    return [LazyTool(n, t, i, image_source=s, settings=settings) for n, (t, i, s) in BUILTINS.items()]
+    return [
+        LazyTool(n, t, c.intents, image_source=c.image_source, writes_report=c.writes_report,
+                 needs_draft=c.needs_draft, verifies=c.verifies, settings=settings)
+        for n, (t, c) in BUILTINS.items()
+    ]
 
 
 class LangChainToolAdapter:
     """Wraps a LangChain BaseTool as a CxrTool (see the module docstring for the mapping)."""
 
-    ARGS = ("text", "intent", "finding", "phrase", "study_id", "pixels", "thread_id")
+    ARGS = ("text", "intent", "finding", "phrase", "study_id", "pixels", "thread_id", "draft_report")
 
     def __init__(self, tool: Any, *, intents: Iterable[str] | None = None, image_source: bool | None = None):
         meta = getattr(tool, "metadata", None) or {}
@@ -124,6 +158,9 @@ class LangChainToolAdapter:
         self.name = str(tool.name)
         self.intents = frozenset(intents or meta.get("cxr_intents") or {"report"})
         self.image_source = bool(meta.get("cxr_image_source", False) if image_source is None else image_source)
+        self.writes_report = bool(meta.get("cxr_writes_report", False))
+        self.needs_draft = bool(meta.get("cxr_needs_draft", False))
+        self.verifies = bool(meta.get("cxr_verifies", False))
 
     def run(self, request: ToolRequest) -> Evidence:
         study = request.study
@@ -135,12 +172,25 @@ class LangChainToolAdapter:
             "study_id": study.id if study is not None else None,
             "pixels": study.pixels if study is not None else None,
             "thread_id": request.thread_id,
+            "draft_report": request.draft_report,
         }
         schema = getattr(self.tool, "args", None) or {}
         args = {k: v for k, v in values.items() if k in schema}
         if not args and schema:  # a single free-text argument of another name
             args = {next(iter(schema)): request.text}
         return to_evidence(self.name, self.tool.invoke(args))
+
+    def verify(self, study: Any, findings: list[str], *, thread_id: str | None = None,
+               cancel: threading.Event | None = None) -> list[Evidence]:
+        """One targeted finding question per finding (a LangChain tool has no batch form)."""
+        out: list[Evidence] = []
+        for f in findings:
+            if cancel is not None and cancel.is_set():
+                break
+            request = ToolRequest(intent="finding_question", text=f"Is there {f.replace('_', ' ')}?",
+                                  study=study, finding=f, thread_id=thread_id)
+            out.append(self.run(request))
+        return out
 
 
 def to_evidence(name: str, out: Any) -> Evidence:
@@ -191,18 +241,46 @@ def as_cxr_tool(obj: Any, *, settings: Settings | None = None) -> Any:
         obj.intents = intents & set(INTENTS)
     except AttributeError:  # read-only attribute: leave as declared
         pass
-    if not hasattr(obj, "image_source"):
-        try:
-            obj.image_source = name in IMAGE_SOURCES
-        except AttributeError:
-            pass
+    caps = capabilities(obj)
+    if caps.verifies and not (callable(getattr(obj, "verify", None)) or callable(getattr(obj, "verify_finding", None))):
+        raise TypeError(f"custom tool {name!r} declares verifies=True but has no "
+                        "verify(study, findings, *, thread_id, cancel) -> list[Evidence] method")
     return obj
 
 
-def load_entry_point_tools(group: str = ENTRY_POINT_GROUP, *, settings: Settings | None = None) -> list[Any]:
-    """Tools declared as entry points; each broken one is logged and skipped."""
+def _inherit_builtin(tool: Any, builtin: LazyTool) -> Any:
+    """A tool replacing a built-in by name keeps the built-in's capabilities it does not declare."""
+    for flag in ToolCapabilities.FLAGS:
+        if not hasattr(type(tool), flag) and flag not in getattr(tool, "__dict__", {}):
+            try:
+                setattr(tool, flag, getattr(builtin, flag))
+            except AttributeError:
+                pass
+    return tool
+
+
+def plugin_allowlist(settings: Settings | None) -> frozenset[str]:
+    """Entry-point names ``settings.plugins`` allows (comma-separated)."""
+    if settings is None:
+        from cxr_agent.settings import get_settings
+
+        settings = get_settings()
+    raw = getattr(settings, "plugins", "") or ""
+    return frozenset(p.strip() for p in str(raw).split(",") if p.strip())
+
+
+def load_entry_point_tools(group: str = ENTRY_POINT_GROUP, *, settings: Settings | None = None,
+                           allow: Iterable[str] | None = None) -> list[Any]:
+    """Allow-listed tools declared as entry points; each broken one is logged and skipped.
+
+    Loading an entry point imports and runs its package's code, so nothing loads unless it is named
+    in ``allow`` (default: ``settings.plugins``, i.e. ``CXR_AGENT_PLUGINS``)."""
+    allowed = frozenset(allow) if allow is not None else plugin_allowlist(settings)
     found: list[Any] = []
     for ep in entry_points(group=group):
+        if ep.name not in allowed:
+            log.info("not loading custom tool entry point %r (%s): not in CXR_AGENT_PLUGINS", ep.name, ep.value)
+            continue
         try:
             found.append(as_cxr_tool(ep.load(), settings=settings))
         except Exception as exc:
@@ -217,17 +295,26 @@ def resolve_tools(
     builtins: bool = True,
     plugins: bool = True,
 ) -> dict[str, Any]:
-    """name -> tool: built-ins, then entry-point plugins, then ``tools`` (later ones replace by name)."""
+    """name -> tool: built-ins, then allow-listed entry-point plugins, then ``tools`` (later ones
+    replace earlier ones by name)."""
     registry: dict[str, Any] = {}
+    builtin_by_name = {t.name: t for t in builtin_tools(settings)}
     if builtins:
-        registry.update({t.name: t for t in builtin_tools(settings)})
-    if plugins:
-        registry.update({t.name: t for t in load_entry_point_tools(settings=settings)})
-    for obj in tools or ():
-        tool = as_cxr_tool(obj, settings=settings)  # explicit tools: fail loudly, the caller passed them
+        registry.update(builtin_by_name)
+    extra = list(load_entry_point_tools(settings=settings)) if plugins else []
+    extra += [as_cxr_tool(obj, settings=settings) for obj in tools or ()]  # explicit: fail loudly
+    for tool in extra:
+        if tool.name in builtin_by_name:
+            tool = _inherit_builtin(tool, builtin_by_name[tool.name])
         registry[tool.name] = tool
     return registry
 
 
 def is_image_source(tool: Any) -> bool:
-    return bool(getattr(tool, "image_source", tool.name in IMAGE_SOURCES))
+    return capabilities(tool).image_source
+
+
+__all__ = [
+    "BUILTINS", "ENTRY_POINT_GROUP", "LangChainToolAdapter", "LazyTool", "as_cxr_tool", "builtin_tools",
+    "capabilities", "is_image_source", "load_entry_point_tools", "plugin_allowlist", "resolve_tools", "to_evidence",
+]

@@ -10,6 +10,7 @@ from graph_scripted import ScriptedVLM, classifier
 
 from agents.memory import make_checkpointer
 from agents.retention import apply_retention, forget_thread, scan
+from graph import runtime, store_image
 
 
 def _graph(make_graph, settings):
@@ -21,7 +22,7 @@ def _graph(make_graph, settings):
 def _turn(g, thread: str, text: str, image: Path | None = None) -> dict:
     inputs: dict = {"messages": [("user", text)]}
     if image is not None:
-        inputs["study_id"] = g.cxr_nodes.store_image(str(image))
+        inputs["study_id"] = store_image(str(image), graph=g)
     return g.invoke(inputs, {"configurable": {"thread_id": thread}})
 
 
@@ -48,7 +49,7 @@ def test_forget_keeps_a_study_another_thread_uses(make_graph, settings, cxr_imag
     for sid in (keep["study_id"], gone["study_id"]):
         _heatmap_dir(settings, sid)
     assert set(scan(saver)) == {"keep", "gone"}
-    store = g.cxr_nodes.store
+    store = runtime(g).studies.store
     out = forget_thread("gone", saver=saver, store=store, artifacts_dir=settings.artifacts_dir)
     assert out is not None and out.threads == ["gone"] and out.studies == [gone["study_id"]]
     assert gone["study_id"] not in store and keep["study_id"] in store
@@ -62,7 +63,7 @@ def test_forget_keeps_a_study_another_thread_uses(make_graph, settings, cxr_imag
 def test_retention_drops_only_what_is_older(make_graph, settings, cxr_images):
     g, saver = _graph(make_graph, settings)
     old = _turn(g, "old", "Write a report", cxr_images[2])
-    orphan_id = g.cxr_nodes.store_image(str(cxr_images[4]))  # uploaded, never asked about
+    orphan_id = store_image(str(cxr_images[4]), graph=g)  # uploaded, never asked about
     audit = settings.data_dir / "audit"
     audit.mkdir(exist_ok=True)
     (audit / "2000-01-01.jsonl").write_text("{}\n")
@@ -74,12 +75,12 @@ def test_retention_drops_only_what_is_older(make_graph, settings, cxr_images):
         os.utime(p, (boundary - 10, boundary - 10))
     now = time.time()
     days = (now - boundary) / 86400
-    off = apply_retention(settings.model_copy(update={"retention_days": 0}), saver=saver, store=g.cxr_nodes.store)
+    off = apply_retention(settings.model_copy(update={"retention_days": 0}), saver=saver, store=runtime(g).studies.store)
     assert not off and set(scan(saver)) == {"old", "new"}
     out = apply_retention(settings.model_copy(update={"retention_days": days}), saver=saver,
-                          store=g.cxr_nodes.store, now=now)
+                          store=runtime(g).studies.store, now=now)
     assert out.threads == ["old"]
     assert set(out.studies) == {old["study_id"], orphan_id}
-    assert new["study_id"] in g.cxr_nodes.store and old["study_id"] not in g.cxr_nodes.store
+    assert new["study_id"] in runtime(g).studies.store and old["study_id"] not in runtime(g).studies.store
     assert not (audit / "2000-01-01.jsonl").exists() and out.audit_files == 1
     assert set(scan(saver)) == {"new"}

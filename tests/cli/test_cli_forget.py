@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from agents.memory import make_checkpointer
 from cli.main import app
+from graph import store_image
 
 GONE = "ZEBRA-QUOKKA-4417 write a report"
 KEPT = "OKAPI-LLAMA-9081 write a report"
@@ -27,8 +28,8 @@ def test_forget_removes_text_and_study_from_disk(make_graph, settings, cxr_image
     s = settings.model_copy(update={"checkpointer_url": None})
     saver = make_checkpointer(s)
     g = make_graph(ScriptedVLM(report="Cardiomegaly."), classifier({"cardiomegaly": 0.85}), checkpointer=saver)
-    gone_study = g.cxr_nodes.store_image(str(cxr_images[0]))
-    kept_study = g.cxr_nodes.store_image(str(cxr_images[1]))
+    gone_study = store_image(str(cxr_images[0]), graph=g)
+    kept_study = store_image(str(cxr_images[1]), graph=g)
     g.invoke({"messages": [("user", GONE)], "study_id": gone_study}, {"configurable": {"thread_id": "gone1"}})
     g.invoke({"messages": [("user", KEPT)], "study_id": kept_study}, {"configurable": {"thread_id": "kept1"}})
     saver.conn.close()

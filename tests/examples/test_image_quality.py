@@ -106,12 +106,14 @@ def test_plugged_in_through_entry_point(settings, tmp_path, monkeypatch, caplog)
         "broken = cxr_no_such_module_xyz:Tool\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    from graph import runtime
     from tools.registry import load_entry_point_tools
 
+    settings = settings.model_copy(update={"plugins": "image_quality,broken"})  # entry points run code: allow-list
     with caplog.at_level(logging.WARNING, logger="tools.registry"):
-        tools = load_entry_point_tools()
+        tools = load_entry_point_tools(settings=settings)
         g = _graph(settings, plugins=True)
     assert [t.name for t in tools] == ["image_quality"]
     assert "skipping custom tool entry point 'broken'" in caplog.text
-    assert "image_quality" in g.cxr_nodes.tools
+    assert "image_quality" in runtime(g).tools
     assert sys.modules.get("cxr_no_such_module_xyz") is None

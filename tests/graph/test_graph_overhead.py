@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from agents.memory import CHECKPOINT_TYPES, serializer
-from agents.nodes import _POOL, call_with_timeout
+from agents.runner import call_with_timeout, shared_pool
 from knowledge.evidence import Artifact, Box, Decision, Evidence, FindingCall, RetrievedReport, Status
 
 
@@ -65,7 +65,7 @@ def test_call_with_timeout_result_timeout_and_worker_reuse():
     assert not slow.ok and slow.error == "slow timed out after 0.2 s" and time.perf_counter() - t0 < 5
     release.set()  # the hung worker finishes later; its result is discarded and the pool still works
     assert call_with_timeout("y", lambda: None, 5.0).error == "y returned nothing"
-    assert _POOL._count >= 1
+    assert shared_pool().workers >= 1
 
 
 def test_error_turn_after_a_report_does_not_reuse_the_stale_route_or_results(make_graph, thread, cxr_image):

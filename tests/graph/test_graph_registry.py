@@ -71,7 +71,7 @@ def test_import_graph_loads_no_models(tmp_path):
     repo = Path(__file__).resolve().parents[2]
     code = ("import sys, graph; heavy = [m for m in ('torch', 'torchxrayvision', 'transformers', "
             "'sentence_transformers', 'faiss') if m in sys.modules]; "
-            "tools = graph.graph.cxr_nodes.tools; "
+            "tools = graph.runtime(graph.graph).tools; "
             "print(heavy, sorted(tools), [t._tool for t in tools.values()])")
     env = {**os.environ, "PYTHONPATH": str(repo), "CXR_AGENT_DATA_DIR": str(tmp_path), "CXR_AGENT_MODEL_PROFILE": "real"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=120)

@@ -77,5 +77,5 @@ def test_verification_skipped_when_vlm_unavailable(make_graph, thread, cxr_image
     d = next(d for d in out["decisions"] if d.finding == "cardiomegaly")
     assert d.conflict and d.needs_review
     text = out["messages"][-1].content
-    assert "not re-checked: the VLM is unavailable (vlm failed: RuntimeError: CUDA out of memory)" in text
+    assert "not re-checked: vlm is unavailable (vlm failed: RuntimeError: CUDA out of memory)" in text
     assert vlm.verify_calls == []

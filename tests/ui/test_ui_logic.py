@@ -199,8 +199,8 @@ def test_ingest_refusal_keeps_previous_study_and_is_not_repeated():
         raise CorruptFile("the file is empty or truncated")
 
     msg = S.ingest_upload(state, "bad.png", b"bad", loader=refuse)
-    assert msg == "bad.png was not loaded: the file is empty or truncated"
-    assert state[S.K_STUDY_NAME] == "good.dcm"  # the previous study stays
+    assert msg == "The uploaded file was not loaded: the file is empty or truncated"  # no file name echoed
+    assert state[S.K_STUDY_NAME] == "Study 1 · PA"  # the previous study stays, named by a label
     assert S.ingest_upload(state, "bad.png", b"bad", loader=refuse) == msg and calls == ["bad.png"]  # once
 
 
@@ -212,7 +212,7 @@ def test_unexpected_ingest_error_is_a_short_message():
         raise KeyError("internal")
 
     msg = S.ingest_upload(state, "odd.png", b"odd", loader=crash)
-    assert msg.startswith("odd.png could not be read") and "Traceback" not in msg
+    assert msg.startswith("The uploaded file could not be read") and "Traceback" not in msg and "odd" not in msg
 
 
 class _Store:
@@ -352,3 +352,16 @@ def test_a_run_that_starts_mid_ingest_reads_the_file_itself():
     release.set()
     upload_run.join(10)
     assert state[S.K_STUDY].id == _study().id
+
+
+def test_the_page_names_studies_by_a_label_never_the_file_name():
+    state: dict = {}
+    S.init_session(state)
+    S.ingest_upload(state, "DOE_JOHN_MRN123.dcm", b"a", loader=lambda data, filename=None: _study())
+    assert state[S.K_STUDY_NAME] == "Study 1 · PA"
+    lateral = Study.from_array(np.eye(64, dtype=np.float32), view="LATERAL")
+    S.ingest_upload(state, "DOE_JOHN_MRN123_lat.dcm", b"b", loader=lambda data, filename=None: lateral)
+    assert state[S.K_STUDY_NAME] == "Study 2 · lateral"
+    unknown = Study.from_array(np.eye(64, dtype=np.float32) * 0.5)
+    S.ingest_upload(state, "DOE.png", b"c", loader=lambda data, filename=None: unknown)
+    assert state[S.K_STUDY_NAME] == "Study 3" and "DOE" not in repr(dict(state))
