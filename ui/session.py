@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 K_THREAD = "cxr_thread_id"
 K_TURNS = "cxr_turns"
 K_STUDY = "cxr_study"
-K_STUDY_NAME = "cxr_study_name"
+K_STUDY_NAME = "cxr_study_name"  # the page's label for the study ("Study 2 · PA"), never the file name
+K_STUDY_COUNT = "cxr_study_count"
 K_PENDING = "cxr_pending_image"
 K_UPLOAD_SIG = "cxr_upload_sig"
 K_UPLOAD_ERROR = "cxr_upload_error"
@@ -100,18 +101,29 @@ def _ingest(state: MutableMapping[str, Any], name: str, data: bytes, loader: Cal
         from tools.imaging import load_study as loader  # lazy: pulls in the decoders
     try:
         study = loader(data, filename=name)
-    except StudyError as exc:
-        return f"{name} was not loaded: {exc}"
+    except StudyError as exc:  # the file name (often a patient's name) is never echoed on the page
+        return f"The uploaded file was not loaded: {exc}"
     except Exception as exc:  # never show a traceback for a bad file
         log.warning("unexpected ingest failure (%s)", type(exc).__name__)
         return (
-            f"{name} could not be read (unexpected {type(exc).__name__}). "
+            f"The uploaded file could not be read (unexpected {type(exc).__name__}). "
             "Try exporting it again as PNG, JPEG or DICOM."
         )
     state[K_STUDY] = study
-    state[K_STUDY_NAME] = name
+    state[K_STUDY_COUNT] = int(state.get(K_STUDY_COUNT) or 0) + 1
+    state[K_STUDY_NAME] = study_label(state[K_STUDY_COUNT], study)
     state[K_PENDING] = study.id  # an id, not the bytes: nothing raw is kept or sent
     return None
+
+
+_VIEW_LABELS = {"PA": "PA", "AP": "AP", "LATERAL": "lateral"}
+
+
+def study_label(number: int, study: Study) -> str:
+    """The page's name for a study, "Study 2 · PA": a session counter and the view (a fixed
+    vocabulary), never the uploaded file's name, which often carries the patient's name or MRN."""
+    view = _VIEW_LABELS.get(study.view)
+    return f"Study {number} · {view}" if view else f"Study {number}"
 
 
 class StudyNotSaved(RuntimeError):

@@ -98,7 +98,7 @@ def test_refused_file_shows_the_message_not_a_traceback(app_env):
     at = upload(new_app(), "notes.png", b"this is a text file, not a radiograph\n" * 20, "image/png")
     assert len(at.error) == 1
     msg = at.error[0].value
-    assert msg.startswith("notes.png was not loaded:") and "Traceback" not in msg
+    assert msg.startswith("The uploaded file was not loaded:") and "Traceback" not in msg and "notes" not in msg
     assert not at.image and at.session_state[S.K_STUDY] is None
 
 
@@ -165,7 +165,7 @@ def test_two_sessions_do_not_share_state(reported, shared_data):
     dcm = dicom_file(shared_data)
     upload(b, dcm.name, dcm.read_bytes(), "application/dicom")
     a.run()
-    assert a.session_state[S.K_STUDY_NAME].endswith(".png") and b.session_state[S.K_STUDY_NAME] == dcm.name
+    assert a.session_state[S.K_STUDY_NAME] == "Study 1" and b.session_state[S.K_STUDY_NAME] == "Study 1 · PA"
     assert len(a.chat_message) == 4 and not b.chat_message
 
 
