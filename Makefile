@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser postgres pacs bench lint clean
+.PHONY: run test install browser postgres pacs ocr bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ run: install
 	$(VENV)/bin/cxr-agent ui
 
 ## Run the whole test suite (offline; tiny random-weight models).
-test: install browser postgres pacs
+test: install browser postgres pacs ocr
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
 ## Debian's Chromium for the end-to-end browser test (skipped with a reason if it cannot be installed).
@@ -56,6 +56,14 @@ pacs:
 	    (apt-get install -y -qq orthanc orthanc-dicomweb dicom3tools >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq orthanc orthanc-dicomweb dicom3tools >/dev/null 2>&1)) \
 	      || echo "note: could not install orthanc/orthanc-dicomweb/dicom3tools; the PACS tests will be skipped"; \
 	  else echo "note: orthanc + orthanc-dicomweb not installed; the PACS tests will be skipped"; fi; }
+
+## Debian's Tesseract for burned-in text redaction and its tests (skipped with a reason if it cannot be installed).
+ocr:
+	@command -v tesseract >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq tesseract-ocr >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq tesseract-ocr >/dev/null 2>&1)) \
+	      || echo "note: could not install tesseract-ocr; the OCR redaction tests will be skipped"; \
+	  else echo "note: tesseract-ocr not installed; the OCR redaction tests will be skipped"; fi; }
 
 ## Every benchmark, one summary table (bench/results/summary.json).
 bench: install
