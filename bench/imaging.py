@@ -115,8 +115,45 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
         rows.append(_row("bomb_header_refusal", _median_ms(refuse, repeats), base, "<= 0.1x",
                          "PNG header claiming 60000x60000 refused from the header; baseline: PIL decode of a 1024x1024 PNG"))
+        rows.extend(_issue14_rows(png_bytes, ours, repeats))
     else:
         rows.append(_row("png_1024_load_study", None, None, None, f"{png.name} not found"))
+    return rows
+
+
+def _issue14_rows(png_bytes: bytes, plain_ms: float, repeats: int) -> list[dict[str, Any]]:
+    """A real 100 MP PNG (~100 KiB of zeros) refused from its header; OCR redaction's cost on a 1024^2 image."""
+    import struct
+    import zlib
+
+    from cxr_agent.settings import Settings
+    from tools.imaging import ImageTooLarge, load_study
+    from tools.redact import tesseract_available
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(b"\x00" * 10_001) for _ in range(10_000)) + z.flush()  # filter byte + 10,000 px a row
+    ihdr = struct.pack(">IIBBBBB", 10_000, 10_000, 8, 0, 0, 0, 0)
+    big = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+    def refuse_big() -> None:
+        try:
+            load_study(big)
+        except ImageTooLarge:
+            return
+        raise AssertionError("a 100 MP PNG was not refused")
+
+    rows = [_row("png_100mp_refusal", _median_ms(refuse_big, repeats), plain_ms, "<= 0.1x",
+                 f"valid 10000x10000 PNG of {len(big) // 1024} KiB refused from its header (default cap 40 MP); "
+                 "baseline: load_study of a 1024x1024 PNG")]
+    if tesseract_available():
+        redact = Settings(burned_in_text="redact")
+        rows.append(_row("png_1024_redact", _median_ms(lambda: load_study(png_bytes, settings=redact), max(1, repeats // 3)),
+                         plain_ms, "opt-in", "load_study with CXR_AGENT_BURNED_IN_TEXT=redact (3 Tesseract passes) vs without"))
+    else:
+        rows.append(_row("png_1024_redact", None, None, None, "tesseract-ocr not installed (make ocr)"))
     return rows
 
 
