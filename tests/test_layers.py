@@ -21,7 +21,7 @@ FLOORS: list[set[str]] = [
     {"tools"},  # ingestion, classifier, VLM, retrieval, tool contract, model catalogue
     {"agents"},  # router, reconciler, responder, nodes, runner, memory
     {"graph"},  # the compiled graph
-    {"ui", "eval", "examples"},  # the chat app; evaluation and examples use the product, never the reverse
+    {"ui", "eval", "examples", "server"},  # the chat app, HTTP routes beside LangGraph Server; eval and examples use the product
     {"cli", "bench"},  # the command line (runs eval) and the benchmarks (use eval's data readers)
 ]
 FLOOR = {pkg: i for i, pkgs in enumerate(FLOORS) for pkg in pkgs}

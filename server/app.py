@@ -1,0 +1,224 @@
+"""Our routes inside LangGraph Server (``langgraph dev`` / ``langgraph up``): uploads and artifacts.
+
+LangGraph Server serves the graph (``langgraph.json`` -> ``graph.py:graph``) and mounts this
+Starlette app in the same process (``http.app``), so a remote UI needs one address:
+
+    POST /cxr/studies?filename=x.dcm   body: the file's bytes  -> 201 {"study_id", "width", ...}
+    GET  /cxr/studies/{study_id}                                -> 200 {"study_id", "width", ...} | 404
+    GET  /cxr/artifacts?uri=<Artifact.uri from a reply>         -> the file (a heatmap .npy) | 404
+    GET  /cxr/health                                            -> 200 {"ok": true, ...}
+
+An upload is decoded, de-identified and stored once (``tools.imaging.load_study`` +
+``StudyStore``, the graph's own ingestion path); runs then pass only ``{"study_id": ...}``, so no
+image bytes travel through runs, the server's run queue or its checkpoints. Run inputs that carry
+``image`` / ``image_name`` are refused by ``RefuseRawImageInput`` before the server stores them.
+
+The studies and artifacts live under ``CXR_AGENT_DATA_DIR``: every server worker (and UI replica)
+must see the same directory (shared storage). Handlers are async only to read the body; the
+decoding and all disk work run in Starlette's thread pool (LangGraph's dev server flags blocking
+calls made on its event loop).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cxr_agent.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 512 * 2**20
+"""Largest accepted upload body; the decoder's own pixel cap (max_image_pixels) applies after."""
+RAW_INPUT_KEYS = ("image", "image_name")
+"""Run input keys refused by the server: upload the file to /cxr/studies and pass its study_id."""
+_RUN_PATH = re.compile(r"^/(threads/[^/]+/)?runs(/stream|/wait|/batch)?$")
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _store(settings: Settings):
+    from tools.study_store import StudyStore
+
+    return StudyStore.from_settings(settings)
+
+
+def _describe(study: Any) -> dict[str, Any]:
+    return {"study_id": study.id, "width": study.width, "height": study.height, "view": study.view,
+            "source_format": study.source_format}
+
+
+def ingest_bytes(data: bytes, filename: str | None, settings: Settings) -> dict[str, Any]:
+    """Decode + de-identify + store (blocking; run it off the event loop). Raises StudyError."""
+    from tools.imaging import load_study
+
+    study = load_study(data, filename=filename, settings=settings)
+    _store(settings).put(study)
+    return _describe(study)
+
+
+async def upload_study(request: Request) -> Response:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+        return _error(413, f"upload of {int(declared)} bytes exceeds the {MAX_UPLOAD_BYTES} byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_UPLOAD_BYTES:
+            return _error(413, f"upload exceeds the {MAX_UPLOAD_BYTES} byte limit")
+        chunks.append(chunk)
+    if not size:
+        return _error(400, "empty upload: send the image file's bytes as the request body")
+    filename = request.query_params.get("filename")
+    from tools.study import StudyError
+
+    try:
+        info = await run_in_threadpool(ingest_bytes, b"".join(chunks), filename, _settings())
+    except StudyError as exc:  # a refusal meant for the clinician: unsupported, too large, burned-in text...
+        return _error(422, str(exc), kind=type(exc).__name__)
+    return JSONResponse(info, status_code=201)
+
+
+def _lookup(study_id: str, settings: Settings) -> dict[str, Any] | None:
+    from tools.study_store import StudyNotFound
+
+    try:
+        return _describe(_store(settings).get(study_id))
+    except StudyNotFound:
+        return None
+
+
+async def get_study(request: Request) -> Response:
+    study_id = request.path_params["study_id"]
+    info = await run_in_threadpool(_lookup, study_id, _settings())
+    if info is None:
+        return _error(404, f"no stored study {study_id[:80]!r}: upload it to POST /cxr/studies")
+    return JSONResponse(info)
+
+
+def artifact_path(uri: str, settings: Settings) -> Path | None:
+    """The file ``uri`` names if it lies inside the artifacts dir and exists, else None (blocking)."""
+    root = Path(settings.artifacts_dir).resolve()
+    candidate = Path(uri)
+    path = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
+async def get_artifact(request: Request) -> Response:
+    uri = request.query_params.get("uri")
+    if not uri:
+        return _error(400, "missing ?uri=<Artifact.uri from the reply's additional_kwargs['cxr']>")
+    path = await run_in_threadpool(artifact_path, uri, _settings())
+    if path is None:
+        return _error(404, "no such artifact on this server (expired, evicted, or outside the artifacts dir)")
+    media = "application/x-npy" if path.suffix == ".npy" else None
+    return FileResponse(path, media_type=media, filename=path.name)
+
+
+async def health(request: Request) -> Response:
+    s = _settings()
+    return JSONResponse({"ok": True, "model_profile": s.model_profile, "pid": os.getpid()})
+
+
+def _error(status: int, message: str, *, kind: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"detail": message}
+    if kind:
+        body["error"] = kind
+    return JSONResponse(body, status_code=status)
+
+
+class RefuseRawImageInput:
+    """ASGI middleware: a run whose input carries ``image``/``image_name`` gets a 422 naming the fix.
+
+    LangGraph Server applies an ``http.app``'s middleware to every route, its own run routes
+    included, so such an input is refused before the server writes it to its run queue (which the
+    in-memory runtime pickles to ``.langgraph_api/``) or to a checkpoint.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not _RUN_PATH.match(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        body = b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        bad = _raw_keys(body)
+        if bad:
+            response = _error(422, f"run input must not carry {', '.join(bad)}: upload the file to "
+                                   "POST /cxr/studies and pass {\"study_id\": ...} instead", kind="RawImageInput")
+            await response(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _raw_keys(body: bytes) -> list[str]:
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError:
+        return []  # not ours to judge: the server answers malformed JSON itself
+    runs = payload if isinstance(payload, list) else [payload]  # /runs/batch takes a list
+    found: set[str] = set()
+    for run in runs:
+        inp = run.get("input") if isinstance(run, dict) else None
+        if isinstance(inp, dict):
+            found.update(k for k in RAW_INPUT_KEYS if inp.get(k) is not None)
+    return sorted(found)
+
+
+def private_state_dir(path: Path = Path(".langgraph_api")) -> Path:
+    """Make the in-memory runtime's state dir owner-only (0700).
+
+    ``langgraph dev`` pickles threads, checkpoints (replies, findings: PHI) and the run queue into
+    ``.langgraph_api/`` under its working directory, with the default umask; closing the directory
+    keeps other local users out of all of it, whatever the files' own modes."""
+    path.mkdir(exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def create_app() -> Starlette:
+    from starlette.middleware import Middleware
+
+    if "langgraph_runtime_inmem" in sys.modules or os.environ.get("LANGGRAPH_RUNTIME_EDITION") == "inmem":
+        private_state_dir()
+
+    routes = [
+        Route("/cxr/studies", upload_study, methods=["POST"]),
+        Route("/cxr/studies/{study_id}", get_study, methods=["GET"]),
+        Route("/cxr/artifacts", get_artifact, methods=["GET"]),
+        Route("/cxr/health", health, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(RefuseRawImageInput)])
+
+
+app = create_app()
