@@ -21,8 +21,9 @@ DEFAULT_PATH = Path(__file__).with_name("lexicon.toml")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _FRAGMENT = re.compile(r"\{([A-Z][A-Z0-9_]*)\}")  # never a regex quantifier: those hold digits
 _SNOMED_CODE = re.compile(r"^[1-9][0-9]{5,17}$")
+_LOCAL_CODE = re.compile(r"^[A-Z0-9]{1,16}$")
 _FINDING_KEYS = frozenset({"display", "parent", "synonyms", "router_phrases", "router_fuzzy", "labeler_mentions",
-                           "labeler_hedged", "labeler_keywords", "snomed", "note"})
+                           "labeler_hedged", "labeler_keywords", "snomed", "local_code", "note"})
 _REGION_KEYS = frozenset({"display", "synonyms", "router_phrases", "imagenome", "snomed", "note"})
 _TOP_KEYS = frozenset({"version", "fragments", "finding", "normal_statement", "labeler", "label_set", "region",
                        "combined_label"})
@@ -54,6 +55,7 @@ class FindingEntry:
     labeler_hedged: tuple[str, ...] = ()
     labeler_keywords: tuple[str, ...] = ()
     snomed: Snomed | None = None
+    local_code: str | None = None  # code value in the exports' local scheme (tools/interop/codes.py)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,13 @@ class _Reader:
                             "snomed", header)
         return Snomed(str(val["code"]), val["meaning"])
 
+    def local_code(self, table: dict[str, Any], header: str) -> str | None:
+        val = table.get("local_code")
+        if val is not None and not (isinstance(val, str) and _LOCAL_CODE.match(val)):
+            raise self.fail(f"[{header}] local_code must be 1-16 characters A-Z 0-9 (a DICOM SH code value)",
+                            "local_code", header)
+        return val
+
 
 def load_lexicon(path: str | Path | None = None) -> Lexicon:
     """Parse and validate a lexicon file; any problem raises LexiconError naming file and line."""
@@ -186,9 +195,10 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
             router_phrases=tuple(r.regex(x, h) for x in r.strings(t, "router_phrases", h)),
             router_fuzzy=r.strings(t, "router_fuzzy", h),
             labeler_mentions=mentions, labeler_hedged=hedged, labeler_keywords=keywords,
-            snomed=r.snomed(t, h),
+            snomed=r.snomed(t, h), local_code=r.local_code(t, h),
         )
     _check_parents(r, findings)
+    _check_local_codes(r, findings)
     _check_unique(r, findings, "synonyms", term_key)
     _check_unique(r, findings, "router_fuzzy", str.lower)
 
@@ -271,6 +281,14 @@ def _check_unique(r: _Reader, findings: dict[str, FindingEntry], column: str, ke
                 raise r.fail(f"{column} term {term!r} maps to two findings: {owner[k]!r} and {fid!r}",
                              f"'{term}'", f"finding.{fid}")
             owner[k] = fid
+
+
+def _check_local_codes(r: _Reader, findings: dict[str, FindingEntry]) -> None:
+    owner: dict[str, str] = {}
+    for fid, e in findings.items():
+        if e.local_code and owner.setdefault(e.local_code, fid) != fid:
+            raise r.fail(f"local_code {e.local_code!r} is used by {owner[e.local_code]!r} and {fid!r}",
+                         "local_code", f"finding.{fid}")
 
 
 def _check_region_terms(r: _Reader, findings: dict[str, FindingEntry], regions: dict[str, RegionEntry]) -> None:

@@ -1,16 +1,11 @@
 """Coded concepts for the SR and FHIR exports: SNOMED CT where pydicom has the concept, else a local scheme.
 
-Every SNOMED CT code is taken from pydicom's own concept dictionary (``codes.SCT.<Keyword>``), never
-typed by hand: the table below names the pydicom keyword, and ``finding_code`` looks it up at run
-time, so a keyword pydicom does not know fails the tests instead of exporting a wrong number.
-Findings pydicom has no SCT concept for (or whose SCT neighbours mean something narrower, such as
-"Coin lesion of lung" for a lung lesion) use the local coding scheme ``99CXRAGENT`` (DICOM reserves
-designators starting with "99" for private schemes); its code values are fixed here and never
-derived from the vocabulary's order.
-
-Where this table belongs: issue 16 asks for these codes "as columns of the finding lexicon". The
-lexicon (helper B, knowledge/) did not exist yet when this was written; when it lands, move the
-two columns (``sct_keyword``, ``local_code``) there and make ``FINDING_CODES`` read them.
+The codes are columns of the one finding lexicon (knowledge/lexicon.toml): ``snomed`` holds only concepts
+present in pydicom's own dictionary (``codes.SCT``), and the tests check every entry against it, so no
+SNOMED CT number is trusted from memory; ``local_code`` is the code value in the local coding scheme
+``99CXRAGENT`` (DICOM reserves designators starting with "99" for private schemes) used for findings
+pydicom has no SCT concept for, or whose SCT neighbours mean something narrower (e.g. "Coin lesion of
+lung" for a lung lesion). The SR declares the local scheme in its Coding Scheme Identification Sequence.
 """
 
 from __future__ import annotations
@@ -20,11 +15,11 @@ from dataclasses import dataclass
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from knowledge.lexicon import lexicon
 from knowledge.vocabulary import DISPLAY_NAMES, FINDINGS
 
 LOCAL_SCHEME = "99CXRAGENT"
 LOCAL_SCHEME_NAME = "cxr-agent local codes"
-LOCAL_SCHEME_UID = None  # a private scheme without a registered OID
 FHIR_LOCAL_SYSTEM = "urn:cxr-agent:codes"
 SCHEME_SYSTEMS = {  # DICOM coding scheme designator -> FHIR system URI (HL7's published mapping)
     "SCT": "http://snomed.info/sct",
@@ -37,38 +32,25 @@ SCHEME_SYSTEMS = {  # DICOM coding scheme designator -> FHIR system URI (HL7's p
 
 @dataclass(frozen=True)
 class FindingCodes:
-    """One row: the finding id, the pydicom SCT keyword if there is one, and the local code otherwise."""
+    """One finding's export codes, as the lexicon holds them."""
 
     finding: str
-    sct_keyword: str | None
+    snomed: Code | None
     local_code: str
 
 
-# finding id -> (pydicom codes.SCT keyword or None, local code value: <= 16 characters, DICOM SH)
-_TABLE: dict[str, tuple[str | None, str]] = {
-    "no_finding": (None, "NOFINDING"),
-    "enlarged_cardiomediastinum": (None, "ENLCARDIOMED"),
-    "cardiomegaly": ("Cardiomegaly", "CARDIOMEGALY"),
-    "lung_opacity": (None, "LUNGOPACITY"),
-    "lung_lesion": (None, "LUNGLESION"),
-    "nodule": ("Nodule", "NODULE"),
-    "mass": ("Mass", "MASS"),
-    "edema": ("PulmonaryEdema", "EDEMA"),  # the vocabulary's "edema" is pulmonary (synonyms say so)
-    "consolidation": (None, "CONSOLIDATION"),
-    "pneumonia": (None, "PNEUMONIA"),
-    "infiltration": (None, "INFILTRATION"),
-    "atelectasis": (None, "ATELECTASIS"),
-    "pneumothorax": ("Pneumothorax", "PNEUMOTHORAX"),
-    "pleural_effusion": ("PleuralEffusion", "PLEURALEFFUSION"),
-    "pleural_thickening": (None, "PLEURALTHICK"),
-    "pleural_other": (None, "PLEURALOTHER"),
-    "emphysema": (None, "EMPHYSEMA"),
-    "fibrosis": ("Fibrosis", "FIBROSIS"),
-    "hernia": (None, "HERNIA"),
-    "fracture": (None, "FRACTURE"),
-    "support_devices": (None, "SUPPORTDEVICES"),
-}
-FINDING_CODES: dict[str, FindingCodes] = {f: FindingCodes(f, *_TABLE[f]) for f in FINDINGS}
+def _rows() -> dict[str, FindingCodes]:
+    rows = {}
+    for f in FINDINGS:
+        entry = lexicon().findings[f]
+        if not entry.local_code:
+            raise ValueError(f"knowledge/lexicon.toml: [finding.{f}] needs local_code for the SR/FHIR exports")
+        sct = Code(entry.snomed.code, "SCT", entry.snomed.meaning) if entry.snomed else None
+        rows[f] = FindingCodes(f, sct, entry.local_code)
+    return rows
+
+
+FINDING_CODES: dict[str, FindingCodes] = _rows()
 
 # Local concepts the SR needs and neither SCT nor DCM offers in pydicom's dictionary.
 AGREEING_SOURCE = Code("AGREESOURCE", LOCAL_SCHEME, "Agreeing source")
@@ -86,13 +68,11 @@ STATUS_CODES = {"present": PRESENT, "absent": ABSENT, "uncertain": INDETERMINATE
 
 
 def finding_code(finding: str) -> Code:
-    """The coded concept for a finding id: SNOMED CT from pydicom where the table names one, else local."""
+    """The coded concept for a finding id: its lexicon SNOMED CT concept, else its local code."""
     row = FINDING_CODES.get(finding)
     if row is None:
         raise KeyError(f"unknown finding id {finding!r}")
-    if row.sct_keyword:
-        return getattr(codes.SCT, row.sct_keyword)
-    return Code(row.local_code, LOCAL_SCHEME, DISPLAY_NAMES[finding])
+    return row.snomed or Code(row.local_code, LOCAL_SCHEME, DISPLAY_NAMES[finding])
 
 
 def fhir_system(scheme_designator: str) -> str:

@@ -51,18 +51,42 @@ def _reopen(sr) -> hd.sr.Comprehensive3DSR:
 
 
 def test_codes_come_from_pydicom_or_the_local_scheme():
+    """Every lexicon SNOMED CT concept is in pydicom's dictionary with that meaning; the rest are local."""
+    from pydicom.sr._concepts_dict import concepts
+
+    pydicom_sct: dict[str, set[str]] = {}
+    for by_code in concepts["SCT"].values():
+        for code, (meaning, _) in by_code.items():
+            pydicom_sct.setdefault(code, set()).add(meaning)
     assert set(C.FINDING_CODES) == set(FINDINGS)
     locals_ = [row.local_code for row in C.FINDING_CODES.values()]
     assert len(set(locals_)) == len(locals_) and all(len(v) <= 16 for v in locals_)  # DICOM SH
+    with_sct = 0
     for f, row in C.FINDING_CODES.items():
         code = C.finding_code(f)
-        if row.sct_keyword:
-            assert code == getattr(codes.SCT, row.sct_keyword) and code.scheme_designator == "SCT"
+        if row.snomed:
+            with_sct += 1
+            assert code.scheme_designator == "SCT" and code.meaning in pydicom_sct.get(code.value, ()), f
         else:
             assert (code.scheme_designator, code.value) == (C.LOCAL_SCHEME, row.local_code)
-    assert C.finding_code("pneumothorax").value == codes.SCT.Pneumothorax.value
+    assert with_sct >= 7
+    assert C.finding_code("pneumothorax") == codes.SCT.Pneumothorax
+    assert C.finding_code("pleural_effusion") == codes.SCT.PleuralEffusion
     with pytest.raises(KeyError):
         C.finding_code("not_a_finding")
+
+
+def test_the_lexicon_refuses_a_malformed_or_duplicate_local_code(tmp_path):
+    from knowledge.lexicon import DEFAULT_PATH, LexiconError, load_lexicon
+
+    text = DEFAULT_PATH.read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('local_code = "HERNIA"', 'local_code = "hernia!"'))
+    with pytest.raises(LexiconError, match="local_code must be"):
+        load_lexicon(bad)
+    bad.write_text(text.replace('local_code = "HERNIA"', 'local_code = "FRACTURE"'))
+    with pytest.raises(LexiconError, match="is used by"):
+        load_lexicon(bad)
 
 
 def test_sr_against_a_pacs_header_reopens_with_every_decision_and_box(rg1, turn, tmp_path):
