@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # --- VLM (RadVLM) ---------------------------------------------------------------------
+    # Which model family the VLM tool speaks to (its adapter: prompts, answer shapes, boxes):
+    # "radvlm" (KrauthammerLab/RadVLM, LLaVA-OneVision) or "medgemma" (google/medgemma-4b-it, Gemma 3;
+    # set vlm_model_id / openai_model to it too). The tiny profile has a random stand-in for each.
+    vlm_family: Literal["radvlm", "medgemma"] = "radvlm"
     vlm_model_id: str = "KrauthammerLab/RadVLM"
     vlm_backend: Literal["transformers", "openai"] = "transformers"
     vlm_device: str = "auto"  # auto | cpu | cuda | cuda:N
