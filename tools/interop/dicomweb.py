@@ -14,6 +14,7 @@ header value: unreachable server, 401/403, study not found, no CR/DX radiograph,
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Callable
@@ -216,10 +217,15 @@ class PacsClient:
         with header_values_muted():
             return Dataset.from_json(meta, bulk_data_uri_handler=lambda *_a: b"")
 
+    def _default_loader(self) -> Callable[..., Study]:
+        """load_study with these settings (pixel cap, burned-in text policy, decode slots), as for uploads."""
+        from tools.imaging import load_study
+
+        return functools.partial(load_study, settings=self.settings)
+
     def pull(self, study_uid: str, *, loader: Callable[..., Study] | None = None) -> PulledStudy:
         """QIDO + WADO the study's first frontal radiograph and ingest it like an upload."""
-        if loader is None:
-            from tools.imaging import load_study as loader
+        loader = loader or self._default_loader()
         ref = self.find_radiographs(study_uid)[0]
         data = self.retrieve_bytes(ref)
         return PulledStudy(study=loader(data, filename=None), source=ref)
@@ -229,8 +235,7 @@ class PacsClient:
 
         Pull stores no reference, so push finds the instance again: candidates in the pull order, each
         decoded through the loader and compared by pixel hash; a different image is never reported on."""
-        if loader is None:
-            from tools.imaging import load_study as loader
+        loader = loader or self._default_loader()
         for ref in self.find_radiographs(study_uid):
             if loader(self.retrieve_bytes(ref), filename=None).id == study_id:
                 return ref

@@ -149,3 +149,14 @@ def _part10(ds: pydicom.Dataset) -> bytes:
     buf = pydicom.filebase.DicomBytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def test_pulled_images_meet_the_upload_limits(pacs, settings):
+    """The pixel cap of the settings refuses a pulled image exactly as it refuses an upload."""
+    from tools.study import ImageTooLarge
+
+    server, samples = pacs
+    small_cap = settings.model_copy(update={"max_image_pixels": 100_000,  # the sample is 440 x 440
+                                            "pacs_username": USER, "pacs_password": SecretStr(PASSWORD)})
+    with pytest.raises(ImageTooLarge, match="440 x 440"):
+        PacsClient(small_cap, url=server.dicomweb).pull(samples.chest_uid)
