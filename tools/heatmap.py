@@ -147,9 +147,10 @@ def stored_heatmap(heat: np.ndarray, max_side: int = STORED_MAX_SIDE) -> np.ndar
 def save_heatmap(heat: np.ndarray, path: Path, *, studies_dir: Path | None = None, quota_bytes: int = 0) -> Path:
     """Write the reduced heatmap atomically, owner-only (0600 in a 0700 folder), then apply the
     disk quota shared with the study store (the heatmap's own study is never evicted for it)."""
-    from tools.disk import atomic_write, enforce_quota
+    from tools.disk import atomic_write, enforce_quota, private_dir
 
     small = stored_heatmap(heat)
+    private_dir(path.parent.parent)  # the artifacts root too, should an older version have made it 0755
     atomic_write(path, lambda fh: np.save(fh, small, allow_pickle=False))
     if studies_dir is not None and quota_bytes > 0:
         enforce_quota(studies_dir, path.parent.parent, quota_bytes, keep=(path.parent.name,))
