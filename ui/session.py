@@ -191,6 +191,11 @@ def study_facts(study: Study) -> dict[str, str]:
     facts.setdefault("Modality", "unknown" if study.source_format == "dicom" else "image file (no header)")
     if meta.get("inverted"):
         facts["Display"] = "inverted (MONOCHROME1)"
+    redaction = meta.get("redaction")
+    if isinstance(redaction, dict) and redaction.get("redacted"):  # tools.redact (issue 14)
+        facts["Burned-in text"] = f"redacted ({int(redaction.get('regions', 0))} region(s), OCR)"
+    if meta.get("format_note"):
+        facts["File"] = str(meta["format_note"])
     facts["Study id"] = study.id[:12]
     return facts
 

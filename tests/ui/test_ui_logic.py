@@ -365,3 +365,12 @@ def test_the_page_names_studies_by_a_label_never_the_file_name():
     unknown = Study.from_array(np.eye(64, dtype=np.float32) * 0.5)
     S.ingest_upload(state, "DOE.png", b"c", loader=lambda data, filename=None: unknown)
     assert state[S.K_STUDY_NAME] == "Study 3" and "DOE" not in repr(dict(state))
+
+
+def test_facts_say_when_burned_in_text_was_redacted_or_the_extension_was_wrong():
+    meta = {"redaction": {"method": "tesseract-ocr", "redacted": True, "regions": 3, "laterality_markers_kept": 1},
+            "format_note": "The file's extension says JPEG but its content is PNG; it was read as PNG."}
+    facts = S.study_facts(Study.from_array(np.eye(64, dtype=np.float32), metadata=meta))
+    assert facts["Burned-in text"] == "redacted (3 region(s), OCR)" and "content is PNG" in facts["File"]
+    plain = S.study_facts(Study.from_array(np.eye(64, dtype=np.float32)))
+    assert "Burned-in text" not in plain and "File" not in plain
