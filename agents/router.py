@@ -18,21 +18,9 @@ from pydantic import BaseModel, Field
 
 from agents.router_findings import _clean, extract_findings, find_mentions  # noqa: F401 - re-exported
 from knowledge.vocabulary import display_name
+from tools.base import IMAGE_INTENTS, INTENT_TOOLS  # noqa: F401 - the one intent table (tool contract)
 
 Intent = Literal["report", "locate", "finding_question", "similar_cases", "explain", "chat"]
-
-INTENT_TOOLS: dict[str, list[str]] = {
-    "report": ["vlm", "classifier", "retrieval"],
-    "locate": ["vlm", "classifier"],
-    "finding_question": ["vlm", "classifier"],
-    "similar_cases": ["retrieval"],
-    "explain": [],
-    "chat": ["vlm"],
-}
-# Intents that cannot be answered without a study: the graph asks for an image instead.
-# similar_cases (text query over the corpus), explain (stored evidence) and chat work without one.
-IMAGE_INTENTS = frozenset({"report", "locate", "finding_question"})
-
 
 
 class Route(BaseModel):

@@ -19,7 +19,7 @@ import numpy as np
 
 from knowledge.evidence import Artifact, Box, Evidence, FindingCall, Status
 from knowledge.vocabulary import XRV_LABELS, display_name, normalize
-from tools.base import ToolRequest
+from tools.base import ToolRequest, builtin_intents
 from tools.classifier_weights import (
     ClassifierWeightsMissing,
     LoadedClassifier,
@@ -119,7 +119,8 @@ class ClassifierTool:
     once per process (shared cache), so constructing the tool is cheap."""
 
     name = TOOL_NAME
-    intents = frozenset({"report", "locate", "finding_question"})
+    intents = builtin_intents("classifier")  # from the one intent table (tools/base.py)
+    image_source = True  # its calls read the image: they vote
 
     def __init__(self, settings: Settings | None = None, *, model: LoadedClassifier | Any = None) -> None:
         if settings is None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from knowledge.evidence import Evidence, FindingCall, RetrievedReport, Status
 from knowledge.vocabulary import FINDINGS, display_name
-from tools.base import ToolRequest
+from tools.base import ToolRequest, builtin_intents
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -75,8 +75,9 @@ class RetrievalTool:
     (the app shows it); without one, progress goes to the log."""
 
     name = "retrieval"
-    intents = frozenset({"report", "similar_cases"})
-    image_source = False
+    intents = builtin_intents("retrieval")  # from the one intent table (tools/base.py)
+    image_source = False  # neighbours are a prior, never a vote
+    needs_draft = True  # queries with the report writer's draft when there is one
 
     def __init__(
         self,

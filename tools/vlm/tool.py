@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from knowledge.evidence import Artifact, Evidence, FindingCall
 from knowledge.vocabulary import FINDING_SET, display_name, normalize
-from tools.base import ToolRequest
+from tools.base import ToolRequest, builtin_intents
 from tools.vlm import prompts
 from tools.vlm.adapters import Adapter, Location, Parsed, Prompt, get_adapter
 from tools.vlm.adapters.base import LOCATION_ONLY, Task
@@ -40,17 +40,20 @@ _CALL_TASK = {"classification": "classification", "detection": "detection", "for
 
 class VLMTool:
     name = TOOL_NAME
-    intents = frozenset({"report", "locate", "finding_question", "chat"})
+    intents = builtin_intents("vlm")  # from the one intent table (tools/base.py)
     image_source = True
     writes_report = True
     verifies = True
 
     def __init__(self, settings: Settings | None = None, *, backend: VLMBackend | None = None,
                  adapter: Adapter | None = None, max_side: int = DEFAULT_MAX_SIDE, pad_square: bool = False,
-                 label_reports: bool = False, report_extras: tuple[Task, ...] = ("classification", "detection")) -> None:
+                 label_reports: bool = False, report_extras: tuple[Task, ...] = ("classification", "detection"),
+                 name: str = TOOL_NAME) -> None:
         """``label_reports``: also label the generated report into FindingCalls (the graph labels
         Evidence.report itself, so off by default). ``report_extras``: the asks that run beside every
-        report on the same image (classification: an explicit statement per label; detection: boxes)."""
+        report on the same image (classification: an explicit statement per label; detection: boxes).
+        ``name``: the tool's name and every call's source (two VLM families side by side need two names)."""
+        self.name = name
         self._settings = settings
         self._backend = backend
         self._adapter = adapter
@@ -188,6 +191,10 @@ class VLMTool:
             if request.intent == "report":
                 return self._report(request, cancel, t0)
             key = request.study.id
+            if request.intent == "locate" and not self.adapter.localises:
+                return Evidence(tool=self.name, answer=f"{self.adapter.display_name} does not localise findings (its "
+                                "model card documents no box format); the classifier's heatmap is the only location.",
+                                meta={**self._meta(None, ""), "localises": False}, latency_ms=_ms(t0))
             if request.intent == "locate":
                 spec = self._locate_prompt(key, finding, phrase)
                 if spec is None:
