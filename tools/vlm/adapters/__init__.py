@@ -6,7 +6,8 @@ from tools.vlm.adapters.base import Adapter, Location, Parsed, Prompt, Task
 
 __all__ = ["ADAPTERS", "Adapter", "Location", "Parsed", "Prompt", "Task", "get_adapter"]
 
-ADAPTERS = {"radvlm": "tools.vlm.adapters.radvlm:RadVLMAdapter"}
+ADAPTERS = {"radvlm": "tools.vlm.adapters.radvlm:RadVLMAdapter",
+            "medgemma": "tools.vlm.adapters.medgemma:MedGemmaAdapter"}
 
 
 def get_adapter(family: str) -> Adapter:

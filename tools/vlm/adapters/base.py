@@ -9,7 +9,8 @@ shapes and writes boxes in its own notation. An ``Adapter`` owns exactly those t
 - ``parse(task, answer, view, ...)`` -> ``Parsed``: FindingCalls, box locations mapped back to the
   ORIGINAL image through ``view``, the answer shape that matched, and notes. Never raises: an
   answer that fits no shape comes back as ``shape="text"`` with a note;
-- ``system`` (a system turn or None) and ``localises`` (whether the family writes boxes at all).
+- ``system`` (a system turn or None) and ``localises`` (whether the family writes boxes at all);
+- loading facts for the local backend: ``hf_class`` and ``tiny_loader`` (its random offline stand-in).
 
 The VLMTool and the backends know nothing family-specific; adding a family is one new module in
 ``tools/vlm/adapters/`` registered in ``tools/vlm/adapters/__init__.py``.
@@ -73,8 +74,11 @@ class Parsed:
 @runtime_checkable
 class Adapter(Protocol):
     family: str  # "radvlm", "medgemma", ...
+    display_name: str  # "RadVLM": what replies call it
     localises: bool  # writes boxes in a documented notation
     system: str | None  # a system turn to send first, or None
+    hf_class: str  # transformers class the local backend loads (e.g. "LlavaOnevisionForConditionalGeneration")
+    tiny_loader: str  # "module:function" -> (model, processor) of the offline random stand-in
 
     def prompt(self, task: Task, *, key: str, target: str | None = None) -> Prompt | None: ...
 

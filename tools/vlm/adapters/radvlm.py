@@ -142,8 +142,11 @@ def vindr_name(finding: str | None) -> str | None:
 
 class RadVLMAdapter:
     family = "radvlm"
+    display_name = "RadVLM"
     localises = True
     system: str | None = None  # the authors' inference sends none
+    hf_class = "LlavaOnevisionForConditionalGeneration"  # what the transformers backend loads
+    tiny_loader = "tools.vlm.tiny:load_tiny"  # the offline random stand-in (profile tiny)
 
     def prompt(self, task: Task, *, key: str, target: str | None = None) -> Prompt | None:
         k = f"{key}|{task}|{(target or '').lower()}"

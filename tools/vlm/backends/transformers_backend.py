@@ -60,6 +60,7 @@ class EncodedImage:
     image_size: tuple[int, int]
     prefix_ids: Any = None  # token ids of the prompt prefix ending with the image tokens
     prefix_cache: Any = None  # DynamicCache holding exactly that prefix
+    expansion: str = ""  # the text replacing the prompt's one image placeholder
 
 
 class _TimedStreamer:
@@ -117,11 +118,13 @@ class TransformersBackend:
         model_id: str | None = None,
         kv_prefix_cache: bool = True,
     ) -> None:
+        from tools.vlm.adapters import get_adapter
+
         self.settings = settings
         self.profile = settings.model_profile
-        self.model_id = model_id or (
-            "tiny-random-llava-onevision" if self.profile == "tiny" else settings.vlm_model_id
-        )
+        self.family = get_adapter(str(getattr(settings, "vlm_family", "radvlm")))  # loading facts only
+        tiny_id = {"radvlm": "tiny-random-llava-onevision"}.get(self.family.family, f"tiny-random-{self.family.family}")
+        self.model_id = model_id or (tiny_id if self.profile == "tiny" else settings.vlm_model_id)
         self._model = model
         self._processor = processor
         self._load_lock = threading.Lock()
@@ -137,7 +140,8 @@ class TransformersBackend:
     def shared(cls, settings: Settings) -> TransformersBackend:
         """One instance (one loaded model) per process and configuration."""
         key = (
-            settings.model_profile, settings.vlm_model_id, settings.vlm_device, settings.vlm_dtype,
+            settings.model_profile, getattr(settings, "vlm_family", "radvlm"), settings.vlm_model_id,
+            settings.vlm_device, settings.vlm_dtype,
             str(settings.hf_cache_dir), str(settings.data_dir),
         )
         with cls._shared_lock:
@@ -157,29 +161,30 @@ class TransformersBackend:
     def _load(self) -> tuple[Any, Any]:
         device, dtype = resolve_device_dtype(self.settings)
         self.device = device
-        if self.profile == "tiny":
-            from tools.vlm.tiny import load_tiny
+        from tools.vlm.backends import hf_models
 
-            model, processor = load_tiny(self.settings.data_dir)
+        if self.profile == "tiny":
+            model, processor = hf_models.load_tiny(self.family.tiny_loader, self.settings.data_dir)
             return model.to(device), processor
         from tools.vlm.weights import _fix, local_model_dir
 
+        name = self.family.display_name
         path, missing = local_model_dir(self.settings)
         if path is None:
-            raise ModelUnavailable(f"RadVLM weights are not available: {missing}. Fix: {_fix(self.settings)}.")
-        from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+            raise ModelUnavailable(f"{name} weights are not available: {missing}. Fix: {_fix(self.settings)}.")
+        from transformers import AutoProcessor
 
         t0 = time.perf_counter()
         try:
             kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
             if device.startswith("cuda"):
                 kwargs["device_map"] = {"": device}
-            model = LlavaOnevisionForConditionalGeneration.from_pretrained(str(path), **kwargs).eval()
+            model = hf_models.load_class(self.family.hf_class).from_pretrained(str(path), **kwargs).eval()
             if not device.startswith("cuda"):
                 model = model.to(device)
             processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:
-            raise ModelUnavailable(f"could not load RadVLM from {path}: {type(exc).__name__}: {exc}") from exc
+            raise ModelUnavailable(f"could not load {name} from {path}: {type(exc).__name__}: {exc}") from exc
         log.info("loaded %s on %s (%s) in %.1f s", self.model_id, device, dtype, time.perf_counter() - t0)
         return model, processor
 
@@ -214,17 +219,14 @@ class TransformersBackend:
         """Processor (anyres tiling) + vision tower + projector, once per image."""
         import torch
 
+        from tools.vlm.backends.hf_models import feature_kwargs, image_expansion
+
         model, processor = self.load()
         inputs = processor(images=image, text=processor.image_token, return_tensors="pt")
         n_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
         with torch.inference_mode():
-            feats = model.get_image_features(
-                pixel_values=inputs["pixel_values"].to(model.device, model.dtype),
-                image_sizes=inputs["image_sizes"].to(model.device),
-                batch_num_images=inputs.get("batch_num_images"),
-                return_dict=True,
-            )
-        return EncodedImage(feats, n_tokens, image.size)
+            feats = model.get_image_features(**feature_kwargs(model, inputs), return_dict=True)
+        return EncodedImage(feats, n_tokens, image.size, expansion=image_expansion(processor, n_tokens))
 
     # ------------------------------------------------------------------ prompts
     def render(self, turns: list[ChatTurn]) -> str:
@@ -262,10 +264,12 @@ class TransformersBackend:
             self._last_prefix_hit = True
             return encoded.prefix_cache
         self._last_prefix_hit = False
+        from tools.vlm.backends.hf_models import token_types
+
         cache = DynamicCache(config=model.config.text_config)
         with torch.inference_mode():
             model(input_ids=head, attention_mask=torch.ones_like(head), past_key_values=cache, use_cache=True,
-                  mm_encoder_outputs={"image": encoded.features}, logits_to_keep=1)
+                  mm_encoder_outputs={"image": encoded.features}, logits_to_keep=1, **token_types(model, head))
         if store:
             encoded.prefix_ids, encoded.prefix_cache = head, cache
         else:
@@ -297,6 +301,8 @@ class TransformersBackend:
         """One generation. ``cancel`` (set on timeout) stops it at the next token and frees the model."""
         import torch
 
+        from tools.vlm.backends import hf_models
+
         t0 = time.perf_counter()
         if cancel is not None and cancel.is_set():
             raise BackendError("generation cancelled before it started (the call timed out)")
@@ -314,8 +320,8 @@ class TransformersBackend:
             token = processor.image_token
             if text.count(token) != 1:
                 raise BackendError(f"the prompt must hold exactly one {token} placeholder, found {text.count(token)}")
-            text = text.replace(token, token * encoded.n_image_tokens)
-            enc = processor.tokenizer(text, return_tensors="pt")
+            text = text.replace(token, encoded.expansion or token * encoded.n_image_tokens)
+            enc = hf_models.tokenize(processor.tokenizer, text)
             input_ids = enc["input_ids"].to(model.device)
             attention_mask = enc["attention_mask"].to(model.device)
             self._last_prefix_hit = False
@@ -329,6 +335,7 @@ class TransformersBackend:
                 "do_sample": False,
                 "streamer": streamer,
                 "pad_token_id": processor.tokenizer.pad_token_id,
+                **hf_models.token_types(model, input_ids),
             }
             if prefix is not None:  # the image tokens are already in the KV cache
                 gen_kwargs["past_key_values"] = prefix

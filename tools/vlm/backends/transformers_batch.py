@@ -37,6 +37,7 @@ def generate_batch(
 ) -> list[GenerationResult]:
     import torch
 
+    from tools.vlm.backends import hf_models
     from tools.vlm.backends.transformers_backend import cancel_criteria
 
     if not conversations:
@@ -60,8 +61,9 @@ def generate_batch(
             text = backend.render(turns)
             if text.count(processor.image_token) != 1:
                 raise BackendError(f"each prompt must hold exactly one {processor.image_token} placeholder")
-            text = text.replace(processor.image_token, processor.image_token * encoded.n_image_tokens)
-            rows.append(tok(text, return_tensors="pt")["input_ids"][0].to(model.device))
+            text = text.replace(processor.image_token,
+                                encoded.expansion or processor.image_token * encoded.n_image_tokens)
+            rows.append(hf_models.tokenize(tok, text)["input_ids"][0].to(model.device))
         img = (rows[0] == model.config.image_token_id).nonzero()
         end = int(img.max()) + 1
         head = rows[0][:end]
@@ -85,7 +87,8 @@ def generate_batch(
         if n > 1:
             cache.batch_repeat_interleave(n)
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "past_key_values": cache,
-                                  "max_new_tokens": max_new, "do_sample": False, "pad_token_id": pad}
+                                  "max_new_tokens": max_new, "do_sample": False, "pad_token_id": pad,
+                                  **hf_models.token_types(model, input_ids)}
         if min_new_tokens:
             kwargs["min_new_tokens"] = min(int(min_new_tokens), max_new)
         if cancel is not None:
