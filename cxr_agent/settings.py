@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # "radvlm" (KrauthammerLab/RadVLM, LLaVA-OneVision) or "medgemma" (google/medgemma-4b-it, Gemma 3;
     # set vlm_model_id / openai_model to it too). The tiny profile has a random stand-in for each.
     vlm_family: Literal["radvlm", "medgemma"] = "radvlm"
+    # A second family run beside it as an independent image source (tool "vlm-<family>"); "" = none.
+    vlm_compare: Literal["", "radvlm", "medgemma"] = ""
     vlm_model_id: str = "KrauthammerLab/RadVLM"
     vlm_backend: Literal["transformers", "openai"] = "transformers"
     vlm_device: str = "auto"  # auto | cpu | cuda | cuda:N
