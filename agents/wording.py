@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from knowledge.evidence import FindingCall, Reason, Status
+from knowledge.evidence import Box, Decision, FindingCall, Reason, Status
 from knowledge.vocabulary import display_name
 
 
@@ -180,3 +180,56 @@ def rationale(finding: str, reasons: Sequence[Reason]) -> str:
 def verification_note(finding: str, reason: Reason) -> str:
     """The note a targeted re-ask adds to Decision.verification."""
     return _reask(display_name(finding), reason)[1]
+
+
+# --------------------------------------------------------------------------------------- citations
+OP_THRESHOLD = 0.5  # an op-normalised score equals 0.5 exactly at the classifier's calibrated threshold
+STATUS_WORD = {Status.present: "present", Status.absent: "absent", Status.uncertain: "uncertain"}
+
+
+def fmt_box(box: Box | None) -> str:
+    if box is None:
+        return ""
+    return f"box x {box.x1:.2f}–{box.x2:.2f}, y {box.y1:.2f}–{box.y2:.2f}"
+
+
+def region(box: Box, view: str | None = None) -> str:
+    """Approximate zone of a box on a frontal film (image left = patient's right)."""
+    cx, cy = (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
+    if view == "LATERAL":
+        vert = "upper" if cy < 0.4 else "lower" if cy > 0.65 else "mid"
+        return f"{vert} chest (lateral view)"
+    side = "right" if cx < 0.45 else "left" if cx > 0.55 else "central/bilateral"
+    zone = "upper" if cy < 0.4 else "lower" if cy > 0.65 else "mid"
+    if side == "central/bilateral":
+        return f"{zone} central chest"
+    return f"{side} {zone} zone (image {'left' if side == 'right' else 'right'})"
+
+
+def cite(call: FindingCall, *, k: int | None = None) -> str:
+    """One source's statement, with what its score means."""
+    parts: list[str] = []
+    if call.score is not None and call.score_kind == "op_norm":
+        parts.append(f"{call.source} op-point score {call.score:.2f} (threshold {OP_THRESHOLD:g})")
+    elif call.score is not None and call.score_kind == "neighbor_fraction":
+        share = f"{round(call.score * k)}/{k}" if k else f"{call.score:.0%} of"
+        return f"{call.source}: {share} similar prior reports mention it (prior only)"
+    elif call.score is not None and call.score_kind == "probability":
+        parts.append(f"{call.source} probability {call.score:.2f}")
+    elif call.score is not None:
+        parts.append(f"{call.source} score {call.score:.2f}")
+    else:
+        parts.append(call.source)
+    parts[-1] += f" says {STATUS_WORD[call.status]}"
+    said = said_text(call)
+    if said and call.score is None:  # scored calls are cited by their score
+        snippet = said.strip().replace("\n", " ")
+        parts.append(f'"{snippet[:160]}{"…" if len(snippet) > 160 else ""}"')
+    if call.box is not None:
+        parts.append(fmt_box(call.box))
+    return ", ".join(parts)
+
+
+def cite_decision(d: Decision, *, k: int | None = None) -> str:
+    cites = "; ".join(cite(c, k=k) for c in d.calls) or "no source call recorded"
+    return f"[{cites}]"

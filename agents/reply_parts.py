@@ -1,0 +1,135 @@
+"""Pieces every reply is built from: which tool plays which part (ToolRoles, from capabilities), the
+tools that failed, one decision's line, how the VLM's own statement on a finding is told.
+
+Shared by agents/responder.py (report, locate, finding replies) and agents/replies.py (similar cases,
+explain, chat, the UI payload).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from agents.wording import STATUS_WORD, cite_decision
+from cxr_agent.settings import DEMO_WARNING
+from knowledge.evidence import Decision, Evidence, FindingCall
+from knowledge.vocabulary import display_name
+from tools.base import ToolCapabilities
+
+_STATUS_WORD = STATUS_WORD
+
+
+def unavailable(evidence: Iterable[Evidence]) -> list[Evidence]:
+    """Tools that failed this turn (a failed verification re-ask is reported with its decision)."""
+    return [e for e in evidence if not e.ok and not e.meta.get("verification")]
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
+@dataclass(frozen=True)
+class ToolRoles:
+    """Which tools play which part in a reply, read from their capabilities (never their names):
+    ``writers`` write the report and answer questions (writes_report), ``neighbours`` return similar
+    prior cases (serve similar_cases without reading the image); any other tool's answer is listed
+    under its own name."""
+
+    writers: tuple[str, ...] = ()
+    neighbours: tuple[str, ...] = ()
+
+    @classmethod
+    def from_capabilities(cls, caps: dict[str, ToolCapabilities]) -> ToolRoles:
+        return cls(
+            writers=tuple(n for n, c in caps.items() if c.writes_report),
+            neighbours=tuple(n for n, c in caps.items()
+                             if "similar_cases" in c.intents and not c.image_source and not c.writes_report),
+        )
+
+    @classmethod
+    def builtin(cls) -> ToolRoles:
+        from tools.registry import BUILTINS
+
+        return cls.from_capabilities({n: c for n, (_, c) in BUILTINS.items()})
+
+
+_ROLES: ContextVar[ToolRoles | None] = ContextVar("cxr_tool_roles", default=None)
+
+
+def _roles() -> ToolRoles:
+    return _ROLES.get() or ToolRoles.builtin()
+
+
+def _by_tool(evidence: Sequence[Evidence], *tools: str) -> Evidence | None:
+    for e in evidence:
+        if e.tool in tools and not e.meta.get("verification"):
+            return e
+    return None
+
+
+def _k(evidence: Sequence[Evidence]) -> int | None:
+    r = _by_tool(evidence, *_roles().neighbours)
+    return len(r.neighbors) if r is not None and r.ok and r.neighbors else None
+
+
+def _header(demo: bool) -> list[str]:
+    return [f"> **{DEMO_WARNING}**", ""] if demo else []
+
+
+def _unavailable_lines(evidence: Sequence[Evidence]) -> list[str]:
+    bad = unavailable(evidence)
+    if not bad:
+        return []
+    names = ", ".join(f"**{e.tool}** ({e.error or 'failed'})" for e in bad)
+    return [f"_Unavailable this turn: {names}. The answer rests on the remaining tools._", ""]
+
+
+def _custom_lines(evidence: Sequence[Evidence]) -> list[str]:
+    """Answers from tools other than the built-ins (e.g. an image-quality check)."""
+    out = []
+    for e in evidence:
+        if e.ok and e.tool not in {*_roles().writers, *_roles().neighbours} and e.answer:
+            out.append(f"- **{e.tool}**: {e.answer}")
+    return out
+
+
+def _vlm_mentions(d: Decision) -> FindingCall | None:
+    for c in d.calls:
+        if c.source in _roles().writers:
+            return c
+    return None
+
+
+def _silent(call: FindingCall | None) -> bool:
+    """A call the reconciler implied from the VLM report not mentioning the finding at all."""
+    return call is not None and call.implied == "report_silence"
+
+
+def _vlm_says(call: FindingCall) -> str:
+    if call.implied == "normal_study":
+        return "The VLM report does not mention it and reads the study as normal"
+    if _silent(call):
+        return "The VLM report does not mention it"
+    return f"The VLM report says {_STATUS_WORD[call.status]}"
+
+
+def _prior_only(d: Decision) -> bool:
+    """A decision resting only on retrieval neighbours (a prior, no image evidence)."""
+    return bool(d.calls) and all(c.score_kind == "neighbor_fraction" for c in d.calls)
+
+
+def _decision_line(d: Decision, k: int | None) -> str:
+    line = f"**{display_name(d.finding)}**: {_STATUS_WORD[d.status]} (confidence {d.confidence:.2f})"
+    if d.conflict or d.verification:
+        line += " — image sources disagreed"
+        if d.verification:
+            line += f"; {d.verification.rstrip('.')}"
+        if d.conflict:
+            line += "; **unresolved, flagged for human review**"
+        else:
+            line += "; resolved" + (" (still flagged for review)" if d.needs_review else "")
+    elif d.needs_review:
+        line += " — **flagged for review**"
+    return f"- {line}. {d.rationale} {cite_decision(d, k=k)}".rstrip()
