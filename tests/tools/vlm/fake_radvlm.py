@@ -80,10 +80,13 @@ class FakeRadVLM:
             return "report", REPORT
         return "untrained", "I am not sure what you are asking."
 
+    def check_turns(self, turns: list[ChatTurn]) -> None:
+        assert turns[0].role == "user" and turns[0].image_first, "RadVLM gets the image first in the first user turn"
+
     def generate(self, image: Image.Image, turns: list[ChatTurn], *, cache_key: Hashable | None = None,
                  max_new_tokens: int | None = None, min_new_tokens: int | None = None,
                  on_token: Callable[[str], None] | None = None, cancel: threading.Event | None = None) -> GenerationResult:
-        assert turns[0].role == "user" and turns[0].image_first, "RadVLM gets the image first in the first user turn"
+        self.check_turns(turns)
         text = turns[-1].text
         task, out = self.answer(text)
         with self._lock:
