@@ -341,6 +341,11 @@ def _load(source: Any, filename: str | None, settings: Settings) -> Study:
         from tools.redact import redact_text
 
         pixels, meta["redaction"] = redact_text(pixels)
+        if meta.get("burned_in_annotation") and not meta["redaction"]["redacted"]:
+            meta.setdefault("notes", []).append(
+                "The DICOM declares burned-in text but OCR found none to remove (it may be stylised or very small): "
+                "check the image for identifying text before sharing it."
+            )
     stored = quantise(pixels)  # what the store keeps and the id hashes
     pixels = dequantise(stored)
     height, width = pixels.shape

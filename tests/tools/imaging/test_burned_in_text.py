@@ -130,6 +130,13 @@ def test_image_without_text_is_unchanged():
     np.testing.assert_array_equal(study.pixels, load_study(data, settings=REFUSE).pixels)
 
 
+@needs_ocr
+def test_flagged_dicom_where_ocr_finds_nothing_says_so():
+    study = load_study(make_dicom(phantom(H, W), BurnedInAnnotation="YES"), settings=REDACT)
+    assert study.metadata["redaction"]["redacted"] is False
+    assert any("OCR found none" in n for n in study.metadata["notes"])
+
+
 def _ocr(words: list[tuple[str, float, int]]) -> dict[str, list]:
     """A Tesseract image_to_data dict: (text, confidence, line number) per word, 20 px apart."""
     n = len(words)
