@@ -33,11 +33,17 @@ CHAT_HEIGHT = 760
 # --- shared resources (one per server process, shared by every session) ------------------------
 @st.cache_resource(show_spinner="Loading the agent graph and models (first start only)...")
 def _graph_resource(profile: str) -> Any:
-    """The compiled graph; keyed by profile so a profile change never reuses the wrong models."""
-    from graph import build_graph
+    """The compiled graph; keyed by profile so a profile change never reuses the wrong models.
+
+    The module's own ``graph.graph`` (built on import with the same settings) is the one graph of
+    this process; a second one is built only if the settings changed since (tests switch profiles
+    in-process)."""
+    import graph as graph_module
 
     settings = get_settings()
-    g = build_graph(settings)
+    g = graph_module.graph
+    if graph_module.runtime(g).settings != settings:
+        g = graph_module.build_graph(settings)
     _start_retention(settings, g)
     return g
 
@@ -81,16 +87,23 @@ def get_graph(settings: Settings) -> tuple[Any | None, str | None]:
         return None, f"The assistant could not start: {type(exc).__name__}: {str(exc)[:300]}"
 
 
-def _study_store(graph: Any, settings: Settings) -> Any:
-    """The graph's own study store (so its nodes find the study), else the default one."""
+def _studies(graph: Any) -> Any:
+    """The graph's own studies (graph.runtime(g).studies: the store its nodes read, plus their
+    cache), so an upload goes in exactly as the graph's ingest would put it; None if unusable."""
     try:
-        nodes = getattr(graph, "cxr_nodes", None)
-        if nodes is not None:
-            return nodes.store
-        from tools.study_store import StudyStore
+        from graph import runtime
 
-        return StudyStore.from_settings(settings)
+        return runtime(graph).studies
     except Exception:  # noqa: BLE001 - take_study_inputs then refuses the turn (StudyNotSaved)
+        return None
+
+
+def _study_store(graph: Any, settings: Settings) -> Any:
+    """The graph's StudyStore (retention and forgetting delete from it), None if unusable."""
+    try:
+        studies = _studies(graph)
+        return studies.store if studies is not None else None
+    except Exception:  # noqa: BLE001 - opening the store failed (disk, permissions): logged by the caller
         return None
 
 
@@ -230,7 +243,7 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
         return
     try:
         pending = state[S.K_PENDING]
-        inputs = S.take_study_inputs(state, _study_store(graph, settings))
+        inputs = S.take_study_inputs(state, _studies(graph))
     except S.StudyNotSaved as exc:
         refuse_turn(state, prompt, str(exc))
         return

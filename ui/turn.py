@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.events import StreamEvent, parse_event
 from knowledge.evidence import Decision, Evidence
 from knowledge.vocabulary import display_name
 from ui.evidence_table import as_decisions, as_evidence
@@ -46,8 +47,9 @@ def _names(findings: Any) -> str:
     return ", ".join(items)
 
 
-def describe_event(event: Mapping[str, Any]) -> str | None:
-    """One human-readable progress line for a custom stream event (None for tokens/unknown)."""
+def describe_event(event: StreamEvent | Mapping[str, Any]) -> str | None:
+    """One human-readable progress line for a stream event (agents/events.py; None for tokens,
+    progress and anything unknown)."""
     kind = event.get("event")
     if kind == "route":
         tools = ", ".join(event.get("tools") or []) or "none"
@@ -61,8 +63,8 @@ def describe_event(event: Mapping[str, Any]) -> str | None:
     if kind == "tool_start":
         tool = event.get("tool", "?")
         extra = " (first use: building the prior-report index, this can take a minute)" if event.get("building_index") else ""
-        if event.get("purpose") == "verify" and event.get("finding"):
-            extra = f" (re-asking about {display_name(str(event['finding']))})"
+        if event.get("purpose") == "verify" and event.get("findings"):
+            extra = f" (re-asking about {_names(event['findings'])})"
         return f":material/hourglass_top: {tool} started{extra}"
     if kind == "tool_end":
         tool = event.get("tool", "?")
@@ -139,9 +141,10 @@ def run_turn(
     try:
         for item in graph.stream(inputs, config=config, stream_mode=["custom", "updates"]):
             mode, chunk = item if isinstance(item, tuple) and len(item) == 2 else ("updates", item)
-            if mode != "custom" or not isinstance(chunk, Mapping):
+            chunk = parse_event(chunk) if mode == "custom" else None
+            if chunk is None:
                 continue
-            kind = chunk.get("event")
+            kind = chunk["event"]
             if kind == "token":
                 piece = str(chunk.get("text") or "")
                 result.streamed_chars += len(piece)
