@@ -18,9 +18,10 @@ from knowledge.markdown import defang, escape
 from knowledge.vocabulary import display_name
 from ui import session as S
 from ui.evidence_table import build_rows, prior_reports, style_conflicts, to_dataframe, tool_summary
-from ui.exports import conversation_markdown, findings_json
+from ui.exports import conversation_markdown, dicom_sr_bytes, fhir_report_json, findings_json
 from ui.model_status import StatusLine, index_present, model_status_lines, tool_load_states
 from ui.overlays import SOURCE_COLORS, compose, load_heatmap
+from ui.pacs import can_push, open_from_pacs, push_to_pacs
 from ui.turn import TurnResult, run_turn
 
 log = logging.getLogger("cxr_agent.ui")
@@ -33,17 +34,11 @@ CHAT_HEIGHT = 760
 # --- shared resources (one per server process, shared by every session) ------------------------
 @st.cache_resource(show_spinner="Loading the agent graph and models (first start only)...")
 def _graph_resource(profile: str) -> Any:
-    """The compiled graph; keyed by profile so a profile change never reuses the wrong models.
-
-    The module's own ``graph.graph`` (built on import with the same settings) is the one graph of
-    this process; a second one is built only if the settings changed since (tests switch profiles
-    in-process)."""
-    import graph as graph_module
+    """The compiled graph; keyed by profile so a profile change never reuses the wrong models."""
+    from graph import build_graph
 
     settings = get_settings()
-    g = graph_module.graph
-    if graph_module.runtime(g).settings != settings:
-        g = graph_module.build_graph(settings)
+    g = build_graph(settings)
     _start_retention(settings, g)
     return g
 
@@ -87,23 +82,16 @@ def get_graph(settings: Settings) -> tuple[Any | None, str | None]:
         return None, f"The assistant could not start: {type(exc).__name__}: {str(exc)[:300]}"
 
 
-def _studies(graph: Any) -> Any:
-    """The graph's own studies (graph.runtime(g).studies: the store its nodes read, plus their
-    cache), so an upload goes in exactly as the graph's ingest would put it; None if unusable."""
-    try:
-        from graph import runtime
-
-        return runtime(graph).studies
-    except Exception:  # noqa: BLE001 - take_study_inputs then refuses the turn (StudyNotSaved)
-        return None
-
-
 def _study_store(graph: Any, settings: Settings) -> Any:
-    """The graph's StudyStore (retention and forgetting delete from it), None if unusable."""
+    """The graph's own study store (so its nodes find the study), else the default one."""
     try:
-        studies = _studies(graph)
-        return studies.store if studies is not None else None
-    except Exception:  # noqa: BLE001 - opening the store failed (disk, permissions): logged by the caller
+        nodes = getattr(graph, "cxr_nodes", None)
+        if nodes is not None:
+            return nodes.store
+        from tools.study_store import StudyStore
+
+        return StudyStore.from_settings(settings)
+    except Exception:  # noqa: BLE001 - take_study_inputs then refuses the turn (StudyNotSaved)
         return None
 
 
@@ -166,6 +154,24 @@ def upload_section(state) -> None:
             error = S.ingest_upload(state, uploaded.name, uploaded.getvalue())
         if error:
             st.error(error, icon=":material/block:")
+
+
+def pacs_section(state, settings: Settings) -> None:
+    """Open a study from the PACS (DICOMweb) and, on request only, send the SR back (issue 16)."""
+    if not settings.pacs_url:
+        return
+    with st.expander("Open from PACS", icon=":material/cloud_download:"):
+        with st.form("cxr_pacs_open", border=False):
+            uid = st.text_input("Study Instance UID", key="cxr_pacs_uid", placeholder="1.2.840...")
+            if st.form_submit_button("Open") and uid.strip():
+                with st.spinner("Pulling the study from the PACS..."):
+                    error = open_from_pacs(state, settings, uid)
+                if error:
+                    st.error(error, icon=":material/block:")
+        if can_push(state) and st.button("Send SR to PACS", key="cxr_pacs_push", icon=":material/cloud_upload:"):
+            with st.spinner("Sending the DICOM SR..."):
+                ok, message = push_to_pacs(state, settings)
+            (st.success if ok else st.error)(message)
 
 
 def image_section(state) -> None:
@@ -243,7 +249,7 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
         return
     try:
         pending = state[S.K_PENDING]
-        inputs = S.take_study_inputs(state, _studies(graph))
+        inputs = S.take_study_inputs(state, _study_store(graph, settings))
     except S.StudyNotSaved as exc:
         refuse_turn(state, prompt, str(exc))
         return
@@ -369,6 +375,7 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
                 "Download findings (JSON)", findings_json(turns, **kw), file_name="cxr-agent-findings.json",
                 mime="application/json", on_click="ignore", width="stretch",
             )
+            _structured_downloads(turns, study, settings)
         st.subheader("Models")
         st.caption(f"Profile: **{settings.model_profile}**" + (" (demo: random weights)" if settings.is_demo else ""))
         if graph_error:
@@ -388,6 +395,22 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
         else:
             st.markdown(":material/hourglass_top: **Prior-report index** - not built yet: the first report builds it (about a minute).")
         st.caption(DISCLAIMER)
+
+
+def _structured_downloads(turns: list[TurnResult], study: Any, settings: Settings) -> None:
+    """DICOM SR and FHIR JSON of the latest findings, against the de-identified study (issue 16)."""
+    try:
+        sr, fhir = dicom_sr_bytes(turns, study, demo=settings.is_demo), fhir_report_json(turns, study, demo=settings.is_demo)
+    except Exception as exc:  # noqa: BLE001 - a failed export must not break the page
+        log.warning("structured export failed (%s)", type(exc).__name__)
+        st.caption(f"DICOM SR / FHIR export unavailable ({type(exc).__name__}).")
+        return
+    if sr is not None:
+        st.download_button("Download DICOM SR", sr, file_name="cxr-agent-sr.dcm", mime="application/dicom",
+                           on_click="ignore", width="stretch")
+    if fhir is not None:
+        st.download_button("Download FHIR JSON", fhir, file_name="cxr-agent-fhir.json", mime="application/fhir+json",
+                           on_click="ignore", width="stretch")
 
 
 def forget_conversation(state, settings: Settings, graph: Any) -> None:
@@ -423,6 +446,7 @@ def main() -> None:
     left, right = st.columns([5, 6], gap="large")
     with left:
         upload_section(state)
+        pacs_section(state, settings)
     with right:
         st.subheader("Conversation")
         # A fixed-height pane that scrolls (and follows new messages), so long reports do not push

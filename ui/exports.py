@@ -110,3 +110,44 @@ def findings_json(
         ],
     }
     return json.dumps(doc, indent=2, default=str)
+
+
+# --- DICOM SR and FHIR downloads (issue 16, helper D: tools/interop/) -------------------------------
+def latest_findings_turn(turns: Sequence[TurnResult]) -> TurnResult | None:
+    """The most recent turn that produced reconciled findings (what the SR / FHIR downloads describe)."""
+    return next((t for t in reversed(turns) if t.decisions and not t.error), None)
+
+
+def dicom_sr_bytes(turns: Sequence[TurnResult], study: Any, *, demo: bool = False) -> bytes | None:
+    """The latest findings as a DICOM SR file, written against the DE-IDENTIFIED study.
+
+    A download never carries the PACS patient module: the SR references the UIDs minted from the
+    study's pixel hash (tools.interop.sr.deidentified_source). `pacs push` is what writes against
+    the PACS source. None when no turn has findings yet."""
+    import io
+
+    from tools.interop.sr import build_sr, deidentified_source
+
+    turn = latest_findings_turn(turns)
+    if turn is None or study is None:
+        return None
+    sr = build_sr(deidentified_source(study), decisions=turn.decisions, evidence=turn.evidence,
+                  report_text=turn.reply, demo=demo)
+    buf = io.BytesIO()
+    sr.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def fhir_report_json(turns: Sequence[TurnResult], study: Any = None, *, demo: bool = False) -> str | None:
+    """The latest findings as a FHIR R4B Bundle (DiagnosticReport + Observations + Device), validated.
+
+    The imaging study is referenced by the de-identified study's UID, like the SR download."""
+    from tools.interop.fhir import build_fhir_bundle, fhir_json
+    from tools.interop.sr import deidentified_source
+
+    turn = latest_findings_turn(turns)
+    if turn is None:
+        return None
+    uid = deidentified_source(study).StudyInstanceUID if study is not None else None
+    return fhir_json(build_fhir_bundle(decisions=turn.decisions, evidence=turn.evidence, report_text=turn.reply,
+                                       demo=demo, study_uid=uid))

@@ -150,7 +150,8 @@ def test_followup_locate_draws_overlays_that_toggle(reported):
 def test_downloads_carry_the_conversation(reported):
     at = reported
     labels = [b.label for b in at.download_button]
-    assert labels == ["Download report (Markdown)", "Download findings (JSON)"]
+    assert labels == ["Download report (Markdown)", "Download findings (JSON)",
+                      "Download DICOM SR", "Download FHIR JSON"]  # the report turn has reconciled findings
     turns = at.session_state[S.K_TURNS]
     md = conversation_markdown(turns, demo=True)
     assert turns[0].reply.strip()[:60] in md and DEMO_WARNING in md
