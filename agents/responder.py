@@ -195,6 +195,16 @@ def locate_reply(
                 px = f" = pixels ({x1}, {y1})–({x2}, {y2})"
             lines.append(f"- **{e.tool}**: {region(c.box, view)} — {fmt_box(c.box)}{px}. [{cite(c)}]")
         for a in e.artifacts:
+            if a.kind == "boxes" and a.box is not None and a.meta.get("location_only") \
+                    and (finding is None or a.finding in (finding, None)):
+                # A VLM grounding box (issue 12): where the model would put it, not evidence that it is there.
+                found = True
+                px = ""
+                if study and study.get("width") and study.get("height"):
+                    x1, y1, x2, y2 = a.box.to_pixels(study["width"], study["height"])
+                    px = f" = pixels ({x1}, {y1})–({x2}, {y2})"
+                lines.append(f"- **{e.tool}** location of {a.meta.get('target') or label}: {region(a.box, view)} — "
+                             f"{fmt_box(a.box)}{px} (a location only: the model boxes whatever it is asked to find).")
             if a.kind == "heatmap" and (finding is None or a.finding == finding):
                 where = f" — hottest region {region(a.box, view)} ({fmt_box(a.box)})" if a.box else ""
                 lines.append(f"- **{e.tool} heatmap** for {display_name(a.finding or '') if a.finding else label}{where}.")

@@ -95,3 +95,15 @@ def test_graph_report_turn_has_vlm_calls_for_all_labels_and_boxes(make_graph, th
     assert any(a.meta.get("task") == "detection" and a.box for a in vlm.artifacts)
     decided = {d.finding for d in out["decisions"]}
     assert {"cardiomegaly", "pleural_effusion"} <= decided
+
+
+def test_graph_locate_turn_shows_the_grounding_box_as_a_location(make_graph, thread, cxr_image, settings) -> None:
+    fake = FakeRadVLM()
+    g = make_graph(VLMTool(settings, backend=fake))
+    out = g.invoke({"messages": [("user", "Where is the pleural effusion?")], "image": str(cxr_image)}, thread())
+    assert fake.tasks == ["grounding"] and fake.untrained == []
+    vlm = next(e for e in out["evidence"] if e.tool == "vlm")
+    assert vlm.calls == [] and vlm.artifacts[0].meta["location_only"] is True
+    text = out["messages"][-1].content
+    assert "**vlm** location of pleural effusion" in text and "box x 0.12–0.40, y 0.55–0.83" in text
+    assert "a location only" in text and "No tool localised" not in text
