@@ -34,11 +34,17 @@ CHAT_HEIGHT = 760
 # --- shared resources (one per server process, shared by every session) ------------------------
 @st.cache_resource(show_spinner="Loading the agent graph and models (first start only)...")
 def _graph_resource(profile: str) -> Any:
-    """The compiled graph; keyed by profile so a profile change never reuses the wrong models."""
-    from graph import build_graph
+    """The compiled graph; keyed by profile so a profile change never reuses the wrong models.
+
+    The module's own ``graph.graph`` (built on import with the same settings) is the one graph of
+    this process; a second one is built only if the settings changed since (tests switch profiles
+    in-process)."""
+    import graph as graph_module
 
     settings = get_settings()
-    g = build_graph(settings)
+    g = graph_module.graph
+    if graph_module.runtime(g).settings != settings:
+        g = graph_module.build_graph(settings)
     _start_retention(settings, g)
     return g
 
@@ -82,16 +88,23 @@ def get_graph(settings: Settings) -> tuple[Any | None, str | None]:
         return None, f"The assistant could not start: {type(exc).__name__}: {str(exc)[:300]}"
 
 
-def _study_store(graph: Any, settings: Settings) -> Any:
-    """The graph's own study store (so its nodes find the study), else the default one."""
+def _studies(graph: Any) -> Any:
+    """The graph's own studies (graph.runtime(g).studies: the store its nodes read, plus their
+    cache), so an upload goes in exactly as the graph's ingest would put it; None if unusable."""
     try:
-        nodes = getattr(graph, "cxr_nodes", None)
-        if nodes is not None:
-            return nodes.store
-        from tools.study_store import StudyStore
+        from graph import runtime
 
-        return StudyStore.from_settings(settings)
+        return runtime(graph).studies
     except Exception:  # noqa: BLE001 - take_study_inputs then refuses the turn (StudyNotSaved)
+        return None
+
+
+def _study_store(graph: Any, settings: Settings) -> Any:
+    """The graph's StudyStore (retention and forgetting delete from it), None if unusable."""
+    try:
+        studies = _studies(graph)
+        return studies.store if studies is not None else None
+    except Exception:  # noqa: BLE001 - opening the store failed (disk, permissions): logged by the caller
         return None
 
 
@@ -249,7 +262,7 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
         return
     try:
         pending = state[S.K_PENDING]
-        inputs = S.take_study_inputs(state, _study_store(graph, settings))
+        inputs = S.take_study_inputs(state, _studies(graph))
     except S.StudyNotSaved as exc:
         refuse_turn(state, prompt, str(exc))
         return
@@ -310,7 +323,17 @@ def refuse_turn(state, shown_text: str, why: str) -> None:
     state[S.K_TURNS].append(turn)
 
 
-def evidence_section(state) -> None:
+def _capabilities(graph: Any) -> dict[str, Any] | None:
+    """The graph's tools' declared capabilities (they decide the evidence table's columns)."""
+    try:
+        from graph import runtime
+
+        return runtime(graph).capabilities
+    except Exception:  # noqa: BLE001 - no graph: the built-in tools' columns
+        return None
+
+
+def evidence_section(state, graph: Any = None) -> None:
     found = S.latest_with_evidence(state[S.K_TURNS])
     if found is None:
         return
@@ -320,7 +343,8 @@ def evidence_section(state) -> None:
     study = state[S.K_STUDY]
     if study is not None and turn.study_id and turn.study_id != study.id:
         st.caption(":material/history: This evidence is about the previously loaded study; ask again for the new one.")
-    rows = build_rows(turn.evidence, turn.decisions, verifications=turn.verifications)
+    caps = _capabilities(graph) if graph is not None else None
+    rows = build_rows(turn.evidence, turn.decisions, verifications=turn.verifications, capabilities=caps)
     if rows:
         st.dataframe(style_conflicts(to_dataframe(rows)), hide_index=True, width="stretch")
         n_conf = sum(1 for r in rows if r["_conflict"])
@@ -332,7 +356,7 @@ def evidence_section(state) -> None:
         "Classifier: operating-point-normalised score (0.5 = the model's calibrated threshold), not a probability. "
         "Retrieval prevalence: how many of the most similar prior reports mention the finding (a prior, not a vote)."
     )
-    tools = tool_summary(turn.evidence)
+    tools = tool_summary(turn.evidence, caps)
     if tools:
         st.caption(
             "Tools: "
@@ -461,7 +485,7 @@ def main() -> None:
                 st.caption("Upload a study, then ask for a report, a finding's location, or similar prior cases.")
     with left:
         image_section(state)
-    evidence_section(state)
+    evidence_section(state, graph)
     sidebar(state, settings, graph, graph_error)
 
 

@@ -9,10 +9,48 @@ probability; retrieval is a prevalence among similar prior reports, never a vote
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from knowledge.evidence import IMAGE_SOURCES, Decision, Evidence, FindingCall, RetrievedReport, Status
+from knowledge.evidence import Decision, Evidence, FindingCall, RetrievedReport, Status
 from knowledge.vocabulary import FINDINGS, display_name
+from tools.base import ToolCapabilities
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which tools fill which source column, read from their capabilities (never their names):
+    report writers -> the VLM column, other image sources with op-point scores -> the classifier
+    column, non-image tools serving similar_cases -> retrieval; every other tool -> "Other tools"."""
+
+    writers: frozenset[str] = frozenset()
+    scorers: frozenset[str] = frozenset()
+    priors: frozenset[str] = frozenset()
+    image_sources: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_capabilities(cls, caps: Mapping[str, ToolCapabilities]) -> Columns:
+        return cls(
+            writers=frozenset(n for n, c in caps.items() if c.writes_report),
+            scorers=frozenset(n for n, c in caps.items() if c.image_source and not c.writes_report),
+            priors=frozenset(n for n, c in caps.items() if "similar_cases" in c.intents and not c.image_source),
+            image_sources=frozenset(n for n, c in caps.items() if c.image_source),
+        )
+
+    @classmethod
+    def builtin(cls) -> Columns:
+        """The columns of the built-in tools (a table drawn without the graph's capabilities)."""
+        from tools.registry import BUILTINS
+
+        return cls.from_capabilities({n: c for n, (_, c) in BUILTINS.items()})
+
+    @property
+    def named(self) -> frozenset[str]:
+        return self.writers | self.scorers | self.priors
+
+
+def _columns(caps: Mapping[str, ToolCapabilities] | None) -> Columns:
+    return Columns.from_capabilities(caps) if caps else Columns.builtin()
 
 COL_FINDING = "Finding"
 COL_DECISION = "Decision"
@@ -105,9 +143,9 @@ def _fmt_other(calls: Sequence[FindingCall]) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
-def _retrieval_k(evidence: Sequence[Evidence]) -> int:
+def _retrieval_k(evidence: Sequence[Evidence], priors: frozenset[str]) -> int:
     for ev in evidence:
-        if ev.tool == "retrieval" and ev.ok:
+        if ev.tool in priors and ev.ok:
             k = ev.meta.get("k") if isinstance(ev.meta, dict) else None
             return len(ev.neighbors) or (int(k) if isinstance(k, int | float) else 0)
     return 0
@@ -118,14 +156,17 @@ def build_rows(
     decisions: Iterable[Decision | Mapping[str, Any]] | None,
     *,
     verifications: Mapping[str, str] | None = None,
+    capabilities: Mapping[str, ToolCapabilities] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per finding: decided findings first (conflicts, then present, by confidence),
     then findings only an image source or custom tool mentioned. Retrieval-only findings are
-    left out: a prior is context, not a finding on this image."""
+    left out: a prior is context, not a finding on this image. ``capabilities`` (the graph's,
+    ``graph.runtime(g).capabilities``) decide the source columns; default: the built-ins'."""
     evs = as_evidence(evidence)
     decs = as_decisions(decisions)
     verifications = dict(verifications or {})
-    k = _retrieval_k(evs)
+    cols = _columns(capabilities)
+    k = _retrieval_k(evs, cols.priors)
 
     by_finding: dict[str, dict[str, list[FindingCall]]] = {}
     for ev in evs:
@@ -140,7 +181,7 @@ def build_rows(
 
     findings = list(decided)
     for f, sources in by_finding.items():
-        if f not in decided and any(s != "retrieval" for s in sources):
+        if f not in decided and any(s not in cols.priors for s in sources):
             findings.append(f)
 
     order = {f: i for i, f in enumerate(FINDINGS)}
@@ -156,7 +197,11 @@ def build_rows(
     for f in sorted(findings, key=sort_key):
         d = decided.get(f)
         sources = by_finding.get(f, {})
-        others = [c for s, cs in sources.items() if s not in {"vlm", "classifier", "retrieval"} for c in cs]
+        others = [c for s, cs in sources.items() if s not in cols.named for c in cs]
+
+        def of(names: frozenset[str], _sources: dict[str, list[FindingCall]] = sources) -> list[FindingCall]:
+            return [c for s, cs in _sources.items() if s in names for c in cs]
+
         conflict = bool(d and d.conflict)
         review = bool(d and d.needs_review)
         verification = (d.verification if d and d.verification else None) or verifications.get(f, "")
@@ -165,9 +210,9 @@ def build_rows(
                 COL_FINDING: display_name(f),
                 COL_DECISION: _status_text(d.status) if d else "not decided",
                 COL_CONFIDENCE: round(d.confidence, 2) if d else None,
-                COL_VLM: _fmt_vlm(sources.get("vlm", [])),
-                COL_CLASSIFIER: _fmt_classifier(sources.get("classifier", [])),
-                COL_RETRIEVAL: _fmt_retrieval(sources.get("retrieval", []), k),
+                COL_VLM: _fmt_vlm(of(cols.writers)),
+                COL_CLASSIFIER: _fmt_classifier(of(cols.scorers)),
+                COL_RETRIEVAL: _fmt_retrieval(of(cols.priors), k),
                 COL_OTHER: _fmt_other(others),
                 COL_CONFLICT: CONFLICT_MARK if conflict else (REVIEW_MARK if review else ""),
                 COL_VERIFICATION: verification,
@@ -211,8 +256,10 @@ def prior_reports(evidence: Iterable[Evidence | Mapping[str, Any]] | None) -> li
     return sorted(out, key=lambda r: -r.score)
 
 
-def tool_summary(evidence: Iterable[Evidence | Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+def tool_summary(evidence: Iterable[Evidence | Mapping[str, Any]] | None,
+                 capabilities: Mapping[str, ToolCapabilities] | None = None) -> list[dict[str, Any]]:
     """Per tool: ok/failed, latency and error, for a compact footer under the table."""
+    image_sources = _columns(capabilities).image_sources
     rows = []
     for ev in as_evidence(evidence):
         purpose = ev.meta.get("verification") if isinstance(ev.meta, dict) else None
@@ -222,7 +269,7 @@ def tool_summary(evidence: Iterable[Evidence | Mapping[str, Any]] | None) -> lis
                 "ok": ev.ok,
                 "latency_ms": round(ev.latency_ms) if ev.latency_ms is not None else None,
                 "error": ev.error or "",
-                "image_source": ev.tool in IMAGE_SOURCES,
+                "image_source": ev.tool in image_sources,
             }
         )
     return rows
