@@ -61,7 +61,7 @@ pacs:
 ocr:
 	@command -v tesseract >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get install -y -qq tesseract-ocr >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq tesseract-ocr >/dev/null 2>&1)) \
+	    (apt-get install -y -qq tesseract-ocr fonts-dejavu-core >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq tesseract-ocr fonts-dejavu-core >/dev/null 2>&1)) \
 	      || echo "note: could not install tesseract-ocr; the OCR redaction tests will be skipped"; \
 	  else echo "note: tesseract-ocr not installed; the OCR redaction tests will be skipped"; fi; }
 
