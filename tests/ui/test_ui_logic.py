@@ -374,3 +374,37 @@ def test_facts_say_when_burned_in_text_was_redacted_or_the_extension_was_wrong()
     assert facts["Burned-in text"] == "redacted (3 region(s), OCR)" and "content is PNG" in facts["File"]
     plain = S.study_facts(Study.from_array(np.eye(64, dtype=np.float32)))
     assert "Burned-in text" not in plain and "File" not in plain
+
+
+def test_evidence_columns_follow_declared_capabilities_not_names():
+    """A custom report writer fills the VLM column and a custom scorer the classifier column once
+    the graph's capabilities are given; without them they are just "other tools"."""
+    from knowledge.evidence import Evidence, FindingCall, Status
+    from tools.base import ToolCapabilities
+
+    evidence = [
+        Evidence(tool="scribe", calls=[FindingCall(finding="cardiomegaly", status=Status.present, source="scribe")]),
+        Evidence(tool="densenet2", calls=[FindingCall(finding="cardiomegaly", status=Status.present, score=0.81,
+                                                      score_kind="op_norm", source="densenet2")]),
+    ]
+    caps = {"scribe": ToolCapabilities(frozenset({"report"}), image_source=True, writes_report=True),
+            "densenet2": ToolCapabilities(frozenset({"report"}), image_source=True)}
+    (row,) = build_rows(evidence, [], capabilities=caps)
+    assert (row[COL_VLM], row[COL_CLASSIFIER], row[COL_OTHER]) == ("present", "0.81 -> present", "")
+    (plain,) = build_rows(evidence, [])
+    assert (plain[COL_VLM], plain[COL_CLASSIFIER]) == ("", "")
+    assert plain[COL_OTHER] == "scribe: present; densenet2: present 0.81"
+    assert [t["image_source"] for t in tool_summary(evidence, caps)] == [True, True]
+    assert [t["image_source"] for t in tool_summary(evidence)] == [False, False]
+
+
+def test_turn_reads_typed_events_and_ignores_foreign_chunks():
+    items = [
+        ("custom", {"event": "tool_start", "tool": "vlm", "purpose": "verify", "findings": ["pneumothorax", "nodule"]}),
+        ("custom", {"event": "not_ours", "message": "ignored"}),
+        ("custom", "not a mapping"),
+        ("custom", {"event": "reply", "text": "done"}),
+    ]
+    t = run_turn(ScriptedGraph(items, {"messages": []}), "hi", thread_id="t1")
+    assert t.progress[0] == ":material/hourglass_top: vlm started (re-asking about Pneumothorax, Nodule)"
+    assert len(t.progress) == 2 and t.error is None
