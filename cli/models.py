@@ -13,7 +13,6 @@ import typer
 
 from tools.catalogue import (  # noqa: F401 - re-exported for callers of the old names
     BUNDLED_EMBEDDER,
-    CATALOGUE,
     classifier_status,
     embedder_status,
     entry,
@@ -26,7 +25,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
-DOWNLOADABLE = tuple(e.key for e in CATALOGUE if e.download is not None)
+def _downloadable() -> tuple[str, ...]:
+    from tools import catalogue
+
+    return tuple(e.key for e in catalogue.CATALOGUE if e.download is not None)
 
 
 @app.command("list")
@@ -52,7 +54,7 @@ def list_models() -> None:
 
 @app.command("download")
 def download(
-    what: str = typer.Option("all", help=f"all | {' | '.join(DOWNLOADABLE)}"),
+    what: str = typer.Option("all", help=f"all | {' | '.join(_downloadable())}"),
     all_classifiers: bool = typer.Option(False, "--all-classifiers",
                                          help="Fetch every torchxrayvision model, not only the configured one."),
     trust_existing: bool = typer.Option(
@@ -66,12 +68,13 @@ def download(
 
     from cxr_agent.settings import get_settings
 
-    if what != "all" and what not in DOWNLOADABLE:
-        raise typer.BadParameter(f"--what must be all or one of: {', '.join(DOWNLOADABLE)}")
+    downloadable = _downloadable()
+    if what != "all" and what not in downloadable:
+        raise typer.BadParameter(f"--what must be all or one of: {', '.join(downloadable)}")
     settings = get_settings()
     console = Console(stderr=True)
     failures: list[str] = []
-    keys = DOWNLOADABLE if what == "all" else (what,)
+    keys = downloadable if what == "all" else (what,)
     for key in keys:
         if key == "classifier":
             from tools.classifier_files import MODEL_NAMES

@@ -70,6 +70,7 @@ def setup(
 
     settings = get_settings()
     settings = settings.model_copy(update={"model_profile": resolve_profile(settings, profile)})
+    _quiet_hub_bars()
     console = Console(stderr=True)
     console.print(f"cxr-agent setup (profile: {settings.model_profile}, data dir: {settings.data_dir})")
     failures: list[str] = []
@@ -99,3 +100,14 @@ def setup(
     if not failures:
         console.print("[green]setup complete[/green]: the first chat turn will not build anything.")
     raise typer.Exit(1 if failures else 0)
+
+
+def _quiet_hub_bars() -> None:
+    """transformers/hub print their own tqdm bars while the demo VLM is saved; ours is the one shown."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # transformers absent: nothing to silence
+        pass

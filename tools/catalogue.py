@@ -109,6 +109,12 @@ def _load_tiny_classifier(settings: Settings) -> Any:
     return load_classifier(_as_tiny(settings))
 
 
+def _build_tiny_classifier(settings: Settings) -> Path:
+    from tools.classifier_tiny import ensure_cached
+
+    return ensure_cached(settings.classifier_model, settings.data_dir)
+
+
 def _tiny_classifier_status(settings: Settings) -> WeightStatus:
     from tools.classifier_tiny import cache_path
 
@@ -181,7 +187,7 @@ CATALOGUE: tuple[ModelEntry, ...] = (
     ModelEntry(
         key="tiny-classifier", kind="classifier", title="tiny classifier (demo)", demo=True,
         files=_tiny_classifier_files, check=_tiny_classifier_status, load=_load_tiny_classifier,
-        build=_load_tiny_classifier,
+        build=_build_tiny_classifier,
         missing="the demo classifier is not built yet: `cxr-agent setup` builds it (else the first turn does)",
     ),
     ModelEntry(

@@ -158,3 +158,11 @@ def build_tiny(name: str, device: str, data_dir: Path | None = None) -> LoadedCl
             meta={"weights": "random (tiny profile)", "seed": TINY_SEED},
         )
     )
+
+
+def ensure_cached(name: str, data_dir: Path) -> Path:
+    """`cxr-agent setup`'s step: the cache file for ``name`` on disk and intact (built if not)."""
+    path = cache_path(data_dir, name)
+    if _from_cache(path, canonical_name(name)) is None:
+        build_tiny(name, "cpu", data_dir)
+    return path
