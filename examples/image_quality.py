@@ -5,6 +5,11 @@ Plug it in with ``build_graph(tools=[ImageQualityTool()])`` or an entry point::
     [project.entry-points."cxr_agent.tools"]
     image_quality = "examples.image_quality:ImageQualityTool"
 
+An entry point runs third-party code, so it loads only when allow-listed:
+``CXR_AGENT_PLUGINS=image_quality``. Its class attributes declare how the graph uses it
+(tools.base.ToolCapabilities): it serves the report intent and declares none of the four
+capabilities (not an image source, not a report writer, no draft needed, no re-asks).
+
 What it measures (on the display pixels, bright = dense, in [0, 1]):
 - exposure: the share of the central field clipped to pure black (burned out, over-exposed or
   over-windowed) or pure white (saturated);
@@ -93,6 +98,9 @@ class ImageQualityTool:
     name = "image_quality"
     intents = frozenset({"report"})
     image_source = False  # adds a note, never a vote on findings
+    writes_report = False  # its answer is a note, not a report (not labelled, its silence means nothing)
+    needs_draft = False
+    verifies = False
 
     def __init__(self, settings=None):
         self.settings = settings
