@@ -92,3 +92,31 @@ def test_tiny_profile_needs_no_weights(tiny_settings: Settings, tmp_path: Path) 
     assert tiny.present and "random" in tiny.detail and tiny.location == str(tiny_settings.data_dir / "tiny-vlm")
     real = vlm_weight_status(tiny_settings)
     assert real.name == f"vlm: {tiny_settings.vlm_model_id}" and real.name in listed
+
+
+def test_downloaded_snapshot_is_checked_against_the_hubs_sha256(tmp_path: Path) -> None:
+    """Hub weight blobs are named by their published sha256: a blob whose bytes differ is refused."""
+    import hashlib
+
+    import pytest
+
+    from tools.integrity import WeightsIntegrityError
+    from tools.vlm.weights import verify_snapshot
+
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / ("a" * 40)
+    blobs.mkdir()
+    snap.mkdir(parents=True)
+    for name, data in {"model-00001-of-00002.safetensors": b"one" * 100,
+                       "model-00002-of-00002.safetensors": b"two" * 100}.items():
+        blob = blobs / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snap / name).symlink_to(blob)
+    (snap / "config.json").write_text("{}")  # not a weight file: not hashed
+    assert verify_snapshot(snap) == 2
+    target = (snap / "model-00002-of-00002.safetensors").resolve()
+    target.write_bytes(b"tampered")
+    with pytest.raises(WeightsIntegrityError) as err:
+        verify_snapshot(snap)
+    msg = str(err.value)
+    assert "model-00002-of-00002.safetensors" in msg and target.name in msg
+    assert hashlib.sha256(b"tampered").hexdigest() in msg and "cxr-agent models download" in msg
