@@ -317,7 +317,11 @@ class VLMTool:
             view = self.model_image(study).view
             parsed = [self.adapter.parse("question", r.text, view, target=display_name(f), finding=f, source=self.name)
                       for (_, f, _), r in zip(todo, answers, strict=True)]
-            self._locate_maintained(study, todo, parsed, thread_id, cancel)
+            try:
+                self._locate_maintained(study, todo, parsed, thread_id, cancel)
+            except BackendError as exc:  # the yes/no answers stand without boxes
+                for pr in parsed:
+                    pr.notes.append(f"no grounding box: {exc}")
         except BackendError as exc:
             return [e or Evidence.failure(self.name, str(exc), latency_ms=_ms(t0), meta=self._meta(None, ""))
                     for e in out]

@@ -120,3 +120,29 @@ def test_openai_wire_format_has_the_system_turn_and_card_order() -> None:
     msgs = to_openai_messages(conversation(p.text, image_first=p.image_first, system=a.system), "data:x")
     assert msgs[0] == {"role": "system", "content": "You are an expert radiologist."}
     assert [part["type"] for part in msgs[1]["content"]] == ["text", "image_url"]
+
+
+def test_sliding_window_cache_and_unshared_prefixes(mg_settings, mg_backend) -> None:
+    """Gemma 3's sliding-window KV cache cannot be cropped back: a cached image prefix is copied per
+    generation. Batches whose padding would overflow the window, or whose prompts differ before the
+    image (text first), are asked one by one: the same answers as plain generation either way."""
+    import transformers
+
+    model, processor = mg_backend.load()
+    config = model.config
+    config.text_config.sliding_window = 16  # far shorter than the prompts
+    small = transformers.Gemma3ForConditionalGeneration(config).eval()
+    small.load_state_dict(model.state_dict())
+    small.generation_config = model.generation_config
+    config.text_config.sliding_window = 512
+    image = Image.new("RGB", (90, 60), 90)
+    plain = TransformersBackend(mg_settings, model=small, processor=processor, kv_prefix_cache=False)
+    cached = TransformersBackend(mg_settings, model=small, processor=processor, kv_prefix_cache=True)
+    for image_first in (True, False):
+        convs = [[SYSTEM, ChatTurn("user", q, image_first)] for q in ("Is there any edema?", "Hi")]
+        ref = [plain.generate(image, c, max_new_tokens=20, min_new_tokens=20).text for c in convs]
+        for _ in range(2):  # the second round reuses the cached prefix
+            assert [cached.generate(image, c, cache_key="w", max_new_tokens=20, min_new_tokens=20).text
+                    for c in convs] == ref
+        assert [r.text for r in cached.generate_batch(image, convs, cache_key="w", max_new_tokens=20,
+                                                      min_new_tokens=20)] == ref

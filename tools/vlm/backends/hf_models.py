@@ -8,7 +8,9 @@ three mechanical ways, all detected from the objects rather than a list of names
   ``<image>``; Gemma 3: the processor's ``full_image_sequence``, "\\n\\n<start_of_image>" + soft tokens +
   "<end_of_image>\\n\\n");
 - whether the forward pass takes ``token_type_ids`` marking image tokens (Gemma 3 attends
-  bidirectionally within an image during prefill).
+  bidirectionally within an image during prefill);
+- whether the text model has sliding-window layers (Gemma 3): their cached image prefix is copied for
+  each generation instead of cropped back afterwards.
 Which class to load and which tiny stand-in to build come from the family's adapter.
 """
 
@@ -54,6 +56,12 @@ def token_types(model: Any, input_ids: Any) -> dict[str, Any]:
     if not takes_token_types(model):
         return {}
     return {"token_type_ids": (input_ids == model.config.image_token_id).long()}
+
+
+def sliding(model: Any) -> bool:
+    """Whether the text model has sliding-window layers (their KV cache cannot be cropped back)."""
+    cfg = getattr(model.config, "text_config", model.config)
+    return "sliding_attention" in (getattr(cfg, "layer_types", None) or ())
 
 
 def tokenize(tokenizer: Any, text: str) -> Any:

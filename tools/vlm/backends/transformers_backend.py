@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -337,8 +338,10 @@ class TransformersBackend:
                 "pad_token_id": processor.tokenizer.pad_token_id,
                 **hf_models.token_types(model, input_ids),
             }
-            if prefix is not None:  # the image tokens are already in the KV cache
-                gen_kwargs["past_key_values"] = prefix
+            # A sliding-window cache (Gemma 3) cannot be cropped back once past its window: generate on a copy.
+            working = copy.deepcopy(prefix) if prefix is not None and hf_models.sliding(model) else prefix
+            if working is not None:  # the image tokens are already in the KV cache
+                gen_kwargs["past_key_values"] = working
             else:
                 gen_kwargs["mm_encoder_outputs"] = {"image": encoded.features}
             if min_new_tokens:
@@ -367,7 +370,7 @@ class TransformersBackend:
                         log.warning("on_token callback failed: %s", exc)
                         on_token = None
             worker.join()
-            if prefix is not None:
+            if prefix is not None and working is prefix:
                 _crop(prefix, int(encoded.prefix_ids.shape[1]))
             if errors:
                 raise BackendError(f"generation failed: {type(errors[0]).__name__}: {errors[0]}") from errors[0]

@@ -5,7 +5,9 @@ The reconciler's re-asks of a turn (and the report turn's classification + detec
 prefilled once (or taken from the per-thread cache), copied across the batch rows, and only the
 instructions are prefilled and decoded together. Rows are padded BETWEEN the shared prefix and
 their own suffix, with the padding masked out: position ids come from the attention mask, so every
-row sees the same positions as it would alone (up to float rounding in padded attention).
+row sees the same positions as it would alone (up to float rounding in padded attention). Prompts that
+differ before the image, or a sliding-window model whose window the padding would eat into, are asked
+one by one instead (same answers, no sharing).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def generate_batch(
     model, processor = backend.load()
     tok = processor.tokenizer
     max_new = int(max_new_tokens or backend.settings.vlm_max_new_tokens)
+    serial = False
     with backend._gen_lock:
         encoded = backend._cache_get(cache_key)
         hit = encoded is not None
@@ -67,13 +70,22 @@ def generate_batch(
         img = (rows[0] == model.config.image_token_id).nonzero()
         end = int(img.max()) + 1
         head = rows[0][:end]
-        if any(r.shape[0] < end or not bool((r[:end] == head).all()) for r in rows):
-            raise BackendError("batched prompts must share the same prefix up to the image")
-        backend._last_prefix_hit = False
-        prefix = backend._prefix(model, encoded, head[None], store=cache_key is not None and backend.kv_prefix_cache)
-        prefix_hit = backend._last_prefix_hit
         n = len(rows)
         width = max(r.shape[0] for r in rows) - end
+        window = getattr(getattr(model.config, "text_config", model.config), "sliding_window", None)
+        # Ask one by one when the prompts differ before the image (e.g. text-first prompts: nothing to
+        # share), or when padding would eat into a row's sliding window.
+        serial = any(r.shape[0] < end or not bool((r[:end] == head).all()) for r in rows) or bool(
+            hf_models.sliding(model) and window and end + width + max_new > int(window))
+        if not serial:
+            backend._last_prefix_hit = False
+            prefix = backend._prefix(model, encoded, head[None],
+                                     store=cache_key is not None and backend.kv_prefix_cache)
+            prefix_hit = backend._last_prefix_hit
+    if serial:
+        return [backend.generate(image, turns, cache_key=cache_key, max_new_tokens=max_new,
+                                 min_new_tokens=min_new_tokens, cancel=cancel) for turns in conversations]
+    with backend._gen_lock:
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         input_ids = torch.full((n, end + width), pad, dtype=torch.long, device=model.device)
         mask = torch.zeros((n, end + width), dtype=torch.long, device=model.device)
