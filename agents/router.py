@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from agents.router_findings import _clean, extract_findings, find_mentions  # noqa: F401 - re-exported
-from knowledge.vocabulary import display_name
+from agents.router_findings import _clean, extract_findings, find_mentions, find_regions  # noqa: F401 - re-exported
+from knowledge.vocabulary import REGIONS, display_name, normalize_region
 from tools.base import IMAGE_INTENTS, INTENT_TOOLS  # noqa: F401 - the one intent table (tool contract)
 
 Intent = Literal["report", "locate", "finding_question", "similar_cases", "explain", "chat"]
@@ -30,6 +30,8 @@ class Route(BaseModel):
     finding: str | None = Field(None, description="Canonical finding id the turn names, if any.")
     findings: list[str] = Field(default_factory=list, description="Every finding the turn names, in order.")
     phrase: str | None = Field(None, description="Free-text target to ground (locate), e.g. 'left lower lobe opacity'.")
+    region: str | None = Field(None, description="Anatomical region the locate turn names (a knowledge.vocabulary "
+                               "REGIONS id, e.g. 'right_hemidiaphragm'): a location to ground, never a finding.")
     tools: list[str] = Field(default_factory=list)
     needs_image: bool = Field(False, description="True when the intent needs a study and the turn has none: ask for one.")
     reason: str = ""
@@ -225,13 +227,27 @@ def route(text: str, *, has_image: bool, has_history: bool = False) -> Route:
         if intent == "explain" and not findings:
             # "why did you say it's normal?" names no_finding only in an explanation.
             findings = [f for f in extract_findings(t, allow_no_finding=True) if f == "no_finding"]
+        if intent == "locate":
+            regions = find_regions(t)
+            if regions:
+                # "where is the cardiac silhouette": the region's words name no finding here
+                findings = extract_findings(t, exclude=tuple((r.start, r.end) for r in regions))
+                if not findings:
+                    reason = (f"asks where the {display_name(regions[0].finding).lower()} is: an anatomical "
+                              "region, grounded by the VLM (a location, not a finding)")
+                return _make_route(intent, findings, t, reason, has_image=has_image, method="rules",
+                                   region=regions[0].finding)
     return _make_route(intent, findings, t, reason, has_image=has_image, method="rules")
 
 
 def _make_route(intent: str, findings: list[str], t: str, reason: str, *, has_image: bool,
-                method: Literal["rules", "llm"], phrase: str | None = None) -> Route:
+                method: Literal["rules", "llm"], phrase: str | None = None, region: str | None = None) -> Route:
+    if intent == "locate" and region is None and phrase:
+        region = normalize_region(phrase)
     if intent == "locate" and phrase is None:
         phrase = _locate_phrase(t)
+        if region is not None and not findings and (phrase is None or normalize_region(phrase) != region):
+            phrase = REGIONS[region]  # "... cardiac silhouette located in this x-ray" -> the region's trained name
     needs_image = intent in IMAGE_INTENTS and not has_image
     if needs_image:
         reason = f"{reason} (no image yet: ask for one)"
@@ -240,6 +256,7 @@ def _make_route(intent: str, findings: list[str], t: str, reason: str, *, has_im
         finding=findings[0] if findings else None,
         findings=findings,
         phrase=phrase if intent == "locate" else None,
+        region=region if intent == "locate" else None,
         tools=list(INTENT_TOOLS[intent]),
         needs_image=needs_image,
         reason=reason,

@@ -99,11 +99,43 @@ _ASKED = re.compile(
 )
 
 
-def extract_findings(text: str, *, allow_no_finding: bool = False) -> list[str]:
-    """Canonical finding ids named in ``text``: the one a question cue points at first ("... any
-    pneumothorax?"), then the rest in order of appearance, without duplicates."""
+def _literal(term: str) -> str:
+    """A lexicon term as a regex: spaces, hyphens and underscores interchangeable."""
+    return r"[\s_-]+".join(re.escape(w) for w in re.split(r"[\s_-]+", term.strip().lower()) if w)
+
+
+# Anatomical regions (lexicon [region.*]): their router phrases, synonyms and Chest ImaGenome name.
+_REGION_RES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"(?<![\w-])(?:" + "|".join(sorted({*e.router_phrases, *(_literal(x) for x in (*e.synonyms,
+     e.imagenome or "") if x)}, key=len, reverse=True)) + r")(?![\w-])"), rid)
+    for rid, e in lexicon().regions.items()
+]
+
+
+def find_regions(text: str) -> list[_Mention]:
+    """Every non-overlapping anatomical-region mention in ``text`` (``finding`` holds the region id),
+    longest first, and none that lies inside a longer finding mention ("enlarged heart" is a finding,
+    "the heart" a region)."""
     t = _clean(text)
-    mentions = find_mentions(t)
+    cands = [_Mention(m.start(), m.end(), rid) for rx, rid in _REGION_RES for m in rx.finditer(t)]
+    findings = find_mentions(t)
+    cands = [r for r in cands if not any(f.start <= r.start and r.end <= f.end and f.end - f.start > r.end - r.start
+                                         for f in findings)]
+    cands.sort(key=lambda m: (-(m.end - m.start), m.start))
+    chosen: list[_Mention] = []
+    for c in cands:
+        if all(c.end <= o.start or c.start >= o.end for o in chosen):
+            chosen.append(c)
+    return sorted(chosen, key=lambda m: m.start)
+
+
+def extract_findings(text: str, *, allow_no_finding: bool = False,
+                     exclude: tuple[tuple[int, int], ...] = ()) -> list[str]:
+    """Canonical finding ids named in ``text``: the one a question cue points at first ("... any
+    pneumothorax?"), then the rest in order of appearance, without duplicates. Mentions inside an
+    ``exclude`` span (of the cleaned text; e.g. a region's name) do not count."""
+    t = _clean(text)
+    mentions = [m for m in find_mentions(t) if not any(a <= m.start and m.end <= b for a, b in exclude)]
     asked = [m for m in mentions if _ASKED.search(t[max(0, m.start - 40) : m.start])]
     out: list[str] = []
     for m in asked[:1] + mentions:

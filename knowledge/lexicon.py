@@ -230,6 +230,11 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
             out[label] = ids
         label_sets[name] = out
     combined = {str(k): str(v) for k, v in data.get("combined_label", {}).items()}
+    for key in combined:
+        set_name, _, label = key.partition(":")
+        if label not in label_sets.get(set_name, {}):
+            raise r.fail(f"[combined_label] {key!r} names no label of a [label_set] (write \"<set>:<Label>\")",
+                         f'"{key}"', "combined_label")
     for name, table in label_sets.items():
         for label, ids in table.items():
             if len(ids) > 1 and f"{name}:{label}" not in combined:

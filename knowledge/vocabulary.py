@@ -19,6 +19,13 @@ SYNONYMS: dict[str, str] = {term_key(s): f for f, e in _LEX.findings.items() for
 XRV_LABELS: dict[str, str] = _LEX.label_map("xrv")
 CHEXPERT_LABELS: dict[str, str] = _LEX.label_map("chexpert")
 NIH_LABELS: dict[str, str] = _LEX.label_map("nih")
+# VinDr-CXR's 14 local labels (RadVLM's detection / grounding set); "Nodule/Mass" -> lung_lesion (lexicon.toml).
+VINDR_LABELS: dict[str, str] = _LEX.label_map("vindr")
+
+# Anatomical regions (Chest ImaGenome): locations to ground, never findings. id -> the model's region name.
+REGIONS: dict[str, str] = {r: e.imagenome or e.display.lower() for r, e in _LEX.regions.items()}
+_REGION_TERMS: dict[str, str] = {term_key(t): r for r, e in _LEX.regions.items()
+                                 for t in (*e.synonyms, e.display, e.imagenome or "", r) if t}
 
 # CheXpert's label hierarchy (Irvin et al. 2019, fig. 2): a child finding implies its parent. The labeler
 # reports what the text says (it does not propagate); consumers that compare against a source labelling only
@@ -64,3 +71,10 @@ def normalize(name: str) -> str | None:
 
 def display_name(finding: str) -> str:
     return DISPLAY_NAMES.get(finding, finding.replace("_", " ").capitalize())
+
+
+def normalize_region(name: str) -> str | None:
+    """Map a region name ("Right Hemidiaphragm", "right diaphragm", "SVC") onto a region id, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return _REGION_TERMS.get(term_key(name))

@@ -182,3 +182,47 @@ def test_router_phrases_agree_with_the_shared_vocabulary():
         assert extract_findings(phrase, allow_no_finding=True)[:1] == [fid], phrase
     for fid in FINDINGS:
         assert extract_findings(fid.replace("_", " "), allow_no_finding=True)[:1] == [fid], fid
+
+
+# ---- anatomical regions (issue 12 item 3): locations to ground, never findings ---------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "region", "phrase"),
+    [
+        ("where is the right hemidiaphragm?", "right_hemidiaphragm", "right hemidiaphragm"),
+        # RadVLM's own grounding instruction: the trailing words are not part of the region
+        ("Where is the cardiac silhouette located in this Chest X-ray?", "cardiac_silhouette", "cardiac silhouette"),
+        ("show me the heart", "cardiac_silhouette", "heart"),
+        ("Outline the cardiac silhouette", "cardiac_silhouette", "cardiac silhouette"),
+        ("can you point to the left costophrenic angle", "left_costophrenic_angle", "left costophrenic angle"),
+        ("where's the superior vena cava", "svc", "superior vena cava"),
+        ("highlight the aortic knob", "aortic_arch", "aortic knob"),
+    ],
+)
+def test_locating_a_region_grounds_the_region_not_a_finding(text, region, phrase):
+    from knowledge.vocabulary import normalize_region
+
+    r = route(text, has_image=True)
+    assert (r.intent, r.finding, r.findings, r.region, r.phrase) == ("locate", None, [], region, phrase)
+    assert normalize_region(r.phrase) == region  # the tool maps the words to the model's region name
+    assert r.tools == INTENT_TOOLS["locate"] and "region" in r.reason
+
+
+def test_a_finding_inside_a_region_keeps_both_and_other_intents_ignore_regions():
+    r = route("where is the effusion in the right costophrenic angle?", has_image=True)
+    assert (r.intent, r.finding, r.region) == ("locate", "pleural_effusion", "right_costophrenic_angle")
+    assert r.phrase == "effusion in the right costophrenic angle"
+    # a finding phrase that contains a region word stays the finding
+    assert (route("show me the enlarged heart", has_image=True).finding,
+            route("show me the enlarged heart", has_image=True).region) == ("cardiomegaly", None)
+    # outside locate, a region's words keep their finding meaning
+    q = route("is the cardiac silhouette enlarged?", has_image=True)
+    assert (q.intent, q.finding, q.region) == ("finding_question", "cardiomegaly", None)
+
+
+def test_vindr_labels_route_to_their_ids():
+    assert route("any aortic enlargement?", has_image=True).finding == "aortic_enlargement"
+    assert route("is there ILD?", has_image=True).finding == "interstitial_lung_disease"
+    assert route("where is the nodule/mass", has_image=True).finding == "lung_lesion"
+    assert route("any calcifications?", has_image=True).finding == "calcification"

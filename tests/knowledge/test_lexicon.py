@@ -134,3 +134,25 @@ def test_every_product_pattern_compiles_and_keywords_are_lower_case() -> None:
         for p in (*e.labeler_mentions, *e.labeler_hedged, *e.router_phrases):
             re.compile(p)
         assert all(k == k.lower() for k in e.labeler_keywords), e.id
+
+
+def test_regions_and_combined_labels_are_validated(tmp_path: Path) -> None:
+    region = '\n[region.right_hemidiaphragm]\ndisplay = "Right hemidiaphragm"\nimagenome = "right hemidiaphragm"\n' \
+             "synonyms = ['right hemidiaphragm', 'right diaphragm']\n"
+    lex = load_lexicon(_write(tmp_path, _MINIMAL + region))
+    assert lex.regions["right_hemidiaphragm"].imagenome == "right hemidiaphragm"
+    cases = [
+        (region.replace("right_hemidiaphragm]", "pneumothorax]"), "[region.pneumothorax]", "regions are locations"),
+        (region.replace("'right diaphragm'", "'ptx'"), "'right hemidiaphragm', 'ptx'",
+         "already a synonym of finding 'pneumothorax'"),
+        ('\n[combined_label]\n"demo:Nope" = "x"\n', '"demo:Nope"', "names no label"),
+        ('\n[label_set.two]\n"A/B" = ["pneumothorax", "pleural_effusion"]\n', '"A/B"', "explain it in [combined_label]"),
+    ]
+    for extra, needle, message in cases:
+        text = _MINIMAL + extra
+        with pytest.raises(LexiconError) as err:
+            load_lexicon(_write(tmp_path, text))
+        assert message in str(err.value)
+        assert str(err.value).startswith(f"{tmp_path / 'lexicon.toml'}:{_line_of(text, needle)}:"), str(err.value)
+    ok = _MINIMAL + '\n[label_set.two]\n"A/B" = ["pneumothorax", "pleural_effusion"]\n[combined_label]\n"two:A/B" = "why"\n'
+    assert load_lexicon(_write(tmp_path, ok)).label_sets["two"]["A/B"] == ("pneumothorax", "pleural_effusion")

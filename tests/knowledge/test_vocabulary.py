@@ -13,16 +13,21 @@ from knowledge.vocabulary import (
     FINDINGS,
     NIH_LABELS,
     PARENTS,
+    REGIONS,
     SYNONYMS,
+    VINDR_LABELS,
     XRV_LABELS,
     ancestors,
     display_name,
     normalize,
+    normalize_region,
 )
 
 
 def test_ids_and_display_names() -> None:
-    assert len(FINDINGS) == 21 and len(FINDING_SET) == 21
+    # CheXpert/NIH/xrv's 21 ids, then the VinDr-CXR labels no earlier id fits (appended: earlier order kept)
+    assert len(FINDINGS) == 25 and len(FINDING_SET) == 25
+    assert FINDINGS[-4:] == ("aortic_enlargement", "calcification", "interstitial_lung_disease", "other_lesion")
     assert set(DISPLAY_NAMES) == FINDING_SET
     assert display_name("pleural_effusion") == "Pleural effusion"
     assert display_name("unknown_thing") == "Unknown thing"
@@ -72,7 +77,8 @@ def test_normalize_unknown(bad) -> None:
     assert normalize(bad) is None
 
 
-@pytest.mark.parametrize("table", [XRV_LABELS, CHEXPERT_LABELS, NIH_LABELS], ids=["xrv", "chexpert", "nih"])
+@pytest.mark.parametrize("table", [XRV_LABELS, CHEXPERT_LABELS, NIH_LABELS, VINDR_LABELS],
+                         ids=["xrv", "chexpert", "nih", "vindr"])
 def test_label_maps_agree_with_normalize(table: dict[str, str]) -> None:
     for label, fid in table.items():
         assert fid in FINDING_SET
@@ -105,3 +111,31 @@ def test_hierarchy() -> None:
     assert ancestors("nodule") == ["lung_lesion", "lung_opacity"]
     assert ancestors("pneumonia") == ["consolidation", "lung_opacity"]
     assert ancestors("pneumothorax") == []
+
+
+def test_vindr_labels_map_into_the_vocabulary() -> None:
+    """RadVLM's detection/grounding label set (VinDr-CXR local labels, ../shared/RADVLM.md)."""
+    assert list(VINDR_LABELS) == ["Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly",
+                                  "Consolidation", "ILD", "Infiltration", "Lung Opacity", "Nodule/Mass",
+                                  "Other lesion", "Pleural effusion", "Pleural thickening", "Pneumothorax",
+                                  "Pulmonary fibrosis"]
+    assert VINDR_LABELS["Nodule/Mass"] == "lung_lesion"  # the CheXpert parent of both: a box never says which
+    assert {"nodule", "mass"} <= {f for f, p in PARENTS.items() if p == "lung_lesion"}
+    assert VINDR_LABELS["Pulmonary fibrosis"] == "fibrosis" and VINDR_LABELS["ILD"] == "interstitial_lung_disease"
+    assert normalize("nodule/mass") == normalize("Nodule / Mass") == "lung_lesion"
+    assert normalize("tortuous aorta") == "aortic_enlargement" and ancestors("aortic_enlargement") == [
+        "enlarged_cardiomediastinum"]
+    # the earlier meanings stay: a calcified granuloma is a nodule, pleural calcification is pleural_other
+    assert normalize("calcified granuloma") == "nodule" and normalize("pleural calcification") == "pleural_other"
+    assert normalize("calcifications") == "calcification"
+
+
+def test_regions_are_locations_not_findings() -> None:
+    assert len(REGIONS) == 29 and not set(REGIONS) & FINDING_SET
+    assert REGIONS["right_hemidiaphragm"] == "right hemidiaphragm" and REGIONS["svc"] == "svc"
+    for rid, name in REGIONS.items():
+        assert normalize_region(name) == rid
+        assert normalize(name) is None, name  # a region's name never normalizes to a finding
+    assert normalize_region("Right Hemi-Diaphragm") == "right_hemidiaphragm"
+    assert normalize_region("superior vena cava") == "svc" and normalize_region("heart") == "cardiac_silhouette"
+    assert normalize_region("pleural effusion") is None and normalize_region("") is None
