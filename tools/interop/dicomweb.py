@@ -26,14 +26,14 @@ import requests
 from cxr_agent.settings import Settings, get_settings
 from tools.dicom_io import RADIOGRAPH_MODALITIES
 from tools.interop.quiet import header_values_muted
-from tools.study import Study
+from tools.study import Study, check_size
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TAG = {"StudyInstanceUID": "0020000D", "SeriesInstanceUID": "0020000E", "SOPInstanceUID": "00080018",
         "Modality": "00080060", "ViewPosition": "00185101", "InstanceNumber": "00200013",
-        "NumberOfFrames": "00280008", "SOPClassUID": "00080016"}
+        "NumberOfFrames": "00280008", "SOPClassUID": "00080016", "Rows": "00280010", "Columns": "00280011"}
 _FRONTAL = ("PA", "AP")
 
 
@@ -74,6 +74,8 @@ class InstanceRef:
     sop_uid: str
     modality: str | None = None
     view: str | None = None
+    rows: int | None = None  # from QIDO when the PACS returns it: the size is checked before download
+    columns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ class PacsClient:
         if not any(_value(s, "StudyInstanceUID") == study_uid for s in studies):
             raise missing
         items = self._call("list the study's images", lambda: self._client.search_for_instances(
-            study_uid, fields=["Modality", "ViewPosition", "NumberOfFrames", "InstanceNumber", "SOPClassUID"]),
+            study_uid, fields=["Modality", "ViewPosition", "NumberOfFrames", "InstanceNumber", "SOPClassUID", "Rows", "Columns"]),
             not_found=missing)
         found: list[tuple[tuple[Any, ...], InstanceRef]] = []
         modalities: set[str] = set()
@@ -182,8 +184,9 @@ class PacsClient:
             if modality not in RADIOGRAPH_MODALITIES or (frames is not None and int(frames) > 1):
                 continue
             view = str(_value(it, "ViewPosition") or "").upper() or None
+            rows, cols = _value(it, "Rows"), _value(it, "Columns")
             ref = InstanceRef(study_uid, str(_value(it, "SeriesInstanceUID")), str(_value(it, "SOPInstanceUID")),
-                              modality, view)
+                              modality, view, int(rows) if rows else None, int(cols) if cols else None)
             key = (view not in _FRONTAL, ref.series_uid, int(_value(it, "InstanceNumber") or 0), ref.sop_uid)
             found.append((key, ref))
         if not found:
@@ -196,7 +199,11 @@ class PacsClient:
 
     # ------------------------------------------------------------------ WADO-RS
     def retrieve_bytes(self, ref: InstanceRef) -> bytes:
-        """The instance as a DICOM Part 10 file, in its stored transfer syntax."""
+        """The instance as a DICOM Part 10 file, in its stored transfer syntax.
+
+        A size the PACS reported above the upload limits is refused before anything is downloaded."""
+        if ref.rows and ref.columns:
+            check_size(ref.columns, ref.rows, self.settings.max_image_pixels)
         ds = self._call("retrieve the image", lambda: self._client.retrieve_instance(
             ref.study_uid, ref.series_uid, ref.sop_uid, media_types=(("application/dicom", "*"),)),
             not_found=StudyNotFound("The image was removed from the PACS while it was being read."))

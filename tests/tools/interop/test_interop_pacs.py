@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import json
 import shutil
@@ -158,5 +159,12 @@ def test_pulled_images_meet_the_upload_limits(pacs, settings):
     server, samples = pacs
     small_cap = settings.model_copy(update={"max_image_pixels": 100_000,  # the sample is 440 x 440
                                             "pacs_username": USER, "pacs_password": SecretStr(PASSWORD)})
+    pacs_client = PacsClient(small_cap, url=server.dicomweb)
+    ref = pacs_client.find_radiographs(samples.chest_uid)[0]
+    assert (ref.rows, ref.columns) == (440, 440)  # QIDO reported the size: refused before the download
     with pytest.raises(ImageTooLarge, match="440 x 440"):
-        PacsClient(small_cap, url=server.dicomweb).pull(samples.chest_uid)
+        pacs_client.pull(samples.chest_uid)
+    unsized = dataclasses.replace(ref, rows=None, columns=None)  # a PACS that does not report Rows/Columns
+    data = pacs_client.retrieve_bytes(unsized)
+    with pytest.raises(ImageTooLarge, match="440 x 440"):  # load_study's own header check still refuses it
+        load_study(data, settings=small_cap)
