@@ -150,14 +150,6 @@ class Settings(BaseSettings):
     pacs_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout for the PACS.")
     pacs_verify_tls: bool = Field(True, description="Verify the PACS's TLS certificate (https).")
 
-    # --- PACS / DICOMweb (issue 16, helper D: tools/interop/) --------------------------------
-    pacs_url: str | None = Field(None, description="DICOMweb root of the PACS, e.g. http://pacs:8042/dicom-web.")
-    pacs_username: str | None = Field(None, description="HTTP basic-auth user for the PACS.")
-    pacs_password: SecretStr | None = Field(None, description="HTTP basic-auth password for the PACS.")
-    pacs_token: SecretStr | None = Field(None, description="Bearer token for the PACS (instead of user/password).")
-    pacs_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout for the PACS.")
-    pacs_verify_tls: bool = Field(True, description="Verify the PACS's TLS certificate (https).")
-
     @field_validator("data_dir", "hf_cache_dir", "classifier_weights_dir", "index_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
