@@ -127,12 +127,19 @@ class PacsClient:
         elif s.pacs_username:
             session.auth = (s.pacs_username, s.pacs_password.get_secret_value() if s.pacs_password else "")
         session.verify = s.pacs_verify_tls
-        self._client = DICOMwebClient(self.url, session=session, timeout=s.pacs_timeout_s)
+        try:
+            self._client = DICOMwebClient(self.url, session=session, timeout=s.pacs_timeout_s)
+        except ValueError:
+            raise PacsNotConfigured(self._bad_url()) from None
         # dicomweb-client retries every failure 5 times with 1 s exponential backoff (~30 s for a refused
         # connection); 3 attempts from 0.2 s keep transient 503/429 recovery and fail fast when down.
         self._client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
 
     # ------------------------------------------------------------------ errors
+    def _bad_url(self) -> str:
+        return (f"CXR_AGENT_PACS_URL ({self.url}) is not a usable DICOMweb address: expected "
+                "http(s)://host[:port]/path, e.g. http://pacs.example.org:8042/dicom-web.")
+
     def _call(self, what: str, fn: Callable[[], T], *, not_found: PacsError | None = None) -> T:
         """Run one DICOMweb request, turning transport and HTTP failures into PacsError subclasses."""
         try:
@@ -159,6 +166,11 @@ class PacsClient:
             if status == 404 and not_found is not None:
                 raise not_found from None
             raise PacsError(f"The PACS answered HTTP {status} while trying to {what}.") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema):
+            raise PacsNotConfigured(self._bad_url()) from None
+        except requests.RequestException as exc:
+            raise PacsError(f"The PACS request failed while trying to {what} ({type(exc).__name__}).") from None
         except ValueError as exc:  # dicomweb-client's own parse errors (malformed multipart / JSON)
             raise PacsError(f"The PACS sent an answer that could not be read while trying to {what} ({exc}).") from None
 

@@ -79,6 +79,9 @@ def test_typed_errors(pacs, settings):
         client(settings, f"http://127.0.0.1:{free_port()}/dicom-web").pull(samples.chest_uid)
     with pytest.raises(PacsNotConfigured, match="CXR_AGENT_PACS_URL"):
         PacsClient(settings.model_copy(update={"pacs_url": None}))
+    for bad in ("pacs:8042/dicom-web", "ftp://pacs/dicom-web", "http://256.1.1.1:99999/dicom-web"):
+        with pytest.raises(PacsNotConfigured, match="not a usable DICOMweb address"):
+            client(settings, bad).pull(samples.chest_uid)
 
 
 def test_forbidden_is_its_own_error(settings):
