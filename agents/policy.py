@@ -31,6 +31,11 @@ class Policy:
     uncertain_strength: float = 0.5
     implicit_absent_strength: float = 0.6  # "no finding" read as absent for an unmentioned finding
     silent_absent_strength: float = 0.55  # a full report's silence on a finding another source calls present
+    # a VLM's abnormality classification (task="classification": one call per label of its list): a listed
+    # label is a MODERATE positive (RadVLM was trained with CheXpert's uncertain labels as positive, so a
+    # listed label may be a hedge; never a high-confidence positive), an unlisted one an explicit absence
+    classification_present: float = 0.6
+    classification_absent: float = 0.7
     uncertain_penalty: float = 0.15  # confidence *= (1 - penalty) per uncertain image source
     uncertain_cap: float = 0.5  # max confidence of an 'uncertain' decision
     max_confidence: float = 0.99
@@ -93,16 +98,21 @@ def strength(call: FindingCall, policy: Policy) -> float:
         return policy.implicit_absent_strength
     if call.implied == "report_silence":
         return policy.silent_absent_strength
+    if call.task == "classification":
+        return policy.classification_present if call.status is Status.present else policy.classification_absent
     return policy.text_present if call.status is Status.present else policy.text_absent
 
 
 def is_high_confidence(call: FindingCall, policy: Policy) -> bool:
     """A present call we must never silently drop: op-norm score >= 0.5 + margin_high, or an
-    explicit positive statement (no score) from the VLM or a custom image tool."""
+    explicit positive statement (no score) from the VLM or a custom image tool - not a label in a
+    classification list (``Policy.classification_present``)."""
     if call.status is not Status.present or not policy.is_image_source(call.source):
         return False
     if call.score is not None and call.score_kind in (None, "op_norm", "probability"):
         return call.score >= 0.5 + policy.margin_high
+    if call.task == "classification":  # a listed label may be a hedge: a moderate positive only
+        return False
     return bool(call.text) or call.source == "vlm"
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from agents.wording import STATUS_WORD, cite_decision
 from cxr_agent.settings import DEMO_WARNING
-from knowledge.evidence import Decision, Evidence, FindingCall
+from knowledge.evidence import Decision, Evidence, FindingCall, Status
 from knowledge.vocabulary import display_name
 from tools.base import ToolCapabilities
 
@@ -96,10 +96,9 @@ def _custom_lines(evidence: Sequence[Evidence]) -> list[str]:
 
 
 def _vlm_mentions(d: Decision) -> FindingCall | None:
-    for c in d.calls:
-        if c.source in _roles().writers:
-            return c
-    return None
+    """The report writer's own statement on the finding: its report's, else its classification's."""
+    own = [c for c in d.calls if c.source in _roles().writers]
+    return next((c for c in own if c.task != "classification"), own[0] if own else None)
 
 
 def _silent(call: FindingCall | None) -> bool:
@@ -112,6 +111,9 @@ def _vlm_says(call: FindingCall) -> str:
         return "The VLM report does not mention it and reads the study as normal"
     if _silent(call):
         return "The VLM report does not mention it"
+    if call.task == "classification":
+        return ("The VLM's abnormality classification lists it" if call.status is Status.present
+                else "The VLM's abnormality classification leaves it out")
     return f"The VLM report says {_STATUS_WORD[call.status]}"
 
 

@@ -60,6 +60,10 @@ def describe_call(call: FindingCall) -> str:
         return f"{base} calls the study normal ({quote(call.text or 'no finding')})"
     if call.implied == "report_silence":
         return f"the {'VLM' if src == 'vlm' else repr(src)} report does not mention it"
+    if call.task == "classification" and call.status is not Status.uncertain:
+        base = "the VLM" if src == "vlm" else f"tool '{src}'"
+        return (f"{base} lists it among the abnormalities (classification; a listed label may be a hedge)"
+                if call.status is Status.present else f"{base} leaves it out of its abnormality list (classification)")
     said = quote(call.text)
     what = {"present": "reports it", "absent": "reports it absent", "uncertain": "is uncertain"}[call.status.value]
     base = "the VLM" if src == "vlm" else f"tool '{src}'"

@@ -434,3 +434,66 @@ def test_reask_reasons_hold_the_numbers():
     assert (failed.reasons[-1].rule, failed.reasons[-1].cause, failed.reasons[-1].error) == \
         ("reask_unresolved", "tool_failed", "timeout")
     assert "timeout" in failed.rationale and "timeout" in failed.verification
+
+
+# ---- the VLM's abnormality classification (issue 12 item 4) -----------------------------------------
+
+CHEXPERT_13 = ["atelectasis", "cardiomegaly", "consolidation", "edema", "enlarged_cardiomediastinum", "fracture",
+               "lung_lesion", "lung_opacity", "pleural_effusion", "pleural_other", "pneumonia", "pneumothorax",
+               "support_devices"]
+
+
+def classification(*listed: str) -> list[FindingCall]:
+    """What the VLM emits for one classification answer: every label, listed -> present, else absent."""
+    calls = [FindingCall(finding=f, status=P if f in listed else A, source="vlm", task="classification")
+             for f in CHEXPERT_13]
+    return calls + [FindingCall(finding="no_finding", status=A if listed else P, source="vlm", task="classification")]
+
+
+def test_a_listed_label_is_a_moderate_positive():
+    pol = Policy()
+    listed = by_finding(decide(classification("pleural_effusion")))["pleural_effusion"]
+    stated = one([vlm("pleural_effusion", P, "small left effusion")])
+    assert listed.status is P and listed.reasons[0].rule == "single_source"
+    assert listed.confidence == pytest.approx(pol.classification_present) and listed.confidence < stated.confidence
+    assert "lists it among the abnormalities" in listed.rationale
+    # a listed label is never a "high-confidence positive": the classifier's denial makes it a conflict
+    # that a re-ask can settle either way, not one that stays open whatever the VLM answers
+    d = by_finding(decide([*classification("pneumothorax"), clf("pneumothorax", 0.2)]))["pneumothorax"]
+    assert d.conflict and d.status is U and not d.reasons[0].kept_high_confidence
+    r = resolve(d, Evidence(tool="vlm", calls=[vlm("pneumothorax", A, "No.")]))
+    assert r.status is A and not r.conflict and r.reasons[-1].withdrawn
+
+
+def test_an_unlisted_label_is_an_explicit_absence_stronger_than_silence():
+    pol = Policy()
+    calls = [*classification("cardiomegaly"), clf("pleural_effusion", 0.55)]  # classifier near threshold
+    with_cls = by_finding(decide(calls, pol, report_sources={"vlm"}))["pleural_effusion"]
+    silent = by_finding(decide([vlm("cardiomegaly", P, "cardiomegaly"), clf("pleural_effusion", 0.55)], pol,
+                               report_sources={"vlm"}))["pleural_effusion"]
+    assert with_cls.status is A and silent.status is A
+    vlm_calls = [c for c in with_cls.calls if c.source == "vlm"]
+    assert [(c.task, c.implied) for c in vlm_calls] == [("classification", None)]  # no silence implied
+    assert [c.implied for c in silent.calls if c.source == "vlm"] == ["report_silence"]
+    assert with_cls.confidence > silent.confidence
+    assert "leaves it out of its abnormality list" in with_cls.rationale
+    # against a high-confidence classifier positive the explicit absence is a conflict to re-ask
+    d = by_finding(decide([*classification(), clf("pleural_effusion", 0.9)], pol))["pleural_effusion"]
+    assert d.conflict and d.reasons[0].kept_high_confidence
+
+
+def test_report_silence_is_only_the_fallback_for_labels_classification_does_not_cover():
+    calls = [*classification("cardiomegaly"), vlm("cardiomegaly", P, "enlarged heart"),
+             clf("nodule", 0.85), clf("pleural_effusion", 0.85)]
+    ds = by_finding(decide(calls, report_sources={"vlm"}))
+    nodule_vlm = [c for c in ds["nodule"].calls if c.source == "vlm"]  # nodule is not a CheXpert-13 label
+    eff_vlm = [c for c in ds["pleural_effusion"].calls if c.source == "vlm"]
+    assert [c.implied for c in nodule_vlm] == ["report_silence"]
+    assert [(c.task, c.status, c.implied) for c in eff_vlm] == [("classification", A, None)]
+    assert ds["nodule"].conflict and ds["pleural_effusion"].conflict
+    # the report's own statement and the classification agree: one vote, the report's stronger words
+    assert ds["cardiomegaly"].status is P and "enlarged heart" in ds["cardiomegaly"].rationale
+    # "no abnormalities" -> no_finding present, and an uncovered finding is implied absent by it
+    normal = by_finding(decide([*classification(), clf("emphysema", 0.9)]))
+    implied = [c for c in normal["emphysema"].calls if c.source == "vlm"]
+    assert [c.implied for c in implied] == ["normal_study"] and normal["emphysema"].conflict

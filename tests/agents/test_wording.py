@@ -1,0 +1,39 @@
+"""The responder's words for the reconciler's data: implied calls, classification calls, reasons."""
+
+from __future__ import annotations
+
+from agents import responder, wording
+from agents.reconciler import decide
+from knowledge.evidence import Evidence, FindingCall, Status
+
+P, A = Status.present, Status.absent
+
+
+def _vlm(finding: str, status: Status, **kw) -> FindingCall:
+    return FindingCall(finding=finding, status=status, source="vlm", **kw)
+
+
+def test_implied_and_classification_calls_are_worded_from_their_fields():
+    normal = _vlm("edema", A, implied="normal_study", text="No acute process.")
+    silent = _vlm("edema", A, implied="report_silence")
+    listed = _vlm("edema", P, task="classification")
+    left_out = _vlm("edema", A, task="classification")
+    assert wording.describe_call(normal) == "the VLM calls the study normal ('No acute process.')"
+    assert wording.describe_call(silent) == "the VLM report does not mention it"
+    assert "lists it among the abnormalities" in wording.describe_call(listed)
+    assert "leaves it out of its abnormality list" in wording.describe_call(left_out)
+    # citations name what an implied call was implied from (the field, not a text prefix)
+    assert wording.cite(normal) == 'vlm says absent, "implied by a no-finding statement: No acute process."'
+    assert wording.cite(silent) == 'vlm says absent, "not mentioned in its full report"'
+    assert wording.said_text(listed) is None
+
+
+def test_report_reply_names_the_classification_when_it_contradicts():
+    clf = FindingCall(finding="pleural_effusion", status=P, score=0.9, score_kind="op_norm", source="classifier")
+    cls = _vlm("pleural_effusion", A, task="classification")
+    ev = [Evidence(tool="vlm", report="Heart size normal. Lungs clear.", calls=[cls]),
+          Evidence(tool="classifier", calls=[clf])]
+    ds = decide([cls, clf], report_sources={"vlm"})
+    text = responder.compose({"intent": "report"}, ev, ds)
+    assert "The VLM's abnormality classification leaves it out" in text
+    assert "The VLM report says absent" not in text  # the report itself said nothing about it
