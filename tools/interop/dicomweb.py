@@ -269,11 +269,14 @@ class PacsClient:
     def push_report(self, ref: InstanceRef, *, decisions: Any, evidence: Any = (), report_text: str = "",
                     demo: bool = False) -> PushedReport:
         """Build the SR against the source's header (fetched again now, then dropped) and STOW-RS it."""
-        from tools.interop.sr import build_sr
+        from tools.interop.sr import SRSourceError, build_sr
 
-        with header_values_muted():
-            sr = build_sr(self.source_metadata(ref), decisions=decisions, evidence=evidence,
-                          report_text=report_text, demo=demo)
+        try:
+            with header_values_muted():
+                sr = build_sr(self.source_metadata(ref), decisions=decisions, evidence=evidence,
+                              report_text=report_text, demo=demo)
+        except SRSourceError as exc:
+            raise PacsError(f"No SR was sent: {exc}.") from None
         self.store(sr)
         return PushedReport(study_uid=sr.StudyInstanceUID, series_uid=sr.SeriesInstanceUID,
                             sop_uid=sr.SOPInstanceUID, findings=len(decisions))
