@@ -69,6 +69,7 @@ def deidentified_source(study: Study) -> Dataset:
     for kw in _TYPE2_PATIENT_STUDY:
         setattr(ds, kw, "")
     ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "cxr-agent allow-list (tools/deid.py)"  # LO: at most 64 characters
     return ds
 
 
