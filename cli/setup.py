@@ -38,7 +38,7 @@ def setup_steps(settings: Settings) -> list[tuple[str, Callable[[Callable[[str, 
     steps: list[tuple[str, Callable]] = []
     for item in listed_entries(settings):
         if item.build is not None:
-            steps.append((f"building {item.title}", lambda _p, item=item: item.build(settings)))
+            steps.append((item.title, lambda _p, item=item: item.build(settings)))
     steps.append(("prior-report index", lambda progress: _index(settings, progress)))
     return steps
 
@@ -94,7 +94,8 @@ def setup(
         if not s.present and settings.model_profile == "real":
             failures.append(f"{s.name} is missing ({s.detail}); fix: {s.fix}")
         elif not s.present:
-            console.print(f"[dim]note: {s.name} not present ({s.fix or s.detail}); the demo does not need it[/dim]")
+            console.print(f"[dim]note: {s.name} not present: the demo does not need it "
+                          "(`cxr-agent models list` says how to get it)[/dim]")
     for msg in failures:
         console.print(f"[red]error:[/red] {msg}")
     if not failures:
