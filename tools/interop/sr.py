@@ -20,6 +20,7 @@ de-identification dropped every UID and the patient module of the original.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -27,9 +28,10 @@ from typing import Any
 
 import highdicom as hd
 import numpy as np
-from pydicom import Dataset
+from pydicom import Dataset, config
 from pydicom.sr.codedict import codes
 from pydicom.uid import SecondaryCaptureImageStorage
+from pydicom.valuerep import validate_value
 
 from cxr_agent import __version__
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
@@ -79,12 +81,30 @@ def _reference(source: Dataset) -> Dataset:
         if not source.get(kw):
             raise SRSourceError(f"the source image header has no {kw}; an SR cannot reference it")
     ref = Dataset()
-    ref.update(source)
-    ref.pop("PixelData", None)
+    for elem in source:  # copies: the caller's dataset is never changed
+        if elem.keyword != "PixelData":
+            ref.add(copy.deepcopy(elem))
+    _repair_values(ref)
     for kw in _TYPE2_PATIENT_STUDY:
         if kw not in ref:
             setattr(ref, kw, "")
     return ref
+
+
+def _repair_values(ref: Dataset) -> None:
+    """Values the source header holds in the wrong form (real PACS headers do: PatientAge "62", dates
+    "1995.07.20") would be copied into the SR and make it invalid. A bare age becomes "062Y"; any other
+    top-level value its VR rejects is emptied (UIDs excepted: the SR must reference them as they are)."""
+    for elem in list(ref):
+        if elem.VR in ("SQ", "UI", "OB", "OW", "UN") or elem.value in (None, ""):
+            continue
+        try:
+            validate_value(elem.VR, elem.value, config.RAISE)
+        except ValueError:
+            if elem.keyword == "PatientAge" and str(elem.value).strip().isdigit() and int(elem.value) < 1000:
+                elem.value = f"{int(elem.value):03d}Y"
+            else:
+                elem.value = ""
 
 
 def _text(name: Any, value: str) -> hd.sr.TextContentItem:

@@ -127,6 +127,20 @@ def dciodvfy_errors(sr, tmp_path) -> list[str]:
     return [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
 
 
+@pytest.mark.parametrize("name", ["siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
+                                  "CR-MONO1-10-chest.dcm"])
+def test_sr_repairs_malformed_source_values_it_must_copy(shared_data, turn, tmp_path, name):
+    """Real headers hold PatientAge '62' (SIIM) and dates '1995.07.20' (CR-MONO1): the SR stays valid."""
+    decisions, evidence, report = turn
+    source = pydicom.dcmread(shared_data / "dicom" / name, stop_before_pixels=True, force=True)
+    before = {e.keyword: e.value for e in source}
+    sr = _reopen(build_sr(source, decisions=decisions, evidence=evidence, report_text=report))
+    assert {e.keyword: e.value for e in source} == before  # the caller's header is not touched
+    assert sr.get("PatientAge") in (None, "", "062Y") and sr.get("StudyDate") in ("", "19010101", None)
+    assert sr.StudyInstanceUID == source.StudyInstanceUID
+    assert dciodvfy_errors(sr, tmp_path) == []
+
+
 def test_sr_for_an_upload_references_the_deidentified_study(shared_data, turn, tmp_path):
     decisions, evidence, report = turn
     study = load_study(shared_data / "dicom" / "RG1_J2KI.dcm")
