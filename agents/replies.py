@@ -142,6 +142,14 @@ def payload(
                  "y2": c.box.y2, "label": c.box.label or display_name(c.finding)}
             )
         for a in e.artifacts:
+            if a.kind == "boxes" and a.box is not None and a.meta.get("location_only"):
+                # A VLM grounding box (issue 12): drawn as a location, never counted as a finding call.
+                key = (a.finding, e.tool, a.box.x1, a.box.y1, a.box.x2, a.box.y2)
+                if key not in seen:
+                    seen.add(key)
+                    boxes.append({"finding": a.finding or "", "source": e.tool, "x1": a.box.x1, "y1": a.box.y1,
+                                  "x2": a.box.x2, "y2": a.box.y2, "location_only": True,
+                                  "label": f"{a.meta.get('target') or a.box.label or 'region'} (location)"})
             if a.kind == "heatmap":
                 heatmaps.append(
                     {"finding": a.finding, "uri": a.uri, "box": a.box.model_dump() if a.box is not None else None}

@@ -112,3 +112,6 @@ def test_graph_locate_turn_shows_the_grounding_box_as_a_location(make_graph, thr
     text = out["messages"][-1].content
     assert "**vlm** location of pleural effusion" in text and "box x 0.12–0.40, y 0.55–0.83" in text
     assert "a location only" in text and "No tool localised" not in text
+    boxes = out["messages"][-1].additional_kwargs["cxr"]["boxes"]  # what the UI draws
+    assert [(b["finding"], b["source"], b["location_only"], b["label"]) for b in boxes] == [
+        ("pleural_effusion", "vlm", True, "pleural effusion (location)")]
