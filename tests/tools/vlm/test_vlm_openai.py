@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+from PIL import Image
 
 from cxr_agent.settings import Settings
 from tools.base import ToolRequest
@@ -137,3 +138,28 @@ def test_reasks_go_out_concurrently_and_parse_like_serial(openai_server, study: 
     serial = [fast.verify(study, [f], thread_id="os")[0] for f in findings]
     assert [[(c.finding, c.status, c.box) for c in e.calls] for e in batched] == \
         [[(c.finding, c.status, c.box) for c in e.calls] for e in serial]
+
+
+def test_cancel_stops_a_streamed_answer(openai_server, study: Study) -> None:
+    import threading
+
+    from tools.vlm.backends.base import BackendError
+    from tools.vlm.prompts import ChatTurn
+
+    root, _ = openai_server
+    backend = OpenAIBackend(_settings(root + "/v1", vlm_max_new_tokens=64), backoff_s=0.01)
+    cancel = threading.Event()
+    pieces: list[str] = []
+
+    def sink(piece: str) -> None:
+        pieces.append(piece)
+        cancel.set()  # cancel after the first token
+
+    with pytest.raises(BackendError, match="cancelled"):
+        backend.generate(Image.new("RGB", (40, 40)), [ChatTurn("user", "Hi")], max_new_tokens=64, min_new_tokens=64,
+                         on_token=sink, cancel=cancel)
+    assert len(pieces) < 64
+    with pytest.raises(BackendError, match="cancelled before"):
+        backend.generate(Image.new("RGB", (40, 40)), [ChatTurn("user", "Hi")], cancel=cancel)
+    # The server finishes its side of the dropped stream first (one model lock): leave no thread mid-generate.
+    assert backend.generate(Image.new("RGB", (40, 40)), [ChatTurn("user", "Hi")], max_new_tokens=2).text is not None

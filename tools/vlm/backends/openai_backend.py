@@ -135,7 +135,7 @@ class OpenAIBackend:
                 time.sleep(delay)
             try:
                 if on_token is not None:
-                    result = self._stream(body, on_token, t0)
+                    result = self._stream(body, on_token, t0, cancel)
                 else:
                     result = self._once(body, t0)
             except _Retryable as exc:
@@ -208,7 +208,8 @@ class OpenAIBackend:
             latency_s=done - t0,
         )
 
-    def _stream(self, body: dict[str, Any], on_token: Callable[[str], None], t0: float) -> GenerationResult:
+    def _stream(self, body: dict[str, Any], on_token: Callable[[str], None], t0: float,
+                cancel: threading.Event | None = None) -> GenerationResult:
         pieces: list[str] = []
         first: float | None = None
         n = 0
@@ -219,6 +220,8 @@ class OpenAIBackend:
                     resp.read()
                     self._check_status(resp)
                 for line in resp.iter_lines():
+                    if cancel is not None and cancel.is_set():  # closing the stream stops the server's work
+                        raise BackendError("generation cancelled (the call timed out)")
                     if not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()
