@@ -16,6 +16,8 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet $(TORCH_SPEC)
 	$(PIP) install --quiet -e ".[dev,postgres,server]"
+	# medspaCy (labeler ConText) without its spacy<3.8 pin; its other dependencies are in pyproject.toml (issue 17)
+	$(PIP) install --quiet --no-deps "medspacy==1.3.1" "PyRuSH==1.0.13"
 	touch $(STAMP)
 
 install: $(STAMP)
