@@ -256,6 +256,7 @@ def render_turn(turn: TurnResult) -> None:
 
 def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
     """Run a turn while showing each agent's progress and the text as it is written."""
+    S.start_prompt(state)
     if len(prompt) > settings.max_message_chars:
         refuse_turn(state, prompt[:300] + "...", f"your message is {len(prompt):,} characters; the limit is "
                     f"{settings.max_message_chars:,}. Please shorten it")
@@ -465,8 +466,9 @@ def main() -> None:
     graph, graph_error = get_graph(settings)
     prompt = st.chat_input(
         "Ask about the study, e.g. 'Write a report' or 'Where is the effusion?'", disabled=graph is None,
-        key="cxr_chat_input", max_chars=settings.max_message_chars,
+        key="cxr_chat_input",  # no max_chars: the browser would cut the text silently; live_turn says why
     )
+    prompt = S.queue_prompt(state, prompt) if graph is not None else prompt
     left, right = st.columns([5, 6], gap="large")
     with left:
         upload_section(state)

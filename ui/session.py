@@ -30,6 +30,7 @@ K_PENDING = "cxr_pending_image"
 K_UPLOAD_SIG = "cxr_upload_sig"
 K_UPLOAD_ERROR = "cxr_upload_error"
 K_UPLOADER_NONCE = "cxr_uploader_nonce"
+K_QUEUED_PROMPT = "cxr_queued_prompt"
 
 
 def new_thread_id() -> str:
@@ -47,6 +48,7 @@ def init_session(state: MutableMapping[str, Any]) -> None:
     state.setdefault(K_UPLOAD_SIG, None)
     state.setdefault(K_UPLOAD_ERROR, None)
     state.setdefault(K_UPLOADER_NONCE, 0)
+    state.setdefault(K_QUEUED_PROMPT, None)
 
 
 def new_conversation(state: MutableMapping[str, Any]) -> None:
@@ -59,6 +61,25 @@ def new_conversation(state: MutableMapping[str, Any]) -> None:
     state[K_UPLOAD_SIG] = None
     state[K_UPLOAD_ERROR] = None
     state[K_UPLOADER_NONCE] = int(state.get(K_UPLOADER_NONCE, 0)) + 1
+    state[K_QUEUED_PROMPT] = None
+
+
+def queue_prompt(state: MutableMapping[str, Any], submitted: str | None) -> str | None:
+    """The message this run must answer: the one just submitted, or one an interrupted run left.
+
+    A chat message is a one-run trigger in Streamlit. When an upload finishes while the message's
+    run is starting (a file chosen and a question sent at once), Streamlit's fast reruns stop that
+    run and start another in which the message is gone. Queued here, it survives until the turn
+    actually starts (``start_prompt``), and that run has ingested the upload first.
+    """
+    if submitted:
+        state[K_QUEUED_PROMPT] = submitted
+    return state.get(K_QUEUED_PROMPT)
+
+
+def start_prompt(state: MutableMapping[str, Any]) -> None:
+    """The queued message is being answered now: it must not be answered again by a later run."""
+    state[K_QUEUED_PROMPT] = None
 
 
 def uploader_key(state: MutableMapping[str, Any]) -> str:

@@ -408,3 +408,16 @@ def test_turn_reads_typed_events_and_ignores_foreign_chunks():
     t = run_turn(ScriptedGraph(items, {"messages": []}), "hi", thread_id="t1")
     assert t.progress[0] == ":material/hourglass_top: vlm started (re-asking about Pneumothorax, Nodule)"
     assert len(t.progress) == 2 and t.error is None
+
+
+def test_a_message_survives_a_run_stopped_before_its_turn_started():
+    state: dict = {}
+    S.init_session(state)
+    assert S.queue_prompt(state, "Write a report") == "Write a report"
+    # That run is stopped (an upload finished); the next run's chat input is empty again:
+    assert S.queue_prompt(state, None) == "Write a report"
+    S.start_prompt(state)
+    assert S.queue_prompt(state, None) is None  # answered once, never twice
+    S.queue_prompt(state, "again")
+    S.new_conversation(state)
+    assert S.queue_prompt(state, None) is None
