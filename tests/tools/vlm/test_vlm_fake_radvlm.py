@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from fake_radvlm import FakeRadVLM  # tests/tools/vlm/fake_radvlm.py (test-only backend)
 
-from knowledge.evidence import Status
+from knowledge.evidence import FindingCall, Status
 from knowledge.vocabulary import normalize
 from tools.base import ToolRequest
 from tools.study import Study
@@ -22,8 +22,11 @@ def make_study(seed: int = 0) -> Study:
     return Study.from_array(rng.random((64, 96)).astype(np.float32), view="PA")
 
 
-def _tasks(ev) -> list[str]:
-    return [getattr(c, "task", None) or t for c, t in zip(ev.calls, ev.meta["call_tasks"], strict=True)]
+def _tasks(ev) -> list[str | None]:
+    """Each call's skill: FindingCall.task (knowledge/evidence.py), else the tool's meta["call_tasks"]."""
+    if "task" in FindingCall.model_fields:
+        return [c.task for c in ev.calls]
+    return list(ev.meta["call_tasks"]) + [None] * (len(ev.calls) - len(ev.meta["call_tasks"]))
 
 
 def test_report_turn_sends_trained_instructions_and_returns_every_label(tiny_settings) -> None:
