@@ -33,7 +33,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
 from agents.nodes import Nodes
-from agents.state import CxrInput, CxrState
+from agents.state import CxrInput, CxrServerInput, CxrState
 from agents.studies import Studies
 from cxr_agent.settings import Settings, get_settings
 from tools.base import ToolCapabilities
@@ -64,6 +64,7 @@ def build_graph(
     builtin_tools: bool = True,
     plugins: bool = True,
     store: Any = None,
+    server_input: bool = False,
 ):
     """Compile the graph.
 
@@ -72,14 +73,16 @@ def build_graph(
     entry points allow-listed in ``settings.plugins``. checkpointer: a saver, ``None`` for the one
     ``settings.resolved_checkpointer_url`` names (opened on first use), ``False`` for none (e.g. when
     a LangGraph server supplies persistence). store: a StudyStore (default:
-    ``StudyStore.from_settings``, opened on first use).
+    ``StudyStore.from_settings``, opened on first use). A saver passed in is made to drop the raw
+    ``image``/``image_name`` input before it writes (agents.memory.scrubbing). server_input: offer only
+    ``messages`` and ``study_id`` as input (a LangGraph Server deployment never takes raw images).
     """
     settings = settings or get_settings()
     registry = resolve_tools(settings, tools, builtins=builtin_tools, plugins=plugins)
     studies = Studies(settings, store=store)
     nodes = Nodes(settings, registry, studies=studies)
 
-    g = StateGraph(CxrState, input_schema=CxrInput)
+    g = StateGraph(CxrState, input_schema=CxrServerInput if server_input else CxrInput)
     # ingest, router and reconcile route by returning Command(goto=...): cheaper than conditional
     # edges, each of which copies the whole state per turn. `destinations` draws those edges.
     g.add_node("ingest", nodes.ingest, destinations=("router", "respond"))
@@ -96,7 +99,11 @@ def build_graph(
     if checkpointer is None:
         from agents.lazy_saver import LazySaver
 
-        checkpointer = LazySaver(lambda: _make_checkpointer(settings))
+        checkpointer = LazySaver(lambda: _make_checkpointer(settings))  # make_checkpointer scrubs
+    elif isinstance(checkpointer, BaseCheckpointSaver):
+        from agents.memory import scrubbing
+
+        checkpointer = scrubbing(checkpointer)
     compiled = g.compile(checkpointer=checkpointer or None, name="cxr_agent")
     _RUNTIMES[compiled] = GraphRuntime(settings=settings, tools=registry, capabilities=dict(nodes.caps),
                                        studies=studies)
@@ -139,4 +146,5 @@ def _served_by_langgraph_api() -> bool:
     return "langgraph_api" in sys.modules
 
 
-graph = build_graph(checkpointer=False if _served_by_langgraph_api() else None)
+_SERVED = _served_by_langgraph_api()
+graph = build_graph(checkpointer=False if _SERVED else None, server_input=_SERVED)

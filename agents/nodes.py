@@ -260,16 +260,18 @@ class Nodes:
 
     @staticmethod
     def _label(ev: Evidence) -> Evidence:
-        """Turn a report's text into FindingCalls (source = the tool), keeping calls it already made."""
+        """Turn a report's text into FindingCalls (source = the tool, task = "report"), keeping the
+        report calls the tool already made; calls of its other skills (e.g. a classification list)
+        stay beside them and the reconciler weighs both per source."""
         try:
             from knowledge.labeler import label_report
 
-            labelled = [c if c.source == ev.tool else c.model_copy(update={"source": ev.tool})
+            labelled = [c.model_copy(update={"source": ev.tool, "task": "report"})
                         for c in label_report(ev.report or "", source=ev.tool)]
         except Exception as exc:  # noqa: BLE001 - an unlabelled report is still shown
             log.warning("labelling the %s report failed: %s", ev.tool, exc)
             return ev.model_copy(update={"meta": {**ev.meta, "label_error": str(exc)}})
-        have = {c.finding for c in ev.calls}
+        have = {c.finding for c in ev.calls if c.task in (None, "report")}
         return ev.model_copy(update={"calls": [*ev.calls, *(c for c in labelled if c.finding not in have)]})
 
     def reconcile(self, state: CxrState) -> Command:

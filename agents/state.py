@@ -97,6 +97,16 @@ class CxrInput(BaseModel):
         return v
 
 
+class CxrServerInput(BaseModel):
+    """The input schema a LangGraph Server deployment offers: no raw image, only a stored study's id
+    (the server ingests uploads itself and refuses runs that carry ``image``/``image_name``)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    messages: Annotated[list[AnyMessage], add_messages] = Field(default_factory=list)
+    study_id: str | None = None
+
+
 class GraphInputError(ValueError):
     """graph.invoke got an input value of the wrong kind; the message names the key."""
 

@@ -74,5 +74,5 @@ class Studies:
         Raises tools.study.StudyError for a file that cannot be used."""
         from tools.imaging import load_study
 
-        study = load_study(source, filename=filename)
+        study = load_study(source, filename=filename, settings=self.settings)  # the graph's limits and policies
         return self.put(study), study

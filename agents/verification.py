@@ -3,8 +3,9 @@ reconciler's transparent rule to each.
 
 All conflicts go to the verifier in ONE ``verify(study, findings, ...)`` call (a model can batch
 them), under one timeout: the tool timeout capped by what is left of the turn's deadline, so re-asks
-share the remaining time instead of each getting the full timeout. The verifier is the first tool
-that declares ``verifies`` and did not fail this turn.
+share the remaining time instead of each getting the full timeout. A conflict goes to the first
+tool that declares ``verifies``, did not fail this turn and made one of the disputed calls (with
+two VLM families side by side, the one whose call is disputed), else to the first usable one.
 """
 
 from __future__ import annotations
@@ -28,18 +29,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def pick_verifier(nodes: Nodes, evidence: list[Evidence]) -> tuple[str | None, str | None]:
-    """(name of the tool to re-ask, None) or (None, why no tool can be re-asked)."""
-    verifiers = [n for n, c in nodes.caps.items() if c.verifies]
-    if not verifiers:
-        return None, "no tool that answers verification questions is configured"
-    why = None
-    for name in verifiers:
+def verifiers(nodes: Nodes, evidence: list[Evidence]) -> tuple[list[str], str | None]:
+    """The tools that can be re-asked this turn (declared ``verifies``, did not fail), in registry
+    order, and why none can be when the list is empty."""
+    declared = [n for n, c in nodes.caps.items() if c.verifies]
+    if not declared:
+        return [], "no tool that answers verification questions is configured"
+    usable, why = [], None
+    for name in declared:
         own = next((e for e in evidence if e.tool == name and not e.meta.get("verification")), None)
         if own is None or own.ok:
-            return name, None
-        why = why or f"{name} is unavailable ({own.error})"
-    return None, why
+            usable.append(name)
+        else:
+            why = why or f"{name} is unavailable ({own.error})"
+    return usable, why
+
+
+def pick_verifier(decision: Decision, usable: list[str]) -> str:
+    """The verifier for one conflict: the first usable one on the disagreeing side, else among the
+    decision's sources (with two VLM families, the one whose call is disputed), else the first."""
+    for pool in (set(decision.disagreeing), {c.source for c in decision.calls}):
+        found = next((n for n in usable if n in pool), None)
+        if found is not None:
+            return found
+    return usable[0]
 
 
 def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> dict[str, Any]:
@@ -52,51 +65,60 @@ def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> d
         emit({"event": "note", "message": note})
         return {"notes": [note]}
     evidence = list(state.get("evidence") or [])
-    verifier, why = pick_verifier(nodes, evidence)
+    usable, why = verifiers(nodes, evidence)
     deadline = Deadline(state["deadline"]) if state.get("deadline") is not None else \
         Deadline.after(nodes.settings.turn_timeout_s)
-    timeout = deadline.budget(nodes.settings.tool_timeout_s)
-    if verifier is not None and timeout <= 0:
-        verifier, why = None, f"the turn's deadline ({nodes.settings.turn_timeout_s:g} s) has passed"
-    if verifier is None:
+    if usable and deadline.budget(nodes.settings.tool_timeout_s) <= 0:
+        usable, why = [], f"the turn's deadline ({nodes.settings.turn_timeout_s:g} s) has passed"
+    if not usable:
         note = f"Conflicts ({names}) were not re-checked: {why}; they stay flagged for review."
         for d in conflicted:
             emit({"event": "verify", "finding": d.finding, "outcome": "skipped"})
         emit({"event": "note", "message": note})
         return {"notes": [note]}
 
+    groups: dict[str, list[Decision]] = {}
+    for d in conflicted:
+        groups.setdefault(pick_verifier(d, usable), []).append(d)
+    image_sources = {n for n, c in nodes.caps.items() if c.image_source}
+    resolved: list[Decision] = []
+    checks: list[Evidence] = []
+    for verifier, group in groups.items():  # one batched call per verifier (usually one)
+        answers = _ask(nodes, state, config, verifier, [d.finding for d in group], deadline, emit)
+        for d, ev in zip(group, answers, strict=True):
+            ev = ev.model_copy(update={"meta": {**ev.meta, "verification": d.finding}})
+            try:
+                box = heatmap_box(evidence, d.finding, exclude=verifier, image_sources=image_sources)
+                new = reconciler.resolve(d, ev, classifier_box=box, policy=nodes.policy)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("resolve failed")
+                new = d.model_copy(update={"needs_review": True,
+                                           "verification": f"verification failed ({type(exc).__name__})"})
+            emit({"event": "verify", "finding": d.finding, "outcome": "unresolved" if new.conflict else "resolved",
+                  "status": new.status.value, "needs_review": new.needs_review, "detail": new.verification})
+            resolved.append(new)
+            checks.append(ev)
+    return {"decisions": resolved, "evidence": checks}
+
+
+def _ask(nodes: Nodes, state: CxrState, config: RunnableConfig, verifier: str, findings: list[str],
+         deadline: Deadline, emit: Any) -> list[Evidence]:
+    """One batched re-ask under the tool timeout capped by what is left of the turn."""
     tool = nodes.tools[verifier]
     study_id = state.get("study_id")
     thread_id = (config.get("configurable") or {}).get("thread_id")
-    findings = [d.finding for d in conflicted]
     cancel = threading.Event()
     emit({"event": "tool_start", "tool": verifier, "purpose": "verify", "findings": findings})
 
     def ask() -> list[Evidence]:
         return verify_findings(tool, nodes.study(study_id), findings, thread_id=thread_id, cancel=cancel)
 
+    timeout = deadline.budget(nodes.settings.tool_timeout_s)
     answers = call_many_with_timeout(verifier, ask, len(findings), timeout, cancel=cancel, pool=nodes.pool)
-    ok = all(a.ok for a in answers)
-    total_ms = sum(a.latency_ms or 0.0 for a in answers)
-    emit({"event": "tool_end", "tool": verifier, "ok": ok, "latency_ms": total_ms,
+    emit({"event": "tool_end", "tool": verifier, "ok": all(a.ok for a in answers),
+          "latency_ms": sum(a.latency_ms or 0.0 for a in answers),
           "error": next((a.error for a in answers if not a.ok), None), "purpose": "verify", "findings": findings})
-    resolved: list[Decision] = []
-    checks: list[Evidence] = []
-    for d, ev in zip(conflicted, answers, strict=True):
-        ev = ev.model_copy(update={"meta": {**ev.meta, "verification": d.finding}})
-        try:
-            box = heatmap_box(evidence, d.finding, exclude=verifier,
-                              image_sources={n for n, c in nodes.caps.items() if c.image_source})
-            new = reconciler.resolve(d, ev, classifier_box=box, policy=nodes.policy)
-        except Exception as exc:  # noqa: BLE001
-            log.exception("resolve failed")
-            new = d.model_copy(update={"needs_review": True,
-                                       "verification": f"verification failed ({type(exc).__name__})"})
-        emit({"event": "verify", "finding": d.finding, "outcome": "unresolved" if new.conflict else "resolved",
-              "status": new.status.value, "needs_review": new.needs_review, "detail": new.verification})
-        resolved.append(new)
-        checks.append(ev)
-    return {"decisions": resolved, "evidence": checks}
+    return answers
 
 
 def heatmap_box(evidence: list[Evidence], finding: str, *, exclude: str, image_sources: set[str]) -> Box | None:

@@ -140,10 +140,16 @@ BUILTINS: dict[str, tuple[str, ToolCapabilities]] = {
 
 
 def builtin_tools(settings: Settings | None = None) -> list[LazyTool]:
+    """The built-ins, plus a second VLM family beside the first when ``settings.vlm_compare`` names
+    one (tool ``vlm-<family>``, the VLM's capabilities: an independent image source and verifier)."""
+    specs = dict(BUILTINS)
+    compare = str(getattr(settings, "vlm_compare", "") or "") if settings is not None else ""
+    if compare:
+        specs[f"vlm-{compare}"] = ("tools.vlm.families:CompareVLMTool", BUILTINS["vlm"][1])
     return [
         LazyTool(n, t, c.intents, image_source=c.image_source, writes_report=c.writes_report,
                  needs_draft=c.needs_draft, verifies=c.verifies, settings=settings)
-        for n, (t, c) in BUILTINS.items()
+        for n, (t, c) in specs.items()
     ]
 
 

@@ -232,3 +232,42 @@ def test_verify_findings_falls_back_to_one_finding_verify_finding():
 def test_request_cancel_defaults_to_a_fresh_event():
     a, b = ToolRequest(intent="report"), ToolRequest(intent="report")
     assert isinstance(a.cancel, threading.Event) and a.cancel is not b.cancel and not a.cancel.is_set()
+
+
+def test_a_second_vlm_family_is_a_lazy_builtin_with_the_vlms_capabilities(settings):
+    reg = resolve_tools(settings.model_copy(update={"vlm_compare": "medgemma"}), plugins=False)
+    assert list(reg) == ["vlm", "classifier", "retrieval", "vlm-medgemma"]
+    assert capabilities(reg["vlm-medgemma"]) == capabilities(reg["vlm"]) and not reg["vlm-medgemma"].loaded
+    assert "vlm-medgemma" not in resolve_tools(settings, plugins=False)
+
+
+def test_each_conflict_is_reasked_of_the_verifier_on_its_disagreeing_side(make_graph, thread, cxr_image):
+    """Two report writers that both verify: a finding only one of them is silent about goes to that one."""
+    first, second = Reader(report="Mild cardiomegaly."), Reader(report="Mild cardiomegaly. Small left effusion.")
+    second.name = "reader2"
+    second.result = Evidence(tool="reader2", report="Mild cardiomegaly. Small left effusion.")
+
+    def verify2(study, findings, *, thread_id=None, cancel=None):
+        second.batches.append(list(findings))
+        return [Evidence(tool="reader2", answer="Yes.",
+                         calls=[FindingCall(finding=f, status=Status.present, source="reader2")]) for f in findings]
+
+    second.verify = verify2
+    out = _report(make_graph(second, first, classifier({"pleural_effusion": 0.9, "cardiomegaly": 0.8})),
+                  thread, cxr_image)
+    effusion = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
+    assert first.batches == [["pleural_effusion"]] and second.batches == []  # the silent one is re-asked
+    assert effusion.status is Status.present and not effusion.conflict and "reader" in effusion.agreeing
+
+
+def test_report_labels_sit_beside_a_tools_own_classification_calls(make_graph, thread, cxr_image):
+    """A writer that also lists findings (task="classification") keeps those calls; the labels of its
+    report text are added as task="report" calls for the same findings, not dropped."""
+    listed = FindingCall(finding="cardiomegaly", status=Status.present, source="scribe", task="classification")
+    scribe = Scribe()
+    scribe.result = Evidence(tool="scribe", report=REPORT, calls=[listed])
+    out = _report(make_graph(scribe), thread, cxr_image)
+    ev = next(e for e in out["evidence"] if e.tool == "scribe")
+    cardio = [c for c in ev.calls if c.finding == "cardiomegaly"]
+    assert [c.task for c in cardio] == ["classification", "report"]
+    assert all(c.source == "scribe" for c in ev.calls)

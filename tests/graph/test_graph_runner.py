@@ -173,3 +173,33 @@ def test_ui_and_graph_share_one_store_and_the_cache_is_bounded(make_graph, threa
     with pytest.raises(ValueError, match="not compiled by graph.build_graph"):
         runtime(object())
     assert not hasattr(g, "cxr_nodes")
+
+
+def test_a_saver_passed_in_drops_the_raw_image_input(make_graph, thread, cxr_image):
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    saver = InMemorySaver()
+    g = make_graph(ScriptedVLM(), checkpointer=saver)
+    data = cxr_image.read_bytes()
+    cfg = thread()
+    g.invoke({"messages": [("user", "hello")], "image": data, "image_name": "DOE_JOHN.png"}, cfg)
+    dump = repr(saver.storage) + repr(saver.writes)
+    assert "DOE_JOHN" not in dump and data[:64] not in dump.encode()
+    assert [c.checkpoint["channel_values"].get("study_id") for c in saver.list(cfg)][0]
+
+
+def test_a_served_graph_takes_only_messages_and_a_study_id(settings):
+    from graph import build_graph
+
+    g = build_graph(settings, tools=[ScriptedVLM()], builtin_tools=False, plugins=False, checkpointer=False,
+                    server_input=True)
+    assert set(g.get_input_jsonschema()["properties"]) == {"messages", "study_id"}
+
+
+def test_ingestion_uses_the_graphs_settings(make_graph, cxr_image):
+    from graph import store_image
+    from tools.study import StudyError
+
+    g = make_graph(ScriptedVLM(), max_image_pixels=4096)  # the smallest cap the setting allows
+    with pytest.raises(StudyError):
+        store_image(str(cxr_image), graph=g)
