@@ -67,6 +67,9 @@ def test_grounding_region_phrase_and_question_prompts() -> None:
     assert A.prompt("region", key="s", target="The Right Hemidiaphragm").text in {
         g.format("right hemidiaphragm") for g in GROUNDING}
     assert A.prompt("region", key="s", target="left lower lobe") is None
+    assert A.prompt("region", key="s", target="the superior vena cava").text in {g.format("svc") for g in GROUNDING}
+    assert A.prompt("region", key="s", target="right diaphragm").text in {  # the lexicon's synonym
+        g.format("right hemidiaphragm") for g in GROUNDING}
     assert A.prompt("phrase_grounding", key="s", target="small left effusion").text in {
         f.format("small left effusion") for f in PHRASE}
     assert A.prompt("question", key="s", target="Pleural effusion").text == "Is there any pleural effusion?"

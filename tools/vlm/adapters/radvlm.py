@@ -127,7 +127,13 @@ def region_name(text: str | None) -> str | None:
     if not text:
         return None
     key = re.sub(r"^(the|a|an)\s+", "", re.sub(r"\s+", " ", text.strip().lower())).strip(" ?.!")
-    return _REGION_KEYS.get(key)
+    if key in _REGION_KEYS:
+        return _REGION_KEYS[key]
+    from knowledge.vocabulary import normalize_region  # the lexicon's synonyms ("right diaphragm")
+
+    rid = normalize_region(key)
+    name = rid.replace("_", " ") if rid else None
+    return name if name in _REGION_KEYS else None
 
 
 def vindr_name(finding: str | None) -> str | None:
