@@ -7,7 +7,11 @@ The policy, in order (each step is one function below; every number lives in ``P
 2. **Strength of one call** (how strongly it supports its own status, in [0, 1]):
    classifier/op-norm score ``s`` -> ``s`` for present, ``1 - s`` for absent; a probability
    likewise; a text statement (VLM report, no score) -> ``Policy.text_present`` /
-   ``text_absent``; an uncertain statement -> ``Policy.uncertain_strength``. Times the source weight.
+   ``text_absent``; an uncertain statement -> ``Policy.uncertain_strength``; a label of a VLM's
+   abnormality classification (``task="classification"``: one call per label, listed -> present) ->
+   ``classification_present`` (moderate: RadVLM was trained with uncertain labels as positive, so a
+   listed label may be a hedge; never high-confidence) / ``classification_absent`` (an explicit
+   absence, stronger than report silence). Times the source weight.
 3. **One vote per source**: several calls of one source on one finding collapse to one (mixed
    present/absent -> that source is uncertain).
 4. **Implicit negatives**: an image source that states ``no_finding`` present and says nothing
@@ -44,7 +48,9 @@ The policy, in order (each step is one function below; every number lives in ``P
    source that leans at all leans negative, a score at the operating point is not a positive
    call, and a radiologist reading the reply needs the few disputed findings, not every
    near-threshold score promoted to 'uncertain'. Nothing is hidden: the call, its score and
-   the low confidence stay in the Decision.
+   the low confidence stay in the Decision. Likewise a label only a classification list names,
+   beside nothing but uncertain evidence, is 'uncertain' (rule ``listed_only``): a possible hedge
+   next to a score at the operating point is not a positive call either (measured: ARCHITECTURE.md).
 
 Measured behaviour against single sources (eval/simulate.py) is in ARCHITECTURE.md. The words of
 every rationale are agents/wording.py's: this module records which rule applied to which calls as
@@ -172,6 +178,13 @@ def _decide_one(finding: str, calls: list[FindingCall], policy: Policy) -> Decis
         disagreeing = sorted(disagree) if disagree else []
         if status is Status.uncertain:  # no side wins: list the sources by what they said
             agreeing, disagreeing = sorted(pres), sorted(absn)
+    elif pres and unc and all(c.task == "classification" for c in pres.values()):
+        # only a classification list names it (a listed label may be a hedge) and the rest is uncertain:
+        # the image evidence does not decide (module docstring, 9)
+        status = Status.uncertain
+        conf = min(policy.uncertain_cap, sum(w_str.values()) / len(w_str)) * penalty
+        vote = Reason(rule="listed_only", status=status, **said, low_confidence=True)
+        agreeing, disagreeing = sorted(pres), []
     elif pres or absn:
         side = pres or absn
         status = Status.present if pres else Status.absent

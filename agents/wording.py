@@ -106,6 +106,9 @@ def _vote(r: Reason) -> str:
     if r.rule == "one_definite":
         tail = "; low confidence: weak evidence only, not a conflict." if r.low_confidence else "."
         return f"Only one image source is definite: {_descs(side)}{_unc_note(r)}{tail}"
+    if r.rule == "listed_only":
+        return (f"{cap(_descs(r.present))}{_unc_note(r)}: a listed label may be a hedge and no other image source is "
+                "definite, so it is reported as uncertain (low confidence).")
     if r.rule == "single_source":
         return f"{cap(_descs(side))}; no other image source commented on it."
     return (f"{cap(_descs(r.uncertain))}; no image source is definite, so it is reported as uncertain "
@@ -163,7 +166,7 @@ def rationale(finding: str, reasons: Sequence[Reason]) -> str:
         if r.rule == "prior_only":
             prior = describe_call(r.prior) if r.prior is not None else "only prior reports mention it"
             text = f"{name}: no image source assessed it; {prior} (a prior only, not evidence from this image)."
-        elif r.rule in ("conflict", "agree", "one_definite", "single_source", "uncertain_only"):
+        elif r.rule in ("conflict", "agree", "one_definite", "single_source", "uncertain_only", "listed_only"):
             text = f"{name}: {_vote(r)}"
         elif r.rule == "prior_shift" and r.prior is not None:
             text = text.rstrip(".") + f"; {describe_call(r.prior)} (prior only)."

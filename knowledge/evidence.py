@@ -156,6 +156,7 @@ ReasonRule = Literal[
     "single_source",  # one image source is definite and no other commented
     "one_definite",  # one image source is definite, the others are uncertain
     "uncertain_only",  # every image source is uncertain
+    "listed_only",  # only a classification list names it; the other image sources are uncertain
     "conflict",  # image sources say present vs absent
     "prior_shift",  # retrieval moved the confidence (never the status)
     "prior_unsettled",  # retrieval beside an uncertain decision: no shift

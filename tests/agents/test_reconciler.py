@@ -465,6 +465,18 @@ def test_a_listed_label_is_a_moderate_positive():
     assert r.status is A and not r.conflict and r.reasons[-1].withdrawn
 
 
+def test_a_listed_label_beside_only_uncertain_evidence_stays_uncertain():
+    """Rule 9 for a hedge-prone list: the classifier at its threshold and a listed label do not make a present."""
+    d = by_finding(decide([*classification("atelectasis"), clf("atelectasis", 0.52)]))["atelectasis"]
+    assert d.status is U and not d.conflict and d.confidence <= Policy().uncertain_cap
+    assert d.reasons[0].rule == "listed_only" and "may be a hedge" in d.rationale
+    # the report's own words, or a classifier above the band, still make it present
+    stated = by_finding(decide([*classification("atelectasis"), vlm("atelectasis", P, "basilar atelectasis"),
+                                clf("atelectasis", 0.52)]))["atelectasis"]
+    assert stated.status is P
+    assert by_finding(decide([*classification("atelectasis"), clf("atelectasis", 0.75)]))["atelectasis"].status is P
+
+
 def test_an_unlisted_label_is_an_explicit_absence_stronger_than_silence():
     pol = Policy()
     calls = [*classification("cardiomegaly"), clf("pleural_effusion", 0.55)]  # classifier near threshold
