@@ -10,7 +10,7 @@ registry, the built-in tools and the nodes all read it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -152,11 +152,6 @@ def verify_findings(
     if len(out) < len(findings):  # a verifier that returned too few answers: say which are missing
         out += [Evidence.failure(name, f"{name} gave no verification answer for {f}") for f in findings[len(out):]]
     return out[: len(findings)]
-
-
-def declared_flags(values: Iterable[tuple[str, Any]]) -> dict[str, bool]:
-    """Capability flags from (key, value) pairs, keeping only the known ones."""
-    return {k: bool(v) for k, v in values if k in ToolCapabilities.FLAGS}
 
 
 @dataclass
