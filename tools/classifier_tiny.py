@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +124,7 @@ def _save(path: Path, name: str, net: Any, threshs: torch.Tensor) -> None:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # concurrent builders never share one
         torch.save({"format": CACHE_FORMAT, "name": name, "state_dict": net.state_dict(), "op_threshs": threshs}, tmp)
         tmp.replace(path)
         record_hash(path)
