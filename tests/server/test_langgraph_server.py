@@ -73,13 +73,15 @@ def test_report_turn_and_follow_up_through_the_sdk(langgraph_server, uploaded):
     state = client.threads.get_state(thread["thread_id"])["values"]
     assert state["study_id"] == sid and len(state["messages"]) == 4
     assert state["messages"][-1]["content"] == second[-1]["text"]
-    # The turn's heatmaps, fetched as a remote UI would: .npy in the original image's size.
+    # The turn's heatmaps, fetched as a remote UI would.
     cxr = state["messages"][1]["additional_kwargs"]["cxr"]
     assert cxr["study_id"] == sid and cxr["heatmaps"]
     r = httpx.get(f"{langgraph_server.url}/cxr/artifacts", params={"uri": cxr["heatmaps"][0]["uri"]}, timeout=10)
     assert r.status_code == 200
-    heat = np.load(io.BytesIO(r.content))
-    assert heat.shape == (uploaded["height"], uploaded["width"])
+    heat = np.load(io.BytesIO(r.content))  # stored reduced (<= 512 px), with the image's aspect ratio
+    h, w = heat.shape
+    assert max(h, w) <= max(uploaded["height"], uploaded["width"])
+    assert abs(h / w - uploaded["height"] / uploaded["width"]) < 0.02
     outside = httpx.get(f"{langgraph_server.url}/cxr/artifacts", params={"uri": "/etc/passwd"}, timeout=10)
     assert outside.status_code == 404
 
