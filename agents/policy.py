@@ -22,6 +22,10 @@ class Policy:
     source_weights: tuple[tuple[str, float], ...] | Mapping[str, float] = (("classifier", 1.0), ("vlm", 1.0))
     default_weight: float = 0.8  # custom image tools
     prior_sources: frozenset[str] = frozenset({"retrieval"})
+    # which sources' words count as statements and whose box a decision shows first: the graph passes them
+    # from tool capabilities (report writers first, then other image sources); the defaults are the built-ins
+    statement_sources: frozenset[str] = frozenset({"vlm"})  # an unscored positive from these is high-confidence
+    box_preference: tuple[str, ...] = ("vlm", "classifier")
     # classifier op-norm scores: 0.5 is the calibrated threshold
     classifier_margin: float = 0.1  # |s - 0.5| < margin -> uncertain (the classifier's own band)
     margin_high: float = 0.2  # s >= 0.5 + margin_high -> a high-confidence present call
@@ -53,6 +57,8 @@ class Policy:
         pairs = self.source_weights.items() if isinstance(self.source_weights, Mapping) else self.source_weights
         object.__setattr__(self, "source_weights", tuple(sorted((str(k), float(v)) for k, v in pairs)))
         object.__setattr__(self, "prior_sources", frozenset(self.prior_sources))
+        object.__setattr__(self, "statement_sources", frozenset(self.statement_sources))
+        object.__setattr__(self, "box_preference", tuple(self.box_preference))
 
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> Policy:
@@ -105,7 +111,7 @@ def strength(call: FindingCall, policy: Policy) -> float:
 
 def is_high_confidence(call: FindingCall, policy: Policy) -> bool:
     """A present call we must never silently drop: op-norm score >= 0.5 + margin_high, or an
-    explicit positive statement (no score) from the VLM or a custom image tool - not a label in a
+    explicit positive statement (quoted text, or no score from a ``statement_sources`` tool) - not a label in a
     classification list (``Policy.classification_present``)."""
     if call.status is not Status.present or not policy.is_image_source(call.source):
         return False
@@ -113,7 +119,7 @@ def is_high_confidence(call: FindingCall, policy: Policy) -> bool:
         return call.score >= 0.5 + policy.margin_high
     if call.task == "classification":  # a listed label may be a hedge: a moderate positive only
         return False
-    return bool(call.text) or call.source == "vlm"
+    return bool(call.text) or call.source in policy.statement_sources
 
 
 def one_per_source(calls: list[FindingCall], policy: Policy) -> dict[str, FindingCall]:

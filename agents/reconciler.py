@@ -116,10 +116,11 @@ def _noisy_or(strengths: list[float]) -> float:
     return 1.0 - p
 
 
-def _best_box(calls: Iterable[FindingCall], prefer_status: Status | None = None) -> Box | None:
-    """The VLM's box, else the classifier's (heatmap) box, else any image tool's."""
+def _best_box(calls: Iterable[FindingCall], policy: Policy, prefer_status: Status | None = None) -> Box | None:
+    """The box of the first source in ``policy.box_preference`` (the VLM's, else the classifier's heatmap
+    box, by default), else any image tool's."""
     cs = [c for c in calls if c.box is not None and (prefer_status is None or c.status is prefer_status)]
-    for src in ("vlm", "classifier"):
+    for src in policy.box_preference:
         for c in cs:
             if c.source == src:
                 return c.box
@@ -218,7 +219,8 @@ def _decide_one(finding: str, calls: list[FindingCall], policy: Policy) -> Decis
         agreeing=agreeing, disagreeing=disagreeing, conflict=conflict, needs_review=needs_review,
         rationale=wording.rationale(finding, reasons), reasons=reasons, calls=list(calls),
         # no box on an 'absent' verdict: a heatmap region of a negative call is not a finding
-        box=None if status is Status.absent else (_best_box(image, Status.present) or _best_box(image)),
+        box=None if status is Status.absent else (_best_box(image, policy, Status.present)
+                                                or _best_box(image, policy)),
     )
 
 

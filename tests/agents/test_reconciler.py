@@ -509,3 +509,16 @@ def test_report_silence_is_only_the_fallback_for_labels_classification_does_not_
     normal = by_finding(decide([*classification(), clf("emphysema", 0.9)]))
     implied = [c for c in normal["emphysema"].calls if c.source == "vlm"]
     assert [c.implied for c in implied] == ["normal_study"] and normal["emphysema"].conflict
+
+
+def test_statement_sources_and_box_preference_come_from_the_policy_not_tool_names():
+    """A custom report writer gets the built-in VLM's standing when the graph names it (by capability)."""
+    from agents.policy import is_high_confidence
+
+    mine = FindingCall(finding="edema", status=P, source="my_vlm", box=RIGHT_APEX)
+    other = FindingCall(finding="edema", status=P, source="classifier", score=0.9, score_kind="op_norm", box=LEFT_BASE)
+    assert not is_high_confidence(mine, Policy())
+    pol = Policy(statement_sources={"my_vlm"}, box_preference=("my_vlm", "classifier"))
+    assert is_high_confidence(mine, pol) and hash(pol)
+    assert one([other, mine]).box == LEFT_BASE  # default preference: the classifier before an unknown tool
+    assert one([other, mine], pol).box == RIGHT_APEX
