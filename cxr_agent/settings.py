@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     pacs_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout for the PACS.")
     pacs_verify_tls: bool = Field(True, description="Verify the PACS's TLS certificate (https).")
 
+    # --- remote graph: the UI as a client of LangGraph Server (issue 15, helper I: ui/remote.py) ---
+    graph_url: str | None = Field(
+        None, description="LangGraph Server URL (e.g. http://graph:2024): the UI runs turns there, holding no models."
+    )
+    graph_assistant_id: str = Field("cxr_agent", min_length=1, description="The served graph (langgraph.json).")
+    graph_timeout_s: float = Field(600.0, gt=0, description="HTTP timeout for the remote graph and its routes.")
+
     @field_validator("data_dir", "hf_cache_dir", "classifier_weights_dir", "index_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:

@@ -22,6 +22,8 @@ from ui.exports import conversation_markdown, dicom_sr_bytes, fhir_report_json, 
 from ui.model_status import StatusLine, index_present, model_status_lines, tool_load_states
 from ui.overlays import SOURCE_COLORS, compose, load_heatmap
 from ui.pacs import can_push, open_from_pacs, push_to_pacs
+from ui.remote import connect as connect_remote
+from ui.remote import is_remote
 from ui.turn import TurnResult, run_turn
 
 log = logging.getLogger("cxr_agent.ui")
@@ -33,15 +35,17 @@ CHAT_HEIGHT = 760
 
 # --- shared resources (one per server process, shared by every session) ------------------------
 @st.cache_resource(show_spinner="Loading the agent graph and models (first start only)...")
-def _graph_resource(profile: str) -> Any:
+def _graph_resource(profile: str, graph_url: str | None = None) -> Any:
     """The compiled graph; keyed by profile so a profile change never reuses the wrong models.
 
     The module's own ``graph.graph`` (built on import with the same settings) is the one graph of
     this process; a second one is built only if the settings changed since (tests switch profiles
-    in-process)."""
+    in-process). With ``graph_url`` (CXR_AGENT_GRAPH_URL): the served graph (ui/remote.py), no models here."""
+    settings = get_settings()
+    if graph_url:
+        return connect_remote(settings)
     import graph as graph_module
 
-    settings = get_settings()
     g = graph_module.graph
     if graph_module.runtime(g).settings != settings:
         g = graph_module.build_graph(settings)
@@ -73,11 +77,14 @@ def get_graph(settings: Settings) -> tuple[Any | None, str | None]:
         box = st.status("Starting the assistant (first page load only)...", expanded=True)
         box.markdown(":material/hourglass_top: Loading the agent graph and its tools...")
     try:
-        graph = _graph_resource(settings.model_profile)
-        if box is not None:
+        graph = _graph_resource(settings.model_profile, settings.graph_url)
+        if box is not None and is_remote(graph):
+            box.markdown(f":material/check_circle: Graph server {graph.url} ready (models live there)")
+        elif box is not None:
             box.markdown(":material/check_circle: Agent graph ready")
             box.markdown(":material/hourglass_top: Checking the model weights...")
             _status_lines(settings.model_profile, str(settings.data_dir))
+        if box is not None:
             box.update(label="Assistant ready", state="complete", expanded=False)
         started.add(settings.model_profile)
         return graph, None
@@ -91,6 +98,8 @@ def get_graph(settings: Settings) -> tuple[Any | None, str | None]:
 def _studies(graph: Any) -> Any:
     """The graph's own studies (graph.runtime(g).studies: the store its nodes read, plus their
     cache), so an upload goes in exactly as the graph's ingest would put it; None if unusable."""
+    if is_remote(graph):
+        return graph.studies
     try:
         from graph import runtime
 
@@ -158,13 +167,14 @@ def require_login(settings: Settings) -> bool:
     return False
 
 
-def upload_section(state) -> None:
+def upload_section(state, graph: Any = None) -> None:
     uploaded = st.file_uploader(
         "Upload a chest radiograph", type=None, key=S.uploader_key(state), help=UPLOAD_TYPES_HELP
     )
     if uploaded is not None:
         with st.spinner("Reading the study..."):  # a message sent meanwhile waits for it (S.ingest_upload)
-            error = S.ingest_upload(state, uploaded.name, uploaded.getvalue())
+            loader = graph.load_study if is_remote(graph) else None  # remote: the server stores it
+            error = S.ingest_upload(state, uploaded.name, uploaded.getvalue(), loader=loader)
         if error:
             st.error(error, icon=":material/block:")
 
@@ -187,7 +197,7 @@ def pacs_section(state, settings: Settings) -> None:
             (st.success if ok else st.error)(message)
 
 
-def image_section(state) -> None:
+def image_section(state, graph: Any = None) -> None:
     study = state[S.K_STUDY]
     if study is None:
         st.caption("No study loaded yet. Upload a PNG, JPEG or DICOM chest radiograph to begin.")
@@ -216,7 +226,7 @@ def image_section(state) -> None:
         shown_heats = [h for h in heats if h.key in picked_h]
     arrays, missing = [], []
     for h in shown_heats:
-        arr = load_heatmap(h.uri)
+        arr = graph.load_heatmap(h.uri) if is_remote(graph) else load_heatmap(h.uri)
         if arr is None:
             missing.append(h.key)
         else:
@@ -270,7 +280,7 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
     with st.chat_message("user"):
         st.markdown(defang(prompt))
     with st.chat_message("assistant"):
-        first_index = not index_present(settings)
+        first_index = not is_remote(graph) and not index_present(settings)
         label = "Working..."
         if first_index:
             label = "Working... (first use: the prior-report index may be built, about a minute)"
@@ -326,6 +336,8 @@ def refuse_turn(state, shown_text: str, why: str) -> None:
 
 def _capabilities(graph: Any) -> dict[str, Any] | None:
     """The graph's tools' declared capabilities (they decide the evidence table's columns)."""
+    if is_remote(graph):
+        return None  # the built-in tools' columns
     try:
         from graph import runtime
 
@@ -405,6 +417,10 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
         st.caption(f"Profile: **{settings.model_profile}**" + (" (demo: random weights)" if settings.is_demo else ""))
         if graph_error:
             st.error(graph_error)
+        if is_remote(graph):  # the models, their weights and the index live on the graph server
+            st.markdown(f":material/cloud: **Graph server** - `{graph.url}` (models and index live there)")
+            st.caption(DISCLAIMER)
+            return
         for line in _status_lines(settings.model_profile, str(settings.data_dir)):
             st.markdown(StatusLine(**line).markdown(with_fix=False))
             if line["fix"]:
@@ -442,7 +458,9 @@ def forget_conversation(state, settings: Settings, graph: Any) -> None:
     """The sidebar's delete action: forget the thread on disk (agents/retention.py), then start afresh."""
     thread = state[S.K_THREAD]
     try:
-        if graph is not None and state[S.K_TURNS]:
+        if is_remote(graph):
+            graph.forget(thread)
+        elif graph is not None and state[S.K_TURNS]:
             from agents.retention import forget_thread
 
             forget_thread(thread, saver=graph.checkpointer, store=_study_store(graph, settings),
@@ -471,7 +489,7 @@ def main() -> None:
     prompt = S.queue_prompt(state, prompt) if graph is not None else prompt
     left, right = st.columns([5, 6], gap="large")
     with left:
-        upload_section(state)
+        upload_section(state, graph)
         pacs_section(state, settings)
     with right:
         st.subheader("Conversation")
@@ -486,7 +504,7 @@ def main() -> None:
             elif not state[S.K_TURNS]:
                 st.caption("Upload a study, then ask for a report, a finding's location, or similar prior cases.")
     with left:
-        image_section(state)
+        image_section(state, graph)
     evidence_section(state, graph)
     sidebar(state, settings, graph, graph_error)
 

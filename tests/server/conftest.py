@@ -1,104 +1,18 @@
 """A real LangGraph Server (``langgraph dev``, in-memory runtime) serving the repo's langgraph.json.
 
-Started once per module on 127.0.0.1 at a free port, without browser or reloader, in a temporary
-working directory (its ``.langgraph_api/`` state lands there) with a private data dir, the tiny
-models, a small prior-report corpus and short VLM generations; stopped after.
+Started once per module (tests/langgraph_server.py: 127.0.0.1, free port, temp working directory
+holding ``.langgraph_api/``, private data dir, tiny models, small prior-report corpus); stopped after.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class LangGraphServer:
-    url: str
-    workdir: Path
-    data_dir: Path
-    log: Path
-
-
-def _absolute(spec: str) -> str:
-    path, _, attr = spec.partition(":")
-    return f"{(REPO / path).resolve()}:{attr}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from langgraph_server import LangGraphServer, langgraph_dev
 
 
 @pytest.fixture(scope="module")
 def langgraph_server(tmp_path_factory) -> Iterator[LangGraphServer]:
-    from tools.retrieval.corpus import iu_xray_reports
-
-    work = tmp_path_factory.mktemp("langgraph-server")
-    corpus = work / "priors.csv"
-    with corpus.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "text"])
-        for r in iu_xray_reports(limit=80):
-            w.writerow([r.id, r.text])
-    cli = Path(sys.executable).with_name("langgraph")
-    if not cli.exists():
-        pytest.fail("langgraph-cli is not installed in this environment: pip install -e '.[server]'", pytrace=False)
-    port, data = _free_port(), work / "data"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CXR_AGENT_DATA_DIR": str(data), "CXR_AGENT_MODEL_PROFILE": "tiny",
-           "CXR_AGENT_OFFLINE": "1", "CXR_AGENT_CORPUS": str(corpus), "CXR_AGENT_INDEX_DIR": str(work / "index"),
-           "CXR_AGENT_VLM_MAX_NEW_TOKENS": "24", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "PYTHONUNBUFFERED": "1"}
-    env.pop("CXR_AGENT_CHECKPOINTER_URL", None)
-    # The repo's langgraph.json, its "./" paths made absolute: `langgraph dev` resolves the http.app
-    # path against its working directory, which is the temp dir (so .langgraph_api/ lands there).
-    config = json.loads((REPO / "langgraph.json").read_text())
-    config["dependencies"] = [str((REPO / d).resolve()) for d in config["dependencies"]]
-    config["graphs"] = {k: _absolute(v) for k, v in config["graphs"].items()}
-    config["http"]["app"] = _absolute(config["http"]["app"])
-    (work / "langgraph.json").write_text(json.dumps(config))
-    log = work / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(cli), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload",
-             "--config", str(work / "langgraph.json")],
-            cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"langgraph dev exited {proc.returncode}:\n{log.read_text()[-3000:]}", pytrace=False)
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev did not answer in 90 s:\n{log.read_text()[-3000:]}", pytrace=False)
-            time.sleep(0.3)
-        yield LangGraphServer(url=url, workdir=work, data_dir=data, log=log)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with langgraph_dev(tmp_path_factory.mktemp("langgraph-server")) as server:
+        yield server

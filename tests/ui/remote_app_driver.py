@@ -1,0 +1,58 @@
+"""Run by tests/ui/test_ui_remote.py in a fresh interpreter: the app in remote mode under AppTest.
+
+A subprocess, so that ``sys.modules`` shows exactly what the app imported (pytest itself has torch
+loaded). Uploads the image named on the command line, asks for a report, and prints one JSON line
+describing the page and the heavy modules the app process imported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
+HEAVY = ("torch", "transformers", "torchxrayvision", "faiss", "graph", "agents.nodes", "tools.classifier")
+
+
+def _page(at: AppTest) -> dict:
+    status = list(at.get("status"))
+    return {
+        "exceptions": [str(e.value) for e in at.exception],
+        "errors": [str(e.value) for e in at.error],
+        "markdown": [str(m.value) for m in at.markdown],
+        "captions": [c for img in at.image for c in img.captions],
+        "caption_text": [str(c.value) for c in at.caption],
+        "status": [(s.label, s.state) for s in status],
+        "sidebar": [str(m.value) for m in at.sidebar.markdown],
+    }
+
+
+def main() -> None:
+    image = Path(sys.argv[1])
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    at.run()
+    first = _page(at)
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/png")
+    at.run()
+    uploaded = _page(at)
+    study = at.session_state["cxr_study"]
+    at.chat_input[0].set_value("Write a report")
+    at.run()
+    page = _page(at)
+    turn = at.session_state["cxr_turns"][-1]
+    frames = [{"columns": [str(c) for c in d.value.columns], "rows": len(d.value)} for d in at.dataframe]
+    print(json.dumps({
+        "first": first, "uploaded": uploaded, "page": page, "frames": frames,
+        "study_id": study.id if study is not None else None,
+        "turn": {"reply": turn.reply, "error": turn.error, "progress": turn.progress, "cxr": turn.cxr,
+                 "decisions": len(turn.decisions), "evidence_tools": [e.tool for e in turn.evidence],
+                 "streamed_chars": turn.streamed_chars},
+        "heavy_modules": sorted(m for m in HEAVY if m in sys.modules),
+    }))
+
+
+if __name__ == "__main__":
+    main()

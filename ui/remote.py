@@ -1,0 +1,201 @@
+"""The UI as a client of LangGraph Server: the served graph behind the surface the app uses in-process.
+
+With ``CXR_AGENT_GRAPH_URL`` set, the Streamlit app runs every turn on that server
+(``langgraph dev`` / ``langgraph up`` serving ``langgraph.json``) instead of building a graph, so a
+UI replica holds no models and never imports torch or transformers. ``RemoteAgent`` offers what
+the app needs from its in-process graph, nothing more:
+
+- ``stream(inputs, config, stream_mode)`` / ``get_state(config)``: what ``ui.turn.run_turn`` calls,
+  through LangGraph's own ``RemoteGraph`` (the graph's custom progress events stream as they happen);
+- ``load_study(data, filename=)``: an upload goes to the server's ``POST /cxr/studies`` (server/app.py),
+  which de-identifies and stores it and returns its ``study_id``; the page shows the same
+  de-identified pixels, decoded here (``tools.imaging``: decoders only, no models);
+- ``studies.put(study)``: the id the next turn sends (after checking the server holds it), so only
+  ``{"study_id": ...}`` ever enters a run or a checkpoint;
+- ``load_heatmap(uri)``: a turn's heatmap from ``GET /cxr/artifacts`` (the reply names server paths);
+- ``forget(thread_id)``: deletes the conversation's thread on the server.
+
+UI thread ids (``ui-<hex>``) become the UUIDs LangGraph Server requires (same id -> same UUID).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import numpy as np
+
+from cxr_agent.settings import Settings
+from tools.study import Study, StudyError
+
+log = logging.getLogger(__name__)
+
+HEATMAP_CACHE = 64
+"""Heatmaps kept per UI process (<= 512 px uint8 each): Streamlit redraws the page on every click."""
+
+
+class GraphServerUnavailable(StudyError):
+    """The graph server did not take the upload (down, unreachable, or an unexpected answer)."""
+
+
+def is_remote(graph: Any) -> bool:
+    """True for the app's handle on a served graph (the app then skips in-process-only parts)."""
+    return isinstance(graph, RemoteAgent)
+
+
+def server_thread_id(thread_id: str) -> str:
+    """The UUID LangGraph Server needs for a UI thread id (stable: one conversation, one thread)."""
+    try:
+        return str(uuid.UUID(thread_id.removeprefix("ui-")))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cxr-agent:{thread_id}"))
+
+
+def _wire_message(message: Any) -> Any:
+    """``("user", text)`` (the in-process input form) as the JSON message the server parses."""
+    if isinstance(message, tuple) and len(message) == 2:
+        return {"role": message[0], "content": message[1]}
+    return message
+
+
+class RemoteStudies:
+    """The study "store" of a remote graph: the server already stored each upload at ingest."""
+
+    def __init__(self, agent: RemoteAgent) -> None:
+        self.agent = agent
+
+    def put(self, study: Study) -> str:
+        """The study's id, once the server confirms it holds that study (else a typed error)."""
+        r = self.agent.http.get(f"/cxr/studies/{study.id}")
+        if r.status_code != 200:
+            raise GraphServerUnavailable(f"the graph server does not hold this study (HTTP {r.status_code}); "
+                                         "upload the file again")
+        return study.id
+
+
+class RemoteAgent:
+    """A LangGraph Server serving the cxr-agent graph, used by the app in place of a compiled graph."""
+
+    def __init__(self, settings: Settings, *, http: httpx.Client | None = None) -> None:
+        from langgraph.pregel.remote import RemoteGraph
+        from langgraph_sdk import get_sync_client
+
+        if not settings.graph_url:
+            raise ValueError("CXR_AGENT_GRAPH_URL is not set")
+        self.settings = settings
+        self.url = settings.graph_url.rstrip("/")
+        timeout = httpx.Timeout(settings.graph_timeout_s, connect=10.0)
+        self.http = http or httpx.Client(base_url=self.url, timeout=timeout)
+        self.client = get_sync_client(url=self.url, timeout=timeout)
+        self.graph = RemoteGraph(settings.graph_assistant_id, sync_client=self.client)
+        self.studies = RemoteStudies(self)
+        self._heatmaps: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    # --- what ui.turn.run_turn calls --------------------------------------------------------
+    def stream(self, inputs: Mapping[str, Any], config: Mapping[str, Any], stream_mode: Any = None
+               ) -> Iterator[tuple[str, Any]]:
+        """The run's custom events as ``("custom", event)``; node updates stay on the server (the
+        turn reads the final state once, from ``get_state``)."""
+        payload = dict(inputs)
+        payload["messages"] = [_wire_message(m) for m in payload.get("messages") or []]
+        for event in self.graph.stream(payload, self._config(config), stream_mode="custom"):
+            yield "custom", event
+
+    def get_state(self, config: Mapping[str, Any]) -> Any:
+        return self.graph.get_state(self._config(config))
+
+    @staticmethod
+    def _config(config: Mapping[str, Any]) -> dict[str, Any]:
+        configurable = dict(config.get("configurable") or {})
+        if configurable.get("thread_id"):
+            configurable["thread_id"] = server_thread_id(str(configurable["thread_id"]))
+        return {**config, "configurable": configurable}
+
+    # --- uploads and artifacts (server/app.py routes) ---------------------------------------
+    def upload(self, data: bytes, filename: str | None) -> dict[str, Any]:
+        """POST the file to the server, which ingests it; its description (``study_id``, size...)."""
+        try:
+            r = self.http.post("/cxr/studies", params={"filename": filename} if filename else None, content=data)
+        except httpx.HTTPError as exc:
+            raise GraphServerUnavailable(f"the graph server at {self.url} did not answer ({type(exc).__name__}); "
+                                         "try again") from None
+        if r.status_code == 201:
+            return r.json()
+        detail = _detail(r)
+        if r.status_code in (413, 422):  # the server's own refusal, meant for the clinician
+            raise StudyError(detail)
+        raise GraphServerUnavailable(f"the graph server refused the upload (HTTP {r.status_code}: {detail[:200]})")
+
+    def load_study(self, data: bytes, *, filename: str | None = None) -> Study:
+        """Upload (the server stores the study) and decode the same bytes here for the page.
+
+        Both sides de-identify with the same code; the study id is the server's. A loader for
+        ``ui.session.ingest_upload``."""
+        from tools.imaging import load_study
+
+        info = self.upload(data, filename)
+        study = load_study(data, filename=filename, settings=self.settings)
+        if study.id != info["study_id"]:  # e.g. different redaction settings on the server
+            log.warning("the server stored a different rendering of the upload; using its study id")
+            study = replace(study, id=str(info["study_id"]))
+        return study
+
+    def load_heatmap(self, uri: str) -> np.ndarray | None:
+        """A turn's heatmap from the server (cached); None (and a log line) when unavailable."""
+        from ui.overlays import normalise_heatmap
+
+        if uri in self._heatmaps:
+            self._heatmaps.move_to_end(uri)
+            return self._heatmaps[uri]
+        try:
+            r = self.http.get("/cxr/artifacts", params={"uri": uri})
+            r.raise_for_status()
+            arr = np.load(io.BytesIO(r.content), allow_pickle=False)
+            normalise_heatmap(arr)  # validate shape
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            log.warning("cannot fetch heatmap from the graph server: %s", type(exc).__name__)
+            return None
+        self._heatmaps[uri] = arr
+        while len(self._heatmaps) > HEATMAP_CACHE:
+            self._heatmaps.popitem(last=False)
+        return arr
+
+    # --- server status and forgetting ---------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """The server's ``/cxr/health`` answer (raises httpx errors: the app shows them)."""
+        r = self.http.get("/cxr/health", timeout=10.0)
+        r.raise_for_status()
+        return r.json()
+
+    def forget(self, thread_id: str) -> None:
+        """Delete the conversation's thread (messages, checkpoints) on the server."""
+        try:
+            self.client.threads.delete(server_thread_id(thread_id))
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:  # never run on the server: nothing to delete
+                raise
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+        return str(body.get("detail") or body)
+    except ValueError:
+        return r.text[:300]
+
+
+def connect(settings: Settings) -> RemoteAgent:
+    """The app's handle on the served graph; checks the server answers (a clear error if not)."""
+    agent = RemoteAgent(settings)
+    try:
+        agent.health()
+    except httpx.HTTPError as exc:
+        raise GraphServerUnavailable(f"the graph server at {agent.url} did not answer /cxr/health "
+                                     f"({type(exc).__name__})") from None
+    return agent
