@@ -72,18 +72,21 @@ def test_conversation_written_by_one_process_is_continued_by_another(make_graph,
         g = build_graph(s, builtin_tools=False, plugins=False)   # checkpointer from the URL below
         out = g.invoke({{"messages": [("user", "why did you call cardiomegaly?")]}},
                        {{"configurable": {{"thread_id": "shared"}}}})
+        from agents.memory import make_checkpointer
+        pool = make_checkpointer(s).conn   # the pool the environment configures
         print(json.dumps({{"reply": out["messages"][-1].content, "n": len(out["messages"]),
-                          "study": out["study_id"]}}))
+                          "study": out["study_id"], "pool": [pool.min_size, pool.max_size]}}))
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO), "LANGGRAPH_STRICT_MSGPACK": "true",
-           "CXR_AGENT_CHECKPOINTER_URL": postgres_url}
+           "CXR_AGENT_CHECKPOINTER_URL": postgres_url, "CXR_AGENT_CHECKPOINTER_POOL_MIN_SIZE": "1",
+           "CXR_AGENT_CHECKPOINTER_POOL_MAX_SIZE": "4", "CXR_AGENT_CHECKPOINTER_POOL_TIMEOUT_S": "10"}
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     other = json.loads(proc.stdout.strip().splitlines()[-1])
     cardio = next(d for d in first["decisions"] if d.finding == "cardiomegaly")
     assert cardio.rationale in other["reply"]
-    assert other["n"] == 4 and other["study"] == first["study_id"]
+    assert other["n"] == 4 and other["study"] == first["study_id"] and other["pool"] == [1, 4]
     assert "unregistered type" not in proc.stderr and "Blocked deserialization" not in proc.stderr
     # ... and this process sees the other one's turn.
     state = g.get_state({"configurable": {"thread_id": "shared"}}).values
