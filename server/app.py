@@ -44,7 +44,7 @@ MAX_UPLOAD_BYTES = 512 * 2**20
 """Largest accepted upload body; the decoder's own pixel cap (max_image_pixels) applies after."""
 RAW_INPUT_KEYS = ("image", "image_name")
 """Run input keys refused by the server: upload the file to /cxr/studies and pass its study_id."""
-_RUN_PATH = re.compile(r"^/(threads/[^/]+/)?runs(/stream|/wait|/batch)?$")
+_RUN_PATH = re.compile(r"^/(threads/[^/]+/)?runs(/stream|/wait|/batch|/crons)?$")
 
 
 def _settings() -> Settings:

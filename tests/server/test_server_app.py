@@ -70,3 +70,4 @@ def test_batch_runs_and_other_routes():
     assert srv._raw_keys(b'[{"input": {"study_id": "x"}}, {"input": {"image_name": "p.dcm"}}]') == ["image_name"]
     assert srv._raw_keys(b"not json") == [] and srv._raw_keys(b'{"input": {"image": null}}') == []
     assert not srv._RUN_PATH.match("/threads/t1/state") and srv._RUN_PATH.match("/runs/batch")
+    assert srv._RUN_PATH.match("/runs/crons") and srv._RUN_PATH.match("/threads/t1/runs/crons")  # scheduled runs
