@@ -418,7 +418,11 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
         if graph_error:
             st.error(graph_error)
         if is_remote(graph):  # the models, their weights and the index live on the graph server
-            st.markdown(f":material/cloud: **Graph server** - `{graph.url}` (models and index live there)")
+            served = graph.server_info.get("model_profile")
+            st.markdown(f":material/cloud: **Graph server** - `{graph.url}` (models and index live there; profile {served})")
+            if served and served != settings.model_profile:
+                st.warning(f"This UI runs with profile {settings.model_profile} but the server with {served}: "
+                           "set CXR_AGENT_MODEL_PROFILE to match (it decides the demo warning).")
             st.caption(DISCLAIMER)
             return
         for line in _status_lines(settings.model_profile, str(settings.data_dir)):

@@ -96,6 +96,7 @@ class RemoteAgent:
         self.graph = RemoteGraph(settings.graph_assistant_id, sync_client=self.client)
         self.studies = RemoteStudies(self)
         self._heatmaps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.server_info: dict[str, Any] = {}  # /cxr/health at connect: model_profile, ...
 
     # --- what ui.turn.run_turn calls --------------------------------------------------------
     def stream(self, inputs: Mapping[str, Any], config: Mapping[str, Any], stream_mode: Any = None
@@ -194,7 +195,7 @@ def connect(settings: Settings) -> RemoteAgent:
     """The app's handle on the served graph; checks the server answers (a clear error if not)."""
     agent = RemoteAgent(settings)
     try:
-        agent.health()
+        agent.server_info = agent.health()
     except httpx.HTTPError as exc:
         raise GraphServerUnavailable(f"the graph server at {agent.url} did not answer /cxr/health "
                                      f"({type(exc).__name__})") from None
