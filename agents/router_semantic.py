@@ -9,7 +9,7 @@ when it is clear enough.
 
 Policy (`route_semantic`):
 1. The rules route every turn (agents.router.route). A turn is *rule-decided* when exactly one decisive cue
-   family fires (locate, explain, similar cases, chat) and the rules chose it. Those return at once (no
+   family fires (locate, explain, similar cases, chat) and the rules chose it. A yes/no existence question about one specific thing ("is there dextrocardia?") is a finding question. Those return at once (no
    embedding: p50 well under 5 ms).
 2. Otherwise the classifier scores each intent (mean cosine of the intent's 2 nearest examples); its best
    intent replaces the rules' when it scores >= MIN_SCORE and leads the rules' intent by >= MIN_MARGIN.
@@ -40,11 +40,11 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_PATH = Path(__file__).resolve().with_name("router_examples.jsonl")
 MIN_SCORE = 0.45
-MIN_MARGIN = 0.10
+MIN_MARGIN = 0.08
 TOP_K = 2
 # Cue families precise enough to decide alone. A lone report cue is not ("search the report database for
-# ...", "what does the report say about ..."), nor a finding named with no cue ("what does 'blunting of the
-# costophrenic angle' mean?").
+# ...", "reports like this"), nor a finding named with no cue ("what does 'blunting of the costophrenic
+# angle' mean?").
 DECISIVE = frozenset({"locate", "explain", "similar_cases", "chat"})
 
 
@@ -148,6 +148,20 @@ _OOV = re.compile(
 )
 
 
+_EXISTS = re.compile(r"^(?:(?:so|and|ok|also),? )?(?:is there|are there|do you see|can you see|does (?:the )?(?:patient|pt) "
+                     r"have|could (?:this|it) be|any (?:signs?|evidence) of)\b")
+_GENERIC = re.compile(r"^(?:anything|something|any ?thing|abnormalit(?:y|ies)|(?:an? )?acute|(?:any )?(?:acute )?"
+                      r"(?:process|findings?|problems?|issues?)|wrong|concerning|normal)\b")
+
+
+def _existence_target(t: str) -> bool:
+    """A yes/no existence question whose object is one specific thing, not 'anything abnormal'."""
+    if not _EXISTS.search(t):
+        return False
+    phrase = oov_phrase(t)
+    return bool(phrase) and not _GENERIC.match(phrase)
+
+
 def oov_phrase(t: str) -> str | None:
     """The asked-about words of a finding question ("is there free air under the diaphragm?" ->
     'free air under the diaphragm'), or None."""
@@ -165,6 +179,13 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
     t = rules._clean(text or "")[: rules._MAX_CHARS]
     if not t or rule_decided(t, route):
         return _with_phrase(route, t)
+    if route.intent in ("chat", "report") and not _families(t) and _existence_target(t):
+        # "is there dextrocardia?": a yes/no question about one named thing is a finding question,
+        # whether or not the vocabulary knows the thing (high precision, no embedding needed)
+        new = rules._make_route("finding_question", list(route.findings), t,
+                                f"asks whether a specific finding is present; rules said: {route.reason}",
+                                has_image=has_image, method="rules")
+        return _with_phrase(new, t)
     clf = classifier()
     if clf is None:
         why = _STATE["error"] or "no classifier"
