@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from ui_helpers import APP, dicom_file, nih_png
 
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
+from knowledge.markdown import defang
 from ui import session as S
 from ui.evidence_table import COL_CLASSIFIER
 from ui.exports import conversation_markdown, findings_json
@@ -77,7 +78,9 @@ def test_upload_real_png_shows_image_and_facts(app_env, shared_data):
     png = nih_png(shared_data)
     at = upload(new_app(), png.name, png.read_bytes(), "image/png")
     assert not at.error
-    assert len(at.image) == 1 and captions(at)[0].startswith(png.name)
+    # The page names the study by a short label, never by the uploaded file name (issue 14 item 6).
+    assert len(at.image) == 1 and captions(at)[0].startswith("Study 1")
+    assert png.name not in page_text(at) and png.stem not in "\n".join(captions(at))
     facts = page_text(at)
     assert "Size: **1024 x 1024 px**" in facts and "Source format: **PNG**" in facts
     assert at.session_state[S.K_STUDY].original_size == (1024, 1024)
@@ -110,7 +113,8 @@ def test_report_turn_streams_progress_reply_and_evidence(reported):
     assert msgs[0].markdown[0].value == "Write a report"
     turn = at.session_state[S.K_TURNS][0]
     assert turn.error is None and turn.reply and turn.intent == "report"
-    assert turn.reply.strip() in [t.strip() for t in texts(msgs[1].markdown)]  # the chat shows the final reply
+    # the chat shows the final reply, defanged (model and corpus text never render as links or images)
+    assert defang(turn.reply).strip() in [t.strip() for t in texts(msgs[1].markdown)]
     # Live progress from the graph's stream: router, each tool, reconciliation.
     steps = "\n".join(turn.progress)
     assert "Router: **report**" in steps and "vlm finished" in steps and "classifier finished" in steps
