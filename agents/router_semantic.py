@@ -1,18 +1,21 @@
-"""Intent from meaning: the rules' route, checked by a MiniLM nearest-example classifier where the rules are unsure.
+"""Intent from meaning: the rules' route, checked by a classifier over MiniLM embeddings where the rules are unsure.
 
 Why: the cue-word rules are precise where a turn carries one unambiguous cue family ("where is ...",
 "find similar cases", "why did you ..."), and brittle elsewhere: no cue at all ("Any signs of TB?" ->
 chat), or cues of several families resolved by rule order ("Search the report database for ..." ->
-report). There the bundled MiniLM (tools/retrieval/embedder.py) compares the turn with labelled example
-turns (agents/router_examples.jsonl, written for this and never the evaluation sets) and its intent wins
-when it is clear enough.
+report). There the bundled MiniLM (tools/retrieval/embedder.py) embeds the turn and a classifier trained on
+labelled turns (agents/router_examples.jsonl: 203 written for it + the 237 sentences of the tuning sets
+eval/router_cases.jsonl and eval/router_tuning.jsonl; never eval/router_heldout.jsonl) gives its intent,
+which wins when it is clear enough.
 
 Policy (`route_semantic`):
 1. The rules route every turn (agents.router.route). A turn is *rule-decided* when exactly one decisive cue
-   family fires (locate, explain, similar cases, chat) and the rules chose it. A yes/no existence question about one specific thing ("is there dextrocardia?") is a finding question. Those return at once (no
-   embedding: p50 well under 5 ms).
-2. Otherwise the classifier scores each intent (mean cosine of the intent's 2 nearest examples); its best
-   intent replaces the rules' when it scores >= MIN_SCORE and leads the rules' intent by >= MIN_MARGIN.
+   family fires (locate, explain, similar cases, chat) and the rules chose it. Those return at once (no
+   embedding: p50 well under 5 ms). A yes/no existence question about one specific thing ("is there
+   dextrocardia?") with no cue family is a finding question, also without embedding.
+2. Otherwise a logistic regression over MiniLM embeddings of the labelled examples gives each intent a
+   probability; its best intent replaces the rules' when it has >= MIN_SCORE and leads the rules' intent by
+   >= MIN_MARGIN.
 3. Out-of-vocabulary findings: a finding question that names no vocabulary finding ("is there free air
    under the diaphragm?") keeps the asked-about words as `Route.phrase` (RadVLM answers and grounds free
    text).
@@ -39,9 +42,8 @@ from agents.router_findings import find_mentions
 log = logging.getLogger(__name__)
 
 EXAMPLES_PATH = Path(__file__).resolve().with_name("router_examples.jsonl")
-MIN_SCORE = 0.45
-MIN_MARGIN = 0.08
-TOP_K = 2
+MIN_SCORE = 0.6  # probability of the best intent
+MIN_MARGIN = 0.3  # its lead over the probability of the rules' intent
 # Cue families precise enough to decide alone. A lone report cue is not ("search the report database for
 # ...", "reports like this"), nor a finding named with no cue ("what does 'blunting of the costophrenic
 # angle' mean?").
@@ -75,27 +77,26 @@ def delexicalise(t: str) -> str:
 
 
 class IntentClassifier:
-    """Nearest labelled examples in embedding space: score(intent) = mean cosine of its TOP_K nearest.
+    """Logistic regression over sentence embeddings of the labelled examples; scores are its probabilities.
 
-    Texts are compared delexicalised (see `delexicalise`)."""
+    Texts are compared delexicalised (see `delexicalise`). Chosen over nearest-example voting by 5-fold
+    cross-validation of the whole route_semantic policy on the 443 labelled turns (examples + eval tuning
+    sets), intent accuracy: rules alone 0.788, 2-nearest-examples 0.928, logistic regression (C=10) 0.944."""
 
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], examples: list[tuple[str, str]]) -> None:
-        if not examples:
-            raise ValueError("the intent classifier needs at least one labelled example")
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], examples: list[tuple[str, str]],
+                 *, c: float = 10.0) -> None:
+        if len({intent for _, intent in examples}) < 2:
+            raise ValueError("the intent classifier needs labelled examples of at least two intents")
+        from sklearn.linear_model import LogisticRegression
+
         self.encode = encode
-        self.intents = sorted({intent for _, intent in examples})
-        self.matrix = np.asarray(encode([delexicalise(rules._clean(text)) for text, _ in examples]),
-                                 dtype=np.float32)
-        labels = [intent for _, intent in examples]
-        self.rows = {i: np.array([k for k, lab in enumerate(labels) if lab == i]) for i in self.intents}
+        x = np.asarray(encode([delexicalise(rules._clean(text)) for text, _ in examples]), dtype=np.float32)
+        self.model = LogisticRegression(C=c, max_iter=2000).fit(x, [intent for _, intent in examples])
+        self.intents = [str(i) for i in self.model.classes_]
 
     def scores(self, text: str) -> dict[str, float]:
-        sims = self.matrix @ np.asarray(self.encode([delexicalise(rules._clean(text))]), dtype=np.float32)[0]
-        out = {}
-        for intent, rows in self.rows.items():
-            top = np.sort(sims[rows])[-TOP_K:]
-            out[intent] = float(top.mean())
-        return out
+        v = np.asarray(self.encode([delexicalise(rules._clean(text))]), dtype=np.float32)
+        return dict(zip(self.intents, (float(p) for p in self.model.predict_proba(v)[0]), strict=True))
 
 
 _LOCK = threading.Lock()
