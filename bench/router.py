@@ -1,7 +1,7 @@
 """Router accuracy on the held-out sentences (per intent, confusion matrix) and routing latency.
 
 Held-out: eval/router_heldout.jsonl (97 sentences written before any tuning of the semantic router; never
-tuned on). Scored for the semantic router (agents/router_semantic.py: rules + MiniLM nearest examples) and,
+tuned on). Scored for the semantic router (agents/router_semantic.py: rules + classifier over MiniLM embeddings) and,
 in the same run, the rules alone (agents.router.route) as the baseline. The tuning sets are
 eval/router_cases.jsonl (the rules' labelled set) and eval/router_tuning.jsonl (paraphrases and clinician
 phrasing written for the semantic router); their accuracies are rows too, but not held-out numbers.

@@ -1,5 +1,5 @@
 """Semantic router (issue 17): rule-decided turns skip the embedding, OOV findings routed as a phrase,
-rules-only fallback when the embedder cannot load, the nearest-example classifier itself."""
+rules-only fallback when the embedder cannot load, the embedding classifier itself."""
 
 from __future__ import annotations
 
