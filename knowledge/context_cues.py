@@ -61,7 +61,8 @@ CUES: tuple[tuple[Any, ...], ...] = (
       "not excluded", "is not excluded", "are not excluded", "cannot be excluded", "can not be excluded",
       "cannot be ruled out", "can not be ruled out", "could not be excluded", "not well seen",
       "not clearly seen", "not well visualized", "poorly visualized", "poorly seen",
-      "not well evaluated", "may be present", "could be present"), POSS, _B, 8),
+      "not well evaluated", "may be present", "could be present", "would be a consideration", "is a consideration",
+      "remains a consideration", "is considered", "are considered"), POSS, _B, 8),
     (("versus", "vs", "and/or"), POSS, _BI, 3),
     (("?", "questionable", "suspected"), POSS, _BI, 6),
     # adjective hedges: uncertain on their own, but they do not reopen a negated list
@@ -78,7 +79,9 @@ CUES: tuple[tuple[Any, ...], ...] = (
       "no improvement", "no improvement in", "no significant interval change", "not changed",
       "not significantly changed", "not increased", "not decreased", "not improved", "without change",
       "without significant change", "without interval change", "not only", "no doubt", "gram negative",
-      "no further", "to suggest", "not significantly", "no other"), "PSEUDO", _P),
+      "no further", "to suggest", "not significantly", "no other",
+      # "may be compatible with X": the "with" inside is no scope terminator
+      "compatible with", "consistent with", "in keeping with", "associated with"), "PSEUDO", _P),
     # scope terminators
     (("but", "however", "although", "though", "except", "aside from", "apart from", "otherwise", "whereas",
       "while", "yet", "which", "with the exception of", "there is", "there are", "there has been", "with",
