@@ -36,6 +36,10 @@ P, A, U = Status.present, Status.absent, Status.uncertain
         ("Atelectasis and/or scarring at the bases.", {"atelectasis": U, "fibrosis": U}),
         ("Bibasilar atelectasis or scarring.", {"atelectasis": P, "fibrosis": P}),
         ("Streaky opacities which may represent atelectasis or scarring.", {"atelectasis": U, "fibrosis": U}),
+        # "with" inside "compatible with" does not end the hedge; a backward hedge
+        ("Right base opacity which may be compatible with pneumonia.", {"lung_opacity": P, "pneumonia": U}),
+        ("Pneumonia would be a consideration.", {"pneumonia": U}),
+        ("Opacity consistent with pneumonia.", {"pneumonia": P}),
         # the scope stays in its sentence
         ("No effusion. Pneumothorax on the right.", {"pleural_effusion": A, "pneumothorax": P}),
     ],
