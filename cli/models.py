@@ -62,7 +62,7 @@ def download(
         help="A classifier file already on disk with no recorded sha256: record its hash (trust on first use). "
              "Only for a file you know came from the torchxrayvision release."),
 ) -> None:
-    """Fetch the configured real models' weights (needs internet; offline mode refuses), checking each
+    """Fetch the configured real models' weights (the selected VLM families' only, unless --what names one) (needs internet; offline mode refuses), checking each
     file's sha256 (or recording it, where the publisher gives none)."""
     from rich.console import Console
 
@@ -74,7 +74,10 @@ def download(
     settings = get_settings()
     console = Console(stderr=True)
     failures: list[str] = []
-    keys = downloadable if what == "all" else (what,)
+    from tools.catalogue import listed_entries
+
+    # all = the real models these settings use (a VLM family only when selected); --what any one of them
+    keys = tuple(e.key for e in listed_entries(settings) if e.download is not None) if what == "all" else (what,)
     for key in keys:
         if key == "classifier":
             from tools.classifier_files import MODEL_NAMES
@@ -97,8 +100,9 @@ def _download_other(settings: Settings, key: str, console) -> str | None:
         with console.status(f"Downloading {item.title} ...") as spinner:
             path = item.download(settings, lambda line: spinner.update(str(line)))  # type: ignore[misc]
     except Exception as exc:
-        name = settings.vlm_model_id if key == "vlm" else settings.embedder if key == "embedder" else item.title
-        return f"{item.title} {name}: {exc}"
+        from tools.catalogue import model_name
+
+        return f"{item.title} {model_name(item, settings)}: {exc}"
     console.print(f"[green]{item.title} ready:[/green] {path}")
     return None
 

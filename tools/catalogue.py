@@ -70,8 +70,11 @@ class ModelEntry:
     missing: str  # what to say when it is missing (the status's fix carries the exact command)
     download: Callable[..., Path] | None = None
     build: Callable[[Settings], Any] | None = None
+    family: str | None = None  # a VLM family: listed only when it is selected (vlm_family or vlm_compare)
 
     def listed(self, settings: Settings) -> bool:
+        if self.family is not None and self.family not in vlm_families(settings):
+            return False
         return settings.is_demo if self.demo else True
 
     def status(self, settings: Settings) -> WeightStatus:
@@ -81,6 +84,12 @@ class ModelEntry:
         except Exception as exc:  # module missing or its check broke: report, do not stop the listing
             return WeightStatus(f"{self.kind}: {self.title}", self.kind, False, "", None,
                                 f"{self.title} status unavailable: {type(exc).__name__}: {exc}")
+
+
+def vlm_families(settings: Settings) -> set[str]:
+    """The VLM families these settings run: ``vlm_family`` and ``vlm_compare`` (as
+    tools.vlm.families.selected, without importing the VLM tool just to list models)."""
+    return {str(getattr(settings, "vlm_family", "radvlm")), str(getattr(settings, "vlm_compare", "") or "")} - {""}
 
 
 # -- file lists and demo loaders (small glue; the code they call lives beside each model) -------------
@@ -125,17 +134,53 @@ def _tiny_classifier_status(settings: Settings) -> WeightStatus:
                         "random weights, no diagnostic value" + ("" if built else "; not built yet (else built on first use)"))
 
 
-def _vlm_files(settings: Settings) -> list[Path]:
-    from tools.vlm.weights import cache_dir, local_model_dir
+def _for_family(family: str) -> Callable[[Settings], Settings]:
+    """The settings one VLM family runs with (its adapter and model id: tools.vlm.families), so
+    RadVLM's and MedGemma's entries each check, load and fetch their own weights whichever is primary."""
 
-    path, _ = local_model_dir(settings)
-    return sorted(path.iterdir()) if path is not None else [cache_dir(settings)]
+    def settings_for(settings: Settings) -> Settings:
+        from tools.vlm.families import family_settings
+
+        return family_settings(settings, family)
+
+    return settings_for
 
 
-def _load_vlm(settings: Settings) -> Any:
-    from tools.vlm.backends.transformers_backend import TransformersBackend
+def _vlm_entry_code(family: str) -> dict[str, Callable[..., Any]]:
+    """files / check / load / download of a real VLM family: tools/vlm/weights.py's one check (HF
+    cache or local directory, or the OpenAI-compatible server) run on that family's settings."""
+    own = _for_family(family)
 
-    return TransformersBackend.shared(settings).load()
+    def files(settings: Settings) -> list[Path]:
+        from tools.vlm.weights import cache_dir, local_model_dir
+
+        fs = own(settings)
+        path, _ = local_model_dir(fs)
+        return sorted(path.iterdir()) if path is not None else [cache_dir(fs)]
+
+    def check(settings: Settings) -> WeightStatus:
+        from tools.vlm.weights import vlm_weight_status
+
+        return vlm_weight_status(own(settings))
+
+    def load(settings: Settings) -> Any:
+        from tools.vlm.backends.transformers_backend import TransformersBackend
+
+        return TransformersBackend.shared(own(settings)).load()
+
+    def download(settings: Settings, progress: Any = None) -> Path:
+        from tools.vlm.weights import download_vlm_weights
+
+        return download_vlm_weights(own(settings), progress)
+
+    return {"files": files, "check": check, "load": load, "download": download}
+
+
+def model_name(item: ModelEntry, settings: Settings) -> str:
+    """What an entry fetches (for messages): the family's model id, the embedder's name, else its title."""
+    if item.family is not None:
+        return _for_family(item.family)(settings).vlm_model_id
+    return settings.embedder if item.key == "embedder" else item.title
 
 
 def _tiny_vlm_files(settings: Settings) -> list[Path]:
@@ -149,6 +194,19 @@ def _load_tiny_vlm(settings: Settings) -> Any:
     from tools.vlm.tiny import load_tiny
 
     return load_tiny(settings.data_dir)
+
+
+def _tiny_medgemma_files(settings: Settings) -> list[Path]:
+    from tools.vlm.tiny_medgemma import tiny_medgemma_dir
+
+    d = tiny_medgemma_dir(settings.data_dir)
+    return sorted(d.iterdir()) if d.is_dir() else [d]
+
+
+def _load_tiny_medgemma(settings: Settings) -> Any:
+    from tools.vlm.tiny_medgemma import load_tiny_medgemma
+
+    return load_tiny_medgemma(settings.data_dir)
 
 
 def _embedder_files(settings: Settings) -> list[Path]:
@@ -173,10 +231,14 @@ CATALOGUE: tuple[ModelEntry, ...] = (
         missing="the classifier's weight file is not on this machine (or has no sha256 to check it against)",
     ),
     ModelEntry(
-        key="vlm", kind="vlm", title="RadVLM",
-        demo=False, files=_vlm_files, check=_ref("tools.vlm.weights:vlm_weight_status"), load=_load_vlm,
-        download=_ref("tools.vlm.weights:download_vlm_weights"),
+        key="vlm", kind="vlm", title="RadVLM", demo=False, family="radvlm", **_vlm_entry_code("radvlm"),
         missing="RadVLM's weights are not in the Hugging Face cache (or its server does not answer)",
+    ),
+    ModelEntry(
+        key="medgemma", kind="vlm", title="MedGemma", demo=False, family="medgemma", **_vlm_entry_code("medgemma"),
+        missing="MedGemma's weights (google/medgemma-4b-it, gated: accept its terms on the hub and log in "
+                "before `cxr-agent models download --what medgemma`) are not in the Hugging Face cache "
+                "(or its server does not answer); or point CXR_AGENT_VLM_MODEL_ID at a local copy",
     ),
     ModelEntry(
         key="embedder", kind="embedder", title="report embedder",
@@ -193,8 +255,14 @@ CATALOGUE: tuple[ModelEntry, ...] = (
     ModelEntry(
         key="tiny-vlm", kind="vlm", title="tiny VLM (demo)", demo=True,
         files=_tiny_vlm_files, check=_ref("tools.vlm.tiny:tiny_vlm_status"), load=_load_tiny_vlm,
-        build=_load_tiny_vlm,
+        build=_load_tiny_vlm, family="radvlm",
         missing="the demo VLM is not built yet: `cxr-agent setup` builds it (else the first turn does)",
+    ),
+    ModelEntry(
+        key="tiny-medgemma", kind="vlm", title="tiny MedGemma (demo)", demo=True, family="medgemma",
+        files=_tiny_medgemma_files, check=_ref("tools.vlm.tiny_medgemma:tiny_medgemma_status"),
+        load=_load_tiny_medgemma, build=_load_tiny_medgemma,
+        missing="the demo MedGemma is not built yet: `cxr-agent setup` builds it (else the first turn does)",
     ),
 )
 
@@ -208,7 +276,7 @@ def entry(key: str) -> ModelEntry:
 
 def listed_entries(settings: Settings) -> list[ModelEntry]:
     """The entries these settings use: the real models always (so a demo shows what a download would
-    add), the demo models under the tiny profile."""
+    add), the demo models under the tiny profile; a VLM family's entries only when it is selected."""
     return [e for e in CATALOGUE if e.listed(settings)]
 
 
@@ -218,8 +286,8 @@ def weight_statuses(settings: Settings) -> list[WeightStatus]:
 
 
 def real_models_present(settings: Settings) -> bool:
-    """True when every real model's weights are usable here (else the app starts as the demo)."""
-    return all(e.status(settings).present for e in CATALOGUE if not e.demo)
+    """True when every real model these settings use is usable here (else the app starts as the demo)."""
+    return all(e.status(settings).present for e in CATALOGUE if not e.demo and e.listed(settings))
 
 
 def classifier_status(settings: Settings) -> WeightStatus:

@@ -68,3 +68,51 @@ def test_download_offline_reports_each_model_clearly(env):
     env.setenv("CXR_AGENT_OFFLINE", "1")
     res = CliRunner().invoke(app, ["models", "download", "--what", "vlm"])
     assert res.exit_code == 1 and "offline" in res.output and "RadVLM" in res.output
+
+
+def test_list_shows_medgemma_with_its_fix_when_it_is_selected(env):
+    env.setenv("CXR_AGENT_VLM_COMPARE", "medgemma")
+    env.setenv("CXR_AGENT_HF_CACHE_DIR", str(get_settings().data_dir / "hf"))
+    get_settings.cache_clear()
+    out = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models", "list"]).output
+    assert "vlm: KrauthammerLab/RadVLM" in out and "vlm: google/medgemma-4b-it" in out
+    fix = _column(out, -2)  # the "fix" column's folded lines, read back as one text
+    assert "google/medgemma-4b-it is gated on the Hugging Face Hub: accept its terms at" in fix
+    assert "`cxr-agent models download --what medgemma`" in fix and "set CXR_AGENT_VLM_MODEL_ID to a local directory" in fix
+    assert "google/medgemma-4b-it is not in the Hugging Face cache" in _column(out, -3)
+
+
+def _column(table: str, index: int) -> str:
+    """One column of a rich table, its folded cell lines joined (rows together: enough to search)."""
+    cells = [line.split("│")[index].strip() for line in table.splitlines() if line.count("│") >= 6]
+    return " ".join(c for c in cells if c)
+
+
+def test_download_all_fetches_only_the_selected_vlm_families(env):
+    env.setenv("CXR_AGENT_OFFLINE", "1")
+    res = CliRunner().invoke(app, ["models", "download", "--what", "all"])
+    assert res.exit_code == 1 and "RadVLM KrauthammerLab/RadVLM: cannot download" in res.output
+    assert "MedGemma" not in res.output
+    env.setenv("CXR_AGENT_VLM_FAMILY", "medgemma")
+    env.setenv("CXR_AGENT_VLM_MODEL_ID", "google/medgemma-4b-it")
+    get_settings.cache_clear()
+    res = CliRunner().invoke(app, ["models", "download", "--what", "all"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 1 and "MedGemma google/medgemma-4b-it: cannot download google/medgemma-4b-it: offline" in out
+    assert "RadVLM" not in out
+
+
+def test_setup_builds_the_tiny_medgemma_when_it_is_selected(env):
+    from cli.setup import setup_steps
+
+    env.setenv("CXR_AGENT_MODEL_PROFILE", "tiny")
+    settings = Settings(model_profile="tiny", vlm_compare="medgemma")
+    labels = [label for label, _ in setup_steps(settings)]
+    assert "tiny VLM (demo)" in labels and "tiny MedGemma (demo)" in labels
+    assert "tiny MedGemma (demo)" not in [label for label, _ in setup_steps(Settings(model_profile="tiny"))]
+    item = catalogue.entry("tiny-medgemma")
+    assert not item.status(settings).present
+    dict(setup_steps(settings))["tiny MedGemma (demo)"](lambda *a: None)
+    assert item.status(settings).present and (settings.data_dir / "tiny-medgemma" / "config.json").is_file()
+    listed = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models", "list"], env={"CXR_AGENT_VLM_COMPARE": "medgemma"})
+    assert "MedGemma / Gemma 3 (demo)" in listed.output

@@ -123,6 +123,19 @@ def tiny_medgemma_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "tiny-medgemma"
 
 
+def tiny_medgemma_status(settings: Any) -> Any:
+    """The catalogue's "tiny-medgemma" entry: built (saved under the data dir) or still to build."""
+    from tools.base import WeightStatus
+
+    loc = tiny_medgemma_dir(settings.data_dir)
+    built = (loc / "config.json").is_file() and any(loc.glob("*.safetensors"))
+    return WeightStatus(
+        name="vlm: tiny random MedGemma / Gemma 3 (demo)", kind="vlm", present=built, location=str(loc),
+        fix=None if built else "cxr-agent setup",
+        detail="random weights, no diagnostic value" + ("" if built else "; not built yet (else built on first use)"),
+    )
+
+
 def load_tiny_medgemma(data_dir: Path | None = None) -> tuple[Any, Any]:
     """(model, processor): per-process memo, else ``data_dir/tiny-medgemma``, else built (and saved)."""
     key = str(data_dir)

@@ -1,4 +1,5 @@
-"""Are RadVLM's weights here, and how to get them (the catalogue's "vlm" entry).
+"""Are a real VLM's weights here, and how to get them (the catalogue's "vlm" (RadVLM) and
+"medgemma" entries: one check for every family, run on that family's settings).
 
 Checked against the local Hugging Face cache only (never the network), so a missing model is
 reported at once instead of after a ~144 s hub timeout. Integrity: the weights are safetensors
@@ -33,11 +34,30 @@ def cache_dir(settings: Settings) -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+# Hub repos that need an accepted licence and a logged-in token before they download (their page).
+GATED = {"google/medgemma-4b-it": "https://huggingface.co/google/medgemma-4b-it"}
+
+
+def download_command(settings: Settings) -> str:
+    """`cxr-agent models download` for RadVLM (the "vlm" entry), `... --what <family>` for another family."""
+    family = str(getattr(settings, "vlm_family", "radvlm"))
+    return DOWNLOAD_FIX if family == "radvlm" else f"{DOWNLOAD_FIX} --what {family}"
+
+
+def _gated_note(model_id: str) -> str:
+    page = GATED.get(model_id)
+    return (f"{model_id} is gated on the Hugging Face Hub: accept its terms at {page} and log in "
+            "(`huggingface-cli login` or HF_TOKEN), then ") if page else ""
+
+
 def _fix(settings: Settings) -> str:
     where = f" (cache: {cache_dir(settings)})"
+    local = "set CXR_AGENT_VLM_MODEL_ID to a local directory holding the model"
+    if str(getattr(settings, "vlm_family", "radvlm")) != "radvlm":
+        local += f" (with CXR_AGENT_VLM_FAMILY={settings.vlm_family})"
     return (
-        f"run `{DOWNLOAD_FIX}` on a machine with internet access to fetch {settings.vlm_model_id}{where}, "
-        "or set CXR_AGENT_VLM_MODEL_ID to a local directory holding the model, or use "
+        f"{_gated_note(settings.vlm_model_id)}run `{download_command(settings)}` on a machine with internet access "
+        f"to fetch {settings.vlm_model_id}{where}, or {local}, or use "
         "CXR_AGENT_VLM_BACKEND=openai with a server that serves it"
     )
 
@@ -119,7 +139,7 @@ def _server_status(settings: Settings) -> WeightStatus:
     except Exception as exc:
         return WeightStatus(
             name, "vlm", False, settings.openai_base_url,
-            fix="start the OpenAI-compatible server (e.g. `vllm serve KrauthammerLab/RadVLM`) or fix CXR_AGENT_OPENAI_BASE_URL",
+            fix=f"start the OpenAI-compatible server (e.g. `vllm serve {settings.openai_model}`) or fix CXR_AGENT_OPENAI_BASE_URL",
             detail=f"server not answering: {type(exc).__name__}: {exc}",
         )
     present = not ids or settings.openai_model in ids
@@ -131,9 +151,11 @@ def _server_status(settings: Settings) -> WeightStatus:
 
 
 def download_vlm_weights(settings: Settings, progress: Any = None) -> Path:
-    """Fetch RadVLM into the HF cache (snapshot_download), whatever the profile. ``progress``: a tqdm
-    class, or a callable receiving status lines. Raises RuntimeError with the fix when offline."""
+    """Fetch the settings' VLM (RadVLM, or MedGemma on its family settings) into the HF cache
+    (snapshot_download), whatever the profile. ``progress``: a tqdm class, or a callable receiving
+    status lines. Raises RuntimeError with the fix when offline or when a gated repo refuses us."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError
 
     from cxr_agent.settings import hub_offline
 
@@ -145,17 +167,25 @@ def download_vlm_weights(settings: Settings, progress: Any = None) -> Path:
             f"cannot download {settings.vlm_model_id}: offline mode is on (HF_HUB_OFFLINE / CXR_AGENT_OFFLINE). "
             f"Unset it on a machine with internet access, or copy the model into {cache_dir(settings)}."
         )
-    say(f"downloading {settings.vlm_model_id} (~16 GB) into {cache_dir(settings)}")
+    say(f"downloading {settings.vlm_model_id} (~{_SIZES_GB.get(settings.vlm_model_id, '?')} GB) into {cache_dir(settings)}")
     kwargs: dict[str, Any] = {"repo_id": settings.vlm_model_id, "cache_dir": str(cache_dir(settings))}
     if isinstance(progress, type):
         kwargs["tqdm_class"] = progress
-    snapshot = Path(snapshot_download(**kwargs))
+    try:
+        snapshot = Path(snapshot_download(**kwargs))
+    except GatedRepoError as exc:
+        raise RuntimeError(
+            f"the hub refused {settings.vlm_model_id} ({type(exc).__name__}). "
+            + (_gated_note(settings.vlm_model_id) or "Log in with an account that has access, then ")
+            + f"run `{download_command(settings)}` again."
+        ) from exc
     say(f"checking the sha256 of {settings.vlm_model_id}'s weight files")
     verify_snapshot(snapshot)
     return snapshot
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_SIZES_GB = {"KrauthammerLab/RadVLM": 16, "google/medgemma-4b-it": 9}
 
 
 def verify_snapshot(snapshot: Path) -> int:
