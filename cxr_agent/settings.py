@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     vlm_family: Literal["radvlm", "medgemma"] = "radvlm"
     # A second family run beside it as an independent image source (tool "vlm-<family>"); "" = none.
     vlm_compare: Literal["", "radvlm", "medgemma"] = ""
+    # The comparison family's own model id or local path ("" = its hub default); vlm_model_id is the first's.
+    vlm_compare_model_id: str = ""
     vlm_model_id: str = "KrauthammerLab/RadVLM"
     vlm_backend: Literal["transformers", "openai"] = "transformers"
     vlm_device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -133,6 +135,9 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(3600.0, gt=0, description="How often a running app applies the retention.")
     audit_log: bool = Field(True, description="One PHI-free JSON line per reply under <data_dir>/audit/.")
     router_timeout_s: float = Field(10.0, gt=0, description="The optional LLM router's deadline; the rules answer after it.")
+    # semantic router (issue 17, H): rules + a classifier over MiniLM embeddings where the rules are unsure
+    router_semantic: bool = Field(True, description="Check unsure rule routes with the embedding classifier "
+                                  "(agents/router_semantic.py); false = rules only.")
     max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted (longer ones are refused politely).")
     ui_require_login: bool = Field(
         False, description="Gate the UI behind Streamlit's OIDC login (needs an [auth] section in .streamlit/secrets.toml)."

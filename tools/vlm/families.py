@@ -20,12 +20,21 @@ MODEL_IDS = {"radvlm": "KrauthammerLab/RadVLM", "medgemma": "google/medgemma-4b-
 
 
 def family_settings(settings: Settings, family: str) -> Settings:
-    """Settings for one family: its adapter, and its model id wherever the configured id is another
-    family's default (an explicit custom id or path is left as set)."""
+    """Settings for one family: its adapter and its model id.
+
+    The selected family (``vlm_family``) keeps ``vlm_model_id`` / ``openai_model`` as set, unless they
+    name another family's default. The comparison family never inherits them (a local path configured for
+    one model must not load the other): it uses ``vlm_compare_model_id``, else its own default id.
+    """
     if family not in MODEL_IDS:
         raise ValueError(f"unknown VLM family {family!r}; known: {', '.join(sorted(MODEL_IDS))}")
     defaults = set(MODEL_IDS.values())
     update: dict[str, str] = {"vlm_family": family}
+    if family != settings.vlm_family:
+        own = settings.vlm_compare_model_id or MODEL_IDS[family]
+        update["vlm_model_id"] = own
+        update["openai_model"] = own
+        return settings.model_copy(update=update)
     if settings.vlm_model_id in defaults:
         update["vlm_model_id"] = MODEL_IDS[family]
     if settings.openai_model in defaults:

@@ -33,8 +33,16 @@ def test_selection_and_settings() -> None:
     assert selected(both) == [("vlm", "radvlm"), ("vlm-medgemma", "medgemma")]
     mg = family_settings(both, "medgemma")
     assert (mg.vlm_family, mg.vlm_model_id, mg.openai_model) == ("medgemma", MODEL_IDS["medgemma"], MODEL_IDS["medgemma"])
-    custom = family_settings(both.model_copy(update={"vlm_model_id": "/models/my-medgemma"}), "medgemma")
-    assert custom.vlm_model_id == "/models/my-medgemma"  # an explicit path is kept
+    # A path configured for the first family never loads the second one (it has its own setting).
+    custom = both.model_copy(update={"vlm_model_id": "/models/my-radvlm"})
+    assert family_settings(custom, "radvlm").vlm_model_id == "/models/my-radvlm"  # an explicit path is kept
+    assert family_settings(custom, "medgemma").vlm_model_id == MODEL_IDS["medgemma"]
+    own = custom.model_copy(update={"vlm_compare_model_id": "/models/my-medgemma"})
+    assert (family_settings(own, "medgemma").vlm_model_id, family_settings(own, "medgemma").openai_model) == (
+        "/models/my-medgemma", "/models/my-medgemma")
+    first_mg = Settings(model_profile="tiny", vlm_family="medgemma", vlm_model_id="/models/my-medgemma",
+                        vlm_compare="radvlm")
+    assert family_settings(first_mg, "radvlm").vlm_model_id == MODEL_IDS["radvlm"]
     assert [t.name for t in vlm_tools(both)] == ["vlm", "vlm-medgemma"]
     assert [t.adapter.family for t in vlm_tools(both)] == ["radvlm", "medgemma"]
     tool = CompareVLMTool(both)
