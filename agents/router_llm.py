@@ -62,6 +62,10 @@ def make_router(settings: Any = None, *, llm: Any = None):
     model_name = getattr(settings, "router_llm", None) if settings is not None else None
     if llm is None:
         if not model_name:
+            if getattr(settings, "router_semantic", True):  # issue 17 (H); lazy: it imports agents.router
+                from agents.router_semantic import route_semantic
+
+                return route_semantic
             return route
         try:
             from langchain.chat_models import init_chat_model  # type: ignore[import-not-found]

@@ -170,7 +170,10 @@ def test_make_router_defaults_to_rules_and_survives_a_missing_llm(caplog):
     from agents.router import make_router
     from cxr_agent.settings import Settings
 
-    assert make_router(Settings()) is route
+    from agents.router_semantic import route_semantic
+
+    assert make_router(Settings()) is route_semantic  # issue 17: rules + embedding classifier by default
+    assert make_router(Settings(router_semantic=False)) is route
     r = make_router(Settings(router_llm="no-such-provider:model"))
     assert r("any PTX?", has_image=True).finding == "pneumothorax"
 
