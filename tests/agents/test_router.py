@@ -168,9 +168,8 @@ def test_llm_router_falls_back_to_rules_on_error():
 
 def test_make_router_defaults_to_rules_and_survives_a_missing_llm(caplog):
     from agents.router import make_router
-    from cxr_agent.settings import Settings
-
     from agents.router_semantic import route_semantic
+    from cxr_agent.settings import Settings
 
     assert make_router(Settings()) is route_semantic  # issue 17: rules + embedding classifier by default
     assert make_router(Settings(router_semantic=False)) is route
