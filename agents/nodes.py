@@ -74,7 +74,13 @@ class Nodes:
 
         self._route = make_router(settings)
         prior = {n for n, c in self.caps.items() if not c.image_source}
-        self.policy = reconciler.Policy.from_settings(settings, prior_sources=frozenset(prior))
+        # Whose words are statements, and whose box a decision shows first: report writers, then the other
+        # image sources (registry order) - read from capabilities, so a custom writer is treated like the VLM.
+        writers = [n for n, c in self.caps.items() if c.image_source and c.writes_report]
+        others = [n for n, c in self.caps.items() if c.image_source and not c.writes_report]
+        self.policy = reconciler.Policy.from_settings(
+            settings, prior_sources=frozenset(prior), statement_sources=frozenset(writers),
+            box_preference=(*writers, *others))
 
     def study(self, study_id: str) -> Any:
         """The decoded study (memory cache, then the store). Raises KeyError if unknown."""

@@ -22,8 +22,8 @@ class Policy:
     source_weights: tuple[tuple[str, float], ...] | Mapping[str, float] = (("classifier", 1.0), ("vlm", 1.0))
     default_weight: float = 0.8  # custom image tools
     prior_sources: frozenset[str] = frozenset({"retrieval"})
-    # which sources' words count as statements and whose box a decision shows first: the graph passes them
-    # from tool capabilities (report writers first, then other image sources); the defaults are the built-ins
+    # which sources' words count as statements and whose box a decision shows first: the graph sets them from
+    # tool capabilities (agents/nodes.py: report writers, then other image sources); defaults = the built-ins
     statement_sources: frozenset[str] = frozenset({"vlm"})  # an unscored positive from these is high-confidence
     box_preference: tuple[str, ...] = ("vlm", "classifier")
     # classifier op-norm scores: 0.5 is the calibrated threshold

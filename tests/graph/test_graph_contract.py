@@ -271,3 +271,20 @@ def test_report_labels_sit_beside_a_tools_own_classification_calls(make_graph, t
     cardio = [c for c in ev.calls if c.finding == "cardiomegaly"]
     assert [c.task for c in cardio] == ["classification", "report"]
     assert all(c.source == "scribe" for c in ev.calls)
+
+
+def test_custom_writer_is_a_statement_source_and_its_box_is_shown_first(make_graph, thread, cxr_image):
+    """The reconciler's statement and box rules read capabilities: a writer not named 'vlm' gets them."""
+    from knowledge.evidence import Box
+
+    writer_box, heat_box = Box(x1=0.55, y1=0.5, x2=0.9, y2=0.9), Box(x1=0.1, y1=0.1, x2=0.3, y2=0.3)
+    scribe = Scribe()
+    # an unscored, unquoted present call with a box: only a statement source's call is high-confidence
+    scribe.result = Evidence(tool="scribe", report=REPORT, calls=[
+        FindingCall(finding="pleural_effusion", status=Status.present, source="scribe", box=writer_box)])
+    clf = classifier({"pleural_effusion": 0.8}, boxes={"pleural_effusion": heat_box})
+    out = _report(make_graph(scribe, clf), thread, cxr_image)
+    effusion = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
+    assert effusion.status is Status.present and not effusion.conflict
+    assert effusion.box == writer_box  # the writer's box before the classifier's heatmap box
+    assert effusion.confidence >= 0.9  # two high-confidence sources agree (the scribe's call is a statement)
