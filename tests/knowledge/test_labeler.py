@@ -57,7 +57,7 @@ def st(text: str) -> dict[str, Status]:
         ("Normal cardiomediastinal silhouette.", {"cardiomegaly": A, "enlarged_cardiomediastinum": A}),
         ("Widened mediastinum.", {"enlarged_cardiomediastinum": P}),
         ("Calcified granuloma in the right upper lobe.", {"nodule": P}),
-        ("Mild pulmonary vascular congestion.", {"edema": U}),
+        ("Mild pulmonary vascular congestion.", {"edema": P}),  # a mention, as CheXpert counts it
         ("No pulmonary vascular congestion.", {"edema": A}),
         ("Moderate pulmonary edema.", {"edema": P}),
         ("Hyperexpanded lungs consistent with COPD.", {"emphysema": P}),
