@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import nullcontext
 from typing import Any
 
 import streamlit as st
@@ -31,6 +32,7 @@ log = logging.getLogger("cxr_agent.ui")
 UPLOAD_TYPES_HELP = "PNG, JPEG or DICOM (.dcm; files without an extension are accepted too)."
 DISPLAY_MAX_SIDE = 900
 CHAT_HEIGHT = 760
+CHAT_KEY = "cxr_chat_input"
 
 
 # --- shared resources (one per server process, shared by every session) ------------------------
@@ -265,8 +267,13 @@ def render_turn(turn: TurnResult) -> None:
 
 
 def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
-    """Run a turn while showing each agent's progress and the text as it is written."""
-    S.start_prompt(state)
+    """Run a turn while showing each agent's progress and the text as it is written.
+
+    The message stays queued until its turn is in the conversation (S.finish_prompt): a run stopped
+    part-way (an upload's rerun) leaves it for the next run, which answers it about the new study.
+    In a stopped run every session-state access raises the stop again, so the message is dequeued
+    first and the turn appended to the list fetched here (no Streamlit call): never one without the other."""
+    turns: list[TurnResult] = state[S.K_TURNS]
     if len(prompt) > settings.max_message_chars:
         refuse_turn(state, prompt[:300] + "...", f"your message is {len(prompt):,} characters; the limit is "
                     f"{settings.max_message_chars:,}. Please shorten it")
@@ -324,14 +331,17 @@ def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
             reply_box.markdown(defang(turn.reply))
             if turn.failed_tools:
                 st.caption(f"Unavailable this turn: {', '.join(turn.failed_tools)}")
-    state[S.K_TURNS].append(turn)
+    S.finish_prompt(state)
+    turns.append(turn)
 
 
 def refuse_turn(state, shown_text: str, why: str) -> None:
     """A turn that is not run, kept in the conversation as an error turn (the conversation survives)."""
     turn = TurnResult(user_text=shown_text, error=why)
     render_turn(turn)
-    state[S.K_TURNS].append(turn)
+    turns: list[TurnResult] = state[S.K_TURNS]
+    S.finish_prompt(state)
+    turns.append(turn)
 
 
 def _capabilities(graph: Any) -> dict[str, Any] | None:
@@ -486,11 +496,12 @@ def main() -> None:
     if not require_login(settings):
         return
     graph, graph_error = get_graph(settings)
-    prompt = st.chat_input(
+    st.chat_input(  # its callback queues the message before the body runs: a stopped run cannot lose it
         "Ask about the study, e.g. 'Write a report' or 'Where is the effusion?'", disabled=graph is None,
-        key="cxr_chat_input",  # no max_chars: the browser would cut the text silently; live_turn says why
+        key=CHAT_KEY,  # no max_chars: the browser would cut the text silently; live_turn says why
+        on_submit=S.submit_prompt, args=(state, CHAT_KEY),
     )
-    prompt = S.queue_prompt(state, prompt) if graph is not None else prompt
+    prompt = state[S.K_QUEUED_PROMPT] if graph is not None else None
     left, right = st.columns([5, 6], gap="large")
     with left:
         upload_section(state, graph)
@@ -499,14 +510,19 @@ def main() -> None:
         st.subheader("Conversation")
         # A fixed-height pane that scrolls (and follows new messages), so long reports do not push
         # the image and the evidence panel off screen.
-        busy = bool(state[S.K_TURNS] or prompt)
-        with st.container(height=CHAT_HEIGHT if busy else "content", border=True):
-            for turn in state[S.K_TURNS]:
-                render_turn(turn)
-            if prompt and graph is not None:
-                live_turn(state, settings, graph, prompt)
-            elif not state[S.K_TURNS]:
-                st.caption("Upload a study, then ask for a report, a finding's location, or similar prior cases.")
+        # A run stopped mid-turn (fast reruns) may still be unwinding this message's turn: wait for it.
+        with S.turn_lock(state) if prompt else nullcontext(True) as free:
+            if not free:
+                log.warning("the turn lock was not released in time; answering anyway")
+            prompt = state[S.K_QUEUED_PROMPT] if graph is not None else None  # it may have been recorded
+            busy = bool(state[S.K_TURNS] or prompt)
+            with st.container(height=CHAT_HEIGHT if busy else "content", border=True):
+                for turn in state[S.K_TURNS]:
+                    render_turn(turn)
+                if prompt and graph is not None:
+                    live_turn(state, settings, graph, prompt)  # stopped mid-turn: the message stays queued
+                elif not state[S.K_TURNS]:
+                    st.caption("Upload a study, then ask for a report, a finding's location, or similar prior cases.")
     with left:
         image_section(state, graph)
     evidence_section(state, graph)

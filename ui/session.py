@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import uuid
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +33,7 @@ K_UPLOAD_SIG = "cxr_upload_sig"
 K_UPLOAD_ERROR = "cxr_upload_error"
 K_UPLOADER_NONCE = "cxr_uploader_nonce"
 K_QUEUED_PROMPT = "cxr_queued_prompt"
+K_TURN_LOCK = "cxr_turn_lock"  # held by the run answering the queued message (turn_lock)
 
 
 def new_thread_id() -> str:
@@ -49,6 +52,8 @@ def init_session(state: MutableMapping[str, Any]) -> None:
     state.setdefault(K_UPLOAD_ERROR, None)
     state.setdefault(K_UPLOADER_NONCE, 0)
     state.setdefault(K_QUEUED_PROMPT, None)
+    if K_TURN_LOCK not in state:
+        state[K_TURN_LOCK] = threading.Lock()
 
 
 def new_conversation(state: MutableMapping[str, Any]) -> None:
@@ -64,22 +69,49 @@ def new_conversation(state: MutableMapping[str, Any]) -> None:
     state[K_QUEUED_PROMPT] = None
 
 
-def queue_prompt(state: MutableMapping[str, Any], submitted: str | None) -> str | None:
-    """The message this run must answer: the one just submitted, or one an interrupted run left.
+def submit_prompt(state: MutableMapping[str, Any], key: str) -> None:
+    """The chat input's ``on_submit`` callback: keep the message until its turn is recorded.
 
-    A chat message is a one-run trigger in Streamlit. When an upload finishes while the message's
-    run is starting (a file chosen and a question sent at once), Streamlit's fast reruns stop that
-    run and start another in which the message is gone. Queued here, it survives until the turn
-    actually starts (``start_prompt``), and that run has ingested the upload first.
+    A chat message is a trigger value that lives for one script run. With Streamlit's fast reruns
+    the upload's rerun (a file chosen and a question sent at once) stops the message's run and
+    starts another in which the trigger is gone, wherever the first run had got to. Callbacks run
+    before the script body, so the text is kept here even if the body never reaches the input.
     """
+    text = state.get(key)
+    if text:
+        state[K_QUEUED_PROMPT] = text
+
+
+def queue_prompt(state: MutableMapping[str, Any], submitted: str | None) -> str | None:
+    """The message this run must answer: the one just submitted, or one a stopped run left."""
     if submitted:
         state[K_QUEUED_PROMPT] = submitted
     return state.get(K_QUEUED_PROMPT)
 
 
-def start_prompt(state: MutableMapping[str, Any]) -> None:
-    """The queued message is being answered now: it must not be answered again by a later run."""
+def finish_prompt(state: MutableMapping[str, Any]) -> None:
+    """The queued message's turn is recorded (answered or refused): never answer it again.
+
+    Called only once the turn is in ``K_TURNS``: a run stopped mid-turn leaves the message queued,
+    and the next run answers it (about the study that run has ingested)."""
     state[K_QUEUED_PROMPT] = None
+
+
+@contextmanager
+def turn_lock(state: MutableMapping[str, Any], timeout_s: float = 120.0) -> Iterator[bool]:
+    """Hold the session's turn lock while answering the queued message; yields False on timeout.
+
+    With fast reruns a new run starts while the stopped one is still inside its turn (it stops at
+    its next Streamlit call); answering the same message from both would run the graph twice at
+    once on one thread. A real lock, not a session-state flag: in a stopped run every read or write
+    of ``st.session_state`` raises the stop again, so only a plain ``release()`` reliably runs."""
+    lock = state[K_TURN_LOCK]
+    got = lock.acquire(timeout=timeout_s)
+    try:
+        yield got
+    finally:
+        if got:
+            lock.release()
 
 
 def uploader_key(state: MutableMapping[str, Any]) -> str:

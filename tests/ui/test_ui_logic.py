@@ -413,11 +413,51 @@ def test_turn_reads_typed_events_and_ignores_foreign_chunks():
 def test_a_message_survives_a_run_stopped_before_its_turn_started():
     state: dict = {}
     S.init_session(state)
-    assert S.queue_prompt(state, "Write a report") == "Write a report"
-    # That run is stopped (an upload finished); the next run's chat input is empty again:
+    state["cxr_chat_input"] = "Write a report"
+    S.submit_prompt(state, "cxr_chat_input")  # the chat input's on_submit: runs before the script body
+    # That run is stopped (an upload's rerun) wherever it was; the next run's trigger is gone:
     assert S.queue_prompt(state, None) == "Write a report"
-    S.start_prompt(state)
+    assert S.queue_prompt(state, None) == "Write a report"  # still there: its turn is not recorded yet
+    S.finish_prompt(state)  # the turn is in the conversation
     assert S.queue_prompt(state, None) is None  # answered once, never twice
     S.queue_prompt(state, "again")
     S.new_conversation(state)
     assert S.queue_prompt(state, None) is None
+
+
+def test_a_run_stopped_mid_turn_hands_the_message_to_the_next_run():
+    """Fast reruns: run B starts while the stopped run A is still unwinding the same message's turn.
+    B waits for A's turn lock, then answers the still-queued message. A releases the lock without
+    touching session state: in a stopped run every st.session_state access raises the stop again."""
+
+    class Stopped(BaseException):  # Streamlit's StopException is a BaseException too
+        pass
+
+    class StoppableState(dict):  # like st.session_state: every access is a yield point
+        stopped = False
+
+        def __getitem__(self, key):
+            if self.stopped:
+                raise Stopped
+            return super().__getitem__(key)
+
+        def __setitem__(self, key, value):
+            if self.stopped:
+                raise Stopped
+            super().__setitem__(key, value)
+
+    state = StoppableState()
+    S.init_session(state)
+    state["cxr_chat_input"] = "Is there cardiomegaly?"
+    S.submit_prompt(state, "cxr_chat_input")
+    with pytest.raises(Stopped):
+        with S.turn_lock(state) as free:  # run A starts the turn...
+            assert free
+            with S.turn_lock(state, timeout_s=0.05) as other:  # ...so B would wait for it
+                assert other is False
+            state.stopped = True  # ...and is stopped by the upload's rerun mid-turn
+            S.finish_prompt(state)
+    state.stopped = False  # run B
+    assert S.queue_prompt(state, None) == "Is there cardiomegaly?"  # A never recorded it: B answers it
+    with S.turn_lock(state, timeout_s=0.05) as free:
+        assert free  # A's lock was released although it could not touch session state
