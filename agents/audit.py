@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -45,18 +46,21 @@ def policy_version(policy: Any) -> str | None:
 
 @lru_cache(maxsize=1)
 def prompt_ids() -> dict[str, str]:
-    """Hashes of the prompt templates in use (the VLM's prompt module, the LLM router's system prompt)."""
+    """Hashes of the prompt sources in use: each VLM adapter (its trained instructions), the neutral
+    conversation module, and the optional LLM router's system prompt."""
     out: dict[str, str] = {}
+    modules = {"vlm_conversation": "tools.vlm.prompts", "vlm_radvlm": "tools.vlm.adapters.radvlm",
+               "vlm_medgemma": "tools.vlm.adapters.medgemma"}
+    for key, name in modules.items():
+        try:
+            module = importlib.import_module(name)
+            out[key] = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:12]
+        except Exception:  # noqa: BLE001 - an id we cannot compute is left out, never invented
+            pass
     try:
-        import tools.vlm.prompts as prompts
-
-        out["vlm"] = hashlib.sha256(Path(prompts.__file__).read_bytes()).hexdigest()[:12]
-    except Exception:  # noqa: BLE001 - an id we cannot compute is left out, never invented
-        pass
-    try:
-        from agents import router
-
-        out["router_llm"] = hashlib.sha256(router._LLM_SYSTEM.encode()).hexdigest()[:12]
+        importlib.import_module("agents.router")  # router_llm is loaded through it (they import each other)
+        router_llm = importlib.import_module("agents.router_llm")
+        out["router_llm"] = hashlib.sha256(router_llm._LLM_SYSTEM.encode()).hexdigest()[:12]
     except Exception:  # noqa: BLE001
         pass
     return out
@@ -108,12 +112,17 @@ def reply_record(
     }
 
 
+_READY: set[Path] = set()  # audit folders already created owner-only in this process
+
+
 def append(settings: Settings, record: Mapping[str, Any]) -> Path | None:
     """Append one line to today's file (created 0600 in a 0700 directory). None if it failed."""
     try:
         folder = audit_dir(settings)
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
+        if folder not in _READY:  # once per folder: a reply should not pay a mkdir + chmod each time
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+            _READY.add(folder)
         day = str(record.get("time", ""))[:10] or dt.datetime.now(dt.UTC).date().isoformat()
         path = folder / f"{day}.jsonl"
         line = json.dumps(record, sort_keys=True, default=str) + "\n"

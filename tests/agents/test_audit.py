@@ -26,7 +26,9 @@ def test_one_line_per_reply_without_phi(make_graph, settings, thread, cxr_image,
     assert a["intent"] == "report" and b["intent"] == "explain"
     assert a["tools"] == {"vlm": True, "classifier": True}
     assert a["models"] == {"profile": "tiny"} and len(a["policy"]) == 12 and a["policy"] == b["policy"]
-    assert a["prompts"].get("vlm") and a["time"].endswith("+00:00")
+    # the prompts actually sent: each VLM adapter's trained instructions and the LLM router's system prompt
+    assert {"vlm_radvlm", "vlm_medgemma", "vlm_conversation", "router_llm"} <= set(a["prompts"])
+    assert all(len(v) == 12 for v in a["prompts"].values()) and a["time"].endswith("+00:00")
     for secret in ("SMITHSON", "DOE_JOHN", "MRN123", "Cardiomegaly.", str(tmp_path)):
         assert secret not in text
 
