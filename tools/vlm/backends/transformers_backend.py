@@ -229,6 +229,26 @@ class TransformersBackend:
             feats = model.get_image_features(**feature_kwargs(model, inputs), return_dict=True)
         return EncodedImage(feats, n_tokens, image.size, expansion=image_expansion(processor, n_tokens))
 
+    def encoded_image(self, image: Image.Image, cache_key: Hashable | None) -> tuple[EncodedImage, bool, float]:
+        """The image's encoding from the per-thread cache, else encoded and cached: (encoded, hit, encode s).
+        Call under ``_gen_lock`` (single and batched generation share it)."""
+        encoded = self._cache_get(cache_key)
+        if encoded is not None:
+            return encoded, True, 0.0
+        t0 = time.perf_counter()
+        encoded = self.encode(image)
+        self._cache_put(cache_key, encoded)
+        return encoded, False, time.perf_counter() - t0
+
+    def expanded_prompt(self, turns: list[ChatTurn], encoded: EncodedImage) -> str:
+        """The rendered prompt with its one image placeholder replaced by the image's token run."""
+        _, processor = self.load()
+        text = self.render(turns)
+        token = processor.image_token
+        if text.count(token) != 1:
+            raise BackendError(f"the prompt must hold exactly one {token} placeholder, found {text.count(token)}")
+        return text.replace(token, encoded.expansion or token * encoded.n_image_tokens)
+
     # ------------------------------------------------------------------ prompts
     def render(self, turns: list[ChatTurn]) -> str:
         """The chat-template text: image + text in the first user turn, text elsewhere. The content order
@@ -310,18 +330,9 @@ class TransformersBackend:
         model, processor = self.load()
         max_new = int(max_new_tokens or self.settings.vlm_max_new_tokens)
         with self._gen_lock:
-            encoded = self._cache_get(cache_key)
-            hit = encoded is not None
-            t_enc = time.perf_counter()
-            if encoded is None:
-                encoded = self.encode(image)
-                self._cache_put(cache_key, encoded)
-            encode_s = time.perf_counter() - t_enc
-            text = self.render(turns)
-            token = processor.image_token
-            if text.count(token) != 1:
-                raise BackendError(f"the prompt must hold exactly one {token} placeholder, found {text.count(token)}")
-            text = text.replace(token, encoded.expansion or token * encoded.n_image_tokens)
+            t_enc = time.perf_counter()  # time to first token counts from here (lock held)
+            encoded, hit, encode_s = self.encoded_image(image, cache_key)
+            text = self.expanded_prompt(turns, encoded)
             enc = hf_models.tokenize(processor.tokenizer, text)
             input_ids = enc["input_ids"].to(model.device)
             attention_mask = enc["attention_mask"].to(model.device)

@@ -52,21 +52,9 @@ def generate_batch(
     max_new = int(max_new_tokens or backend.settings.vlm_max_new_tokens)
     serial = False
     with backend._gen_lock:
-        encoded = backend._cache_get(cache_key)
-        hit = encoded is not None
-        t_enc = time.perf_counter()
-        if encoded is None:
-            encoded = backend.encode(image)
-            backend._cache_put(cache_key, encoded)
-        encode_s = time.perf_counter() - t_enc
-        rows = []
-        for turns in conversations:
-            text = backend.render(turns)
-            if text.count(processor.image_token) != 1:
-                raise BackendError(f"each prompt must hold exactly one {processor.image_token} placeholder")
-            text = text.replace(processor.image_token,
-                                encoded.expansion or processor.image_token * encoded.n_image_tokens)
-            rows.append(hf_models.tokenize(tok, text)["input_ids"][0].to(model.device))
+        encoded, hit, encode_s = backend.encoded_image(image, cache_key)
+        rows = [hf_models.tokenize(tok, backend.expanded_prompt(turns, encoded))["input_ids"][0].to(model.device)
+                for turns in conversations]
         img = (rows[0] == model.config.image_token_id).nonzero()
         end = int(img.max()) + 1
         head = rows[0][:end]
