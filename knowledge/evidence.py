@@ -13,9 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from knowledge.vocabulary import FINDING_SET
 
-BUILTIN_SOURCES = ("vlm", "classifier", "retrieval")
-IMAGE_SOURCES = frozenset({"vlm", "classifier"})
-
 ScoreKind = Literal["op_norm", "probability", "neighbor_fraction", "logit", "other"]
 # Why a call exists although its source never stated it (set by the reconciler, never by a tool):
 # "normal_study" - the source called the study normal and said nothing about this finding;
