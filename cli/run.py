@@ -26,14 +26,12 @@ def ui(
     ),
 ) -> None:
     """Start the Streamlit chat app."""
+    from cli.setup import resolve_profile
     from cxr_agent.settings import get_settings
 
     settings = get_settings()
     env = dict(os.environ)
-    if profile == "auto":
-        profile = os.environ.get("CXR_AGENT_MODEL_PROFILE") or _auto_profile(settings)
-    if profile not in {"real", "tiny"}:
-        raise typer.BadParameter(f"profile must be real, tiny or auto, not {profile!r}")
+    profile = resolve_profile(settings, profile)  # the one auto rule, shared with `cxr-agent setup`
     env["CXR_AGENT_MODEL_PROFILE"] = profile
     if profile == "tiny":
         typer.secho(
@@ -92,17 +90,6 @@ def _loopback(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
-
-
-def _auto_profile(settings) -> str:
-    """'real' only when every configured model's weights are present locally."""
-    try:
-        from tools.catalogue import weight_statuses
-
-        statuses = weight_statuses(settings)
-    except Exception:  # status check must never stop the app from starting
-        return "tiny"
-    return "real" if statuses and all(s.present for s in statuses) else "tiny"
 
 
 def ask(

@@ -25,7 +25,11 @@ def resolve_profile(settings: Settings, profile: str) -> str:
     if profile == "auto":
         from tools.catalogue import real_models_present
 
-        profile = os.environ.get("CXR_AGENT_MODEL_PROFILE") or ("real" if real_models_present(settings) else "tiny")
+        try:
+            present = real_models_present(settings)
+        except Exception:  # noqa: BLE001 - a status check must never stop the app from starting: the demo
+            present = False
+        profile = os.environ.get("CXR_AGENT_MODEL_PROFILE") or ("real" if present else "tiny")
     if profile not in {"real", "tiny"}:
         raise typer.BadParameter(f"profile must be real, tiny or auto, not {profile!r}")
     return profile
