@@ -58,8 +58,8 @@ def prompt_ids() -> dict[str, str]:
         except Exception:  # noqa: BLE001 - an id we cannot compute is left out, never invented
             pass
     try:
-        importlib.import_module("agents.router")  # router_llm is loaded through it (they import each other)
-        router_llm = importlib.import_module("agents.router_llm")
+        from agents import router_llm
+
         out["router_llm"] = hashlib.sha256(router_llm._LLM_SYSTEM.encode()).hexdigest()[:12]
     except Exception:  # noqa: BLE001
         pass

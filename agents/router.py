@@ -264,5 +264,14 @@ def _make_route(intent: str, findings: list[str], t: str, reason: str, *, has_im
     )
 
 
-# The optional LLM router lives in agents/router_llm.py (it imports this module's rules).
-from agents.router_llm import RouteDecision, make_router, route_with_llm  # noqa: E402, F401 - re-exported
+# The optional LLM router lives in agents/router_llm.py, which imports this module's rules; its names are
+# re-exported lazily so that either module can be imported first (no import cycle).
+_FROM_LLM = frozenset({"RouteDecision", "make_router", "route_with_llm"})
+
+
+def __getattr__(name: str):
+    if name in _FROM_LLM:
+        from agents import router_llm
+
+        return getattr(router_llm, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
