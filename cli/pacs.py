@@ -53,7 +53,6 @@ def pull(
     from cxr_agent.settings import get_settings
     from tools.interop.dicomweb import PacsClient, PacsError
     from tools.study import StudyError
-    from tools.study_store import StudyStore
 
     settings = get_settings()
     out, err = Console(), Console(stderr=True)
@@ -61,12 +60,12 @@ def pull(
         pulled = PacsClient(settings).pull(study)
     except (PacsError, StudyError) as exc:
         raise _fail(str(exc)) from None
-    study_id = StudyStore.from_settings(settings).put(pulled.study)  # where the graph looks studies up
-    err.print(f"[dim]pulled a {pulled.source.modality} {pulled.source.view or ''} image "
-              f"({pulled.study.width} x {pulled.study.height}); de-identified as study {study_id[:12]}[/dim]")
-    from graph import build_graph
+    from graph import build_graph, runtime
 
     graph = build_graph(settings)
+    study_id = runtime(graph).studies.put(pulled.study)  # the graph's own store and cache, as for uploads
+    err.print(f"[dim]pulled a {pulled.source.modality} {pulled.source.view or ''} image "
+              f"({pulled.study.width} x {pulled.study.height}); de-identified as study {study_id[:12]}[/dim]")
     thread_id = thread or uuid.uuid4().hex[:12]
     config = {"configurable": {"thread_id": thread_id}}
     graph.invoke({"messages": [("user", question)], "study_id": study_id}, config)
