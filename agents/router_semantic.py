@@ -10,7 +10,8 @@ which wins when it is clear enough.
 
 Policy (`route_semantic`):
 1. The rules route every turn (agents.router.route). A turn is *rule-decided* when exactly one decisive cue
-   family fires (locate, explain, similar cases, chat) and the rules chose it. Those return at once (no
+   family fires (locate, explain, similar cases, chat) and the rules chose it, or when the whole turn is a
+   plain imperative report request ("Write a report"; `_PLAIN_REPORT`). Those return at once (no
    embedding: p50 well under 5 ms). A yes/no existence question about one specific thing ("is there
    dextrocardia?") with no cue family is a finding question, also without embedding.
 2. Otherwise a logistic regression over MiniLM embeddings of the labelled examples gives each intent a
@@ -48,6 +49,16 @@ MIN_MARGIN = 0.3  # its lead over the probability of the rules' intent
 # ...", "reports like this"), nor a finding named with no cue ("what does 'blunting of the costophrenic
 # angle' mean?").
 DECISIVE = frozenset({"locate", "explain", "similar_cases", "chat"})
+# ...except a plain imperative request that is nothing but a report request, the whole turn ("Write a
+# report", "pls generate radiology report", "Dictate a structured report for this film."): decisive.
+_PLAIN_REPORT = re.compile(
+    r"(?:(?:please|pls|ok|now),? )?(?:(?:can|could|would|will) you (?:please )?)?(?:please |pls )?"
+    r"(?:write|generate|draft|produce|create|prepare|dictate|give me|provide|make)(?: me)? "
+    r"(?:(?:a|an|the|my|your) )?(?:(?:full|complete|formal|final|preliminary|prelim|structured|brief|short|"
+    r"radiology|chest|cxr|x-?ray|draft) ){0,3}report"
+    r"(?: (?:for|of|on) (?:this|the|my) (?:(?:chest|pa|ap|portable|frontal|lateral) ){0,2}"
+    r"(?:study|film|image|cxr|x-?ray|radiograph|exam))?(?: please| pls)?[ .!?]*"
+)
 
 
 def load_examples(path: str | Path | None = None) -> list[tuple[str, str]]:
@@ -137,7 +148,9 @@ def _families(t: str) -> set[str]:
 def rule_decided(t: str, route: Route) -> bool:
     """Whether the rules' route stands without a second opinion (see the module docstring)."""
     fams = _families(t)
-    return len(fams) == 1 and route.intent in fams and route.intent in DECISIVE
+    if len(fams) != 1 or route.intent not in fams:
+        return False
+    return route.intent in DECISIVE or (route.intent == "report" and _PLAIN_REPORT.fullmatch(t) is not None)
 
 
 _OOV = re.compile(

@@ -55,6 +55,23 @@ def test_rule_decided_turn_never_embeds() -> None:
     assert r.intent == "locate" and r.finding == "pneumothorax"
     r = route_semantic("find similar cases", has_image=True, classifier=_boom)
     assert r.intent == "similar_cases"
+    # a turn that is nothing but an imperative report request is decided too
+    for text in ("Write a report", "pls generate radiology report", "Could you write a full radiology report "
+                 "for this chest film?", "Dictate a structured report for this portable AP study."):
+        assert route_semantic(text, has_image=True, classifier=_boom).intent == "report", text
+
+
+def test_report_cue_in_a_longer_request_still_asks_the_classifier() -> None:
+    consulted = []
+
+    def spy():
+        consulted.append(1)
+        return None  # rules only: the route stands, but the classifier was asked
+
+    for text in ("search the report database for cardiomegaly", "write a report comparing with the prior",
+                 "draft a report I can sign off", "show me the report"):
+        route_semantic(text, has_image=True, classifier=spy)
+    assert len(consulted) == 4
 
 
 def test_classifier_overrides_an_unsure_rule_route() -> None:
