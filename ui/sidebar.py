@@ -1,0 +1,110 @@
+"""The sidebar: new/delete conversation, the downloads, and the model panel.
+
+Everything about the conversation as a whole (exports, forgetting it on disk) and about the
+server (models, index, remote graph) lives here, apart from the study and the chat.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import streamlit as st
+
+from cxr_agent.settings import DISCLAIMER, Settings
+from ui import session as S
+from ui.exports import conversation_markdown, dicom_sr_bytes, fhir_report_json, findings_json
+from ui.model_status import StatusLine, index_present, tool_load_states
+from ui.remote import is_remote
+from ui.resources import status_lines, study_store
+from ui.turn import TurnResult
+
+log = logging.getLogger("cxr_agent.ui")
+
+
+def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> None:
+    with st.sidebar:
+        st.title("cxr-agent")
+        st.caption("Chest X-ray decision support (research use)")
+        st.button("New conversation", on_click=S.new_conversation, args=(state,), icon=":material/add_comment:", width="stretch")
+        st.caption(f"Conversation `{state[S.K_THREAD][-8:]}`")
+        with st.popover("Delete this conversation", icon=":material/delete:", width="stretch"):
+            st.caption("Deletes its messages and the studies and heatmaps only it used, from this server's disk.")
+            st.button("Delete now", key="cxr_forget", type="primary", on_click=forget_conversation,
+                      args=(state, settings, graph))
+        turns: list[TurnResult] = state[S.K_TURNS]
+        if turns:
+            study = state[S.K_STUDY]
+            facts = S.study_facts(study) if study is not None else None
+            kw = {"study_facts": facts, "demo": settings.is_demo, "thread_id": state[S.K_THREAD]}
+            st.download_button(
+                "Download report (Markdown)", conversation_markdown(turns, **kw), file_name="cxr-agent-report.md",
+                mime="text/markdown", on_click="ignore", width="stretch",
+            )
+            st.download_button(
+                "Download findings (JSON)", findings_json(turns, **kw), file_name="cxr-agent-findings.json",
+                mime="application/json", on_click="ignore", width="stretch",
+            )
+            _structured_downloads(turns, study, settings)
+        st.subheader("Models")
+        st.caption(f"Profile: **{settings.model_profile}**" + (" (demo: random weights)" if settings.is_demo else ""))
+        if graph_error:
+            st.error(graph_error)
+        if is_remote(graph):  # the models, their weights and the index live on the graph server
+            served = graph.server_info.get("model_profile")
+            st.markdown(f":material/cloud: **Graph server** - `{graph.url}` (models and index live there; profile {served})")
+            if served and served != settings.model_profile:
+                st.warning(f"This UI runs with profile {settings.model_profile} but the server with {served}: "
+                           "set CXR_AGENT_MODEL_PROFILE to match (it decides the demo warning).")
+            st.caption(DISCLAIMER)
+            return
+        for line in status_lines(settings.model_profile, str(settings.data_dir)):
+            st.markdown(StatusLine(**line).markdown(with_fix=False))
+            if line["fix"]:
+                st.code(line["fix"], language="bash")
+        loaded = tool_load_states(graph) if graph is not None else {}
+        if loaded:
+            st.caption(
+                "Tools in this server: "
+                + ", ".join(f"{name} ({'loaded' if ok else 'loads on first use'})" for name, ok in loaded.items())
+            )
+        if index_present(settings):
+            st.markdown(":material/check_circle: **Prior-report index** - built")
+        else:
+            st.markdown(":material/hourglass_top: **Prior-report index** - not built yet: the first report builds it (about a minute).")
+        st.caption(DISCLAIMER)
+
+
+def _structured_downloads(turns: list[TurnResult], study: Any, settings: Settings) -> None:
+    """DICOM SR and FHIR JSON of the latest findings, against the de-identified study (issue 16)."""
+    try:
+        sr, fhir = dicom_sr_bytes(turns, study, demo=settings.is_demo), fhir_report_json(turns, study, demo=settings.is_demo)
+    except Exception as exc:  # noqa: BLE001 - a failed export must not break the page
+        log.warning("structured export failed (%s)", type(exc).__name__)
+        st.caption(f"DICOM SR / FHIR export unavailable ({type(exc).__name__}).")
+        return
+    if sr is not None:
+        st.download_button("Download DICOM SR", sr, file_name="cxr-agent-sr.dcm", mime="application/dicom",
+                           on_click="ignore", width="stretch")
+    if fhir is not None:
+        st.download_button("Download FHIR JSON", fhir, file_name="cxr-agent-fhir.json", mime="application/fhir+json",
+                           on_click="ignore", width="stretch")
+
+
+def forget_conversation(state, settings: Settings, graph: Any) -> None:
+    """The sidebar's delete action: forget the thread on disk (agents/retention.py), then start afresh."""
+    thread = state[S.K_THREAD]
+    try:
+        if is_remote(graph):
+            graph.forget(thread)
+        elif graph is not None and state[S.K_TURNS]:
+            from agents.retention import forget_thread
+
+            forget_thread(thread, saver=graph.checkpointer, store=study_store(graph, settings),
+                          artifacts_dir=settings.artifacts_dir)
+        st.toast("Conversation deleted.", icon=":material/delete:")
+    except Exception as exc:  # noqa: BLE001 - say it failed; keep the conversation
+        log.exception("forget failed")
+        st.toast(f"The conversation could not be deleted ({type(exc).__name__}).", icon=":material/error:")
+        return
+    S.new_conversation(state)
