@@ -2,7 +2,9 @@
 
 Boxes arrive normalised to the ORIGINAL image ([0, 1] on each axis) and heatmaps as float
 arrays at the original size, so both are mapped by the display size alone: the overlay stays
-right whatever size the image is shown at. The study's pixels are never modified.
+right whatever size the image is shown at. The study's pixels are never modified. A box's colour
+says what kind of source drew it (report writer, other image source, prior), read from the tools'
+declared capabilities, never from their names (``SourcePalette``).
 """
 
 from __future__ import annotations
@@ -10,26 +12,35 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from knowledge.evidence import Box
 from knowledge.vocabulary import display_name
+from tools.base import ToolCapabilities
 
 log = logging.getLogger(__name__)
 
-# One colour per built-in source; custom tools get a stable colour from their name.
-SOURCE_COLORS: dict[str, tuple[int, int, int]] = {
-    "vlm": (0, 200, 255),
-    "classifier": (255, 140, 0),
-    "retrieval": (170, 110, 255),
-    "reconciler": (60, 220, 90),
+RGB = tuple[int, int, int]
+Role = Literal["writer", "image", "prior"]
+UNKNOWN_SOURCE = "unknown source"  # how a box or heatmap whose reply names no source is labelled
+
+# One small palette per role; the n-th source of a role (in the graph's tool order, built-ins
+# first) takes the n-th colour, so slot 0 is the colour the built-in of that role has always had
+# (the VLM's cyan, the classifier's orange, retrieval's purple) and several custom sources of one
+# role stay distinct and keep their colour across reruns.
+ROLE_PALETTES: dict[Role, tuple[RGB, ...]] = {
+    "writer": ((0, 200, 255), (40, 110, 255), (140, 230, 255), (0, 150, 170)),
+    "image": ((255, 140, 0), (255, 205, 50), (200, 80, 0), (255, 175, 110)),
+    "prior": ((170, 110, 255), (225, 140, 255), (115, 70, 205), (205, 185, 255)),
 }
-_EXTRA_COLORS = [(255, 70, 160), (240, 220, 40), (80, 255, 200), (255, 90, 90), (140, 200, 255)]
+# Sources the graph declared nothing for (a remote graph's custom tools): a stable colour from the name.
+UNDECLARED_COLORS: tuple[RGB, ...] = ((255, 70, 160), (80, 255, 200), (255, 90, 90), (60, 220, 90), (200, 255, 80))
+UNKNOWN_COLOR: RGB = (200, 200, 200)  # a box with no source: attributed to no tool
 
 # Anchor points of a perceptual "inferno"-like ramp (dark -> purple -> orange -> yellow).
 _RAMP = np.array(
@@ -38,12 +49,58 @@ _RAMP = np.array(
 )
 
 
-def source_color(source: str) -> tuple[int, int, int]:
-    """The colour a source's boxes are drawn in (stable across runs for custom tools)."""
-    if source in SOURCE_COLORS:
-        return SOURCE_COLORS[source]
-    idx = int(hashlib.sha256(source.encode()).hexdigest(), 16) % len(_EXTRA_COLORS)
-    return _EXTRA_COLORS[idx]
+def source_role(caps: ToolCapabilities) -> Role:
+    """The role a tool's evidence plays, as the graph uses it (tools.base.ToolCapabilities): it
+    writes a full report, or it is another image source, or (reading no image) it is a prior."""
+    if caps.writes_report:
+        return "writer"
+    return "image" if caps.image_source else "prior"
+
+
+@dataclass(frozen=True)
+class SourcePalette:
+    """Box colours per source, from the declared capabilities of the graph's tools.
+
+    ``colors`` maps each declared tool to its role's palette, indexed by its order of appearance
+    among the tools of that role (wrapping round past the palette's end). A source not in it gets a
+    stable colour from ``UNDECLARED_COLORS`` (hash of its name); a missing source is grey.
+    """
+
+    colors: Mapping[str, RGB] = field(default_factory=dict)
+
+    @classmethod
+    def from_capabilities(cls, caps: Mapping[str, ToolCapabilities] | None) -> SourcePalette:
+        """The palette of a graph's tools (``graph.runtime(g).capabilities``, in the graph's order).
+
+        Where capabilities are unknown (None or empty: a remote graph, which does not send them, or
+        no graph at all) the built-in tools' declared capabilities stand in, as for the evidence
+        table's columns: the built-ins keep their colours and any other source is undeclared."""
+        if not caps:
+            from tools.registry import BUILTINS
+
+            caps = {name: c for name, (_, c) in BUILTINS.items()}
+        colors: dict[str, RGB] = {}
+        seen: dict[Role, int] = {}
+        for name, c in caps.items():
+            role = source_role(c)
+            palette = ROLE_PALETTES[role]
+            colors[name] = palette[seen.get(role, 0) % len(palette)]
+            seen[role] = seen.get(role, 0) + 1
+        return cls(colors)
+
+    def color(self, source: str | None) -> RGB:
+        """The colour a source's boxes are drawn in (stable across runs)."""
+        if not source:
+            return UNKNOWN_COLOR
+        if source in self.colors:
+            return self.colors[source]
+        idx = int(hashlib.sha256(source.encode()).hexdigest(), 16) % len(UNDECLARED_COLORS)
+        return UNDECLARED_COLORS[idx]
+
+
+def source_color(source: str | None, capabilities: Mapping[str, ToolCapabilities] | None = None) -> RGB:
+    """The colour of one source's boxes; see ``SourcePalette`` (capabilities None: the built-ins')."""
+    return SourcePalette.from_capabilities(capabilities).color(source)
 
 
 @dataclass(frozen=True)
@@ -60,8 +117,12 @@ class OverlayBox:
     index: int = 1  # 2, 3, ... for further boxes of the same finding and source (e.g. bilateral)
 
     @property
+    def source_label(self) -> str:
+        return self.source or UNKNOWN_SOURCE
+
+    @property
     def base_key(self) -> str:
-        return f"{display_name(self.finding) if self.finding else 'region'} ({self.source})"
+        return f"{display_name(self.finding) if self.finding else 'region'} ({self.source_label})"
 
     @property
     def key(self) -> str:
@@ -70,7 +131,7 @@ class OverlayBox:
     @property
     def caption(self) -> str:
         name = display_name(self.finding) if self.finding else (self.label or "region")
-        return f"{name} [{self.source}]"
+        return f"{name} [{self.source_label}]"
 
     @classmethod
     def from_any(cls, item: Mapping[str, Any] | Any) -> OverlayBox | None:
@@ -83,7 +144,7 @@ class OverlayBox:
             return None
         return cls(
             finding=str(get("finding") or ""),
-            source=str(get("source") or "vlm"),
+            source=str(get("source") or ""),  # none given: shown as unknown, attributed to no tool
             x1=box.x1,
             y1=box.y1,
             x2=box.x2,
@@ -98,11 +159,11 @@ class OverlayHeatmap:
 
     finding: str
     uri: str
-    source: str = "classifier"
+    source: str = ""  # the tool that made it; "" when the reply does not say (shown as unknown)
 
     @property
     def key(self) -> str:
-        return f"{display_name(self.finding) if self.finding else 'heatmap'} ({self.source})"
+        return f"{display_name(self.finding) if self.finding else 'heatmap'} ({self.source or UNKNOWN_SOURCE})"
 
     @classmethod
     def from_any(cls, item: Mapping[str, Any] | Any) -> OverlayHeatmap | None:
@@ -110,7 +171,7 @@ class OverlayHeatmap:
         uri = get("uri")
         if not uri:
             return None
-        return cls(finding=str(get("finding") or ""), uri=str(uri), source=str(get("source") or "classifier"))
+        return cls(finding=str(get("finding") or ""), uri=str(uri), source=str(get("source") or ""))
 
 
 def display_size(original: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -182,15 +243,18 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def draw_boxes(img: Image.Image, boxes: Iterable[OverlayBox], *, width: int | None = None) -> Image.Image:
-    """Draw labelled boxes (colour per source) on a copy of the image."""
+def draw_boxes(
+    img: Image.Image, boxes: Iterable[OverlayBox], *, width: int | None = None, palette: SourcePalette | None = None,
+) -> Image.Image:
+    """Draw labelled boxes (colour per source, from ``palette``; None: the built-ins') on a copy of the image."""
+    palette = palette or SourcePalette.from_capabilities(None)
     out = img.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     line = width or max(2, round(min(out.size) / 200))
     font = _font(max(11, round(min(out.size) / 40)))
     for b in boxes:
         x1, y1, x2, y2 = box_to_display(b, out.size)
-        colour = source_color(b.source)
+        colour = palette.color(b.source)
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
         text = b.caption
         tx, ty = x1 + line, y1 + line
@@ -218,6 +282,7 @@ def compose(
     heatmaps: Sequence[np.ndarray] = (),
     max_side: int = 900,
     alpha: float = 0.45,
+    palette: SourcePalette | None = None,
 ) -> Image.Image:
     """The display image: study scaled to `max_side`, heatmaps blended, then boxes on top."""
     h, w = np.asarray(pixels).shape[:2]
@@ -225,5 +290,5 @@ def compose(
     for heat in heatmaps:
         img = blend_heatmap(img, heat, alpha=alpha)
     if boxes:
-        img = draw_boxes(img, boxes)
+        img = draw_boxes(img, boxes, palette=palette)
     return img

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from tools.study import Study, StudyError
+from ui.evidence_table import as_evidence
 from ui.overlays import OverlayBox, OverlayHeatmap
 from ui.turn import TurnResult
 
@@ -274,14 +275,22 @@ def collect_overlays(
         boxes = {k: b for k, b in boxes.items() if b.base_key not in new_bases}  # the later turn replaces
         boxes.update({b.key: b for b in turn_boxes})
         turn_keys = {b.key for b in turn_boxes}
+        made_by = _heatmap_sources(t)
         for raw in t.cxr.get("heatmaps") or []:
             h = OverlayHeatmap.from_any(raw)
+            if h is not None and not h.source and h.uri in made_by:
+                h = replace(h, source=made_by[h.uri])  # the reply's heatmaps name no source: the evidence does
             if h is not None:
                 heats[h.key] = h
                 turn_keys.add(h.key)
         if turn_keys:
             latest = turn_keys
     return list(boxes.values()), list(heats.values()), latest
+
+
+def _heatmap_sources(turn: TurnResult) -> dict[str, str]:
+    """uri -> the tool whose Evidence carries that heatmap artifact, for this turn."""
+    return {a.uri: e.tool for e in as_evidence(turn.evidence) for a in e.artifacts if a.kind == "heatmap" and a.uri}
 
 
 def latest_with_evidence(turns: Sequence[TurnResult]) -> tuple[int, TurnResult] | None:

@@ -7,15 +7,17 @@ together; the drawing itself is ui/overlays.py and the session bookkeeping ui/se
 from __future__ import annotations
 
 import hashlib
+import html
 from typing import Any
 
 import streamlit as st
 
 from cxr_agent.settings import Settings
 from ui import session as S
-from ui.overlays import SOURCE_COLORS, compose, load_heatmap
+from ui.overlays import UNKNOWN_SOURCE, SourcePalette, compose, load_heatmap
 from ui.pacs import can_push, open_from_pacs, push_to_pacs
 from ui.remote import is_remote
+from ui.resources import capabilities
 
 UPLOAD_TYPES_HELP = "PNG, JPEG or DICOM (.dcm; files without an extension are accepted too)."
 DISPLAY_MAX_SIDE = 900
@@ -66,12 +68,12 @@ def image_section(state, graph: Any = None) -> None:
         sig = hashlib.sha1("|".join(box_keys + heat_keys).encode()).hexdigest()[:8]
         with c1:
             picked = st.multiselect(
-                "Boxes (VLM grounding)", box_keys, default=[k for k in box_keys if k in latest] or box_keys,
+                "Boxes", box_keys, default=[k for k in box_keys if k in latest] or box_keys,
                 key=f"cxr_boxes_{nonce}_{sig}",
             )
         with c2:
             picked_h = st.multiselect(
-                "Heatmaps (classifier)", heat_keys, default=[k for k in heat_keys if k in latest][:1],
+                "Heatmaps", heat_keys, default=[k for k in heat_keys if k in latest][:1],
                 key=f"cxr_heats_{nonce}_{sig}",
             )
         if picked_h:
@@ -85,14 +87,16 @@ def image_section(state, graph: Any = None) -> None:
             missing.append(h.key)
         else:
             arrays.append(arr)
-    img = compose(study.pixels, boxes=shown_boxes, heatmaps=arrays, max_side=DISPLAY_MAX_SIDE, alpha=alpha)
+    palette = SourcePalette.from_capabilities(capabilities(graph) if graph is not None else None)
+    img = compose(study.pixels, boxes=shown_boxes, heatmaps=arrays, max_side=DISPLAY_MAX_SIDE, alpha=alpha,
+                  palette=palette)
     caption = f"{state[S.K_STUDY_NAME] or 'study'} - overlays: {len(shown_boxes)} box(es), {len(arrays)} heatmap(s)"
     st.image(img, caption=caption, width="stretch")
     if missing:
         st.caption(f"Heatmap file unavailable for: {', '.join(missing)}")
     if shown_boxes:
         legend = " ".join(
-            f"<span style='color:rgb{SOURCE_COLORS.get(s, (200, 200, 200))}'>■</span> {s}"
+            f"<span style='color:rgb{palette.color(s)}'>■</span> {html.escape(s or UNKNOWN_SOURCE)}"
             for s in sorted({b.source for b in shown_boxes})
         )
         st.markdown(f"Box colours: {legend}", unsafe_allow_html=True)

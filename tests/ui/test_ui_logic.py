@@ -269,6 +269,18 @@ def test_collect_overlays_prefers_latest_turn(study_id):
     assert latest == {"Nodule (vlm)", "Nodule (vlm) #2"}
 
 
+def test_collect_overlays_names_a_heatmaps_source_from_the_turns_evidence():
+    """The reply's heatmaps name no source; the tool whose Evidence carries the file does. Without
+    that evidence the heatmap is shown as from an unknown source, not attributed to a tool."""
+    from knowledge.evidence import Artifact, Evidence
+
+    made = TurnResult(user_text="r", cxr={"heatmaps": [{"finding": "edema", "uri": "/a.npy"}]},
+                      evidence=[Evidence(tool="densenet2", artifacts=[Artifact(kind="heatmap", finding="edema", uri="/a.npy")])])
+    bare = TurnResult(user_text="r", cxr={"heatmaps": [{"finding": "nodule", "uri": "/b.npy"}]})
+    _, heats, _ = S.collect_overlays([made, bare], None)
+    assert [h.key for h in heats] == ["Edema (densenet2)", "Nodule (unknown source)"]
+
+
 # --- model status -------------------------------------------------------------------------------
 
 

@@ -7,8 +7,12 @@ import pytest
 from PIL import Image
 
 from ui.overlays import (
+    ROLE_PALETTES,
+    UNDECLARED_COLORS,
+    UNKNOWN_COLOR,
     OverlayBox,
     OverlayHeatmap,
+    SourcePalette,
     blend_heatmap,
     box_to_display,
     compose,
@@ -99,3 +103,61 @@ def test_heatmap_with_singleton_axis_is_accepted(shape):
     heat = np.zeros(shape, dtype=np.float32)
     heat.flat[0] = 1.0
     assert blend_heatmap(base, heat).size == (12, 10)
+
+
+class _Tool:
+    """A custom tool that only declares capabilities (never run here)."""
+
+    def __init__(self, name: str, *, writes_report: bool = False, image_source: bool = False):
+        self.name, self.intents = name, frozenset({"report"})
+        self.writes_report, self.image_source = writes_report, image_source
+
+    def run(self, request):  # pragma: no cover - the palette never runs a tool
+        raise AssertionError("not run")
+
+
+def _palette(graph) -> SourcePalette:
+    from ui.resources import capabilities
+
+    return SourcePalette.from_capabilities(capabilities(graph))  # what the app reads: graph.runtime(g)
+
+
+def test_box_colour_follows_the_declared_role_not_the_name(make_graph):
+    """Custom tools take their role's colours from their declared capabilities: a lone custom report
+    writer is drawn like the built-in VLM; several sources of one role get distinct, stable colours."""
+    alone = _palette(make_graph(_Tool("scribe", writes_report=True, image_source=True)))
+    assert alone.color("scribe") == ROLE_PALETTES["writer"][0] == (0, 200, 255)  # today's VLM colour
+
+    tools = [_Tool("scribe", writes_report=True, image_source=True), _Tool("densenet2", image_source=True),
+             _Tool("vit", image_source=True), _Tool("atlas")]
+    graph = make_graph(*tools, builtin=True)
+    palette = _palette(graph)
+    # The built-ins look as they always have.
+    assert (palette.color("vlm"), palette.color("classifier"), palette.color("retrieval")) == (
+        (0, 200, 255), (255, 140, 0), (170, 110, 255))
+    # The custom writer is in the writer palette, distinct from the VLM.
+    assert palette.color("scribe") in ROLE_PALETTES["writer"] and palette.color("scribe") != palette.color("vlm")
+    # Two custom image sources: image-source colours, distinct from each other and from the classifier.
+    image = [palette.color(n) for n in ("classifier", "densenet2", "vit")]
+    assert all(c in ROLE_PALETTES["image"] for c in image) and len(set(image)) == 3
+    assert palette.color("atlas") in ROLE_PALETTES["prior"] and palette.color("atlas") != palette.color("retrieval")
+    assert _palette(graph) == palette  # stable across reruns
+
+    # The drawing uses the palette: a custom image source's outline is its palette colour.
+    box = OverlayBox("pleural_effusion", "densenet2", 0.25, 0.5, 0.75, 0.9)
+    arr = np.asarray(compose(np.full((200, 400), 0.5, dtype=np.float32), boxes=[box], max_side=200, palette=palette))
+    assert np.abs(arr[90, 100].astype(int) - np.array(palette.color("densenet2"))).max() <= 2
+
+
+def test_unknown_capabilities_fall_back_to_the_builtins_and_a_missing_source_is_unknown():
+    fallback = SourcePalette.from_capabilities(None)  # e.g. a remote graph, which sends no capabilities
+    assert fallback.color("vlm") == (0, 200, 255) and fallback.color("classifier") == (255, 140, 0)
+    assert fallback.color("my_tool") in UNDECLARED_COLORS and fallback.color("my_tool") == source_color("my_tool")
+    assert all(fallback.color("my_tool") not in p for p in ROLE_PALETTES.values())
+
+    b = OverlayBox.from_any({"finding": "nodule", "x1": 0.1, "y1": 0.2, "x2": 0.3, "y2": 0.4})
+    assert b is not None and b.source == "" and b.key == "Nodule (unknown source)" and b.caption == "Nodule [unknown source]"
+    assert fallback.color(b.source) == UNKNOWN_COLOR
+    assert all(UNKNOWN_COLOR not in p for p in ROLE_PALETTES.values())
+    h = OverlayHeatmap.from_any({"finding": "edema", "uri": "/h.npy"})
+    assert h is not None and h.key == "Edema (unknown source)"
