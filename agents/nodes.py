@@ -78,9 +78,11 @@ class Nodes:
         # image sources (registry order) - read from capabilities, so a custom writer is treated like the VLM.
         writers = [n for n, c in self.caps.items() if c.image_source and c.writes_report]
         others = [n for n, c in self.caps.items() if c.image_source and not c.writes_report]
+        base = reconciler.Policy.from_settings(settings)
         self.policy = reconciler.Policy.from_settings(
             settings, prior_sources=frozenset(prior), statement_sources=frozenset(writers),
-            box_preference=(*writers, *others))
+            box_preference=(*writers, *others),
+            source_labels={**base.labels, **{n: c.label for n, c in self.caps.items() if c.label}})
 
     def study(self, study_id: str) -> Any:
         """The decoded study (memory cache, then the store). Raises KeyError if unknown."""

@@ -26,6 +26,9 @@ class Policy:
     # tool capabilities (agents/nodes.py: report writers, then other image sources); defaults = the built-ins
     statement_sources: frozenset[str] = frozenset({"vlm"})  # an unscored positive from these is high-confidence
     box_preference: tuple[str, ...] = ("vlm", "classifier")
+    # how replies name each source (agents/wording.py): the graph sets them from the tools' declared ``label``
+    source_labels: tuple[tuple[str, str], ...] | Mapping[str, str] = (
+        ("classifier", "the classifier"), ("retrieval", "retrieval"), ("vlm", "the VLM"))
     # classifier op-norm scores: 0.5 is the calibrated threshold
     classifier_margin: float = 0.1  # |s - 0.5| < margin -> uncertain (the classifier's own band)
     margin_high: float = 0.2  # s >= 0.5 + margin_high -> a high-confidence present call
@@ -59,6 +62,8 @@ class Policy:
         object.__setattr__(self, "prior_sources", frozenset(self.prior_sources))
         object.__setattr__(self, "statement_sources", frozenset(self.statement_sources))
         object.__setattr__(self, "box_preference", tuple(self.box_preference))
+        labels = self.source_labels.items() if isinstance(self.source_labels, Mapping) else self.source_labels
+        object.__setattr__(self, "source_labels", tuple(sorted((str(k), str(v)) for k, v in labels)))
 
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> Policy:
@@ -80,8 +85,17 @@ class Policy:
     def weight(self, source: str) -> float:
         return dict(self.source_weights).get(source, self.default_weight)
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """``source_labels`` as a dict (what agents/wording.py takes)."""
+        return dict(self.source_labels)
+
     def is_image_source(self, source: str) -> bool:
         return source not in self.prior_sources
+
+
+DEFAULT_SOURCE_LABELS: dict[str, str] = dict(Policy.__dataclass_fields__["source_labels"].default)
+"""The built-in tools' labels: what wording uses when no policy's labels are given."""
 
 
 # --------------------------------------------------------------------------------------------

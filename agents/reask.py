@@ -64,12 +64,13 @@ def resolve(decision: Decision, verification: Evidence, *, classifier_box: Box |
         reasons = [*decision.reasons, reason]
         return decision.model_copy(update={
             **update, "calls": calls, "reasons": reasons,
-            "rationale": wording.rationale(decision.finding, reasons),
-            "verification": before + wording.verification_note(decision.finding, reason),
+            "rationale": wording.rationale(decision.finding, reasons, policy.labels),
+            "verification": before + wording.verification_note(decision.finding, reason, policy.labels),
         })
 
     def unresolved(cause: str, **fields: object) -> Decision:
-        reason = Reason(rule="reask_unresolved", answer=vcall, others=other_srcs, cause=cause, **fields)
+        reason = Reason(rule="reask_unresolved", answer=vcall, asked=vlm_src, others=other_srcs, cause=cause,
+                        **fields)
         return settle(reason, status=Status.uncertain, conflict=True, needs_review=True,
                       confidence=round(min(decision.confidence, policy.unresolved_cap), 4))
 
@@ -82,7 +83,7 @@ def resolve(decision: Decision, verification: Evidence, *, classifier_box: Box |
     if other_status is not None and vcall.status is other_status:
         withdrawn = other_status is Status.absent and prior_vlm is Status.present
         box = (vcall.box or classifier_box or decision.box) if other_status is Status.present else None
-        return settle(Reason(rule="reask_agrees", status=other_status, answer=vcall, others=other_srcs,
+        return settle(Reason(rule="reask_agrees", status=other_status, answer=vcall, asked=vlm_src, others=other_srcs,
                              withdrawn=withdrawn),
                       status=other_status, conflict=False, needs_review=False,
                       confidence=policy.resolved_confidence, agreeing=sorted({*other_srcs, vlm_src}),
@@ -92,7 +93,8 @@ def resolve(decision: Decision, verification: Evidence, *, classifier_box: Box |
     strong = [c for c in decision.calls if c.source != vlm_src and is_high_confidence(c, policy)]
     if other_status is Status.present and vcall.status is Status.absent and not strong:
         positives = list(one_per_source([c for c in decision.calls if c.source in other_srcs], policy).values())
-        return settle(Reason(rule="reask_overrules", status=Status.absent, answer=vcall, present=positives,
+        return settle(Reason(rule="reask_overrules", status=Status.absent, answer=vcall, asked=vlm_src,
+                             present=positives,
                              others=other_srcs, threshold=0.5 + policy.margin_high),
                       status=Status.absent, conflict=False, needs_review=False,
                       confidence=policy.overruled_confidence, agreeing=[vlm_src], disagreeing=list(other_srcs),
@@ -102,7 +104,7 @@ def resolve(decision: Decision, verification: Evidence, *, classifier_box: Box |
         if vcall.box is not None and classifier_box is not None:
             iou = vcall.box.iou(classifier_box)
             if iou >= policy.box_iou_min:
-                return settle(Reason(rule="reask_box_overlap", status=Status.present, answer=vcall,
+                return settle(Reason(rule="reask_box_overlap", status=Status.present, answer=vcall, asked=vlm_src,
                                      others=other_srcs, iou=iou, threshold=policy.box_iou_min),
                               status=Status.present, conflict=False, needs_review=False,
                               confidence=policy.resolved_confidence, agreeing=[vlm_src],

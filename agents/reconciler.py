@@ -149,7 +149,7 @@ def _decide_one(finding: str, calls: list[FindingCall], policy: Policy) -> Decis
         return Decision(
             finding=finding, status=Status.uncertain, confidence=round(clip(conf), 4),
             agreeing=[], disagreeing=[], conflict=False, needs_review=False,
-            rationale=wording.rationale(finding, reasons), reasons=reasons, calls=list(calls), box=None,
+            rationale=wording.rationale(finding, reasons, policy.labels), reasons=reasons, calls=list(calls), box=None,
         )
 
     pres = {s: c for s, c in votes.items() if c.status is Status.present}
@@ -217,7 +217,7 @@ def _decide_one(finding: str, calls: list[FindingCall], policy: Policy) -> Decis
     return Decision(
         finding=finding, status=status, confidence=round(conf, 4),
         agreeing=agreeing, disagreeing=disagreeing, conflict=conflict, needs_review=needs_review,
-        rationale=wording.rationale(finding, reasons), reasons=reasons, calls=list(calls),
+        rationale=wording.rationale(finding, reasons, policy.labels), reasons=reasons, calls=list(calls),
         # no box on an 'absent' verdict: a heatmap region of a negative call is not a finding
         box=None if status is Status.absent else (_best_box(image, policy, Status.present)
                                                 or _best_box(image, policy)),
@@ -242,7 +242,7 @@ def _apply_no_finding(decisions: dict[str, Decision], policy: Policy) -> None:
     decisions["no_finding"] = nf.model_copy(update={
         "status": Status.uncertain, "conflict": undisputed, "needs_review": undisputed,
         "confidence": min(nf.confidence, policy.uncertain_cap),
-        "reasons": reasons, "rationale": wording.rationale("no_finding", reasons),
+        "reasons": reasons, "rationale": wording.rationale("no_finding", reasons, policy.labels),
     })
 
 

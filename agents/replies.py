@@ -16,7 +16,7 @@ from agents.reply_parts import (
     _unavailable_lines,
     unavailable,
 )
-from agents.wording import cite_decision
+from agents.wording import cap, cite_decision
 from knowledge.evidence import Decision, Evidence, Status
 from knowledge.vocabulary import display_name
 
@@ -104,7 +104,7 @@ def chat_reply(evidence: Sequence[Evidence]) -> list[str]:
     if vlm is not None and vlm.ok and (vlm.answer or vlm.report):
         lines.append((vlm.answer or vlm.report or "").strip())
     elif vlm is not None:
-        lines.append(f"The VLM could not answer this turn ({vlm.error or 'no answer'}).")
+        lines.append(f"{cap(_roles().label(vlm.tool))} could not answer this turn ({vlm.error or 'no answer'}).")
     custom = _custom_lines(evidence)
     if custom:
         lines += ["", *custom]

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from agents.wording import STATUS_WORD, cite_decision
+from agents.wording import STATUS_WORD, cap, cite_decision, source_name
 from cxr_agent.settings import DEMO_WARNING
 from knowledge.evidence import Decision, Evidence, FindingCall, Status
 from knowledge.vocabulary import display_name
@@ -35,10 +35,11 @@ class ToolRoles:
     """Which tools play which part in a reply, read from their capabilities (never their names):
     ``writers`` write the report and answer questions (writes_report), ``neighbours`` return similar
     prior cases (serve similar_cases without reading the image); any other tool's answer is listed
-    under its own name."""
+    under its own name. ``labels``: how replies name each tool (its declared ``label``)."""
 
     writers: tuple[str, ...] = ()
     neighbours: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_capabilities(cls, caps: dict[str, ToolCapabilities]) -> ToolRoles:
@@ -46,7 +47,19 @@ class ToolRoles:
             writers=tuple(n for n, c in caps.items() if c.writes_report),
             neighbours=tuple(n for n, c in caps.items()
                              if "similar_cases" in c.intents and not c.image_source and not c.writes_report),
+            labels=tuple((n, c.label) for n, c in caps.items() if c.label),
         )
+
+    def label(self, name: str | None) -> str:
+        """How a reply names tool ``name``: its declared label, else the default policy's, else ``tool 'name'``;
+        no name: "the report writer"."""
+        if not name:
+            return "the report writer"
+        return dict(self.labels).get(name) or source_name(name)
+
+    def writer_label(self, evidence: Evidence | None) -> str:
+        """The label of the report writer behind ``evidence`` (else of the first configured writer)."""
+        return self.label(evidence.tool if evidence is not None else (self.writers[0] if self.writers else None))
 
     @classmethod
     def builtin(cls) -> ToolRoles:
@@ -107,14 +120,16 @@ def _silent(call: FindingCall | None) -> bool:
 
 
 def _vlm_says(call: FindingCall) -> str:
+    """The report writer's own statement, told in its label's words ("The VLM report says ...")."""
+    who = cap(_roles().label(call.source))
     if call.implied == "normal_study":
-        return "The VLM report does not mention it and reads the study as normal"
+        return f"{who} report does not mention it and reads the study as normal"
     if _silent(call):
-        return "The VLM report does not mention it"
+        return f"{who} report does not mention it"
     if call.task == "classification":
-        return ("The VLM's abnormality classification lists it" if call.status is Status.present
-                else "The VLM's abnormality classification leaves it out")
-    return f"The VLM report says {_STATUS_WORD[call.status]}"
+        return (f"{who}'s abnormality classification lists it" if call.status is Status.present
+                else f"{who}'s abnormality classification leaves it out")
+    return f"{who} report says {_STATUS_WORD[call.status]}"
 
 
 def _prior_only(d: Decision) -> bool:

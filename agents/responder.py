@@ -30,7 +30,7 @@ from agents.reply_parts import (
     _vlm_says,
     unavailable,
 )
-from agents.wording import OP_THRESHOLD, cite, cite_decision, fmt_box, region
+from agents.wording import OP_THRESHOLD, cap, cite, cite_decision, fmt_box, region
 from cxr_agent.settings import DISCLAIMER
 from knowledge.evidence import Decision, Evidence, Status
 from knowledge.vocabulary import display_name
@@ -108,13 +108,14 @@ def _compose(
 def report_reply(evidence: Sequence[Evidence], decisions: Sequence[Decision], *, notes: Sequence[str] = ()) -> list[str]:
     k = _k(evidence)
     vlm = _by_tool(evidence, *_roles().writers)
+    writer = _roles().writer_label(vlm)
     lines: list[str] = ["## Report", ""]
     if vlm is not None and vlm.ok and vlm.report:
-        lines += ["_Drafted by the VLM; shown as written. Revisions the cross-check demands are listed below it._", ""]
+        lines += [f"_Drafted by {writer}; shown as written. Revisions the cross-check demands are listed below it._", ""]
         lines += [vlm.report.strip(), ""]
     else:
         why = (vlm.error if vlm is not None else "not configured") or "no report text"
-        lines += [f"_The VLM report is unavailable ({why}). Findings below come from the other tools only._", ""]
+        lines += [f"_{cap(writer)} report is unavailable ({why}). Findings below come from the other tools only._", ""]
     lines += _unavailable_lines(evidence)
 
     revisions: list[str] = []
@@ -126,7 +127,7 @@ def report_reply(evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
                 and d.status == Status.present:
             flag = " (flagged for review)" if d.needs_review else ""
             revisions.append(
-                f"- **Added{flag}: {display_name(d.finding)}.** Not mentioned in the VLM report; "
+                f"- **Added{flag}: {display_name(d.finding)}.** Not mentioned in {writer} report; "
                 f"{d.rationale} {cite_decision(d, k=k)}".rstrip()
             )
         elif vlm_call is not None and vlm_call.status != d.status and d.status != Status.uncertain:
@@ -210,7 +211,7 @@ def locate_reply(
                 lines.append(f"- **{e.tool} heatmap** for {display_name(a.finding or '') if a.finding else label}{where}.")
                 found = found or a.box is not None
     if e_answers := [e for e in evidence if e.ok and e.tool in _roles().writers and e.answer]:
-        lines.append(f"- VLM: {e_answers[0].answer.strip()}")
+        lines.append(f"- {cap(_roles().label(e_answers[0].tool).removeprefix('the '))}: {e_answers[0].answer.strip()}")
     if not found:
         lines.append(f"No tool localised {label.lower()} on this image.")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None

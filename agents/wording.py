@@ -8,14 +8,27 @@ tested on its numbers and the wording changed without touching it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from knowledge.evidence import Box, Decision, FindingCall, Reason, Status
 from knowledge.vocabulary import display_name
 
+Labels = Mapping[str, str] | None
+"""How replies name each source (``Policy.source_labels``: the tools' declared ``label``s); None: the
+default policy's."""
 
-def source_name(src: str) -> str:
-    return {"vlm": "the VLM", "classifier": "the classifier", "retrieval": "retrieval"}.get(src, f"tool '{src}'")
+
+def _labels(labels: Labels) -> Mapping[str, str]:
+    if labels is not None:
+        return labels
+    from agents.policy import DEFAULT_SOURCE_LABELS
+
+    return DEFAULT_SOURCE_LABELS
+
+
+def source_name(src: str, labels: Labels = None) -> str:
+    """The source as a reply names it: its declared label ("the VLM"), else ``tool 'name'``."""
+    return _labels(labels).get(src) or f"tool '{src}'"
 
 
 def quote(text: str | None, limit: int = 60) -> str:
@@ -38,38 +51,37 @@ def cap(s: str) -> str:
     return s[:1].upper() + s[1:] if s else s
 
 
-def describe_call(call: FindingCall) -> str:
+def describe_call(call: FindingCall, labels: Labels = None) -> str:
     """A short clinician-readable description of one call, naming its source and score/text."""
     src = call.source
-    if src == "classifier" or call.score_kind == "op_norm":
+    who = source_name(src, labels)
+    if call.score_kind == "op_norm":
         s = call.score
         if s is None:
-            return f"{source_name(src)} ({call.status.value})"
+            return f"{who} ({call.status.value})"
         if call.status is Status.uncertain:
             side = "near threshold, uncertain"
         else:
             side = "above threshold" if s > 0.5 else "below threshold" if s < 0.5 else "at threshold"
-        name = "classifier" if src == "classifier" else f"tool '{src}'"
-        return f"{name} op-point score {s:.2f} ({side})"
-    if src in ("retrieval",) or call.score_kind == "neighbor_fraction":
+        return f"{who.removeprefix('the ')} op-point score {s:.2f} ({side})"
+    if call.score_kind == "probability" and call.score is not None:
+        return f"{who.removeprefix('the ')} probability {call.score:.2f} ({call.status.value})"
+    if call.score_kind == "neighbor_fraction":
         if call.score is not None:
             return f"{call.score:.0%} of similar prior reports mention it"
         return "similar prior reports mention it"
     if call.implied == "normal_study":
-        base = "the VLM" if src == "vlm" else f"tool '{src}'"
-        return f"{base} calls the study normal ({quote(call.text or 'no finding')})"
+        return f"{who} calls the study normal ({quote(call.text or 'no finding')})"
     if call.implied == "report_silence":
-        return f"the {'VLM' if src == 'vlm' else repr(src)} report does not mention it"
+        return f"{who} report does not mention it"
     if call.task == "classification" and call.status is not Status.uncertain:
-        base = "the VLM" if src == "vlm" else f"tool '{src}'"
-        return (f"{base} lists it among the abnormalities (classification; a listed label may be a hedge)"
-                if call.status is Status.present else f"{base} leaves it out of its abnormality list (classification)")
+        return (f"{who} lists it among the abnormalities (classification; a listed label may be a hedge)"
+                if call.status is Status.present else f"{who} leaves it out of its abnormality list (classification)")
     said = quote(call.text)
     what = {"present": "reports it", "absent": "reports it absent", "uncertain": "is uncertain"}[call.status.value]
-    base = "the VLM" if src == "vlm" else f"tool '{src}'"
     if call.score is not None:
-        base += f" (score {call.score:.2f})"
-    return f"{base} {what}{f' ({said})' if said else ''}"
+        who += f" (score {call.score:.2f})"
+    return f"{who} {what}{f' ({said})' if said else ''}"
 
 
 def said_text(call: FindingCall) -> str | None:
@@ -81,97 +93,105 @@ def said_text(call: FindingCall) -> str | None:
     return call.text
 
 
-def _descs(calls: Sequence[FindingCall]) -> str:
-    return join([describe_call(c) for c in calls])
+def _descs(calls: Sequence[FindingCall], labels: Labels) -> str:
+    return join([describe_call(c, labels) for c in calls])
 
 
-def _unc_note(r: Reason) -> str:
-    return f"; {_descs(r.uncertain)}" if r.uncertain else ""
+def _unc_note(r: Reason, labels: Labels) -> str:
+    return f"; {_descs(r.uncertain, labels)}" if r.uncertain else ""
 
 
-def _others(r: Reason) -> str:
-    return join([source_name(s) for s in r.others]) or "the other image sources"
+def _others(r: Reason, labels: Labels) -> str:
+    return join([source_name(s, labels) for s in r.others]) or "the other image sources"
 
 
-def _vote(r: Reason) -> str:
+def _vote(r: Reason, labels: Labels) -> str:
     """The sentence of one vote (decide's step 5), without the finding's name."""
     st = r.status.value if r.status is not None else "uncertain"
     side = r.present or r.absent
     if r.rule == "conflict":
         hi = " (a high-confidence positive: not dropped)" if r.kept_high_confidence else ""
-        return (f"{cap(_descs(r.present))} but {_descs(r.absent)}{_unc_note(r)}: image sources disagree{hi}; "
-                f"reported as {st} and flagged for review.")
+        return (f"{cap(_descs(r.present, labels))} but {_descs(r.absent, labels)}{_unc_note(r, labels)}: image sources "
+                f"disagree{hi}; reported as {st} and flagged for review.")
     if r.rule == "agree":
-        return f"{cap(_descs(side))} agree{_unc_note(r)}."
+        return f"{cap(_descs(side, labels))} agree{_unc_note(r, labels)}."
     if r.rule == "one_definite":
         tail = "; low confidence: weak evidence only, not a conflict." if r.low_confidence else "."
-        return f"Only one image source is definite: {_descs(side)}{_unc_note(r)}{tail}"
+        return f"Only one image source is definite: {_descs(side, labels)}{_unc_note(r, labels)}{tail}"
     if r.rule == "listed_only":
-        return (f"{cap(_descs(r.present))}{_unc_note(r)}: a listed label may be a hedge and no other image source is "
-                "definite, so it is reported as uncertain (low confidence).")
+        return (f"{cap(_descs(r.present, labels))}{_unc_note(r, labels)}: a listed label may be a hedge and no other "
+                "image source is definite, so it is reported as uncertain (low confidence).")
     if r.rule == "single_source":
-        return f"{cap(_descs(side))}; no other image source commented on it."
-    return (f"{cap(_descs(r.uncertain))}; no image source is definite, so it is reported as uncertain "
+        return f"{cap(_descs(side, labels))}; no other image source commented on it."
+    return (f"{cap(_descs(r.uncertain, labels))}; no image source is definite, so it is reported as uncertain "
             "(low confidence; no image source contradicts another).")
 
 
-def unresolved_why(r: Reason) -> str:
+def _asked(r: Reason, labels: Labels) -> str:
+    """The re-asked tool as replies name it."""
+    src = r.asked or (r.answer.source if r.answer is not None else None)
+    return source_name(src, labels) if src else "the re-asked tool"
+
+
+def unresolved_why(r: Reason, labels: Labels = None) -> str:
     """Why a targeted re-ask left a conflict open (rule C)."""
-    answer = describe_call(r.answer) if r.answer is not None else ""
+    answer = describe_call(r.answer, labels) if r.answer is not None else ""
     return {
         "tool_failed": f"no usable answer ({r.error})",
-        "not_addressed": "the VLM's answer did not address this finding",
+        "not_addressed": f"{_asked(r, labels)}'s answer did not address this finding",
         "box_no_overlap": f"{answer}, but its box does not overlap the classifier heatmap "
                           f"(IoU {r.iou or 0.0:.2f} < {r.threshold or 0.0:.2f})",
         "no_box": f"{answer}, with no box to compare with the classifier heatmap",
         "uncertain_answer": answer,
-        "maintained": f"{answer}, maintaining its position against {_others(r)}",
+        "maintained": f"{answer}, maintaining its position against {_others(r, labels)}",
     }.get(r.cause or "", f"{answer}, which does not settle it")
 
 
-def _reask(name: str, r: Reason) -> tuple[str, str]:
+def _reask(name: str, r: Reason, labels: Labels) -> tuple[str, str]:
     """(rationale, verification note) of one targeted re-ask (reconciler.resolve's rules A-D)."""
-    answer = describe_call(r.answer) if r.answer is not None else ""
+    answer = describe_call(r.answer, labels) if r.answer is not None else ""
+    asked = _asked(r, labels)
     if r.rule == "reask_agrees":
         note = ", withdrawing its earlier positive statement" if r.withdrawn else ""
         st = r.status.value if r.status is not None else ""
-        return (f"{name}: on a targeted re-ask {answer}{note}, agreeing with {_others(r)}; resolved as {st} "
-                "(moderate confidence).",
-                f"Targeted re-ask: {answer}{note}, now agreeing with {_others(r)}.")
+        return (f"{name}: on a targeted re-ask {answer}{note}, agreeing with {_others(r, labels)}; resolved as "
+                f"{st} (moderate confidence).",
+                f"Targeted re-ask: {answer}{note}, now agreeing with {_others(r, labels)}.")
     if r.rule == "reask_overrules":
-        pos = _descs(r.present)
-        return (f"{name}: {pos}, but the VLM, asked directly, {answer.removeprefix('the VLM ')}; a moderate "
-                "positive outweighed by the VLM's direct answer and its earlier read: reported absent with "
+        pos = _descs(r.present, labels)
+        return (f"{name}: {pos}, but {asked}, asked directly, {answer.removeprefix(asked + ' ')}; a moderate "
+                f"positive outweighed by {asked}'s direct answer and its earlier read: reported absent with "
                 "low confidence (the score is shown, not dropped).",
                 f"Targeted re-ask: {answer}; {pos} is only moderately positive "
                 f"(below the high-confidence line {r.threshold or 0.0:.2f}).")
     if r.rule == "reask_box_overlap":
         iou = r.iou or 0.0
-        return (f"{name}: the VLM maintained it on a targeted re-ask and its box overlaps the classifier heatmap "
+        return (f"{name}: {asked} maintained it on a targeted re-ask and its box overlaps the classifier heatmap "
                 f"region (IoU {iou:.2f}) although the classifier score was below threshold; resolved as present "
                 "(moderate confidence).",
                 f"Targeted re-ask: {answer} and its box overlaps the classifier heatmap "
                 f"(IoU {iou:.2f} >= {r.threshold or 0.0:.2f}).")
-    why = unresolved_why(r)
+    why = unresolved_why(r, labels)
     return (f"{name}: image sources still disagree after a targeted re-ask ({why}); reported as uncertain and "
             "flagged for review.",
             f"Targeted re-ask: {why}; conflict unresolved.")
 
 
-def rationale(finding: str, reasons: Sequence[Reason]) -> str:
+def rationale(finding: str, reasons: Sequence[Reason], labels: Labels = None) -> str:
     """The one-line rationale of a Decision, from its reasons in the order the policy applied them."""
     name = display_name(finding)
     text = ""
     for r in reasons:
         if r.rule == "prior_only":
-            prior = describe_call(r.prior) if r.prior is not None else "only prior reports mention it"
+            prior = describe_call(r.prior, labels) if r.prior is not None else "only prior reports mention it"
             text = f"{name}: no image source assessed it; {prior} (a prior only, not evidence from this image)."
         elif r.rule in ("conflict", "agree", "one_definite", "single_source", "uncertain_only", "listed_only"):
-            text = f"{name}: {_vote(r)}"
+            text = f"{name}: {_vote(r, labels)}"
         elif r.rule == "prior_shift" and r.prior is not None:
-            text = text.rstrip(".") + f"; {describe_call(r.prior)} (prior only)."
+            text = text.rstrip(".") + f"; {describe_call(r.prior, labels)} (prior only)."
         elif r.rule == "prior_unsettled" and r.prior is not None:
-            text = text.rstrip(".") + f"; {describe_call(r.prior)} (a prior only: it does not settle an uncertain call)."
+            text = (text.rstrip(".") + f"; {describe_call(r.prior, labels)} "
+                    "(a prior only: it does not settle an uncertain call).")
         elif r.rule == "no_finding_contradicted":
             names = join([display_name(f).lower() for f in r.findings])
             tail = ("flagged for review" if r.undisputed
@@ -180,13 +200,13 @@ def rationale(finding: str, reasons: Sequence[Reason]) -> str:
             text = (f"{text.rstrip('.')}; but {names} {'is' if len(r.findings) == 1 else 'are'} also called present "
                     f"or disputed, so 'no finding' cannot stand; {tail}.")
         elif r.rule.startswith("reask_"):
-            text = _reask(name, r)[0]
+            text = _reask(name, r, labels)[0]
     return text
 
 
-def verification_note(finding: str, reason: Reason) -> str:
+def verification_note(finding: str, reason: Reason, labels: Labels = None) -> str:
     """The note a targeted re-ask adds to Decision.verification."""
-    return _reask(display_name(finding), reason)[1]
+    return _reask(display_name(finding), reason, labels)[1]
 
 
 # --------------------------------------------------------------------------------------- citations

@@ -179,6 +179,7 @@ class Reason(BaseModel):
     uncertain: list[FindingCall] = Field(default_factory=list)
     prior: FindingCall | None = Field(None, description="The retrieval call cited as a prior.")
     answer: FindingCall | None = Field(None, description="The targeted re-ask's answer.")
+    asked: str | None = Field(None, description="Re-ask: the tool asked (its name), answer or not.")
     others: list[str] = Field(default_factory=list, description="Re-ask: the other image sources' names.")
     findings: list[str] = Field(default_factory=list, description="no_finding: the findings contradicting it.")
     low_confidence: bool = False

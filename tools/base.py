@@ -83,6 +83,7 @@ class ToolCapabilities:
     needs_draft: it runs after a report writer in the same branch and gets its draft
         (``ToolRequest.draft_report``); without a draft it is not run.
     verifies: it answers targeted re-asks: ``verify(study, findings, *, thread_id, cancel)``.
+    label: how replies name it ("the VLM"); None: ``tool '<name>'``.
     """
 
     intents: frozenset[str] = frozenset()
@@ -90,6 +91,7 @@ class ToolCapabilities:
     writes_report: bool = False
     needs_draft: bool = False
     verifies: bool = False
+    label: str | None = None
 
     FLAGS = ("image_source", "writes_report", "needs_draft", "verifies")
 
@@ -100,7 +102,7 @@ class CxrTool(Protocol):
 
     run() should not raise; the graph still wraps it and turns any exception or timeout into
     Evidence(ok=False, error=...). Optional class attributes ``image_source``, ``writes_report``,
-    ``needs_draft``, ``verifies`` (bools, default False) declare its ToolCapabilities; a tool with
+    ``needs_draft``, ``verifies`` (bools, default False) and ``label`` (str) declare its ToolCapabilities; a tool with
     ``verifies = True`` also implements ``verify`` (see ``Verifier``).
     """
 
@@ -131,7 +133,9 @@ def capabilities(tool: Any) -> ToolCapabilities:
     flags = {f: bool(getattr(tool, f, False)) for f in ToolCapabilities.FLAGS}
     if flags["verifies"] is False and callable(getattr(type(tool), "verify_finding", None)):
         flags["verifies"] = True  # a tool written before verify(): its one-finding re-ask still counts
-    return ToolCapabilities(intents=frozenset(getattr(tool, "intents", ()) or ()), **flags)
+    label = getattr(tool, "label", None)
+    return ToolCapabilities(intents=frozenset(getattr(tool, "intents", ()) or ()),
+                            label=label if isinstance(label, str) and label.strip() else None, **flags)
 
 
 def verify_findings(

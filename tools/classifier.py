@@ -121,6 +121,7 @@ class ClassifierTool:
     name = TOOL_NAME
     intents = builtin_intents("classifier")  # from the one intent table (tools/base.py)
     image_source = True  # its calls read the image: they vote
+    label = "the classifier"
 
     def __init__(self, settings: Settings | None = None, *, model: LoadedClassifier | Any = None) -> None:
         if settings is None:

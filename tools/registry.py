@@ -11,7 +11,7 @@ A custom tool is either
   as Evidence, anything else becomes ``Evidence.answer`` text. Intents and capabilities come from
   ``metadata``: ``cxr_intents`` (default: report), ``cxr_image_source``, ``cxr_writes_report``,
   ``cxr_needs_draft``, ``cxr_verifies`` (a verifying LangChain tool is invoked once per finding
-  with intent ``finding_question``).
+  with intent ``finding_question``), ``cxr_label`` (how replies name it).
 
 Custom tools reach the graph through ``build_graph(tools=[...])`` or an entry point in the group
 ``cxr_agent.tools`` (the object may be a tool instance, a tool class or a zero-argument factory).
@@ -28,6 +28,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -52,13 +53,14 @@ class LazyTool:
 
     def __init__(self, name: str, target: str, intents: Iterable[str], *, image_source: bool = False,
                  writes_report: bool = False, needs_draft: bool = False, verifies: bool = False,
-                 settings: Settings | None = None):
+                 label: str | None = None, settings: Settings | None = None):
         self.name = name
         self.intents = frozenset(intents)
         self.image_source = image_source
         self.writes_report = writes_report
         self.needs_draft = needs_draft
         self.verifies = verifies
+        self.label = label
         self.target = target
         self._settings = settings
         self._tool: Any = None
@@ -69,7 +71,7 @@ class LazyTool:
     def capabilities(self) -> ToolCapabilities:
         return ToolCapabilities(intents=self.intents, image_source=self.image_source,
                                 writes_report=self.writes_report, needs_draft=self.needs_draft,
-                                verifies=self.verifies)
+                                verifies=self.verifies, label=self.label)
 
     def load(self) -> Any:
         """The real tool (constructed once); raises RuntimeError naming the problem if it cannot be."""
@@ -131,11 +133,12 @@ def _import_first(targets: str) -> Any:
 # name -> (import target, capabilities); intents come from the intent table (tools.base).
 BUILTINS: dict[str, tuple[str, ToolCapabilities]] = {
     "vlm": ("tools.vlm:VLMTool|tools.vlm.tool:VLMTool",
-            ToolCapabilities(builtin_intents("vlm"), image_source=True, writes_report=True, verifies=True)),
+            ToolCapabilities(builtin_intents("vlm"), image_source=True, writes_report=True, verifies=True,
+                             label="the VLM")),
     "classifier": ("tools.classifier:ClassifierTool",
-                   ToolCapabilities(builtin_intents("classifier"), image_source=True)),
+                   ToolCapabilities(builtin_intents("classifier"), image_source=True, label="the classifier")),
     "retrieval": ("tools.retrieval:RetrievalTool",
-                  ToolCapabilities(builtin_intents("retrieval"), needs_draft=True)),
+                  ToolCapabilities(builtin_intents("retrieval"), needs_draft=True, label="retrieval")),
 }
 
 
@@ -145,10 +148,11 @@ def builtin_tools(settings: Settings | None = None) -> list[LazyTool]:
     specs = dict(BUILTINS)
     compare = str(getattr(settings, "vlm_compare", "") or "") if settings is not None else ""
     if compare:
-        specs[f"vlm-{compare}"] = ("tools.vlm.families:CompareVLMTool", BUILTINS["vlm"][1])
+        specs[f"vlm-{compare}"] = ("tools.vlm.families:CompareVLMTool",
+                                   replace(BUILTINS["vlm"][1], label=f"the second VLM ({compare})"))
     return [
         LazyTool(n, t, c.intents, image_source=c.image_source, writes_report=c.writes_report,
-                 needs_draft=c.needs_draft, verifies=c.verifies, settings=settings)
+                 needs_draft=c.needs_draft, verifies=c.verifies, label=c.label, settings=settings)
         for n, (t, c) in specs.items()
     ]
 
@@ -167,6 +171,7 @@ class LangChainToolAdapter:
         self.writes_report = bool(meta.get("cxr_writes_report", False))
         self.needs_draft = bool(meta.get("cxr_needs_draft", False))
         self.verifies = bool(meta.get("cxr_verifies", False))
+        self.label = str(meta["cxr_label"]) if meta.get("cxr_label") else None
 
     def run(self, request: ToolRequest) -> Evidence:
         study = request.study

@@ -37,3 +37,14 @@ def test_report_reply_names_the_classification_when_it_contradicts():
     text = responder.compose({"intent": "report"}, ev, ds)
     assert "The VLM's abnormality classification leaves it out" in text
     assert "The VLM report says absent" not in text  # the report itself said nothing about it
+
+
+def test_sources_are_described_by_score_kind_and_label_not_by_name():
+    custom = FindingCall(finding="edema", status=P, score=0.8, score_kind="op_norm", source="chexnet")
+    labels = {"chexnet": "the CheXNet classifier"}
+    assert wording.describe_call(custom) == "tool 'chexnet' op-point score 0.80 (above threshold)"
+    assert wording.describe_call(custom, labels) == "CheXNet classifier op-point score 0.80 (above threshold)"
+    prob = FindingCall(finding="edema", status=P, score=0.8, score_kind="probability", source="classifier")
+    assert wording.describe_call(prob) == "classifier probability 0.80 (present)"  # never called an op-point score
+    silent = FindingCall(finding="edema", status=A, implied="report_silence", source="scribe")
+    assert wording.describe_call(silent, {"scribe": "the scribe"}) == "the scribe report does not mention it"

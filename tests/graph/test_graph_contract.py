@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from dataclasses import replace
 
 import pytest
 from graph_scripted import ScriptedTool, classifier
@@ -237,7 +238,9 @@ def test_request_cancel_defaults_to_a_fresh_event():
 def test_a_second_vlm_family_is_a_lazy_builtin_with_the_vlms_capabilities(settings):
     reg = resolve_tools(settings.model_copy(update={"vlm_compare": "medgemma"}), plugins=False)
     assert list(reg) == ["vlm", "classifier", "retrieval", "vlm-medgemma"]
-    assert capabilities(reg["vlm-medgemma"]) == capabilities(reg["vlm"]) and not reg["vlm-medgemma"].loaded
+    second, first = capabilities(reg["vlm-medgemma"]), capabilities(reg["vlm"])
+    assert replace(second, label=None) == replace(first, label=None) and not reg["vlm-medgemma"].loaded
+    assert (first.label, second.label) == ("the VLM", "the second VLM (medgemma)")  # replies tell them apart
     assert "vlm-medgemma" not in resolve_tools(settings, plugins=False)
 
 
@@ -288,3 +291,26 @@ def test_custom_writer_is_a_statement_source_and_its_box_is_shown_first(make_gra
     assert effusion.status is Status.present and not effusion.conflict
     assert effusion.box == writer_box  # the writer's box before the classifier's heatmap box
     assert effusion.confidence >= 0.9  # two high-confidence sources agree (the scribe's call is a statement)
+
+
+class Labelled(Reader):
+    """A verifying writer that declares how replies name it, and whose re-ask misses the point."""
+
+    label = "the second reader"
+
+    def verify(self, study, findings, *, thread_id=None, cancel=None):
+        self.batches.append(list(findings))
+        return [Evidence(tool="reader", answer="Unclear.") for _ in findings]  # no call on the finding
+
+
+def test_replies_name_a_custom_tool_by_its_declared_label(make_graph, thread, cxr_image):
+    out = _report(make_graph(Labelled(), classifier({"pleural_effusion": 0.9})), thread, cxr_image)
+    text = out["messages"][-1].content
+    assert "_Drafted by the second reader;" in text and "the VLM" not in text
+    effusion = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
+    assert effusion.conflict and "the second reader's answer did not address this finding" in effusion.verification
+    assert "The second reader report does not mention it;" in text  # the revision line, in its label
+    # undeclared: the tool is named by its name, never as "the VLM"
+    out = _report(make_graph(Scribe(), classifier({"pleural_effusion": 0.9})), thread, cxr_image)
+    text = out["messages"][-1].content
+    assert "_Drafted by tool 'scribe';" in text and "VLM" not in text

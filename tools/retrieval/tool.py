@@ -78,6 +78,7 @@ class RetrievalTool:
     intents = builtin_intents("retrieval")  # from the one intent table (tools/base.py)
     image_source = False  # neighbours are a prior, never a vote
     needs_draft = True  # queries with the report writer's draft when there is one
+    label = "retrieval"
 
     def __init__(
         self,

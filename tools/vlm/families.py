@@ -64,6 +64,7 @@ class CompareVLMTool(VLMTool):
         if not family:
             raise ValueError("CompareVLMTool needs CXR_AGENT_VLM_COMPARE (radvlm or medgemma)")
         super().__init__(family_settings(settings, family), name=f"{TOOL_NAME}-{family}", **kw)  # type: ignore[arg-type]
+        self.label = f"the second VLM ({family})"
 
 
 def vlm_tools(settings: Settings) -> list[VLMTool]:

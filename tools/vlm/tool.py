@@ -44,6 +44,7 @@ class VLMTool:
     image_source = True
     writes_report = True
     verifies = True
+    label = "the VLM"  # how replies name it
 
     def __init__(self, settings: Settings | None = None, *, backend: VLMBackend | None = None,
                  adapter: Adapter | None = None, max_side: int = DEFAULT_MAX_SIDE, pad_square: bool = False,
