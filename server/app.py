@@ -8,8 +8,8 @@ Starlette app in the same process (``http.app``), so a remote UI needs one addre
     GET  /cxr/artifacts?uri=<Artifact.uri from a reply>         -> the file (a heatmap .npy) | 404
     GET  /cxr/health                                            -> 200 {"ok": true, ...}
 
-An upload is decoded, de-identified and stored once (``tools.imaging.load_study`` +
-``StudyStore``, the graph's own ingestion path); runs then pass only ``{"study_id": ...}``, so no
+An upload is decoded, de-identified and stored once through ``agents.studies.Studies``, the
+graph's own ingestion path (the same limits, de-identification and store as ``graph.store_image``); runs then pass only ``{"study_id": ...}``, so no
 image bytes travel through runs, the server's run queue or its checkpoints. Run inputs that carry
 ``image`` / ``image_name`` are refused by ``RefuseRawImageInput`` before the server stores them.
 
@@ -51,10 +51,21 @@ def _settings() -> Settings:
     return get_settings()
 
 
-def _store(settings: Settings):
-    from tools.study_store import StudyStore
+_STUDIES: dict[str, Any] = {}
 
-    return StudyStore.from_settings(settings)
+
+def _studies(settings: Settings):
+    """One ``Studies`` (store + decoded-study cache) per data dir for this process: the ingestion path the
+    graph, ``graph.store_image`` and the UI use. Not the served graph's own object: LangGraph Server may
+    load graph.py under another module name, and each worker has its own cache anyway; the store on
+    disk is what every worker shares."""
+    from agents.studies import Studies
+
+    key = str(Path(settings.data_dir).resolve())
+    studies = _STUDIES.get(key)
+    if studies is None:
+        studies = _STUDIES.setdefault(key, Studies(settings))
+    return studies
 
 
 def _describe(study: Any) -> dict[str, Any]:
@@ -64,11 +75,8 @@ def _describe(study: Any) -> dict[str, Any]:
 
 def ingest_bytes(data: bytes, filename: str | None, settings: Settings) -> dict[str, Any]:
     """Decode + de-identify + store (blocking; run it off the event loop). Raises StudyError."""
-    from tools.imaging import load_study
-
-    study = load_study(data, filename=filename, settings=settings)
-    _store(settings).put(study)
-    return _describe(study)
+    study_id, study = _studies(settings).ingest(data, filename=filename)
+    return {**_describe(study), "study_id": study_id}  # the id the store keeps it under
 
 
 async def upload_study(request: Request) -> Response:
@@ -97,7 +105,7 @@ def _lookup(study_id: str, settings: Settings) -> dict[str, Any] | None:
     from tools.study_store import StudyNotFound
 
     try:
-        return _describe(_store(settings).get(study_id))
+        return _describe(_studies(settings).store.get(study_id))
     except StudyNotFound:
         return None
 

@@ -33,6 +33,12 @@ def test_upload_then_lookup(client, cxr_image):
     assert r.status_code == 201
     sid = r.json()["study_id"]
     assert client.get(f"/cxr/studies/{sid}").json()["width"] == r.json()["width"]
+    # stored through the graph's ingestion path (agents.studies): decoded once, kept in its cache, and
+    # readable by any graph on the same data dir
+    from agents.studies import Studies
+
+    assert srv._studies(get_settings()).cached[-1] == sid
+    assert Studies(get_settings()).get(sid).width == r.json()["width"]
     assert client.get(f"/cxr/studies/{'0' * 64}").status_code == 404
     assert client.get("/cxr/studies/not-an-id").status_code == 404
 
