@@ -152,7 +152,8 @@ def payload(
                                   "label": f"{a.meta.get('target') or a.box.label or 'region'} (location)"})
             if a.kind == "heatmap":
                 heatmaps.append(
-                    {"finding": a.finding, "uri": a.uri, "box": a.box.model_dump() if a.box is not None else None}
+                    {"finding": a.finding, "source": e.tool, "uri": a.uri,
+                     "box": a.box.model_dump() if a.box is not None else None}
                 )
     return {
         "study_id": study_id,

@@ -47,7 +47,7 @@ def test_report_end_to_end(make_graph, thread, cxr_image):
     assert cxr["unavailable"] == []
     assert cxr["boxes"] == [{"finding": "cardiomegaly", "source": "classifier", "x1": 0.3, "y1": 0.4, "x2": 0.7,
                              "y2": 0.8, "label": "Cardiomegaly"}]
-    assert cxr["heatmaps"][0]["finding"] == "cardiomegaly" and cxr["heatmaps"][0]["box"]["x1"] == 0.3
+    assert cxr["heatmaps"][0]["finding"] == "cardiomegaly" and cxr["heatmaps"][0]["source"] == "classifier" and cxr["heatmaps"][0]["box"]["x1"] == 0.3
     # state holds a reference, not pixels
     assert isinstance(out["study_id"], str) and len(out["study_id"]) == 64
 
