@@ -279,7 +279,7 @@ def collect_overlays(
         for raw in t.cxr.get("heatmaps") or []:
             h = OverlayHeatmap.from_any(raw)
             if h is not None and not h.source and h.uri in made_by:
-                h = replace(h, source=made_by[h.uri])  # the reply's heatmaps name no source: the evidence does
+                h = replace(h, source=made_by[h.uri])  # a reply from before heatmaps named their source: the evidence does
             if h is not None:
                 heats[h.key] = h
                 turn_keys.add(h.key)
