@@ -138,7 +138,9 @@ def _overhead(tmp: Path, kind: str, n: int) -> dict:
     return {"benchmark": "graph", "metric": f"turn_overhead_{kind}", "value": round(value, 2), "unit": "ms",
             "baseline": round(base, 2), "ratio": round(value / base, 2), "target": "<= 1.5x",
             "note": f"report turn, zero-cost tools, median of {3 * n}; baseline: bare LangGraph graph of the same "
-                    f"shape + {'InMemorySaver' if kind == 'memory' else 'SqliteSaver (file)'}"}
+                    f"shape + {'InMemorySaver' if kind == 'memory' else 'SqliteSaver (file)'}; router: "
+                    f"{'semantic' if settings.router_semantic else 'rules only'}, audit log "
+                    f"{'on' if settings.audit_log else 'off'}"}
 
 
 def _fanout(tmp: Path, n: int) -> list[dict]:
