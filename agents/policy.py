@@ -64,6 +64,9 @@ class Policy:
         object.__setattr__(self, "box_preference", tuple(self.box_preference))
         labels = self.source_labels.items() if isinstance(self.source_labels, Mapping) else self.source_labels
         object.__setattr__(self, "source_labels", tuple(sorted((str(k), str(v)) for k, v in labels)))
+        # lookups as dicts, built once (not fields: equality, hash and repr see only the tuples above)
+        object.__setattr__(self, "_weights", dict(self.source_weights))
+        object.__setattr__(self, "_labels", dict(self.source_labels))
 
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> Policy:
@@ -83,12 +86,12 @@ class Policy:
         return cls(**kw)
 
     def weight(self, source: str) -> float:
-        return dict(self.source_weights).get(source, self.default_weight)
+        return self._weights.get(source, self.default_weight)  # type: ignore[attr-defined]
 
     @property
     def labels(self) -> dict[str, str]:
-        """``source_labels`` as a dict (what agents/wording.py takes)."""
-        return dict(self.source_labels)
+        """``source_labels`` as a dict (what agents/wording.py takes; do not mutate)."""
+        return self._labels  # type: ignore[attr-defined]
 
     def is_image_source(self, source: str) -> bool:
         return source not in self.prior_sources
