@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cache
 
 from agents.wording import STATUS_WORD, cap, cite_decision, source_name
 from cxr_agent.settings import DEMO_WARNING
@@ -63,9 +64,15 @@ class ToolRoles:
 
     @classmethod
     def builtin(cls) -> ToolRoles:
-        from tools.registry import BUILTINS
+        return _builtin_roles()
 
-        return cls.from_capabilities({n: c for n, (_, c) in BUILTINS.items()})
+
+@cache
+def _builtin_roles() -> ToolRoles:
+    """The built-ins' roles (for replies composed outside a graph), computed once."""
+    from tools.registry import BUILTINS
+
+    return ToolRoles.from_capabilities({n: c for n, (_, c) in BUILTINS.items()})
 
 
 _ROLES: ContextVar[ToolRoles | None] = ContextVar("cxr_tool_roles", default=None)
@@ -110,7 +117,8 @@ def _custom_lines(evidence: Sequence[Evidence]) -> list[str]:
 
 def _vlm_mentions(d: Decision) -> FindingCall | None:
     """The report writer's own statement on the finding: its report's, else its classification's."""
-    own = [c for c in d.calls if c.source in _roles().writers]
+    writers = _roles().writers
+    own = [c for c in d.calls if c.source in writers]
     return next((c for c in own if c.task != "classification"), own[0] if own else None)
 
 
