@@ -128,6 +128,8 @@ def test_langchain_tool_declares_capabilities_in_metadata(make_graph, thread, cx
 
     lc_search.metadata = {"cxr_intents": ["report"], "cxr_needs_draft": True}
     assert capabilities(as_cxr_tool(lc_search)).needs_draft
+    lc_search.metadata = {**lc_search.metadata, "cxr_label": "the archive search"}
+    assert capabilities(as_cxr_tool(lc_search)).label == "the archive search"
 
 
 def test_declaring_verifies_without_a_verify_method_is_refused():
