@@ -168,24 +168,46 @@ def find_mentions(text: str, *, prefilter: bool = True) -> list[Mention]:
             found.append((a, b, i, rule))
     if not found:
         return []
-    nlp, ctx = context()
-    doc = nlp.make_doc(lower)
-    sent_starts = set(starts)
-    for tok in doc:
-        tok.is_sent_start = tok.idx in sent_starts or tok.i == 0
-    spans, kept = [], []
-    for a, b, i, rule in found:
-        span = doc.char_span(a, b, label=rule.kind, alignment_mode="expand")
-        if span is not None and len(span):
-            spans.append(span)
-            kept.append((a, b, i, rule))
-    doc.spans[SPAN_GROUP] = spans
-    ctx(doc)
+    # ConText only reads the sentences that hold a mention needing it: a sentence whose mentions are all
+    # normal statements ("heart size is normal") is decided without it. The sentences that need it are
+    # read as one doc of their own (joined by a space): sentences are whitespace-delimited, so their
+    # tokens are the same, and ConText's scope never leaves a sentence. Targets keep every mention of
+    # those sentences (a normal statement as a target still prunes an overlapping cue).
+    need = sorted({i for _, _, i, rule in found if rule.kind != "normal"})
     out: list[Mention] = []
-    for span, (a, b, i, rule) in zip(doc.spans[SPAN_GROUP], kept, strict=True):
-        status, cue = _decide(span, rule.kind, lower[a:b])
-        for finding in rule.findings:
-            out.append(Mention(finding, status, a, b, sentences[i], cue))
+    shift: dict[int, int] = {}  # sentence index -> its offset in the ConText doc minus its offset in the text
+    if need:
+        nlp, ctx = context()
+        parts, starts_at = [], set()
+        pos = 0
+        for i in need:
+            s0, e0 = sentences[i]
+            shift[i] = pos - s0
+            starts_at.add(pos)
+            parts.append(lower[s0:e0])
+            pos += e0 - s0 + 1
+        doc = nlp.make_doc(" ".join(parts))
+        for tok in doc:
+            tok.is_sent_start = tok.idx in starts_at
+        spans, kept = [], []
+        for a, b, i, rule in found:
+            if i not in shift:
+                continue
+            span = doc.char_span(a + shift[i], b + shift[i], label=rule.kind, alignment_mode="expand")
+            if span is not None and len(span):
+                spans.append(span)
+                kept.append((a, b, i, rule))
+        doc.spans[SPAN_GROUP] = spans
+        ctx(doc)
+        for span, (a, b, i, rule) in zip(doc.spans[SPAN_GROUP], kept, strict=True):
+            status, cue = _decide(span, rule.kind, lower[a:b])
+            for finding in rule.findings:
+                out.append(Mention(finding, status, a, b, sentences[i], cue))
+    for a, b, i, rule in found:
+        if i not in shift and lower[a:b].strip():  # a normal statement: no context can change it
+            status, cue = _decide(None, rule.kind, lower[a:b])
+            for finding in rule.findings:
+                out.append(Mention(finding, status, a, b, sentences[i], cue))
     out.sort(key=lambda m: (m.start, m.end, m.finding))
     return out
 

@@ -169,6 +169,29 @@ def test_prefilter_changes_nothing_on_iu(iu_reports) -> None:
         assert find_mentions(r.text) == find_mentions(r.text, prefilter=False), r.id
 
 
+def test_each_sentence_is_labelled_as_if_alone(iu_reports) -> None:
+    """What lets find_mentions run ConText only on the sentences that need it: a report's mentions are
+    exactly its sentences' mentions, each sentence labelled on its own (every 3rd IU report)."""
+    from dataclasses import replace
+
+    from knowledge.labeler import _SENTENCE
+
+    for r in iu_reports[::3]:
+        alone = []
+        for s in _SENTENCE.finditer(r.text.lower()):
+            for m in find_mentions(r.text[s.start() : s.end()]):
+                alone.append(replace(m, start=m.start + s.start(), end=m.end + s.start(), sentence=s.span()))
+        assert find_mentions(r.text) == sorted(alone, key=lambda m: (m.start, m.end, m.finding)), r.id
+
+
+def test_a_report_of_normal_statements_needs_no_context() -> None:
+    text = "Heart size is normal. The lungs are clear."
+    assert {m.cue for m in find_mentions(text)} == {"normal statement"}
+    # beside a sentence that needs ConText, they are decided the same way
+    mixed = find_mentions(text + " No pleural effusion. Possible mild edema.")
+    assert {(m.finding, m.status) for m in mixed} >= {("pleural_effusion", A), ("edema", U), ("cardiomegaly", A)}
+
+
 def test_macro_f1_vs_mesh_floor(iu_reports) -> None:
     """Regression guard: labeler vs the IU reports' MeSH indexing stays above a floor (bench/labeler.py)."""
     from bench.labeler import evaluate, macro_f1
