@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     router_semantic: bool = Field(True, description="Check unsure rule routes with the embedding classifier "
                                   "(agents/router_semantic.py); false = rules only.")
     max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted (longer ones are refused politely).")
+    gc_freeze: bool = Field(True, description="After a one-time load (NLP pipeline, models), freeze the live heap out of "
+                            "the garbage collector's full collections (cxr_agent/heap.py).")
     ui_require_login: bool = Field(
         False, description="Gate the UI behind Streamlit's OIDC login (needs an [auth] section in .streamlit/secrets.toml)."
     )

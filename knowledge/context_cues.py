@@ -26,6 +26,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from cxr_agent.heap import settle
+
 NEG, POSS, HEDGE, HYPO, HIST = "NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HEDGE", "HYPOTHETICAL", "HISTORICAL"
 SPAN_GROUP = "cxr_mentions"
 
@@ -118,4 +120,5 @@ def context() -> tuple[Any, Any]:
     ctx = ConText(nlp, rules=None, input_span_type="group", span_group_name=SPAN_GROUP, span_attrs=None,
                   prune_on_modifier_overlap=True, prune_on_target_overlap=False)
     ctx.add(_rules())
+    settle()  # spaCy, medspaCy and what they import (torch, sklearn, nltk) stay out of full collections
     return nlp, ctx

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cxr_agent.heap import settle
 from knowledge.evidence import Artifact, Box, Evidence, FindingCall, Status
 from knowledge.vocabulary import XRV_LABELS, display_name, normalize
 from tools.base import ToolRequest, builtin_intents
@@ -138,6 +139,7 @@ class ClassifierTool:
     def model(self) -> LoadedClassifier:
         if self._model is None:
             self._model = load_classifier(self.settings)
+            settle()
         return self._model
 
     @property

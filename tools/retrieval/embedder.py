@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cxr_agent.heap import settle
+
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
     from tools.base import WeightStatus
@@ -171,6 +173,7 @@ def get_embedder(name: str | None = None, *, settings: Settings | None = None, d
             log.info("loading embedder %s on %s", canonical, dev)
             emb = _load(canonical, dev, settings)
             _CACHE[key] = emb
+            settle()
         return emb
 
 

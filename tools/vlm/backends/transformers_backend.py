@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
+from cxr_agent.heap import settle
 from tools.vlm.backends.base import BackendError, GenerationResult, ModelUnavailable
 from tools.vlm.prompts import ChatTurn
 
@@ -157,6 +158,7 @@ class TransformersBackend:
         with self._load_lock:
             if self._model is None or self._processor is None:
                 self._model, self._processor = self._load()
+                settle()
         return self._model, self._processor
 
     def _load(self) -> tuple[Any, Any]:
