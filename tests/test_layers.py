@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # floor -> the top-level packages on it. A package may import its own floor's package and any lower floor.
 FLOORS: list[set[str]] = [
-    {"cxr_agent"},  # settings: the ground floor
+    {"cxr_agent"},  # settings (and heap.py): the ground floor
     {"knowledge"},  # domain: vocabulary, lexicon, evidence types, labeler
     {"tools"},  # ingestion, classifier, VLM, retrieval, tool contract, model catalogue
     {"agents"},  # router, reconciler, responder, nodes, runner, memory
