@@ -2,8 +2,8 @@
 
 Why: the NLP pipeline and the models (spaCy + medspaCy, which import torch, sklearn and nltk; the VLM,
 the classifier, the embedder) leave hundreds of thousands of long-lived objects, and every full
-collection walks all of them: measured on the graph benchmark, 426k objects made garbage collection
-0.9 ms of a 9 ms turn (v0.1, without spaCy: 0.38 ms). ``settle()``, called right after such a load,
+collection walks all of them, a cost every turn shares (ARCHITECTURE.md has the measurement).
+``settle()``, called right after such a load,
 collects what is already garbage and moves every live object into the permanent generation
 (``gc.freeze``), which collections skip. Frozen objects are still freed by reference counting; only
 one that later becomes part of a reference cycle is never reclaimed, so call it after one-time loads,
