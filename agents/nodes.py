@@ -103,7 +103,9 @@ class Nodes:
         if state.get("ingest_error") is not None:
             update["ingest_error"] = None
         image, previous = state.get("image"), state.get("study_id")
-        if image is not None:
+        if too_long := self._too_long(state.get("messages") or [], image is not None):
+            update["ingest_error"] = too_long  # refused before anything runs; the conversation goes on
+        elif image is not None:
             try:
                 update["study_id"], _ = self.studies.ingest(image, filename=state.get("image_name"))
             except StudyError as exc:
@@ -127,6 +129,16 @@ class Nodes:
         if state.get("route") is not None:
             update["route"] = None  # respond must not answer with the previous turn's route
         return Command(update=update, goto="respond")
+
+    def _too_long(self, messages: list[Any], with_image: bool) -> str | None:
+        """The refusal of an over-long user message (``max_message_chars``, as the UI and ``ask`` apply it)."""
+        last = messages[-1] if messages else None
+        limit = int(self.settings.max_message_chars)
+        if not isinstance(last, HumanMessage) or len(text := message_text(last)) <= limit:
+            return None
+        image = " The image sent with it was not loaded." if with_image else ""
+        return (f"Your message is {len(text):,} characters; the limit is {limit:,} (CXR_AGENT_MAX_MESSAGE_CHARS). "
+                f"Please shorten it: nothing was run, and the conversation goes on.{image}")
 
     @staticmethod
     def _ingest_message(problem: str, previous: str | None) -> str:

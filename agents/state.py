@@ -64,7 +64,7 @@ class CxrState(TypedDict, total=False):
     evidence: Annotated[list[Evidence], per_turn]
     decisions: Annotated[list[Decision], per_turn_by_finding]
     notes: Annotated[list[str], per_turn]
-    ingest_error: str | None
+    ingest_error: str | None  # why this turn's input was not used (its image, or an over-long message)
     last_result: dict[str, Any] | None
     # time.monotonic() by which this turn must be done (set by ingest; never checkpointed)
     deadline: Annotated[float | None, UntrackedValue(Any)]

@@ -31,3 +31,18 @@ def test_missing_file_path(make_graph, thread, tmp_path):
     g = make_graph(ScriptedVLM())
     out = g.invoke({"messages": [("user", "Write a report")], "image": str(tmp_path / "nope.png")}, thread())
     assert "I could not use that image" in out["messages"][-1].content
+
+
+def test_overlong_message_is_refused_politely_and_the_thread_goes_on(make_graph, thread, cxr_image):
+    vlm, clf = ScriptedVLM(report="Cardiomegaly."), classifier({"cardiomegaly": 0.8})
+    g = make_graph(vlm, clf, max_message_chars=50)
+    cfg = thread()
+    ok = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, cfg)
+    long = "Please write a report. " + "x" * 100
+    out = g.invoke({"messages": [("user", long)], "image": str(cxr_image)}, cfg)
+    text = out["messages"][-1].content
+    assert f"Your message is {len(long):,} characters; the limit is 50" in text
+    assert "The image sent with it was not loaded." in text
+    assert vlm.calls == 1 and out["evidence"] == [] and out["study_id"] == ok["study_id"]  # nothing ran
+    follow = g.invoke({"messages": [("user", "Is there cardiomegaly?")]}, cfg)
+    assert "**Yes**" in follow["messages"][-1].content and len(follow["messages"]) == 6  # nothing lost
