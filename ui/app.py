@@ -48,7 +48,7 @@ def main() -> None:
     left, right = st.columns([5, 6], gap="large")
     with left:
         upload_section(state, graph)
-        pacs_section(state, settings)
+        pacs_section(state, settings, graph)
     with right:
         st.subheader("Conversation")
         # A fixed-height pane that scrolls (and follows new messages), so long reports do not push

@@ -10,7 +10,7 @@ never written to disk, the study store or the graph. Push is a button, never aut
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from cxr_agent.settings import Settings
@@ -31,8 +31,11 @@ def _client(settings: Settings, client: Any) -> Any:
 
 
 def open_from_pacs(state: MutableMapping[str, Any], settings: Settings, study_uid: str, *,
-                   client: Any = None) -> str | None:
-    """Pull the study's radiograph and make it the session's study; None on success, else the message."""
+                   client: Any = None, loader: Callable[..., Any] | None = None) -> str | None:
+    """Pull the study's radiograph and make it the session's study; None on success, else the message.
+
+    ``loader``: as for an upload (``ui.session.ingest_upload``); in remote mode the graph server's
+    ``load_study``, so the server stores the pulled study like an uploaded one."""
     from tools.interop.dicomweb import PacsError
 
     study_uid = (study_uid or "").strip()
@@ -42,7 +45,7 @@ def open_from_pacs(state: MutableMapping[str, Any], settings: Settings, study_ui
         data = pacs.retrieve_bytes(ref)
     except PacsError as exc:
         return str(exc)
-    error = S.ingest_upload(state, "pacs.dcm", data)
+    error = S.ingest_upload(state, "pacs.dcm", data, loader=loader)
     if error:
         return error
     state[K_PACS_SOURCE] = (state[S.K_STUDY].id, ref)

@@ -35,7 +35,7 @@ def upload_section(state, graph: Any = None) -> None:
             st.error(error, icon=":material/block:")
 
 
-def pacs_section(state, settings: Settings) -> None:
+def pacs_section(state, settings: Settings, graph: Any = None) -> None:
     """Open a study from the PACS (DICOMweb) and, on request only, send the SR back (issue 16)."""
     if not settings.pacs_url:
         return
@@ -44,7 +44,8 @@ def pacs_section(state, settings: Settings) -> None:
             uid = st.text_input("Study Instance UID", key="cxr_pacs_uid", placeholder="1.2.840...")
             if st.form_submit_button("Open") and uid.strip():
                 with st.spinner("Pulling the study from the PACS..."):
-                    error = open_from_pacs(state, settings, uid)
+                    loader = graph.load_study if is_remote(graph) else None  # remote: the server stores it
+                    error = open_from_pacs(state, settings, uid, loader=loader)
                 if error:
                     st.error(error, icon=":material/block:")
         if can_push(state) and st.button("Send SR to PACS", key="cxr_pacs_push", icon=":material/cloud_upload:"):

@@ -84,6 +84,31 @@ def test_open_from_pacs_ingests_like_an_upload_and_push_only_on_request(pacs, pa
     assert not can_push(state)
 
 
+def test_remote_mode_uploads_the_pulled_study_to_the_graph_server(pacs, pacs_settings):
+    """In remote mode the pulled file goes through the server's upload, like a dropped file (#15's gap)."""
+    import httpx
+
+    from ui.remote import RemoteAgent
+
+    _, samples = pacs
+    posted: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        posted.append(request)
+        study = load_study(request.content, filename=request.url.params.get("filename"), settings=pacs_settings)
+        return httpx.Response(201, json={"study_id": study.id, "width": study.width, "height": study.height})
+
+    url = "http://graph.test:2024"
+    agent = RemoteAgent(pacs_settings.model_copy(update={"graph_url": url}),
+                        http=httpx.Client(base_url=url, transport=httpx.MockTransport(server)))
+    state: dict = {}
+    S.init_session(state)
+    assert open_from_pacs(state, pacs_settings, samples.chest_uid, loader=agent.load_study) is None
+    assert [(r.method, r.url.path) for r in posted] == [("POST", "/cxr/studies")]
+    assert posted[0].content[128:132] == b"DICM"  # the pulled DICOM file itself
+    assert state[S.K_PENDING] == state[S.K_STUDY].id  # the server's study id, queued for the next turn
+
+
 def _png() -> bytes:
     import numpy as np
     from PIL import Image
