@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
+from knowledge.markdown import defang
 from ui.evidence_table import (
     COL_CLASSIFIER,
     COL_CONFLICT,
@@ -29,7 +30,7 @@ def _now() -> str:
 
 
 def _md_cell(value: Any) -> str:
-    return str("" if value is None else value).replace("|", "\\|").replace("\n", " ")
+    return defang(str("" if value is None else value)).replace("|", "\\|").replace("\n", " ")
 
 
 def findings_markdown_table(turn: TurnResult) -> str:
@@ -64,11 +65,12 @@ def conversation_markdown(
         out.append("")
     out += ["## Conversation", ""]
     for i, t in enumerate(turns, 1):
-        out += [f"### Turn {i}", "", f"**Clinician:** {t.user_text}", ""]
+        # model, corpus and user text: defanged as on screen, so a viewer of the file fetches and links nothing
+        out += [f"### Turn {i}", "", f"**Clinician:** {defang(t.user_text)}", ""]
         if t.error:
             out += [f"**Assistant:** _(error: {t.error})_", ""]
             continue
-        out += ["**Assistant:**", "", t.reply.strip(), ""]
+        out += ["**Assistant:**", "", defang(t.reply.strip()), ""]
         table = findings_markdown_table(t)
         if table:
             out += ["**Structured findings (this turn):**", "", table, ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -145,10 +146,21 @@ def test_markdown_export_has_disclaimer_facts_reply_and_table():
     md = conversation_markdown(_turns(), study_facts={"View": "PA", "Size": "10 x 20 px"}, demo=True, thread_id="t1")
     assert DISCLAIMER in md and DEMO_WARNING in md
     assert "**View**: PA" in md and "Write a report" in md
-    assert "Small left pleural effusion [vlm, classifier]." in md
+    assert "Small left pleural effusion \\[vlm, classifier\\]." in md  # brackets escaped: rendered as written
     assert "| Pneumothorax |" in md and "6/10 priors" in md and CONFLICT_MARK in md
     assert "_(error: RuntimeError: boom)_" in md
     assert DEMO_WARNING not in conversation_markdown(_turns(), demo=False)
+
+
+def test_markdown_export_fetches_and_links_nothing():
+    """Model and user text are defanged in the file as on screen: no image beacon, link or HTML survives."""
+    evil = TurnResult(user_text="see <img src=x> www.evil.test", reply="Effusion. ![x](http://evil.test/?q=1) "
+                      "[click](javascript:alert(1)) <script>x</script>")
+    md = conversation_markdown([evil])
+    unescaped = re.compile(r"(?<!\\)(?:\[|\]|<|https?:|javascript:|www\.)")  # what makes links, images, HTML
+    body = md.split("## Conversation", 1)[1]
+    assert not unescaped.findall(body), unescaped.findall(body)
+    assert "Effusion." in body and "\\<script>" in body  # shown as written, not run
 
 
 def test_json_export_round_trips_decisions_and_evidence():
