@@ -297,6 +297,9 @@ def simulate(
     nih_labels: Annotated[Path | None, typer.Option("--nih-labels", help="NIH labels.csv (default: the shared data's nih_cxr14/labels.csv).")] = None,
     profile: Annotated[list[str] | None, typer.Option("--profile", "-p", help="Run only this profile (repeatable); see eval/simulate.py PROFILES.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every profile's metrics as JSON here.")] = None,
+    with_classification: Annotated[bool, typer.Option(
+        "--with-classification", help="The simulated VLM also answers RadVLM's abnormality classification "
+        "beside its report, as the graph asks it (see eval/simulate.py).")] = False,
 ) -> None:
     """Weight-free check of the reconciler: simulated VLM and classifier with known error profiles."""
     from rich.table import Table
@@ -307,6 +310,10 @@ def simulate(
     profiles = [p for p in sim.PROFILES if not profile or p.name in profile]
     if not profiles:
         _fail(f"unknown profile(s) {profile}; choose from {', '.join(p.name for p in sim.PROFILES)}")
+    if with_classification:
+        from dataclasses import replace
+
+        profiles = [replace(p, vlm_classification=True) for p in profiles]
     cases = sim.nih_cases(nih_labels) if nih_labels else []
     if nih_labels is None:
         cases = sim.default_cases(iu_limit=iu_limit)

@@ -11,6 +11,13 @@ reports' MeSH major terms mapped onto the vocabulary (knowledge.mesh.mesh_findin
 - **Simulated classifier**: an op-norm score drawn from N(mu_pos, sd_pos) for true findings and
   N(mu_neg, sd_neg) for false ones, clipped to [0, 1], turned into a status by the real
   ``tools.classifier.status_for`` with the real margin. Its heatmap box always exists.
+- **Simulated VLM abnormality classification** (off by default; ``vlm_classification``, the CLI's
+  ``--with-classification``): as the graph asks RadVLM beside every report, one call per CheXpert label in the
+  case's universe, ``task="classification"``: a label the report states (present or hedged) is listed with
+  probability ``cls_listed_if_said`` (same model, same image), otherwise with ``cls_listed_if_true`` if true
+  (RadVLM lists uncertain findings) or ``cls_listed_if_false``; an unlisted label is absent. "No finding" is
+  then the classification's (present when nothing is listed or stated). Its draws come from their own
+  generator, so turning it on shifts no other source's draws.
 - **Re-ask** (``resolve``): for each conflict the VLM answers the targeted question correctly with probability
   ``reask_accuracy`` (else the wrong answer), or 'uncertain' with probability ``reask_uncertain``; a 'yes'
   comes with a box that overlaps the classifier's heatmap box with probability ``box_overlap_if_true`` /
@@ -62,6 +69,12 @@ class SimProfile:
     box_overlap_if_true: float = 0.70
     box_overlap_if_false: float = 0.20
     margin: float = 0.10
+    # the VLM's abnormality classification beside its report (see the module docstring); assumptions fixed
+    # before the first run (issue 12), not tuned
+    vlm_classification: bool = False
+    cls_listed_if_said: float = 0.90
+    cls_listed_if_true: float = 0.30
+    cls_listed_if_false: float = 0.04
 
 
 # Fixed before the first run; each changes one thing against the default.
@@ -130,9 +143,11 @@ def _box(coords: tuple[float, float, float, float], label: str):
     return Box(x1=coords[0], y1=coords[1], x2=coords[2], y2=coords[3], label=label)
 
 
-def simulate_case(case: Case, p: SimProfile, rng: np.random.Generator) -> tuple[list[Any], list[Any], dict[str, float]]:
+def simulate_case(case: Case, p: SimProfile, rng: np.random.Generator, cls_rng: np.random.Generator | None = None
+                  ) -> tuple[list[Any], list[Any], dict[str, float]]:
     """(vlm calls, classifier calls, classifier scores) for one case. Random draws are made for every
-    finding in a fixed order so one profile's change never shifts another source's draws."""
+    finding in a fixed order so one profile's change never shifts another source's draws; the
+    classification (``p.vlm_classification``) draws from ``cls_rng``."""
     from knowledge.evidence import FindingCall, Status
     from knowledge.vocabulary import display_name
     from tools.classifier import status_for
@@ -154,10 +169,32 @@ def simulate_case(case: Case, p: SimProfile, rng: np.random.Generator) -> tuple[
         scores[f] = s
         clf.append(FindingCall(finding=f, status=status_for(s, p.margin), score=s, score_kind="op_norm",
                                source="classifier", box=_box(_BOX_A, f)))
+    if p.vlm_classification:
+        return _with_classification(case, p, vlm, cls_rng or np.random.default_rng(0)), clf, scores
     if not any(c.status is Status.present for c in vlm):
         vlm.append(FindingCall(finding="no_finding", status=Status.present, source="vlm",
                                text="no acute cardiopulmonary abnormality"))
     return vlm, clf, scores
+
+
+def _with_classification(case: Case, p: SimProfile, report: list[Any], rng: np.random.Generator) -> list[Any]:
+    """The report's calls plus the simulated classification (one call per CheXpert label in the universe)."""
+    from knowledge.evidence import FindingCall, Status
+    from knowledge.vocabulary import CHEXPERT_LABELS
+
+    labels = set(CHEXPERT_LABELS.values()) - {"no_finding"}
+    said = {c.finding for c in report if c.status in (Status.present, Status.uncertain)}
+    listed = []
+    for f in case.universe:
+        if f not in labels:
+            continue
+        u = rng.random()
+        chance = p.cls_listed_if_said if f in said else p.cls_listed_if_true if f in case.positives else p.cls_listed_if_false
+        status = Status.present if u < chance else Status.absent
+        listed.append(FindingCall(finding=f, status=status, source="vlm", task="classification"))
+    if not any(c.status is Status.present for c in listed):  # RadVLM answers "No Finding" to an empty list
+        listed.append(FindingCall(finding="no_finding", status=Status.present, source="vlm", task="classification"))
+    return report + listed
 
 
 def simulated_reask(finding: str, truth: bool, p: SimProfile, rng: np.random.Generator):
@@ -178,6 +215,17 @@ def simulated_reask(finding: str, truth: bool, p: SimProfile, rng: np.random.Gen
 
 
 # ------------------------------------------------------------------------------------------ run
+def _vlm_votes(vcalls: list[Any], policy: Any) -> dict[str, Any]:
+    """The simulated VLM as a single source: per finding, its one vote (report and classification collapsed
+    by the policy's own rule; with the report alone, simply the report's call)."""
+    from agents.policy import one_per_source
+
+    by_finding: dict[str, list[Any]] = {}
+    for c in vcalls:
+        by_finding.setdefault(c.finding, []).append(c)
+    return {f: one_per_source(cs, policy)["vlm"] for f, cs in by_finding.items()}
+
+
 VARIANTS = ("vlm", "classifier", "either", "both", "reconciled", "verified")
 
 
@@ -189,6 +237,7 @@ def run_profile(cases: Iterable[Case], profile: SimProfile, seed: int = 0) -> di
     policy = Policy(classifier_margin=profile.margin)
     rng = np.random.default_rng(seed)
     reask_rng = np.random.default_rng([seed, 1])
+    cls_rng = np.random.default_rng([seed, 2])
     y: list[int] = []
     pred: dict[str, list[int]] = {v: [] for v in VARIANTS}
     pred_u: dict[str, list[int]] = {v: [] for v in VARIANTS}
@@ -199,7 +248,7 @@ def run_profile(cases: Iterable[Case], profile: SimProfile, seed: int = 0) -> di
     n_cases = n_conflicts = n_resolved = 0
     for case in cases:
         n_cases += 1
-        vcalls, ccalls, _ = simulate_case(case, profile, rng)
+        vcalls, ccalls, _ = simulate_case(case, profile, rng, cls_rng)
         # the simulated VLM writes a full report, so (as in the graph) its silence is weak absence
         decisions = decide(vcalls + ccalls, policy, report_sources={"vlm"})
         final = {d.finding: d for d in decisions}
@@ -210,7 +259,7 @@ def run_profile(cases: Iterable[Case], profile: SimProfile, seed: int = 0) -> di
             n_resolved += not new.conflict
             final[d.finding] = new
         recon = {d.finding: d for d in decisions}
-        v_st = {c.finding: c.status for c in vcalls}
+        v_st = {f: c.status for f, c in _vlm_votes(vcalls, policy).items()}
         c_st = {c.finding: c.status for c in ccalls}
         any_flag = {"reconciled": False, "verified": False}
         for f in case.universe:

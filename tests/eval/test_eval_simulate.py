@@ -76,3 +76,42 @@ def test_cli_simulate(tmp_path, shared_data):
     assert "BEATS" in r.output or "LOSES TO" in r.output
     payload = json.loads(out.read_text())
     assert payload["n_cases"] == 92 and payload["profiles"][0]["profile"]["name"] == "default"
+
+
+def test_the_vlm_classification_option_adds_one_listed_or_unlisted_call_per_chexpert_label():
+    import numpy as np
+
+    from knowledge.evidence import Status
+    from knowledge.vocabulary import CHEXPERT_LABELS
+
+    chexpert = set(CHEXPERT_LABELS.values()) - {"no_finding"}
+    case = sim.Case("c", frozenset({"cardiomegaly", "pleural_effusion"}), sim.NIH_FINDINGS)
+    plain = sim.SimProfile()
+    with_cls = sim.SimProfile(vlm_classification=True, cls_listed_if_said=1.0, cls_listed_if_true=1.0,
+                              cls_listed_if_false=0.0)
+    report, clf, _ = sim.simulate_case(case, plain, np.random.default_rng(0))
+    both, clf2, _ = sim.simulate_case(case, with_cls, np.random.default_rng(0), np.random.default_rng(1))
+    assert clf2 == clf  # the option shifts no other source's draws
+    listed = [c for c in both if c.task == "classification"]
+    assert {c.finding for c in listed} == chexpert & set(sim.NIH_FINDINGS)  # one per CheXpert label in the universe
+    assert {c.finding for c in listed if c.status is Status.present} == {"cardiomegaly", "pleural_effusion"}
+    assert [c for c in both if c.task != "classification"] == [c for c in report if c.finding != "no_finding"]
+    # run end to end: the VLM as a single source is its report and classification collapsed, deterministic per seed
+    cases = _cases(40)
+    a = sim.run_profile(cases, sim.SimProfile(vlm_classification=True), seed=2)
+    assert a == sim.run_profile(cases, sim.SimProfile(vlm_classification=True), seed=2)
+    assert a["metrics"] != sim.run_profile(cases, plain, seed=2)["metrics"]
+
+
+def test_cli_simulate_with_classification(tmp_path, shared_data):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    out = tmp_path / "s.json"
+    r = CliRunner().invoke(app, ["eval", "simulate", "--iu-limit", "0", "-p", "default", "--with-classification",
+                                 "--nih-labels", str(shared_data / "nih_cxr14" / "labels.csv"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["profiles"][0]["profile"]["vlm_classification"] is True
