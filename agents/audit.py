@@ -120,19 +120,19 @@ def reply_record(
     }
 
 
-_READY: set[str] = set()  # audit folders already created owner-only in this process
+_READY: set[Path] = set()  # audit folders already created owner-only in this process
 
 
 def append(settings: Settings, record: Mapping[str, Any]) -> Path | None:
     """Append one line to today's file (created 0600 in a 0700 directory). None if it failed."""
     try:
-        folder = os.path.join(settings.data_dir, "audit")
+        folder = audit_dir(settings)
         if folder not in _READY:  # once per folder: a reply should not pay a mkdir + chmod each time
-            os.makedirs(folder, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, 0o700)
             _READY.add(folder)
         day = str(record.get("time", ""))[:10] or dt.datetime.now(dt.UTC).date().isoformat()
-        path = os.path.join(folder, f"{day}.jsonl")
+        path = folder / f"{day}.jsonl"
         line = json.dumps(record, sort_keys=True, default=str) + "\n"
         with _LOCK:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -140,7 +140,7 @@ def append(settings: Settings, record: Mapping[str, Any]) -> Path | None:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
-        return Path(path)
+        return path
     except OSError as exc:
         log.warning("audit line not written (%s)", type(exc).__name__)
         return None
