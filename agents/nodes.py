@@ -48,6 +48,11 @@ def message_text(message: BaseMessage | Any) -> str:
     return str(content)
 
 
+def last_user_text(messages: list[Any]) -> str:
+    """The text of the thread's latest user message ("" if there is none)."""
+    return next((message_text(m) for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+
+
 def _as_dict(obj: Any) -> dict[str, Any]:
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json")
@@ -78,11 +83,9 @@ class Nodes:
         # image sources (registry order) - read from capabilities, so a custom writer is treated like the VLM.
         writers = [n for n, c in self.caps.items() if c.image_source and c.writes_report]
         others = [n for n, c in self.caps.items() if c.image_source and not c.writes_report]
-        base = reconciler.Policy.from_settings(settings)
         self.policy = reconciler.Policy.from_settings(
             settings, prior_sources=frozenset(prior), statement_sources=frozenset(writers),
-            box_preference=(*writers, *others),
-            source_labels={**base.labels, **{n: c.label for n, c in self.caps.items() if c.label}})
+            box_preference=(*writers, *others), source_labels=self.roles.labels)
 
     def study(self, study_id: str) -> Any:
         """The decoded study (memory cache, then the store). Raises KeyError if unknown."""
@@ -156,7 +159,7 @@ class Nodes:
         LangGraph copy every state channel to show it a fresh view, once per edge per turn.
         """
         messages = state.get("messages") or []
-        text = next((message_text(m) for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+        text = last_user_text(messages)
         has_history = bool(state.get("last_result")) or len(messages) > 1
         try:
             route = _as_dict(self._route(text, has_image=bool(state.get("study_id")), has_history=has_history))
@@ -186,7 +189,7 @@ class Nodes:
         if not names:
             return "respond"
         messages = state.get("messages") or []
-        text = next((message_text(m) for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+        text = last_user_text(messages)
         history = []
         if intent == "chat":
             for m in messages[:-1][-HISTORY_TURNS:]:

@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 
+from agents.policy import DEFAULT_SOURCE_LABELS
 from agents.wording import STATUS_WORD, cap, cite_decision, source_name
 from cxr_agent.settings import DEMO_WARNING
 from knowledge.evidence import Decision, Evidence, FindingCall, Status
@@ -36,7 +37,8 @@ class ToolRoles:
     """Which tools play which part in a reply, read from their capabilities (never their names):
     ``writers`` write the report and answer questions (writes_report), ``neighbours`` return similar
     prior cases (serve similar_cases without reading the image); any other tool's answer is listed
-    under its own name. ``labels``: how replies name each tool (its declared ``label``)."""
+    under its own name. ``labels``: how replies name each tool (its declared ``label`` over the built-ins'
+    defaults); the graph gives the same mapping to its Policy, so rationales and replies agree."""
 
     writers: tuple[str, ...] = ()
     neighbours: tuple[str, ...] = ()
@@ -48,15 +50,14 @@ class ToolRoles:
             writers=tuple(n for n, c in caps.items() if c.writes_report),
             neighbours=tuple(n for n, c in caps.items()
                              if "similar_cases" in c.intents and not c.image_source and not c.writes_report),
-            labels=tuple((n, c.label) for n, c in caps.items() if c.label),
+            labels=tuple({**DEFAULT_SOURCE_LABELS, **{n: c.label for n, c in caps.items() if c.label}}.items()),
         )
 
     def label(self, name: str | None) -> str:
-        """How a reply names tool ``name``: its declared label, else the default policy's, else ``tool 'name'``;
-        no name: "the report writer"."""
+        """How a reply names tool ``name`` (``labels``, else ``tool 'name'``); no name: "the report writer"."""
         if not name:
             return "the report writer"
-        return dict(self.labels).get(name) or source_name(name)
+        return source_name(name, dict(self.labels))
 
     def writer_label(self, evidence: Evidence | None) -> str:
         """The label of the report writer behind ``evidence`` (else of the first configured writer)."""
