@@ -115,3 +115,17 @@ def postgres_url(postgres_server) -> str:
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory, shared_data):
+    """A real Orthanc on loopback holding the shared DICOM samples, as (server, samples); stopped after the
+    module (tests/orthanc_server.py)."""
+    from orthanc_server import Orthanc, store_samples
+
+    server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
+    try:
+        yield server, store_samples(server, shared_data / "dicom")
+    finally:
+        server.stop()
+    assert server.proc.poll() is not None  # stopped, not left running

@@ -7,22 +7,13 @@ import json
 import highdicom as hd
 import pytest
 from graph_scripted import ScriptedVLM, classifier
-from orthanc_server import PASSWORD, USER, Orthanc, store_samples
+from orthanc_server import PASSWORD, USER
 from typer.testing import CliRunner
 
 import graph as graph_module
 from cli.main import app
 from cxr_agent import settings as settings_module
 from knowledge.evidence import Box
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory, shared_data):
-    server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
-    try:
-        yield server, store_samples(server, shared_data / "dicom")
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import highdicom as hd
 import pydicom
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from orthanc_server import PASSWORD, USER, Orthanc, store_samples
+from orthanc_server import PASSWORD, USER
 from pydantic import SecretStr
 from ui_helpers import APP, sample_decisions, sample_evidence
 
@@ -17,15 +17,6 @@ from ui import session as S
 from ui.exports import dicom_sr_bytes, fhir_report_json
 from ui.pacs import K_PACS_SOURCE, can_push, open_from_pacs, push_to_pacs
 from ui.turn import TurnResult
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory, shared_data):
-    server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
-    try:
-        yield server, store_samples(server, shared_data / "dicom")
-    finally:
-        server.stop()
 
 
 @pytest.fixture

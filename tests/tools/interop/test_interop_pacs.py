@@ -13,7 +13,7 @@ import highdicom as hd
 import pydicom
 import pytest
 from graph_scripted import ScriptedVLM, classifier
-from orthanc_server import PASSWORD, USER, Orthanc, free_port, store_samples
+from orthanc_server import PASSWORD, USER, free_port
 from pydantic import SecretStr
 from pydicom.sr.codedict import codes
 
@@ -28,16 +28,6 @@ from tools.interop.dicomweb import (
     StudyNotFound,
 )
 from tools.study_store import StudyStore
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory, shared_data):
-    server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
-    try:
-        yield server, store_samples(server, shared_data / "dicom")
-    finally:
-        server.stop()
-    assert server.proc.poll() is not None  # stopped, not left running
 
 
 def client(settings, url, password=PASSWORD):
