@@ -36,6 +36,20 @@ def built_index_dir() -> Path:
     return path
 
 
+def write_prior_corpus(path: Path, limit: int = 80) -> Path:
+    """The first ``limit`` IU reports as an ``id,text`` CSV: a small prior-report corpus for an app under test."""
+    import csv
+
+    from tools.retrieval.corpus import iu_xray_reports
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        for r in iu_xray_reports(limit=limit):
+            w.writerow([r.id, r.text])
+    return path
+
+
 def copy_index(dst_root: Path) -> Path:
     dst = dst_root / "index"
     shutil.copytree(built_index_dir(), dst)

@@ -8,7 +8,6 @@ tests/server (the served graph through langgraph_sdk) and tests/ui (the UI as it
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -51,14 +50,9 @@ def _free_port() -> int:
 def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[LangGraphServer]:
     """Serve the graph from ``work`` (an empty temp dir), with ``extra_env`` on top of the test settings;
     fails the test with the server log's tail if it cannot start."""
-    from tools.retrieval.corpus import iu_xray_reports
+    from kb_index_helpers import write_prior_corpus
 
-    corpus = work / "priors.csv"
-    with corpus.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "text"])
-        for r in iu_xray_reports(limit=80):
-            w.writerow([r.id, r.text])
+    corpus = write_prior_corpus(work / "priors.csv")
     cli = Path(sys.executable).with_name("langgraph")
     if not cli.exists():
         pytest.fail("langgraph-cli is not installed in this environment: pip install -e '.[server]'", pytrace=False)

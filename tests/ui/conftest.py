@@ -9,7 +9,6 @@ restored after); the browser test passes them to its own subprocess.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterator
 
@@ -19,15 +18,10 @@ import pytest
 @pytest.fixture(scope="session")
 def ui_env(tmp_path_factory) -> dict[str, str]:
     """Environment overrides for running the app under test."""
-    from tools.retrieval.corpus import iu_xray_reports
+    from kb_index_helpers import write_prior_corpus
 
     root = tmp_path_factory.mktemp("ui-env")
-    corpus = root / "priors.csv"
-    with corpus.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "text"])
-        for r in iu_xray_reports(limit=80):
-            w.writerow([r.id, r.text])
+    corpus = write_prior_corpus(root / "priors.csv")
     return {
         "CXR_AGENT_CORPUS": str(corpus),
         "CXR_AGENT_INDEX_DIR": str(root / "index"),
