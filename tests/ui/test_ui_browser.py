@@ -14,7 +14,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ui_helpers import APP, nih_png
@@ -52,63 +55,35 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float 
     pytest.fail(f"streamlit did not answer /_stcore/health in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.mark.browser
-def test_report_in_a_real_browser(ui_env, shared_data, test_data_dir, tmp_path):
+@contextmanager
+def streamlit_page(env: dict[str, str], tmp_path: Path, *, height: int = 3000, timeout_ms: int = 60_000,
+                   extra_args: tuple[str, ...] = ()) -> Iterator[tuple[Any, subprocess.Popen]]:
+    """`streamlit run ui/app.py` on a free loopback port with ``env`` (HOME is a fresh dir under ``tmp_path``),
+    and a headless Chromium page opened on it: yields (page, the Streamlit process); both are stopped after.
+    Skips without Debian's Chromium or the playwright package."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (`apt-get install -y chromium` or `make browser`)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ, **ui_env,
-        "HOME": str(home), "CXR_AGENT_DATA_DIR": str(test_data_dir),
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CXR_AGENT_OFFLINE": "1",
-        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-        # Random weights disagree on many findings; the AppTest suite covers verification, so the
-        # browser run skips the re-asks to stay quick.
-        "CXR_AGENT_VERIFY_CONFLICTS": "false",
-    }
     log = tmp_path / "streamlit.log"
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra_args]
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=str(APP.parents[1]))
+        proc = subprocess.Popen(cmd, env={**env, "HOME": str(home)}, stdout=fh, stderr=subprocess.STDOUT,
+                                cwd=str(APP.parents[1]))
     try:
         _wait_healthy(url, proc, log)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = ARTIFACTS / "ui_report.png"
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-                env={**os.environ, "HOME": str(home)},
-            )
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+                                        env={**os.environ, "HOME": str(home)})
             try:
-                page = browser.new_page(viewport={"width": 1500, "height": 3000})
-                page.set_default_timeout(60_000)
+                page = browser.new_page(viewport={"width": 1500, "height": height})
+                page.set_default_timeout(timeout_ms)
                 page.goto(url)
-                page.get_by_text(DEMO_WARNING).wait_for()
-                png = nih_png(shared_data)
-                page.locator("input[type=file]").first.set_input_files(str(png))
-                page.get_by_text("Size:").first.wait_for()
-                box = page.get_by_test_id("stChatInputTextArea")
-                box.fill("Write a report")
-                box.press("Enter")
-                # The live status shows each agent, then "Done in ..." once the reply is written.
-                page.get_by_text(re.compile(r"^Done in \d")).first.wait_for(timeout=300_000)
-                page.wait_for_selector(IDLE, timeout=120_000)  # the rerun after the turn has finished
-                page.get_by_text(OVERLAY_DRAWN).first.wait_for(timeout=60_000)
-                page.get_by_text("Classifier op-point score", exact=False).first.wait_for()
-                # Show the top of the page (and of the chat pane): every scrolled element back to 0.
-                page.evaluate("document.activeElement && document.activeElement.blur()")
-                page.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop > 0) e.scrollTop = 0; })")
-                page.get_by_text(DEMO_WARNING).first.scroll_into_view_if_needed()
-                time.sleep(1.0)  # let images finish painting
-                page.screenshot(path=str(shot), full_page=True)
-                page.get_by_test_id("stImage").first.screenshot(path=str(ARTIFACTS / "ui_overlay.png"))
-                body = page.inner_text("body")
+                yield page, proc
             finally:
                 browser.close()
     finally:
@@ -117,6 +92,42 @@ def test_report_in_a_real_browser(ui_env, shared_data, test_data_dir, tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.mark.browser
+def test_report_in_a_real_browser(ui_env, shared_data, test_data_dir, tmp_path):
+    env = {
+        **os.environ, **ui_env,
+        "CXR_AGENT_DATA_DIR": str(test_data_dir),
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CXR_AGENT_OFFLINE": "1",
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        # Random weights disagree on many findings; the AppTest suite covers verification, so the
+        # browser run skips the re-asks to stay quick.
+        "CXR_AGENT_VERIFY_CONFLICTS": "false",
+    }
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "ui_report.png"
+    with streamlit_page(env, tmp_path) as (page, _):
+        page.get_by_text(DEMO_WARNING).wait_for()
+        png = nih_png(shared_data)
+        page.locator("input[type=file]").first.set_input_files(str(png))
+        page.get_by_text("Size:").first.wait_for()
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.fill("Write a report")
+        box.press("Enter")
+        # The live status shows each agent, then "Done in ..." once the reply is written.
+        page.get_by_text(re.compile(r"^Done in \d")).first.wait_for(timeout=300_000)
+        page.wait_for_selector(IDLE, timeout=120_000)  # the rerun after the turn has finished
+        page.get_by_text(OVERLAY_DRAWN).first.wait_for(timeout=60_000)
+        page.get_by_text("Classifier op-point score", exact=False).first.wait_for()
+        # Show the top of the page (and of the chat pane): every scrolled element back to 0.
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop > 0) e.scrollTop = 0; })")
+        page.get_by_text(DEMO_WARNING).first.scroll_into_view_if_needed()
+        time.sleep(1.0)  # let images finish painting
+        page.screenshot(path=str(shot), full_page=True)
+        page.get_by_test_id("stImage").first.screenshot(path=str(ARTIFACTS / "ui_overlay.png"))
+        body = page.inner_text("body")
     assert shot.stat().st_size > 20_000
     assert "Traceback" not in body
     assert "Write a report" in body and "Evidence" in body

@@ -98,51 +98,22 @@ def test_thread_ids_map_to_stable_uuids():
 def test_remote_mode_in_a_real_browser(served, shared_data, tmp_path):
     """`streamlit run ui/app.py` with CXR_AGENT_GRAPH_URL, driven by Debian's Chromium: upload, report,
     overlay and evidence on the page, and no torch library mapped into the UI server's process."""
-    from test_ui_browser import APP, CHROMIUM, CHROMIUM_ARGS, IDLE, OVERLAY_DRAWN, _free_port, _wait_healthy
+    from test_ui_browser import IDLE, OVERLAY_DRAWN, streamlit_page
 
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (`apt-get install -y chromium` or `make browser`)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    home = tmp_path / "home"
-    home.mkdir()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, env={**_client_env(served, tmp_path / "ui-data"), "HOME": str(home)},
-                                stdout=fh, stderr=subprocess.STDOUT, cwd=str(APP.parents[1]))
-    try:
-        _wait_healthy(url, proc, log)
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-                                        env={**os.environ, "HOME": str(home)})
-            try:
-                page = browser.new_page(viewport={"width": 1500, "height": 3000})
-                page.set_default_timeout(60_000)
-                page.goto(url)
-                page.get_by_text("Graph server").first.wait_for()
-                page.locator("input[type=file]").first.set_input_files(str(nih_png(shared_data)))
-                page.get_by_text("Size:").first.wait_for()
-                box = page.get_by_test_id("stChatInputTextArea")
-                box.fill("Write a report")
-                box.press("Enter")
-                page.get_by_text(re.compile(r"^Done in \d")).first.wait_for(timeout=240_000)
-                page.wait_for_selector(IDLE, timeout=120_000)
-                page.get_by_text(OVERLAY_DRAWN).first.wait_for(timeout=60_000)
-                page.get_by_text("Classifier op-point score", exact=False).first.wait_for()
-                body = page.inner_text("body")
-            finally:
-                browser.close()
+    with streamlit_page(_client_env(served, tmp_path / "ui-data"), tmp_path) as (page, proc):
+        page.get_by_text("Graph server").first.wait_for()
+        page.locator("input[type=file]").first.set_input_files(str(nih_png(shared_data)))
+        page.get_by_text("Size:").first.wait_for()
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.fill("Write a report")
+        box.press("Enter")
+        page.get_by_text(re.compile(r"^Done in \d")).first.wait_for(timeout=240_000)
+        page.wait_for_selector(IDLE, timeout=120_000)
+        page.get_by_text(OVERLAY_DRAWN).first.wait_for(timeout=60_000)
+        page.get_by_text("Classifier op-point score", exact=False).first.wait_for()
+        body = page.inner_text("body")
         maps = Path(f"/proc/{proc.pid}/maps")
         mapped = maps.read_text() if maps.exists() else ""
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     assert "Traceback" not in body and "Heatmap file unavailable" not in body
     assert "Write a report" in body and "Evidence" in body and "Graph server" in body
     assert "libtorch" not in mapped and "torch/lib" not in mapped  # the UI replica loaded no torch
