@@ -14,6 +14,8 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); [ "$$free" -ge 9 ] || \
+	  echo "warning: $$free GiB free on this disk; the virtualenv needs about 8 GiB (torch is a CUDA build)" >&2
 	$(PIP) install --quiet $(TORCH_SPEC)
 	$(PIP) install --quiet -e ".[dev,postgres,server]"
 	# medspaCy (labeler ConText) without its spacy<3.8 pin; its other dependencies are in pyproject.toml (issue 17)

@@ -94,6 +94,11 @@ def _row(metric: str, value: float, unit: str, baseline: float | None, target: s
 
 
 def run(quick: bool = False) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-") as d:  # the tiny weights and heatmaps go, too
+        return _run(quick, Path(d))
+
+
+def _run(quick: bool, data_dir: Path) -> list[dict]:
     import torch
 
     from cxr_agent.settings import Settings
@@ -105,7 +110,7 @@ def run(quick: bool = False) -> list[dict]:
         return [_row("skipped", 0.0, "-", None, None, "shared data not found (set CXR_AGENT_SHARED_DATA)")]
     files = sorted((data / "nih_cxr14" / "images").glob("*.png"))[: 16 if quick else 32]
     repeats = 2 if quick else 3
-    settings = Settings(model_profile="tiny", data_dir=Path(tempfile.mkdtemp(prefix="cxr-bench-")))
+    settings = Settings(model_profile="tiny", data_dir=data_dir)
     tool = ClassifierTool(settings)
     m = tool.model
     dev = m.device

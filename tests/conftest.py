@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ["CXR_AGENT_MODEL_PROFILE"] = "tiny"
 os.environ["CXR_AGENT_OFFLINE"] = "1"
 _DATA = Path(tempfile.mkdtemp(prefix="cxr-agent-test-"))
+atexit.register(shutil.rmtree, _DATA, True)  # a suite run leaves nothing behind in /tmp
 os.environ["CXR_AGENT_DATA_DIR"] = str(_DATA)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from functools import lru_cache
@@ -11,6 +12,13 @@ from cxr_agent.settings import Settings
 
 # Enough IU reports to hold several pleural effusions, few enough to embed in seconds.
 SMALL_N = 160
+
+
+def _scratch(prefix: str) -> Path:
+    """A temporary folder removed when the process exits (these builds outlive any one test)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, True)
+    return root
 
 
 def kb_settings(index_dir: Path, **kw) -> Settings:
@@ -29,7 +37,7 @@ def built_index_dir() -> Path:
     """An exact index of the first SMALL_N IU reports, built once; copy it before mutating."""
     from tools.retrieval.index import ReportIndex
 
-    root = Path(tempfile.mkdtemp(prefix="cxr-kb-test-"))
+    root = _scratch("cxr-kb-test-")
     path = root / "index"
     idx = ReportIndex.build(small_reports()[:SMALL_N], kb_settings(path), corpus_spec="iu-xray", batch_size=64)
     idx.close()
@@ -64,7 +72,7 @@ def tiny_embedder_dir() -> Path:
 
     from tools.retrieval.embedder import bundled_model_path
 
-    root = Path(tempfile.mkdtemp(prefix="cxr-tiny-st-"))
+    root = _scratch("cxr-tiny-st-")
     tok = BertTokenizerFast.from_pretrained(str(bundled_model_path()))
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
