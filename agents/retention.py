@@ -6,7 +6,8 @@ study) — and only together do they say what is safe to delete: a study two thr
 until both are gone. ``forget_thread`` is what `cxr-agent forget` and the UI's delete button call;
 ``apply_retention`` drops threads whose last checkpoint is older than ``settings.retention_days``
 (plus unreferenced studies/artifacts and audit days older than that), at start and periodically
-(``start_periodic``).
+(``start_periodic``). The rules work on a thread catalogue (``ThreadInfo`` per thread), so LangGraph
+Server, whose threads are not in our checkpointer, applies the same ones (server/threads.py).
 
 "Gone from disk" needs more than DELETE on SQLite: deleted rows stay in free pages and in the WAL.
 The checkpointer's connection has ``secure_delete`` on (zeroes freed content), and ``compact``
@@ -101,7 +102,8 @@ def compact(saver: Any) -> None:
             log.warning("checkpoint database not compacted (%s)", exc)
 
 
-def _delete_studies(ids: Iterable[str], store: Any, artifacts_dir: Path, out: Deleted) -> None:
+def delete_studies(ids: Iterable[str], store: Any, artifacts_dir: Path, out: Deleted) -> None:
+    """Delete these studies from the store and their heatmap folders (a failure on one never stops the rest)."""
     for sid in sorted(set(ids)):
         try:
             if store is not None and store.delete(sid):
@@ -114,18 +116,24 @@ def _delete_studies(ids: Iterable[str], store: Any, artifacts_dir: Path, out: De
             out.artifact_dirs += 1
 
 
+def studies_only_in(threads: dict[str, ThreadInfo], thread_id: str) -> set[str]:
+    """The studies ``thread_id`` used that no other thread in the catalogue references."""
+    others = set().union(*(t.studies for tid, t in threads.items() if tid != thread_id))
+    info = threads.get(thread_id)
+    return (info.studies if info else set()) - others
+
+
 def forget_thread(thread_id: str, *, saver: Any, store: Any, artifacts_dir: Path) -> Deleted | None:
     """Delete a conversation's checkpoints and the studies/heatmaps no other thread references.
 
     Returns None when the checkpointer has no such thread (nothing is touched)."""
     threads = scan(saver)
-    info = threads.get(str(thread_id))
-    if info is None:
+    if str(thread_id) not in threads:
         return None
-    others = set().union(*(t.studies for tid, t in threads.items() if tid != str(thread_id)))
+    doomed = studies_only_in(threads, str(thread_id))
     out = Deleted(threads=[str(thread_id)])
     saver.delete_thread(str(thread_id))
-    _delete_studies(info.studies - others, store, artifacts_dir, out)
+    delete_studies(doomed, store, artifacts_dir, out)
     compact(saver)
     return out
 
@@ -135,26 +143,32 @@ def _mtime(paths: Iterable[Path]) -> float:
     return max(times) if times else 0.0
 
 
-def apply_retention(settings: Settings, *, saver: Any, store: Any, now: float | None = None) -> Deleted:
-    """Delete everything older than ``settings.retention_days`` (nothing when it is 0)."""
-    out = Deleted()
-    days = float(getattr(settings, "retention_days", 0) or 0)
-    if days <= 0:
-        return out
-    now = time.time() if now is None else now
-    cutoff = now - days * 86400
-    threads = scan(saver)
+def expired_threads(threads: dict[str, ThreadInfo], cutoff: float) -> tuple[set[str], set[str], set[str]]:
+    """(threads last changed before ``cutoff``, the studies only they used, the studies live threads use)."""
     expired = {tid for tid, t in threads.items() if t.last_ts < cutoff}
     live = set().union(*(t.studies for tid, t in threads.items() if tid not in expired))
-    for tid in sorted(expired):
-        saver.delete_thread(tid)
-        out.threads.append(tid)
     doomed = set().union(*(threads[t].studies for t in expired)) - live
+    return expired, doomed, live
+
+
+def retention_cutoff(settings: Settings, now: float | None = None) -> float | None:
+    """The epoch time before which data is deleted, or None when retention is off (0 days)."""
+    days = float(getattr(settings, "retention_days", 0) or 0)
+    if days <= 0:
+        return None
+    return (time.time() if now is None else now) - days * 86400
+
+
+def sweep_files(settings: Settings, store: Any, *, doomed: set[str], live: set[str], cutoff: float,
+                out: Deleted) -> None:
+    """Delete ``doomed`` studies, plus stored studies, heatmap folders and audit days older than ``cutoff``
+    that no live thread references (an upload never used in a turn is covered too)."""
+    doomed = set(doomed)
     root = Path(getattr(store, "root", settings.studies_dir))
     for sid in list(store.ids()) if store is not None else []:  # uploaded, never (or no longer) in a thread
         if sid not in live and sid not in doomed and _mtime(root.glob(f"{sid[:2]}/{sid}*")) < cutoff:
             doomed.add(sid)
-    _delete_studies(doomed, store, settings.artifacts_dir, out)
+    delete_studies(doomed, store, settings.artifacts_dir, out)
     artifacts = Path(settings.artifacts_dir)
     if artifacts.is_dir():
         for folder in artifacts.iterdir():
@@ -170,6 +184,19 @@ def apply_retention(settings: Settings, *, saver: Any, store: Any, now: float | 
             if f.stem < cutoff_day:
                 f.unlink(missing_ok=True)
                 out.audit_files += 1
+
+
+def apply_retention(settings: Settings, *, saver: Any, store: Any, now: float | None = None) -> Deleted:
+    """Delete everything older than ``settings.retention_days`` (nothing when it is 0)."""
+    out = Deleted()
+    cutoff = retention_cutoff(settings, now)
+    if cutoff is None:
+        return out
+    expired, doomed, live = expired_threads(scan(saver), cutoff)
+    for tid in sorted(expired):
+        saver.delete_thread(tid)
+        out.threads.append(tid)
+    sweep_files(settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
     if out.threads:
         compact(saver)
     if out:

@@ -7,6 +7,11 @@ Starlette app in the same process (``http.app``), so a remote UI needs one addre
     GET  /cxr/studies/{study_id}                                -> 200 {"study_id", "width", ...} | 404
     GET  /cxr/artifacts?uri=<Artifact.uri from a reply>         -> the file (a heatmap .npy) | 404
     GET  /cxr/health                                            -> 200 {"ok": true, ...}
+    DELETE /cxr/threads/{thread_id}   the thread, then the studies/heatmaps no other thread uses -> 200 | 404
+
+Deleting through ``/cxr/threads`` rather than the server's own ``DELETE /threads`` is what removes the
+conversation's images too; with ``retention_days`` set, every worker also applies the retention
+(server/threads.py: the same rules as agents/retention.py, over the server's own thread store).
 
 An upload is decoded, de-identified and stored once through ``agents.studies.Studies``, the
 graph's own ingestion path (the same limits, de-identification and store as ``graph.store_image``); runs then pass only ``{"study_id": ...}``, so no
@@ -21,11 +26,14 @@ calls made on its event loop).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +147,46 @@ async def get_artifact(request: Request) -> Response:
     return FileResponse(path, media_type=media, filename=path.name)
 
 
+_CLIENT: list[Any] = []
+
+
+def _server_client() -> Any:
+    """This server's own API, in process (``langgraph_sdk.get_client()`` with no URL), made once."""
+    if not _CLIENT:
+        from langgraph_sdk import get_client
+
+        _CLIENT.append(get_client(url=None, api_key=None))
+    return _CLIENT[0]
+
+
+async def forget_thread(request: Request) -> Response:
+    from server.threads import forget
+
+    settings = _settings()
+    thread_id = request.path_params["thread_id"]
+    out = await forget(_server_client(), thread_id, settings, _studies(settings).store)
+    if out is None:
+        return _error(404, f"no thread {thread_id[:80]!r} on this server")
+    return JSONResponse({"thread_id": thread_id, "studies_deleted": len(out.studies),
+                         "heatmap_folders_deleted": out.artifact_dirs})
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Apply the retention periodically while the server runs (nothing when ``retention_days`` is 0)."""
+    settings = _settings()
+    task = None
+    if settings.retention_days > 0:
+        from server.threads import retention_loop
+
+        task = asyncio.create_task(retention_loop(settings, _studies(settings).store, _server_client))
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+
+
 async def health(request: Request) -> Response:
     s = _settings()
     return JSONResponse({"ok": True, "model_profile": s.model_profile, "pid": os.getpid()})
@@ -225,8 +273,9 @@ def create_app() -> Starlette:
         Route("/cxr/studies/{study_id}", get_study, methods=["GET"]),
         Route("/cxr/artifacts", get_artifact, methods=["GET"]),
         Route("/cxr/health", health, methods=["GET"]),
+        Route("/cxr/threads/{thread_id}", forget_thread, methods=["DELETE"]),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(RefuseRawImageInput)])
+    return Starlette(routes=routes, middleware=[Middleware(RefuseRawImageInput)], lifespan=lifespan)
 
 
 app = create_app()

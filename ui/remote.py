@@ -13,7 +13,7 @@ the app needs from its in-process graph, nothing more:
 - ``studies.put(study)``: the id the next turn sends (after checking the server holds it), so only
   ``{"study_id": ...}`` ever enters a run or a checkpoint;
 - ``load_heatmap(uri)``: a turn's heatmap from ``GET /cxr/artifacts`` (the reply names server paths);
-- ``forget(thread_id)``: deletes the conversation's thread on the server.
+- ``forget(thread_id)``: deletes the conversation's thread on the server, with the studies only it used.
 
 UI thread ids (``ui-<hex>``) become the UUIDs LangGraph Server requires (same id -> same UUID).
 """
@@ -175,12 +175,14 @@ class RemoteAgent:
         return r.json()
 
     def forget(self, thread_id: str) -> None:
-        """Delete the conversation's thread (messages, checkpoints) on the server."""
-        try:
-            self.client.threads.delete(server_thread_id(thread_id))
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code != 404:  # never run on the server: nothing to delete
-                raise
+        """Delete the conversation on the server: its thread, and the studies and heatmaps no other
+        conversation uses (``DELETE /cxr/threads/{id}``; the server's own thread DELETE keeps those)."""
+        r = self.http.delete(f"/cxr/threads/{server_thread_id(thread_id)}", timeout=60.0)
+        if r.status_code == 404:  # never run on the server: nothing to delete
+            return
+        if r.status_code != 200:
+            raise GraphServerUnavailable(f"the graph server could not delete the conversation (HTTP {r.status_code}: "
+                                         f"{_detail(r)[:200]})")
 
 
 def _detail(r: httpx.Response) -> str:

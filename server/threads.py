@@ -1,0 +1,149 @@
+"""Forgetting and retention on LangGraph Server, where the server (not our checkpointer) owns the threads.
+
+The rules are agents/retention.py's: a study and its heatmaps go when no remaining thread references
+them, and retention drops threads idle for ``retention_days`` plus the stored files nobody uses. Only
+the thread catalogue differs: it comes from the server's own API (the in-process ``langgraph_sdk``
+client), whatever runtime stores the threads (in memory for ``langgraph dev``, Postgres for
+``langgraph up``). The forgotten thread's whole history is read, so a study it switched away from
+goes too; other threads are read by their current values (``study_id``, ``last_result.study_id``),
+the only studies a thread ever reads again, which keeps a pass one light query per 100 threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from starlette.concurrency import run_in_threadpool
+
+from agents.retention import (
+    Deleted,
+    ThreadInfo,
+    delete_studies,
+    expired_threads,
+    retention_cutoff,
+    studies_only_in,
+    sweep_files,
+)
+
+if TYPE_CHECKING:
+    from cxr_agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PAGE = 100
+"""Threads per catalogue query, and checkpoints per history query."""
+_EXTRACT = {"study": "values.study_id", "last": "values.last_result.study_id"}
+
+
+def _ts(value: Any) -> float:
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(str(value)).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _ids(*values: Any) -> set[str]:
+    return {v for v in values if isinstance(v, str) and v}
+
+
+async def catalogue(client: Any) -> dict[str, ThreadInfo]:
+    """Every thread on the server: when it last changed and the studies its current state references."""
+    threads: dict[str, ThreadInfo] = {}
+    offset = 0
+    while True:
+        page = await client.threads.search(limit=PAGE, offset=offset, sort_by="created_at", sort_order="asc",
+                                           select=["thread_id", "updated_at"], extract=_EXTRACT)
+        for t in page:
+            found = t.get("extracted") or {}
+            threads[str(t["thread_id"])] = ThreadInfo(last_ts=_ts(t.get("updated_at")),
+                                                      studies=_ids(found.get("study"), found.get("last")))
+        if len(page) < PAGE:
+            return threads
+        offset += PAGE
+
+
+async def thread_studies(client: Any, thread_id: str) -> set[str] | None:
+    """Every study the thread's checkpoints reference, or None when the server has no such thread."""
+    studies: set[str] = set()
+    before: Any = None
+    while True:
+        try:
+            states = await client.threads.get_history(thread_id, limit=PAGE, before=before)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (404, 422):  # unknown thread, or not a thread id at all
+                return None
+            raise
+        for state in states:
+            values = state.get("values") or {}
+            last = values.get("last_result") if isinstance(values, dict) else None
+            studies |= _ids(values.get("study_id") if isinstance(values, dict) else None,
+                            last.get("study_id") if isinstance(last, dict) else None)
+        if len(states) < PAGE:
+            break
+        before = states[-1].get("checkpoint")
+    if not studies:  # a thread with no checkpoint yet has no history: check it exists at all
+        try:
+            await client.threads.get(thread_id)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (404, 422):
+                return None
+            raise
+    return studies
+
+
+async def forget(client: Any, thread_id: str, settings: Settings, store: Any) -> Deleted | None:
+    """Delete the thread on the server, then the studies and heatmaps no other thread references.
+
+    Returns None when the server has no such thread (nothing is touched)."""
+    own = await thread_studies(client, thread_id)
+    if own is None:
+        return None
+    threads = await catalogue(client)
+    threads[thread_id] = ThreadInfo(studies=own)
+    doomed = studies_only_in(threads, thread_id)
+    await client.threads.delete(thread_id)
+    out = Deleted(threads=[thread_id])
+    await run_in_threadpool(delete_studies, doomed, store, settings.artifacts_dir, out)
+    log.info("forgot a thread: %d study(ies), %d heatmap folder(s)", len(out.studies), out.artifact_dirs)
+    return out
+
+
+async def retention_pass(client: Any, settings: Settings, store: Any, *, now: float | None = None) -> Deleted:
+    """Delete the threads idle past ``retention_days`` and every file no live thread uses that is as old."""
+    out = Deleted()
+    cutoff = retention_cutoff(settings, now)
+    if cutoff is None:
+        return out
+    expired, doomed, live = expired_threads(await catalogue(client), cutoff)
+    for tid in sorted(expired):
+        try:
+            await client.threads.delete(tid)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:  # gone meanwhile (another worker's pass) is fine
+                raise
+        out.threads.append(tid)
+    await run_in_threadpool(sweep_files, settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
+    if out:
+        log.info("retention: deleted %d thread(s), %d study(ies), %d artifact folder(s), %d audit day(s)",
+                 len(out.threads), len(out.studies), out.artifact_dirs, out.audit_files)
+    return out
+
+
+async def retention_loop(settings: Settings, store: Any, client_factory: Any, *, first_delay_s: float = 5.0) -> None:
+    """Apply the retention every ``retention_interval_s`` (the first pass once the server has started:
+    the in-process client only answers after start-up). Every worker may run it; passes are idempotent."""
+    await asyncio.sleep(first_delay_s)
+    client = client_factory()
+    while True:
+        try:
+            await retention_pass(client, settings, store)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the next pass tries again
+            log.exception("retention pass failed")
+        await asyncio.sleep(float(settings.retention_interval_s))
