@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     )
     graph_assistant_id: str = Field("cxr_agent", min_length=1, description="The served graph (langgraph.json).")
     graph_timeout_s: float = Field(600.0, gt=0, description="HTTP timeout for the remote graph and its routes.")
+    server_token: SecretStr | None = Field(
+        None, description="Shared secret of the graph server and its UI replicas: with it set, the server answers "
+                          "only requests bearing it (server/auth.py) and the UI sends it; unset, the server is open."
+    )
 
     @field_validator("data_dir", "hf_cache_dir", "classifier_weights_dir", "index_dir", mode="after")
     @classmethod

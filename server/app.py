@@ -9,7 +9,8 @@ Starlette app in the same process (``http.app``), so a remote UI needs one addre
     GET  /cxr/health                                            -> 200 {"ok": true, ...}
     DELETE /cxr/threads/{thread_id}   the thread, then the studies/heatmaps no other thread uses -> 200 | 404
 
-Deleting through ``/cxr/threads`` rather than the server's own ``DELETE /threads`` is what removes the
+With ``CXR_AGENT_SERVER_TOKEN`` set, these routes and the server's own answer only callers bearing
+it (server/auth.py, wired in langgraph.json). Deleting through ``/cxr/threads`` rather than the server's own ``DELETE /threads`` is what removes the
 conversation's images too; with ``retention_days`` set, every worker also applies the retention
 (server/threads.py: the same rules as agents/retention.py, over the server's own thread store).
 
@@ -155,7 +156,9 @@ def _server_client() -> Any:
     if not _CLIENT:
         from langgraph_sdk import get_client
 
-        _CLIENT.append(get_client(url=None, api_key=None))
+        from server.auth import bearer_headers, expected_token
+
+        _CLIENT.append(get_client(url=None, api_key=None, headers=bearer_headers(expected_token())))
     return _CLIENT[0]
 
 
@@ -175,6 +178,9 @@ async def forget_thread(request: Request) -> Response:
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Apply the retention periodically while the server runs (nothing when ``retention_days`` is 0)."""
     settings = _settings()
+    if settings.server_token is None:
+        log.warning("CXR_AGENT_SERVER_TOKEN is not set: this server answers anyone who can reach it "
+                    "(conversations and studies included); keep it on loopback or set the token")
     task = None
     if settings.retention_days > 0:
         from server.threads import retention_loop

@@ -63,6 +63,7 @@ def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None) -> Ite
            "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "PYTHONUNBUFFERED": "1"}
     env.pop("CXR_AGENT_CHECKPOINTER_URL", None)
     env.pop("CXR_AGENT_GRAPH_URL", None)
+    env.pop("CXR_AGENT_SERVER_TOKEN", None)
     env.update(extra_env or {})
     # The repo's langgraph.json, its "./" paths made absolute: `langgraph dev` resolves the http.app
     # path against its working directory, which is the temp dir (so .langgraph_api/ lands there).
@@ -70,6 +71,7 @@ def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None) -> Ite
     config["dependencies"] = [str((REPO / d).resolve()) for d in config["dependencies"]]
     config["graphs"] = {k: _absolute(v) for k, v in config["graphs"].items()}
     config["http"]["app"] = _absolute(config["http"]["app"])
+    config["auth"]["path"] = _absolute(config["auth"]["path"])
     (work / "langgraph.json").write_text(json.dumps(config))
     log = work / "server.log"
     with log.open("wb") as out:

@@ -91,8 +91,10 @@ class RemoteAgent:
         self.settings = settings
         self.url = settings.graph_url.rstrip("/")
         timeout = httpx.Timeout(settings.graph_timeout_s, connect=10.0)
-        self.http = http or httpx.Client(base_url=self.url, timeout=timeout)
-        self.client = get_sync_client(url=self.url, timeout=timeout)
+        token = settings.server_token.get_secret_value() if settings.server_token is not None else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}  # server/auth.py checks it
+        self.http = http or httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        self.client = get_sync_client(url=self.url, timeout=timeout, api_key=None, headers=headers)
         self.graph = RemoteGraph(settings.graph_assistant_id, sync_client=self.client)
         self.studies = RemoteStudies(self)
         self._heatmaps: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -198,6 +200,13 @@ def connect(settings: Settings) -> RemoteAgent:
     agent = RemoteAgent(settings)
     try:
         agent.server_info = agent.health()
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code in (401, 403):
+            given = "a wrong" if settings.server_token is not None else "no"
+            raise GraphServerUnavailable(f"the graph server at {agent.url} refused this app ({given} token): "
+                                         "set CXR_AGENT_SERVER_TOKEN to the server's") from None
+        raise GraphServerUnavailable(f"the graph server at {agent.url} answered /cxr/health with HTTP "
+                                     f"{exc.response.status_code}") from None
     except httpx.HTTPError as exc:
         raise GraphServerUnavailable(f"the graph server at {agent.url} did not answer /cxr/health "
                                      f"({type(exc).__name__})") from None
