@@ -195,6 +195,20 @@ def _detail(r: httpx.Response) -> str:
         return r.text[:300]
 
 
+def open_server_warning(settings: Settings, url: str) -> str | None:
+    """What to tell the user when this app reached a graph server on another machine without a token
+    (the server answered, so it is open: anyone who reaches it can read every conversation)."""
+    from urllib.parse import urlsplit
+
+    from ui.gate import is_loopback
+
+    host = urlsplit(url).hostname or ""
+    if settings.server_token is not None or is_loopback(host):
+        return None
+    return (f"The graph server at {host} answers without a token: anyone who can reach it can read every "
+            "conversation and study. Set the same CXR_AGENT_SERVER_TOKEN on the server and this app.")
+
+
 def connect(settings: Settings) -> RemoteAgent:
     """The app's handle on the served graph; checks the server answers (a clear error if not)."""
     agent = RemoteAgent(settings)

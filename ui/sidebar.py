@@ -15,7 +15,7 @@ from cxr_agent.settings import DISCLAIMER, Settings
 from ui import session as S
 from ui.exports import conversation_markdown, dicom_sr_bytes, fhir_report_json, findings_json
 from ui.model_status import StatusLine, index_present, tool_load_states
-from ui.remote import is_remote
+from ui.remote import is_remote, open_server_warning
 from ui.resources import status_lines, study_store
 from ui.turn import TurnResult
 
@@ -53,6 +53,8 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
         if is_remote(graph):  # the models, their weights and the index live on the graph server
             served = graph.server_info.get("model_profile")
             st.markdown(f":material/cloud: **Graph server** - `{graph.url}` (models and index live there; profile {served})")
+            if warning := open_server_warning(settings, graph.url):
+                st.warning(warning, icon=":material/lock_open:")
             if served and served != settings.model_profile:
                 st.warning(f"This UI runs with profile {settings.model_profile} but the server with {served}: "
                            "set CXR_AGENT_MODEL_PROFILE to match (it decides the demo warning).")

@@ -94,6 +94,24 @@ def test_thread_ids_map_to_stable_uuids():
     assert server_thread_id("cli-1") == server_thread_id("cli-1") != server_thread_id("cli-2")
 
 
+@pytest.mark.parametrize("url, token, warns", [
+    ("http://graph-host:2024", None, True),
+    ("https://10.0.0.7", None, True),
+    ("http://graph-host:2024", "t0ken", False),
+    ("http://127.0.0.1:2024", None, False),
+    ("http://localhost:2024", None, False),
+])
+def test_an_open_server_on_another_machine_is_named_in_a_warning(settings, url, token, warns):
+    from pydantic import SecretStr
+
+    from ui.remote import open_server_warning
+
+    said = open_server_warning(settings.model_copy(update={"server_token": SecretStr(token) if token else None}), url)
+    assert (said is not None) == warns
+    if warns:
+        assert "CXR_AGENT_SERVER_TOKEN" in said and url.split("//")[1].split(":")[0] in said
+
+
 @pytest.mark.browser
 def test_remote_mode_in_a_real_browser(served, shared_data, tmp_path):
     """`streamlit run ui/app.py` with CXR_AGENT_GRAPH_URL, driven by Debian's Chromium: upload, report,
