@@ -30,7 +30,28 @@ def _page(at: AppTest) -> dict:
     }
 
 
+def delete_after_a_question(image: Path) -> None:
+    """``--delete``: upload, ask one question, then the sidebar's "Delete now"; print the ids involved."""
+    at = AppTest.from_file(str(APP), default_timeout=240)
+    at.run()
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/png")
+    at.run()
+    at.chat_input[0].set_value("Is there cardiomegaly?")
+    at.run()
+    thread, study = at.session_state["cxr_thread_id"], at.session_state["cxr_study"]
+    answered = at.session_state["cxr_turns"][-1].error is None
+    at.button(key="cxr_forget").click()
+    at.run()
+    print(json.dumps({"thread": thread, "study_id": study.id, "answered": answered,
+                      "thread_after": at.session_state["cxr_thread_id"], "turns_after": len(at.session_state["cxr_turns"]),
+                      "exceptions": [str(e.value) for e in at.exception],
+                      "toasts": [str(t.value) for t in at.toast]}))
+
+
 def main() -> None:
+    if sys.argv[1] == "--delete":
+        delete_after_a_question(Path(sys.argv[2]))
+        return
     image = Path(sys.argv[1])
     at = AppTest.from_file(str(APP), default_timeout=240)
     at.run()

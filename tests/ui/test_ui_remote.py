@@ -89,6 +89,20 @@ def test_report_turn_streams_progress_reply_evidence_and_overlays(remote_page, s
     assert any(t["values"] and t["values"].get("study_id") == remote_page["study_id"] for t in threads)
 
 
+def test_delete_this_conversation_deletes_it_on_the_server(served, shared_data, tmp_path):
+    png = sorted((shared_data / "nih_cxr14" / "images").glob("*.png"))[1]  # not the report test's image
+    proc = subprocess.run([sys.executable, str(DRIVER), "--delete", str(png)], env=_client_env(served, tmp_path),
+                          capture_output=True, text=True, timeout=280, cwd=DRIVER.parents[2])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["answered"] and not out["exceptions"] and out["toasts"] == ["Conversation deleted."]
+    assert out["thread_after"] != out["thread"] and out["turns_after"] == 0  # the page starts afresh
+    gone = httpx.post(f"{served.url}/threads/search", json={"ids": [server_thread_id(out["thread"])]}, timeout=10)
+    assert gone.json() == []  # the server thread...
+    assert httpx.get(f"{served.url}/cxr/studies/{out['study_id']}", timeout=10).status_code == 404  # ...and its study
+    assert not list(served.data_dir.glob(f"artifacts/{out['study_id']}"))  # ...and its heatmaps
+
+
 def test_thread_ids_map_to_stable_uuids():
     assert server_thread_id("ui-0123456789abcdef0123456789abcdef") == "01234567-89ab-cdef-0123-456789abcdef"
     assert server_thread_id("cli-1") == server_thread_id("cli-1") != server_thread_id("cli-2")
