@@ -122,6 +122,7 @@ def test_openai_wire_format_has_the_system_turn_and_card_order() -> None:
     assert [part["type"] for part in msgs[1]["content"]] == ["text", "image_url"]
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # the KV cache under transformers' current keyword
 def test_sliding_window_cache_and_unshared_prefixes(mg_settings, mg_backend) -> None:
     """Gemma 3's sliding-window KV cache cannot be cropped back: a cached image prefix is copied per
     generation. Batches whose padding would overflow the window, or whose prompts differ before the

@@ -1,7 +1,7 @@
 """What differs between image-text models behind one transformers backend, read off the model itself.
 
 The backend encodes an image once and splices its tokens into any later prompt. Models differ in
-three mechanical ways, all detected from the objects rather than a list of names:
+a few mechanical ways, all detected from the objects rather than a list of names:
 - the keyword arguments ``get_image_features`` takes (LLaVA-OneVision needs ``image_sizes`` and
   ``batch_num_images`` for its anyres tiling; Gemma 3 only ``pixel_values``);
 - what the chat template's single image placeholder expands to (LLaVA-OneVision: N copies of
@@ -10,7 +10,8 @@ three mechanical ways, all detected from the objects rather than a list of names
 - whether the forward pass takes ``token_type_ids`` marking image tokens (Gemma 3 attends
   bidirectionally within an image during prefill);
 - whether the text model has sliding-window layers (Gemma 3): their cached image prefix is copied for
-  each generation instead of cropped back afterwards.
+  each generation instead of cropped back afterwards;
+- the keyword the KV cache goes under (``cache`` since transformers 5, ``past_key_values`` before).
 Which class to load and which tiny stand-in to build come from the family's adapter.
 """
 
@@ -56,6 +57,12 @@ def token_types(model: Any, input_ids: Any) -> dict[str, Any]:
     if not takes_token_types(model):
         return {}
     return {"token_type_ids": (input_ids == model.config.image_token_id).long()}
+
+
+def with_cache(model: Any, cache: Any) -> dict[str, Any]:
+    """The KV cache as the keyword this transformers takes: ``cache`` (5.x; ``past_key_values`` warns
+    there and goes in 5.40) or ``past_key_values`` (older releases, whose forward has no ``cache``)."""
+    return {"cache" if "cache" in _params(model.forward) else "past_key_values": cache}
 
 
 def sliding(model: Any) -> bool:

@@ -287,11 +287,11 @@ class TransformersBackend:
             self._last_prefix_hit = True
             return encoded.prefix_cache
         self._last_prefix_hit = False
-        from tools.vlm.backends.hf_models import token_types
+        from tools.vlm.backends.hf_models import token_types, with_cache
 
         cache = DynamicCache(config=model.config.text_config)
         with torch.inference_mode():
-            model(input_ids=head, attention_mask=torch.ones_like(head), past_key_values=cache, use_cache=True,
+            model(input_ids=head, attention_mask=torch.ones_like(head), use_cache=True, **with_cache(model, cache),
                   mm_encoder_outputs={"image": encoded.features}, logits_to_keep=1, **token_types(model, head))
         if store:
             encoded.prefix_ids, encoded.prefix_cache = head, cache
@@ -354,7 +354,7 @@ class TransformersBackend:
             # A sliding-window cache (Gemma 3) cannot be cropped back once past its window: generate on a copy.
             working = copy.deepcopy(prefix) if prefix is not None and hf_models.sliding(model) else prefix
             if working is not None:  # the image tokens are already in the KV cache
-                gen_kwargs["past_key_values"] = working
+                gen_kwargs.update(hf_models.with_cache(model, working))
             else:
                 gen_kwargs["mm_encoder_outputs"] = {"image": encoded.features}
             if min_new_tokens:

@@ -86,7 +86,7 @@ def generate_batch(
         cache = copy.deepcopy(prefix)
         if n > 1:
             cache.batch_repeat_interleave(n)
-        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "past_key_values": cache,
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, **hf_models.with_cache(model, cache),
                                   "max_new_tokens": max_new, "do_sample": False, "pad_token_id": pad,
                                   **hf_models.token_types(model, input_ids)}
         if min_new_tokens:
