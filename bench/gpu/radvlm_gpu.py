@@ -34,7 +34,6 @@ import platform
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,13 +210,13 @@ def bench_vlm(sizes: Sizes, device: str, dtype: torch.dtype, repeats: int) -> li
     prefix = DynamicCache(config=model.config.text_config) if _cache_takes_config() else DynamicCache()
     with torch.inference_mode():
         model(input_ids=ids[:, :end], pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"],
-              attention_mask=torch.ones_like(ids[:, :end]), past_key_values=prefix, use_cache=True)
+              attention_mask=torch.ones_like(ids[:, :end]), use_cache=True, **with_cache(model, prefix))
     follow = processor.tokenizer(prompt(processor, FOLLOW_UP), return_tensors="pt")["input_ids"]
     follow_ids = _with_image_tokens(follow, ids[:, :end], model.config.image_token_id).to(device)
 
     def cached(n: int, question_ids: Any) -> Any:
         return gen(n, input_ids=question_ids, attention_mask=torch.ones_like(question_ids),
-                   past_key_values=copy.deepcopy(prefix))
+                   **with_cache(model, copy.deepcopy(prefix)))
 
     cold, _ = timed(lambda: gen(1, **processor(images=image, text=prompt(processor, FOLLOW_UP),
                                                return_tensors="pt").to(device, dtype)), device, repeats)
@@ -248,6 +247,13 @@ def bench_vlm(sizes: Sizes, device: str, dtype: torch.dtype, repeats: int) -> li
              row("verify x6", "serial, cached image prefix", serial_cached, "s", "one generate per question on the cached prefix", baseline=serial),
              row("verify x6", "batched generate", batched, "s", "one generate, batch 6", baseline=serial)]
     return rows  # the model is freed with this frame
+
+
+def with_cache(model: Any, cache: Any) -> dict[str, Any]:
+    """The KV cache under the keyword this transformers takes (as tools/vlm/backends/hf_models.py)."""
+    import inspect
+
+    return {"cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values": cache}
 
 
 def _cache_takes_config() -> bool:
@@ -331,7 +337,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["vlm", "retrieval"], help="run one part")
     ap.add_argument("--json", help="write the rows and the machine here")
     args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore", category=FutureWarning)  # past_key_values -> cache rename (5.24+)
     sizes = TINY if args.tiny else REAL
     global WARMUP
     WARMUP = max(0, args.warmup)
