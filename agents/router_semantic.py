@@ -4,8 +4,9 @@ Why: the cue-word rules are precise where a turn carries one unambiguous cue fam
 "find similar cases", "why did you ..."), and brittle elsewhere: no cue at all ("Any signs of TB?" ->
 chat), or cues of several families resolved by rule order ("Search the report database for ..." ->
 report). There the bundled MiniLM (tools/retrieval/embedder.py) embeds the turn and a classifier trained on
-labelled turns (agents/router_examples.jsonl: 203 written for it + the 237 sentences of the tuning sets
-eval/router_cases.jsonl and eval/router_tuning.jsonl; never eval/router_heldout.jsonl) gives its intent,
+labelled turns (agents/router_examples.jsonl: 219 written for it, 16 of them questions outside radiology,
++ the 237 sentences of the tuning sets eval/router_cases.jsonl and eval/router_tuning.jsonl; never
+eval/router_heldout.jsonl) gives its intent,
 which wins when it is clear enough.
 
 Policy (`route_semantic`):

@@ -137,3 +137,14 @@ def test_real_minilm_routes_a_database_search() -> None:
         pytest.skip(f"bundled MiniLM unavailable: {S._STATE['error']}")
     r = route_semantic("Look through our report database for bilateral effusions with a big heart", has_image=True)
     assert r.intent == "similar_cases", r.reason
+
+
+@pytest.mark.parametrize("text", ["What is the capital of Germany?", "Who is the president of the United States?",
+                                  "How far is the moon?"])
+def test_real_minilm_keeps_a_question_outside_radiology_in_chat(text) -> None:
+    """Not among the examples: a general-knowledge question runs no image tool (it went to locate once)."""
+    clf = S.default_classifier()
+    if clf is None:
+        pytest.skip(f"bundled MiniLM unavailable: {S._STATE['error']}")
+    r = route_semantic(text, has_image=True, has_history=True)
+    assert r.intent == "chat", r.reason
