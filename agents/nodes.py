@@ -20,6 +20,7 @@ from langgraph.types import Command, Send
 
 from agents import reconciler, responder
 from agents.events import ToolStartEvent, writer
+from agents.router import follow_up
 from agents.runner import Deadline, call_with_timeout, plan_chains, shared_pool
 from agents.state import CxrState, validate_input
 from agents.studies import Studies
@@ -51,6 +52,16 @@ def message_text(message: BaseMessage | Any) -> str:
 def last_user_text(messages: list[Any]) -> str:
     """The text of the thread's latest user message ("" if there is none)."""
     return next((message_text(m) for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+
+
+def previous_findings(messages: list[Any]) -> list[str]:
+    """The finding(s) the previous turn asked about, from its reply's payload (what "it" refers to)."""
+    for m in reversed(messages[:-1]):
+        if isinstance(m, AIMessage):
+            cxr = (m.additional_kwargs or {}).get("cxr") or {}
+            found = cxr.get("findings") or ([cxr["finding"]] if cxr.get("finding") else [])
+            return [f for f in found if isinstance(f, str)]
+    return []
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -163,6 +174,7 @@ class Nodes:
         has_history = bool(state.get("last_result")) or len(messages) > 1
         try:
             route = _as_dict(self._route(text, has_image=bool(state.get("study_id")), has_history=has_history))
+            route = follow_up(route, text, previous_findings(messages))
         except Exception as exc:  # noqa: BLE001 - routing must never end the turn
             log.exception("router failed")
             route = {"intent": "chat", "finding": None, "phrase": None, "tools": [], "needs_image": False,

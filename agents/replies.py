@@ -158,6 +158,8 @@ def payload(
     return {
         "study_id": study_id,
         "intent": route.get("intent"),
+        "finding": route.get("finding"),  # what the turn asked about: a later "where is it?" refers to it
+        "findings": list(route.get("findings") or []),
         "demo": demo,
         "boxes": boxes,
         "heatmaps": heatmaps,

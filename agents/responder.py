@@ -170,16 +170,17 @@ def report_reply(evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
     return lines
 
 
-def _target(route: dict[str, Any]) -> tuple[str | None, str]:
+def _target(route: dict[str, Any], unnamed: str) -> tuple[str | None, str]:
     finding = route.get("finding")
-    label = display_name(finding) if finding else (route.get("phrase") or "the finding")
+    label = display_name(finding) if finding else (route.get("phrase") or unnamed)
     return finding, label
 
 
 def locate_reply(
     route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *, study: dict | None = None
 ) -> list[str]:
-    finding, label = _target(route)
+    # Nothing named, nothing asked before to refer back to: the VLM detects every abnormality.
+    finding, label = _target(route, "any abnormality (none was named)")
     view = (study or {}).get("view")
     lines = [f"## Where: {label}", ""]
     found = False
@@ -224,7 +225,7 @@ def locate_reply(
 
 
 def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision]) -> list[str]:
-    finding, label = _target(route)
+    finding, label = _target(route, "what you asked (no finding was recognised)")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None
     if d is None:
         lines = [f"**Uncertain** — no tool gave a usable answer about {label.lower()} on this image."]

@@ -12,7 +12,7 @@ explain > similar_cases > locate > strong report cue > finding question > weak r
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -183,7 +183,7 @@ def _locate_phrase(t: str) -> str | None:
     target = _TRAIL.sub("", target).strip()
     target = _VIEW_WORDS.sub("", target).strip()
     if not target or _NOT_A_TARGET.match(target):
-        return None  # "where is it?", "where should I look": the graph uses the thread's last finding
+        return None  # "where is it?", "where should I look": follow_up names the previous turn's finding
     return target
 
 
@@ -211,6 +211,23 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
     if _REPORT_WEAK.search(t):
         return "report", "asks what the study shows overall: full read with all tools"
     return "chat", "no report, finding, location, similar-case or explanation cue: free chat"
+
+
+_BACK_REFERENCE = re.compile(r"\b(?:it|its|that|this|they|them|those|these)\b")
+
+
+def follow_up(route: dict[str, Any], text: str, previous: list[str]) -> dict[str, Any]:
+    """'Is there an effusion?' then 'Where is it?': a pronoun, in a locate or finding question that names
+    no target of its own, refers to the finding(s) the previous turn asked about (``previous``)."""
+    if (route.get("intent") not in {"locate", "finding_question"} or not previous
+            or route.get("finding") or route.get("phrase") or route.get("region")):
+        return route
+    m = _BACK_REFERENCE.search(_clean(text or ""))
+    if m is None:
+        return route
+    named = ", ".join(display_name(f).lower() for f in previous)
+    return {**route, "finding": previous[0], "findings": list(previous),
+            "reason": f"{route.get('reason', '')}; '{m.group(0)}' = {named}, from the previous question"}
 
 
 _MAX_CHARS = 4000  # a pasted document is routed on its first 4,000 characters (~25 ms worst case)

@@ -228,3 +228,26 @@ def test_vindr_labels_route_to_their_ids():
     assert route("is there ILD?", has_image=True).finding == "interstitial_lung_disease"
     assert route("where is the nodule/mass", has_image=True).finding == "lung_lesion"
     assert route("any calcifications?", has_image=True).finding == "calcification"
+
+
+@pytest.mark.parametrize("text, previous, finding, findings", [
+    ("Where is it?", ["pleural_effusion"], "pleural_effusion", ["pleural_effusion"]),
+    ("Can you show me where that is?", ["pneumothorax"], "pneumothorax", ["pneumothorax"]),
+    ("Where are they?", ["pleural_effusion", "pneumothorax"], "pleural_effusion", ["pleural_effusion", "pneumothorax"]),
+    ("Where is it?", [], None, []),  # nothing asked before: nothing to refer to
+    ("Where is the pneumothorax?", ["pleural_effusion"], "pneumothorax", ["pneumothorax"]),  # a target of its own
+    ("Where is the right hemidiaphragm?", ["pleural_effusion"], None, []),  # a region of its own
+    ("Show me the abnormalities", ["pleural_effusion"], None, []),  # no back-reference
+])
+def test_a_pronoun_in_a_locate_turn_names_the_previous_finding(text, previous, finding, findings):
+    from agents.router import follow_up
+
+    r = follow_up(route(text, has_image=True, has_history=True).model_dump(), text, previous)
+    assert r["intent"] == "locate" and r["finding"] == finding and r["findings"] == findings
+
+
+def test_follow_up_leaves_other_intents_alone():
+    from agents.router import follow_up
+
+    r = route("Why do you think so?", has_image=True, has_history=True).model_dump()
+    assert follow_up(r, "Why do you think so?", ["pleural_effusion"]) == r

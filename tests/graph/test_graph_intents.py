@@ -122,6 +122,25 @@ def test_finding_question(make_graph, thread, cxr_image):
     assert vlm.requests[0].finding == "pleural_effusion"
 
 
+def test_where_is_it_refers_to_the_finding_just_asked_about(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM()
+    clf = classifier({"pleural_effusion": 0.85}, {"pleural_effusion": EFFUSION_BOX})
+    g = make_graph(vlm, clf)
+    cfg = thread()
+    first = g.invoke({"messages": [("user", "Is there a pleural effusion?")], "image": str(cxr_image)}, cfg)
+    assert first["messages"][-1].additional_kwargs["cxr"]["findings"] == ["pleural_effusion"]
+    out = g.invoke({"messages": [("user", "Where is it?")]}, cfg)
+    assert out["route"]["intent"] == "locate" and out["route"]["finding"] == "pleural_effusion"
+    assert "'it' = pleural effusion, from the previous question" in out["route"]["reason"]
+    assert vlm.requests[-1].intent == "locate" and vlm.requests[-1].finding == "pleural_effusion"
+    assert "## Where: Pleural effusion" in out["messages"][-1].content
+    # A report names no single finding: "where is it?" then has nothing to refer to.
+    g.invoke({"messages": [("user", "Write a report")]}, cfg)
+    after_report = g.invoke({"messages": [("user", "Where is it?")]}, cfg)
+    assert after_report["route"]["intent"] == "locate" and after_report["route"]["finding"] is None
+    assert "## Where: any abnormality (none was named)" in after_report["messages"][-1].content
+
+
 def test_similar_cases_table(make_graph, thread, cxr_image):
     _, _, ret = _tools()
     g = make_graph(ret)
