@@ -209,7 +209,8 @@ class Nodes:
                 if role:
                     history.append({"role": role, "content": message_text(m)})
         task = {
-            "intent": intent, "text": text, "finding": route.get("finding"), "phrase": route.get("phrase"),
+            "intent": intent, "text": text, "finding": route.get("finding"), "findings": route.get("findings") or [],
+            "phrase": route.get("phrase"),
             "study_id": study_id, "history": history, "deadline": state.get("deadline"),
             "thread_id": (config.get("configurable") or {}).get("thread_id"),
         }
@@ -274,7 +275,7 @@ class Nodes:
 
         request = ToolRequest(
             intent=task["intent"], text=task["text"], study=study, finding=task.get("finding"),
-            phrase=task.get("phrase"), history=list(task.get("history") or []), draft_report=draft,
+            findings=tuple(task.get("findings") or ()), phrase=task.get("phrase"), history=list(task.get("history") or []), draft_report=draft,
             thread_id=task.get("thread_id"), settings=self.settings, on_token=on_token, on_progress=on_progress,
         )
         ev = call_with_timeout(name, lambda: tool.run(request), timeout, cancel=request.cancel, pool=self.pool)

@@ -179,6 +179,26 @@ def _target(route: dict[str, Any], unnamed: str) -> tuple[str | None, str]:
 def locate_reply(
     route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *, study: dict | None = None
 ) -> list[str]:
+    """Where each named finding is ("where are they?" after a two-finding question gets a block each)."""
+    named = list(dict.fromkeys(f for f in route.get("findings") or [] if f))
+    if len(named) <= 1:
+        lines = _locate_block(route, evidence, decisions, study=study, with_answer=True)
+    else:
+        lines = []
+        for i, finding in enumerate(named):
+            lines += ([""] if i else []) + _locate_block({**route, "finding": finding, "phrase": None}, evidence,
+                                                         decisions, study=study, with_answer=False)
+        if e_answers := [e for e in evidence if e.ok and e.tool in _roles().writers and e.answer]:
+            who = cap(_roles().label(e_answers[0].tool).removeprefix("the "))
+            lines += ["", f"{who} answers:",
+                      *(f"- {line.strip()}" for line in e_answers[0].answer.strip().splitlines() if line.strip())]
+    return [*lines, "", *_unavailable_lines(evidence), "_Boxes are relative to the original image (0–1); "
+            "image left is the patient's right on a frontal film. Heatmaps show what drove the classifier, "
+            "not the lesion outline._"]
+
+
+def _locate_block(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
+                  study: dict | None, with_answer: bool) -> list[str]:
     # Nothing named, nothing asked before to refer back to: the VLM detects every abnormality.
     finding, label = _target(route, "any abnormality (none was named)")
     view = (study or {}).get("view")
@@ -211,38 +231,45 @@ def locate_reply(
                 where = f" — hottest region {region(a.box, view)} ({fmt_box(a.box)})" if a.box else ""
                 lines.append(f"- **{e.tool} heatmap** for {display_name(a.finding or '') if a.finding else label}{where}.")
                 found = found or a.box is not None
-    if e_answers := [e for e in evidence if e.ok and e.tool in _roles().writers and e.answer]:
+    if with_answer and (e_answers := [e for e in evidence if e.ok and e.tool in _roles().writers and e.answer]):
         lines.append(f"- {cap(_roles().label(e_answers[0].tool).removeprefix('the '))}: {e_answers[0].answer.strip()}")
     if not found:
         lines.append(f"No tool localised {label.lower()} on this image.")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None
     if d is not None:
         lines += ["", _decision_line(d, None)]
-    lines += ["", *_unavailable_lines(evidence), "_Boxes are relative to the original image (0–1); "
-              "image left is the patient's right on a frontal film. Heatmaps show what drove the classifier, "
-              "not the lesion outline._"]
     return lines
 
 
 def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision]) -> list[str]:
+    """The answer to a yes/no question: one block per finding it names ("pneumothorax or effusion?" gets two)."""
+    named = [f for f in route.get("findings") or [] if f] or [route.get("finding")]
+    lines: list[str] = []
+    for i, finding in enumerate(dict.fromkeys(named)):
+        lines += ([""] if i else []) + _finding_block({**route, "finding": finding}, evidence, decisions)
+    answers = [e for e in evidence if e.ok and e.answer and e.tool in _roles().writers]
+    if answers:
+        who = _roles().label(answers[0].tool).removeprefix("the ")
+        text = answers[0].answer.strip()
+        lines += [f"- {who} answer: {text}"] if "\n" not in text else \
+                 [f"- {who} answers:", *(f"  - {line.strip()}" for line in text.splitlines() if line.strip())]
+    lines += ["", *_unavailable_lines(evidence)]
+    return lines
+
+
+def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision]) -> list[str]:
     finding, label = _target(route, "what you asked (no finding was recognised)")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None
     if d is None:
-        lines = [f"**Uncertain** — no tool gave a usable answer about {label.lower()} on this image."]
-    else:
-        word = {Status.present: "Yes", Status.absent: "No", Status.uncertain: "Uncertain"}[d.status]
-        lines = [f"**{word}** — {label.lower()} {_STATUS_WORD[d.status]} (confidence {d.confidence:.2f})."]
-        if d.conflict:
-            lines.append(
-                "The image sources disagreed"
-                + (f"; {d.verification.rstrip('.')}" if d.verification else "")
-                + ("; **unresolved, flagged for human review**." if d.needs_review else "; resolved as above.")
-            )
-        if d.rationale:
-            lines.append(d.rationale)
-        lines += ["", "**Evidence:**", *(f"- {cite(c, k=_k(evidence))}" for c in d.calls)]
-    answers = [e for e in evidence if e.ok and e.answer and e.tool in _roles().writers]
-    if answers:
-        lines += [f"- vlm answer: {answers[0].answer.strip()}"]
-    lines += ["", *_unavailable_lines(evidence)]
-    return lines
+        return [f"**Uncertain** — no tool gave a usable answer about {label.lower()} on this image."]
+    word = {Status.present: "Yes", Status.absent: "No", Status.uncertain: "Uncertain"}[d.status]
+    lines = [f"**{word}** — {label.lower()} {_STATUS_WORD[d.status]} (confidence {d.confidence:.2f})."]
+    if d.conflict:
+        lines.append(
+            "The image sources disagreed"
+            + (f"; {d.verification.rstrip('.')}" if d.verification else "")
+            + ("; **unresolved, flagged for human review**." if d.needs_review else "; resolved as above.")
+        )
+    if d.rationale:
+        lines.append(d.rationale)
+    return [*lines, "", "**Evidence:**", *(f"- {cite(c, k=_k(evidence))}" for c in d.calls)]

@@ -59,7 +59,8 @@ class ToolRequest:
     intent: str
     text: str = ""
     study: Study | None = None
-    finding: str | None = None  # canonical finding id the turn names, if any
+    finding: str | None = None  # canonical finding id the turn names, if any (the first of ``findings``)
+    findings: tuple[str, ...] = ()  # every finding the turn names ("pneumothorax or effusion?"), in order
     phrase: str | None = None  # free-text phrase to ground, if no vocabulary finding
     history: list[dict[str, str]] = field(default_factory=list)  # earlier turns: {"role", "content"}
     draft_report: str | None = None  # a report writer's draft this turn (tools with needs_draft)

@@ -122,6 +122,23 @@ def test_finding_question(make_graph, thread, cxr_image):
     assert vlm.requests[0].finding == "pleural_effusion"
 
 
+def test_a_question_naming_two_findings_answers_both(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM()
+    clf = classifier({"pneumothorax": 0.9, "pleural_effusion": 0.2}, {"pneumothorax": EFFUSION_BOX})
+    g = make_graph(vlm, clf)
+    cfg = thread()
+    out = g.invoke({"messages": [("user", "Is there a pneumothorax or a pleural effusion?")], "image": str(cxr_image)},
+                   cfg)
+    assert vlm.requests[0].findings == ("pneumothorax", "pleural_effusion")  # every tool is told both
+    text = out["messages"][-1].content
+    assert "**Yes** — pneumothorax present" in text and "**No** — pleural effusion absent" in text
+    assert text.index("pneumothorax present") < text.index("pleural effusion absent")  # in the order asked
+    where = g.invoke({"messages": [("user", "Where are they?")]}, cfg)["messages"][-1].content
+    assert "## Where: Pneumothorax" in where and "## Where: Pleural effusion" in where
+    assert "classifier heatmap** for Pneumothorax" in where
+    assert "No tool localised pleural effusion on this image." in where
+
+
 def test_where_is_it_refers_to_the_finding_just_asked_about(make_graph, thread, cxr_image):
     vlm = ScriptedVLM()
     clf = classifier({"pleural_effusion": 0.85}, {"pleural_effusion": EFFUSION_BOX})

@@ -25,6 +25,7 @@ from tools.vlm.adapters import Adapter, Location, Parsed, Prompt, get_adapter
 from tools.vlm.adapters.base import LOCATION_ONLY, Task
 from tools.vlm.backends.base import BackendError, GenerationResult, VLMBackend
 from tools.vlm.geometry import DEFAULT_MAX_SIDE, ModelImage, prepare_image
+from tools.vlm.several import ask_each, named_findings
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -196,6 +197,8 @@ class VLMTool:
                 return Evidence(tool=self.name, answer=f"{self.adapter.display_name} does not localise findings (its "
                                 "model card documents no box format); the classifier's heatmap is the only location.",
                                 meta={**self._meta(None, ""), "localises": False}, latency_ms=_ms(t0))
+            if request.intent in ("locate", "finding_question") and len(several := named_findings(request)) > 1:
+                return ask_each(self, request, several, cancel, t0)
             if request.intent == "locate":
                 spec = self._locate_prompt(key, finding, phrase)
                 if spec is None:

@@ -118,3 +118,26 @@ def test_graph_locate_turn_shows_the_grounding_box_as_a_location(make_graph, thr
     boxes = out["messages"][-1].additional_kwargs["cxr"]["boxes"]  # what the UI draws
     assert [(b["finding"], b["source"], b["location_only"], b["label"]) for b in boxes] == [
         ("pleural_effusion", "vlm", True, "pleural effusion (location)")]
+
+
+def test_a_question_naming_two_findings_asks_both_in_one_batch(tiny_settings) -> None:
+    fake = FakeRadVLM()
+    ev = VLMTool(tiny_settings, backend=fake).run(
+        ToolRequest(intent="finding_question", study=make_study(), finding="pneumothorax",
+                    findings=("pneumothorax", "pleural_effusion"), thread_id="q2"))
+    assert ev.ok and fake.tasks == ["question", "question"] and fake.batches == [2] and fake.untrained == []
+    assert {(c.finding, c.status) for c in ev.calls} == {("pneumothorax", Status.absent),
+                                                         ("pleural_effusion", Status.present)}
+    assert set(ev.meta["answers"]) == {"pneumothorax", "pleural_effusion"}
+    assert ev.answer.splitlines() == ["Pneumothorax: No, there is no pneumothorax.",
+                                      "Pleural effusion: Yes, there is pleural effusion."]
+
+
+def test_where_are_they_grounds_each_named_finding(tiny_settings) -> None:
+    fake = FakeRadVLM()
+    ev = VLMTool(tiny_settings, backend=fake).run(
+        ToolRequest(intent="locate", study=make_study(), finding="pleural_effusion",
+                    findings=("pleural_effusion", "cardiomegaly"), thread_id="l2"))
+    assert ev.ok and fake.tasks == ["grounding", "grounding"] and fake.batches == [2] and fake.untrained == []
+    assert [a.finding for a in ev.artifacts] == ["pleural_effusion", "cardiomegaly"]
+    assert all(a.meta["location_only"] for a in ev.artifacts) and ev.calls == []
