@@ -64,6 +64,10 @@ def compose(
         _ROLES.reset(token)
 
 
+NO_COMPARISON = ("No earlier image was compared: the tools read one study at a time, so nothing below says "
+                 "whether anything has changed. Compare with the prior study yourself.")
+
+
 def _compose(
     route: dict[str, Any],
     evidence: Sequence[Evidence],
@@ -77,6 +81,8 @@ def _compose(
 ) -> str:
     intent = route.get("intent", "chat")
     lines = _header(demo)
+    if route.get("asks_comparison") and not ingest_error:
+        lines += [f"> **{NO_COMPARISON}**", ""]
     if ingest_error:
         lines += [ingest_error]
     elif route.get("needs_image") and study is None and intent != "explain":

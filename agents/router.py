@@ -213,6 +213,23 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
     return "chat", "no report, finding, location, similar-case or explanation cue: free chat"
 
 
+# A question about change over time ("is it worse than before?", "any interval change?"). The tools read one
+# study at a time, so the reply says no earlier film was compared (agents/responder.py).
+_COMPARISON = re.compile(
+    r"\b(?:worse|worsen\w*|improv\w*|progress(?:ed|ing|ion)?|resolv(?:ed|ing)|regress\w*|unchanged)\b"
+    r"|\bcompar(?:e|ed|ing|ison)\b.*\b(?:prior|previous|last|earlier|old|before|yesterday)\b"
+    r"|\b(?:than|since|from) (?:before|yesterday|last (?:time|week|month|year|film|study|x-?ray|exam)|"
+    r"the (?:prior|previous|last|earlier|old)\b)"
+    r"|\binterval (?:change|increase|decrease|development|improvement)\b|\bany (?:interval )?changes?\b"
+    r"|\b(?:new|changed?) since\b|\b(?:is|are) (?:it|this|that|they|the \w+(?: \w+)?) (?:still )?stable\b"
+)
+
+
+def asks_comparison(text: str) -> bool:
+    """Whether the turn asks how the image compares with an earlier one."""
+    return bool(_COMPARISON.search(_clean(text or "")))
+
+
 _BACK_REFERENCE = re.compile(r"\b(?:it|its|that|this|they|them|those|these)\b")
 
 

@@ -251,3 +251,23 @@ def test_follow_up_leaves_other_intents_alone():
 
     r = route("Why do you think so?", has_image=True, has_history=True).model_dump()
     assert follow_up(r, "Why do you think so?", ["pleural_effusion"]) == r
+
+
+@pytest.mark.parametrize("text, compares", [
+    ("Is it worse than before?", True),
+    ("Has the effusion improved?", True),
+    ("Any interval change?", True),
+    ("Compare this with the previous film", True),
+    ("Is the effusion still stable?", True),
+    ("Is anything new since yesterday?", True),
+    ("Has the pneumothorax resolved?", True),
+    ("Is there a pleural effusion?", False),
+    ("Write a report", False),
+    ("What does progressive massive fibrosis mean?", False),
+    ("Compare the left and right lungs", False),
+    ("Show me similar prior cases", False),
+])
+def test_questions_about_change_over_time_are_recognised(text, compares):
+    from agents.router import asks_comparison
+
+    assert asks_comparison(text) is compares

@@ -139,6 +139,20 @@ def test_a_question_naming_two_findings_answers_both(make_graph, thread, cxr_ima
     assert "No tool localised pleural effusion on this image." in where
 
 
+def test_a_question_about_change_says_no_earlier_image_was_compared(make_graph, thread, cxr_image):
+    from agents.responder import NO_COMPARISON
+
+    vlm, clf, ret = _tools()
+    g = make_graph(vlm, clf, ret)
+    cfg = thread()
+    first = g.invoke({"messages": [("user", "Is there cardiomegaly?")], "image": str(cxr_image)}, cfg)
+    assert NO_COMPARISON not in first["messages"][-1].content
+    out = g.invoke({"messages": [("user", "Is the cardiomegaly worse than before?")]}, cfg)
+    text = out["messages"][-1].content
+    assert out["route"]["asks_comparison"] is True
+    assert text.index(NO_COMPARISON) < text.index("cardiomegaly present")  # said before any answer
+
+
 def test_where_is_it_refers_to_the_finding_just_asked_about(make_graph, thread, cxr_image):
     vlm = ScriptedVLM()
     clf = classifier({"pleural_effusion": 0.85}, {"pleural_effusion": EFFUSION_BOX})
