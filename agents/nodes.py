@@ -20,7 +20,7 @@ from langgraph.types import Command, Send
 
 from agents import reconciler, responder
 from agents.events import ToolStartEvent, writer
-from agents.router import asks_comparison, follow_up
+from agents.router import asked_side, asks_comparison, follow_up
 from agents.runner import Deadline, call_with_timeout, plan_chains, shared_pool
 from agents.state import CxrState, validate_input
 from agents.studies import Studies
@@ -176,6 +176,7 @@ class Nodes:
             route = _as_dict(self._route(text, has_image=bool(state.get("study_id")), has_history=has_history))
             route = follow_up(route, text, previous_findings(messages))
             route["asks_comparison"] = asks_comparison(text)
+            route["side"] = asked_side(text)
         except Exception as exc:  # noqa: BLE001 - routing must never end the turn
             log.exception("router failed")
             route = {"intent": "chat", "finding": None, "phrase": None, "tools": [], "needs_image": False,

@@ -30,7 +30,7 @@ from agents.reply_parts import (
     _vlm_says,
     unavailable,
 )
-from agents.wording import OP_THRESHOLD, cap, cite, cite_decision, fmt_box, region
+from agents.wording import OP_THRESHOLD, cap, cite, cite_decision, fmt_box, region, side_line
 from cxr_agent.settings import DISCLAIMER
 from knowledge.evidence import Decision, Evidence, Status
 from knowledge.vocabulary import display_name
@@ -95,7 +95,7 @@ def _compose(
     elif intent == "locate":
         lines += locate_reply(route, evidence, decisions, study=study)
     elif intent == "finding_question":
-        lines += finding_reply(route, evidence, decisions)
+        lines += finding_reply(route, evidence, decisions, study=study)
     elif intent == "similar_cases":
         lines += similar_reply(evidence)
     elif intent == "explain":
@@ -247,12 +247,14 @@ def _locate_block(route: dict[str, Any], evidence: Sequence[Evidence], decisions
     return lines
 
 
-def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision]) -> list[str]:
+def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
+                  study: dict | None = None) -> list[str]:
     """The answer to a yes/no question: one block per finding it names ("pneumothorax or effusion?" gets two)."""
     named = [f for f in route.get("findings") or [] if f] or [route.get("finding")]
     lines: list[str] = []
     for i, finding in enumerate(dict.fromkeys(named)):
-        lines += ([""] if i else []) + _finding_block({**route, "finding": finding}, evidence, decisions)
+        lines += ([""] if i else []) + _finding_block({**route, "finding": finding}, evidence, decisions,
+                                                      view=(study or {}).get("view"))
     answers = [e for e in evidence if e.ok and e.answer and e.tool in _roles().writers]
     if answers:
         who = _roles().label(answers[0].tool).removeprefix("the ")
@@ -263,7 +265,8 @@ def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions
     return lines
 
 
-def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision]) -> list[str]:
+def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
+                   view: str | None = None) -> list[str]:
     finding, label = _target(route, "what you asked (no finding was recognised)")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None
     if d is None:
@@ -278,4 +281,9 @@ def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decision
         )
     if d.rationale:
         lines.append(d.rationale)
+    if route.get("side") and d.status != Status.absent:  # "is there a RIGHT effusion?": only boxes show a side
+        boxes = [c.box for c in d.calls if c.box is not None and c.status != Status.absent]
+        boxes += [a.box for e in evidence if e.ok for a in e.artifacts
+                  if a.kind == "boxes" and a.box is not None and a.finding == finding]
+        lines.insert(1, side_line(route["side"], boxes, view, label.lower()))  # right under the yes/no
     return [*lines, "", "**Evidence:**", *(f"- {cite(c, k=_k(evidence))}" for c in d.calls)]

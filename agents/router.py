@@ -225,6 +225,17 @@ _COMPARISON = re.compile(
 )
 
 
+_SIDE = re.compile(r"\b(?:(right|left)(?:[- ]?sided)?|(bilateral(?:ly)?|both sides|both lungs))\b")
+
+
+def asked_side(text: str) -> str | None:
+    """The side a turn asks about ("right", "left", "bilateral"), or None; right and left together: bilateral."""
+    found = {("bilateral" if m.group(2) else m.group(1)) for m in _SIDE.finditer(_clean(text or ""))}
+    if not found:
+        return None
+    return "bilateral" if "bilateral" in found or found == {"right", "left"} else found.pop()
+
+
 def asks_comparison(text: str) -> bool:
     """Whether the turn asks how the image compares with an earlier one."""
     return bool(_COMPARISON.search(_clean(text or "")))

@@ -233,6 +233,33 @@ def region(box: Box, view: str | None = None) -> str:
     return f"{side} {zone} zone (image {'left' if side == 'right' else 'right'})"
 
 
+def patient_side(box: Box, view: str | None = None) -> str | None:
+    """The patient's side a box lies on, as ``region`` reads it ("central"; None on a lateral view)."""
+    if view == "LATERAL":
+        return None
+    cx = (box.x1 + box.x2) / 2
+    return "right" if cx < 0.45 else "left" if cx > 0.55 else "central"
+
+
+def side_line(asked: str, boxes: list[Box], view: str | None, label: str) -> str:
+    """What the boxes say about the side the user asked about. The yes/no answer is for the whole image
+    (the classifier scores the whole film), so a side is only ever shown by where the boxes lie."""
+    if view == "LATERAL":
+        return f"**Side not checked:** you asked about the {asked} side; a lateral view cannot tell the sides apart."
+    sides = {s for b in boxes if (s := patient_side(b, view)) is not None}
+    zones = "; ".join(dict.fromkeys(region(b, view) for b in boxes))
+    wanted = {"right", "left"} if asked == "bilateral" else {asked}
+    what = f"{'bilateral' if asked == 'bilateral' else asked + '-sided'} {label}"
+    if not boxes:
+        return (f"**Side not checked:** you asked about the {asked} side; the answer above is for the whole image, "
+                f"and no tool localised the {label} to a side.")
+    if wanted <= sides:
+        return f"**Side:** the boxes lie on the patient's {' and '.join(sorted(wanted))} ({zones})."
+    where = (f"on the patient's {' and '.join(sorted(sides - {'central'}))}" if sides - {"central"}
+             else "across the midline")
+    return f"**Side:** you asked about the {asked} side, but the boxes lie {where} ({zones}): nothing here shows a {what}."
+
+
 def cite(call: FindingCall, *, k: int | None = None) -> str:
     """One source's statement, with what its score means."""
     parts: list[str] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agents import responder, wording
 from agents.reconciler import decide
 from knowledge.evidence import Evidence, FindingCall, Status
@@ -48,3 +50,31 @@ def test_sources_are_described_by_score_kind_and_label_not_by_name():
     assert wording.describe_call(prob) == "classifier probability 0.80 (present)"  # never called an op-point score
     silent = FindingCall(finding="edema", status=A, implied="report_silence", source="scribe")
     assert wording.describe_call(silent, {"scribe": "the scribe"}) == "the scribe report does not mention it"
+
+
+def test_side_line_says_what_the_boxes_show_about_the_side_asked():
+    from agents.wording import side_line
+    from knowledge.evidence import Box
+
+    image_right = Box(x1=0.6, y1=0.55, x2=0.9, y2=0.9)  # PA film: the patient's left
+    image_left = Box(x1=0.1, y1=0.55, x2=0.4, y2=0.9)
+    wrong = side_line("right", [image_right], "PA", "pleural effusion")
+    assert "patient's left" in wrong and "nothing here shows a right-sided pleural effusion" in wrong
+    assert side_line("left", [image_right], "PA", "pleural effusion").startswith("**Side:** the boxes lie on the patient's left")
+    assert "nothing here shows a bilateral" in side_line("bilateral", [image_right], "PA", "pleural effusion")
+    assert "patient's left and right" in side_line("bilateral", [image_right, image_left], "PA", "pleural effusion")
+    assert side_line("right", [], "PA", "pneumothorax").startswith("**Side not checked:**")
+    assert "lateral view cannot tell" in side_line("right", [image_left], "LATERAL", "pneumothorax")
+    central = side_line("left", [Box(x1=0.3, y1=0.4, x2=0.7, y2=0.8)], "PA", "cardiomegaly")
+    assert "across the midline" in central
+
+
+@pytest.mark.parametrize("text, side", [
+    ("Is there a right pleural effusion?", "right"), ("any left-sided pneumothorax", "left"),
+    ("Are there bilateral effusions?", "bilateral"), ("effusion on the right or the left?", "bilateral"),
+    ("Is there a pleural effusion?", None),
+])
+def test_the_side_a_question_asks_about(text, side):
+    from agents.router import asked_side
+
+    assert asked_side(text) == side

@@ -153,6 +153,17 @@ def test_a_question_about_change_says_no_earlier_image_was_compared(make_graph, 
     assert text.index(NO_COMPARISON) < text.index("cardiomegaly present")  # said before any answer
 
 
+def test_a_question_about_one_side_is_answered_with_where_the_boxes_lie(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM()
+    clf = classifier({"pleural_effusion": 0.85}, {"pleural_effusion": EFFUSION_BOX})  # image right: patient's left
+    g = make_graph(vlm, clf)
+    out = g.invoke({"messages": [("user", "Is there a right pleural effusion?")], "image": str(cxr_image)}, thread())
+    lines = out["messages"][-1].content.splitlines()
+    yes = next(i for i, line in enumerate(lines) if line.startswith("**Yes** — pleural effusion present"))
+    assert lines[yes + 1].startswith("**Side:** you asked about the right side, but the boxes lie on the patient's left")
+    assert "nothing here shows a right-sided pleural effusion" in lines[yes + 1]
+
+
 def test_where_is_it_refers_to_the_finding_just_asked_about(make_graph, thread, cxr_image):
     vlm = ScriptedVLM()
     clf = classifier({"pleural_effusion": 0.85}, {"pleural_effusion": EFFUSION_BOX})
