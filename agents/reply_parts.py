@@ -104,6 +104,8 @@ def _unavailable_lines(evidence: Sequence[Evidence]) -> list[str]:
     if not bad:
         return []
     names = ", ".join(f"**{e.tool}** ({e.error or 'failed'})" for e in bad)
+    if not any(e.ok for e in evidence):  # nothing is left for the answer to rest on: say so
+        return [f"_Unavailable this turn: {names}. No tool answered, so nothing above comes from this image._", ""]
     return [f"_Unavailable this turn: {names}. The answer rests on the remaining tools._", ""]
 
 

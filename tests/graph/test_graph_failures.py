@@ -23,6 +23,17 @@ def test_tool_raising_is_reported_unavailable(make_graph, thread, cxr_image):
     assert out["messages"][-1].additional_kwargs["cxr"]["unavailable"] == ["classifier"]
 
 
+def test_every_tool_failing_says_nothing_comes_from_the_image(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM(raises=RuntimeError("RadVLM weights are not available"))
+    clf = classifier({}, raises=RuntimeError("classifier weights missing"))
+    out = make_graph(vlm, clf).invoke({"messages": [("user", "Is there a pneumothorax?")], "image": str(cxr_image)},
+                                      thread())
+    text = out["messages"][-1].content
+    assert "Uncertain** — no tool gave a usable answer about pneumothorax" in text
+    assert "No tool answered, so nothing above comes from this image." in text
+    assert "rests on the remaining tools" not in text
+
+
 def test_tool_timing_out(make_graph, thread, cxr_image):
     vlm = ScriptedVLM(report="Cardiomegaly.")
     slow = retrieval([["cardiomegaly"]], delay=6.0)
