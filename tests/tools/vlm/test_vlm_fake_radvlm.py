@@ -120,12 +120,18 @@ def test_graph_locate_turn_shows_the_grounding_box_as_a_location(make_graph, thr
         ("pleural_effusion", "vlm", True, "pleural effusion (location)")]
 
 
-def test_a_question_naming_two_findings_asks_both_in_one_batch(tiny_settings) -> None:
+def _ask_about(tiny_settings, intent: str, *findings: str):
+    """One turn naming several findings, on the fake RadVLM: (the fake, the Evidence)."""
     fake = FakeRadVLM()
     ev = VLMTool(tiny_settings, backend=fake).run(
-        ToolRequest(intent="finding_question", study=make_study(), finding="pneumothorax",
-                    findings=("pneumothorax", "pleural_effusion"), thread_id="q2"))
-    assert ev.ok and fake.tasks == ["question", "question"] and fake.batches == [2] and fake.untrained == []
+        ToolRequest(intent=intent, study=make_study(), finding=findings[0], findings=findings, thread_id=intent))
+    assert ev.ok and fake.batches == [len(findings)] and fake.untrained == []  # one batch of trained asks
+    return fake, ev
+
+
+def test_a_question_naming_two_findings_asks_both_in_one_batch(tiny_settings) -> None:
+    fake, ev = _ask_about(tiny_settings, "finding_question", "pneumothorax", "pleural_effusion")
+    assert fake.tasks == ["question", "question"]
     assert {(c.finding, c.status) for c in ev.calls} == {("pneumothorax", Status.absent),
                                                          ("pleural_effusion", Status.present)}
     assert set(ev.meta["answers"]) == {"pneumothorax", "pleural_effusion"}
@@ -134,10 +140,7 @@ def test_a_question_naming_two_findings_asks_both_in_one_batch(tiny_settings) ->
 
 
 def test_where_are_they_grounds_each_named_finding(tiny_settings) -> None:
-    fake = FakeRadVLM()
-    ev = VLMTool(tiny_settings, backend=fake).run(
-        ToolRequest(intent="locate", study=make_study(), finding="pleural_effusion",
-                    findings=("pleural_effusion", "cardiomegaly"), thread_id="l2"))
-    assert ev.ok and fake.tasks == ["grounding", "grounding"] and fake.batches == [2] and fake.untrained == []
+    fake, ev = _ask_about(tiny_settings, "locate", "pleural_effusion", "cardiomegaly")
+    assert fake.tasks == ["grounding", "grounding"]
     assert [a.finding for a in ev.artifacts] == ["pleural_effusion", "cardiomegaly"]
     assert all(a.meta["location_only"] for a in ev.artifacts) and ev.calls == []
