@@ -269,6 +269,11 @@ def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decision
                    view: str | None = None) -> list[str]:
     finding, label = _target(route, "what you asked (no finding was recognised)")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None
+    free = [e for e in evidence if e.ok and e.answer and e.tool in _roles().writers]
+    if finding is None and not route.get("phrase") and free:
+        return [f"**Not cross-checked:** the question names no finding the tools know, so "
+                f"{_roles().label(free[0].tool)} answered it in its own words below and no other tool checked "
+                "the answer."]
     if d is None:
         return [f"**Uncertain** — no tool gave a usable answer about {label.lower()} on this image."]
     word = {Status.present: "Yes", Status.absent: "No", Status.uncertain: "Uncertain"}[d.status]

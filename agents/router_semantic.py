@@ -213,8 +213,12 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
         return _with_phrase(route, t)
     reason = (f"semantic: the embedding classifier says {best} ({scores[best]:.2f} vs {route.intent} "
               f"{scores.get(route.intent, 0.0):.2f}); rules said: {route.reason}")
-    new = rules._make_route(best, list(route.findings), t, reason, has_image=has_image, method="rules")
-    return _with_phrase(new, t)
+    new = _with_phrase(rules._make_route(best, list(route.findings), t, reason, has_image=has_image, method="rules"), t)
+    if new.intent == "finding_question" and route.intent == "report" and not new.findings and new.phrase is None:
+        # "Is this normal?": the rules read a question about the whole study, and the classifier's finding
+        # question would have nothing named to ask about; the whole read answers it.
+        return _with_phrase(route, t)
+    return new
 
 
 def _with_phrase(route: Route, t: str) -> Route:

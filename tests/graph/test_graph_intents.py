@@ -164,6 +164,16 @@ def test_a_question_about_one_side_is_answered_with_where_the_boxes_lie(make_gra
     assert "nothing here shows a right-sided pleural effusion" in lines[yes + 1]
 
 
+def test_a_question_naming_no_known_finding_is_answered_free_and_flagged(make_graph, thread, cxr_image):
+    vlm = ScriptedVLM()
+    g = make_graph(vlm, classifier({"pleural_effusion": 0.2}))
+    out = g.invoke({"messages": [("user", "Is the trachea midline?")], "image": str(cxr_image)}, thread())
+    text = out["messages"][-1].content
+    assert out["route"]["intent"] == "finding_question" and out["route"]["finding"] is None
+    assert "**Not cross-checked:** the question names no finding the tools know, so the VLM answered" in text
+    assert "- VLM answer: Yes." in text and "Uncertain" not in text
+
+
 def test_where_is_it_refers_to_the_finding_just_asked_about(make_graph, thread, cxr_image):
     vlm = ScriptedVLM()
     clf = classifier({"pleural_effusion": 0.85}, {"pleural_effusion": EFFUSION_BOX})

@@ -204,12 +204,12 @@ class VLMTool:
                 if spec is None:
                     return Evidence.failure(self.name, "nothing to locate: name a finding, a region or a phrase")
                 p, target = spec
-            elif request.intent == "finding_question":
-                if finding is None and phrase is None:
-                    return Evidence.failure(self.name, "a yes/no finding question needs a finding (e.g. 'pleural effusion')")
+            elif request.intent == "finding_question" and (finding is not None or phrase is not None):
                 target = phrase if finding is None else display_name(finding)
                 p = self.adapter.prompt("question", key=key, target=target)  # type: ignore[assignment]
-            else:  # chat: the user's own words, sanitised
+            elif request.intent == "finding_question" and not prompts.sanitize(request.text):
+                return Evidence.failure(self.name, "a yes/no finding question needs a finding (e.g. 'pleural effusion')")
+            else:  # chat, or a question naming nothing the vocabulary knows: the user's own words, sanitised
                 target = ""
                 p = Prompt("chat", prompts.sanitize(request.text) or "Describe this chest X-ray.")
             if p is None:

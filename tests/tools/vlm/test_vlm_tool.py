@@ -131,6 +131,12 @@ def test_failures_are_evidence_not_exceptions(tool: VLMTool, study: Study) -> No
     assert not ev.ok and "needs a finding" in ev.error
 
 
+def test_a_question_naming_nothing_known_is_asked_in_the_users_words(tool: VLMTool, study: Study) -> None:
+    ev = tool.run(ToolRequest(intent="finding_question", study=study, text="Is the trachea midline?"))
+    assert ev.ok and ev.meta["prompt"] == "Is the trachea midline?" and ev.answer
+    assert ev.calls == []  # a free answer: nothing for the reconciler to count
+
+
 def test_tiny_model_is_cached_on_disk_and_reloads_identically(tiny_settings: Settings) -> None:
     import torch
 
