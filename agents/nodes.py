@@ -20,7 +20,7 @@ from langgraph.types import Command, Send
 
 from agents import reconciler, responder
 from agents.events import ToolStartEvent, writer
-from agents.router import asked_side, asks_comparison, follow_up
+from agents.router import asked_aspect, asked_side, asks_comparison, follow_up
 from agents.runner import Deadline, call_with_timeout, plan_chains, shared_pool
 from agents.state import CxrState, validate_input
 from agents.studies import Studies
@@ -177,6 +177,7 @@ class Nodes:
             route = follow_up(route, text, previous_findings(messages))
             route["asks_comparison"] = asks_comparison(text)
             route["side"] = asked_side(text)
+            route["aspect"] = asked_aspect(text)
         except Exception as exc:  # noqa: BLE001 - routing must never end the turn
             log.exception("router failed")
             route = {"intent": "chat", "finding": None, "phrase": None, "tools": [], "needs_image": False,

@@ -30,7 +30,7 @@ from agents.reply_parts import (
     _vlm_says,
     unavailable,
 )
-from agents.wording import OP_THRESHOLD, cap, cite, cite_decision, fmt_box, region, side_line
+from agents.wording import OP_THRESHOLD, aspect_line, cap, cite, cite_decision, fmt_box, region, side_line
 from cxr_agent.settings import DISCLAIMER
 from knowledge.evidence import Decision, Evidence, Status
 from knowledge.vocabulary import display_name
@@ -291,4 +291,6 @@ def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decision
         boxes += [a.box for e in evidence if e.ok for a in e.artifacts
                   if a.kind == "boxes" and a.box is not None and a.finding == finding]
         lines.insert(1, side_line(route["side"], boxes, view, label.lower()))  # right under the yes/no
+    if route.get("aspect") and d.status != Status.absent and (said := aspect_line(route["aspect"], finding, label.lower())):
+        lines.insert(1, said)
     return [*lines, "", "**Evidence:**", *(f"- {cite(c, k=_k(evidence))}" for c in d.calls)]

@@ -236,6 +236,19 @@ def asked_side(text: str) -> str | None:
     return "bilateral" if "bilateral" in found or found == {"right", "left"} else found.pop()
 
 
+# What a yes/no answer does not settle: how large or severe a finding is, or whether a device sits right.
+_SIZE = re.compile(r"\b(?:how (?:big|large|severe|bad|extensive|much)|size|sized|severity|severe|large|small|tiny|"
+                   r"massive|moderate|mild|trace|grade|extent)\b")
+_POSITION = re.compile(r"\b(?:position(?:ed|ing)?|placement|placed|malposition\w*|tip|too (?:high|low|deep|far)|"
+                       r"in (?:the )?(?:right|correct|good|proper|satisfactory) (?:place|spot))\b")
+
+
+def asked_aspect(text: str) -> str | None:
+    """``"position"`` for a question on where a device sits, ``"size"`` for how large or severe, else None."""
+    t = _clean(text or "")
+    return "position" if _POSITION.search(t) else "size" if _SIZE.search(t) else None
+
+
 def asks_comparison(text: str) -> bool:
     """Whether the turn asks how the image compares with an earlier one."""
     return bool(_COMPARISON.search(_clean(text or "")))

@@ -260,6 +260,19 @@ def side_line(asked: str, boxes: list[Box], view: str | None, label: str) -> str
     return f"**Side:** you asked about the {asked} side, but the boxes lie {where} ({zones}): nothing here shows a {what}."
 
 
+SIZE_IS_THE_FINDING = frozenset({"cardiomegaly", "enlarged_cardiomediastinum"})  # "heart size?" is the question
+
+
+def aspect_line(aspect: str, finding: str | None, label: str) -> str | None:
+    """What the yes/no does not settle, said under it: size/severity, or a device's position."""
+    if aspect == "position":
+        return (f"**Position not judged:** the tools detect {label}; none judges whether a tip or device sits where "
+                "it should. Check its position on the image.")
+    if aspect == "size" and finding not in SIZE_IS_THE_FINDING:
+        return f"**Size not graded:** the answer says whether {label} is there, not how large or severe; no tool here grades it."
+    return None
+
+
 def cite(call: FindingCall, *, k: int | None = None) -> str:
     """One source's statement, with what its score means."""
     parts: list[str] = []

@@ -78,3 +78,22 @@ def test_the_side_a_question_asks_about(text, side):
     from agents.router import asked_side
 
     assert asked_side(text) == side
+
+
+@pytest.mark.parametrize("text, aspect", [
+    ("How big is the effusion?", "size"), ("Is it a small pneumothorax?", "size"), ("How severe is the edema?", "size"),
+    ("Is the line in a good position?", "position"), ("Where is the tip of the NG tube?", "position"),
+    ("Is the ET tube too high?", "position"), ("Is there a pleural effusion?", None), ("Write a report", None),
+])
+def test_the_aspect_a_question_asks_about(text, aspect):
+    from agents.router import asked_aspect
+
+    assert asked_aspect(text) == aspect
+
+
+def test_aspect_line_names_what_a_yes_no_does_not_settle():
+    from agents.wording import aspect_line
+
+    assert aspect_line("size", "pleural_effusion", "pleural effusion").startswith("**Size not graded:**")
+    assert aspect_line("size", "cardiomegaly", "cardiomegaly") is None  # "is the heart size normal?" is the finding
+    assert aspect_line("position", "support_devices", "support devices").startswith("**Position not judged:**")

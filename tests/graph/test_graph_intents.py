@@ -174,6 +174,17 @@ def test_a_question_naming_no_known_finding_is_answered_free_and_flagged(make_gr
     assert "- VLM answer: Yes." in text and "Uncertain" not in text
 
 
+def test_a_question_about_size_says_the_tools_do_not_grade_it(make_graph, thread, cxr_image):
+    g = make_graph(ScriptedVLM(), classifier({"pleural_effusion": 0.85}))
+    cfg = thread()
+    lines = g.invoke({"messages": [("user", "How big is the pleural effusion?")], "image": str(cxr_image)},
+                     cfg)["messages"][-1].content.splitlines()
+    yes = next(i for i, line in enumerate(lines) if line.startswith("**Yes** — pleural effusion present"))
+    assert lines[yes + 1].startswith("**Size not graded:** the answer says whether pleural effusion is there")
+    plain = g.invoke({"messages": [("user", "Is there a pleural effusion?")]}, cfg)["messages"][-1].content
+    assert "Size not graded" not in plain
+
+
 def test_where_is_it_refers_to_the_finding_just_asked_about(make_graph, thread, cxr_image):
     vlm = ScriptedVLM()
     clf = classifier({"pleural_effusion": 0.85}, {"pleural_effusion": EFFUSION_BOX})
