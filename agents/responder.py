@@ -291,6 +291,8 @@ def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decision
         boxes += [a.box for e in evidence if e.ok for a in e.artifacts
                   if a.kind == "boxes" and a.box is not None and a.finding == finding]
         lines.insert(1, side_line(route["side"], boxes, view, label.lower()))  # right under the yes/no
-    if route.get("aspect") and d.status != Status.absent and (said := aspect_line(route["aspect"], finding, label.lower())):
+    aspect = route.get("aspect")
+    if aspect and (d.status != Status.absent or aspect == "rule_out") and \
+            (said := aspect_line(aspect, finding, label.lower(), d)):
         lines.insert(1, said)
     return [*lines, "", "**Evidence:**", *(f"- {cite(c, k=_k(evidence))}" for c in d.calls)]

@@ -243,9 +243,15 @@ _POSITION = re.compile(r"\b(?:position(?:ed|ing)?|placement|placed|malposition\w
                        r"in (?:the )?(?:right|correct|good|proper|satisfactory) (?:place|spot))\b")
 
 
+_RULE_OUT = re.compile(r"\b(?:rule[sd]? (?:it |this |that )?out|ruling out|r/o|exclude[sd]?|excluding)\b")
+
+
 def asked_aspect(text: str) -> str | None:
-    """``"position"`` for a question on where a device sits, ``"size"`` for how large or severe, else None."""
+    """``"rule_out"`` for a request to exclude a finding, ``"position"`` for where a device sits, ``"size"`` for
+    how large or severe, else None."""
     t = _clean(text or "")
+    if _RULE_OUT.search(t):
+        return "rule_out"
     return "position" if _POSITION.search(t) else "size" if _SIZE.search(t) else None
 
 

@@ -263,8 +263,13 @@ def side_line(asked: str, boxes: list[Box], view: str | None, label: str) -> str
 SIZE_IS_THE_FINDING = frozenset({"cardiomegaly", "enlarged_cardiomediastinum"})  # "heart size?" is the question
 
 
-def aspect_line(aspect: str, finding: str | None, label: str) -> str | None:
-    """What the yes/no does not settle, said under it: size/severity, or a device's position."""
+def aspect_line(aspect: str, finding: str | None, label: str, decision: Decision | None = None) -> str | None:
+    """What the yes/no does not settle, said under it: an exclusion, size/severity, or a device's position."""
+    if aspect == "rule_out" and decision is not None:
+        if decision.status is Status.absent:
+            return (f"**Rule-out:** the tools call {label} absent at confidence {decision.confidence:.2f}; a tool's "
+                    "reading supports an exclusion, it does not make one.")
+        return f"**Not ruled out:** the tools do not exclude {label}."
     if aspect == "position":
         return (f"**Position not judged:** the tools detect {label}; none judges whether a tip or device sits where "
                 "it should. Check its position on the image.")

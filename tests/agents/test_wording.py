@@ -6,7 +6,7 @@ import pytest
 
 from agents import responder, wording
 from agents.reconciler import decide
-from knowledge.evidence import Evidence, FindingCall, Status
+from knowledge.evidence import Decision, Evidence, FindingCall, Status
 
 P, A = Status.present, Status.absent
 
@@ -83,7 +83,8 @@ def test_the_side_a_question_asks_about(text, side):
 @pytest.mark.parametrize("text, aspect", [
     ("How big is the effusion?", "size"), ("Is it a small pneumothorax?", "size"), ("How severe is the edema?", "size"),
     ("Is the line in a good position?", "position"), ("Where is the tip of the NG tube?", "position"),
-    ("Is the ET tube too high?", "position"), ("Is there a pleural effusion?", None), ("Write a report", None),
+    ("Is the ET tube too high?", "position"), ("Can you rule out a pneumothorax?", "rule_out"),
+    ("Exclude pneumonia please", "rule_out"), ("Is there a pleural effusion?", None), ("Write a report", None),
 ])
 def test_the_aspect_a_question_asks_about(text, aspect):
     from agents.router import asked_aspect
@@ -97,3 +98,9 @@ def test_aspect_line_names_what_a_yes_no_does_not_settle():
     assert aspect_line("size", "pleural_effusion", "pleural effusion").startswith("**Size not graded:**")
     assert aspect_line("size", "cardiomegaly", "cardiomegaly") is None  # "is the heart size normal?" is the finding
     assert aspect_line("position", "support_devices", "support devices").startswith("**Position not judged:**")
+    absent = Decision(finding="pneumothorax", status=A, confidence=0.59)
+    said = aspect_line("rule_out", "pneumothorax", "pneumothorax", absent)
+    assert said.startswith("**Rule-out:** the tools call pneumothorax absent at confidence 0.59")
+    assert "does not make one" in said
+    unsure = Decision(finding="pneumothorax", status=Status.uncertain, confidence=0.4)
+    assert aspect_line("rule_out", "pneumothorax", "pneumothorax", unsure) == "**Not ruled out:** the tools do not exclude pneumothorax."

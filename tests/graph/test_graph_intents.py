@@ -183,6 +183,10 @@ def test_a_question_about_size_says_the_tools_do_not_grade_it(make_graph, thread
     assert lines[yes + 1].startswith("**Size not graded:** the answer says whether pleural effusion is there")
     plain = g.invoke({"messages": [("user", "Is there a pleural effusion?")]}, cfg)["messages"][-1].content
     assert "Size not graded" not in plain
+    g2 = make_graph(ScriptedVLM(), classifier({"pneumonia": 0.1}))
+    text = g2.invoke({"messages": [("user", "Can you rule out pneumonia?")], "image": str(cxr_image)},
+                     thread())["messages"][-1].content
+    assert "**Not ruled out:** the tools do not exclude pneumonia." in text  # the VLM says present: no bare "No"
 
 
 def test_where_is_it_refers_to_the_finding_just_asked_about(make_graph, thread, cxr_image):
