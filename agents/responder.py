@@ -286,13 +286,16 @@ def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decision
         )
     if d.rationale:
         lines.append(d.rationale)
+    caveats: list[str] = []
+    aspect = route.get("aspect")
+    if aspect and (d.status != Status.absent or aspect == "rule_out") and \
+            (said := aspect_line(aspect, finding, label.lower(), d)):
+        caveats.append(said)
     if route.get("side") and d.status != Status.absent:  # "is there a RIGHT effusion?": only boxes show a side
         boxes = [c.box for c in d.calls if c.box is not None and c.status != Status.absent]
         boxes += [a.box for e in evidence if e.ok for a in e.artifacts
                   if a.kind == "boxes" and a.box is not None and a.finding == finding]
-        lines.insert(1, side_line(route["side"], boxes, view, label.lower()))  # right under the yes/no
-    aspect = route.get("aspect")
-    if aspect and (d.status != Status.absent or aspect == "rule_out") and \
-            (said := aspect_line(aspect, finding, label.lower(), d)):
-        lines.insert(1, said)
+        caveats.append(side_line(route["side"], boxes, view, label.lower()))
+    if caveats:  # what the yes/no does not settle, each its own paragraph right under it
+        lines[1:1] = [x for c in caveats for x in ("", c)] + [""]
     return [*lines, "", "**Evidence:**", *(f"- {cite(c, k=_k(evidence))}" for c in d.calls)]

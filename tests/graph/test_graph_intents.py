@@ -160,8 +160,9 @@ def test_a_question_about_one_side_is_answered_with_where_the_boxes_lie(make_gra
     out = g.invoke({"messages": [("user", "Is there a right pleural effusion?")], "image": str(cxr_image)}, thread())
     lines = out["messages"][-1].content.splitlines()
     yes = next(i for i, line in enumerate(lines) if line.startswith("**Yes** — pleural effusion present"))
-    assert lines[yes + 1].startswith("**Side:** you asked about the right side, but the boxes lie on the patient's left")
-    assert "nothing here shows a right-sided pleural effusion" in lines[yes + 1]
+    assert lines[yes + 1] == ""  # a paragraph of its own, right under the yes/no
+    assert lines[yes + 2].startswith("**Side:** you asked about the right side, but the boxes lie on the patient's left")
+    assert "nothing here shows a right-sided pleural effusion" in lines[yes + 2]
 
 
 def test_a_question_naming_no_known_finding_is_answered_free_and_flagged(make_graph, thread, cxr_image):
@@ -180,7 +181,7 @@ def test_a_question_about_size_says_the_tools_do_not_grade_it(make_graph, thread
     lines = g.invoke({"messages": [("user", "How big is the pleural effusion?")], "image": str(cxr_image)},
                      cfg)["messages"][-1].content.splitlines()
     yes = next(i for i, line in enumerate(lines) if line.startswith("**Yes** — pleural effusion present"))
-    assert lines[yes + 1].startswith("**Size not graded:** the answer says whether pleural effusion is there")
+    assert lines[yes + 2].startswith("**Size not graded:** the answer says whether pleural effusion is there")
     plain = g.invoke({"messages": [("user", "Is there a pleural effusion?")]}, cfg)["messages"][-1].content
     assert "Size not graded" not in plain
     g2 = make_graph(ScriptedVLM(), classifier({"pneumonia": 0.1}))
