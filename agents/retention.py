@@ -53,14 +53,16 @@ class Deleted:
         return bool(self.threads or self.studies or self.artifact_dirs or self.audit_files)
 
 
-def _ts(value: Any) -> float:
+def timestamp(value: Any) -> float:
+    """An ISO time (a checkpoint's ``ts``, a server thread's ``updated_at``) as epoch seconds; 0 if unreadable."""
     try:
         return dt.datetime.fromisoformat(str(value)).timestamp()
     except (TypeError, ValueError):
         return 0.0
 
 
-def _studies_in(values: dict[str, Any]) -> set[str]:
+def studies_in(values: dict[str, Any]) -> set[str]:
+    """The studies a thread's state values reference: its ``study_id`` and its last result's."""
     out = set()
     sid = values.get("study_id")
     if isinstance(sid, str):
@@ -78,8 +80,8 @@ def scan(saver: Any) -> dict[str, ThreadInfo]:
         tid = str((tup.config.get("configurable") or {}).get("thread_id"))
         info = threads.setdefault(tid, ThreadInfo())
         checkpoint = tup.checkpoint or {}
-        info.last_ts = max(info.last_ts, _ts(checkpoint.get("ts")))
-        info.studies |= _studies_in(checkpoint.get("channel_values") or {})
+        info.last_ts = max(info.last_ts, timestamp(checkpoint.get("ts")))
+        info.studies |= studies_in(checkpoint.get("channel_values") or {})
     return threads
 
 
@@ -199,10 +201,15 @@ def apply_retention(settings: Settings, *, saver: Any, store: Any, now: float | 
     sweep_files(settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
     if out.threads:
         compact(saver)
+    log_retention(out)
+    return out
+
+
+def log_retention(out: Deleted) -> None:
+    """One log line for a retention pass that deleted anything."""
     if out:
         log.info("retention: deleted %d thread(s), %d study(ies), %d artifact folder(s), %d audit day(s)",
                  len(out.threads), len(out.studies), out.artifact_dirs, out.audit_files)
-    return out
 
 
 _STARTED: dict[str, threading.Thread] = {}

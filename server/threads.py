@@ -23,9 +23,12 @@ from agents.retention import (
     ThreadInfo,
     delete_studies,
     expired_threads,
+    log_retention,
     retention_cutoff,
+    studies_in,
     studies_only_in,
     sweep_files,
+    timestamp,
 )
 
 if TYPE_CHECKING:
@@ -36,15 +39,6 @@ log = logging.getLogger(__name__)
 PAGE = 100
 """Threads per catalogue query, and checkpoints per history query."""
 _EXTRACT = {"study": "values.study_id", "last": "values.last_result.study_id"}
-
-
-def _ts(value: Any) -> float:
-    import datetime as dt
-
-    try:
-        return dt.datetime.fromisoformat(str(value)).timestamp()
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _ids(*values: Any) -> set[str]:
@@ -60,7 +54,7 @@ async def catalogue(client: Any) -> dict[str, ThreadInfo]:
                                            select=["thread_id", "updated_at"], extract=_EXTRACT)
         for t in page:
             found = t.get("extracted") or {}
-            threads[str(t["thread_id"])] = ThreadInfo(last_ts=_ts(t.get("updated_at")),
+            threads[str(t["thread_id"])] = ThreadInfo(last_ts=timestamp(t.get("updated_at")),
                                                       studies=_ids(found.get("study"), found.get("last")))
         if len(page) < PAGE:
             return threads
@@ -79,10 +73,8 @@ async def thread_studies(client: Any, thread_id: str) -> set[str] | None:
                 return None
             raise
         for state in states:
-            values = state.get("values") or {}
-            last = values.get("last_result") if isinstance(values, dict) else None
-            studies |= _ids(values.get("study_id") if isinstance(values, dict) else None,
-                            last.get("study_id") if isinstance(last, dict) else None)
+            values = state.get("values")
+            studies |= studies_in(values) if isinstance(values, dict) else set()
         if len(states) < PAGE:
             break
         before = states[-1].get("checkpoint")
@@ -128,9 +120,7 @@ async def retention_pass(client: Any, settings: Settings, store: Any, *, now: fl
                 raise
         out.threads.append(tid)
     await run_in_threadpool(sweep_files, settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
-    if out:
-        log.info("retention: deleted %d thread(s), %d study(ies), %d artifact folder(s), %d audit day(s)",
-                 len(out.threads), len(out.studies), out.artifact_dirs, out.audit_files)
+    log_retention(out)
     return out
 
 
