@@ -168,6 +168,11 @@ class Settings(BaseSettings):
                           "only requests bearing it (server/auth.py) and the UI sends it; unset, the server is open."
     )
 
+    def server_auth_headers(self) -> dict[str, str]:
+        """What a client of the graph server sends: ``Authorization: Bearer <server_token>`` (none when unset)."""
+        token = self.server_token.get_secret_value() if self.server_token is not None else ""
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     @field_validator("data_dir", "hf_cache_dir", "classifier_weights_dir", "index_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:

@@ -35,6 +35,7 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -148,18 +149,12 @@ async def get_artifact(request: Request) -> Response:
     return FileResponse(path, media_type=media, filename=path.name)
 
 
-_CLIENT: list[Any] = []
-
-
+@lru_cache(maxsize=1)
 def _server_client() -> Any:
     """This server's own API, in process (``langgraph_sdk.get_client()`` with no URL), made once."""
-    if not _CLIENT:
-        from langgraph_sdk import get_client
+    from langgraph_sdk import get_client
 
-        from server.auth import bearer_headers, expected_token
-
-        _CLIENT.append(get_client(url=None, api_key=None, headers=bearer_headers(expected_token())))
-    return _CLIENT[0]
+    return get_client(url=None, api_key=None, headers=_settings().server_auth_headers())
 
 
 async def forget_thread(request: Request) -> Response:

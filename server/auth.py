@@ -27,11 +27,6 @@ def expected_token() -> str | None:
     return token.get_secret_value() if token is not None and token.get_secret_value() else None
 
 
-def bearer_headers(token: str | None) -> dict[str, str]:
-    """The header a client of the server sends (none when the server is open)."""
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 @auth.authenticate
 async def authenticate(authorization: str | None) -> str:
     """The caller's identity, or 401 naming what is missing (never which part of a token was wrong)."""

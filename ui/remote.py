@@ -91,8 +91,7 @@ class RemoteAgent:
         self.settings = settings
         self.url = settings.graph_url.rstrip("/")
         timeout = httpx.Timeout(settings.graph_timeout_s, connect=10.0)
-        token = settings.server_token.get_secret_value() if settings.server_token is not None else None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}  # server/auth.py checks it
+        headers = settings.server_auth_headers()  # server/auth.py checks it
         self.http = http or httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
         self.client = get_sync_client(url=self.url, timeout=timeout, api_key=None, headers=headers)
         self.graph = RemoteGraph(settings.graph_assistant_id, sync_client=self.client)
@@ -203,7 +202,7 @@ def open_server_warning(settings: Settings, url: str) -> str | None:
     from ui.gate import is_loopback
 
     host = urlsplit(url).hostname or ""
-    if settings.server_token is not None or is_loopback(host):
+    if settings.server_auth_headers() or is_loopback(host):
         return None
     return (f"The graph server at {host} answers without a token: anyone who can reach it can read every "
             "conversation and study. Set the same CXR_AGENT_SERVER_TOKEN on the server and this app.")
