@@ -182,6 +182,20 @@ def _target(route: dict[str, Any], unnamed: str) -> tuple[str | None, str]:
     return finding, label
 
 
+def _writer_answer(evidence: Sequence[Evidence]) -> Evidence | None:
+    """The first report writer's evidence that answered this turn (the VLM's own words), if any."""
+    return next((e for e in evidence if e.ok and e.answer and e.tool in _roles().writers), None)
+
+
+def _answer_lines(answered: Evidence) -> list[str]:
+    """The writer's answer as a bullet; one nested bullet per finding when it answered several."""
+    who = _roles().label(answered.tool).removeprefix("the ")
+    text = answered.answer.strip()  # type: ignore[union-attr]
+    if "\n" not in text:
+        return [f"- {who} answer: {text}"]
+    return [f"- {who} answers:", *(f"  - {line.strip()}" for line in text.splitlines() if line.strip())]
+
+
 def locate_reply(
     route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *, study: dict | None = None
 ) -> list[str]:
@@ -194,10 +208,8 @@ def locate_reply(
         for i, finding in enumerate(named):
             lines += ([""] if i else []) + _locate_block({**route, "finding": finding, "phrase": None}, evidence,
                                                          decisions, study=study, with_answer=False)
-        if e_answers := [e for e in evidence if e.ok and e.tool in _roles().writers and e.answer]:
-            who = cap(_roles().label(e_answers[0].tool).removeprefix("the "))
-            lines += ["", f"{who} answers:",
-                      *(f"- {line.strip()}" for line in e_answers[0].answer.strip().splitlines() if line.strip())]
+        if answered := _writer_answer(evidence):
+            lines += ["", *_answer_lines(answered)]
     return [*lines, "", *_unavailable_lines(evidence), "_Boxes are relative to the original image (0–1); "
             "image left is the patient's right on a frontal film. Heatmaps show what drove the classifier, "
             "not the lesion outline._"]
@@ -237,8 +249,8 @@ def _locate_block(route: dict[str, Any], evidence: Sequence[Evidence], decisions
                 where = f" — hottest region {region(a.box, view)} ({fmt_box(a.box)})" if a.box else ""
                 lines.append(f"- **{e.tool} heatmap** for {display_name(a.finding or '') if a.finding else label}{where}.")
                 found = found or a.box is not None
-    if with_answer and (e_answers := [e for e in evidence if e.ok and e.tool in _roles().writers and e.answer]):
-        lines.append(f"- {cap(_roles().label(e_answers[0].tool).removeprefix('the '))}: {e_answers[0].answer.strip()}")
+    if with_answer and (answered := _writer_answer(evidence)):
+        lines.append(f"- {cap(_roles().label(answered.tool).removeprefix('the '))}: {answered.answer.strip()}")  # type: ignore[union-attr]
     if not found:
         lines.append(f"No tool localised {label.lower()} on this image.")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None
@@ -255,12 +267,8 @@ def finding_reply(route: dict[str, Any], evidence: Sequence[Evidence], decisions
     for i, finding in enumerate(dict.fromkeys(named)):
         lines += ([""] if i else []) + _finding_block({**route, "finding": finding}, evidence, decisions,
                                                       view=(study or {}).get("view"))
-    answers = [e for e in evidence if e.ok and e.answer and e.tool in _roles().writers]
-    if answers:
-        who = _roles().label(answers[0].tool).removeprefix("the ")
-        text = answers[0].answer.strip()
-        lines += [f"- {who} answer: {text}"] if "\n" not in text else \
-                 [f"- {who} answers:", *(f"  - {line.strip()}" for line in text.splitlines() if line.strip())]
+    if answered := _writer_answer(evidence):
+        lines += _answer_lines(answered)
     lines += ["", *_unavailable_lines(evidence)]
     return lines
 
@@ -269,10 +277,9 @@ def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decision
                    view: str | None = None) -> list[str]:
     finding, label = _target(route, "what you asked (no finding was recognised)")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None
-    free = [e for e in evidence if e.ok and e.answer and e.tool in _roles().writers]
-    if finding is None and not route.get("phrase") and free:
+    if finding is None and not route.get("phrase") and (free := _writer_answer(evidence)):
         return [f"**Not cross-checked:** the question names no finding the tools know, so "
-                f"{_roles().label(free[0].tool)} answered it in its own words below and no other tool checked "
+                f"{_roles().label(free.tool)} answered it in its own words below and no other tool checked "
                 "the answer."]
     if d is None:
         return [f"**Uncertain** — no tool gave a usable answer about {label.lower()} on this image."]

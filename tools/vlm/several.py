@@ -8,7 +8,6 @@ finding, the raw answers in ``meta['answers']`` by finding, so the reply can ans
 from __future__ import annotations
 
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from knowledge.evidence import Artifact, Evidence, FindingCall
@@ -54,7 +53,9 @@ def ask_each(tool: VLMTool, request: ToolRequest, findings: list[str], cancel: t
         parsed = tool.adapter.parse(p.task, res.text, view, target=display_name(f), finding=f, source=tool.name)
         tool._fold(parsed, meta, calls, tasks)
         artifacts += tool._artifacts(parsed.locations, res.text)
-    latency = round((time.perf_counter() - t0) * 1000, 1)
+    from tools.vlm.tool import _ms  # (tool.py imports this module: a top-level import would be a cycle)
+
+    latency = _ms(t0)
     if not calls and not artifacts and not any(meta["answers"].values()):
         return Evidence.failure(tool.name, "the VLM returned an empty answer", meta=meta, latency_ms=latency)
     meta["call_tasks"] = tasks
