@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(PY)
 	  echo "warning: $$free GiB free on this disk; the virtualenv needs about 8 GiB (torch is a CUDA build)" >&2
 	$(PIP) install --quiet $(TORCH_SPEC)
 	$(PIP) install --quiet -e ".[dev,postgres,server]"
-	# medspaCy (labeler ConText) without its spacy<3.8 pin; its other dependencies are in pyproject.toml (issue 17)
+	# medspaCy (labeler ConText) without its spacy<3.8 pin; its other dependencies are in pyproject.toml
 	$(PIP) install --quiet --no-deps "medspacy==1.3.1" "PyRuSH==1.0.13"
 	touch $(STAMP)
 

@@ -18,7 +18,7 @@ bytes out of checkpoints). Later turns may omit the image: the thread remembers 
 image starts a new study in the same thread. A value of the wrong type raises GraphInputError.
 
 ``import graph`` opens no database: the checkpointer is created on the first checkpoint operation
-(agents/lazy_saver.py). ``runtime(g)`` gives a compiled graph's tools and studies;
+(agents/memory/lazy_saver.py). ``runtime(g)`` gives a compiled graph's tools and studies;
 ``store_image`` / ``ingest_image`` are the one way to put an image into a graph's study store.
 """
 
@@ -32,11 +32,11 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
-from agents.nodes import Nodes
 from agents.state import CxrInput, CxrServerInput, CxrState
-from agents.studies import Studies
+from agents.turn.nodes import Nodes
 from cxr_agent.settings import Settings, get_settings
 from tools.base import ToolCapabilities
+from tools.ingestion.intake import Studies
 from tools.registry import resolve_tools
 
 NODES = ("ingest", "router", "tools", "reconcile", "verify", "respond")
@@ -74,7 +74,7 @@ def build_graph(
     ``settings.resolved_checkpointer_url`` names (opened on first use), ``False`` for none (e.g. when
     a LangGraph server supplies persistence). store: a StudyStore (default:
     ``StudyStore.from_settings``, opened on first use). A saver passed in is made to drop the raw
-    ``image``/``image_name`` input before it writes (agents.memory.scrubbing). server_input: offer only
+    ``image``/``image_name`` input before it writes (agents.memory.checkpointers.scrubbing). server_input: offer only
     ``messages`` and ``study_id`` as input (a LangGraph Server deployment never takes raw images).
     """
     settings = settings or get_settings()
@@ -97,11 +97,11 @@ def build_graph(
     g.add_edge("respond", END)
 
     if checkpointer is None:
-        from agents.lazy_saver import LazySaver
+        from agents.memory.lazy_saver import LazySaver
 
         checkpointer = LazySaver(lambda: _make_checkpointer(settings))  # make_checkpointer scrubs
     elif isinstance(checkpointer, BaseCheckpointSaver):
-        from agents.memory import scrubbing
+        from agents.memory.checkpointers import scrubbing
 
         checkpointer = scrubbing(checkpointer)
     compiled = g.compile(checkpointer=checkpointer or None, name="cxr_agent")
@@ -111,7 +111,7 @@ def build_graph(
 
 
 def _make_checkpointer(settings: Settings) -> BaseCheckpointSaver:
-    from agents.memory import make_checkpointer
+    from agents.memory.checkpointers import make_checkpointer
 
     return make_checkpointer(settings)
 
@@ -127,7 +127,7 @@ def runtime(graph: Any = None) -> GraphRuntime:
 
 def ingest_image(source: Any, *, filename: str | None = None, graph: Any = None) -> Any:
     """Decode, de-identify and store an image in the graph's study store; returns the Study (its
-    ``id`` is the ``study_id`` to pass to invoke()). Raises tools.study.StudyError for a bad file."""
+    ``id`` is the ``study_id`` to pass to invoke()). Raises tools.ingestion.study.StudyError for a bad file."""
     studies = runtime(graph).studies
     study_id, study = studies.ingest(source, filename=filename)
     return study if study.id == study_id else studies.get(study_id)

@@ -30,16 +30,16 @@ def shared_data_dir() -> Path | None:
 
 
 def _ingest(path: Path):
-    """The product's ingestion (tools.imaging.load_study), or PIL -> Study if that is unavailable."""
+    """The product's ingestion (tools.ingestion.loader.load_study), or PIL -> Study if that is unavailable."""
     try:
-        from tools.imaging import load_study
+        from tools.ingestion.loader import load_study
 
         return load_study(path)
     except ImportError:
         import numpy as np
         from PIL import Image
 
-        from tools.study import Study
+        from tools.ingestion.study import Study
 
         with Image.open(path) as im:
             return Study.from_array(np.asarray(im.convert("L"), dtype=np.float32) / 255.0)
@@ -102,7 +102,7 @@ def _run(quick: bool, data_dir: Path) -> list[dict]:
     import torch
 
     from cxr_agent.settings import Settings
-    from tools.classifier import ClassifierTool, preprocess
+    from tools.classifier.tool import ClassifierTool, preprocess
 
     threads = _torch_threads()
     data = shared_data_dir()

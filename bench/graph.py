@@ -58,7 +58,7 @@ def _settings(tmp: Path, url: str):
 
 
 def _study_id(graph: Any) -> str:
-    from tools.study import Study
+    from tools.ingestion.study import Study
 
     rng = np.random.default_rng(0)
     from graph import runtime
@@ -115,7 +115,7 @@ def _time_turns(graph: Any, inputs: dict, n: int, prefix: str) -> float:
 
 
 def _overhead(tmp: Path, kind: str, n: int) -> dict:
-    from agents.memory import make_checkpointer
+    from agents.memory.checkpointers import make_checkpointer
     from graph import build_graph
 
     url = "memory" if kind == "memory" else f"sqlite:///{tmp / f'bench-{kind}.sqlite'}"

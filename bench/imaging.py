@@ -65,8 +65,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     import pydicom
     from PIL import Image
 
-    from tools.imaging import ImageTooLarge, load_study
-    from tools.study_store import StudyStore
+    from tools.ingestion.loader import ImageTooLarge, load_study
+    from tools.ingestion.store import StudyStore
 
     repeats = 3 if quick else 10
     data_dir = shared_data_dir()
@@ -127,8 +127,8 @@ def _issue14_rows(png_bytes: bytes, plain_ms: float, repeats: int) -> list[dict[
     import zlib
 
     from cxr_agent.settings import Settings
-    from tools.imaging import ImageTooLarge, load_study
-    from tools.redact import tesseract_available
+    from tools.ingestion.loader import ImageTooLarge, load_study
+    from tools.ingestion.redact import tesseract_available
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)

@@ -80,7 +80,7 @@ def evaluate(reports: Iterable[Report], *, policy: str = "masked") -> dict[str, 
     pair out of the count (CheXpert's evaluation of uncertain labels), "ones" counts it as positive,
     "zeros" as negative. "keywords" is the no-context baseline: any mention counts as positive (negation and
     uncertainty ignored), i.e. plain keyword spotting with the same vocabulary. "baseline" is the
-    keyword + negation-window baseline of eval/labeler_baseline.py (issue 17's comparison).
+    keyword + negation-window baseline of eval/labeler_baseline.py.
     """
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")

@@ -1,8 +1,8 @@
 """Router accuracy on the held-out sentences (per intent, confusion matrix) and routing latency.
 
 Held-out: eval/router_heldout.jsonl (97 sentences written before any tuning of the semantic router; never
-tuned on). Scored for the semantic router (agents/router_semantic.py: rules + classifier over MiniLM embeddings) and,
-in the same run, the rules alone (agents.router.route) as the baseline. The tuning sets are
+tuned on). Scored for the semantic router (agents/routing/semantic.py: rules + classifier over MiniLM embeddings) and,
+in the same run, the rules alone (agents.routing.rules.route) as the baseline. The tuning sets are
 eval/router_cases.jsonl (the rules' labelled set) and eval/router_tuning.jsonl (paraphrases and clinician
 phrasing written for the semantic router); their accuracies are rows too, but not held-out numbers.
 
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents import router as rules
-from agents.router_semantic import default_classifier, route_semantic, rule_decided
+from agents.routing import rules
+from agents.routing.semantic import default_classifier, route_semantic, rule_decided
 from eval.route_eval import evaluate_cases, load_cases
 
 HELDOUT = Path(__file__).resolve().parent.parent / "eval" / "router_heldout.jsonl"

@@ -100,7 +100,7 @@ def classify(
     """Per-finding AUROC and F1 of the classifier, the VLM and the reconciled decisions."""
     from rich.table import Table
 
-    from agents.reconciler import Policy
+    from agents.reconciling.decide import Policy
     from cxr_agent.settings import get_settings
     from eval import classify as ev
     from eval import harness

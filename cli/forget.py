@@ -1,7 +1,7 @@
 """`cxr-agent forget THREAD_ID` (one conversation) and `cxr-agent forget --expired` (the retention, now).
 
 Deletes the conversation's checkpoints and the studies and heatmaps only it referenced, then
-compacts the SQLite checkpoint file so the deleted content is gone from disk (agents/retention.py).
+compacts the SQLite checkpoint file so the deleted content is gone from disk (agents/memory/retention.py).
 Loads no model: it opens only the checkpointer and the study store.
 """
 
@@ -20,10 +20,10 @@ def forget(
     expired: bool = typer.Option(False, "--expired", help="Apply the retention now (CXR_AGENT_RETENTION_DAYS) instead."),
 ) -> None:
     """Delete a conversation and the studies/heatmaps only it used (or everything past the retention)."""
-    from agents.memory import CheckpointerError, make_checkpointer
-    from agents.retention import apply_retention, forget_thread
+    from agents.memory.checkpointers import CheckpointerError, make_checkpointer
+    from agents.memory.retention import apply_retention, forget_thread
     from cxr_agent.settings import get_settings
-    from tools.study_store import StudyStore
+    from tools.ingestion.store import StudyStore
 
     if bool(thread_id) == expired:
         raise typer.BadParameter("give a THREAD_ID or --expired (not both)")

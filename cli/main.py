@@ -19,7 +19,7 @@ app.add_typer(eval_app, name="eval", help="Evaluate tools and the reconciled gra
 app.add_typer(pacs_app, name="pacs", help="Pull a study from a PACS (DICOMweb) and push the DICOM SR back.")
 register_run_commands(app)  # ui, ask
 app.command("setup")(setup_command)  # demo models + prior-report index, once
-register_forget(app)  # forget (issue 14)
+register_forget(app)  # forget
 
 if __name__ == "__main__":
     app()

@@ -80,7 +80,7 @@ def download(
     keys = tuple(e.key for e in listed_entries(settings) if e.download is not None) if what == "all" else (what,)
     for key in keys:
         if key == "classifier":
-            from tools.classifier_files import MODEL_NAMES
+            from tools.classifier.files import MODEL_NAMES
 
             names = list(MODEL_NAMES) if all_classifiers else [settings.classifier_model]
             failures += [err for name in names if (err := _download_classifier(settings, name, console, trust_existing))]

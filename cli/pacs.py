@@ -1,7 +1,7 @@
 """`cxr-agent pacs pull` and `cxr-agent pacs push`: a PACS study in, the SR back, only when asked.
 
 pull: QIDO/WADO the study's first frontal CR/DX image (tools.interop.dicomweb), ingest it exactly like an
-upload (tools.imaging.load_study: limits, refusals, de-identification), run one turn, print the reply.
+upload (tools.ingestion.loader.load_study: limits, refusals, de-identification), run one turn, print the reply.
 Nothing of the PACS reference is stored: push finds the same image again by its pixel hash.
 push: rebuild the SR from the thread's latest reconciled findings against the source header fetched
 again from the PACS, and STOW-RS it into the same study. Optional FHIR JSON / SR files on request.
@@ -51,8 +51,8 @@ def pull(
     from rich.markdown import Markdown
 
     from cxr_agent.settings import get_settings
+    from tools.ingestion.study import StudyError
     from tools.interop.dicomweb import PacsClient, PacsError
-    from tools.study import StudyError
 
     settings = get_settings()
     out, err = Console(), Console(stderr=True)
@@ -96,8 +96,8 @@ def push(
 
     from cxr_agent.settings import get_settings
     from graph import build_graph
+    from tools.ingestion.study import StudyError
     from tools.interop.dicomweb import PacsClient, PacsError
-    from tools.study import StudyError
 
     settings = get_settings()
     state = build_graph(settings).get_state({"configurable": {"thread_id": thread}}).values

@@ -65,7 +65,7 @@ def ui(
 def streamlit_safety_flags(settings, address: str) -> list[str]:
     """Streamlit options the app relies on, whatever directory it is started from (the shipped
     .streamlit/config.toml only applies when started from the repository root)."""
-    from tools.imaging import MAX_FILE_BYTES
+    from tools.ingestion.loader import MAX_FILE_BYTES
 
     hosts = [h.strip() for h in settings.ui_allowed_hosts.split(",") if h.strip()]
     if not hosts and _loopback(address):
@@ -114,9 +114,9 @@ def ask(
     if len(question) > settings.max_message_chars:
         raise typer.BadParameter(f"the question is {len(question):,} characters; the limit is "
                                  f"{settings.max_message_chars:,} (CXR_AGENT_MAX_MESSAGE_CHARS)", param_hint="QUESTION")
-    from agents.events import parse_event
+    from agents.turn.events import parse_event
     from graph import build_graph, store_image
-    from tools.study import StudyError
+    from tools.ingestion.study import StudyError
 
     graph = build_graph(settings)
     thread_id = thread or uuid.uuid4().hex[:12]

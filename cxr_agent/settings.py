@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     checkpointer_url: str | None = Field(
         None, description="'memory', 'sqlite:///path.db' (default: <data_dir>/checkpoints.sqlite) or postgresql://..."
     )
-    # --- Postgres checkpointer pool (issue 15, helper F1: agents/memory.postgres_saver) ---------
+    # --- Postgres checkpointer pool ---------
     checkpointer_pool_min_size: int = Field(1, ge=0, le=1000, description="Postgres connections kept open.")
     checkpointer_pool_max_size: int = Field(
         10, ge=1, le=1000, description="Most Postgres connections per process (>= concurrent turns it serves)."
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     )
     tool_timeout_s: float = 300.0
     verify_conflicts: bool = True
-    # --- tool runner (issue 11/14, helper A: agents/runner.py) ------------------------------
+    # --- tool runner (agents/turn/tool_runner.py) ------------------------------
     turn_timeout_s: float = Field(
         600.0, gt=0, description="Deadline for a whole turn: verification re-asks share what is left of it."
     )
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     ui_host: str = "127.0.0.1"
     ui_port: int = 8501
 
-    # --- ingestion and storage safety (issue 14: tools/imaging.py, tools/study_store.py) --
+    # --- ingestion and storage safety (tools/ingestion/loader.py, tools/ingestion/store.py) --
     burned_in_text: Literal["refuse", "redact"] = Field(
         "refuse",
         description="DICOMs flagged BurnedInAnnotation=YES: 'refuse' them, or 'redact' text found by "
@@ -127,7 +127,7 @@ class Settings(BaseSettings):
         False, description="Allow sending images to a non-loopback VLM server over plain http:// (not https)."
     )
 
-    # --- privacy, retention and input limits (issue 14, helper F2: agents/retention.py, agents/audit.py) --
+    # --- privacy, retention and input limits --
     retention_days: float = Field(
         30.0, ge=0, description="Conversations, studies, heatmaps and audit lines older than this are deleted "
         "(at start and every retention_interval_s); 0 keeps everything."
@@ -135,9 +135,9 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(3600.0, gt=0, description="How often a running app applies the retention.")
     audit_log: bool = Field(True, description="One PHI-free JSON line per reply under <data_dir>/audit/.")
     router_timeout_s: float = Field(10.0, gt=0, description="The optional LLM router's deadline; the rules answer after it.")
-    # semantic router (issue 17, H): rules + a classifier over MiniLM embeddings where the rules are unsure
+    # semantic router: rules + a classifier over MiniLM embeddings where the rules are unsure
     router_semantic: bool = Field(True, description="Check unsure rule routes with the embedding classifier "
-                                  "(agents/router_semantic.py); false = rules only.")
+                                  "(agents/routing/semantic.py); false = rules only.")
     max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted (longer ones are refused politely).")
     gc_freeze: bool = Field(True, description="After a one-time load (NLP pipeline, models), freeze the live heap out of "
                             "the garbage collector's full collections (cxr_agent/heap.py).")
@@ -149,7 +149,7 @@ class Settings(BaseSettings):
         "default: localhost names when bound to loopback)."
     )
 
-    # --- PACS / DICOMweb (issue 16, helper D: tools/interop/) --------------------------------
+    # --- PACS / DICOMweb --------------------------------
     pacs_url: str | None = Field(None, description="DICOMweb root of the PACS, e.g. http://pacs:8042/dicom-web.")
     pacs_username: str | None = Field(None, description="HTTP basic-auth user for the PACS.")
     pacs_password: SecretStr | None = Field(None, description="HTTP basic-auth password for the PACS.")
@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     pacs_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout for the PACS.")
     pacs_verify_tls: bool = Field(True, description="Verify the PACS's TLS certificate (https).")
 
-    # --- remote graph: the UI as a client of LangGraph Server (issue 15, helper I: ui/remote.py) ---
+    # --- remote graph: the UI as a client of LangGraph Server ---
     graph_url: str | None = Field(
         None, description="LangGraph Server URL (e.g. http://graph:2024): the UI runs turns there, holding no models."
     )

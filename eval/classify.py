@@ -33,7 +33,7 @@ def _decision_record(decisions: Iterable[Any]) -> dict[str, list[Any]]:
 def predict_one(study: Any, classifier_ev: Any, *, vlm: Any, classifier: Any, findings: list[str],
                 policy: Any, vlm_questions: bool = True, verify: bool = True) -> dict[str, Any]:
     """Everything the metrics need for one image, as plain JSON (see module docstring)."""
-    from agents.reconciler import conflicts, decide, resolve
+    from agents.reconciling.decide import conflicts, decide, resolve
     from knowledge.labeler import label_report
     from tools.base import ToolRequest
 

@@ -14,7 +14,7 @@ def make_tools(settings: Any, *, use_vlm: bool = True, use_classifier: bool = Tr
     """(classifier, vlm) built from Settings; None for a source turned off. Tests replace this function."""
     classifier = vlm = None
     if use_classifier:
-        from tools.classifier import ClassifierTool
+        from tools.classifier.tool import ClassifierTool
 
         classifier = ClassifierTool(settings)
     if use_vlm:
@@ -25,7 +25,7 @@ def make_tools(settings: Any, *, use_vlm: bool = True, use_classifier: bool = Tr
 
 
 def load_image(path: Path) -> Any:
-    from tools.imaging import load_study
+    from tools.ingestion.loader import load_study
 
     return load_study(path)
 

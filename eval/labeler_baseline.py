@@ -1,6 +1,6 @@
 """The keyword + negation-window baseline for the report labeler, and the held-out split of the IU reports.
 
-Baseline (issue 17): a finding is present when one of its lexicon mention patterns occurs in a sentence and
+Baseline: a finding is present when one of its lexicon mention patterns occurs in a sentence and
 none of a few negation words occurs in the 5 words before it; nothing else (no uncertainty, no scopes,
 no pseudo-negation, no normal statements). It uses the labeler's own mention patterns, so the comparison
 in bench/labeler.py measures only what the context handling adds.

@@ -1,4 +1,4 @@
-"""`cxr-agent eval route`: accuracy and confusion matrix of agents.router.route on labelled turns."""
+"""`cxr-agent eval route`: accuracy and confusion matrix of agents.routing.rules.route on labelled turns."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def evaluate_cases(path: str | Path | None = None, *, router: Any = None) -> dic
 
     Uses evaluate_router (intent and finding accuracy, per split) and adds the confusion matrix as a
     dense table over the intents, gold rows x predicted columns."""
-    from agents.router import route
+    from agents.routing.rules import route
     from tools.base import INTENTS
 
     cases = load_cases(path)
@@ -61,7 +61,7 @@ def evaluate_router(cases: Iterable[dict[str, Any]], router: Any = None) -> dict
     "per_split": {split: accuracy}, "errors": [...]}.
     """
     if router is None:
-        from agents.router import route as router
+        from agents.routing.rules import route as router
     n = ok_intent = ok_finding = n_finding = ok_both = 0
     per_intent: dict[str, Counter] = defaultdict(Counter)
     confusion: dict[str, Counter] = defaultdict(Counter)

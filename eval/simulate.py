@@ -10,7 +10,7 @@ reports' MeSH major terms mapped onto the vocabulary (knowledge.mesh.mesh_findin
   mentioned. A report with no positive statement says "no finding" (as real reports do).
 - **Simulated classifier**: an op-norm score drawn from N(mu_pos, sd_pos) for true findings and
   N(mu_neg, sd_neg) for false ones, clipped to [0, 1], turned into a status by the real
-  ``tools.classifier.status_for`` with the real margin. Its heatmap box always exists.
+  ``tools.classifier.tool.status_for`` with the real margin. Its heatmap box always exists.
 - **Simulated VLM abnormality classification** (off by default; ``vlm_classification``, the CLI's
   ``--with-classification``): as the graph asks RadVLM beside every report, one call per CheXpert label in the
   case's universe, ``task="classification"``: a label the report states (present or hedged) is listed with
@@ -23,7 +23,7 @@ reports' MeSH major terms mapped onto the vocabulary (knowledge.mesh.mesh_findin
   comes with a box that overlaps the classifier's heatmap box with probability ``box_overlap_if_true`` /
   ``box_overlap_if_false``.
 
-All calls go through the real ``agents.reconciler.decide`` / ``conflicts`` / ``resolve``. Metrics are
+All calls go through the real ``agents.reconciling.decide.decide`` / ``conflicts`` / ``resolve``. Metrics are
 micro precision / recall / F1 over every (case, finding) pair, with 'uncertain' counted as negative and,
 separately, as positive, plus the fraction of pairs (and of cases) flagged for review, and per decided
 status the fraction of pairs ending in it and flagged with it (``status_fraction_pairs``,
@@ -70,7 +70,7 @@ class SimProfile:
     box_overlap_if_false: float = 0.20
     margin: float = 0.10
     # the VLM's abnormality classification beside its report (see the module docstring); assumptions fixed
-    # before the first run (issue 12), not tuned
+    # before the first run, not tuned
     vlm_classification: bool = False
     cls_listed_if_said: float = 0.90
     cls_listed_if_true: float = 0.30
@@ -150,7 +150,7 @@ def simulate_case(case: Case, p: SimProfile, rng: np.random.Generator, cls_rng: 
     classification (``p.vlm_classification``) draws from ``cls_rng``."""
     from knowledge.evidence import FindingCall, Status
     from knowledge.vocabulary import display_name
-    from tools.classifier import status_for
+    from tools.classifier.tool import status_for
 
     vlm, clf, scores = [], [], {}
     for f in case.universe:
@@ -218,7 +218,7 @@ def simulated_reask(finding: str, truth: bool, p: SimProfile, rng: np.random.Gen
 def _vlm_votes(vcalls: list[Any], policy: Any) -> dict[str, Any]:
     """The simulated VLM as a single source: per finding, its one vote (report and classification collapsed
     by the policy's own rule; with the report alone, simply the report's call)."""
-    from agents.policy import one_per_source
+    from agents.reconciling.policy import one_per_source
 
     by_finding: dict[str, list[Any]] = {}
     for c in vcalls:
@@ -231,7 +231,7 @@ VARIANTS = ("vlm", "classifier", "either", "both", "reconciled", "verified")
 
 def run_profile(cases: Iterable[Case], profile: SimProfile, seed: int = 0) -> dict[str, Any]:
     """Simulate every case under `profile` and score each source and the policy (see module docstring)."""
-    from agents.reconciler import Policy, conflicts, decide, resolve
+    from agents.reconciling.decide import Policy, conflicts, decide, resolve
     from knowledge.evidence import Status
 
     policy = Policy(classifier_margin=profile.margin)

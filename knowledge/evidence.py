@@ -141,6 +141,8 @@ class Evidence(BaseModel):
     artifacts: list[Artifact] = Field(default_factory=list)
     latency_ms: float | None = None
     meta: dict[str, Any] = Field(default_factory=dict, description="Model name, profile, operating point, ...")
+    truncated: bool = Field(False, description="The answer stopped at the token limit: its text is incomplete, "
+                                                "so its silence on a finding says nothing.")
 
     @classmethod
     def failure(cls, tool: str, error: str, **kw: Any) -> Evidence:
@@ -170,7 +172,7 @@ UnresolvedCause = Literal["tool_failed", "not_addressed", "box_no_overlap", "no_
 class Reason(BaseModel):
     """One step of the reconciler's policy behind a Decision, as data: which rule applied, the calls it
     weighed (each carrying its source, status, score, quote and box) and the numbers it compared. The
-    responder's wording (agents/wording.py) turns a Decision's reasons into its rationale."""
+    responder's wording (agents/replying/phrases.py) turns a Decision's reasons into its rationale."""
 
     rule: ReasonRule
     status: Status | None = Field(None, description="The status this step concluded, where it concludes one.")

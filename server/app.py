@@ -12,9 +12,9 @@ Starlette app in the same process (``http.app``), so a remote UI needs one addre
 With ``CXR_AGENT_SERVER_TOKEN`` set, these routes and the server's own answer only callers bearing
 it (server/auth.py, wired in langgraph.json). Deleting through ``/cxr/threads`` rather than the server's own ``DELETE /threads`` is what removes the
 conversation's images too; with ``retention_days`` set, every worker also applies the retention
-(server/threads.py: the same rules as agents/retention.py, over the server's own thread store).
+(server/threads.py: the same rules as agents/memory/retention.py, over the server's own thread store).
 
-An upload is decoded, de-identified and stored once through ``agents.studies.Studies``, the
+An upload is decoded, de-identified and stored once through ``tools.ingestion.intake.Studies``, the
 graph's own ingestion path (the same limits, de-identification and store as ``graph.store_image``); runs then pass only ``{"study_id": ...}``, so no
 image bytes travel through runs, the server's run queue or its checkpoints. Run inputs that carry
 ``image`` / ``image_name`` are refused by ``RefuseRawImageInput`` before the server stores them.
@@ -69,7 +69,7 @@ def _studies(settings: Settings):
     graph, ``graph.store_image`` and the UI use. Not the served graph's own object: LangGraph Server may
     load graph.py under another module name, and each worker has its own cache anyway; the store on
     disk is what every worker shares."""
-    from agents.studies import Studies
+    from tools.ingestion.intake import Studies
 
     key = str(Path(settings.data_dir).resolve())
     studies = _STUDIES.get(key)
@@ -102,7 +102,7 @@ async def upload_study(request: Request) -> Response:
     if not size:
         return _error(400, "empty upload: send the image file's bytes as the request body")
     filename = request.query_params.get("filename")
-    from tools.study import StudyError
+    from tools.ingestion.study import StudyError
 
     try:
         info = await run_in_threadpool(ingest_bytes, b"".join(chunks), filename, _settings())
@@ -112,7 +112,7 @@ async def upload_study(request: Request) -> Response:
 
 
 def _lookup(study_id: str, settings: Settings) -> dict[str, Any] | None:
-    from tools.study_store import StudyNotFound
+    from tools.ingestion.store import StudyNotFound
 
     try:
         return _describe(_studies(settings).store.get(study_id))

@@ -1,6 +1,6 @@
 """Forgetting and retention on LangGraph Server, where the server (not our checkpointer) owns the threads.
 
-The rules are agents/retention.py's: a study and its heatmaps go when no remaining thread references
+The rules are agents/memory/retention.py's: a study and its heatmaps go when no remaining thread references
 them, and retention drops threads idle for ``retention_days`` plus the stored files nobody uses. Only
 the thread catalogue differs: it comes from the server's own API (the in-process ``langgraph_sdk``
 client), whatever runtime stores the threads (in memory for ``langgraph dev``, Postgres for
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from starlette.concurrency import run_in_threadpool
 
-from agents.retention import (
+from agents.memory.retention import (
     Deleted,
     ThreadInfo,
     delete_studies,

@@ -91,7 +91,7 @@ def cxr_image(cxr_images: list[Path]) -> Path:
     return cxr_images[0]
 
 
-# --- a throwaway PostgreSQL server (issue 15, helper F1: tests/postgres_server.py) ---------------
+# --- a throwaway PostgreSQL server ---------------
 
 
 @pytest.fixture(scope="session")

@@ -72,10 +72,10 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     """The test above must be able to fail: a knowledge module importing agents is caught."""
     fake = tmp_path / "knowledge"
     fake.mkdir()
-    (fake / "bad.py").write_text("def f():\n    from agents.router import route\n")
+    (fake / "bad.py").write_text("def f():\n    from agents.routing.rules import route\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     bad = layer_violations()
-    assert bad == ["knowledge/bad.py:2 (knowledge, floor 1) imports agents.router (agents, floor 3)"]
+    assert bad == ["knowledge/bad.py:2 (knowledge, floor 1) imports agents.routing.rules (agents, floor 3)"]
 
 
 @pytest.mark.parametrize("module", ["cxr_agent.settings", "knowledge.vocabulary", "knowledge.evidence"])
@@ -88,3 +88,98 @@ def test_low_floors_import_without_the_product_above(module):
             "print(','.join(high))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# No import cycles between the product's modules, lazy imports and ``if TYPE_CHECKING:`` ones included: a
+# cycle means two modules that cannot be understood (or moved) apart.
+# ---------------------------------------------------------------------------------------------------------
+PRODUCT = ("cxr_agent", "knowledge", "tools", "agents", "ui", "eval", "examples", "server", "cli", "bench")
+
+
+def _module_files(root: Path) -> dict[str, Path]:
+    mods: dict[str, Path] = {}
+    for pkg in PRODUCT:
+        for p in sorted((root / pkg).rglob("*.py")):
+            if "fixtures" in p.parts:
+                continue
+            parts = p.relative_to(root).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            mods[name] = p
+    if (root / "graph.py").exists():
+        mods["graph"] = root / "graph.py"
+    return mods
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the product modules it imports (``from pkg import submodule`` counts as the submodule)."""
+    mods = _module_files(root)
+
+    def known(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in mods else node.module
+                           for alias in node.names]
+            for target in targets:
+                if (hit := known(target)) and hit != mod:
+                    edges[mod].add(hit)
+    return edges
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each sorted."""
+    edges = import_graph(root)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for v in list(edges):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_import_cycles():
+    assert import_cycles(ROOT) == []
+
+
+def test_the_cycle_checker_sees_a_lazy_cycle(tmp_path):
+    pkg = tmp_path / "tools"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from tools.b import g\n")
+    (pkg / "b.py").write_text("def g():\n    from tools import a\n")
+    assert import_cycles(tmp_path) == [["tools.a", "tools.b"]]

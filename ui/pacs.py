@@ -1,7 +1,7 @@
 """The UI's PACS actions, free of Streamlit: open a study from the PACS, send the SR back when asked.
 
 Opening pulls the study's first frontal CR/DX image over DICOMweb and hands its bytes to the same
-ingest as an upload (ui.session.ingest_upload -> tools.imaging.load_study), so limits, refusals and
+ingest as an upload (ui.session.ingest_upload -> tools.ingestion.loader.load_study), so limits, refusals and
 de-identification are identical. The PACS reference (UIDs) is kept only in this browser session's
 memory, beside the study id it produced, so the push button knows where the image came from; it is
 never written to disk, the study store or the graph. Push is a button, never automatic.

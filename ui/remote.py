@@ -9,7 +9,7 @@ the app needs from its in-process graph, nothing more:
   through LangGraph's own ``RemoteGraph`` (the graph's custom progress events stream as they happen);
 - ``load_study(data, filename=)``: an upload goes to the server's ``POST /cxr/studies`` (server/app.py),
   which de-identifies and stores it and returns its ``study_id``; the page shows the same
-  de-identified pixels, decoded here (``tools.imaging``: decoders only, no models);
+  de-identified pixels, decoded here (``tools.ingestion.loader``: decoders only, no models);
 - ``studies.put(study)``: the id the next turn sends (after checking the server holds it), so only
   ``{"study_id": ...}`` ever enters a run or a checkpoint;
 - ``load_heatmap(uri)``: a turn's heatmap from ``GET /cxr/artifacts`` (the reply names server paths);
@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 
 from cxr_agent.settings import Settings
-from tools.study import Study, StudyError
+from tools.ingestion.study import Study, StudyError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class RemoteAgent:
 
         Both sides de-identify with the same code; the study id is the server's. A loader for
         ``ui.session.ingest_upload``."""
-        from tools.imaging import load_study
+        from tools.ingestion.loader import load_study
 
         info = self.upload(data, filename)
         study = load_study(data, filename=filename, settings=self.settings)

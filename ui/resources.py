@@ -40,9 +40,9 @@ def _graph_resource(profile: str, graph_url: str | None = None) -> Any:
 
 
 def _start_retention(settings: Settings, graph: Any) -> None:
-    """Delete what is past ``retention_days`` now and hourly (agents/retention.py), once per server."""
+    """Delete what is past ``retention_days`` now and hourly (agents/memory/retention.py), once per server."""
     try:
-        from agents.retention import start_periodic
+        from agents.memory.retention import start_periodic
 
         start_periodic(settings, saver=graph.checkpointer, store=study_store(graph, settings))
     except Exception:  # noqa: BLE001 - retention failing must not stop the app; it is logged

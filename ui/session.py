@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from tools.study import Study, StudyError
+from tools.ingestion.study import Study, StudyError
 from ui.evidence_table import as_evidence
 from ui.overlays import OverlayBox, OverlayHeatmap
 from ui.turn import TurnResult
@@ -139,7 +139,7 @@ def ingest_upload(
     The file counts as ingested (its signature recorded) only once it has been read. Streamlit's
     fast reruns start the run of a chat message sent mid-ingest while this one is still decoding;
     that run must then read the file itself, never conclude from a half-done ingest that there is
-    no image (the upload race of issue 14).
+    no image.
     """
     sig = upload_signature(name, data)
     if state.get(K_UPLOAD_SIG) == sig:
@@ -152,7 +152,7 @@ def ingest_upload(
 
 def _ingest(state: MutableMapping[str, Any], name: str, data: bytes, loader: Callable[..., Study] | None) -> str | None:
     if loader is None:
-        from tools.imaging import load_study as loader  # lazy: pulls in the decoders
+        from tools.ingestion.loader import load_study as loader  # lazy: pulls in the decoders
     try:
         study = loader(data, filename=name)
     except StudyError as exc:  # the file name (often a patient's name) is never echoed on the page
@@ -216,7 +216,7 @@ def restore_pending(state: MutableMapping[str, Any], pending: Any) -> None:
         state[K_PENDING] = pending
 
 
-_FACT_KEYS = (  # Study.metadata keys (already de-identified by tools/imaging.py) -> labels
+_FACT_KEYS = (  # Study.metadata keys (already de-identified by tools/ingestion/loader.py) -> labels
     ("modality", "Modality"),
     ("body_part", "Body part"),
     ("photometric_interpretation", "Photometric"),
@@ -246,7 +246,7 @@ def study_facts(study: Study) -> dict[str, str]:
     if meta.get("inverted"):
         facts["Display"] = "inverted (MONOCHROME1)"
     redaction = meta.get("redaction")
-    if isinstance(redaction, dict) and redaction.get("redacted"):  # tools.redact (issue 14)
+    if isinstance(redaction, dict) and redaction.get("redacted"):  # tools.ingestion.redact
         facts["Burned-in text"] = f"redacted ({int(redaction.get('regions', 0))} region(s), OCR)"
     if meta.get("format_note"):
         facts["File"] = str(meta["format_note"])

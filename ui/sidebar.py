@@ -78,7 +78,7 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
 
 
 def _structured_downloads(turns: list[TurnResult], study: Any, settings: Settings) -> None:
-    """DICOM SR and FHIR JSON of the latest findings, against the de-identified study (issue 16)."""
+    """DICOM SR and FHIR JSON of the latest findings, against the de-identified study."""
     try:
         sr, fhir = dicom_sr_bytes(turns, study, demo=settings.is_demo), fhir_report_json(turns, study, demo=settings.is_demo)
     except Exception as exc:  # noqa: BLE001 - a failed export must not break the page
@@ -94,13 +94,13 @@ def _structured_downloads(turns: list[TurnResult], study: Any, settings: Setting
 
 
 def forget_conversation(state, settings: Settings, graph: Any) -> None:
-    """The sidebar's delete action: forget the thread on disk (agents/retention.py), then start afresh."""
+    """The sidebar's delete action: forget the thread on disk (agents/memory/retention.py), then start afresh."""
     thread = state[S.K_THREAD]
     try:
         if is_remote(graph):
             graph.forget(thread)
         elif graph is not None and state[S.K_TURNS]:
-            from agents.retention import forget_thread
+            from agents.memory.retention import forget_thread
 
             forget_thread(thread, saver=graph.checkpointer, store=study_store(graph, settings),
                           artifacts_dir=settings.artifacts_dir)

@@ -36,7 +36,7 @@ def upload_section(state, graph: Any = None) -> None:
 
 
 def pacs_section(state, settings: Settings, graph: Any = None) -> None:
-    """Open a study from the PACS (DICOMweb) and, on request only, send the SR back (issue 16)."""
+    """Open a study from the PACS (DICOMweb) and, on request only, send the SR back."""
     if not settings.pacs_url:
         return
     with st.expander("Open from PACS", icon=":material/cloud_download:"):

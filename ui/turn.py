@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.events import StreamEvent, parse_event
+from agents.turn.events import StreamEvent, parse_event
 from knowledge.evidence import Decision, Evidence
 from knowledge.vocabulary import display_name
 from ui.evidence_table import as_decisions, as_evidence
@@ -48,7 +48,7 @@ def _names(findings: Any) -> str:
 
 
 def describe_event(event: StreamEvent | Mapping[str, Any]) -> str | None:
-    """One human-readable progress line for a stream event (agents/events.py; None for tokens,
+    """One human-readable progress line for a stream event (agents/turn/events.py; None for tokens,
     progress and anything unknown)."""
     kind = event.get("event")
     if kind == "route":

@@ -1,4 +1,4 @@
-"""The audit log: one PHI-free JSON line per reply, owner-only, per UTC day (issue 14.4)."""
+"""The audit log: one PHI-free JSON line per reply, owner-only, per UTC day."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_audit_off_writes_nothing(make_graph, settings, thread, cxr_image):
 
 
 def test_real_model_ids_and_reported_weight_hashes(settings):
-    from agents.audit import reply_record
+    from agents.memory.audit_log import reply_record
     from knowledge.evidence import Evidence
 
     real = settings.model_copy(update={"model_profile": "real", "router_llm": "openai:gpt-4o-mini"})

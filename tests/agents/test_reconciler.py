@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agents.reconciler import Policy, conflicts, decide, resolve
+from agents.reconciling.decide import Policy, conflicts, decide, resolve
 from knowledge.evidence import Box, Evidence, FindingCall, Status
 from knowledge.vocabulary import FINDINGS
 
@@ -381,7 +381,7 @@ def test_resolve_moderate_positive_denied_by_the_vlm_is_a_low_confidence_absent(
     assert r.status is U and r.needs_review
 
 
-# ---- structured reasons and typed implied calls (issue 11 item 4) ----------------------------------
+# ---- structured reasons and typed implied calls ----------------------------------
 
 
 def test_implied_calls_are_typed_not_text_markers():
@@ -405,7 +405,7 @@ def test_implied_calls_are_typed_not_text_markers():
 
 
 def test_decisions_carry_structured_reasons_worded_by_the_responder():
-    from agents.wording import rationale
+    from agents.replying.phrases import rationale
 
     d = one([clf("pleural_effusion", 0.85), vlm("pleural_effusion", A, "no effusion")])
     (r,) = d.reasons
@@ -436,7 +436,7 @@ def test_reask_reasons_hold_the_numbers():
     assert "timeout" in failed.rationale and "timeout" in failed.verification
 
 
-# ---- the VLM's abnormality classification (issue 12 item 4) -----------------------------------------
+# ---- the VLM's abnormality classification -----------------------------------------
 
 CHEXPERT_13 = ["atelectasis", "cardiomegaly", "consolidation", "edema", "enlarged_cardiomediastinum", "fracture",
                "lung_lesion", "lung_opacity", "pleural_effusion", "pleural_other", "pneumonia", "pneumothorax",
@@ -513,7 +513,7 @@ def test_report_silence_is_only_the_fallback_for_labels_classification_does_not_
 
 def test_statement_sources_and_box_preference_come_from_the_policy_not_tool_names():
     """A custom report writer gets the built-in VLM's standing when the graph names it (by capability)."""
-    from agents.policy import is_high_confidence
+    from agents.reconciling.policy import is_high_confidence
 
     mine = FindingCall(finding="edema", status=P, source="my_vlm", box=RIGHT_APEX)
     other = FindingCall(finding="edema", status=P, source="classifier", score=0.9, score_kind="op_norm", box=LEFT_BASE)

@@ -1,4 +1,4 @@
-"""Retention and forgetting: conversations, the studies only they used, heatmaps, audit days (issue 14.4)."""
+"""Retention and forgetting: conversations, the studies only they used, heatmaps, audit days."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from graph_scripted import ScriptedVLM, classifier
 
-from agents.memory import make_checkpointer
-from agents.retention import apply_retention, forget_thread, scan
+from agents.memory.checkpointers import make_checkpointer
+from agents.memory.retention import apply_retention, forget_thread, scan
 from graph import runtime, store_image
 
 

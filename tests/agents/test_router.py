@@ -7,13 +7,13 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from agents.router import (
+from agents.routing.llm import route_with_llm
+from agents.routing.rules import (
     IMAGE_INTENTS,
     INTENT_TOOLS,
     Route,
     extract_findings,
     route,
-    route_with_llm,
 )
 from eval.route_eval import evaluate_router, load_cases
 from tools.base import INTENTS
@@ -167,11 +167,11 @@ def test_llm_router_falls_back_to_rules_on_error():
 
 
 def test_make_router_defaults_to_rules_and_survives_a_missing_llm(caplog):
-    from agents.router import make_router
-    from agents.router_semantic import route_semantic
+    from agents.routing import make_router
+    from agents.routing.semantic import route_semantic
     from cxr_agent.settings import Settings
 
-    assert make_router(Settings()) is route_semantic  # issue 17: rules + embedding classifier by default
+    assert make_router(Settings()) is route_semantic  # rules + embedding classifier by default
     assert make_router(Settings(router_semantic=False)) is route
     r = make_router(Settings(router_llm="no-such-provider:model"))
     assert r("any PTX?", has_image=True).finding == "pneumothorax"
@@ -186,7 +186,7 @@ def test_router_phrases_agree_with_the_shared_vocabulary():
         assert extract_findings(fid.replace("_", " "), allow_no_finding=True)[:1] == [fid], fid
 
 
-# ---- anatomical regions (issue 12 item 3): locations to ground, never findings ---------------------
+# ---- anatomical regions locations to ground, never findings ---------------------
 
 
 @pytest.mark.parametrize(
@@ -240,14 +240,14 @@ def test_vindr_labels_route_to_their_ids():
     ("Show me the abnormalities", ["pleural_effusion"], None, []),  # no back-reference
 ])
 def test_a_pronoun_in_a_locate_turn_names_the_previous_finding(text, previous, finding, findings):
-    from agents.router import follow_up
+    from agents.routing.rules import follow_up
 
     r = follow_up(route(text, has_image=True, has_history=True).model_dump(), text, previous)
     assert r["intent"] == "locate" and r["finding"] == finding and r["findings"] == findings
 
 
 def test_follow_up_leaves_other_intents_alone():
-    from agents.router import follow_up
+    from agents.routing.rules import follow_up
 
     r = route("Why do you think so?", has_image=True, has_history=True).model_dump()
     assert follow_up(r, "Why do you think so?", ["pleural_effusion"]) == r
@@ -268,6 +268,6 @@ def test_follow_up_leaves_other_intents_alone():
     ("Show me similar prior cases", False),
 ])
 def test_questions_about_change_over_time_are_recognised(text, compares):
-    from agents.router import asks_comparison
+    from agents.routing.rules import asks_comparison
 
     assert asks_comparison(text) is compares

@@ -1,4 +1,4 @@
-"""Semantic router (issue 17): rule-decided turns skip the embedding, OOV findings routed as a phrase,
+"""Semantic router: rule-decided turns skip the embedding, OOV findings routed as a phrase,
 rules-only fallback when the embedder cannot load, the embedding classifier itself."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from agents import router_semantic as S
-from agents.router_semantic import IntentClassifier, delexicalise, oov_phrase, route_semantic
+from agents.routing import semantic as S
+from agents.routing.semantic import IntentClassifier, delexicalise, oov_phrase, route_semantic
 
 
 def _bow_encoder(vocab: list[str]):

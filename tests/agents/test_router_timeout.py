@@ -1,10 +1,11 @@
-"""The optional LLM router is bounded by router_timeout_s: past it the rules route the turn (issue 14.3)."""
+"""The optional LLM router is bounded by router_timeout_s: past it the rules route the turn."""
 
 from __future__ import annotations
 
 import threading
 
-from agents.router import RouteDecision, make_router
+from agents.routing import make_router
+from agents.routing.llm import RouteDecision
 from cxr_agent.settings import Settings
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents import responder, wording
-from agents.reconciler import decide
+from agents.reconciling.decide import decide
+from agents.replying import compose as responder
+from agents.replying import phrases as wording
 from knowledge.evidence import Decision, Evidence, FindingCall, Status
 
 P, A = Status.present, Status.absent
@@ -53,7 +54,7 @@ def test_sources_are_described_by_score_kind_and_label_not_by_name():
 
 
 def test_side_line_says_what_the_boxes_show_about_the_side_asked():
-    from agents.wording import side_line
+    from agents.replying.phrases import side_line
     from knowledge.evidence import Box
 
     image_right = Box(x1=0.6, y1=0.55, x2=0.9, y2=0.9)  # PA film: the patient's left
@@ -75,7 +76,7 @@ def test_side_line_says_what_the_boxes_show_about_the_side_asked():
     ("Is there a pleural effusion?", None),
 ])
 def test_the_side_a_question_asks_about(text, side):
-    from agents.router import asked_side
+    from agents.routing.rules import asked_side
 
     assert asked_side(text) == side
 
@@ -87,13 +88,13 @@ def test_the_side_a_question_asks_about(text, side):
     ("Exclude pneumonia please", "rule_out"), ("Is there a pleural effusion?", None), ("Write a report", None),
 ])
 def test_the_aspect_a_question_asks_about(text, aspect):
-    from agents.router import asked_aspect
+    from agents.routing.rules import asked_aspect
 
     assert asked_aspect(text) == aspect
 
 
 def test_aspect_line_names_what_a_yes_no_does_not_settle():
-    from agents.wording import aspect_line
+    from agents.replying.phrases import aspect_line
 
     assert aspect_line("size", "pleural_effusion", "pleural effusion").startswith("**Size not graded:**")
     assert aspect_line("size", "cardiomegaly", "cardiomegaly") is None  # "is the heart size normal?" is the finding

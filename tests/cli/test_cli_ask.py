@@ -12,7 +12,7 @@ from cli.main import app
 def test_ask_prints_reply_and_evidence_and_continues_thread(monkeypatch, settings, cxr_image):
     vlm = ScriptedVLM(report="Cardiomegaly.")
     clf = classifier({"cardiomegaly": 0.8})
-    from agents.memory import make_checkpointer
+    from agents.memory.checkpointers import make_checkpointer
 
     saver = make_checkpointer(url="memory")
     real_build = graph_module.build_graph

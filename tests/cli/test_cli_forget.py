@@ -1,11 +1,11 @@
-"""`cxr-agent forget THREAD_ID`: the conversation's text and its own study are gone from disk (issue 14.4)."""
+"""`cxr-agent forget THREAD_ID`: the conversation's text and its own study are gone from disk."""
 
 from __future__ import annotations
 
 from graph_scripted import ScriptedVLM, classifier
 from typer.testing import CliRunner
 
-from agents.memory import make_checkpointer
+from agents.memory.checkpointers import make_checkpointer
 from cli.main import app
 from graph import store_image
 

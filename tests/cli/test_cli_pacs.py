@@ -24,7 +24,7 @@ def cli_env(pacs, settings, monkeypatch):
                        "PACS_TIMEOUT_S": "5", "DATA_DIR": str(settings.data_dir)}.items():
         monkeypatch.setenv(f"CXR_AGENT_{key}", value)
     settings_module.get_settings.cache_clear()
-    from agents.memory import make_checkpointer
+    from agents.memory.checkpointers import make_checkpointer
 
     saver = make_checkpointer(url="memory")
     vlm = ScriptedVLM(report="Right pneumothorax.")

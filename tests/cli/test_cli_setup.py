@@ -31,7 +31,7 @@ def setup_env(monkeypatch, tmp_path, test_data_dir):
 
 
 def _nothing_may_build(monkeypatch) -> None:
-    from tools import classifier_tiny
+    from tools.classifier import tiny as classifier_tiny
     from tools.retrieval.index import ReportIndex
     from tools.vlm import tiny
 
@@ -45,8 +45,8 @@ def _nothing_may_build(monkeypatch) -> None:
 
 
 def test_setup_builds_once_and_the_first_turn_builds_nothing(setup_env, monkeypatch):
-    from tools import classifier_weights as cw
     from tools.catalogue import listed_entries
+    from tools.classifier import loading as cw
     from tools.retrieval.index import ReportIndex
     from tools.retrieval.tool import RetrievalTool
     from tools.vlm import tiny

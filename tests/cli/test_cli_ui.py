@@ -7,7 +7,7 @@ import subprocess
 from typer.testing import CliRunner
 
 from cli.main import app
-from tools.imaging import MAX_FILE_BYTES
+from tools.ingestion.loader import MAX_FILE_BYTES
 
 
 def _start(monkeypatch, *args: str, env: dict[str, str] | None = None):

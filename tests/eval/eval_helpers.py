@@ -30,7 +30,7 @@ class ScriptedClassifier:
                                                                 "pneumothorax": 0.2, "nodule": 0.2})
 
     def _ev(self, study) -> Evidence:
-        from tools.classifier import status_for
+        from tools.classifier.tool import status_for
 
         scores = dict(self.scores)
         if study.width != 64:

@@ -8,7 +8,7 @@ import pytest
 from eval_helpers import ScriptedClassifier, ScriptedVLM, write_folder
 from typer.testing import CliRunner
 
-from agents.reconciler import Policy
+from agents.reconciling.decide import Policy
 from eval import classify, ground
 from eval.cache import ResultCache, fingerprint
 from eval.data import load_labels

@@ -11,7 +11,7 @@ import pytest
 
 from examples.image_quality import ImageQualityTool, measure
 from tools.base import ToolRequest
-from tools.study import Study
+from tools.ingestion.study import Study
 
 
 def _chest(w: int = 1200, h: int = 1200, spine_at: float = 0.5) -> np.ndarray:
@@ -65,7 +65,7 @@ def test_lateral_view_skips_centring_and_no_study_fails():
 
 
 def test_real_radiograph(shared_data: Path):
-    from tools.imaging import load_study
+    from tools.ingestion.loader import load_study
 
     img = sorted((shared_data / "nih_cxr14" / "images").glob("*.png"))[0]
     study = load_study(img)

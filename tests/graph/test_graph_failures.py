@@ -79,7 +79,7 @@ def test_retrieval_skipped_without_a_vlm_draft(make_graph, thread, cxr_image):
 
 
 def test_tool_raising_its_own_timeout_error_is_not_a_graph_timeout():
-    from agents.runner import call_with_timeout
+    from agents.turn.tool_runner import call_with_timeout
 
     def fn():
         raise TimeoutError("upstream server timed out")

@@ -140,7 +140,7 @@ def test_a_question_naming_two_findings_answers_both(make_graph, thread, cxr_ima
 
 
 def test_a_question_about_change_says_no_earlier_image_was_compared(make_graph, thread, cxr_image):
-    from agents.responder import NO_COMPARISON
+    from agents.replying.compose import NO_COMPARISON
 
     vlm, clf, ret = _tools()
     g = make_graph(vlm, clf, ret)

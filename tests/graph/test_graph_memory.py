@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from graph_scripted import ScriptedVLM, classifier
 
-from agents.memory import CheckpointerError, make_checkpointer, sqlite_path
+from agents.memory.checkpointers import CheckpointerError, make_checkpointer, sqlite_path
 from knowledge.evidence import Decision, Evidence
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ def test_conversation_survives_process_restart(make_graph, tmp_path, cxr_image, 
         import json, logging, sys
         logging.basicConfig(level=logging.WARNING)
         from cxr_agent.settings import Settings
-        from agents.memory import make_checkpointer
+        from agents.memory.checkpointers import make_checkpointer
         from graph import build_graph
         s = Settings(model_profile="tiny", data_dir={str(settings.data_dir)!r})
         g = build_graph(s, builtin_tools=False, plugins=False, checkpointer=make_checkpointer(url="sqlite:///{db}"))
@@ -107,7 +107,7 @@ def test_checkpoints_hold_no_pixels(make_graph, tmp_path, cxr_image):
     assert largest < 50_000 and writes < 50_000  # the study is 1024 x 1024 float32 = 4 MB
 
 
-# --- no raw input or file names in storage (issue 14.1) ----------------------------------------------
+# --- no raw input or file names in storage ----------------------------------------------
 def _probes(data: bytes, n: int = 8, size: int = 16) -> list[bytes]:
     """Distinctive runs from the file's second half (pixel data), spread out."""
     half = len(data) // 2
@@ -150,7 +150,7 @@ def test_checkpoint_files_hold_neither_input_bytes_nor_names(make_graph, tmp_pat
 def test_every_saver_kind_is_scrubbing(make_graph, cxr_image):
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from agents.memory import scrubbing
+    from agents.memory.checkpointers import scrubbing
 
     mem = make_checkpointer(url="memory")
     assert isinstance(mem, InMemorySaver) and getattr(mem, "_cxr_scrubbing", False)

@@ -9,8 +9,8 @@ from graph_scripted import ScriptedVLM, classifier
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from agents.memory import CHECKPOINT_TYPES, serializer
-from agents.runner import call_with_timeout, shared_pool
+from agents.memory.checkpointers import CHECKPOINT_TYPES, serializer
+from agents.turn.tool_runner import call_with_timeout, shared_pool
 from knowledge.evidence import Artifact, Box, Decision, Evidence, FindingCall, RetrievedReport, Status
 
 

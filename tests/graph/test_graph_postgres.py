@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from graph_scripted import ScriptedVLM, classifier
 
-from agents.memory import CheckpointerError, make_checkpointer
+from agents.memory.checkpointers import CheckpointerError, make_checkpointer
 from knowledge.evidence import Decision, Evidence
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_conversation_written_by_one_process_is_continued_by_another(make_graph,
         g = build_graph(s, builtin_tools=False, plugins=False)   # checkpointer from the URL below
         out = g.invoke({{"messages": [("user", "why did you call cardiomegaly?")]}},
                        {{"configurable": {{"thread_id": "shared"}}}})
-        from agents.memory import make_checkpointer
+        from agents.memory.checkpointers import make_checkpointer
         pool = make_checkpointer(s).conn   # the pool the environment configures
         print(json.dumps({{"reply": out["messages"][-1].content, "n": len(out["messages"]),
                           "study": out["study_id"], "pool": [pool.min_size, pool.max_size]}}))

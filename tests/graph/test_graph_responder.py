@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.responder import cite, compose, payload, region
+from agents.replying.compose import cite, compose, payload, region
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
 from knowledge.evidence import Box, Decision, Evidence, FindingCall, Status
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from graph_scripted import ScriptedTool, ScriptedVLM, classifier
 
-from agents.runner import Deadline, PoolFull, ToolPool, call_with_timeout
+from agents.turn.tool_runner import Deadline, PoolFull, ToolPool, call_with_timeout
 from knowledge.evidence import Evidence, Status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def test_verification_shares_what_is_left_of_the_turn(make_graph, thread, cxr_im
 
 
 def test_a_turn_past_its_deadline_runs_no_more_tools(make_graph, thread, cxr_image, monkeypatch):
-    import agents.nodes as nodes_module
+    import agents.turn.nodes as nodes_module
 
     vlm = ScriptedVLM()
     real = nodes_module.Deadline
@@ -143,8 +143,8 @@ def test_import_graph_opens_no_database(tmp_path):
 
 
 def test_lazy_saver_delegates_and_opens_once(tmp_path):
-    from agents.lazy_saver import LazySaver
-    from agents.memory import make_checkpointer
+    from agents.memory.checkpointers import make_checkpointer
+    from agents.memory.lazy_saver import LazySaver
 
     made = []
 
@@ -198,7 +198,7 @@ def test_a_served_graph_takes_only_messages_and_a_study_id(settings):
 
 def test_ingestion_uses_the_graphs_settings(make_graph, cxr_image):
     from graph import store_image
-    from tools.study import StudyError
+    from tools.ingestion.study import StudyError
 
     g = make_graph(ScriptedVLM(), max_image_pixels=4096)  # the smallest cap the setting allows
     with pytest.raises(StudyError):

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from graph_scripted import ScriptedVLM, classifier
 
-from agents.memory import make_checkpointer
+from agents.memory.checkpointers import make_checkpointer
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])

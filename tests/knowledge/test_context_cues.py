@@ -1,4 +1,4 @@
-"""ConText scopes in the labeler (issue 17): clause scope, terminators, pseudo-cues, history/hypothetical."""
+"""ConText scopes in the labeler: clause scope, terminators, pseudo-cues, history/hypothetical."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ def test_the_product_lexicon_feeds_the_vocabulary() -> None:
 
 def test_labeler_and_router_read_the_same_table(tmp_path: Path) -> None:
     """A term added to the lexicon reaches the labeler's and the router's compiled rules."""
-    from agents import router_findings as router
+    from agents.routing import mentions as router
     from knowledge import labeler
 
     lex = lexicon()

@@ -1,4 +1,4 @@
-"""Untrusted model/corpus text rendered as Markdown makes no links, images or HTML (issue 14.3)."""
+"""Untrusted model/corpus text rendered as Markdown makes no links, images or HTML."""
 
 from __future__ import annotations
 

@@ -199,7 +199,7 @@ def test_retention_deletes_idle_threads_and_their_studies_and_keeps_live_ones(re
 
     from cxr_agent.settings import Settings
     from server.threads import retention_pass
-    from tools.study_store import StudyStore
+    from tools.ingestion.store import StudyStore
 
     client = get_sync_client(url=retention_server.url)
     old_study, live_study = _upload(retention_server, cxr_images[5]), _upload(retention_server, cxr_images[6])

@@ -33,9 +33,9 @@ def test_upload_then_lookup(client, cxr_image):
     assert r.status_code == 201
     sid = r.json()["study_id"]
     assert client.get(f"/cxr/studies/{sid}").json()["width"] == r.json()["width"]
-    # stored through the graph's ingestion path (agents.studies): decoded once, kept in its cache, and
+    # stored through the graph's ingestion path (tools.ingestion.intake): decoded once, kept in its cache, and
     # readable by any graph on the same data dir
-    from agents.studies import Studies
+    from tools.ingestion.intake import Studies
 
     assert srv._studies(get_settings()).cached[-1] == sid
     assert Studies(get_settings()).get(sid).width == r.json()["width"]

@@ -55,7 +55,7 @@ def test_unknown_key_names_the_known_ones():
 
 def test_demo_entries_load_what_they_build(tmp_path):
     """The tiny classifier entry's build writes the cache its load (and the classifier tool) then reads."""
-    from tools import classifier_weights as cw
+    from tools.classifier import loading as cw
 
     settings = Settings(model_profile="tiny", data_dir=tmp_path, classifier_device="cpu")
     item = catalogue.entry("tiny-classifier")

@@ -14,7 +14,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
-HEAVY = ("torch", "transformers", "torchxrayvision", "faiss", "graph", "agents.nodes", "tools.classifier")
+HEAVY = ("torch", "transformers", "torchxrayvision", "faiss", "graph", "agents.turn.nodes", "tools.classifier.tool")
 
 
 def _page(at: AppTest) -> dict:

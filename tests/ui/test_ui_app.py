@@ -78,7 +78,7 @@ def test_upload_real_png_shows_image_and_facts(app_env, shared_data):
     png = nih_png(shared_data)
     at = upload(new_app(), png.name, png.read_bytes(), "image/png")
     assert not at.error
-    # The page names the study by a short label, never by the uploaded file name (issue 14 item 6).
+    # The page names the study by a short label, never by the uploaded file name.
     assert len(at.image) == 1 and captions(at)[0].startswith("Study 1")
     assert png.name not in page_text(at) and png.stem not in "\n".join(captions(at))
     facts = page_text(at)
@@ -191,7 +191,7 @@ def test_new_upload_mid_conversation_switches_the_study(reported, shared_data):
 
 
 def test_a_message_a_stopped_run_left_queued_is_answered_once_by_the_next_run(reported):
-    """Issue 14.7: an upload's rerun stops the message's run mid-turn (Streamlit's fast reruns), and
+    """an upload's rerun stops the message's run mid-turn (Streamlit's fast reruns), and
     the next run's chat input is empty. The chat input's callback queued the text before that run's
     body began and only a recorded turn clears it, so the next run answers it, about the study shown."""
     at = reported

@@ -10,7 +10,7 @@ import pytest
 from ui_helpers import ScriptedGraph, sample_decisions, sample_evidence, scripted_report_graph
 
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
-from tools.study import CorruptFile, Study
+from tools.ingestion.study import CorruptFile, Study
 from ui import session as S
 from ui.evidence_table import (
     COL_CLASSIFIER,

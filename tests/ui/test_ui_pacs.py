@@ -12,7 +12,7 @@ from orthanc_server import PASSWORD, USER
 from pydantic import SecretStr
 from ui_helpers import APP, sample_decisions, sample_evidence
 
-from tools.imaging import load_study
+from tools.ingestion.loader import load_study
 from ui import session as S
 from ui.exports import dicom_sr_bytes, fhir_report_json
 from ui.pacs import K_PACS_SOURCE, can_push, open_from_pacs, push_to_pacs

@@ -1,5 +1,5 @@
 """The app under AppTest (real tiny graph): first-load progress, message limit, store failure, the
-exposure warning and the delete action (issue 14: items 1, 3, 4, 7)."""
+exposure warning and the delete action."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_too_long_message_is_an_error_turn_and_the_conversation_survives(app_env
 
 
 def test_store_failure_is_an_error_turn_not_a_fallback_to_bytes(app_env, shared_data, monkeypatch):
-    from tools.study_store import StudyStore
+    from tools.ingestion.store import StudyStore
 
     def refuse(self, study):
         raise OSError("disk full")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cxr_agent.settings import Settings
-from tools.study import StudyError
+from tools.ingestion.study import StudyError
 from ui import session as S
 from ui.remote import GraphServerUnavailable, RemoteAgent, connect
 

@@ -1,4 +1,4 @@
-"""The upload race in a real browser (issue 14.7): a question sent the moment a file is chosen, while
+"""The upload race in a real browser: a question sent the moment a file is chosen, while
 the study is still being read, is answered about that study, never "please upload a chest radiograph".
 
 Drives `streamlit run ui/app.py` with Debian's Chromium through Playwright (skipped without them), like

@@ -1,7 +1,7 @@
 """A PACS over DICOMweb (dicomweb-client): find a study's radiograph, pull it, push an SR back.
 
 QIDO-RS finds the study and its CR/DX instances (frontal views first), WADO-RS retrieves the chosen
-instance, and the bytes go through ``tools.imaging.load_study`` exactly like an upload (size limits,
+instance, and the bytes go through ``tools.ingestion.loader.load_study`` exactly like an upload (size limits,
 refusals, de-identification): nothing else of the header is kept. The reference to the PACS instance
 (study / series / SOP Instance UIDs) is returned to the caller for this session only; the product
 never stores it. At push time ``source_metadata`` fetches the instance's header again (WADO-RS
@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 import requests
 
 from cxr_agent.settings import Settings, get_settings
-from tools.dicom_io import RADIOGRAPH_MODALITIES
+from tools.ingestion.dicom_io import RADIOGRAPH_MODALITIES
+from tools.ingestion.study import Study, check_size
 from tools.interop.quiet import header_values_muted
-from tools.study import Study, check_size
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -238,7 +238,7 @@ class PacsClient:
 
     def _default_loader(self) -> Callable[..., Study]:
         """load_study with these settings (pixel cap, burned-in text policy, decode slots), as for uploads."""
-        from tools.imaging import load_study
+        from tools.ingestion.loader import load_study
 
         return functools.partial(load_study, settings=self.settings)
 

@@ -3,7 +3,7 @@
 pydicom and highdicom report odd values verbatim ("Invalid value for VR DA: '1995.07.20'", a
 single-component patient name ...) through logging and warnings; on a PACS header those values
 are PHI. Inside ``header_values_muted()`` this thread's pydicom/highdicom log records are dropped
-and warnings are ignored (tools/dicom_io.py does the same while decoding an upload).
+and warnings are ignored (tools/ingestion/dicom_io.py does the same while decoding an upload).
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@ from cxr_agent import __version__
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
 from knowledge.evidence import Box, Decision, Evidence
 from knowledge.vocabulary import display_name
+from tools.ingestion.study import Study
 from tools.interop import codes as C
 from tools.interop.quiet import header_values_muted
-from tools.study import Study
 
 MANUFACTURER = "cxr-agent (research software)"
 _UID_ROOT = "2.25."  # UUID-derived UIDs (PS3.5 B.2): no registered root needed
@@ -71,7 +71,7 @@ def deidentified_source(study: Study) -> Dataset:
     for kw in _TYPE2_PATIENT_STUDY:
         setattr(ds, kw, "")
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "cxr-agent allow-list (tools/deid.py)"  # LO: at most 64 characters
+    ds.DeidentificationMethod = "cxr-agent allow-list (tools/ingestion/deid.py)"  # LO: at most 64 characters
     return ds
 
 

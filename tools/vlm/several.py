@@ -8,15 +8,19 @@ finding, the raw answers in ``meta['answers']`` by finding, so the reply can ans
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from knowledge.evidence import Artifact, Evidence, FindingCall
 from knowledge.vocabulary import FINDING_SET, display_name
+from tools.base import elapsed_ms
 
 if TYPE_CHECKING:
     from tools.base import ToolRequest
     from tools.vlm.adapters import Prompt
-    from tools.vlm.tool import VLMTool
+
+# The VLM tool (tools/vlm/tool.py, which calls ask_each): passed in, never imported, so neither module
+# imports the other's.
+VLMTool = Any
 
 
 def named_findings(request: ToolRequest) -> list[str]:
@@ -53,9 +57,8 @@ def ask_each(tool: VLMTool, request: ToolRequest, findings: list[str], cancel: t
         parsed = tool.adapter.parse(p.task, res.text, view, target=display_name(f), finding=f, source=tool.name)
         tool._fold(parsed, meta, calls, tasks)
         artifacts += tool._artifacts(parsed.locations, res.text)
-    from tools.vlm.tool import _ms  # (tool.py imports this module: a top-level import would be a cycle)
 
-    latency = _ms(t0)
+    latency = elapsed_ms(t0)
     if not calls and not artifacts and not any(meta["answers"].values()):
         return Evidence.failure(tool.name, "the VLM returned an empty answer", meta=meta, latency_ms=latency)
     meta["call_tasks"] = tasks

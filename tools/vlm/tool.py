@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from knowledge.evidence import Artifact, Evidence, FindingCall
 from knowledge.vocabulary import FINDING_SET, display_name, normalize
-from tools.base import ToolRequest, builtin_intents
+from tools.base import ToolRequest, builtin_intents, elapsed_ms
 from tools.vlm import prompts
 from tools.vlm.adapters import Adapter, Location, Parsed, Prompt, get_adapter
 from tools.vlm.adapters.base import LOCATION_ONLY, Task
@@ -29,7 +29,7 @@ from tools.vlm.several import ask_each, named_findings
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
-    from tools.study import Study
+    from tools.ingestion.study import Study
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class VLMTool:
             if request.intent == "locate" and not self.adapter.localises:
                 return Evidence(tool=self.name, answer=f"{self.adapter.display_name} does not localise findings (its "
                                 "model card documents no box format); the classifier's heatmap is the only location.",
-                                meta={**self._meta(None, ""), "localises": False}, latency_ms=_ms(t0))
+                                meta={**self._meta(None, ""), "localises": False}, latency_ms=elapsed_ms(t0))
             if request.intent in ("locate", "finding_question") and len(several := named_findings(request)) > 1:
                 return ask_each(self, request, several, cancel, t0)
             if request.intent == "locate":
@@ -219,12 +219,12 @@ class VLMTool:
             res = self._generate(request.study, self._turns(p, history), request.thread_id, request.on_token, cancel)
             ev = self._answer(p, res, request.study, finding, target)
         except BackendError as exc:
-            return Evidence.failure(self.name, str(exc), latency_ms=_ms(t0), meta=self._meta(None, prompt))
+            return Evidence.failure(self.name, str(exc), latency_ms=elapsed_ms(t0), meta=self._meta(None, prompt))
         except Exception as exc:  # never raise into the graph
             log.exception("VLM tool failed")
             return Evidence.failure(self.name, f"the VLM failed: {type(exc).__name__}: {exc}",
-                                    latency_ms=_ms(t0), meta=self._meta(None, prompt))
-        ev.latency_ms = _ms(t0)
+                                    latency_ms=elapsed_ms(t0), meta=self._meta(None, prompt))
+        ev.latency_ms = elapsed_ms(t0)
         return ev
 
     def _locate_prompt(self, key: str, finding: str | None, phrase: str | None) -> tuple[Prompt, str] | None:
@@ -271,7 +271,7 @@ class VLMTool:
         res = self._generate(study, self._turns(rp), request.thread_id, request.on_token, cancel)  # type: ignore[arg-type]
         meta = self._meta(res, rp.text)
         if not res.text:
-            return Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta, latency_ms=_ms(t0))
+            return Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta, latency_ms=elapsed_ms(t0))
         calls: list[FindingCall] = self._label_report(res.text) if self.label_reports else []
         tasks: list[str] = ["report"] * len(calls)
         artifacts: list[Artifact] = []
@@ -290,7 +290,7 @@ class VLMTool:
             artifacts += self._artifacts(parsed.locations, ans.text)
         meta["call_tasks"] = tasks
         return Evidence(tool=self.name, report=res.text, answer=res.text, calls=calls, artifacts=artifacts,
-                        meta=meta, latency_ms=_ms(t0))
+                        meta=meta, latency_ms=elapsed_ms(t0))
 
     def _label_report(self, report: str) -> list[FindingCall]:
         try:
@@ -327,11 +327,11 @@ class VLMTool:
                 for pr in parsed:
                     pr.notes.append(f"no grounding box: {exc}")
         except BackendError as exc:
-            return [e or Evidence.failure(self.name, str(exc), latency_ms=_ms(t0), meta=self._meta(None, ""))
+            return [e or Evidence.failure(self.name, str(exc), latency_ms=elapsed_ms(t0), meta=self._meta(None, ""))
                     for e in out]
         except Exception as exc:  # noqa: BLE001 - never raise into the graph
             log.exception("VLM verification failed")
-            return [e or Evidence.failure(self.name, f"the VLM failed: {type(exc).__name__}: {exc}", latency_ms=_ms(t0))
+            return [e or Evidence.failure(self.name, f"the VLM failed: {type(exc).__name__}: {exc}", latency_ms=elapsed_ms(t0))
                     for e in out]
         for (i, _f, p), res, pr in zip(todo, answers, parsed, strict=True):
             meta = self._meta(res, p.text)
@@ -346,9 +346,9 @@ class VLMTool:
                 meta["boxes_rejected"] = pr.rejected
             calls = self._mark(pr.calls, "verification")
             out[i] = Evidence(tool=self.name, answer=res.text if res.text else None, calls=calls,
-                              artifacts=self._artifacts(pr.locations, res.text), meta=meta, latency_ms=_ms(t0))
+                              artifacts=self._artifacts(pr.locations, res.text), meta=meta, latency_ms=elapsed_ms(t0))
             if not res.text:
-                out[i] = Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta, latency_ms=_ms(t0))
+                out[i] = Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta, latency_ms=elapsed_ms(t0))
         return [e for e in out if e is not None]
 
     def _locate_maintained(self, study: Study, todo: list[tuple[int, str, Prompt]], parsed: list[Parsed],
@@ -386,7 +386,3 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000.0, 1)

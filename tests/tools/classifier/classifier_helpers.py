@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tools.classifier_weights import wrap_module
-from tools.study import Study
+from tools.classifier.loading import wrap_module
+from tools.ingestion.study import Study
 
 XRV_LABELS = [
     "Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema", "Fibrosis",

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cxr_agent.settings import Settings
-from tools.study import Study
+from tools.ingestion.study import Study
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +17,7 @@ def tiny_settings(test_data_dir) -> Settings:
 
 @pytest.fixture(scope="session")
 def tiny_tool(tiny_settings):
-    from tools.classifier import ClassifierTool
+    from tools.classifier.tool import ClassifierTool
 
     return ClassifierTool(tiny_settings)
 

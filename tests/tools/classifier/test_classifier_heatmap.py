@@ -11,8 +11,8 @@ from classifier_helpers import BrightnessNet, blob_study, wrapped
 from cxr_agent.settings import Settings
 from knowledge.evidence import Status
 from tools.base import ToolRequest
-from tools.classifier import ClassifierTool, preprocess
-from tools.heatmap import CropGeometry
+from tools.classifier.heatmap import CropGeometry
+from tools.classifier.tool import ClassifierTool, preprocess
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Weights integrity (issue 14 item 8): a classifier file's sha256 is checked before torch.load sees it.
+"""Weights integrity a classifier file's sha256 is checked before torch.load sees it.
 
 Files are made here (real xrv architectures, random weights) since no real weights can be downloaded:
 the ResNet-50 file as the state dict xrv publishes, the DenseNet file as the pickled module xrv
@@ -17,9 +17,9 @@ import torch
 
 from cxr_agent.settings import Settings
 from tools import catalogue
-from tools import classifier_weights as cw
-from tools.classifier_files import download_classifier_weights, verify_weights, weights_path
-from tools.classifier_tiny import tiny_resnet50
+from tools.classifier import loading as cw
+from tools.classifier.files import download_classifier_weights, verify_weights, weights_path
+from tools.classifier.tiny import tiny_resnet50
 from tools.integrity import WeightsIntegrityError, record_hash, recorded_hash, sha256_file, sidecar
 
 RESNET = "resnet50-res512-all"
@@ -191,7 +191,7 @@ def test_first_download_records_the_hash_and_a_pinned_mismatch_is_deleted(tmp_pa
 
 def test_every_offered_model_file_has_a_pin_entry():
     """A new model cannot be added without deciding its pin (a hash, or None = trust on first use)."""
-    from tools.classifier_files import MODEL_NAMES, model_spec
+    from tools.classifier.files import MODEL_NAMES, model_spec
 
     files = {os.path.basename(model_spec(n)["weights_url"]) for n in MODEL_NAMES}
     assert files == set(catalogue.XRV_SHA256)

@@ -13,8 +13,8 @@ from classifier_helpers import XRV_LABELS, ConstNet, op_norm_ref, wrapped
 from cxr_agent.settings import Settings
 from knowledge.evidence import Status
 from knowledge.vocabulary import FINDING_SET, normalize
-from tools.classifier import XRV_LABEL_MAP, ClassifierTool, finding_for_label, status_for
-from tools.study import Study
+from tools.classifier.tool import XRV_LABEL_MAP, ClassifierTool, finding_for_label, status_for
+from tools.ingestion.study import Study
 
 
 def test_every_xrv_label_maps_onto_the_vocabulary():

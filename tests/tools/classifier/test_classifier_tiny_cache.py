@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from tools import classifier_tiny as ct
+from tools.classifier import tiny as ct
 from tools.integrity import recorded_hash, sha256_file, sidecar
 
 NAME = "densenet121-res224-all"

@@ -12,9 +12,9 @@ from classifier_helpers import BrightnessNet, blob_study, wrapped
 
 from cxr_agent.settings import Settings
 from knowledge.evidence import Status
-from tools import classifier_weights as cw
 from tools.base import CxrTool, ToolRequest
-from tools.classifier import XRV_LABEL_MAP, ClassifierTool
+from tools.classifier import loading as cw
+from tools.classifier.tool import XRV_LABEL_MAP, ClassifierTool
 
 
 def test_tool_protocol_and_intents(tiny_settings):
@@ -239,7 +239,7 @@ def test_classify_sources_matches_classify_and_reports_bad_files(tmp_path):
 
     def loader(p):
         with Image.open(p) as im:
-            from tools.study import Study
+            from tools.ingestion.study import Study
 
             return Study.from_array(np.asarray(im.convert("L"), np.float32) / 255.0)
 

@@ -12,8 +12,8 @@ from imaging_helpers import grey8, make_dicom, phantom, png_bytes
 from PIL import Image, ImageDraw, ImageFont
 
 from cxr_agent.settings import Settings
-from tools.imaging import BurnedInText, StudyError, load_study
-from tools.redact import _words, tesseract_available
+from tools.ingestion.loader import BurnedInText, StudyError, load_study
+from tools.ingestion.redact import _words, tesseract_available
 
 REFUSE = Settings(burned_in_text="refuse")
 REDACT = Settings(burned_in_text="redact")
@@ -53,12 +53,12 @@ def _region(a: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 # ---- refused by default -----------------------------------------------------------------------
 def test_burned_in_dicom_refused_before_decoding_naming_the_setting(monkeypatch, caplog):
-    import tools.dicom_io
+    import tools.ingestion.dicom_io
 
     def boom(*a, **k):
         raise AssertionError("pixels were decoded")
 
-    monkeypatch.setattr(tools.dicom_io, "_decode_pixels", boom)
+    monkeypatch.setattr(tools.ingestion.dicom_io, "_decode_pixels", boom)
     caplog.set_level(logging.DEBUG)
     with pytest.raises(BurnedInText) as info:
         load_study(make_dicom(BurnedInAnnotation="YES"), settings=REFUSE)
@@ -68,9 +68,9 @@ def test_burned_in_dicom_refused_before_decoding_naming_the_setting(monkeypatch,
 
 
 def test_flag_no_or_absent_loads_without_ocr(monkeypatch):
-    import tools.redact
+    import tools.ingestion.redact
 
-    monkeypatch.setattr(tools.redact, "find_text", lambda *a: pytest.fail("OCR ran under the refuse policy"))
+    monkeypatch.setattr(tools.ingestion.redact, "find_text", lambda *a: pytest.fail("OCR ran under the refuse policy"))
     for flag in ("NO", None):
         tags = {"BurnedInAnnotation": flag} if flag else {}
         study = load_study(make_dicom(**tags), settings=REFUSE)

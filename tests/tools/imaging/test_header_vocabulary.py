@@ -9,8 +9,8 @@ import logging
 import pytest
 from imaging_helpers import make_dicom
 
-from tools.deid import body_part_term, vendor
-from tools.imaging import NotAChestRadiograph, load_study
+from tools.ingestion.deid import body_part_term, vendor
+from tools.ingestion.loader import NotAChestRadiograph, load_study
 
 PHI = "QUILLON"  # a patient's surname typed into a coded field
 

@@ -9,9 +9,9 @@ import warnings
 import pytest
 from imaging_helpers import PHI, make_dicom
 
-from tools.deid import age_bucket, parse_age_string, safe_metadata
-from tools.imaging import load_study
-from tools.study_store import StudyStore
+from tools.ingestion.deid import age_bucket, parse_age_string, safe_metadata
+from tools.ingestion.loader import load_study
+from tools.ingestion.store import StudyStore
 
 IDENTIFYING = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientAddress", "OtherPatientIDs", "AccessionNumber",
@@ -86,7 +86,7 @@ def test_pydicom_value_logs_are_muted_inside_decoding(caplog):
     """Even if decoding touched a malformed identifying value, pydicom's verbatim log line is dropped."""
     import pydicom
 
-    import tools.dicom_io as dio
+    import tools.ingestion.dicom_io as dio
 
     caplog.set_level(logging.DEBUG)
     data = make_dicom(phi=True).replace(b"99.424242.1", b"99.424242Y1")

@@ -9,7 +9,7 @@ import pytest
 from imaging_helpers import grey8, jpeg_bytes, make_dicom, phantom, png_bytes
 from PIL import Image
 
-from tools.imaging import load_study, polarity_score, sniff_format
+from tools.ingestion.loader import load_study, polarity_score, sniff_format
 
 P = phantom()
 

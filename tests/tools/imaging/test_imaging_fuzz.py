@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from imaging_helpers import grey8, jpeg_bytes, make_dicom, phantom, png_bytes
 
-from tools.imaging import StudyError, load_study
-from tools.study import pixel_hash
+from tools.ingestion.loader import StudyError, load_study
+from tools.ingestion.study import pixel_hash
 
 
 def _j2k_dicom() -> bytes | None:
@@ -65,7 +65,7 @@ def _mutations(data: bytes, rng: np.random.Generator) -> list[bytes]:
 
 @pytest.mark.parametrize("name", [k for k, v in SEEDS.items() if v is not None])
 def test_corruptions_raise_only_study_errors(name, caplog):
-    caplog.set_level(logging.WARNING, logger="tools.imaging")
+    caplog.set_level(logging.WARNING, logger="tools.ingestion.loader")
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     data = SEEDS[name]
     refused = accepted = 0
@@ -99,7 +99,7 @@ def _check_outcome(mutated: bytes, **kw) -> bool:
 
 
 def test_real_dicom_corruptions(shared_data, caplog):
-    caplog.set_level(logging.WARNING, logger="tools.imaging")
+    caplog.set_level(logging.WARNING, logger="tools.ingestion.loader")
     data = (shared_data / "dicom" / "siim_Fake_MONOCHROME1.dcm").read_bytes()
     rng = np.random.default_rng(7)
     muts = _mutations(data, rng)[::3]
@@ -111,11 +111,11 @@ def test_real_dicom_corruptions(shared_data, caplog):
 @pytest.mark.parametrize("policy", ["refuse", "redact"])
 def test_burned_in_paths_raise_only_study_errors(policy, caplog):
     from cxr_agent.settings import Settings
-    from tools.redact import tesseract_available
+    from tools.ingestion.redact import tesseract_available
 
     if policy == "redact" and not tesseract_available():
         pytest.skip("tesseract-ocr is not installed (make ocr)")
-    caplog.set_level(logging.WARNING, logger="tools.imaging")
+    caplog.set_level(logging.WARNING, logger="tools.ingestion.loader")
     settings = Settings(burned_in_text=policy)
     data = make_dicom(BurnedInAnnotation="YES")
     rng = np.random.default_rng(11)

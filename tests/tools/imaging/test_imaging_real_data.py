@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.imaging import load_study, polarity_score
-from tools.study import pixel_hash
+from tools.ingestion.loader import load_study, polarity_score
+from tools.ingestion.study import pixel_hash
 
 _REPO = Path(__file__).resolve().parents[3]
 
@@ -131,7 +131,7 @@ def test_siim_fake_monochrome1_is_detected_and_corrected(shared_data):
 def test_real_files_whose_extension_disagrees_with_their_content_load_with_a_note(shared_data, tmp_path):
     """Content decides the format. Any real file already misnamed in the data set loads as it is;
     real PNG/JPEG radiographs saved under the other extension (as some collections ship them) too."""
-    from tools.formats import sniff_format
+    from tools.ingestion.formats import sniff_format
 
     files = sorted(p for p in shared_data.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     misnamed = [p for p in files if sniff_format(p.read_bytes()[:600]) != ("png" if p.suffix.lower() == ".png" else "jpeg")]

@@ -7,7 +7,7 @@ import pytest
 from imaging_helpers import grey8, jpeg_bytes, jpeg_claiming, make_dicom, phantom, png_bytes, png_header_only
 from PIL import Image
 
-from tools.imaging import (
+from tools.ingestion.loader import (
     CorruptFile,
     ImageTooLarge,
     ImageTooSmall,
@@ -128,13 +128,13 @@ def test_too_small():
 def _forbid_decoding(monkeypatch):
     from PIL import ImageFile
 
-    import tools.dicom_io
+    import tools.ingestion.dicom_io
 
     def boom(*a, **k):
         raise AssertionError("pixels were decoded")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", boom)
-    monkeypatch.setattr(tools.dicom_io, "_decode_pixels", boom)
+    monkeypatch.setattr(tools.ingestion.dicom_io, "_decode_pixels", boom)
 
 
 @pytest.mark.parametrize("size", [(60000, 60000), (11000, 11000), (20000, 100)])

@@ -16,9 +16,9 @@ import pytest
 from imaging_helpers import grey8, make_dicom, phantom, png_bytes
 
 from cxr_agent.settings import Settings
-from tools.imaging import ImageTooLarge, IngestBusy, load_study
-from tools.study import Study, pixel_hash, quantise
-from tools.study_store import StudyStore
+from tools.ingestion.loader import ImageTooLarge, IngestBusy, load_study
+from tools.ingestion.store import StudyStore
+from tools.ingestion.study import Study, pixel_hash, quantise
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "migration_v0_1"
 
@@ -26,13 +26,13 @@ FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "migration_v0_1"
 def _forbid_decoding(monkeypatch):
     from PIL import ImageFile
 
-    import tools.dicom_io
+    import tools.ingestion.dicom_io
 
     def boom(*a, **k):
         raise AssertionError("pixels were decoded")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", boom)
-    monkeypatch.setattr(tools.dicom_io, "_decode_pixels", boom)
+    monkeypatch.setattr(tools.ingestion.dicom_io, "_decode_pixels", boom)
 
 
 def _black_png(width: int, height: int) -> bytes:
@@ -69,11 +69,11 @@ def test_pixel_cap_is_a_setting_for_every_format(monkeypatch):
 
 
 def test_decodes_are_bounded_and_a_full_house_is_refused_clearly(monkeypatch):
-    import tools.imaging
+    import tools.ingestion.loader
 
     settings = Settings(decode_concurrency=1)
-    slots = tools.imaging._decode_slots(1)
-    monkeypatch.setattr(tools.imaging, "DECODE_WAIT_S", 0.05)
+    slots = tools.ingestion.loader._decode_slots(1)
+    monkeypatch.setattr(tools.ingestion.loader, "DECODE_WAIT_S", 0.05)
     assert slots.acquire(timeout=1)  # another upload is being decoded
     try:
         with pytest.raises(IngestBusy, match="busy"):

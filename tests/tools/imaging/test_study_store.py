@@ -9,9 +9,9 @@ import pytest
 from imaging_helpers import make_dicom, phantom
 
 from cxr_agent.settings import Settings
-from tools.imaging import load_study
-from tools.study import Study
-from tools.study_store import StudyNotFound, StudyStore
+from tools.ingestion.loader import load_study
+from tools.ingestion.store import StudyNotFound, StudyStore
+from tools.ingestion.study import Study
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_study_pixels_are_read_only_so_the_id_keeps_meaning_its_hash():
     import numpy as np
     import pytest
 
-    from tools.study import Study, pixel_hash
+    from tools.ingestion.study import Study, pixel_hash
 
     study = Study.from_array(np.linspace(0, 1, 128 * 96, dtype=np.float32).reshape(96, 128))
     assert not study.pixels.flags.writeable

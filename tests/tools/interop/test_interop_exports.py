@@ -17,7 +17,7 @@ from pydicom.sr.codedict import codes
 
 from knowledge.evidence import Artifact, Box, Decision, Evidence, FindingCall, Status
 from knowledge.vocabulary import FINDINGS
-from tools.imaging import load_study
+from tools.ingestion.loader import load_study
 from tools.interop import codes as C
 from tools.interop.fhir import build_fhir_bundle, fhir_json
 from tools.interop.sr import SRSourceError, build_sr, deidentified_source

@@ -18,7 +18,8 @@ from pydantic import SecretStr
 from pydicom.sr.codedict import codes
 
 from knowledge.evidence import Box
-from tools.imaging import load_study
+from tools.ingestion.loader import load_study
+from tools.ingestion.store import StudyStore
 from tools.interop.dicomweb import (
     NoRadiograph,
     PacsAuthError,
@@ -27,7 +28,6 @@ from tools.interop.dicomweb import (
     PacsUnreachable,
     StudyNotFound,
 )
-from tools.study_store import StudyStore
 
 
 def client(settings, url, password=PASSWORD):
@@ -147,7 +147,7 @@ def _part10(ds: pydicom.Dataset) -> bytes:
 
 def test_pulled_images_meet_the_upload_limits(pacs, settings):
     """The pixel cap of the settings refuses a pulled image exactly as it refuses an upload."""
-    from tools.study import ImageTooLarge
+    from tools.ingestion.study import ImageTooLarge
 
     server, samples = pacs
     small_cap = settings.model_copy(update={"max_image_pixels": 100_000,  # the sample is 440 x 440

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from cxr_agent.settings import Settings
-from tools.study import Study
+from tools.ingestion.study import Study
 from tools.vlm.backends.transformers_backend import TransformersBackend
 from tools.vlm.prompts import ChatTurn
 

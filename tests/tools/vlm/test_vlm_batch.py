@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tools.base import ToolRequest
-from tools.study import Study
+from tools.ingestion.study import Study
 from tools.vlm.backends.base import BackendError
 from tools.vlm.backends.transformers_backend import TransformersBackend
 from tools.vlm.prompts import ChatTurn

@@ -71,7 +71,7 @@ def test_446_weight_layout_loads_without_missing_keys(tiny_settings: Settings, t
 @pytest.mark.real_weights
 def test_real_radvlm_loads_and_answers(shared_data: Path) -> None:
     from tools.base import ToolRequest
-    from tools.imaging import load_study
+    from tools.ingestion.loader import load_study
     from tools.vlm.tool import VLMTool
     from tools.vlm.weights import vlm_weight_status
 

@@ -10,7 +10,7 @@ from fake_radvlm import FakeRadVLM  # tests/tools/vlm/fake_radvlm.py (test-only 
 from knowledge.evidence import FindingCall, Status
 from knowledge.vocabulary import normalize
 from tools.base import ToolRequest
-from tools.study import Study
+from tools.ingestion.study import Study
 from tools.vlm.adapters.radvlm import CHEXPERT_IDS, CLASSIFICATION, DETECTION, REPORT
 from tools.vlm.tool import VLMTool
 

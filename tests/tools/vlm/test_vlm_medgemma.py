@@ -10,7 +10,7 @@ from PIL import Image
 from cxr_agent.settings import Settings
 from knowledge.evidence import Status
 from tools.base import ToolRequest
-from tools.study import Study
+from tools.ingestion.study import Study
 from tools.vlm.adapters import get_adapter
 from tools.vlm.adapters.medgemma import MedGemmaAdapter
 from tools.vlm.backends.transformers_backend import TransformersBackend

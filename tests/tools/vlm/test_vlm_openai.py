@@ -11,7 +11,7 @@ from PIL import Image
 
 from cxr_agent.settings import Settings
 from tools.base import ToolRequest
-from tools.study import Study
+from tools.ingestion.study import Study
 from tools.vlm.backends.openai_backend import OpenAIBackend
 from tools.vlm.tool import VLMTool
 from tools.vlm.weights import vlm_weight_status

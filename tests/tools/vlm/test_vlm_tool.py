@@ -12,7 +12,7 @@ from PIL import Image
 from cxr_agent.settings import DEMO_WARNING, Settings
 from knowledge.evidence import Status
 from tools.base import CxrTool, ToolRequest
-from tools.study import Study
+from tools.ingestion.study import Study
 from tools.vlm.adapters.radvlm import DETECTION, FOREIGN, GROUNDING
 from tools.vlm.backends.base import GenerationResult
 from tools.vlm.backends.transformers_backend import TransformersBackend
@@ -317,7 +317,7 @@ def test_processor_without_chat_template_uses_llava_onevision_template(tiny_sett
 
 
 def test_real_radiograph_through_load_study(tool: VLMTool, shared_data) -> None:
-    imaging = pytest.importorskip("tools.imaging")
+    imaging = pytest.importorskip("tools.ingestion.loader")
     path = sorted((shared_data / "nih_cxr14").rglob("*.png"))[0]
     study = imaging.load_study(path)
     ev = tool.run(ToolRequest(intent="locate", finding="cardiomegaly", study=study, thread_id="nih"))

@@ -1,4 +1,4 @@
-"""Images go to a non-loopback VLM server only over https, or with an explicit opt-in (issue 14)."""
+"""Images go to a non-loopback VLM server only over https, or with an explicit opt-in."""
 
 from __future__ import annotations
 

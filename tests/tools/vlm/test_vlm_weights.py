@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cxr_agent.settings import Settings
 from tools.base import ToolRequest
-from tools.study import Study
+from tools.ingestion.study import Study
 from tools.vlm.backends.transformers_backend import TransformersBackend
 from tools.vlm.tool import VLMTool
 from tools.vlm.weights import download_vlm_weights, local_model_dir, vlm_weight_status

@@ -26,6 +26,7 @@ from PIL import Image
 
 from cxr_agent.heap import settle
 from tools.vlm.backends.base import BackendError, GenerationResult, ModelUnavailable
+from tools.vlm.backends.stopping import cancel_criteria
 from tools.vlm.prompts import ChatTurn
 
 if TYPE_CHECKING:
@@ -84,18 +85,6 @@ class _TimedStreamer:
                         self.first_token_at = time.perf_counter()
 
         return Timed(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
-
-
-def cancel_criteria(cancel: threading.Event) -> Any:
-    """A StoppingCriteriaList that ends generation (every row) as soon as ``cancel`` is set."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class _Cancelled(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    return StoppingCriteriaList([_Cancelled()])
 
 
 def _crop(cache: Any, keep: int) -> None:

@@ -16,15 +16,16 @@ import copy
 import threading
 import time
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 
 from tools.vlm.backends.base import BackendError, GenerationResult
 from tools.vlm.prompts import ChatTurn
 
-if TYPE_CHECKING:
-    from tools.vlm.backends.transformers_backend import TransformersBackend
+# The transformers backend (it calls generate_batch): passed in, never imported, so neither module imports
+# the other.
+TransformersBackend = Any
 
 
 def generate_batch(
@@ -40,7 +41,7 @@ def generate_batch(
     import torch
 
     from tools.vlm.backends import hf_models
-    from tools.vlm.backends.transformers_backend import cancel_criteria
+    from tools.vlm.backends.stopping import cancel_criteria
 
     if not conversations:
         return []

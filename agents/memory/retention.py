@@ -1,0 +1,240 @@
+"""Deleting conversations and what only they referenced, on request and after a retention period.
+
+Why here: a conversation's data lives in three places — the checkpointer (user text, replies,
+evidence), the study store (de-identified pixels) and the artifacts dir (heatmaps, one folder per
+study) — and only together do they say what is safe to delete: a study two threads used stays
+until both are gone. ``forget_thread`` is what `cxr-agent forget` and the UI's delete button call;
+``apply_retention`` drops threads whose last checkpoint is older than ``settings.retention_days``
+(plus unreferenced studies/artifacts and audit days older than that), at start and periodically
+(``start_periodic``). The rules work on a thread catalogue (``ThreadInfo`` per thread), so LangGraph
+Server, whose threads are not in our checkpointer, applies the same ones (server/threads.py).
+
+"Gone from disk" needs more than DELETE on SQLite: deleted rows stay in free pages and in the WAL.
+The checkpointer's connection has ``secure_delete`` on (zeroes freed content), and ``compact``
+then VACUUMs and truncates the WAL. Postgres keeps dead tuples until (auto)VACUUM: documented.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cxr_agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ThreadInfo:
+    """What the checkpointer knows of one thread: when it last changed and which studies it used."""
+
+    last_ts: float = 0.0
+    studies: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Deleted:
+    """What a forget / retention pass removed (ids only, for messages and tests)."""
+
+    threads: list[str] = field(default_factory=list)
+    studies: list[str] = field(default_factory=list)
+    artifact_dirs: int = 0
+    audit_files: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.threads or self.studies or self.artifact_dirs or self.audit_files)
+
+
+def timestamp(value: Any) -> float:
+    """An ISO time (a checkpoint's ``ts``, a server thread's ``updated_at``) as epoch seconds; 0 if unreadable."""
+    try:
+        return dt.datetime.fromisoformat(str(value)).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def studies_in(values: dict[str, Any]) -> set[str]:
+    """The studies a thread's state values reference: its ``study_id`` and its last result's."""
+    out = set()
+    sid = values.get("study_id")
+    if isinstance(sid, str):
+        out.add(sid)
+    last = values.get("last_result")
+    if isinstance(last, dict) and isinstance(last.get("study_id"), str):
+        out.add(last["study_id"])
+    return out
+
+
+def scan(saver: Any) -> dict[str, ThreadInfo]:
+    """Every thread in the checkpointer, with its latest timestamp and the studies it referenced."""
+    threads: dict[str, ThreadInfo] = {}
+    for tup in saver.list(None):
+        tid = str((tup.config.get("configurable") or {}).get("thread_id"))
+        info = threads.setdefault(tid, ThreadInfo())
+        checkpoint = tup.checkpoint or {}
+        info.last_ts = max(info.last_ts, timestamp(checkpoint.get("ts")))
+        info.studies |= studies_in(checkpoint.get("channel_values") or {})
+    return threads
+
+
+def compact(saver: Any) -> None:
+    """Make deleted rows unrecoverable from a SQLite checkpointer file: VACUUM, then truncate the WAL."""
+    conn, lock = getattr(saver, "conn", None), getattr(saver, "lock", None)
+    try:
+        import sqlite3
+    except ImportError:  # pragma: no cover
+        return
+    if not isinstance(conn, sqlite3.Connection):
+        return  # Postgres: dead tuples go at the next (auto)VACUUM; see README "Deploying for a team"
+    with lock or threading.Lock():
+        try:
+            conn.commit()
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:  # another process holds it: the next pass retries
+            log.warning("checkpoint database not compacted (%s)", exc)
+
+
+def delete_studies(ids: Iterable[str], store: Any, artifacts_dir: Path, out: Deleted) -> None:
+    """Delete these studies from the store and their heatmap folders (a failure on one never stops the rest)."""
+    for sid in sorted(set(ids)):
+        try:
+            if store is not None and store.delete(sid):
+                out.studies.append(sid)
+        except Exception as exc:  # noqa: BLE001 - a bad id or a vanished file: keep going
+            log.warning("study %s… not deleted (%s)", sid[:12], type(exc).__name__)
+        folder = Path(artifacts_dir) / "".join(c for c in sid if c.isalnum())[:64]
+        if sid and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            out.artifact_dirs += 1
+
+
+def studies_only_in(threads: dict[str, ThreadInfo], thread_id: str) -> set[str]:
+    """The studies ``thread_id`` used that no other thread in the catalogue references."""
+    others = set().union(*(t.studies for tid, t in threads.items() if tid != thread_id))
+    info = threads.get(thread_id)
+    return (info.studies if info else set()) - others
+
+
+def forget_thread(thread_id: str, *, saver: Any, store: Any, artifacts_dir: Path) -> Deleted | None:
+    """Delete a conversation's checkpoints and the studies/heatmaps no other thread references.
+
+    Returns None when the checkpointer has no such thread (nothing is touched)."""
+    threads = scan(saver)
+    if str(thread_id) not in threads:
+        return None
+    doomed = studies_only_in(threads, str(thread_id))
+    out = Deleted(threads=[str(thread_id)])
+    saver.delete_thread(str(thread_id))
+    delete_studies(doomed, store, artifacts_dir, out)
+    compact(saver)
+    return out
+
+
+def _mtime(paths: Iterable[Path]) -> float:
+    times = [p.stat().st_mtime for p in paths if p.exists()]
+    return max(times) if times else 0.0
+
+
+def expired_threads(threads: dict[str, ThreadInfo], cutoff: float) -> tuple[set[str], set[str], set[str]]:
+    """(threads last changed before ``cutoff``, the studies only they used, the studies live threads use)."""
+    expired = {tid for tid, t in threads.items() if t.last_ts < cutoff}
+    live = set().union(*(t.studies for tid, t in threads.items() if tid not in expired))
+    doomed = set().union(*(threads[t].studies for t in expired)) - live
+    return expired, doomed, live
+
+
+def retention_cutoff(settings: Settings, now: float | None = None) -> float | None:
+    """The epoch time before which data is deleted, or None when retention is off (0 days)."""
+    days = float(getattr(settings, "retention_days", 0) or 0)
+    if days <= 0:
+        return None
+    return (time.time() if now is None else now) - days * 86400
+
+
+def sweep_files(settings: Settings, store: Any, *, doomed: set[str], live: set[str], cutoff: float,
+                out: Deleted) -> None:
+    """Delete ``doomed`` studies, plus stored studies, heatmap folders and audit days older than ``cutoff``
+    that no live thread references (an upload never used in a turn is covered too)."""
+    doomed = set(doomed)
+    root = Path(getattr(store, "root", settings.studies_dir))
+    for sid in list(store.ids()) if store is not None else []:  # uploaded, never (or no longer) in a thread
+        if sid not in live and sid not in doomed and _mtime(root.glob(f"{sid[:2]}/{sid}*")) < cutoff:
+            doomed.add(sid)
+    delete_studies(doomed, store, settings.artifacts_dir, out)
+    artifacts = Path(settings.artifacts_dir)
+    if artifacts.is_dir():
+        for folder in artifacts.iterdir():
+            if folder.is_dir() and folder.name not in live and _mtime([folder, *folder.iterdir()]) < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                out.artifact_dirs += 1
+    from agents.memory.audit_log import audit_dir
+
+    cutoff_day = dt.datetime.fromtimestamp(cutoff, dt.UTC).date().isoformat()
+    folder = audit_dir(settings)
+    if folder.is_dir():
+        for f in folder.glob("*.jsonl"):
+            if f.stem < cutoff_day:
+                f.unlink(missing_ok=True)
+                out.audit_files += 1
+
+
+def apply_retention(settings: Settings, *, saver: Any, store: Any, now: float | None = None) -> Deleted:
+    """Delete everything older than ``settings.retention_days`` (nothing when it is 0)."""
+    out = Deleted()
+    cutoff = retention_cutoff(settings, now)
+    if cutoff is None:
+        return out
+    expired, doomed, live = expired_threads(scan(saver), cutoff)
+    for tid in sorted(expired):
+        saver.delete_thread(tid)
+        out.threads.append(tid)
+    sweep_files(settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
+    if out.threads:
+        compact(saver)
+    log_retention(out)
+    return out
+
+
+def log_retention(out: Deleted) -> None:
+    """One log line for a retention pass that deleted anything."""
+    if out:
+        log.info("retention: deleted %d thread(s), %d study(ies), %d artifact folder(s), %d audit day(s)",
+                 len(out.threads), len(out.studies), out.artifact_dirs, out.audit_files)
+
+
+_STARTED: dict[str, threading.Thread] = {}
+_STARTED_LOCK = threading.Lock()
+
+
+def start_periodic(settings: Settings, *, saver: Any, store: Any) -> threading.Thread | None:
+    """Apply the retention now and then every ``retention_interval_s`` on a daemon thread (once per
+    data dir per process; no thread when retention is off)."""
+    if float(getattr(settings, "retention_days", 0) or 0) <= 0:
+        return None
+    key = str(Path(settings.data_dir).resolve())
+    with _STARTED_LOCK:
+        if key in _STARTED and _STARTED[key].is_alive():
+            return _STARTED[key]
+
+        def loop() -> None:
+            while True:
+                try:
+                    apply_retention(settings, saver=saver, store=store)
+                except Exception:  # noqa: BLE001 - the next pass tries again
+                    log.exception("retention pass failed")
+                time.sleep(float(settings.retention_interval_s))
+
+        thread = threading.Thread(target=loop, name="cxr-retention", daemon=True)
+        thread.start()
+        _STARTED[key] = thread
+        return thread

@@ -1,0 +1,146 @@
+"""Which findings a user's turn names: the lexicon's router phrases, the shared vocabulary's synonyms
+(every 1-4 word n-gram through ``normalize()``) and spelling-tolerant long words, longest match first.
+
+Kept apart from the intent rules (agents/routing/rules.py) because the LLM router and the graph's follow-up
+handling use it on its own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from knowledge.lexicon import lexicon
+from knowledge.vocabulary import normalize
+
+# Colloquial and clinical shorthand the report vocabulary does not carry (router_phrases in
+# knowledge/lexicon.toml). Longest match wins, so "fluid overload" (edema) beats "fluid" (effusion)
+# and "kerley b lines" beats "lines".
+_PHRASE_RES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(rf"(?<![\w-])(?:{'|'.join(e.router_phrases)})(?![\w-])"), fid)
+    for fid, e in lexicon().findings.items() if e.router_phrases
+]
+
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+_STOP = frozenset(
+    "a an the is are was were be there any of in on to for with and or me you your it this that my "
+    "i we do does did can could show where what how why please see".split()
+)
+
+
+# Misspellings ("pneumothroax", "cardiomegally", "atelectsis"): unknown words close to one of
+# the lexicon's router_fuzzy words (difflib ratio >= _FUZZY_CUTOFF) count as that finding. Long words
+# only: short ones collide.
+_FUZZY_LEXICON: dict[str, str] = {w: fid for fid, e in lexicon().findings.items() for w in e.router_fuzzy}
+_FUZZY_CUTOFF = 0.84
+_FUZZY_MIN_LEN = 6
+
+
+@dataclass(frozen=True)
+class _Mention:
+    start: int
+    end: int
+    finding: str
+
+
+def _clean(text: str) -> str:
+    t = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    return re.sub(r"\s+", " ", t).strip()
+
+
+def find_mentions(text: str) -> list[_Mention]:
+    """Every non-overlapping finding mention in ``text`` (lower-cased), longest match first."""
+    t = _clean(text)
+    cands: list[_Mention] = []
+    for rx, finding in _PHRASE_RES:
+        for m in rx.finditer(t):
+            cands.append(_Mention(m.start(), m.end(), finding))
+    # The shared vocabulary (synonyms grow there): try every 1-4 word n-gram through normalize().
+    words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(t)]
+    for n in (4, 3, 2, 1):
+        for i in range(len(words) - n + 1):
+            chunk = words[i : i + n]
+            if n == 1 and chunk[0][2] in _STOP:
+                continue
+            fid = normalize(t[chunk[0][0] : chunk[-1][1]])
+            if fid is not None:
+                cands.append(_Mention(chunk[0][0], chunk[-1][1], fid))
+    covered = [(c.start, c.end) for c in cands]
+    for start, end, word in words:
+        if len(word) < _FUZZY_MIN_LEN or any(a <= start and end <= b for a, b in covered):
+            continue
+        fid = _fuzzy_finding(word)
+        if fid is not None:
+            cands.append(_Mention(start, end, fid))
+    cands.sort(key=lambda m: (-(m.end - m.start), m.start))
+    chosen: list[_Mention] = []
+    for c in cands:
+        if all(c.end <= o.start or c.start >= o.end for o in chosen):
+            chosen.append(c)
+    chosen.sort(key=lambda m: m.start)
+    return chosen
+
+
+@lru_cache(maxsize=4096)
+def _fuzzy_finding(word: str) -> str | None:
+    """Spelling-tolerant match of one word against the lexicon (cached: difflib scans it all)."""
+    close = difflib.get_close_matches(word, _FUZZY_LEXICON, n=1, cutoff=_FUZZY_CUTOFF)
+    return _FUZZY_LEXICON[close[0]] if close else None
+
+
+# Words right before the finding a question is about: "post line placement - any pneumothorax?"
+# asks about the pneumothorax, not the line.
+_ASKED = re.compile(
+    r"(?:\bany|\bno|\br/o|\brule out|\bis there(?: an?| any)?|\bare there(?: any)?|\bevidence (?:of|for)|"
+    r"\bsigns? of|\bconcern(?:ing)? for|\beval(?:uate)? for|\bassess for|\bcheck for|\blook for|"
+    r"\bsee (?:a|an|any)|\bworried about|\bsuspect(?:ed)?)\s+(?:\w+\s+)?$"
+)
+
+
+def _literal(term: str) -> str:
+    """A lexicon term as a regex: spaces, hyphens and underscores interchangeable."""
+    return r"[\s_-]+".join(re.escape(w) for w in re.split(r"[\s_-]+", term.strip().lower()) if w)
+
+
+# Anatomical regions (lexicon [region.*]): their router phrases, synonyms and Chest ImaGenome name.
+_REGION_RES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"(?<![\w-])(?:" + "|".join(sorted({*e.router_phrases, *(_literal(x) for x in (*e.synonyms,
+     e.imagenome or "") if x)}, key=len, reverse=True)) + r")(?![\w-])"), rid)
+    for rid, e in lexicon().regions.items()
+]
+
+
+def find_regions(text: str) -> list[_Mention]:
+    """Every non-overlapping anatomical-region mention in ``text`` (``finding`` holds the region id),
+    longest first, and none that lies inside a longer finding mention ("enlarged heart" is a finding,
+    "the heart" a region)."""
+    t = _clean(text)
+    cands = [_Mention(m.start(), m.end(), rid) for rx, rid in _REGION_RES for m in rx.finditer(t)]
+    findings = find_mentions(t)
+    cands = [r for r in cands if not any(f.start <= r.start and r.end <= f.end and f.end - f.start > r.end - r.start
+                                         for f in findings)]
+    cands.sort(key=lambda m: (-(m.end - m.start), m.start))
+    chosen: list[_Mention] = []
+    for c in cands:
+        if all(c.end <= o.start or c.start >= o.end for o in chosen):
+            chosen.append(c)
+    return sorted(chosen, key=lambda m: m.start)
+
+
+def extract_findings(text: str, *, allow_no_finding: bool = False,
+                     exclude: tuple[tuple[int, int], ...] = ()) -> list[str]:
+    """Canonical finding ids named in ``text``: the one a question cue points at first ("... any
+    pneumothorax?"), then the rest in order of appearance, without duplicates. Mentions inside an
+    ``exclude`` span (of the cleaned text; e.g. a region's name) do not count."""
+    t = _clean(text)
+    mentions = [m for m in find_mentions(t) if not any(a <= m.start and m.end <= b for a, b in exclude)]
+    asked = [m for m in mentions if _ASKED.search(t[max(0, m.start - 40) : m.start])]
+    out: list[str] = []
+    for m in asked[:1] + mentions:
+        if m.finding == "no_finding" and not allow_no_finding:
+            continue
+        if m.finding not in out:
+            out.append(m.finding)
+    return out

@@ -1,0 +1,328 @@
+"""Route one user turn to an intent, the tools it needs and the finding it names.
+
+Offline, fast and deterministic: ordered regular-expression rules over the lower-cased turn,
+plus finding extraction that combines router-specific colloquial phrases ("big heart", "ETT tip",
+"r/o PNA") with the shared vocabulary's ``normalize()``. An optional LLM router
+(``route_with_llm``) can sit in front and always falls back to these rules.
+
+Rule order (first match wins) is the whole policy, so it is written down once, in ``_classify``:
+explain > similar_cases > locate > strong report cue > finding question > weak report cue > chat.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agents.routing.mentions import _clean, extract_findings, find_mentions, find_regions  # noqa: F401 - re-exported
+from knowledge.vocabulary import REGIONS, display_name, normalize_region
+from tools.base import IMAGE_INTENTS, INTENT_TOOLS  # noqa: F401 - the one intent table (tool contract)
+
+Intent = Literal["report", "locate", "finding_question", "similar_cases", "explain", "chat"]
+
+
+class Route(BaseModel):
+    """Where a turn goes: the intent, its target finding (canonical id) or phrase, and the tools."""
+
+    intent: Intent
+    finding: str | None = Field(None, description="Canonical finding id the turn names, if any.")
+    findings: list[str] = Field(default_factory=list, description="Every finding the turn names, in order.")
+    phrase: str | None = Field(None, description="Free-text target to ground (locate), e.g. 'left lower lobe opacity'.")
+    region: str | None = Field(None, description="Anatomical region the locate turn names (a knowledge.vocabulary "
+                               "REGIONS id, e.g. 'right_hemidiaphragm'): a location to ground, never a finding.")
+    tools: list[str] = Field(default_factory=list)
+    needs_image: bool = Field(False, description="True when the intent needs a study and the turn has none: ask for one.")
+    reason: str = ""
+    method: Literal["rules", "llm"] = "rules"
+
+
+# --------------------------------------------------------------------------------------------
+# Intent cues
+# --------------------------------------------------------------------------------------------
+
+
+def _rx(*alts: str) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{a})" for a in alts))
+
+
+_EXPLAIN = _rx(
+    r"\bwhy\b",
+    r"\bhow (?:did|do|would|come) (?:you|it|the model)\b",
+    r"\bwhat (?:made|makes|led) (?:you|it)\b",
+    r"\bexplain\b",
+    r"\bjustif(?:y|ication)\b",
+    r"\breasoning\b|\brationale\b",
+    r"\bwhat(?:'s| is| was) (?:the|your) (?:evidence|basis|source|confidence)\b",
+    r"\bbased on what\b|\bon what basis\b",
+    r"\bwhat did (?:the )?(?:classifier|vlm|model|models|radvlm|tools?|retrieval) (?:say|think|find|show|see)\b",
+    r"\bwhere did (?:that|this|it) come from\b",
+    r"\b(?:do|did) (?:the )?(?:classifier|vlm|models?) (?:and (?:the )?(?:classifier|vlm|models?) )?(?:agree|disagree)\b",
+    r"\bconflict(?:ing)?\b|\bdisagree(?:ment)?\b",
+    r"\b(?:agree|concur) with (?:the )?(?:classifier|vlm|model|radvlm|tool|heatmap)\b",
+    r"\bhow did you (?:decide|conclude|get|arrive|come up)\b",
+    r"\bwhy not\b",
+)
+# A reference back to an earlier answer asks for an explanation unless it asks to locate something
+# ("you said cardiomegaly?" vs "where's the opacity you mentioned").
+_EXPLAIN_REF = _rx(r"\byou (?:said|called|flagged|mentioned|reported|found|concluded)\b")
+# Cues that only mean "explain" once the thread has something to explain; on a first turn
+# "how sure are you there's a PTX?" is a finding question.
+_EXPLAIN_SOFT = _rx(
+    r"\bhow (?:sure|confident|certain)\b|\bconfidence\b|\bcertainty\b",
+    r"\bwhich (?:tool|model|source)s?\b",
+    r"\bsources?\b(?! of)",
+    r"\b(?:classifier|vlm|model|op[- ]?point|operating[- ]point)(?: op[- ]?point)? (?:scores?|probabilit(?:y|ies)|output)\b",
+    r"\bare you (?:sure|certain|confident)\b",
+)
+# "why" questions about the patient/image itself are not questions about our reasoning.
+_EXPLAIN_EXCLUDE = _rx(r"\bwhy (?:is|are|does|do) (?:the|this|his|her|their) (?:patient|heart|lung|lungs|film|image)\b")
+
+_SIMILAR = _rx(
+    r"\bsimilar\b",
+    r"\blook(?:s|ing)? (?:a ?lot |just )?like (?:this|it|these)\b",
+    r"\bcomparable\b|\banalogous\b|\bprecedents?\b",
+    r"\b(?:prior|previous|past|other|reference|matching|related|archived?) (?:cases|reports|studies|films|exams)\b",
+    r"\bpriors\b",
+    r"\bretrieve\b|\bretrieval\b|\bnearest neighbou?rs?\b",
+    r"\bsearch (?:the |our )?(?:database|archive|reports|corpus|index|knowledge base|kb)\b",
+    r"\b(?:find|pull|get|show)(?: me)? (?:some |a few |other |more )?(?:cases|reports|examples|studies)\b",
+    r"\bexamples? of\b",
+    r"\blike this one\b|\bcases like\b|\breports like\b",
+    r"\bhave we seen\b|\bseen (?:this|it) before\b",
+)
+
+_LOCATE = _rx(
+    r"\bwhere(?:'s| is| are| was| were| exactly|abouts)?\b",
+    r"\bshow(?: me)?\b",
+    r"\bpoint(?: me)? (?:out|to|at)\b",
+    r"\bzoom(?: in)? (?:on|to|into)\b",
+    r"\blocali[sz](?:e|ed|ation)\b|\blocation\b|\blocated\b",
+    r"\bhighlight\b|\bmark\b|\bcircle\b|\boutline\b|\bannotate\b|\bpinpoint\b",
+    r"\b(?:draw|put|give|place)(?: me)? (?:a |the )?(?:bounding )?box\b|\bbounding box\b|\bbbox\b",
+    r"^(?:please |pls |can you |could you )?box\b|\bbox (?:the|it|them|around)\b",
+    r"\bground(?:ing)?\b(?![- ]?glass)",
+    r"\b(?:which|what) (?:side|lobe|zone|lung|level)\b",
+    r"\bheat ?map\b|\bsaliency\b|\bgrad-?cam\b|\boverlay\b",
+)
+# "show me" followed by a report-ish object is not a locate request.
+_LOCATE_EXCLUDE = _rx(r"\bshow(?: me)? (?:the |a |your )?(?:report|findings|impression|summary|read)\b")
+
+_REPORT_STRONG = _rx(
+    r"\breports?\b(?! (?:say|said|mention))",
+    r"\bfindings (?:and|&|\+) impression\b|\bimpression\b(?! of)",
+    r"\bdictat(?:e|ion)\b",
+    r"\bwrite[- ]?up\b|\bwrite (?:it|this) up\b|\bwrite\b",
+    r"\bread (?:this|the|my|it|that|these)\b|\bread this\b|\bwet read\b|\bprelim(?:inary)?\b|\bfull read\b",
+    r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",
+    r"\bdraft\b",
+    r"\bstructured\b",
+)
+_REPORT_WEAK = _rx(
+    r"\bfindings\b",
+    r"\binterpret(?:ation)?\b",
+    r"\bdescribe\b|\bdescription\b",
+    r"\bsummar(?:y|ise|ize)\b",
+    r"\bwhat (?:do|can) you see\b|\bwhat(?:'s| is) (?:going on|wrong|the diagnosis|your read|your impression|up with)\b",
+    r"\bwhat do you (?:think|make of)\b",
+    r"\bany(?:thing)? (?:abnormal(?:it(?:y|ies))?|wrong|concerning|significant|acute|remarkable|worrying|off)\b",
+    r"\babnormal(?:it(?:y|ies))?\b",
+    r"\bnormal\b|\bunremarkable\b|\bclear\b",
+    r"\bassess(?:ment)?\b|\bevaluat(?:e|ion)\b|\breview\b|\banaly[sz]e\b|\blook at\b|\bcheck (?:this|the|it)\b",
+    r"\bsum (?:it|this|that) up\b|\bdifferential\b|\bdiagnos[ie]s\b|\bddx\b",
+    r"\b(?:the |both )?lungs?\b(?! (?:cancer|mass|nodule|lesion|opacity))|\b(?:left|right|lung) bases?\b|"
+    r"\banything (?:in|on|at) (?:the )?(?:left|right|lung|chest|base|apex|apices)",
+)
+_CHAT_GENERIC = _rx(
+    r"^(?:hi|hello|hey|yo|good (?:morning|afternoon|evening)|thanks?|thank you|thx|ty|cheers|ok(?:ay)?|great|"
+    r"cool|perfect|got it|bye|goodbye|see you)\b",
+    r"\bwho are you\b|\bwhat (?:can|do) you do\b|\bwhat are you\b|\bhelp\b|\bhow (?:do|does) (?:this|it) work\b",
+)
+# Educational questions about a finding in general, not about this image.
+_CHAT_DEFINITION = _rx(
+    r"^(?:what(?:'s| is| are) (?:a |an )?|define |definition of |what does )(?!the\b|this\b|that\b)[\w\s-]+"
+    r"(?: mean)?\??$",
+    r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
+    r"\bdifference between\b|\bdistinguish(?:ing)? between\b|\bhow (?:do|can) you tell\b",
+    r"\bin general\b|\btypically\b|\bdifferential (?:diagnosis )?(?:for|of)\b",
+)
+# Anatomy-only targets for locate when no vocabulary finding is named.
+_LOCATE_TARGET = re.compile(
+    r"(?:where(?:'s| is| are| was| were)?|show(?: me)?|point(?: me)? (?:out|to|at)|zoom(?: in)? (?:on|to|into)|locali[sz]e|highlight|mark|circle|"
+    r"outline|annotate|pinpoint|indicate|box|draw a box (?:around|on)|bounding box (?:for|around|of|on)|"
+    r"location of|ground|find)\s+(?:me\s+)?(?:exactly\s+)?(?:where\s+)?(?P<target>.+)$"
+)
+_TRAIL = re.compile(r"(?:\s+(?:is|are|was|located|seen|please|on (?:the|this) (?:image|film|x-?ray|cxr)|"
+                    r"in (?:the|this) (?:image|film)|for me|again|exactly|"
+                    r"(?:that |which )?you (?:mentioned|said|described|found|flagged|saw|reported)))+\s*$")
+
+
+_NOT_A_TARGET = re.compile(
+    r"^(?:it|that|this|they|them|those|these|one|ones|there|here|i|we|you|should|can|could|would|do|does|"
+    r"is|are)(?:\s|$)"
+)
+
+
+# "show me the classifier heatmap for cardiomegaly": the target is what follows the view words.
+_VIEW_WORDS = re.compile(
+    r"^(?:the\s+)?(?:classifier\s+|gradient\s+)?(?:heat ?map|saliency(?: map)?|grad-?cam|overlay|box(?:es)?)"
+    r"(?:\s+(?:for|of|on|around|showing))?(?:\s+the)?\s*"
+)
+
+
+def _locate_phrase(t: str) -> str | None:
+    """The free-text target of a locate request: 'where is the left lower lobe opacity?' -> that phrase."""
+    s = re.sub(r"[?.!,;:]+", " ", t).strip()
+    m = _LOCATE_TARGET.search(s)
+    if not m:
+        return None
+    target = m.group("target").strip()
+    target = re.sub(r"^(?:is|are|was|were|the|a|an|that|this|those|these|it|its|exactly)\s+", "", target)
+    target = re.sub(r"^(?:the|a|an|that|this|those|these)\s+", "", target)
+    target = _TRAIL.sub("", target).strip()
+    target = _VIEW_WORDS.sub("", target).strip()
+    if not target or _NOT_A_TARGET.match(target):
+        return None  # "where is it?", "where should I look": follow_up names the previous turn's finding
+    return target
+
+
+def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, str]:
+    """(intent, reason) for the cleaned turn ``t``; the rule order is the routing policy."""
+    named = ", ".join(display_name(f).lower() for f in findings)
+    locate_cue = bool(_LOCATE.search(t)) and not _LOCATE_EXCLUDE.search(t)
+    explain_cue = (bool(_EXPLAIN.search(t)) or (has_history and bool(_EXPLAIN_SOFT.search(t)))
+                   or (bool(_EXPLAIN_REF.search(t)) and not locate_cue))
+    if explain_cue and not _EXPLAIN_EXCLUDE.search(t) and not _CHAT_DEFINITION.search(t):
+        if has_history or findings or not _SIMILAR.search(t):
+            return "explain", "asks why/how a conclusion was reached: answer from this thread's evidence"
+    if _SIMILAR.search(t):
+        return "similar_cases", "asks for similar prior cases: search the report index"
+    if locate_cue:
+        return "locate", f"asks where {named or 'a region'} is: ground it with the VLM and classifier heatmap"
+    if _CHAT_GENERIC.search(t) and not findings and not _REPORT_STRONG.search(t):
+        return "chat", "conversational turn with no clinical target"
+    if findings and _CHAT_DEFINITION.search(t):
+        return "chat", f"general question about {named}, not about this image"
+    if _REPORT_STRONG.search(t):
+        return "report", "asks for a read of the whole study: full report with all tools"
+    if findings:
+        return "finding_question", f"asks about {named}: targeted VLM question + classifier score"
+    if _REPORT_WEAK.search(t):
+        return "report", "asks what the study shows overall: full read with all tools"
+    return "chat", "no report, finding, location, similar-case or explanation cue: free chat"
+
+
+# A question about change over time ("is it worse than before?", "any interval change?"). The tools read one
+# study at a time, so the reply says no earlier film was compared (agents/replying/compose.py).
+_COMPARISON = re.compile(
+    r"\b(?:worse|worsen\w*|improv\w*|progress(?:ed|ing|ion)?|resolv(?:ed|ing)|regress\w*|unchanged)\b"
+    r"|\bcompar(?:e|ed|ing|ison)\b.*\b(?:prior|previous|last|earlier|old|before|yesterday)\b"
+    r"|\b(?:than|since|from) (?:before|yesterday|last (?:time|week|month|year|film|study|x-?ray|exam)|"
+    r"the (?:prior|previous|last|earlier|old)\b)"
+    r"|\binterval (?:change|increase|decrease|development|improvement)\b|\bany (?:interval )?changes?\b"
+    r"|\b(?:new|changed?) since\b|\b(?:is|are) (?:it|this|that|they|the \w+(?: \w+)?) (?:still )?stable\b"
+)
+
+
+_SIDE = re.compile(r"\b(?:(right|left)(?:[- ]?sided)?|(bilateral(?:ly)?|both sides|both lungs))\b")
+
+
+def asked_side(text: str) -> str | None:
+    """The side a turn asks about ("right", "left", "bilateral"), or None; right and left together: bilateral."""
+    found = {("bilateral" if m.group(2) else m.group(1)) for m in _SIDE.finditer(_clean(text or ""))}
+    if not found:
+        return None
+    return "bilateral" if "bilateral" in found or found == {"right", "left"} else found.pop()
+
+
+# What a yes/no answer does not settle: how large or severe a finding is, or whether a device sits right.
+_SIZE = re.compile(r"\b(?:how (?:big|large|severe|bad|extensive|much)|size|sized|severity|severe|large|small|tiny|"
+                   r"massive|moderate|mild|trace|grade|extent)\b")
+_POSITION = re.compile(r"\b(?:position(?:ed|ing)?|placement|placed|malposition\w*|tip|too (?:high|low|deep|far)|"
+                       r"in (?:the )?(?:right|correct|good|proper|satisfactory) (?:place|spot))\b")
+
+
+_RULE_OUT = re.compile(r"\b(?:rule[sd]? (?:it |this |that )?out|ruling out|r/o|exclude[sd]?|excluding)\b")
+
+
+def asked_aspect(text: str) -> str | None:
+    """``"rule_out"`` for a request to exclude a finding, ``"position"`` for where a device sits, ``"size"`` for
+    how large or severe, else None."""
+    t = _clean(text or "")
+    if _RULE_OUT.search(t):
+        return "rule_out"
+    return "position" if _POSITION.search(t) else "size" if _SIZE.search(t) else None
+
+
+def asks_comparison(text: str) -> bool:
+    """Whether the turn asks how the image compares with an earlier one."""
+    return bool(_COMPARISON.search(_clean(text or "")))
+
+
+_BACK_REFERENCE = re.compile(r"\b(?:it|its|that|this|they|them|those|these)\b")
+
+
+def follow_up(route: dict[str, Any], text: str, previous: list[str]) -> dict[str, Any]:
+    """'Is there an effusion?' then 'Where is it?': a pronoun, in a locate or finding question that names
+    no target of its own, refers to the finding(s) the previous turn asked about (``previous``)."""
+    if (route.get("intent") not in {"locate", "finding_question"} or not previous
+            or route.get("finding") or route.get("phrase") or route.get("region")):
+        return route
+    m = _BACK_REFERENCE.search(_clean(text or ""))
+    if m is None:
+        return route
+    named = ", ".join(display_name(f).lower() for f in previous)
+    return {**route, "finding": previous[0], "findings": list(previous),
+            "reason": f"{route.get('reason', '')}; '{m.group(0)}' = {named}, from the previous question"}
+
+
+_MAX_CHARS = 4000  # a pasted document is routed on its first 4,000 characters (~25 ms worst case)
+
+
+def route(text: str, *, has_image: bool, has_history: bool = False) -> Route:
+    """Route one turn by rules (no model, no I/O). See the module docstring for the rule order."""
+    t = _clean(text or "")[:_MAX_CHARS]
+    if not t:
+        intent, reason, findings = "chat", "empty turn", []
+    else:
+        findings = extract_findings(t)
+        intent, reason = _classify(t, findings, has_history=has_history)
+        if intent == "explain" and not findings:
+            # "why did you say it's normal?" names no_finding only in an explanation.
+            findings = [f for f in extract_findings(t, allow_no_finding=True) if f == "no_finding"]
+        if intent == "locate":
+            regions = find_regions(t)
+            if regions:
+                # "where is the cardiac silhouette": the region's words name no finding here
+                findings = extract_findings(t, exclude=tuple((r.start, r.end) for r in regions))
+                if not findings:
+                    reason = (f"asks where the {display_name(regions[0].finding).lower()} is: an anatomical "
+                              "region, grounded by the VLM (a location, not a finding)")
+                return _make_route(intent, findings, t, reason, has_image=has_image, method="rules",
+                                   region=regions[0].finding)
+    return _make_route(intent, findings, t, reason, has_image=has_image, method="rules")
+
+
+def _make_route(intent: str, findings: list[str], t: str, reason: str, *, has_image: bool,
+                method: Literal["rules", "llm"], phrase: str | None = None, region: str | None = None) -> Route:
+    if intent == "locate" and region is None and phrase:
+        region = normalize_region(phrase)
+    if intent == "locate" and phrase is None:
+        phrase = _locate_phrase(t)
+        if region is not None and not findings and (phrase is None or normalize_region(phrase) != region):
+            phrase = REGIONS[region]  # "... cardiac silhouette located in this x-ray" -> the region's trained name
+    needs_image = intent in IMAGE_INTENTS and not has_image
+    if needs_image:
+        reason = f"{reason} (no image yet: ask for one)"
+    return Route(
+        intent=intent,  # type: ignore[arg-type]
+        finding=findings[0] if findings else None,
+        findings=findings,
+        phrase=phrase if intent == "locate" else None,
+        region=region if intent == "locate" else None,
+        tools=list(INTENT_TOOLS[intent]),
+        needs_image=needs_image,
+        reason=reason,
+        method=method,
+    )
