@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 import typer
 
@@ -59,7 +61,38 @@ def ui(
         if not settings.ui_allowed_hosts.strip():
             typer.secho("Set CXR_AGENT_UI_ALLOWED_HOSTS to the host names users type (server.allowedHosts).",
                         fg=typer.colors.YELLOW, err=True)
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    raise typer.Exit(run_forwarding_signals(cmd, env))
+
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` as a child that lives and dies with this command: SIGTERM, SIGINT and SIGHUP sent
+    to this process go to the child (Streamlit then shuts down cleanly) and the command exits with the
+    child's status. Without this a stopped `cxr-agent ui` left Streamlit answering on its port."""
+    child = subprocess.Popen(cmd, env=env)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # a Ctrl-C racing the handler install: already sent to the group
+                continue
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:  # this command is failing for another reason: never leave Streamlit behind
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 def streamlit_safety_flags(settings, address: str) -> list[str]:
@@ -75,6 +108,7 @@ def streamlit_safety_flags(settings, address: str) -> list[str]:
         "--server.enableXsrfProtection", "true",
         "--server.enableCORS", "true",
         "--client.showErrorDetails", "none",
+        "--client.toolbarMode", "minimal",  # no Deploy button or developer menu for clinicians
     ]
     for h in hosts:
         flags += ["--server.allowedHosts", h]
