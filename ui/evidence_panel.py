@@ -16,6 +16,9 @@ from ui import session as S
 from ui.evidence_table import build_rows, prior_reports, style_conflicts, to_dataframe, tool_summary
 from ui.resources import capabilities
 
+TABLE_ROWS_SHOWN = 10  # rows visible at once; more scroll within the table
+TABLE_ROW_PX = 35  # Streamlit's default data-grid row height
+
 
 def evidence_section(state, graph: Any = None) -> None:
     found = S.latest_with_evidence(state[S.K_TURNS])
@@ -30,7 +33,10 @@ def evidence_section(state, graph: Any = None) -> None:
     caps = capabilities(graph) if graph is not None else None
     rows = build_rows(turn.evidence, turn.decisions, verifications=turn.verifications, capabilities=caps)
     if rows:
-        st.dataframe(style_conflicts(to_dataframe(rows)), hide_index=True, width="stretch")
+        # Flagged rows come first (build_rows); the rest scroll inside a fixed-height table, so the
+        # panel never grows past the screen and no row is cut off.
+        st.dataframe(style_conflicts(to_dataframe(rows)), hide_index=True, width="stretch",
+                     height=TABLE_ROW_PX * (min(len(rows), TABLE_ROWS_SHOWN) + 1) + 3, key="cxr_evidence_table")
         n_conf = sum(1 for r in rows if r["_conflict"])
         if n_conf:
             st.warning(f"{n_conf} finding(s) where the image sources disagree: flagged for human review.", icon=":material/warning:")

@@ -190,7 +190,7 @@ def build_rows(
         d = decided.get(f)
         if d is None:
             return (3, 0.0, order.get(f, 99))
-        rank = 0 if d.conflict else (1 if d.status == Status.present else 2)
+        rank = 0 if d.conflict or d.needs_review else (1 if d.status == Status.present else 2)  # flagged first
         return (rank, -d.confidence, order.get(f, 99))
 
     rows = []

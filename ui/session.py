@@ -66,8 +66,9 @@ def new_conversation(state: MutableMapping[str, Any]) -> None:
     state[K_PENDING] = None
     state[K_UPLOAD_SIG] = None
     state[K_UPLOAD_ERROR] = None
-    state[K_UPLOADER_NONCE] = int(state.get(K_UPLOADER_NONCE, 0)) + 1
+    state[K_UPLOADER_NONCE] = int(state.get(K_UPLOADER_NONCE, 0)) + 1  # uploader, popovers, overlay pickers
     state[K_QUEUED_PROMPT] = None
+    state[K_STUDY_COUNT] = 0  # the next upload is "Study 1" again
 
 
 def submit_prompt(state: MutableMapping[str, Any], key: str) -> None:

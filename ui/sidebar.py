@@ -28,7 +28,8 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
         st.caption("Chest X-ray decision support (research use)")
         st.button("New conversation", on_click=S.new_conversation, args=(state,), icon=":material/add_comment:", width="stretch")
         st.caption(f"Conversation `{state[S.K_THREAD][-8:]}`")
-        with st.popover("Delete this conversation", icon=":material/delete:", width="stretch"):
+        with st.popover("Delete this conversation", icon=":material/delete:", width="stretch",
+                        key=f"cxr_delete_{state[S.K_UPLOADER_NONCE]}"):  # a new conversation closes it
             st.caption("Deletes its messages and the studies and heatmaps only it used, from this server's disk.")
             st.button("Delete now", key="cxr_forget", type="primary", on_click=forget_conversation,
                       args=(state, settings, graph))
@@ -63,7 +64,7 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
         for line in status_lines(settings.model_profile, str(settings.data_dir)):
             st.markdown(StatusLine(**line).markdown(with_fix=False))
             if line["fix"]:
-                st.code(line["fix"], language="bash")
+                st.code(line["fix"], language="bash", wrap_lines=True)  # never cut at the sidebar's edge
         loaded = tool_load_states(graph) if graph is not None else {}
         if loaded:
             st.caption(

@@ -24,8 +24,10 @@ DISPLAY_MAX_SIDE = 900
 
 
 def upload_section(state, graph: Any = None) -> None:
-    uploaded = st.file_uploader(
-        "Upload a chest radiograph", type=None, key=S.uploader_key(state), help=UPLOAD_TYPES_HELP
+    from tools.ingestion.loader import MAX_FILE_BYTES  # lazy: the loader pulls in the decoders
+    uploaded = st.file_uploader(  # the limit shown is the one ingestion enforces, whatever the server option
+        "Upload a chest radiograph", type=None, key=S.uploader_key(state), help=UPLOAD_TYPES_HELP,
+        max_upload_size=MAX_FILE_BYTES // 2**20,
     )
     if uploaded is not None:
         with st.spinner("Reading the study..."):  # a message sent meanwhile waits for it (S.ingest_upload)
