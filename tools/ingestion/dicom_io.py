@@ -4,7 +4,8 @@ The display pipeline is the standard's (PS3.4 N.2): decode (pylibjpeg for JPEG 2
 JPEG-LS / JPEG lossless), Modality LUT (rescale), VOI LUT or window centre/width, then the
 presentation step (MONOCHROME1 is inverted so bone is bright). Everything that decides whether
 to decode (modality, pixel data present, frame count, Rows x Columns) is checked from the
-header first, so a hostile header is refused without decoding anything.
+header first, so a hostile header is refused without decoding anything; a compressed frame's own
+codestream size (tools.ingestion.codestream) is checked against the same cap and the header.
 
 Multi-frame objects are refused: a chest radiograph is one frame; several frames mean
 fluoroscopy, tomosynthesis or a stack, and silently showing frame 1 could hide the one that
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tools.ingestion.codestream import codestream_size, first_frame_prefix
 from tools.ingestion.deid import body_part_term, safe_metadata
 from tools.ingestion.study import (
     MAX_PIXELS,
@@ -185,6 +187,32 @@ def check_geometry(ds: Any, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     return cols, rows
 
 
+def _codestream_syntaxes() -> frozenset[str]:
+    from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
+
+    return frozenset({*JPEGTransferSyntaxes, *JPEGLSTransferSyntaxes, *JPEG2000TransferSyntaxes})
+
+
+def check_codestream(ds: Any, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse a JPEG / JPEG-LS / JPEG 2000 frame whose own codestream declares more pixels than the cap,
+    or another size or more components than the header: the decoder allocates what the codestream says."""
+    if str(ds.file_meta.TransferSyntaxUID) not in _codestream_syntaxes() or "PixelData" not in ds:
+        return
+    try:
+        frame = codestream_size(first_frame_prefix(ds.PixelData))
+    except Exception:
+        frame = None
+    if frame is None:
+        raise CorruptFile(
+            "The DICOM's compressed image data declares no readable frame size; the file is damaged. "
+            "Export it again from the PACS."
+        )
+    check_size(frame.width, frame.height, max_pixels)
+    samples = _int(ds, "SamplesPerPixel", 1) or 1
+    if (frame.height, frame.width) != (_int(ds, "Rows"), _int(ds, "Columns")) or frame.components > samples:
+        raise CorruptFile("The DICOM image data does not match its declared size; the file is damaged.")
+
+
 def _decode_pixels(ds: Any) -> np.ndarray:
     from pydicom.pixels.decoders.base import get_decoder
 
@@ -339,6 +367,7 @@ def _decode(data: bytes, max_pixels: int, allow_burned_in: bool) -> DecodedDicom
     notes: list[str] = []
     check_is_radiograph(ds, notes)
     check_geometry(ds, max_pixels)
+    check_codestream(ds, max_pixels)
     burned_in = _str(ds, "BurnedInAnnotation") == "YES"
     if burned_in and not allow_burned_in:
         raise BurnedInText(BURNED_IN_REFUSAL)
