@@ -166,6 +166,12 @@ class Settings(BaseSettings):
     server_token: SecretStr | None = Field(
         None, description="Shared secret of the graph server and its UI replicas: with it set, the server answers "
                           "only requests bearing it (server/auth.py) and the UI sends it; unset, the server is open."
+                          " On the server it is the service identity's token (sees every thread: retention, forget)."
+    )
+    server_users: Path | None = Field(
+        None, description="Owner-only TOML file of [[user]] entries (id, name, org, role, token_sha256) the graph "
+                          "server admits; each user sees only the threads, runs and studies it created "
+                          "(server/identities.py)."
     )
 
     def server_auth_headers(self) -> dict[str, str]:
