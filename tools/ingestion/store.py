@@ -3,7 +3,8 @@
 Layout: ``<root>/<id[:2]>/<id>.npy`` (uint16 pixels, the quantised Study pixels the id hashes;
 v0.1 wrote float32 and those still load under their old id) and ``<id>.json`` (everything
 else). Directories are created 0700 and files 0600 (tools.ingestion.disk_quota). With a quota (Settings
-.storage_quota_mb) every put evicts the least recently used studies and their heatmaps. Each file is written to a unique temporary name in the same directory and renamed into place
+.storage_quota_mb) every put evicts the least recently used studies and their heatmaps. A put of an id
+whose stored copy is damaged rewrites it (uploading the image again repairs it). Each file is written to a unique temporary name in the same directory and renamed into place
 (atomic on POSIX and Windows), pixels first and metadata last, so a reader sees either no
 study or a complete one; concurrent writers of the same id write identical bytes. Safe for
 Streamlit's threads and for several processes sharing one directory.
@@ -69,9 +70,11 @@ class StudyStore:
 
     # ---- API ---------------------------------------------------------------------------------
     def put(self, study: Study) -> str:
-        """Store a study (idempotent: an id already present is not rewritten) and return its id."""
+        """Store a study and return its id. Idempotent: an intact copy already stored is not rewritten;
+        a damaged one (truncated, altered, unreadable metadata) is replaced, so uploading the image
+        again repairs it."""
         pixels_path, meta_path = self._paths(study.id)
-        if meta_path.exists() and pixels_path.exists():
+        if meta_path.exists() and pixels_path.exists() and self._intact(study.id):
             touch(meta_path)  # a re-upload is a use (eviction order)
             return study.id
         pixels, schema = quantise(study.pixels), _SCHEMA
@@ -94,31 +97,44 @@ class StudyStore:
         self.enforce_quota(keep=(study.id,))
         return study.id
 
-    def get(self, study_id: str) -> Study:
-        """The stored study; StudyNotFound if absent or damaged (its pixels no longer match the id)."""
+    def _read(self, study_id: str) -> tuple[dict[str, Any], np.ndarray, int, int]:
+        """The stored record, pixels and size, checked; StudyNotFound if absent or damaged."""
         pixels_path, meta_path = self._paths(study_id)
+        damaged = StudyNotFound(f"Study {study_id[:12]}... is damaged on disk; upload the image again.")
         try:
             record = json.loads(meta_path.read_text())
             pixels = np.load(pixels_path, allow_pickle=False)
-        except FileNotFoundError:
+        except FileNotFoundError:  # the message names no directory: paths stay out of replies
             raise StudyNotFound(
-                f"Study {study_id[:12]}... is not in the study store ({self.root}); upload the image again."
+                f"Study {study_id[:12]}... is not in the study store; upload the image again."
             ) from None
         except (OSError, ValueError):
-            raise StudyNotFound(f"Study {study_id[:12]}... is damaged on disk; upload the image again.") from None
+            raise damaged from None
         if pixels.ndim != 2 or not _matches(pixels, study_id):
-            raise StudyNotFound(f"Study {study_id[:12]}... is damaged on disk; upload the image again.")
-        if pixels.dtype == np.uint16:
-            pixels = dequantise(pixels)
-        touch(meta_path)  # last use, for least-recently-used eviction
+            raise damaged
         try:
             width, height = record["original_size"]
+            return record, pixels, int(width), int(height)
         except (KeyError, TypeError, ValueError):
-            raise StudyNotFound(f"Study {study_id[:12]}... is damaged on disk; upload the image again.") from None
+            raise damaged from None
+
+    def _intact(self, study_id: str) -> bool:
+        try:
+            self._read(study_id)
+        except StudyNotFound:
+            return False
+        return True
+
+    def get(self, study_id: str) -> Study:
+        """The stored study; StudyNotFound if absent or damaged (its pixels no longer match the id)."""
+        record, pixels, width, height = self._read(study_id)
+        if pixels.dtype == np.uint16:
+            pixels = dequantise(pixels)
+        touch(self._paths(study_id)[1])  # last use, for least-recently-used eviction
         return Study(
             id=study_id,
             pixels=pixels,
-            original_size=(int(width), int(height)),
+            original_size=(width, height),
             view=record.get("view", "unknown"),
             source_format=record.get("source_format", "array"),
             metadata=record.get("metadata", {}),

@@ -107,3 +107,37 @@ def test_study_pixels_are_read_only_so_the_id_keeps_meaning_its_hash():
     with pytest.raises(ValueError):
         study.pixels[0, 0] = 0.5
     assert study.id == pixel_hash(study.pixels)
+
+
+def _truncate_pixels(npy, meta):
+    npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
+
+
+def _flip_a_byte(npy, meta):
+    data = bytearray(npy.read_bytes())
+    data[-7] ^= 0x01  # a pixel byte: the array still loads, its hash no longer matches the id
+    npy.write_bytes(bytes(data))
+
+
+def _truncate_metadata(npy, meta):
+    meta.write_bytes(meta.read_bytes()[:10])
+
+
+@pytest.mark.parametrize("damage", [_truncate_pixels, _flip_a_byte, _truncate_metadata])
+def test_uploading_again_repairs_a_damaged_study(tmp_path, study, damage):
+    store = StudyStore(tmp_path)
+    sid = store.put(study)
+    npy, meta = next(tmp_path.rglob("*.npy")), next(tmp_path.rglob("*.json"))
+    damage(npy, meta)
+    with pytest.raises(StudyNotFound, match="damaged"):
+        store.get(sid)
+    assert store.put(study) == sid
+    back = store.get(sid)
+    assert np.array_equal(back.pixels, study.pixels) and back.metadata == study.metadata
+
+
+def test_refusals_name_no_directory(tmp_path):
+    store = StudyStore(tmp_path / "secret-dir")
+    with pytest.raises(StudyNotFound) as info:
+        store.get("0" * 64)
+    assert "secret-dir" not in str(info.value) and str(tmp_path) not in str(info.value)
