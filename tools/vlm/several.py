@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from knowledge.evidence import Artifact, Evidence, FindingCall
 from knowledge.vocabulary import FINDING_SET, display_name
 from tools.base import elapsed_ms
+from tools.vlm.asks import Ask
 
 if TYPE_CHECKING:
     from tools.base import ToolRequest
@@ -43,10 +44,13 @@ def ask_each(tool: VLMTool, request: ToolRequest, findings: list[str], cancel: t
     asks = _asks(tool, request.intent, study.id, findings)
     if not asks:
         return Evidence.failure(tool.name, f"the {tool.adapter.family} model has no instruction for this ask")
-    answers = tool._batch(study, [tool._turns(p) for _, p in asks], request.thread_id, cancel)
+    turns = [tool._turns(p) for _, p in asks]
+    answers = tool._batch(study, turns, request.thread_id, cancel)
     view = tool.model_image(study).view
     meta = tool._meta(answers[0] if answers else None, "\n".join(p.text for _, p in asks))
     meta.update(task=asks[0][1].task, prompts={f: p.text for f, p in asks}, answers={}, batch_size=len(asks))
+    truncated = tool._provenance(meta, [Ask(p.task, conv, res, fixed=False, finding=f)
+                                        for (f, p), conv, res in zip(asks, turns, answers, strict=True)])
     calls: list[FindingCall] = []
     tasks: list[str] = []
     artifacts: list[Artifact] = []
@@ -63,4 +67,5 @@ def ask_each(tool: VLMTool, request: ToolRequest, findings: list[str], cancel: t
         return Evidence.failure(tool.name, "the VLM returned an empty answer", meta=meta, latency_ms=latency)
     meta["call_tasks"] = tasks
     answer = "\n".join(f"{display_name(f)}: {(meta['answers'][f] or '(no answer)').strip()}" for f, _ in asks)
-    return Evidence(tool=tool.name, answer=answer, calls=calls, artifacts=artifacts, meta=meta, latency_ms=latency)
+    return Evidence(tool=tool.name, answer=answer, calls=calls, artifacts=artifacts, meta=meta, truncated=truncated,
+                    latency_ms=latency)

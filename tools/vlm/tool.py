@@ -6,6 +6,11 @@ report AND the family's classification (one call per label) and detection (boxes
 cached image; locate turns send grounding / detection asks and return boxes. Grounding boxes are
 locations only (artifacts), never presence calls. Re-asks of one turn go out as one batch. Never
 raises: every failure is Evidence(ok=False) with a message that names the problem and the fix.
+
+Every Evidence says what produced it (``meta``: ``model_id``, ``weights``, ``prompt_id``, and per ask in
+``asks``: its task, prompt id, whether its prompt was fixed or carried the user's words, whether it was cut
+off). An answer stopped at the token limit marks the Evidence ``truncated`` (its text is incomplete, so
+its silence says nothing) and is named in ``meta["truncated_asks"]``; what it did say is kept.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 from knowledge.evidence import Artifact, Evidence, FindingCall
 from knowledge.vocabulary import FINDING_SET, display_name, normalize
 from tools.base import ToolRequest, builtin_intents, elapsed_ms
+from tools.provenance import prompt_id
 from tools.vlm import prompts
 from tools.vlm.adapters import Adapter, Location, Parsed, Prompt, get_adapter
-from tools.vlm.adapters.base import LOCATION_ONLY, Task
-from tools.vlm.backends.base import BackendError, GenerationResult, VLMBackend
+from tools.vlm.adapters.base import FIXED_PROMPT, LOCATION_ONLY, Task
+from tools.vlm.asks import Ask
+from tools.vlm.backends.base import BackendError, CacheKey, GenerationResult, VLMBackend
 from tools.vlm.geometry import DEFAULT_MAX_SIDE, ModelImage, prepare_image
 from tools.vlm.several import ask_each, named_findings
 
@@ -46,6 +53,7 @@ class VLMTool:
     writes_report = True
     verifies = True
     label = "the VLM"  # how replies name it
+    cacheable = True  # its fixed-prompt asks (meta["fixed_prompt"]) depend on the study alone
 
     def __init__(self, settings: Settings | None = None, *, backend: VLMBackend | None = None,
                  adapter: Adapter | None = None, max_side: int = DEFAULT_MAX_SIDE, pad_square: bool = False,
@@ -108,9 +116,13 @@ class VLMTool:
 
     def _meta(self, res: GenerationResult | None, prompt: str) -> dict[str, Any]:
         b = self._backend
+        model_id = getattr(b, "model_id", self.settings.vlm_model_id)
+        weights = getattr(b, "weights", None)
         meta: dict[str, Any] = {
             "backend": getattr(b, "name", self.settings.vlm_backend),
-            "model": getattr(b, "model_id", self.settings.vlm_model_id),
+            "model": model_id,
+            "model_id": model_id,
+            "weights": weights if isinstance(weights, str) else None,
             "profile": getattr(b, "profile", self.settings.model_profile),
             "family": self.adapter.family,
             "prompt": prompt,
@@ -131,24 +143,44 @@ class VLMTool:
     def _turns(self, prompt: Prompt, history: list[dict[str, str]] | None = None) -> list[prompts.ChatTurn]:
         return prompts.conversation(prompt.text, history, image_first=prompt.image_first, system=self.adapter.system)
 
+    def _provenance(self, meta: dict[str, Any], asks: list[Ask]) -> bool:
+        """Record which prompts produced this Evidence and which answers were cut off; True if any was."""
+        family = self.adapter.family
+        meta["prompt_id"] = prompt_id(family, [t.text for a in asks for t in a.turns])
+        meta["fixed_prompt"] = bool(asks) and all(a.fixed for a in asks)
+        meta["asks"] = [{"task": a.task, **({"finding": a.finding} if a.finding else {}),
+                         "prompt_id": prompt_id(family, [t.text for t in a.turns]), "fixed_prompt": a.fixed,
+                         "truncated": a.truncated} for a in asks]
+        cut = [a.name for a in asks if a.truncated]
+        if cut:
+            meta["truncated_asks"] = cut
+            meta["max_new_tokens"] = int(self.settings.vlm_max_new_tokens)
+        return bool(cut)
+
+    @staticmethod
+    def cache_key(study: Study, thread_id: str | None, *, fixed: bool) -> CacheKey:
+        """Fixed-prompt asks share the study's cached image across threads; anything else stays in its thread."""
+        return CacheKey(None, study.id, shared=True) if fixed else CacheKey(thread_id, study.id)
+
     def _generate(self, study: Study, turns: list[prompts.ChatTurn], thread_id: str | None,
-                  on_token: Callable[[str], None] | None, cancel: threading.Event | None = None) -> GenerationResult:
-        kwargs: dict[str, Any] = {"cache_key": (thread_id, study.id), "max_new_tokens": self.settings.vlm_max_new_tokens,
-                                  "on_token": on_token}
+                  on_token: Callable[[str], None] | None, cancel: threading.Event | None = None, *,
+                  fixed: bool = False) -> GenerationResult:
+        kwargs: dict[str, Any] = {"cache_key": self.cache_key(study, thread_id, fixed=fixed),
+                                  "max_new_tokens": self.settings.vlm_max_new_tokens, "on_token": on_token}
         if cancel is not None and _accepts(self.backend.generate, "cancel"):
             kwargs["cancel"] = cancel
         return self.backend.generate(self.model_image(study).image, turns, **kwargs)
 
     def _batch(self, study: Study, convs: list[list[prompts.ChatTurn]], thread_id: str | None,
-               cancel: threading.Event | None) -> list[GenerationResult]:
+               cancel: threading.Event | None, *, fixed: bool = False) -> list[GenerationResult]:
         """One batched call when the backend can (shared image prefix / concurrent requests), else serial."""
         if not convs:
             return []
-        image, key = self.model_image(study).image, (thread_id, study.id)
+        image, key = self.model_image(study).image, self.cache_key(study, thread_id, fixed=fixed)
         batch = getattr(self.backend, "generate_batch", None)
         if callable(batch):
             return list(batch(image, convs, cache_key=key, max_new_tokens=self.settings.vlm_max_new_tokens, cancel=cancel))
-        return [self._generate(study, turns, thread_id, None, cancel) for turns in convs]
+        return [self._generate(study, turns, thread_id, None, cancel, fixed=fixed) for turns in convs]
 
     @staticmethod
     def _mark(calls: list[FindingCall], task: str) -> list[FindingCall]:
@@ -216,8 +248,10 @@ class VLMTool:
                 return Evidence.failure(self.name, f"the {self.adapter.family} model has no instruction for this ask")
             prompt = p.text
             history = request.history if request.intent == "chat" else None
-            res = self._generate(request.study, self._turns(p, history), request.thread_id, request.on_token, cancel)
-            ev = self._answer(p, res, request.study, finding, target)
+            turns = self._turns(p, history)
+            fixed = p.task in FIXED_PROMPT
+            res = self._generate(request.study, turns, request.thread_id, request.on_token, cancel, fixed=fixed)
+            ev = self._answer(p, res, request.study, finding, target, Ask(p.task, turns, res, fixed=fixed))
         except BackendError as exc:
             return Evidence.failure(self.name, str(exc), latency_ms=elapsed_ms(t0), meta=self._meta(None, prompt))
         except Exception as exc:  # never raise into the graph
@@ -246,9 +280,11 @@ class VLMTool:
         p = a.prompt("detection", key=key)
         return (p, "") if p else None
 
-    def _answer(self, p: Prompt, res: GenerationResult, study: Study, finding: str | None, target: str) -> Evidence:
+    def _answer(self, p: Prompt, res: GenerationResult, study: Study, finding: str | None, target: str,
+                ask: Ask) -> Evidence:
         meta = self._meta(res, p.text)
         meta["task"] = p.task
+        truncated = self._provenance(meta, [ask])
         if not res.text:
             return Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta)
         parsed = self.adapter.parse(p.task, res.text, self.model_image(study).view, target=target, finding=finding,
@@ -260,7 +296,7 @@ class VLMTool:
             meta["call_tasks"] = tasks
         if p.task == "question" and calls:
             meta["status"] = calls[0].status.value
-        return Evidence(tool=self.name, answer=res.text, calls=calls,
+        return Evidence(tool=self.name, answer=res.text, calls=calls, truncated=truncated,
                         artifacts=self._artifacts(parsed.locations, res.text), meta=meta)
 
     def _report(self, request: ToolRequest, cancel: threading.Event | None, t0: float) -> Evidence:
@@ -268,29 +304,35 @@ class VLMTool:
         rp = self.adapter.prompt("report", key=key)
         if rp is None:
             return Evidence.failure(self.name, f"the {self.adapter.family} model has no report instruction")
-        res = self._generate(study, self._turns(rp), request.thread_id, request.on_token, cancel)  # type: ignore[arg-type]
+        report_turns = self._turns(rp)
+        res = self._generate(study, report_turns, request.thread_id, request.on_token, cancel, fixed=True)  # type: ignore[arg-type]
         meta = self._meta(res, rp.text)
+        asks = [Ask("report", report_turns, res, fixed=True)]
         if not res.text:
+            self._provenance(meta, asks)
             return Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta, latency_ms=elapsed_ms(t0))
         calls: list[FindingCall] = self._label_report(res.text) if self.label_reports else []
         tasks: list[str] = ["report"] * len(calls)
         artifacts: list[Artifact] = []
         extras = [p for t in self.report_extras if (p := self.adapter.prompt(t, key=key)) is not None]
         meta["prompts"] = {"report": rp.text, **{p.task: p.text for p in extras}}
+        extra_turns = [self._turns(p) for p in extras]
         try:
-            answers = self._batch(study, [self._turns(p) for p in extras], request.thread_id, cancel)  # type: ignore[arg-type]
+            answers = self._batch(study, extra_turns, request.thread_id, cancel, fixed=True)  # type: ignore[arg-type]
         except BackendError as exc:  # the report stands; say what is missing
             answers = []
             meta.setdefault("notes", []).append(f"{', '.join(p.task for p in extras)} not run: {exc}")
         view = self.model_image(study).view  # type: ignore[arg-type]
-        for p, ans in zip(extras, answers, strict=False):
+        for p, turns, ans in zip(extras, extra_turns, answers, strict=False):
+            asks.append(Ask(p.task, turns, ans, fixed=p.task in FIXED_PROMPT))
             meta.setdefault("answers", {})[p.task] = ans.text
             parsed = self.adapter.parse(p.task, ans.text, view, source=self.name)
             self._fold(parsed, meta, calls, tasks)
             artifacts += self._artifacts(parsed.locations, ans.text)
         meta["call_tasks"] = tasks
+        truncated = self._provenance(meta, asks)  # a cut-off report keeps its calls, but is marked
         return Evidence(tool=self.name, report=res.text, answer=res.text, calls=calls, artifacts=artifacts,
-                        meta=meta, latency_ms=elapsed_ms(t0))
+                        meta=meta, truncated=truncated, latency_ms=elapsed_ms(t0))
 
     def _label_report(self, report: str) -> list[FindingCall]:
         try:
@@ -316,13 +358,15 @@ class VLMTool:
                                           f"the {self.adapter.family} model has no yes/no instruction")
             else:
                 todo.append((i, f, p))
+        grounding: dict[int, Ask] = {}
         try:
-            answers = self._batch(study, [self._turns(p) for _, _, p in todo], thread_id, cancel)
+            question_turns = [self._turns(p) for _, _, p in todo]
+            answers = self._batch(study, question_turns, thread_id, cancel)
             view = self.model_image(study).view
             parsed = [self.adapter.parse("question", r.text, view, target=display_name(f), finding=f, source=self.name)
                       for (_, f, _), r in zip(todo, answers, strict=True)]
             try:
-                self._locate_maintained(study, todo, parsed, thread_id, cancel)
+                grounding = self._locate_maintained(study, todo, parsed, thread_id, cancel)
             except BackendError as exc:  # the yes/no answers stand without boxes
                 for pr in parsed:
                     pr.notes.append(f"no grounding box: {exc}")
@@ -333,8 +377,10 @@ class VLMTool:
             log.exception("VLM verification failed")
             return [e or Evidence.failure(self.name, f"the VLM failed: {type(exc).__name__}: {exc}", latency_ms=elapsed_ms(t0))
                     for e in out]
-        for (i, _f, p), res, pr in zip(todo, answers, parsed, strict=True):
+        for k, ((i, f, p), turns, res, pr) in enumerate(zip(todo, question_turns, answers, parsed, strict=True)):
             meta = self._meta(res, p.text)
+            asks = [Ask("question", turns, res, fixed=False, finding=f)] + ([grounding[k]] if k in grounding else [])
+            truncated = self._provenance(meta, asks)
             meta["verification"] = True
             meta["batch_size"] = len(todo)
             meta["status"] = pr.calls[0].status.value if pr.calls else "uncertain"
@@ -345,31 +391,34 @@ class VLMTool:
             if pr.rejected:
                 meta["boxes_rejected"] = pr.rejected
             calls = self._mark(pr.calls, "verification")
-            out[i] = Evidence(tool=self.name, answer=res.text if res.text else None, calls=calls,
+            out[i] = Evidence(tool=self.name, answer=res.text if res.text else None, calls=calls, truncated=truncated,
                               artifacts=self._artifacts(pr.locations, res.text), meta=meta, latency_ms=elapsed_ms(t0))
             if not res.text:
                 out[i] = Evidence.failure(self.name, "the VLM returned an empty answer", meta=meta, latency_ms=elapsed_ms(t0))
         return [e for e in out if e is not None]
 
     def _locate_maintained(self, study: Study, todo: list[tuple[int, str, Prompt]], parsed: list[Parsed],
-                           thread_id: str | None, cancel: threading.Event | None) -> None:
+                           thread_id: str | None, cancel: threading.Event | None) -> dict[int, Ask]:
         """For each 'present' answer without a box: one batched grounding ask; its first box becomes
-        the call's box (a location for a finding the model just affirmed)."""
+        the call's box (a location for a finding the model just affirmed). Returns those asks by position."""
         need = [(k, f) for k, ((_, f, _), pr) in enumerate(zip(todo, parsed, strict=True))
                 if pr.calls and pr.calls[0].status.value == "present" and pr.calls[0].box is None]
         asks = [(k, f, spec[0]) for k, f in need if (spec := self._locate_prompt(study.id, f, None)) is not None
                 and spec[0].task in LOCATION_ONLY] if self.adapter.localises else []
         if not asks:
-            return
+            return {}
         view = self.model_image(study).view
-        for (k, f, p), res in zip(asks, self._batch(study, [self._turns(p) for *_, p in asks], thread_id, cancel),
-                                  strict=True):
+        turns = [self._turns(p) for *_, p in asks]
+        done: dict[int, Ask] = {}
+        for (k, f, p), conv, res in zip(asks, turns, self._batch(study, turns, thread_id, cancel), strict=True):
+            done[k] = Ask(p.task, conv, res, fixed=False, finding=f)
             g = self.adapter.parse(p.task, res.text, view, target=display_name(f).lower(), finding=f, source=self.name)
             if g.locations:
                 pr = parsed[k]
                 pr.calls[0] = pr.calls[0].model_copy(update={"box": g.locations[0].box})
                 pr.locations += g.locations
                 pr.notes.append(f"box from the {p.task} ask: {p.text}")
+        return done
 
     def verify_finding(self, study: Study, finding: str, *, thread_id: str | None = None,
                        on_token: Callable[[str], None] | None = None) -> Evidence:

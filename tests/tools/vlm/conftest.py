@@ -131,7 +131,7 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {
                     "id": "cmpl-test", "object": "chat.completion", "model": body["model"],
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": res.text},
-                                 "finish_reason": "stop"}],
+                                 "finish_reason": "length" if res.truncated else "stop"}],
                     "usage": {"prompt_tokens": res.prompt_tokens, "completion_tokens": res.new_tokens},
                 })
                 return
@@ -146,11 +146,13 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-            state.backend.generate(
+            res = state.backend.generate(
                 image, turns, **kwargs,
                 on_token=lambda piece: send({"object": "chat.completion.chunk",
                                              "choices": [{"index": 0, "delta": {"content": piece}}]}),
             )
+            send({"object": "chat.completion.chunk", "choices": [
+                {"index": 0, "delta": {}, "finish_reason": "length" if res.truncated else "stop"}]})
             send("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()

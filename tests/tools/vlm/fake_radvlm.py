@@ -48,13 +48,16 @@ FOREIGN = "Foreign objects are detected at these positions: [0.4, 0.05, 0.52, 0.
 
 
 class FakeRadVLM:
-    """Answers like RadVLM; ``yes`` decides the conversational yes/no (finding -> bool)."""
+    """Answers like RadVLM; ``yes`` decides the conversational yes/no (finding -> bool); the tasks in
+    ``cut_off`` answer as a model stopped at its token limit would: the first half of the answer, truncated."""
 
     name = "fake-radvlm"
     model_id = "fake-radvlm"
 
-    def __init__(self, profile: str = "tiny", yes: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, profile: str = "tiny", yes: Callable[[str], bool] | None = None,
+                 cut_off: frozenset[str] = frozenset()) -> None:
         self.profile = profile
+        self.cut_off = cut_off
         self.yes = yes or (lambda target: target in ("cardiomegaly", "pleural effusion"))
         self.prompts: list[str] = []
         self.tasks: list[str] = []
@@ -94,13 +97,18 @@ class FakeRadVLM:
             self.tasks.append(task)
             if task == "untrained" and len(turns) == 1:
                 self.untrained.append(text)
+        truncated = task in self.cut_off
+        if truncated:
+            words = out.split(" ")
+            out = " ".join(words[: max(1, len(words) // 2)])
         if on_token is not None:
             for piece in out.split(" "):
                 on_token(piece + " ")
-        return GenerationResult(text=out, cache_hit=True, prompt_tokens=len(text), new_tokens=len(out.split()))
+        return GenerationResult(text=out, truncated=truncated, cache_hit=True, prompt_tokens=len(text),
+                                new_tokens=len(out.split()))
 
     def generate_batch(self, image: Image.Image, conversations: list[list[ChatTurn]], *,
                        cache_key: Hashable | None = None, max_new_tokens: int | None = None,
                        cancel: threading.Event | None = None) -> list[GenerationResult]:
         self.batches.append(len(conversations))
-        return [self.generate(image, c, cache_key=cache_key) for c in conversations]
+        return [self.generate(image, c, cache_key=cache_key, max_new_tokens=max_new_tokens) for c in conversations]

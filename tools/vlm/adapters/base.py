@@ -41,6 +41,9 @@ TASKS: tuple[Task, ...] = ("report", "classification", "detection", "grounding",
                            "foreign_objects", "question", "chat")
 # Tasks whose boxes say WHERE something asked about would be, never THAT it is there.
 LOCATION_ONLY: frozenset[str] = frozenset({"grounding", "region", "phrase_grounding"})
+# Tasks whose instruction depends on the study alone (picked by its key), never on the user's words or a
+# finding the user named: their answers (and the model's cached image) may be shared across conversations.
+FIXED_PROMPT: frozenset[str] = frozenset({"report", "classification", "detection"})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -26,9 +26,20 @@ class ModelUnavailable(BackendError):
     """The model cannot be used here: weights missing, or the server is not answering."""
 
 
+class CacheKey(NamedTuple):
+    """Which cached encoding of a study an ask may use. ``shared``: the ask's prompt does not depend on
+    the user's words (a fixed-prompt report, classification or detection), so every thread reading
+    this study shares one entry; otherwise the entry belongs to ``thread`` alone."""
+
+    thread: str | None
+    study: str
+    shared: bool = False
+
+
 @dataclass
 class GenerationResult:
     text: str
+    truncated: bool = False  # generation stopped at the token limit, not at the model's end of answer
     cache_hit: bool = False  # the encoded image was reused
     kv_prefix_hit: bool = False  # the text model's KV cache of the image prefix was reused too
     prompt_tokens: int | None = None

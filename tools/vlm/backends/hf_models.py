@@ -85,3 +85,26 @@ def load_class(name: str) -> Any:
 def load_tiny(spec: str, data_dir: Any) -> tuple[Any, Any]:
     module, _, fn = spec.partition(":")
     return getattr(importlib.import_module(module), fn)(data_dir)
+
+
+def eos_ids(model: Any) -> frozenset[int]:
+    """The token ids that end an answer (``generation_config.eos_token_id``: one id or a list)."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    values = [eos] if isinstance(eos, int) else list(eos or [])
+    return frozenset(int(t) for t in values if t is not None)
+
+
+def answer_length(ids: list[int], eos: frozenset[int]) -> tuple[int, bool]:
+    """(tokens of the answer up to and including its end-of-answer token, whether it ended on one).
+    An answer that never emitted one stopped at the token limit (or was cancelled): it is incomplete."""
+    for k, t in enumerate(ids):
+        if t in eos:
+            return k + 1, True
+    return len(ids), False
+
+
+def tiny_weights(spec: str) -> str:
+    """The weights id of a tiny random stand-in: its builder's fixed seed (every build is identical)."""
+    module = spec.partition(":")[0]
+    seed = getattr(importlib.import_module(module), "SEED", None)
+    return f"random:seed={seed}" if seed is not None else "random"

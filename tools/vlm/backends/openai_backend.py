@@ -3,7 +3,8 @@
 The image goes as a base64 PNG data URL in an ``image_url`` content part of the first user
 turn. Retries with exponential backoff on connection errors, HTTP 5xx and 429 (never on other
 4xx: the request itself is wrong, and a read timeout is not retried either: the generation
-would most likely time out again). Streams with SSE when a token sink is given. The encoded
+would most likely time out again). Streams with SSE when a token sink is given. ``finish_reason ==
+"length"`` (the server stopped at ``max_tokens``) marks the answer truncated. The encoded
 data URL is cached per (thread_id, study_id); the server's own prefix cache does the rest.
 """
 
@@ -196,12 +197,14 @@ class OpenAIBackend:
         try:
             data = resp.json()
             text = data["choices"][0]["message"]["content"] or ""
+            finish = data["choices"][0].get("finish_reason")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise BackendError(f"{self.url} returned a malformed chat completion: {resp.text[:200]}") from exc
         usage = data.get("usage") or {}
         done = time.perf_counter()
         return GenerationResult(
             text=text.strip(),
+            truncated=finish == "length",  # the server stopped at max_tokens
             prompt_tokens=usage.get("prompt_tokens"),
             new_tokens=usage.get("completion_tokens"),
             ttft_s=None,
@@ -214,6 +217,7 @@ class OpenAIBackend:
         first: float | None = None
         n = 0
         usage: dict[str, Any] = {}
+        finish: str | None = None
         try:
             with self._client.stream("POST", self.url, json=body) as resp:
                 if resp.status_code >= 400:
@@ -233,6 +237,7 @@ class OpenAIBackend:
                         raise BackendError(f"{self.url} sent a malformed stream event: {payload[:200]}") from exc
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
+                        finish = choice.get("finish_reason") or finish
                         piece = (choice.get("delta") or {}).get("content")
                         if piece:
                             if first is None:
@@ -250,6 +255,7 @@ class OpenAIBackend:
         done = time.perf_counter()
         return GenerationResult(
             text="".join(pieces).strip(),
+            truncated=finish == "length",  # the last chunk's finish_reason: stopped at max_tokens
             prompt_tokens=usage.get("prompt_tokens"),
             new_tokens=usage.get("completion_tokens", n),
             ttft_s=(first - t0) if first else None,

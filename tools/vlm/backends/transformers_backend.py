@@ -2,8 +2,12 @@
 
 - Loaded lazily, once per process and configuration (a lock guards the load).
 - Generation is serialised with a lock: one model, one stream at a time (greedy decoding).
-- Encoded-study cache: per (thread_id, study_id) we keep the vision tower's output (the packed,
-  projected image features) and the number of image tokens. transformers 5 lets ``generate``
+- Encoded-study cache: per ``CacheKey`` (a thread and a study; or the study alone for the fixed-prompt
+  report/classification/detection asks, which never carry the user's words and so are shared by every
+  thread reading that study) we keep the vision tower's output (the packed, projected image features)
+  and the number of image tokens. A new thread's entry starts from the study's shared entry (its
+  features and image-only KV prefix), so a second conversation about a study encodes nothing again;
+  a prefix that holds a user's words is stored in that thread's entry only. transformers 5 lets ``generate``
   take them back as ``mm_encoder_outputs``, so a follow-up turn skips image preprocessing and
   the whole vision tower. On top of that (``kv_prefix_cache``) we keep the text model's KV cache
   of the prompt prefix that ends with the image tokens ("<|im_start|>user\n<image>x N"): every
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from PIL import Image
 
 from cxr_agent.heap import settle
-from tools.vlm.backends.base import BackendError, GenerationResult, ModelUnavailable
+from tools.vlm.backends.base import BackendError, CacheKey, GenerationResult, ModelUnavailable
 from tools.vlm.backends.stopping import cancel_criteria
 from tools.vlm.prompts import ChatTurn
 
@@ -126,6 +130,8 @@ class TransformersBackend:
         self.kv_prefix_cache = kv_prefix_cache
         self._last_prefix_hit = False
         self.device: str | None = None
+        self.weights: str | None = None  # the loaded weights' revision (or the tiny model's seed), once loaded
+        self.counts: dict[str, int] = {"encodes": 0, "prefills": 0}  # vision-tower runs, image-prefix prefills
 
     @classmethod
     def shared(cls, settings: Settings) -> TransformersBackend:
@@ -157,6 +163,7 @@ class TransformersBackend:
 
         if self.profile == "tiny":
             model, processor = hf_models.load_tiny(self.family.tiny_loader, self.settings.data_dir)
+            self.weights = hf_models.tiny_weights(self.family.tiny_loader)
             return model.to(device), processor
         from tools.vlm.weights import _fix, local_model_dir
 
@@ -177,6 +184,9 @@ class TransformersBackend:
             processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:
             raise ModelUnavailable(f"could not load {name} from {path}: {type(exc).__name__}: {exc}") from exc
+        from tools.provenance import snapshot_revision
+
+        self.weights = snapshot_revision(path)
         log.info("loaded %s on %s (%s) in %.1f s", self.model_id, device, dtype, time.perf_counter() - t0)
         return model, processor
 
@@ -197,6 +207,25 @@ class TransformersBackend:
             if hit is not None:
                 self._cache.move_to_end(key)
             return hit
+
+    def _seed(self, key: Hashable | None) -> EncodedImage | None:
+        """A new entry for ``key`` built from another entry of the same study: the image features
+        (they depend on the pixels alone), plus the KV prefix when that entry is the study's shared
+        one (its prefix holds the image and the adapter's fixed text, never a user's words)."""
+        if not isinstance(key, CacheKey):
+            return None
+        shared = CacheKey(None, key.study, shared=True)
+        with self._cache_lock:
+            source = self._cache.get(shared)
+            if source is None:
+                source = next((v for k, v in self._cache.items() if isinstance(k, CacheKey) and k.study == key.study), None)
+            if source is None:
+                return None
+            seeded = EncodedImage(source.features, source.n_image_tokens, source.image_size, expansion=source.expansion)
+            if source is self._cache.get(shared) and not key.shared:
+                seeded.prefix_ids, seeded.prefix_cache = source.prefix_ids, source.prefix_cache
+        self._cache_put(key, seeded)
+        return seeded
 
     def _cache_put(self, key: Hashable | None, value: EncodedImage) -> None:
         if key is None or self.cache_entries <= 0:
@@ -223,11 +252,12 @@ class TransformersBackend:
     def encoded_image(self, image: Image.Image, cache_key: Hashable | None) -> tuple[EncodedImage, bool, float]:
         """The image's encoding from the per-thread cache, else encoded and cached: (encoded, hit, encode s).
         Call under ``_gen_lock`` (single and batched generation share it)."""
-        encoded = self._cache_get(cache_key)
+        encoded = self._cache_get(cache_key) or self._seed(cache_key)
         if encoded is not None:
             return encoded, True, 0.0
         t0 = time.perf_counter()
         encoded = self.encode(image)
+        self.counts["encodes"] += 1
         self._cache_put(cache_key, encoded)
         return encoded, False, time.perf_counter() - t0
 
@@ -279,6 +309,7 @@ class TransformersBackend:
         from tools.vlm.backends.hf_models import token_types, with_cache
 
         cache = DynamicCache(config=model.config.text_config)
+        self.counts["prefills"] += 1
         with torch.inference_mode():
             model(input_ids=head, attention_mask=torch.ones_like(head), use_cache=True, **with_cache(model, cache),
                   mm_encoder_outputs={"image": encoded.features}, logits_to_keep=1, **token_types(model, head))
@@ -351,11 +382,12 @@ class TransformersBackend:
             if cancel is not None:
                 gen_kwargs["stopping_criteria"] = cancel_criteria(cancel)
             errors: list[BaseException] = []
+            outputs: list[Any] = []
 
             def _run() -> None:
                 try:
                     with torch.inference_mode():
-                        model.generate(**gen_kwargs)
+                        outputs.append(model.generate(**gen_kwargs))
                 except BaseException as exc:  # surfaced in the caller's thread below
                     errors.append(exc)
                     streamer.end()
@@ -378,10 +410,13 @@ class TransformersBackend:
                 raise BackendError(f"generation failed: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
             if cancel is not None and cancel.is_set():
                 raise BackendError("generation cancelled (the call timed out); the model is free again")
+            new_ids = outputs[0][0, input_ids.shape[1]:].tolist() if outputs else []
+            count, ended = hf_models.answer_length(new_ids, hf_models.eos_ids(model))
         done = time.perf_counter()
         ttft = (streamer.first_token_at - t_enc) if streamer.first_token_at else None
         return GenerationResult(
             text="".join(pieces).strip(),
+            truncated=not ended and count >= max_new,
             cache_hit=hit,
             kv_prefix_hit=prefix_hit,
             prompt_tokens=int(input_ids.shape[1]),

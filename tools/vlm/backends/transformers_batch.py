@@ -103,14 +103,14 @@ def generate_batch(
             raise BackendError("generation cancelled (the call timed out); the model is free again")
     done = time.perf_counter()
     new = out[:, end + width:]
-    eos = {t for t in ([model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int)
-                       else list(model.generation_config.eos_token_id or [])) if t is not None}
+    eos = hf_models.eos_ids(model)
     results = []
     for i in range(n):
         ids = new[i].tolist()
-        count = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
+        count, ended = hf_models.answer_length(ids, eos)
         results.append(GenerationResult(
             text=tok.decode(ids[:count], skip_special_tokens=True).strip(), cache_hit=hit, kv_prefix_hit=prefix_hit,
+            truncated=not ended and count >= max_new,
             prompt_tokens=int(rows[i].shape[0]), new_tokens=count, ttft_s=None, latency_s=done - t0,
             encode_s=encode_s,
         ))
