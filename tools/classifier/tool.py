@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from tools.classifier.loading import (
     classifier_weight_status,  # noqa: F401  (re-exported: the public API lives here)
     download_classifier_weights,  # noqa: F401
     load_classifier,
+    pinned_sha256,
     wrap_module,
 )
 
@@ -59,6 +61,24 @@ def finding_for_label(label: str) -> str | None:
     if not label:
         return None
     return normalize(label) or XRV_LABEL_MAP.get(label)
+
+
+def weights_id(m: LoadedClassifier) -> str | None:
+    """Which weights produced a score: ``sha256:<hex>`` of a real file (the catalogue's pin or the hash recorded
+    at its first download: both checked before it loaded), the tiny model's seed, else None (unknown)."""
+    if m.weights_path:
+        return _file_weights(str(m.weights_path))
+    if m.profile == "tiny" and m.meta.get("seed") is not None:
+        return f"random:seed={m.meta['seed']}"
+    return None
+
+
+@lru_cache(maxsize=8)
+def _file_weights(path: str) -> str | None:
+    from tools.integrity import recorded_hash
+
+    digest = pinned_sha256(Path(path)) or recorded_hash(Path(path))
+    return f"sha256:{digest}" if digest else None
 
 
 def status_for(score: float, margin: float) -> Status:
@@ -130,6 +150,7 @@ class ClassifierTool:
     intents = builtin_intents("classifier")  # from the one intent table (tools/base.py)
     image_source = True  # its calls read the image: they vote
     label = "the classifier"
+    cacheable = True  # its scores depend on the study alone, never on the user's words
 
     def __init__(self, settings: Settings | None = None, *, model: LoadedClassifier | Any = None) -> None:
         if settings is None:
@@ -209,6 +230,9 @@ class ClassifierTool:
         untrained = [finding_for_label(t) or t for i, t in enumerate(m.targets) if t and i not in m.trained_indices()]
         meta: dict[str, Any] = {
             "model": m.name,
+            "model_id": m.name,
+            "weights": weights_id(m),
+            "prompt_id": None,  # a classifier reads no prompt
             "profile": m.profile,
             "device": m.device,
             "resolution": m.resolution,

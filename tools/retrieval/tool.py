@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from knowledge.evidence import Evidence, FindingCall, RetrievedReport, Status
 from knowledge.vocabulary import FINDINGS, display_name
 from tools.base import ToolRequest, builtin_intents
+from tools.provenance import index_id
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -159,6 +160,10 @@ class RetrievalTool:
             neighbors=neighbors,
             latency_ms=(time.perf_counter() - t0) * 1000,
             meta={
+                "model_id": index.embedder_name,
+                "weights": None,  # the embedder's weights are pinned by the index (index_id), not hashed here
+                "prompt_id": None,  # the query is the draft report or the user's text, never a prompt
+                "index_id": index_id(index.manifest),
                 "embedder": index.embedder_name,
                 "index_type": index.index_type,
                 "index_count": index.count,

