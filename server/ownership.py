@@ -1,0 +1,129 @@
+"""Who may see a stored study or heatmap on the graph server: its uploaders and its threads' owners.
+
+Studies stay shared on disk by pixel hash (two uploads of the same image are one file), so
+ownership is recorded beside them: ``<data_dir>/uploads.sqlite`` (owner-only, ``secure_delete``)
+holds one row per (study, uploader). A caller may see a study it uploaded, or one a thread it owns
+references (the threads' ``metadata.owner``, server/auth.py); the service identity sees all. A
+study nobody may see answers 404, exactly like a missing one, so ids cannot be probed. Rows go when
+their study is deleted (forget, retention).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cxr_agent.settings import Settings
+
+REGISTRY = "uploads.sqlite"
+PAGE = 100
+
+
+def registry_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / REGISTRY
+
+
+def _connect(settings: Settings) -> sqlite3.Connection:
+    path = registry_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute("PRAGMA secure_delete = ON")
+    conn.execute("CREATE TABLE IF NOT EXISTS uploads (study_id TEXT NOT NULL, owner TEXT NOT NULL, "
+                 "at REAL NOT NULL, PRIMARY KEY (study_id, owner))")
+    return conn
+
+
+def record_upload(settings: Settings, study_id: str, owner: str) -> None:
+    """Remember that ``owner`` uploaded the study (idempotent; blocking)."""
+    with closing(_connect(settings)) as conn, conn:
+        conn.execute("INSERT OR IGNORE INTO uploads (study_id, owner, at) VALUES (?, ?, ?)",
+                     (study_id, owner, time.time()))
+
+
+def uploaded_by(settings: Settings, study_id: str, owner: str) -> bool:
+    """Did ``owner`` upload this study (blocking)?"""
+    if not registry_path(settings).exists():
+        return False
+    with closing(_connect(settings)) as conn:
+        row = conn.execute("SELECT 1 FROM uploads WHERE study_id = ? AND owner = ?", (study_id, owner)).fetchone()
+    return row is not None
+
+
+def forget_uploads(settings: Settings, study_ids: Iterable[str]) -> int:
+    """Drop the rows of deleted studies; how many went (blocking)."""
+    ids = [(s,) for s in study_ids]
+    if not ids or not registry_path(settings).exists():
+        return 0
+    with closing(_connect(settings)) as conn, conn:
+        return conn.executemany("DELETE FROM uploads WHERE study_id = ?", ids).rowcount
+
+
+def caller(request: Any) -> tuple[str, bool]:
+    """(owner id, is service) of an authenticated request to one of our routes."""
+    from server.identities import SERVICE
+
+    user = request.scope.get("user")
+    auth = request.scope.get("auth")
+    identity = getattr(user, "identity", None)
+    if not identity:  # only reachable if the route were mounted without the server's auth
+        return "", False
+    return str(identity), SERVICE in (getattr(auth, "scopes", None) or [])
+
+
+async def owns_thread(client: Any, thread_id: str, owner: str) -> bool:
+    """Does the thread exist and belong to ``owner``? (``client``: the service's in-process client)."""
+    import httpx
+
+    try:
+        thread = await client.threads.get(thread_id)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code in (404, 422):
+            return False
+        raise
+    return (thread.get("metadata") or {}).get("owner") == owner
+
+
+async def thread_references(client: Any, owner: str, study_id: str) -> bool:
+    """Does a thread of ``owner`` reference the study in its current state?"""
+    offset = 0
+    while True:
+        page = await client.threads.search(metadata={"owner": owner}, limit=PAGE, offset=offset,
+                                           select=["thread_id"],
+                                           extract={"study": "values.study_id", "last": "values.last_result.study_id"})
+        if any(study_id in (t.get("extracted") or {}).values() for t in page):
+            return True
+        if len(page) < PAGE:
+            return False
+        offset += PAGE
+
+
+async def may_see_study(settings: Settings, client: Any, request: Any, study_id: str) -> bool:
+    """The service identity, an uploader of the study, or the owner of a thread that references it."""
+    from starlette.concurrency import run_in_threadpool
+
+    owner, service = caller(request)
+    if service:
+        return True
+    if not owner:
+        return False
+    if await run_in_threadpool(uploaded_by, settings, study_id, owner):
+        return True
+    return await thread_references(client, owner, study_id)
+
+
+def artifact_study(path: Path, settings: Settings) -> str | None:
+    """The study an artifact belongs to (``artifacts/<study_id>/...``), or None for a stray file."""
+    try:
+        parts = path.relative_to(Path(settings.artifacts_dir).resolve()).parts
+    except ValueError:
+        return None
+    return parts[0] if len(parts) > 1 else None
