@@ -85,6 +85,9 @@ class ToolCapabilities:
     needs_draft: it runs after a report writer in the same branch and gets its draft
         (``ToolRequest.draft_report``); without a draft it is not run.
     verifies: it answers targeted re-asks: ``verify(study, findings, *, thread_id, cancel)``.
+    cacheable: its complete Evidence on a study may be reused for the same study, model, weights and
+        prompt, in any conversation. Declare it only when the output depends on the study alone; a tool
+        whose Evidence varies per ask says so per Evidence (``meta["fixed_prompt"]``, like the VLM).
     label: how replies name it ("the VLM"); None: ``tool '<name>'``.
     """
 
@@ -93,9 +96,10 @@ class ToolCapabilities:
     writes_report: bool = False
     needs_draft: bool = False
     verifies: bool = False
+    cacheable: bool = False
     label: str | None = None
 
-    FLAGS = ("image_source", "writes_report", "needs_draft", "verifies")
+    FLAGS = ("image_source", "writes_report", "needs_draft", "verifies", "cacheable")
 
 
 @runtime_checkable
@@ -104,7 +108,8 @@ class CxrTool(Protocol):
 
     run() should not raise; the graph still wraps it and turns any exception or timeout into
     Evidence(ok=False, error=...). Optional class attributes ``image_source``, ``writes_report``,
-    ``needs_draft``, ``verifies`` (bools, default False) and ``label`` (str) declare its ToolCapabilities; a tool with
+    ``needs_draft``, ``verifies``, ``cacheable`` (bools, default False) and ``label`` (str) declare its
+    ToolCapabilities; a tool with
     ``verifies = True`` also implements ``verify`` (see ``Verifier``).
     """
 

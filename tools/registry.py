@@ -4,21 +4,22 @@ A custom tool is either
 - any object with ``name: str``, ``intents`` (iterable of intents it serves, see
   tools.base.INTENT_TABLE) and ``run(ToolRequest) -> Evidence`` (the CxrTool protocol), optionally
   declaring the capabilities of tools.base.ToolCapabilities as boolean attributes
-  (``image_source``, ``writes_report``, ``needs_draft``, ``verifies`` + ``verify(...)``), or
+  (``image_source``, ``writes_report``, ``needs_draft``, ``verifies`` + ``verify(...)``, ``cacheable``), or
 - a LangChain tool (``BaseTool`` / ``@tool``): its arguments are filled from the request by name
   (``text``, ``intent``, ``finding``, ``phrase``, ``study_id``, ``pixels``, ``thread_id``,
   ``draft_report``) and its output is mapped to Evidence: an Evidence is kept, a dict is validated
   as Evidence, anything else becomes ``Evidence.answer`` text. Intents and capabilities come from
   ``metadata``: ``cxr_intents`` (default: report), ``cxr_image_source``, ``cxr_writes_report``,
   ``cxr_needs_draft``, ``cxr_verifies`` (a verifying LangChain tool is invoked once per finding
-  with intent ``finding_question``), ``cxr_label`` (how replies name it).
+  with intent ``finding_question``), ``cxr_cacheable``, ``cxr_label`` (how replies name it).
 
 Custom tools reach the graph through ``build_graph(tools=[...])`` or an entry point in the group
 ``cxr_agent.tools`` (the object may be a tool instance, a tool class or a zero-argument factory).
 Entry points run third-party code, so only those named in ``settings.plugins``
 (``CXR_AGENT_PLUGINS="name1,name2"``) are loaded; a broken one is logged and skipped, it never
 stops the graph from building. A custom tool named like a built-in (``vlm``, ``classifier``,
-``retrieval``) replaces it, and takes over the built-in's capabilities unless it declares its own.
+``retrieval``) replaces it, and takes over the built-in's capabilities unless it declares its own (all but
+``cacheable``, which a tool must declare itself).
 """
 
 from __future__ import annotations
@@ -53,13 +54,14 @@ class LazyTool:
 
     def __init__(self, name: str, target: str, intents: Iterable[str], *, image_source: bool = False,
                  writes_report: bool = False, needs_draft: bool = False, verifies: bool = False,
-                 label: str | None = None, settings: Settings | None = None):
+                 cacheable: bool = False, label: str | None = None, settings: Settings | None = None):
         self.name = name
         self.intents = frozenset(intents)
         self.image_source = image_source
         self.writes_report = writes_report
         self.needs_draft = needs_draft
         self.verifies = verifies
+        self.cacheable = cacheable
         self.label = label
         self.target = target
         self._settings = settings
@@ -71,7 +73,7 @@ class LazyTool:
     def capabilities(self) -> ToolCapabilities:
         return ToolCapabilities(intents=self.intents, image_source=self.image_source,
                                 writes_report=self.writes_report, needs_draft=self.needs_draft,
-                                verifies=self.verifies, label=self.label)
+                                verifies=self.verifies, cacheable=self.cacheable, label=self.label)
 
     def load(self) -> Any:
         """The real tool (constructed once); raises RuntimeError naming the problem if it cannot be."""
@@ -134,9 +136,10 @@ def _import_first(targets: str) -> Any:
 BUILTINS: dict[str, tuple[str, ToolCapabilities]] = {
     "vlm": ("tools.vlm:VLMTool|tools.vlm.tool:VLMTool",
             ToolCapabilities(builtin_intents("vlm"), image_source=True, writes_report=True, verifies=True,
-                             label="the VLM")),
+                             cacheable=True, label="the VLM")),  # its fixed-prompt asks: meta["fixed_prompt"]
     "classifier": ("tools.classifier.tool:ClassifierTool",
-                   ToolCapabilities(builtin_intents("classifier"), image_source=True, label="the classifier")),
+                   ToolCapabilities(builtin_intents("classifier"), image_source=True, cacheable=True,
+                                    label="the classifier")),
     "retrieval": ("tools.retrieval:RetrievalTool",
                   ToolCapabilities(builtin_intents("retrieval"), needs_draft=True, label="retrieval")),
 }
@@ -152,7 +155,8 @@ def builtin_tools(settings: Settings | None = None) -> list[LazyTool]:
                                    replace(BUILTINS["vlm"][1], label=f"the second VLM ({compare})"))
     return [
         LazyTool(n, t, c.intents, image_source=c.image_source, writes_report=c.writes_report,
-                 needs_draft=c.needs_draft, verifies=c.verifies, label=c.label, settings=settings)
+                 needs_draft=c.needs_draft, verifies=c.verifies, cacheable=c.cacheable, label=c.label,
+                 settings=settings)
         for n, (t, c) in specs.items()
     ]
 
@@ -171,6 +175,7 @@ class LangChainToolAdapter:
         self.writes_report = bool(meta.get("cxr_writes_report", False))
         self.needs_draft = bool(meta.get("cxr_needs_draft", False))
         self.verifies = bool(meta.get("cxr_verifies", False))
+        self.cacheable = bool(meta.get("cxr_cacheable", False))
         self.label = str(meta["cxr_label"]) if meta.get("cxr_label") else None
 
     def run(self, request: ToolRequest) -> Evidence:
@@ -260,8 +265,11 @@ def as_cxr_tool(obj: Any, *, settings: Settings | None = None) -> Any:
 
 
 def _inherit_builtin(tool: Any, builtin: LazyTool) -> Any:
-    """A tool replacing a built-in by name keeps the built-in's capabilities it does not declare."""
+    """A tool replacing a built-in by name keeps the built-in's capabilities it does not declare, except
+    ``cacheable``: reusing a tool's output across conversations is safe only when the tool itself says so."""
     for flag in ToolCapabilities.FLAGS:
+        if flag == "cacheable":
+            continue
         if not hasattr(type(tool), flag) and flag not in getattr(tool, "__dict__", {}):
             try:
                 setattr(tool, flag, getattr(builtin, flag))

@@ -102,3 +102,36 @@ def test_image_source_flag_decides_whether_a_custom_tool_votes(make_graph, threa
     out = make_graph(ScriptedVLM(report="Mild cardiomegaly.", verify=confirm), reader).invoke(
         {"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
     assert next(d for d in out["decisions"] if d.finding == "pneumothorax").status == Status.present
+
+
+def test_cacheable_is_declared_never_assumed(settings):
+    from tools.base import capabilities
+    from tools.classifier.tool import ClassifierTool
+    from tools.registry import builtin_tools
+    from tools.retrieval.tool import RetrievalTool
+    from tools.vlm.tool import VLMTool
+
+    builtins = {t.name: capabilities(t).cacheable for t in builtin_tools(settings)}
+    assert builtins == {"vlm": True, "classifier": True, "retrieval": False}
+    # the loaded tools declare what their lazy stand-ins promise
+    assert (VLMTool.cacheable, ClassifierTool.cacheable, getattr(RetrievalTool, "cacheable", False)) == (True, True, False)
+
+    plain = ScriptedTool("plain", {"report"}, Evidence(tool="plain"))
+    assert capabilities(as_cxr_tool(plain)).cacheable is False
+    scores = ScriptedTool("scores", {"report"}, Evidence(tool="scores"))
+    scores.cacheable = True
+    assert capabilities(as_cxr_tool(scores)).cacheable is True
+
+    @tool
+    def density(study_id: str) -> str:
+        """Breast-density-like score of the study (depends on the pixels only)."""
+        return "0.4"
+
+    density.metadata = {"cxr_intents": ["report"], "cxr_cacheable": True}
+    assert capabilities(as_cxr_tool(density)).cacheable is True
+
+    # a replacement of a cacheable built-in inherits its other capabilities, never cacheable
+    stand_in = ScriptedTool("classifier", {"report"}, Evidence(tool="classifier"))
+    registry = resolve_tools(settings, [stand_in], plugins=False)
+    caps = capabilities(registry["classifier"])
+    assert caps.image_source is True and caps.cacheable is False
