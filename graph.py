@@ -75,11 +75,12 @@ def build_graph(
     a LangGraph server supplies persistence). store: a StudyStore (default:
     ``StudyStore.from_settings``, opened on first use). A saver passed in is made to drop the raw
     ``image``/``image_name`` input before it writes (agents.memory.checkpointers.scrubbing). server_input: offer only
-    ``messages`` and ``study_id`` as input (a LangGraph Server deployment never takes raw images).
+    ``messages`` and ``study_id`` as input and read no image whatever writes the ``image`` channel (a
+    LangGraph Server deployment never takes raw images).
     """
     settings = settings or get_settings()
     registry = resolve_tools(settings, tools, builtins=builtin_tools, plugins=plugins)
-    studies = Studies(settings, store=store)
+    studies = Studies(settings, store=store, accept_images=not server_input)  # served: a study_id only
     nodes = Nodes(settings, registry, studies=studies)
 
     g = StateGraph(CxrState, input_schema=CxrServerInput if server_input else CxrInput)

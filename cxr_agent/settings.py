@@ -173,6 +173,20 @@ class Settings(BaseSettings):
                           "server admits; each user sees only the threads, runs and studies it created "
                           "(server/identities.py)."
     )
+    server_auth_disabled: bool = Field(
+        False, description="Run the graph server with no token, answering anyone who reaches it (loopback "
+                           "development only); without it an unset or empty CXR_AGENT_SERVER_TOKEN stops the server.")
+    graph_allow_insecure_remote: bool = Field(
+        False, description="Let the UI reach a graph server on another machine over plain http:// (images and "
+                           "conversations would cross the network unencrypted).")
+    server_max_run_body_kb: int = Field(
+        1024, ge=1, description="Largest JSON body of a run or state update the graph server reads (413 beyond).")
+    server_uploads_in_flight_mb: int = Field(
+        1024, ge=1, description="Upload bytes one graph server process holds at once, received or decoding (503 beyond).")
+    server_upload_queue: int = Field(
+        4, ge=0, description="Uploads that may wait for a decode slot beyond decode_concurrency (429 beyond).")
+    chat_history_chars: int = Field(
+        8000, ge=0, description="Characters of earlier conversation sent to the VLM on a chat turn (newest kept).")
 
     def server_auth_headers(self) -> dict[str, str]:
         """What a client of the graph server sends: ``Authorization: Bearer <server_token>`` (none when unset)."""

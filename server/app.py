@@ -3,25 +3,29 @@
 LangGraph Server serves the graph (``langgraph.json`` -> ``graph.py:graph``) and mounts this
 Starlette app in the same process (``http.app``), so a remote UI needs one address:
 
-    POST /cxr/studies?filename=x.dcm   body: the file's bytes  -> 201 {"study_id", "width", ...}
+    POST /cxr/studies  body: the file's bytes, X-Cxr-File-Type: dcm -> 201 {"study_id", "width", ...}
     GET  /cxr/studies/{study_id}                                -> 200 {"study_id", "width", ...} | 404
     GET  /cxr/artifacts?uri=<Artifact.uri from a reply>         -> the file (a heatmap .npy) | 404
     GET  /cxr/health                                            -> 200 {"ok": true, ...}
     DELETE /cxr/threads/{thread_id}   the thread, then the studies/heatmaps no other thread uses -> 200 | 404
 
-With ``CXR_AGENT_SERVER_TOKEN`` set, these routes and the server's own answer only callers bearing
-it (server/auth.py, wired in langgraph.json). Deleting through ``/cxr/threads`` rather than the server's own ``DELETE /threads`` is what removes the
+These routes and the server's own answer only callers bearing ``CXR_AGENT_SERVER_TOKEN``
+(server/auth.py, wired in langgraph.json, checked before any middleware reads a body); the server
+does not start without one unless ``CXR_AGENT_SERVER_AUTH_DISABLED=true``. Deleting through ``/cxr/threads`` rather than the server's own ``DELETE /threads`` is what removes the
 conversation's images too; with ``retention_days`` set, every worker also applies the retention
 (server/threads.py: the same rules as agents/memory/retention.py, over the server's own thread store).
 
 An upload is decoded, de-identified and stored once through ``tools.ingestion.intake.Studies``, the
 graph's own ingestion path (the same limits, de-identification and store as ``graph.store_image``); runs then pass only ``{"study_id": ...}``, so no
-image bytes travel through runs, the server's run queue or its checkpoints. Run inputs that carry
-``image`` / ``image_name`` are refused by ``RefuseRawImageInput`` before the server stores them.
+image bytes travel through runs, the server's run queue or its checkpoints. Request bodies are
+bounded, and ones that carry ``image`` / ``image_name`` or an image inside a message are refused by
+``RefuseRawImageInput`` before the server stores them; the served graph itself reads no image
+whatever writes its ``image`` channel. Uploads are bounded together (``UploadPressure``): bytes held
+at once (503) and uploads decoding or waiting for a decode slot (429).
 
 The studies and artifacts live under ``CXR_AGENT_DATA_DIR``: every server worker (and UI replica)
-must see the same directory (shared storage). Handlers are async only to read the body; the
-decoding and all disk work run in Starlette's thread pool (LangGraph's dev server flags blocking
+must see the same directory (shared storage). Handlers are async only to read the body; JSON
+parsing, decoding and all disk work run in Starlette's thread pool (LangGraph's dev server flags blocking
 calls made on its event loop).
 """
 
@@ -52,9 +56,9 @@ log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 512 * 2**20
 """Largest accepted upload body; the decoder's own pixel cap (max_image_pixels) applies after."""
+UPLOAD_PATH = "/cxr/studies"
 RAW_INPUT_KEYS = ("image", "image_name")
 """Run input keys refused by the server: upload the file to /cxr/studies and pass its study_id."""
-_RUN_PATH = re.compile(r"^/(threads/[^/]+/)?runs(/stream|/wait|/batch|/crons)?$")
 
 
 def _settings() -> Settings:
@@ -89,26 +93,96 @@ def ingest_bytes(data: bytes, filename: str | None, settings: Settings) -> dict[
     return {**_describe(study), "study_id": study_id}  # the id the store keeps it under
 
 
+class UploadPressure:
+    """What one server process holds for uploads: bytes received or decoding, and uploads decoding or
+    waiting for a decode slot. Touched only on the event loop, so plain counters suffice."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.peak_bytes = 0
+        self.ingesting = 0
+
+    def take(self, n: int, limit: int) -> bool:
+        if self.bytes + n > limit:
+            return False
+        self.bytes += n
+        self.peak_bytes = max(self.peak_bytes, self.bytes)
+        return True
+
+    def give(self, n: int) -> None:
+        self.bytes -= n
+
+
+PRESSURE = UploadPressure()
+RETRY_AFTER_S = 5
+
+
+def _busy(status: int, message: str) -> JSONResponse:
+    response = _error(status, message, kind="ServerBusy")
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+def upload_name(request: Request) -> str | None:
+    """The file name ingestion sees, only to note an extension that disagrees with the content:
+    ``upload.<ext>`` from the ``X-Cxr-File-Type`` header (no name travels in the URL, which access logs
+    record); a ``?filename=`` from an older client is still read, reduced the same way."""
+    ext = request.headers.get(FILE_TYPE_HEADER) or Path(request.query_params.get("filename") or "").suffix
+    ext = ext.strip().lstrip(".").lower()
+    return f"upload.{ext}" if _EXTENSION.fullmatch(ext) else None
+
+
+FILE_TYPE_HEADER = "x-cxr-file-type"
+_EXTENSION = re.compile(r"[a-z0-9]{1,8}")
+
+
 async def upload_study(request: Request) -> Response:
+    settings = _settings()
+    in_flight = settings.server_uploads_in_flight_mb * 2**20
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
         return _error(413, f"upload of {int(declared)} bytes exceeds the {MAX_UPLOAD_BYTES} byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_UPLOAD_BYTES:
-            return _error(413, f"upload exceeds the {MAX_UPLOAD_BYTES} byte limit")
-        chunks.append(chunk)
-    if not size:
-        return _error(400, "empty upload: send the image file's bytes as the request body")
-    filename = request.query_params.get("filename")
-    from tools.ingestion.study import StudyError
-
+    queue = settings.decode_concurrency + settings.server_upload_queue
+    if PRESSURE.ingesting >= queue:  # refused before a byte is read
+        return _busy(429, "too many uploads are waiting to be decoded (CXR_AGENT_SERVER_UPLOAD_QUEUE); "
+                          "send the image again in a moment")
+    held = 0
     try:
-        info = await run_in_threadpool(ingest_bytes, b"".join(chunks), filename, _settings())
-    except StudyError as exc:  # a refusal meant for the clinician: unsupported, too large, burned-in text...
-        return _error(422, str(exc), kind=type(exc).__name__)
-    return JSONResponse(info, status_code=201)
+        if declared is not None and declared.isdigit():  # reserve it all up front: refuse before reading
+            if not PRESSURE.take(int(declared), in_flight):
+                return _busy(503, "the server is receiving or decoding other uploads "
+                                  "(CXR_AGENT_SERVER_UPLOADS_IN_FLIGHT_MB); send the image again in a moment")
+            held = int(declared)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                return _error(413, f"upload exceeds the {MAX_UPLOAD_BYTES} byte limit")
+            if size > held:
+                if not PRESSURE.take(size - held, in_flight):
+                    return _busy(503, "the server is receiving or decoding other uploads "
+                                      "(CXR_AGENT_SERVER_UPLOADS_IN_FLIGHT_MB); send the image again in a moment")
+                held = size
+            chunks.append(chunk)
+        if not size:
+            return _error(400, "empty upload: send the image file's bytes as the request body")
+        if PRESSURE.ingesting >= queue:
+            return _busy(429, "too many uploads are waiting to be decoded (CXR_AGENT_SERVER_UPLOAD_QUEUE); "
+                              "send the image again in a moment")
+        from tools.ingestion.study import StudyError
+
+        data = b"".join(chunks)
+        del chunks
+        PRESSURE.ingesting += 1
+        try:
+            info = await run_in_threadpool(ingest_bytes, data, upload_name(request), settings)
+        except StudyError as exc:  # a refusal meant for the clinician: unsupported, too large, burned-in text...
+            return _error(422, str(exc), kind=type(exc).__name__)
+        finally:
+            PRESSURE.ingesting -= 1
+        return JSONResponse(info, status_code=201)
+    finally:
+        PRESSURE.give(held)
 
 
 def _lookup(study_id: str, settings: Settings) -> dict[str, Any] | None:
@@ -173,9 +247,7 @@ async def forget_thread(request: Request) -> Response:
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Apply the retention periodically while the server runs (nothing when ``retention_days`` is 0)."""
     settings = _settings()
-    if settings.server_token is None:
-        log.warning("CXR_AGENT_SERVER_TOKEN is not set: this server answers anyone who can reach it "
-                    "(conversations and studies included); keep it on loopback or set the token")
+    check_auth_configured(settings)
     task = None
     if settings.retention_days > 0:
         from server.threads import retention_loop
@@ -186,6 +258,24 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     finally:
         if task is not None:
             task.cancel()
+
+
+class ServerAuthMissing(RuntimeError):
+    """The server was started without a token and without saying it runs open on purpose."""
+
+
+def check_auth_configured(settings: Settings) -> None:
+    """Refuse to start with an unset or empty ``CXR_AGENT_SERVER_TOKEN`` unless
+    ``CXR_AGENT_SERVER_AUTH_DISABLED=true`` says so (then warn: anyone who reaches it is let in)."""
+    token = settings.server_token.get_secret_value().strip() if settings.server_token is not None else ""
+    if token or getattr(settings, "server_users", None) is not None:
+        return
+    if not settings.server_auth_disabled:
+        raise ServerAuthMissing(
+            "CXR_AGENT_SERVER_TOKEN is unset or empty: set it to a long random secret (the UI sends the same), "
+            "or set CXR_AGENT_SERVER_AUTH_DISABLED=true to run this server open to anyone who can reach it")
+    log.warning("CXR_AGENT_SERVER_AUTH_DISABLED=true: this server answers anyone who can reach it "
+                "(conversations and studies included); keep it on loopback")
 
 
 async def health(request: Request) -> Response:
@@ -201,35 +291,52 @@ def _error(status: int, message: str, *, kind: str | None = None) -> JSONRespons
 
 
 class RefuseRawImageInput:
-    """ASGI middleware: a run whose input carries ``image``/``image_name`` gets a 422 naming the fix.
+    """ASGI middleware bounding and checking every JSON body sent to the server (uploads excepted).
 
-    LangGraph Server applies an ``http.app``'s middleware to every route, its own run routes
-    included, so such an input is refused before the server writes it to its run queue (which the
-    in-memory runtime pickles to ``.langgraph_api/``) or to a checkpoint.
+    A body over ``server_max_run_body_kb`` gets a 413 from its Content-Length, or as soon as the
+    stream passes the limit (the rest is never read). A body carrying ``image``/``image_name``
+    anywhere (a run's input, a command's update, a state update, a thread's supersteps) or a message
+    with a part that is not text (a base64 image) gets a 422 naming the fix. The JSON is parsed off
+    the event loop. LangGraph Server applies an ``http.app``'s middleware to its own routes too, after
+    its auth (``http.middleware_order: "auth_first"``), so a stranger's body is never read, and a
+    refused input never reaches the run queue (pickled to ``.langgraph_api/`` by the in-memory
+    runtime) or a checkpoint.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not _RUN_PATH.match(scope["path"]):
+        if (scope["type"] != "http" or scope["method"] not in _BODY_METHODS
+                or scope["path"].rstrip("/") == UPLOAD_PATH):
             await self.app(scope, receive, send)
             return
+        limit = _settings().server_max_run_body_kb * 1024
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _error(413, f"request body of {declared} bytes exceeds the {limit} byte limit "
+                              "(CXR_AGENT_SERVER_MAX_RUN_BODY_KB)", kind="BodyTooLarge")(scope, receive, send)
+            return
         messages: list[Message] = []
-        body = b""
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _error(413, f"request body exceeds the {limit} byte limit (CXR_AGENT_SERVER_MAX_RUN_BODY_KB)",
+                             kind="BodyTooLarge")(scope, receive, send)
+                return
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        bad = _raw_keys(body)
-        if bad:
-            response = _error(422, f"run input must not carry {', '.join(bad)}: upload the file to "
-                                   "POST /cxr/studies and pass {\"study_id\": ...} instead", kind="RawImageInput")
-            await response(scope, receive, send)
+        problem = await run_in_threadpool(body_problem, b"".join(chunks)) if size else None
+        if problem:
+            await _error(422, problem, kind="RawImageInput")(scope, receive, send)
             return
 
         async def replay() -> Message:
@@ -238,18 +345,74 @@ class RefuseRawImageInput:
         await self.app(scope, replay, send)
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_NOT_TEXT = "messages carry text only"
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def body_problem(body: bytes) -> str | None:
+    """Why a JSON request body may not enter a run or a thread, or None (blocking: run it off the loop)."""
+    bad, images = _raw_keys_and_images(body)
+    if bad:
+        return (f"run input must not carry {', '.join(bad)}: upload the file to "
+                "POST /cxr/studies and pass {\"study_id\": ...} instead")
+    if images:
+        return (f"{_NOT_TEXT}: a message part of type {images[0]!r} was refused; upload the image to "
+                "POST /cxr/studies and pass {\"study_id\": ...} instead")
+    return None
+
+
 def _raw_keys(body: bytes) -> list[str]:
+    return _raw_keys_and_images(body)[0]
+
+
+def _raw_keys_and_images(body: bytes) -> tuple[list[str], list[str]]:
+    """``image``/``image_name`` keys with a value anywhere in the JSON, and the types of message
+    parts that are not text (walked iteratively: a deeply nested body cannot exhaust the stack)."""
     try:
         payload = json.loads(body or b"{}")
-    except ValueError:
-        return []  # not ours to judge: the server answers malformed JSON itself
-    runs = payload if isinstance(payload, list) else [payload]  # /runs/batch takes a list
+    except (ValueError, RecursionError):
+        return [], []  # not ours to judge: the server answers malformed JSON itself
     found: set[str] = set()
-    for run in runs:
-        inp = run.get("input") if isinstance(run, dict) else None
-        if isinstance(inp, dict):
-            found.update(k for k in RAW_INPUT_KEYS if inp.get(k) is not None)
-    return sorted(found)
+    parts: list[str] = []
+    stack: list[tuple[Any, bool]] = [(payload, False)]
+    while stack:
+        node, in_messages = stack.pop()
+        if isinstance(node, dict):
+            found.update(k for k in RAW_INPUT_KEYS if node.get(k) is not None)
+            if in_messages:
+                parts += _non_text_parts(node.get("content"))
+            stack += [(v, k == "messages") for k, v in node.items()]
+        elif isinstance(node, list):
+            if in_messages:  # a message as ["user", content] or ("user", content)
+                for m in node:
+                    if isinstance(m, list) and len(m) == 2:
+                        parts += _non_text_parts(m[1])
+            stack += [(v, in_messages) for v in node]
+    return sorted(found), parts
+
+
+def _non_text_parts(content: Any) -> list[str]:
+    """The refused parts of one message's content: non-text parts, and text holding a base64 image."""
+    items = content if isinstance(content, list) else [content]
+    out = []
+    for part in items:
+        if isinstance(part, dict) and part.get("type", "text") != "text":
+            out.append(str(part.get("type"))[:40])
+            continue
+        text = part.get("text") if isinstance(part, dict) else part
+        if isinstance(text, str) and _DATA_IMAGE.search(text):
+            out.append("data:image")
+    return out
+
+
+_DATA_IMAGE = re.compile(r"data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
 
 def private_state_dir(path: Path = Path(".langgraph_api")) -> Path:
@@ -270,7 +433,7 @@ def create_app() -> Starlette:
         private_state_dir()
 
     routes = [
-        Route("/cxr/studies", upload_study, methods=["POST"]),
+        Route(UPLOAD_PATH, upload_study, methods=["POST"]),
         Route("/cxr/studies/{study_id}", get_study, methods=["GET"]),
         Route("/cxr/artifacts", get_artifact, methods=["GET"]),
         Route("/cxr/health", health, methods=["GET"]),

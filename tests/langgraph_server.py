@@ -60,7 +60,8 @@ def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None) -> Ite
     env = {**os.environ, "PYTHONPATH": str(REPO), "CXR_AGENT_DATA_DIR": str(data), "CXR_AGENT_MODEL_PROFILE": "tiny",
            "CXR_AGENT_OFFLINE": "1", "CXR_AGENT_CORPUS": str(corpus), "CXR_AGENT_INDEX_DIR": str(work / "index"),
            "CXR_AGENT_VLM_MAX_NEW_TOKENS": "24", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "PYTHONUNBUFFERED": "1"}
+           "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "PYTHONUNBUFFERED": "1",
+           "CXR_AGENT_SERVER_AUTH_DISABLED": "true"}  # loopback test server; a token in extra_env turns auth on
     env.pop("CXR_AGENT_CHECKPOINTER_URL", None)
     env.pop("CXR_AGENT_GRAPH_URL", None)
     env.pop("CXR_AGENT_SERVER_TOKEN", None)

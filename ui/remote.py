@@ -57,6 +57,37 @@ def server_thread_id(thread_id: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cxr-agent:{thread_id}"))
 
 
+class InsecureGraphURL(ValueError):
+    """CXR_AGENT_GRAPH_URL is plain http:// to another machine and insecure transport was not allowed."""
+
+
+def check_graph_url(url: str, allow_insecure_remote: bool = False) -> None:
+    """Refuse a graph server URL that would carry images and conversations unencrypted off this machine
+    (http:// is fine on loopback; elsewhere only with CXR_AGENT_GRAPH_ALLOW_INSECURE_REMOTE=true)."""
+    from urllib.parse import urlsplit
+
+    from tools.vlm.backends.transport import is_loopback
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        raise InsecureGraphURL("CXR_AGENT_GRAPH_URL is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise InsecureGraphURL("CXR_AGENT_GRAPH_URL must be an http:// or https:// URL with a host")
+    if parts.scheme == "http" and not is_loopback(host) and not allow_insecure_remote:
+        raise InsecureGraphURL(
+            "CXR_AGENT_GRAPH_URL is plain http:// to another machine, so images and conversations would cross "
+            "the network unencrypted: use https://, or set CXR_AGENT_GRAPH_ALLOW_INSECURE_REMOTE=true if the "
+            "network itself is trusted and encrypted")
+
+
+def _file_type(filename: str | None) -> dict[str, str]:
+    """The upload's extension as a header (only it matters to the server; a name may identify a patient)."""
+    ext = filename.rpartition(".")[2].lower() if filename and "." in filename else ""
+    return {"X-Cxr-File-Type": ext} if ext.isascii() and ext.isalnum() and len(ext) <= 8 else {}
+
+
 def _wire_message(message: Any) -> Any:
     """``("user", text)`` (the in-process input form) as the JSON message the server parses."""
     if isinstance(message, tuple) and len(message) == 2:
@@ -88,6 +119,7 @@ class RemoteAgent:
 
         if not settings.graph_url:
             raise ValueError("CXR_AGENT_GRAPH_URL is not set")
+        check_graph_url(settings.graph_url, settings.graph_allow_insecure_remote)
         self.settings = settings
         self.url = settings.graph_url.rstrip("/")
         timeout = httpx.Timeout(settings.graph_timeout_s, connect=10.0)
@@ -123,7 +155,7 @@ class RemoteAgent:
     def upload(self, data: bytes, filename: str | None) -> dict[str, Any]:
         """POST the file to the server, which ingests it; its description (``study_id``, size...)."""
         try:
-            r = self.http.post("/cxr/studies", params={"filename": filename} if filename else None, content=data)
+            r = self.http.post("/cxr/studies", headers=_file_type(filename), content=data)  # no name in the URL
         except httpx.HTTPError as exc:
             raise GraphServerUnavailable(f"the graph server at {self.url} did not answer ({type(exc).__name__}); "
                                          "try again") from None

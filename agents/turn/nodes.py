@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, Send
 
@@ -23,6 +23,7 @@ from agents.replying import compose as responder
 from agents.routing.rules import asked_aspect, asked_side, asks_comparison, follow_up
 from agents.state import CxrState, validate_input
 from agents.turn.events import ToolStartEvent, writer
+from agents.turn.history import chat_history
 from agents.turn.tool_runner import Deadline, call_with_timeout, plan_chains, shared_pool
 from agents.turn.verify import verify_conflicts
 from knowledge.evidence import Decision, Evidence
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HISTORY_TURNS = 20  # chat context passed to the tools: the last N messages
+HISTORY_TURNS = 20  # chat context passed to the tools: the last N messages (and settings.chat_history_chars)
 
 
 def message_text(message: BaseMessage | Any) -> str:
@@ -120,6 +121,8 @@ class Nodes:
         image, previous = state.get("image"), state.get("study_id")
         if too_long := self._too_long(state.get("messages") or [], image is not None):
             update["ingest_error"] = too_long  # refused before anything runs; the conversation goes on
+            if refused_id := state["messages"][-1].id:  # not kept in the thread (nor sent to a model later)
+                update["messages"] = [RemoveMessage(id=refused_id)]
         elif image is not None:
             try:
                 update["study_id"], _ = self.studies.ingest(image, filename=state.get("image_name"))
@@ -206,12 +209,8 @@ class Nodes:
             return "respond"
         messages = state.get("messages") or []
         text = last_user_text(messages)
-        history = []
-        if intent == "chat":
-            for m in messages[:-1][-HISTORY_TURNS:]:
-                role = "user" if isinstance(m, HumanMessage) else "assistant" if isinstance(m, AIMessage) else None
-                if role:
-                    history.append({"role": role, "content": message_text(m)})
+        history = (chat_history(messages[:-1], int(self.settings.chat_history_chars), message_text, HISTORY_TURNS)
+                   if intent == "chat" else [])
         task = {
             "intent": intent, "text": text, "finding": route.get("finding"), "findings": route.get("findings") or [],
             "phrase": route.get("phrase"),

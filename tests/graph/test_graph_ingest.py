@@ -45,4 +45,4 @@ def test_overlong_message_is_refused_politely_and_the_thread_goes_on(make_graph,
     assert "The image sent with it was not loaded." in text
     assert vlm.calls == 1 and out["evidence"] == [] and out["study_id"] == ok["study_id"]  # nothing ran
     follow = g.invoke({"messages": [("user", "Is there cardiomegaly?")]}, cfg)
-    assert "**Yes**" in follow["messages"][-1].content and len(follow["messages"]) == 6  # nothing lost
+    assert "**Yes**" in follow["messages"][-1].content and len(follow["messages"]) == 5  # the refused message is not kept

@@ -89,7 +89,7 @@ def test_remote_mode_uploads_the_pulled_study_to_the_graph_server(pacs, pacs_set
         study = load_study(request.content, filename=request.url.params.get("filename"), settings=pacs_settings)
         return httpx.Response(201, json={"study_id": study.id, "width": study.width, "height": study.height})
 
-    url = "http://graph.test:2024"
+    url = "http://graph.localhost:2024"  # loopback by name: plain http is allowed there
     agent = RemoteAgent(pacs_settings.model_copy(update={"graph_url": url}),
                         http=httpx.Client(base_url=url, transport=httpx.MockTransport(server)))
     state: dict = {}

@@ -18,7 +18,7 @@ from tools.ingestion.study import StudyError
 from ui import session as S
 from ui.remote import GraphServerUnavailable, RemoteAgent, connect
 
-URL = "http://graph.test:2024"
+URL = "http://graph.localhost:2024"  # loopback by name: plain http is allowed there
 
 
 def agent_with(handler, calls: list | None = None) -> RemoteAgent:
