@@ -1,11 +1,14 @@
-"""The conversation pane: past turns drawn from the session, and the live turn while it streams.
+"""The conversation pane: past turns drawn from the session, the running turn and the queued messages.
 
-Apart from ui/turn.py (which runs a turn and knows nothing of Streamlit) so the streaming
-callbacks, the queued-message handling and the refusals live next to the widgets they fill.
+The turns themselves run on the session's worker thread (ui/worker.py), never on the page script's
+thread, so a message sent while a turn runs is queued, not a cut-off turn. This module hands messages
+to the worker (``dispatch``), draws what it has done so far (``live_pane``, a fragment that refreshes
+itself while the worker is busy) and moves finished turns into the conversation (``collect``).
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import streamlit as st
@@ -16,7 +19,12 @@ from ui import session as S
 from ui.model_status import index_present
 from ui.remote import is_remote
 from ui.resources import studies
-from ui.turn import TurnResult, run_turn
+from ui.turn import TurnResult
+from ui.worker import Job, TurnWorker
+
+LIVE_REFRESH_S = 0.5
+STOPPED_NOTE = "Stopped: no answer was kept for this message."
+QUEUED_NOTE = ":material/schedule: Queued: answered when the running turn finishes."
 
 
 def render_turn(turn: TurnResult) -> None:
@@ -24,10 +32,14 @@ def render_turn(turn: TurnResult) -> None:
         st.markdown(defang(turn.user_text))
     with st.chat_message("assistant"):
         if turn.progress:
-            with st.status(f"Agent steps ({len(turn.progress)})", state="error" if turn.error else "complete", expanded=False):
+            label = f"Done in {turn.elapsed_s:.1f} s ({len(turn.progress)} steps)" if turn.answered else \
+                f"Agent steps ({len(turn.progress)})"
+            with st.status(label, state="error" if turn.error else "complete", expanded=False):
                 for line in turn.progress:
                     st.markdown(line)
-        if turn.error:
+        if turn.stopped:
+            st.warning(STOPPED_NOTE, icon=":material/stop_circle:")
+        elif turn.error:
             st.error(f"This turn failed ({turn.error}). The conversation is kept; you can try again.")
         else:
             st.markdown(defang(turn.reply))  # model and corpus text: no links or images
@@ -35,79 +47,89 @@ def render_turn(turn: TurnResult) -> None:
                 st.caption(f"Unavailable this turn: {', '.join(turn.failed_tools)}")
 
 
-def live_turn(state, settings: Settings, graph: Any, prompt: str) -> None:
-    """Run a turn while showing each agent's progress and the text as it is written.
+def worker(state: MutableMapping[str, Any], graph: Any) -> TurnWorker:
+    """This session's worker (one per browser session and graph)."""
+    current = state.get(S.K_WORKER)
+    if current is None or current.graph is not graph:
+        current = state[S.K_WORKER] = TurnWorker(graph)
+    return current
 
-    The message stays queued until its turn is in the conversation (S.finish_prompt): a run stopped
-    part-way (an upload's rerun) leaves it for the next run, which answers it about the new study.
-    In a stopped run every session-state access raises the stop again, so the message is dequeued
-    first and the turn appended to the list fetched here (no Streamlit call): never one without the other."""
+
+def dispatch(state: MutableMapping[str, Any], settings: Settings, graph: Any, turns_worker: TurnWorker,
+             claim: Any = None) -> None:
+    """Hand the messages sent since the last run to the worker, in order, each with the study that was
+    new when it was sent. A message over the length limit, or one whose study cannot be saved, becomes
+    an error turn at once (nothing runs). ``claim(thread_id)`` records the conversation's owner first."""
+    inbox: list[str] = state[S.K_INBOX]
     turns: list[TurnResult] = state[S.K_TURNS]
-    if len(prompt) > settings.max_message_chars:
-        refuse_turn(state, prompt[:300] + "...", f"your message is {len(prompt):,} characters; the limit is "
-                    f"{settings.max_message_chars:,}. Please shorten it")
-        return
-    try:
+    while inbox:
+        prompt = inbox[0]
+        if len(prompt) > settings.max_message_chars:
+            turns.append(TurnResult(user_text=prompt[:300] + "...", error=(
+                f"your message is {len(prompt):,} characters; the limit is {settings.max_message_chars:,}. "
+                "Please shorten it")))
+            inbox.pop(0)
+            continue
         pending = state[S.K_PENDING]
-        inputs = S.take_study_inputs(state, studies(graph))
-    except S.StudyNotSaved as exc:
-        refuse_turn(state, prompt, str(exc))
-        return
-    with st.chat_message("user"):
-        st.markdown(defang(prompt))
-    with st.chat_message("assistant"):
-        first_index = not is_remote(graph) and not index_present(settings)
+        try:
+            inputs = S.take_study_inputs(state, studies(graph))
+        except S.StudyNotSaved as exc:
+            turns.append(TurnResult(user_text=prompt, error=str(exc)))
+            inbox.pop(0)
+            continue
+        thread_id = state[S.K_THREAD]
+        if claim is not None:
+            claim(thread_id)
         label = "Working..."
-        if first_index:
+        if not is_remote(graph) and not index_present(settings):
             label = "Working... (first use: the prior-report index may be built, about a minute)"
-        status = st.status(label, expanded=True)
-        reply_box = st.empty()
-        tokens: list[str] = []
-
-        def on_progress(line: str) -> None:
-            status.markdown(line)
-            status.update(label=line.replace("**", ""))
-
-        work_bar = st.empty()
-
-        def on_work(tool: str, stage: str, done: int, total: int | None) -> None:
-            """The first-use index build: a real progress bar, not just a spinner."""
-            if total:
-                frac = min(1.0, max(0.0, done / total))
-                work_bar.progress(frac, text=f"{tool}: {stage} {done:,}/{total:,} prior reports")
-            else:
-                work_bar.caption(f"{tool}: {stage} {done:,}")
-
-        def on_token(text: str) -> None:
-            tokens.append(text)
-            reply_box.markdown("_VLM drafting..._\n\n" + escape("".join(tokens)) + " ▌")
-
-        def on_reply(text: str) -> None:
-            reply_box.markdown(defang(text))
-
-        turn = run_turn(
-            graph, prompt, thread_id=state[S.K_THREAD], extra_inputs=inputs,
-            on_progress=on_progress, on_token=on_token, on_reply=on_reply,
-            on_work=on_work,
-        )
-        work_bar.empty()
-        if turn.error:
-            S.restore_pending(state, pending)  # the study may not have reached the graph: resend it
-            status.update(label=f"Failed after {turn.elapsed_s:.1f} s", state="error", expanded=False)
-            reply_box.error(f"This turn failed ({turn.error}). The conversation is kept; you can try again.")
-        else:
-            status.update(label=f"Done in {turn.elapsed_s:.1f} s ({len(turn.progress)} steps)", state="complete", expanded=False)
-            reply_box.markdown(defang(turn.reply))
-            if turn.failed_tools:
-                st.caption(f"Unavailable this turn: {', '.join(turn.failed_tools)}")
-    S.finish_prompt(state)
-    turns.append(turn)
+        turns_worker.submit(Job(prompt, thread_id, inputs, pending, label))
+        inbox.pop(0)
 
 
-def refuse_turn(state, shown_text: str, why: str) -> None:
-    """A turn that is not run, kept in the conversation as an error turn (the conversation survives)."""
-    turn = TurnResult(user_text=shown_text, error=why)
-    render_turn(turn)
-    turns: list[TurnResult] = state[S.K_TURNS]
-    S.finish_prompt(state)
-    turns.append(turn)
+def collect(state: MutableMapping[str, Any], turns_worker: TurnWorker) -> None:
+    """Move the worker's finished turns into this conversation (a turn of a conversation the reader has
+    since left stays in the checkpointer and comes back when it is reopened)."""
+    for job, result in turns_worker.take_finished():
+        if job.thread_id != state[S.K_THREAD]:
+            continue
+        if result.error:
+            S.restore_pending(state, job.pending)  # the study may not have reached the graph: resend it
+        state[S.K_TURNS].append(result)
+
+
+def live_pane(turns_worker: TurnWorker) -> None:
+    """The running turn and the queued messages; refreshes itself while the worker is busy and reruns
+    the whole page when a turn finishes (the image, the evidence and the sidebar follow it)."""
+    run_every = LIVE_REFRESH_S if turns_worker.busy else None
+
+    @st.fragment(run_every=run_every)
+    def pane() -> None:
+        if turns_worker.has_finished():
+            st.rerun(scope="app")
+        live, queued = turns_worker.snapshot()
+        if live is not None:
+            with st.chat_message("user"):
+                st.markdown(defang(live.job.prompt))
+            with st.chat_message("assistant"):
+                label = live.progress[-1].replace("**", "") if live.progress else live.job.label
+                with st.status(label, state="running", expanded=True):
+                    for line in live.progress:
+                        st.markdown(line)
+                if live.work:
+                    if live.work_frac is not None:
+                        st.progress(live.work_frac, text=live.work)
+                    else:
+                        st.caption(live.work)
+                if live.text:
+                    st.markdown("_VLM drafting..._\n\n" + escape(live.text) + " ▌")
+                st.button("Stop", key="cxr_stop", icon=":material/stop_circle:", on_click=turns_worker.stop,
+                          help="End this turn now; nothing of it is kept as an answer.")
+        elif turns_worker.busy and not queued:
+            st.caption(":material/hourglass_top: Stopping the previous turn...")
+        for text in queued:
+            with st.chat_message("user"):
+                st.markdown(defang(text))
+                st.caption(QUEUED_NOTE)
+
+    pane()

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import uuid
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -33,8 +31,8 @@ K_PENDING = "cxr_pending_image"
 K_UPLOAD_SIG = "cxr_upload_sig"
 K_UPLOAD_ERROR = "cxr_upload_error"
 K_UPLOADER_NONCE = "cxr_uploader_nonce"
-K_QUEUED_PROMPT = "cxr_queued_prompt"
-K_TURN_LOCK = "cxr_turn_lock"  # held by the run answering the queued message (turn_lock)
+K_INBOX = "cxr_inbox"  # messages sent, not yet handed to the worker (the chat input's callback fills it)
+K_WORKER = "cxr_worker"  # this session's TurnWorker (ui/worker.py)
 
 
 def new_thread_id() -> str:
@@ -52,9 +50,7 @@ def init_session(state: MutableMapping[str, Any]) -> None:
     state.setdefault(K_UPLOAD_SIG, None)
     state.setdefault(K_UPLOAD_ERROR, None)
     state.setdefault(K_UPLOADER_NONCE, 0)
-    state.setdefault(K_QUEUED_PROMPT, None)
-    if K_TURN_LOCK not in state:
-        state[K_TURN_LOCK] = threading.Lock()
+    state.setdefault(K_INBOX, [])
 
 
 def new_conversation(state: MutableMapping[str, Any]) -> None:
@@ -67,53 +63,29 @@ def new_conversation(state: MutableMapping[str, Any]) -> None:
     state[K_UPLOAD_SIG] = None
     state[K_UPLOAD_ERROR] = None
     state[K_UPLOADER_NONCE] = int(state.get(K_UPLOADER_NONCE, 0)) + 1  # uploader, popovers, overlay pickers
-    state[K_QUEUED_PROMPT] = None
+    state[K_INBOX] = []
     state[K_STUDY_COUNT] = 0  # the next upload is "Study 1" again
 
 
-def submit_prompt(state: MutableMapping[str, Any], key: str) -> None:
-    """The chat input's ``on_submit`` callback: keep the message until its turn is recorded.
+def open_conversation(state: MutableMapping[str, Any], thread_id: str, turns: list[TurnResult],
+                      study: Study | None, study_count: int) -> None:
+    """Show a stored conversation: its thread, turns and last study (nothing pending: the graph has it)."""
+    new_conversation(state)
+    state[K_THREAD] = thread_id
+    state[K_TURNS] = turns
+    state[K_STUDY] = study
+    state[K_STUDY_COUNT] = study_count
+    state[K_STUDY_NAME] = study_label(study_count, study) if study is not None else None
 
-    A chat message is a trigger value that lives for one script run. With Streamlit's fast reruns
-    the upload's rerun (a file chosen and a question sent at once) stops the message's run and
-    starts another in which the trigger is gone, wherever the first run had got to. Callbacks run
-    before the script body, so the text is kept here even if the body never reaches the input.
-    """
+
+def submit_prompt(state: MutableMapping[str, Any], key: str) -> None:
+    """The chat input's ``on_submit`` callback: keep the message until the worker has it.
+
+    Callbacks run before the script body, so the text is kept even if a rerun (an upload's) stops the
+    body before it hands the message on; every message sent is kept, in order, never replaced."""
     text = state.get(key)
     if text:
-        state[K_QUEUED_PROMPT] = text
-
-
-def queue_prompt(state: MutableMapping[str, Any], submitted: str | None) -> str | None:
-    """The message this run must answer: the one just submitted, or one a stopped run left."""
-    if submitted:
-        state[K_QUEUED_PROMPT] = submitted
-    return state.get(K_QUEUED_PROMPT)
-
-
-def finish_prompt(state: MutableMapping[str, Any]) -> None:
-    """The queued message's turn is recorded (answered or refused): never answer it again.
-
-    Called only once the turn is in ``K_TURNS``: a run stopped mid-turn leaves the message queued,
-    and the next run answers it (about the study that run has ingested)."""
-    state[K_QUEUED_PROMPT] = None
-
-
-@contextmanager
-def turn_lock(state: MutableMapping[str, Any], timeout_s: float = 120.0) -> Iterator[bool]:
-    """Hold the session's turn lock while answering the queued message; yields False on timeout.
-
-    With fast reruns a new run starts while the stopped one is still inside its turn (it stops at
-    its next Streamlit call); answering the same message from both would run the graph twice at
-    once on one thread. A real lock, not a session-state flag: in a stopped run every read or write
-    of ``st.session_state`` raises the stop again, so only a plain ``release()`` reliably runs."""
-    lock = state[K_TURN_LOCK]
-    got = lock.acquire(timeout=timeout_s)
-    try:
-        yield got
-    finally:
-        if got:
-            lock.release()
+        state[K_INBOX].append(text)
 
 
 def uploader_key(state: MutableMapping[str, Any]) -> str:

@@ -13,7 +13,9 @@ import streamlit as st
 
 from cxr_agent.settings import DISCLAIMER, Settings
 from ui import session as S
+from ui.conversations import OwnerBook
 from ui.exports import conversation_markdown, dicom_sr_bytes, fhir_report_json, findings_json
+from ui.history import K_OWNER, conversations_section, forget
 from ui.model_status import StatusLine, index_present, tool_load_states
 from ui.remote import is_remote, open_server_warning
 from ui.resources import status_lines, study_store
@@ -22,7 +24,7 @@ from ui.turn import TurnResult
 log = logging.getLogger("cxr_agent.ui")
 
 
-def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> None:
+def sidebar(state, settings: Settings, graph: Any, graph_error: str | None, book: OwnerBook | None = None) -> None:
     with st.sidebar:
         st.title("cxr-agent")
         st.caption("Chest X-ray decision support (research use)")
@@ -32,7 +34,7 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
                         key=f"cxr_delete_{state[S.K_UPLOADER_NONCE]}"):  # a new conversation closes it
             st.caption("Deletes its messages and the studies and heatmaps only it used, from this server's disk.")
             st.button("Delete now", key="cxr_forget", type="primary", on_click=forget_conversation,
-                      args=(state, settings, graph))
+                      args=(state, settings, graph, book))
         turns: list[TurnResult] = state[S.K_TURNS]
         if turns:
             study = state[S.K_STUDY]
@@ -47,6 +49,8 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None) -> N
                 mime="application/json", on_click="ignore", width="stretch",
             )
             _structured_downloads(turns, study, settings)
+        if book is not None and graph is not None:
+            conversations_section(state, settings, graph, book)
         st.subheader("Models")
         st.caption(f"Profile: **{settings.model_profile}**" + (" (demo: random weights)" if settings.is_demo else ""))
         if graph_error:
@@ -94,10 +98,13 @@ def _structured_downloads(turns: list[TurnResult], study: Any, settings: Setting
                            on_click="ignore", width="stretch")
 
 
-def forget_conversation(state, settings: Settings, graph: Any) -> None:
-    """The sidebar's delete action: forget the thread on disk (agents/memory/retention.py), then start afresh."""
+def forget_conversation(state, settings: Settings, graph: Any, book: OwnerBook | None = None) -> None:
+    """The sidebar's delete action for the open conversation: forget it on disk, then start afresh."""
     thread = state[S.K_THREAD]
-    try:
+    if book is not None and book.owns(thread, state.get(K_OWNER) or ""):
+        forget(state, settings, graph, book, thread)
+        return
+    try:  # never sent a message (nothing stored under its id), or no owner table
         if is_remote(graph):
             graph.forget(thread)
         elif graph is not None and state[S.K_TURNS]:

@@ -36,6 +36,11 @@ class TurnResult:
     error: str | None = None
     elapsed_s: float = 0.0
     streamed_chars: int = 0  # text the tools streamed while writing (token events)
+    stopped: bool = False  # the reader stopped it (or it never got an answer): no reply is kept
+
+    @property
+    def answered(self) -> bool:
+        return not self.stopped and not self.error
 
     @property
     def intent(self) -> str | None:
@@ -92,7 +97,7 @@ def describe_event(event: StreamEvent | Mapping[str, Any]) -> str | None:
     return None
 
 
-def _reply_text(message: Any) -> str:
+def reply_text(message: Any) -> str:
     content = getattr(message, "content", None)
     if content is None and isinstance(message, Mapping):
         content = message.get("content")
@@ -102,7 +107,7 @@ def _reply_text(message: Any) -> str:
     return str(content or "")
 
 
-def _cxr_meta(message: Any) -> dict[str, Any]:
+def cxr_meta(message: Any) -> dict[str, Any]:
     kwargs = getattr(message, "additional_kwargs", None)
     if kwargs is None and isinstance(message, Mapping):
         kwargs = message.get("additional_kwargs")
@@ -120,6 +125,7 @@ def run_turn(
     on_token: Callable[[str], None] | None = None,
     on_reply: Callable[[str], None] | None = None,
     on_work: Callable[[str, str, int, int | None], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TurnResult:
     """Stream one turn. Never raises: an unexpected failure comes back as ``result.error``.
 
@@ -127,7 +133,11 @@ def run_turn(
 
     extra_inputs: graph input keys besides the message, e.g. ``{"study_id": ...}`` for a newly
     uploaded study (or ``{"image": bytes, "image_name": ...}``). The graph itself marks a retrieval
-    start that builds the index (``building_index``), so that step is announced as the one-off build."""
+    start that builds the index (``building_index``), so that step is announced as the one-off build.
+
+    ``should_stop()`` is asked after every stream event; once it says True the stream is closed (the
+    graph stops before its reply is written, so nothing half-done is checkpointed as an answer) and the
+    result comes back with ``stopped`` set and no reply."""
     started = time.perf_counter()
     result = TurnResult(user_text=text)
     inputs: dict[str, Any] = {"messages": [("user", text)], **dict(extra_inputs or {})}
@@ -138,8 +148,13 @@ def run_turn(
         if on_progress:
             on_progress(line)
 
+    stream = None
     try:
-        for item in graph.stream(inputs, config=config, stream_mode=["custom", "updates"]):
+        stream = graph.stream(inputs, config=config, stream_mode=["custom", "updates"])
+        for item in stream:
+            if should_stop is not None and should_stop():
+                result.stopped = True
+                break
             mode, chunk = item if isinstance(item, tuple) and len(item) == 2 else ("updates", item)
             chunk = parse_event(chunk) if mode == "custom" else None
             if chunk is None:
@@ -167,6 +182,11 @@ def run_turn(
             line = describe_event(chunk)
             if line:
                 progress(line)
+        if result.stopped:
+            _close(stream)
+            result.reply = ""
+            result.elapsed_s = time.perf_counter() - started
+            return result
         values = dict(getattr(graph.get_state(config), "values", {}) or {})
     except Exception as exc:  # the app must survive anything the graph does
         log.exception("turn failed")
@@ -177,8 +197,8 @@ def run_turn(
     messages = values.get("messages") or []
     last = messages[-1] if messages else None
     if last is not None and getattr(last, "type", None) in ("ai", None):
-        result.reply = _reply_text(last) or result.reply
-        result.cxr = _cxr_meta(last)
+        result.reply = reply_text(last) or result.reply
+        result.cxr = cxr_meta(last)
     result.evidence = as_evidence(values.get("evidence"))
     result.decisions = as_decisions(values.get("decisions"))
     result.study_id = values.get("study_id") or result.cxr.get("study_id")
@@ -186,3 +206,13 @@ def run_turn(
         result.error = "The assistant returned no reply."
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def _close(stream: Any) -> None:
+    """Close a stopped turn's stream: LangGraph then cancels the step in flight and runs no further node."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - the turn is already stopped; closing is best effort
+            log.warning("closing a stopped turn's stream failed", exc_info=True)

@@ -57,7 +57,8 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float 
 
 @contextmanager
 def streamlit_page(env: dict[str, str], tmp_path: Path, *, height: int = 3000, timeout_ms: int = 60_000,
-                   extra_args: tuple[str, ...] = ()) -> Iterator[tuple[Any, subprocess.Popen]]:
+                   extra_args: tuple[str, ...] = (), app: Path = APP,
+                   width: int = 1500) -> Iterator[tuple[Any, subprocess.Popen]]:
     """`streamlit run ui/app.py` on a free loopback port with ``env`` (HOME is a fresh dir under ``tmp_path``),
     and a headless Chromium page opened on it: yields (page, the Streamlit process); both are stopped after.
     Skips without Debian's Chromium or the playwright package."""
@@ -69,7 +70,7 @@ def streamlit_page(env: dict[str, str], tmp_path: Path, *, height: int = 3000, t
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false", *extra_args]
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, env={**env, "HOME": str(home)}, stdout=fh, stderr=subprocess.STDOUT,
@@ -80,7 +81,7 @@ def streamlit_page(env: dict[str, str], tmp_path: Path, *, height: int = 3000, t
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
                                         env={**os.environ, "HOME": str(home)})
             try:
-                page = browser.new_page(viewport={"width": 1500, "height": height})
+                page = browser.new_page(viewport={"width": width, "height": height})
                 page.set_default_timeout(timeout_ms)
                 page.goto(url)
                 yield page, proc

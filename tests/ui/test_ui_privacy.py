@@ -86,6 +86,8 @@ def test_delete_conversation_forgets_it_on_disk(app_env, test_data_dir):
     needle = "PANGOLIN-7731 write a report"
     at.chat_input[0].set_value(needle)  # no study: answered without tools, but checkpointed
     run(at)
+    assert at.session_state[S.K_WORKER].wait_idle(TIMEOUT)  # the turn runs on the session's worker thread
+    run(at)
     db = test_data_dir / "checkpoints.sqlite"
 
     def holding() -> list[str]:  # the database, its -wal and -shm
