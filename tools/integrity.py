@@ -3,17 +3,20 @@
 Why: ``torch.load`` of a pickled file can run arbitrary code, and a truncated or swapped file
 silently gives wrong predictions. Every model file the product loads with torch is hashed first and
 compared with a pin (the catalogue's published hash, when one exists) or, where the publisher
-gives no hash (torchxrayvision's release files), with the hash recorded beside the file when it was
-first downloaded or trusted (trust on first use: ``<file>.sha256``).
+gives no hash (torchxrayvision's release files), with the hash recorded when it was first
+downloaded or trusted (trust on first use). The record lives in the owner-only data dir
+(``<data_dir>/weights-sha256/``), never beside the weight file: whoever can replace a file in a
+shared weights directory could otherwise replace its record too.
 
-``load_verified`` hashes the bytes it then deserialises (no window between check and load);
-``verify_file`` is for loaders that must be given a path (xrv's DenseNet opens the file itself).
+``load_verified`` hashes the bytes it then deserialises (no window between check and load; every
+product loader uses it); ``verify_file`` checks a file without loading it (status, downloads).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +40,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def sidecar(path: Path) -> Path:
-    """Where the trust-on-first-use hash of ``path`` is kept: ``<file>.sha256`` beside it."""
-    return Path(str(path) + SIDECAR_SUFFIX)
+RECORDS_DIR = "weights-sha256"
+
+
+def records_dir(data_dir: Path | None = None) -> Path:
+    """The owner-only folder of trust-on-first-use records (default: the process-wide data dir's)."""
+    if data_dir is None:
+        from cxr_agent.settings import get_settings
+
+        data_dir = get_settings().data_dir
+    return Path(data_dir).expanduser() / RECORDS_DIR
+
+
+def sidecar(path: Path, data_dir: Path | None = None) -> Path:
+    """Where the trust-on-first-use hash of ``path`` is kept: ``<data_dir>/weights-sha256/<name>.sha256``.
+
+    Keyed by the file's name (release files have unique names): a weights directory that moves
+    keeps its records, and a different file of the same name elsewhere fails its check (safe)."""
+    return records_dir(data_dir) / f"{Path(path).name}{SIDECAR_SUFFIX}"
 
 
 def recorded_hash(path: Path) -> str | None:
-    """The hash recorded beside the file (first token of the sidecar, sha256sum's format), or None."""
+    """The hash recorded for the file (first token of its record, sha256sum's format), or None."""
     try:
         text = sidecar(path).read_text().strip()
     except OSError:
@@ -53,9 +71,19 @@ def recorded_hash(path: Path) -> str | None:
 
 
 def record_hash(path: Path, digest: str | None = None) -> str:
-    """Write ``<file>.sha256`` (``sha256sum`` format, so ``sha256sum -c`` can check it too)."""
+    """Record the file's hash in the data dir (``sha256sum`` format), owner-only."""
     digest = digest or sha256_file(path)
-    sidecar(path).write_text(f"{digest}  {Path(path).name}\n")
+    record = sidecar(path)
+    folder = record.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    tmp = folder / f".{record.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{digest}  {Path(path).expanduser().absolute()}\n".encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, record)
     return digest
 
 
@@ -64,7 +92,7 @@ def expected_hash(path: Path, pinned: str | None) -> tuple[str | None, str]:
     if pinned:
         return pinned.lower(), "pinned in tools/catalogue.py"
     rec = recorded_hash(path)
-    return (rec, f"recorded at first download in {sidecar(path).name}") if rec else (None, "")
+    return (rec, f"recorded at first download in {sidecar(path)}") if rec else (None, "")
 
 
 def _check(path: Path, actual: str, pinned: str | None, fix: str) -> None:
@@ -72,7 +100,8 @@ def _check(path: Path, actual: str, pinned: str | None, fix: str) -> None:
     if expected is None:
         raise WeightsIntegrityError(
             f"weight file {path} has no known sha256: none is published for it and none was recorded "
-            f"beside it ({sidecar(path).name}), so it is not loaded (unpickling an unknown file can run code). "
+            f"for it in the data dir ({sidecar(path).parent}), so it is not loaded (unpickling an unknown "
+            "file can run code). "
             f"Fix: {fix}"
         )
     if actual != expected:

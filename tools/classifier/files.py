@@ -8,8 +8,9 @@ every load checks the file first and fails with a message naming the file, the d
 `cxr-agent models download`.
 
 Integrity: before any load the file's sha256 is compared with the catalogue's pin
-(XRV_SHA256 below) or, since torchxrayvision publishes no hashes, with the hash recorded
-beside the file at its first verified download (``<file>.sha256``, trust on first use).
+(XRV_SHA256 below) or, since torchxrayvision publishes no hashes, with the hash recorded in the
+owner-only data dir at its first verified download (trust on first use; tools/integrity.py). A
+download always starts from zero: a stale partial file is discarded, never resumed.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class ClassifierDownloadError(RuntimeError):
 # sha256 per torchxrayvision release file (https://github.com/mlmed/torchxrayvision/releases/tag/v1).
 # torchxrayvision publishes no checksums: its models.py (1.5.7, in .venv) carries only the URLs, and
 # its README and release notes list none. So no hash is invented here: each is None, and the hash
-# is recorded beside the file (<file>.sha256) when `cxr-agent models download` first fetches it
+# is recorded in the data dir when `cxr-agent models download` first fetches it
 # (trust on first use) and checked before every later load. Write a hash here to pin a file for
 # every installation (a pin wins over the recorded hash).
 XRV_SHA256: dict[str, str | None] = {
@@ -122,7 +123,7 @@ def pinned_sha256(path: Path) -> str | None:
 
 def integrity_fix(path: Path) -> str:
     return (
-        f"delete {path} (and {sidecar(path).name} beside it) and run `{DOWNLOAD_COMMAND}` to fetch it again "
+        f"delete {path} (and its record {sidecar(path)}) and run `{DOWNLOAD_COMMAND}` to fetch it again "
         f"from the torchxrayvision release; if you copied this file from a source you trust, record its hash "
         f"with `{DOWNLOAD_COMMAND} --trust-existing`"
     )
@@ -163,7 +164,7 @@ def classifier_weight_status(settings: Settings) -> WeightStatus:
     fix = None if present else DOWNLOAD_COMMAND
     if present and not (pinned_sha256(path) or recorded_hash(path)):
         present, fix = False, f"{DOWNLOAD_COMMAND} --trust-existing"
-        detail += f"; no sha256 pinned or recorded ({sidecar(path).name}), so it will not be loaded"
+        detail += "; no sha256 pinned or recorded in the data dir, so it will not be loaded"
     if settings.model_profile == "tiny":
         detail += "; tiny profile active (random weights used)"
     return WeightStatus(name=label, kind="classifier", present=present, location=str(path), fix=fix, detail=detail)
@@ -208,6 +209,9 @@ def download_classifier_weights(
     except requests.RequestException:
         total = None  # the download itself reports the real error
     part = Path(str(path) + ".part")
+    # xrv resumes an existing .part; bytes left by an earlier, interrupted transfer (another server,
+    # another release, a hostile writer) would be joined to these and recorded as trusted: start over.
+    part.unlink(missing_ok=True)
     stop = threading.Event()
 
     def watch() -> None:

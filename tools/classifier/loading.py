@@ -5,9 +5,9 @@ the tiny demo model in tools/classifier/tiny.py; this module owns the process-wi
 copy per model/dir/device/profile, shared by every thread) and the feature/head split Grad-CAM uses.
 
 Every real file's sha256 is checked before torch reads it. The ResNet-50 file is a state dict and is
-loaded with ``weights_only=True``. The DenseNet files are pickled whole modules, which xrv loads with
-``torch.load(weights_only=False)`` (unpickling can run code): they are loaded only after their hash
-matched the catalogue's pin or the hash recorded at their first download.
+loaded with ``weights_only=True``. The DenseNet files are pickled whole modules, read with
+``torch.load(weights_only=False)`` (unpickling can run code): only from the bytes whose hash matched
+the catalogue's pin or the hash recorded at their first download.
 """
 
 from __future__ import annotations
@@ -108,10 +108,26 @@ def _load_resnet(path: Path, num_classes: int) -> tuple[Any, Callable, Callable]
 
 
 def _load_densenet(path: Path, name: str) -> tuple[Any, Callable, Callable]:
-    """xrv's DenseNet files are pickled modules that xrv reads with ``weights_only=False``: only
-    after ``verify_weights`` has matched the file's sha256 (pinned, or recorded at first download)."""
-    verify_weights(path)
-    net = _xrv().models.DenseNet(weights=name, cache_dir=str(path.parent))
+    """xrv's DenseNet files are pickled modules read with ``weights_only=False``: unpickled from the
+    very bytes whose sha256 matched (pinned, or recorded at first download), never re-opened by
+    path (xrv's own ``DenseNet(weights=...)`` would read the file a second time). The network is then
+    set up as xrv does for those weights: labels, operating points, input resolution."""
+    import torch
+
+    spec = model_spec(name)
+    saved = load_verified(path, pinned_sha256(path), fix=integrity_fix(path), weights_only=False)
+    for module in saved.modules():  # xrv's patch for modules pickled by older torch versions
+        if not hasattr(module, "_non_persistent_buffers_set"):
+            module._non_persistent_buffers_set = set()
+    net = _xrv().models.DenseNet(weights=None, num_classes=len(spec["labels"]))
+    net.load_state_dict(saved.state_dict())
+    net.weights, net.weights_filename_local = name, str(path)
+    net.targets = net.pathologies = list(spec["labels"])
+    net.eval()
+    if spec.get("op_threshs") is not None:
+        net.op_threshs = torch.tensor(spec["op_threshs"])
+    if "input_resolution" in spec:
+        net.input_resolution = spec["input_resolution"]
     return (net, *_densenet_parts(net))
 
 

@@ -46,10 +46,16 @@ def torch_load_spy(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_cache(tmp_path, monkeypatch):
+    """A fresh model cache and a data dir of the test's own (the hash records live there)."""
+    from cxr_agent.settings import get_settings
+
+    monkeypatch.setenv("CXR_AGENT_DATA_DIR", str(tmp_path / "process-data"))
+    get_settings.cache_clear()
     cw.clear_cache()
     yield
     cw.clear_cache()
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +201,68 @@ def test_every_offered_model_file_has_a_pin_entry():
 
     files = {os.path.basename(model_spec(n)["weights_url"]) for n in MODEL_NAMES}
     assert files == set(catalogue.XRV_SHA256)
+
+
+def test_the_trusted_hash_lives_in_the_data_dir_not_beside_the_file(tmp_path, resnet_state, torch_load_spy):
+    """Whoever can write the weights directory must not be able to vouch for a file they put there."""
+    from cxr_agent.settings import get_settings
+
+    src, _ = resnet_state
+    settings = _settings(tmp_path, RESNET)
+    path = _install(src, settings)
+    digest = record_hash(path)
+    record = sidecar(path)
+    assert record.parent == get_settings().data_dir / "weights-sha256" and record.parent != path.parent
+    assert record.stat().st_mode & 0o777 == 0o600 and record.parent.stat().st_mode & 0o777 == 0o700
+    assert not Path(str(path) + ".sha256").exists()
+
+    _flip_byte(path)  # a swapped file, with a matching hash written beside it as the old layout kept it
+    Path(str(path) + ".sha256").write_text(f"{sha256_file(path)}  {path.name}\n")
+    assert recorded_hash(path) == digest
+    with pytest.raises(cw.ClassifierWeightsMissing, match="failed its integrity check"):
+        cw.load_classifier(settings)
+    assert torch_load_spy == []
+
+
+def test_densenet_is_unpickled_from_the_verified_bytes_not_reopened(tmp_path, monkeypatch):
+    import io
+
+    import torchxrayvision as xrv
+
+    settings = _settings(tmp_path, DENSENET)
+    path = weights_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    saved = xrv.models.DenseNet(weights=None, num_classes=18)
+    torch.save(saved, path)
+    record_hash(path)
+    sources: list = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: (sources.append(f), real(f, *a, **k))[1])
+    model = cw.load_classifier(settings)
+    assert len(sources) == 1 and isinstance(sources[0], io.BytesIO)  # never a path opened after the check
+    spec = xrv.models.model_urls[DENSENET]
+    assert model.targets == list(spec["labels"]) and model.resolution == spec["input_resolution"]
+    assert torch.equal(model.net.state_dict()["classifier.weight"], saved.state_dict()["classifier.weight"])
+    assert torch.allclose(model.net.op_threshs, torch.tensor(spec["op_threshs"]))
+
+
+def test_a_stale_partial_download_is_discarded_not_resumed(tmp_path, monkeypatch):
+    import torchxrayvision as xrv
+
+    payload = b"weights from the release" * 100
+
+    def resuming_download(url, filename):  # xrv's behaviour: append to an existing .part
+        part = Path(filename + ".part")
+        with open(part, "ab") as fh:
+            fh.write(payload[part.stat().st_size if part.exists() else 0:])
+        os.replace(part, filename)
+
+    monkeypatch.setattr(xrv.utils, "download", resuming_download)
+    monkeypatch.setattr(requests, "head", lambda *a, **k: (_ for _ in ()).throw(requests.ConnectionError("offline")))
+    settings = _settings(tmp_path, RESNET).model_copy(update={"offline": False})
+    path = weights_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(str(path) + ".part").write_bytes(b"HOSTILE PREFIX" * 10)  # left by an earlier transfer
+    assert download_classifier_weights(settings) == path
+    assert path.read_bytes() == payload and recorded_hash(path) == sha256_file(path)
