@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from starlette.concurrency import run_in_threadpool
 
+from agents.memory.audit_log import forget_thread_lines
 from agents.memory.retention import (
     Deleted,
     ThreadInfo,
     delete_studies,
     expired_threads,
     log_retention,
+    recently_uploaded,
     retention_cutoff,
     studies_in,
     studies_only_in,
@@ -89,19 +91,25 @@ async def thread_studies(client: Any, thread_id: str) -> set[str] | None:
 
 
 async def forget(client: Any, thread_id: str, settings: Settings, store: Any) -> Deleted | None:
-    """Delete the thread on the server, then the studies and heatmaps no other thread references.
+    """Delete the thread on the server, then the studies and heatmaps no other thread references
+    (except those uploaded since its last change: another thread may be about to use them) and its
+    audit lines.
 
     Returns None when the server has no such thread (nothing is touched)."""
     own = await thread_studies(client, thread_id)
     if own is None:
         return None
     threads = await catalogue(client)
-    threads[thread_id] = ThreadInfo(studies=own)
+    last_ts = threads[thread_id].last_ts if thread_id in threads else 0.0
+    threads[thread_id] = ThreadInfo(last_ts=last_ts, studies=own)
     doomed = studies_only_in(threads, thread_id)
     await client.threads.delete(thread_id)
     out = Deleted(threads=[thread_id])
-    await run_in_threadpool(delete_studies, doomed, store, settings.artifacts_dir, out)
-    log.info("forgot a thread: %d study(ies), %d heatmap folder(s)", len(out.studies), out.artifact_dirs)
+    out.kept_recent = sorted(await run_in_threadpool(recently_uploaded, doomed, store, last_ts))
+    await run_in_threadpool(delete_studies, doomed - set(out.kept_recent), store, settings.artifacts_dir, out)
+    out.audit_lines = await run_in_threadpool(forget_thread_lines, settings, thread_id)
+    log.info("forgot a thread: %d study(ies), %d heatmap folder(s), %d audit line(s)",
+             len(out.studies), out.artifact_dirs, out.audit_lines)
     return out
 
 
@@ -120,6 +128,9 @@ async def retention_pass(client: Any, settings: Settings, store: Any, *, now: fl
                 raise
         out.threads.append(tid)
     await run_in_threadpool(sweep_files, settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
+    from server.ownership import forget_uploads
+
+    await run_in_threadpool(forget_uploads, settings, out.studies)  # who uploaded what goes with it
     log_retention(out)
     return out
 

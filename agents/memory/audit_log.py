@@ -8,7 +8,7 @@ prompt ids (hashes of the prompt templates) and the policy version (a hash of th
 ``reconciler.Policy``). Never the user's text, the reply, a file name or header values.
 
 Files are per UTC day (``YYYY-MM-DD.jsonl``, owner-only) so retention (agents/memory/retention.py) drops
-whole days. Writing never raises: a full disk must not cost the user their answer.
+whole days; forgetting a conversation rewrites the days without its lines (``forget_thread_lines``). Writing never raises: a full disk must not cost the user their answer.
 """
 
 from __future__ import annotations
@@ -165,3 +165,43 @@ def record_reply(settings: Settings, state: Mapping[str, Any], *, evidence: Iter
         append(settings, record)
     except Exception:  # noqa: BLE001 - auditing must never cost the user the reply
         log.exception("audit record failed")
+
+
+def forget_thread_lines(settings: Settings, thread_id: str) -> int:
+    """Rewrite every audit day without the lines of ``thread_id``; the number of lines removed.
+
+    Each day is rewritten to a private temporary file and renamed over the old one, under the
+    writers' lock, so a reply audited meanwhile is neither lost nor interleaved."""
+    folder = audit_dir(settings)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    with _LOCK:
+        for path in sorted(folder.glob("*.jsonl")):
+            try:
+                lines = path.read_bytes().splitlines(keepends=True)
+            except OSError as exc:
+                log.warning("audit day not rewritten (%s)", type(exc).__name__)
+                continue
+            kept = [line for line in lines if _thread_of(line) != thread_id]
+            if len(kept) == len(lines):
+                continue
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"".join(kept))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            removed += len(lines) - len(kept)
+    return removed
+
+
+def _thread_of(line: bytes) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    thread = record.get("thread") if isinstance(record, dict) else None
+    return str(thread) if thread is not None else None

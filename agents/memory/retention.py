@@ -3,7 +3,8 @@
 Why here: a conversation's data lives in three places — the checkpointer (user text, replies,
 evidence), the study store (de-identified pixels) and the artifacts dir (heatmaps, one folder per
 study) — and only together do they say what is safe to delete: a study two threads used stays
-until both are gone. ``forget_thread`` is what `cxr-agent forget` and the UI's delete button call;
+until both are gone. ``forget_thread`` is what `cxr-agent forget` and the UI's delete button call (it also rewrites the
+audit days without the thread's lines);
 ``apply_retention`` drops threads whose last checkpoint is older than ``settings.retention_days``
 (plus unreferenced studies/artifacts and audit days older than that), at start and periodically
 (``start_periodic``). The rules work on a thread catalogue (``ThreadInfo`` per thread), so LangGraph
@@ -11,7 +12,9 @@ Server, whose threads are not in our checkpointer, applies the same ones (server
 
 "Gone from disk" needs more than DELETE on SQLite: deleted rows stay in free pages and in the WAL.
 The checkpointer's connection has ``secure_delete`` on (zeroes freed content), and ``compact``
-then VACUUMs and truncates the WAL. Postgres keeps dead tuples until (auto)VACUUM: documented.
+then VACUUMs and truncates the WAL; the WAL checkpoint's result is checked (``Deleted.compacted``).
+A pass reads one checkpoint per thread (the latest) and the whole history only of a thread it
+deletes. Postgres keeps dead tuples until (auto)VACUUM: documented.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +52,9 @@ class Deleted:
     studies: list[str] = field(default_factory=list)
     artifact_dirs: int = 0
     audit_files: int = 0
+    audit_lines: int = 0
+    kept_recent: list[str] = field(default_factory=list)  # uploaded again since: another thread may use them
+    compacted: bool | None = None  # SQLite VACUUM + WAL truncate done (None: not SQLite / nothing to do)
 
     def __bool__(self) -> bool:
         return bool(self.threads or self.studies or self.artifact_dirs or self.audit_files)
@@ -73,35 +80,82 @@ def studies_in(values: dict[str, Any]) -> set[str]:
     return out
 
 
+_THREAD_IDS_SQL = "SELECT DISTINCT thread_id FROM checkpoints"
+
+
+def thread_ids(saver: Any) -> list[str]:
+    """The ids of the checkpointer's threads, read without deserialising any checkpoint."""
+    conn = getattr(saver, "conn", None)
+    if isinstance(conn, sqlite3.Connection):
+        with getattr(saver, "lock", None) or threading.Lock():
+            try:
+                return [str(row[0]) for row in conn.execute(_THREAD_IDS_SQL)]
+            except sqlite3.OperationalError:  # no table yet: no thread
+                return []
+    storage = getattr(saver, "storage", None)  # InMemorySaver: thread id -> namespaces
+    if isinstance(storage, Mapping):
+        return [str(tid) for tid, spaces in list(storage.items()) if spaces]
+    cursor = getattr(saver, "_cursor", None)  # PostgresSaver: dict rows
+    if callable(cursor):
+        with cursor() as cur:
+            cur.execute(_THREAD_IDS_SQL)
+            return [str(row["thread_id"]) for row in cur.fetchall()]
+    return sorted({str((t.config.get("configurable") or {}).get("thread_id")) for t in saver.list(None)})
+
+
+def latest(saver: Any, thread_id: str) -> ThreadInfo:
+    """A thread's last change and the studies its current state references (one checkpoint read)."""
+    tup = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    checkpoint = (tup.checkpoint if tup is not None else None) or {}
+    return ThreadInfo(last_ts=timestamp(checkpoint.get("ts")), studies=studies_in(checkpoint.get("channel_values") or {}))
+
+
+def history_studies(saver: Any, thread_id: str) -> set[str]:
+    """Every study any checkpoint of this one thread referenced (read when the thread is deleted)."""
+    out: set[str] = set()
+    for tup in saver.list({"configurable": {"thread_id": thread_id}}):
+        out |= studies_in((tup.checkpoint or {}).get("channel_values") or {})
+    return out
+
+
 def scan(saver: Any) -> dict[str, ThreadInfo]:
-    """Every thread in the checkpointer, with its latest timestamp and the studies it referenced."""
-    threads: dict[str, ThreadInfo] = {}
-    for tup in saver.list(None):
-        tid = str((tup.config.get("configurable") or {}).get("thread_id"))
-        info = threads.setdefault(tid, ThreadInfo())
-        checkpoint = tup.checkpoint or {}
-        info.last_ts = max(info.last_ts, timestamp(checkpoint.get("ts")))
-        info.studies |= studies_in(checkpoint.get("channel_values") or {})
-    return threads
+    """Every thread in the checkpointer: its last change and the studies its current state references.
+
+    One checkpoint per thread (the latest), like the server's catalogue: a thread reads only its
+    current study again. The whole history is read only for a thread being deleted (history_studies)."""
+    return {tid: latest(saver, tid) for tid in thread_ids(saver)}
 
 
-def compact(saver: Any) -> None:
-    """Make deleted rows unrecoverable from a SQLite checkpointer file: VACUUM, then truncate the WAL."""
+def compact(saver: Any) -> bool | None:
+    """Make deleted rows unrecoverable from a SQLite checkpointer file: VACUUM, then truncate the WAL.
+
+    True when both completed (the WAL checkpoint reported no busy reader), False when they did not
+    (another process holds the file: the next pass retries), None for a backend that is not SQLite."""
     conn, lock = getattr(saver, "conn", None), getattr(saver, "lock", None)
-    try:
-        import sqlite3
-    except ImportError:  # pragma: no cover
-        return
     if not isinstance(conn, sqlite3.Connection):
-        return  # Postgres: dead tuples go at the next (auto)VACUUM; see README "Deploying for a team"
+        return None  # Postgres: dead tuples go at the next (auto)VACUUM; see README "Deploying for a team"
     with lock or threading.Lock():
         try:
             conn.commit()
             conn.execute("PRAGMA secure_delete=ON")
             conn.execute("VACUUM")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.OperationalError as exc:  # another process holds it: the next pass retries
+            busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as exc:
             log.warning("checkpoint database not compacted (%s)", exc)
+            return False
+    if busy:
+        log.warning("checkpoint database WAL not truncated: another connection is reading it")
+        return False
+    return True
+
+
+def recently_uploaded(ids: Iterable[str], store: Any, since: float) -> set[str]:
+    """The studies uploaded (put) after ``since``: another conversation may be about to use them,
+    before any checkpoint of its references them. Kept; retention collects them if none ever does."""
+    uploaded_at = getattr(store, "uploaded_at", None)
+    if store is None or not callable(uploaded_at):
+        return set()
+    return {sid for sid in ids if uploaded_at(sid) > since}
 
 
 def delete_studies(ids: Iterable[str], store: Any, artifacts_dir: Path, out: Deleted) -> None:
@@ -125,18 +179,33 @@ def studies_only_in(threads: dict[str, ThreadInfo], thread_id: str) -> set[str]:
     return (info.studies if info else set()) - others
 
 
-def forget_thread(thread_id: str, *, saver: Any, store: Any, artifacts_dir: Path) -> Deleted | None:
-    """Delete a conversation's checkpoints and the studies/heatmaps no other thread references.
+def forget_thread(
+    thread_id: str, *, saver: Any, store: Any, artifacts_dir: Path, settings: Settings | None = None
+) -> Deleted | None:
+    """Delete a conversation's checkpoints, the studies/heatmaps no other thread references and its
+    audit lines (under ``settings``' data dir; the process-wide settings by default).
 
-    Returns None when the checkpointer has no such thread (nothing is touched)."""
+    A study uploaded again after the thread's last checkpoint is kept (``Deleted.kept_recent``):
+    another conversation may have uploaded it and not yet run its first turn. Returns None when the
+    checkpointer has no such thread (nothing is touched)."""
+    tid = str(thread_id)
     threads = scan(saver)
-    if str(thread_id) not in threads:
+    if tid not in threads:
         return None
-    doomed = studies_only_in(threads, str(thread_id))
-    out = Deleted(threads=[str(thread_id)])
-    saver.delete_thread(str(thread_id))
-    delete_studies(doomed, store, artifacts_dir, out)
-    compact(saver)
+    threads[tid].studies |= history_studies(saver, tid)
+    doomed = studies_only_in(threads, tid)
+    out = Deleted(threads=[tid])
+    out.kept_recent = sorted(recently_uploaded(doomed, store, threads[tid].last_ts))
+    saver.delete_thread(tid)
+    delete_studies(doomed - set(out.kept_recent), store, artifacts_dir, out)
+    from agents.memory.audit_log import forget_thread_lines
+
+    if settings is None:
+        from cxr_agent.settings import get_settings
+
+        settings = get_settings()
+    out.audit_lines = forget_thread_lines(settings, tid)
+    out.compacted = compact(saver)
     return out
 
 
@@ -165,7 +234,8 @@ def sweep_files(settings: Settings, store: Any, *, doomed: set[str], live: set[s
                 out: Deleted) -> None:
     """Delete ``doomed`` studies, plus stored studies, heatmap folders and audit days older than ``cutoff``
     that no live thread references (an upload never used in a turn is covered too)."""
-    doomed = set(doomed)
+    out.kept_recent = sorted(recently_uploaded(doomed, store, cutoff))
+    doomed = set(doomed) - set(out.kept_recent)
     root = Path(getattr(store, "root", settings.studies_dir))
     for sid in list(store.ids()) if store is not None else []:  # uploaded, never (or no longer) in a thread
         if sid not in live and sid not in doomed and _mtime(root.glob(f"{sid[:2]}/{sid}*")) < cutoff:
@@ -194,13 +264,17 @@ def apply_retention(settings: Settings, *, saver: Any, store: Any, now: float | 
     cutoff = retention_cutoff(settings, now)
     if cutoff is None:
         return out
-    expired, doomed, live = expired_threads(scan(saver), cutoff)
+    threads = scan(saver)
+    for tid, info in threads.items():  # only an expired thread's whole history is read
+        if info.last_ts < cutoff:
+            info.studies |= history_studies(saver, tid)
+    expired, doomed, live = expired_threads(threads, cutoff)
     for tid in sorted(expired):
         saver.delete_thread(tid)
         out.threads.append(tid)
     sweep_files(settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
     if out.threads:
-        compact(saver)
+        out.compacted = compact(saver)
     log_retention(out)
     return out
 

@@ -45,7 +45,8 @@ def test_forget_removes_text_and_study_from_disk(make_graph, settings, cxr_image
         runner = CliRunner()
         res = runner.invoke(app, ["forget", "gone1"])
         assert res.exit_code == 0, res.output
-        assert "Deleted conversation gone1: 1 study(ies) and 1 heatmap folder(s)" in res.output
+        assert "Deleted conversation gone1: 1 study(ies), 1 heatmap folder(s) and 1 audit line(s)" in res.output
+        assert "could not be compacted" not in res.output
         missing = runner.invoke(app, ["forget", "gone1"])
         assert missing.exit_code == 1 and "No conversation 'gone1'" in missing.output
         assert runner.invoke(app, ["forget"]).exit_code != 0  # neither a thread nor --expired
@@ -58,3 +59,16 @@ def test_forget_removes_text_and_study_from_disk(make_graph, settings, cxr_image
     assert not heat.exists()
     for f in _db_files(s):
         assert f.stat().st_mode & 0o077 == 0
+
+
+def test_forget_says_when_the_database_could_not_be_compacted(monkeypatch, capsys):
+    import typer
+
+    from cli.forget import _report_compaction
+
+    _report_compaction(True)
+    _report_compaction(None)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(typer, "secho", lambda msg, **kw: print(msg))
+    _report_compaction(False)
+    assert "could not be compacted" in capsys.readouterr().out
