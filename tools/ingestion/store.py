@@ -76,6 +76,7 @@ class StudyStore:
         pixels_path, meta_path = self._paths(study.id)
         if meta_path.exists() and pixels_path.exists() and self._intact(study.id):
             touch(meta_path)  # a re-upload is a use (eviction order)
+            touch(pixels_path)  # and an upload (uploaded_at): reads touch only the metadata
             return study.id
         pixels, schema = quantise(study.pixels), _SCHEMA
         if pixel_hash(pixels) != study.id:
@@ -139,6 +140,14 @@ class StudyStore:
             source_format=record.get("source_format", "array"),
             metadata=record.get("metadata", {}),
         )
+
+    def uploaded_at(self, study_id: str) -> float:
+        """When the study was last put (epoch seconds; 0 if absent): a forget keeps a study put
+        after the forgotten conversation's last turn, since another conversation may be about to use it."""
+        try:
+            return self._paths(study_id)[0].stat().st_mtime
+        except (OSError, StudyNotFound):
+            return 0.0
 
     def __contains__(self, study_id: object) -> bool:
         if not isinstance(study_id, str) or not _ID_RE.match(study_id):
