@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -32,9 +33,9 @@ def test_round_trip(tmp_path, study):
 def test_put_is_idempotent_and_leaves_no_temp_files(tmp_path, study):
     store = StudyStore(tmp_path)
     store.put(study)
-    mtime = next(tmp_path.rglob("*.npy")).stat().st_mtime_ns
+    inode = next(tmp_path.rglob("*.npy")).stat().st_ino
     store.put(study)
-    assert next(tmp_path.rglob("*.npy")).stat().st_mtime_ns == mtime
+    assert next(tmp_path.rglob("*.npy")).stat().st_ino == inode  # not rewritten (a rewrite renames a new file in)
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -134,6 +135,17 @@ def test_uploading_again_repairs_a_damaged_study(tmp_path, study, damage):
     assert store.put(study) == sid
     back = store.get(sid)
     assert np.array_equal(back.pixels, study.pixels) and back.metadata == study.metadata
+
+
+def test_a_re_upload_is_recorded_and_a_read_is_not(tmp_path, study):
+    store = StudyStore(tmp_path)
+    sid = store.put(study)
+    for f in tmp_path.rglob(f"{sid}*"):
+        os.utime(f, (1_000_000, 1_000_000))
+    store.get(sid)
+    assert store.uploaded_at(sid) == 1_000_000
+    store.put(study)
+    assert store.uploaded_at(sid) > 1_000_000 and store.uploaded_at("f" * 64) == 0.0
 
 
 def test_refusals_name_no_directory(tmp_path):
