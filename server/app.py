@@ -180,6 +180,9 @@ async def upload_study(request: Request) -> Response:
             return _error(422, str(exc), kind=type(exc).__name__)
         finally:
             PRESSURE.ingesting -= 1
+        from server.ownership import caller, record_upload
+
+        await run_in_threadpool(record_upload, settings, info["study_id"], caller(request)[0])
         return JSONResponse(info, status_code=201)
     finally:
         PRESSURE.give(held)
@@ -195,9 +198,12 @@ def _lookup(study_id: str, settings: Settings) -> dict[str, Any] | None:
 
 
 async def get_study(request: Request) -> Response:
+    from server.ownership import may_see_study
+
     study_id = request.path_params["study_id"]
-    info = await run_in_threadpool(_lookup, study_id, _settings())
-    if info is None:
+    visible = await may_see_study(_settings(), _server_client(), request, study_id)
+    info = await run_in_threadpool(_lookup, study_id, _settings()) if visible else None
+    if info is None:  # someone else's study answers like a missing one
         return _error(404, f"no stored study {study_id[:80]!r}: upload it to POST /cxr/studies")
     return JSONResponse(info)
 
@@ -216,7 +222,12 @@ async def get_artifact(request: Request) -> Response:
     uri = request.query_params.get("uri")
     if not uri:
         return _error(400, "missing ?uri=<Artifact.uri from the reply's additional_kwargs['cxr']>")
+    from server.ownership import artifact_study, may_see_study
+
     path = await run_in_threadpool(artifact_path, uri, _settings())
+    study = artifact_study(path, _settings()) if path is not None else None
+    if path is not None and (study is None or not await may_see_study(_settings(), _server_client(), request, study)):
+        path = None  # someone else's heatmap answers like a missing one
     if path is None:
         return _error(404, "no such artifact on this server (expired, evicted, or outside the artifacts dir)")
     media = "application/x-npy" if path.suffix == ".npy" else None
@@ -232,13 +243,19 @@ def _server_client() -> Any:
 
 
 async def forget_thread(request: Request) -> Response:
+    from server.ownership import caller, forget_uploads, owns_thread
     from server.threads import forget
 
     settings = _settings()
     thread_id = request.path_params["thread_id"]
-    out = await forget(_server_client(), thread_id, settings, _studies(settings).store)
+    owner, service = caller(request)
+    if not service and not await owns_thread(_server_client(), thread_id, owner):
+        out = None  # someone else's thread answers like a missing one
+    else:
+        out = await forget(_server_client(), thread_id, settings, _studies(settings).store)
     if out is None:
         return _error(404, f"no thread {thread_id[:80]!r} on this server")
+    await run_in_threadpool(forget_uploads, settings, out.studies)
     return JSONResponse({"thread_id": thread_id, "studies_deleted": len(out.studies),
                          "heatmap_folders_deleted": out.artifact_dirs})
 

@@ -99,9 +99,15 @@ def test_an_open_server_has_one_anonymous_caller_who_sees_everything(monkeypatch
 
     monkeypatch.delenv("CXR_AGENT_SERVER_TOKEN", raising=False)
     monkeypatch.delenv("CXR_AGENT_SERVER_USERS", raising=False)
+    monkeypatch.setenv("CXR_AGENT_SERVER_AUTH_DISABLED", "true")
     get_settings.cache_clear()
     try:
         assert identify(None) == ANONYMOUS and ANONYMOUS.is_service
+        monkeypatch.setenv("CXR_AGENT_SERVER_AUTH_DISABLED", "false")  # no identities and not open on purpose
+        get_settings.cache_clear()
+        with pytest.raises(Auth.exceptions.HTTPException) as refused:
+            identify(None)
+        assert refused.value.status_code == 503
     finally:
         get_settings.cache_clear()
 

@@ -1,0 +1,160 @@
+"""Two users and the service identity against a real LangGraph Server (`langgraph dev` + langgraph.json with
+server/auth.py): neither user can read, list, run in or delete the other's threads, nor see the other's
+studies or heatmaps; the service identity sees and deletes everything (forget)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from langgraph_server import langgraph_dev
+
+from server.identities import hash_token
+
+pytestmark = pytest.mark.timeout(300)
+
+SERVICE = "service-token-for-the-ownership-test"
+TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789", "ui": "gateway-token-0123456789"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ownership-server")
+    users = work / "users.toml"
+    users.write_text("".join(
+        f'[[user]]\nid = "{uid}"\nrole = "{"gateway" if uid == "ui" else "user"}"\ntoken_sha256 = "{hash_token(t)}"\n'
+        for uid, t in TOKENS.items()))
+    users.chmod(0o600)
+    with langgraph_dev(work, {"CXR_AGENT_SERVER_TOKEN": SERVICE, "CXR_AGENT_SERVER_USERS": str(users)}) as srv:
+        yield srv
+
+
+def _headers(who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {SERVICE if who == 'service' else TOKENS[who]}"}
+
+
+def _sdk(server, who: str):
+    from langgraph_sdk import get_sync_client
+
+    return get_sync_client(url=server.url, api_key=None, headers=_headers(who))
+
+
+def _http(server, who: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers=_headers(who), timeout=60)
+
+
+def _upload(server, who: str, path) -> str:
+    with _http(server, who) as http:
+        r = http.post("/cxr/studies", content=path.read_bytes(), headers={"x-cxr-file-type": path.suffix[1:]})
+    assert r.status_code == 201, r.text
+    return r.json()["study_id"]
+
+
+def _status(exc_info) -> int:
+    return exc_info.value.response.status_code
+
+
+@pytest.fixture(scope="module")
+def worlds(server, cxr_images):
+    """Alice and Bob each upload a study and ask one question about it in a thread of their own."""
+    out = {}
+    for who, image in (("alice", cxr_images[0]), ("bob", cxr_images[1])):
+        client = _sdk(server, who)
+        sid = _upload(server, who, image)
+        tid = client.threads.create()["thread_id"]
+        done = client.runs.wait(tid, "cxr_agent", input={"messages": [{"role": "user", "content": "Is there cardiomegaly?"}],
+                                                         "study_id": sid})
+        assert done["study_id"] == sid, done
+        heatmaps = done["messages"][-1]["additional_kwargs"]["cxr"]["heatmaps"]
+        out[who] = {"study": sid, "thread": tid, "heatmap": heatmaps[0]["uri"]}
+    return out
+
+
+def test_each_user_lists_and_reads_only_their_own_threads(server, worlds):
+    from langgraph_sdk.errors import NotFoundError
+
+    alice, bob = _sdk(server, "alice"), _sdk(server, "bob")
+    assert [t["thread_id"] for t in alice.threads.search()] == [worlds["alice"]["thread"]]
+    assert [t["thread_id"] for t in bob.threads.search()] == [worlds["bob"]["thread"]]
+    assert alice.threads.get(worlds["alice"]["thread"])["metadata"]["owner"] == "alice"
+    theirs = worlds["alice"]["thread"]
+    for read in (lambda: bob.threads.get(theirs), lambda: bob.threads.get_state(theirs),
+                 lambda: bob.threads.get_history(theirs), lambda: bob.runs.list(theirs)):
+        with pytest.raises(NotFoundError):
+            read()
+    with pytest.raises(NotFoundError):  # nor can he hand it to himself
+        bob.threads.update(theirs, metadata={"owner": "bob"})
+    service = {t["thread_id"] for t in _sdk(server, "service").threads.search()}
+    assert service >= {worlds["alice"]["thread"], worlds["bob"]["thread"]}
+
+
+def test_a_user_cannot_run_in_or_delete_another_users_thread(server, worlds):
+    from langgraph_sdk.errors import NotFoundError
+
+    bob, theirs = _sdk(server, "bob"), worlds["alice"]["thread"]
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        bob.runs.wait(theirs, "cxr_agent", input={"messages": [{"role": "user", "content": "Write a report"}]})
+    assert _status(refused) == 404
+    with pytest.raises(NotFoundError):
+        bob.threads.delete(theirs)
+    with _http(server, "bob") as http:
+        forget = http.delete(f"/cxr/threads/{theirs}")
+    assert forget.status_code == 404  # as if it did not exist
+    state = _sdk(server, "alice").threads.get_state(theirs)["values"]
+    assert len(state["messages"]) == 2 and state["study_id"] == worlds["alice"]["study"]  # untouched
+
+
+def test_a_user_sees_only_their_own_studies_and_heatmaps(server, worlds):
+    alice, bob = worlds["alice"], worlds["bob"]
+    with _http(server, "bob") as http:
+        assert http.get(f"/cxr/studies/{bob['study']}").status_code == 200
+        assert http.get("/cxr/artifacts", params={"uri": bob["heatmap"]}).status_code == 200
+        assert http.get(f"/cxr/studies/{alice['study']}").status_code == 404
+        assert http.get("/cxr/artifacts", params={"uri": alice["heatmap"]}).status_code == 404
+    # Knowing the pixel hash of Alice's study does not let Bob run a turn on it.
+    bob_client = _sdk(server, "bob")
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        bob_client.runs.wait(bob["thread"], "cxr_agent",
+                             input={"messages": [{"role": "user", "content": "Write a report"}], "study_id": alice["study"]})
+    assert _status(refused) == 403 and "not uploaded by you" in refused.value.response.text
+    with _http(server, "service") as http:
+        assert http.get(f"/cxr/studies/{alice['study']}").status_code == 200
+        assert http.get("/cxr/artifacts", params={"uri": alice["heatmap"]}).status_code == 200
+
+
+def test_a_gateway_acts_for_the_user_it_names(server, cxr_images):
+    from langgraph_sdk import get_sync_client
+
+    def as_(user: str):
+        return get_sync_client(url=server.url, api_key=None, headers={**_headers("ui"), "X-Cxr-User": user})
+
+    carol = as_("carol@hospital.org").threads.create()["thread_id"]
+    assert carol in {t["thread_id"] for t in as_("carol@hospital.org").threads.search()}
+    assert carol not in {t["thread_id"] for t in as_("dave@hospital.org").threads.search()}
+    with httpx.Client(base_url=server.url, headers=_headers("ui"), timeout=30) as http:  # names nobody
+        assert http.post("/threads/search", json={}).status_code == 401
+
+
+def test_no_identity_no_access(server, worlds):
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post("/threads/search", json={}).status_code == 401
+        assert http.get(f"/cxr/studies/{worlds['alice']['study']}").status_code == 401
+    with httpx.Client(base_url=server.url, headers={"Authorization": "Bearer nobody"}, timeout=30) as http:
+        assert http.post("/threads/search", json={}).status_code == 401
+
+
+def test_owners_and_the_service_delete_with_their_studies(server, worlds):
+    alice, bob = worlds["alice"], worlds["bob"]
+    with _http(server, "alice") as http:
+        r = http.delete(f"/cxr/threads/{alice['thread']}")
+        assert r.status_code == 200 and r.json()["studies_deleted"] == 1, r.text
+        assert http.get(f"/cxr/studies/{alice['study']}").status_code == 404
+    assert not list(server.data_dir.glob(f"studies/*/{alice['study']}*"))
+    with _http(server, "service") as http:  # forget on someone's behalf (retention, cxr-agent forget)
+        r = http.delete(f"/cxr/threads/{bob['thread']}")
+        assert r.status_code == 200 and r.json()["studies_deleted"] == 1, r.text
+    assert not list(server.data_dir.glob(f"studies/*/{bob['study']}*"))
+    from cxr_agent.settings import Settings
+    from server.ownership import uploaded_by
+
+    settings = Settings(data_dir=server.data_dir)
+    assert not uploaded_by(settings, alice["study"], "alice") and not uploaded_by(settings, bob["study"], "bob")
