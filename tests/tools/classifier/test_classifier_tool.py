@@ -293,7 +293,7 @@ def test_evidence_names_its_model_and_weights(real_report, tiny_tool, tmp_path):
     meta = real_report.meta
     assert meta["model_id"] == "densenet121-res224-all" and meta["prompt_id"] is None
     assert meta["weights"] == f"random:seed={TINY_SEED}"
-    weights = tmp_path / "custom.pt"
+    weights = tmp_path / f"custom-{tmp_path.name}.pt"  # records are kept by file name: one of its own
     weights.write_bytes(b"not a real network")
     on_disk = dataclasses.replace(tiny_tool.model, weights_path=str(weights), profile="real")
     assert weights_id(on_disk) is None  # no pin, no recorded hash: unknown, never invented
