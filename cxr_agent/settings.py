@@ -155,7 +155,12 @@ class Settings(BaseSettings):
     pacs_password: SecretStr | None = Field(None, description="HTTP basic-auth password for the PACS.")
     pacs_token: SecretStr | None = Field(None, description="Bearer token for the PACS (instead of user/password).")
     pacs_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout for the PACS.")
-    pacs_verify_tls: bool = Field(True, description="Verify the PACS's TLS certificate (https).")
+    pacs_verify_tls: bool = Field(
+        True, description="Verify the PACS's TLS certificate (https); false is logged as a warning once per process."
+    )
+    pacs_allow_insecure_remote: bool = Field(
+        False, description="Allow a non-loopback PACS over plain http:// (images and reports unencrypted)."
+    )
 
     # --- remote graph: the UI as a client of LangGraph Server ---
     graph_url: str | None = Field(

@@ -20,10 +20,7 @@ the caller allows it (Settings.burned_in_text = "redact"; tools.ingestion.loader
 from __future__ import annotations
 
 import io
-import logging
 import re
-import threading
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +38,7 @@ from tools.ingestion.study import (
     View,
     check_size,
 )
+from tools.interop.quiet import header_values_muted
 
 # Projection radiography modalities we accept; DR is not a DICOM term but some vendors write it.
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
@@ -72,20 +70,6 @@ BURNED_IN_REFUSAL = (
     "text, or ask the administrator to set CXR_AGENT_BURNED_IN_TEXT=redact so such text is found (OCR) "
     "and blacked out before the image is used."
 )
-
-
-class _MuteWhileDecoding(logging.Filter):
-    """pydicom logs invalid header values verbatim (a malformed UID, date or name is PHI); drop its
-    records emitted by a thread that is inside decode_dicom. Filters run on the emitting thread."""
-
-    _state = threading.local()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(self._state, "active", False)
-
-
-_MUTE = _MuteWhileDecoding()
-logging.getLogger("pydicom").addFilter(_MUTE)
 
 
 @dataclass
@@ -343,21 +327,17 @@ def decode_dicom(data: bytes, *, max_pixels: int = MAX_PIXELS, allow_burned_in: 
 
     allow_burned_in: decode a BurnedInAnnotation = YES image (the caller redacts it) instead of
     refusing it with BurnedInText."""
-    _MUTE._state.active = True
     try:
-        with warnings.catch_warnings():
-            # pydicom warns about invalid header values and quotes them (UIDs, dates, names): never surface them.
-            warnings.simplefilter("ignore")
-            with np.errstate(all="ignore"):
-                return _decode(data, max_pixels, allow_burned_in)
+        # pydicom warns about and logs invalid header values, quoting them (UIDs, dates, names): this
+        # thread's are dropped (per thread: concurrent decodes never unmute each other).
+        with header_values_muted(), np.errstate(all="ignore"):
+            return _decode(data, max_pixels, allow_burned_in)
     except StudyError:
         raise
     except MemoryError:
         raise CorruptFile("The DICOM image is too large to decode in memory.") from None
     except Exception:
         raise CorruptFile("The DICOM file could not be processed: its header or image data is damaged.") from None
-    finally:
-        _MUTE._state.active = False
 
 
 def _decode(data: bytes, max_pixels: int, allow_burned_in: bool) -> DecodedDicom:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -107,6 +109,31 @@ def valid_uid(uid: str) -> bool:
     return 0 < len(uid) <= 64 and len(parts) > 1 and all(p.isdigit() and (p == "0" or p[0] != "0") for p in parts)
 
 
+_TLS_WARNED = threading.Event()
+
+
+def check_pacs_transport(url: str, settings: Settings) -> None:
+    """Refuse a plain-http PACS on another machine (images and reports would cross the network
+    unencrypted) unless ``pacs_allow_insecure_remote``; log once per process that TLS verification is off."""
+    from tools.vlm.backends.transport import is_loopback
+
+    try:
+        parts = urlsplit(url)
+        scheme, host, _port = parts.scheme.lower(), parts.hostname or "", parts.port
+    except ValueError:
+        return  # not a usable address at all: the client's own check names it (_bad_url)
+    if scheme == "http" and host and not is_loopback(host) and not settings.pacs_allow_insecure_remote:
+        raise PacsNotConfigured(
+            "The PACS is on another machine but CXR_AGENT_PACS_URL is plain http://, so images, reports and "
+            "credentials would cross the network unencrypted. Use https://, or set "
+            "CXR_AGENT_PACS_ALLOW_INSECURE_REMOTE=true if the network itself is trusted and encrypted."
+        )
+    if scheme == "https" and not settings.pacs_verify_tls and not _TLS_WARNED.is_set():
+        _TLS_WARNED.set()  # once per process: requests' own per-request warning is muted with header values
+        log.warning("PACS TLS certificate verification is OFF (CXR_AGENT_PACS_VERIFY_TLS=false): anyone on the "
+                    "network path can impersonate the PACS. Turn it back on, or trust the PACS's CA instead.")
+
+
 class PacsClient:
     """One DICOMweb server (settings.pacs_url) with the configured credentials."""
 
@@ -118,10 +145,11 @@ class PacsClient:
                 "No PACS is configured: set CXR_AGENT_PACS_URL to the DICOMweb root "
                 "(e.g. http://pacs.example.org/dicom-web)."
             )
+        s = self.settings
+        check_pacs_transport(self.url, s)
         from dicomweb_client import DICOMwebClient
 
         session = requests.Session()
-        s = self.settings
         if s.pacs_token is not None:
             session.headers["Authorization"] = f"Bearer {s.pacs_token.get_secret_value()}"
         elif s.pacs_username:
