@@ -245,6 +245,8 @@ class ClassifierTool:
             "margin": self.margin,
             "untrained_labels": untrained,
         }
+        if isinstance(meta["weights"], str) and meta["weights"].startswith("sha256:"):
+            meta["weights_sha256"] = meta["weights"].removeprefix("sha256:")  # what the audit line records
         if inf is not None:
             meta["crop"] = inf.geometry.as_dict()
         if m.profile == "tiny":

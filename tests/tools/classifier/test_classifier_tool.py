@@ -300,3 +300,5 @@ def test_evidence_names_its_model_and_weights(real_report, tiny_tool, tmp_path):
     _file_weights.cache_clear()  # a hash is recorded once, at download, before the model loads
     digest = record_hash(weights)
     assert weights_id(on_disk) == f"sha256:{digest}"
+    meta = ClassifierTool(tiny_tool.settings, model=on_disk)._meta()
+    assert meta["weights"] == f"sha256:{digest}" and meta["weights_sha256"] == digest  # the audit line's key
