@@ -137,7 +137,11 @@ _EXTENSION = re.compile(r"[a-z0-9]{1,8}")
 
 
 async def upload_study(request: Request) -> Response:
+    from server.ownership import caller
+
     settings = _settings()
+    if not caller(request)[0]:
+        return _error(403, "uploads are made for a user: a gateway names the signed-in user in X-Cxr-User")
     in_flight = settings.server_uploads_in_flight_mb * 2**20
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
@@ -180,7 +184,7 @@ async def upload_study(request: Request) -> Response:
             return _error(422, str(exc), kind=type(exc).__name__)
         finally:
             PRESSURE.ingesting -= 1
-        from server.ownership import caller, record_upload
+        from server.ownership import record_upload
 
         await run_in_threadpool(record_upload, settings, info["study_id"], caller(request)[0])
         return JSONResponse(info, status_code=201)
@@ -296,8 +300,12 @@ def check_auth_configured(settings: Settings) -> None:
 
 
 async def health(request: Request) -> Response:
+    from server.ownership import caller
+
     s = _settings()
-    return JSONResponse({"ok": True, "model_profile": s.model_profile, "pid": os.getpid()})
+    who, sees_all = caller(request)  # the UI says so when it was not taken for a user of its own
+    return JSONResponse({"ok": True, "model_profile": s.model_profile, "pid": os.getpid(),
+                         "caller": {"id": who, "sees_all": sees_all}})
 
 
 def _error(status: int, message: str, *, kind: str | None = None) -> JSONResponse:

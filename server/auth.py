@@ -39,6 +39,7 @@ auth = Auth()
 
 OWNER = "owner"
 """The metadata key holding the id of the identity that created a thread, run or cron."""
+GATEWAY = "gateway"
 USER_HEADER = "x-cxr-user"
 USER_NAME_HEADER = "x-cxr-user-name"
 SERVICE_ID = "cxr-agent-service"
@@ -94,9 +95,11 @@ def identify(authorization: str | None, headers: dict[Any, Any] | None = None) -
     if who.role != "gateway":
         return who
     claimed = (_header(headers or {}, USER_HEADER) or "").strip()
+    if not claimed:
+        return who  # the gateway itself: it may ask /cxr/health, nothing else (owner_only refuses it)
     if not USER_ID.match(claimed):
-        raise _unauthorized(f"a gateway token must name the signed-in user in {USER_HEADER!r} "
-                            "(1-128 of letters, digits and ._@:+-)")
+        raise _unauthorized(f"a gateway must name the signed-in user in {USER_HEADER!r} "
+                            "with 1-128 of letters, digits and ._@:+-")
     name = (_header(headers or {}, USER_NAME_HEADER) or claimed).strip()[:200]
     return Identity(claimed, name, who.org, "user")
 
@@ -114,6 +117,9 @@ def is_service(ctx: Auth.types.AuthContext) -> bool:
 @auth.on
 async def owner_only(ctx: Auth.types.AuthContext, value: Any) -> Any:
     """Threads, runs, crons: stamp the owner on create; filter every other action to the owner."""
+    if GATEWAY in (ctx.permissions or []):
+        raise Auth.exceptions.HTTPException(status_code=403, detail=f"a gateway acts only for a user it names in "
+                                                                    f"{USER_HEADER!r}")
     if ctx.resource == "assistants":
         return _assistants(ctx)
     if ctx.resource == "store":

@@ -74,9 +74,10 @@ def caller(request: Any) -> tuple[str, bool]:
     user = request.scope.get("user")
     auth = request.scope.get("auth")
     identity = getattr(user, "identity", None)
-    if not identity:  # only reachable if the route were mounted without the server's auth
+    scopes = getattr(auth, "scopes", None) or []
+    if not identity or "gateway" in scopes:  # a gateway acts only for a user it names
         return "", False
-    return str(identity), SERVICE in (getattr(auth, "scopes", None) or [])
+    return str(identity), SERVICE in scopes
 
 
 async def owns_thread(client: Any, thread_id: str, owner: str) -> bool:

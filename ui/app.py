@@ -22,6 +22,7 @@ from ui.chat import collect, dispatch, live_pane, render_turn, worker
 from ui.evidence_panel import evidence_section
 from ui.gate import header, require_login
 from ui.history import owner_book, resume
+from ui.remote import for_reader
 from ui.resources import get_graph
 from ui.sidebar import sidebar
 from ui.study_panel import image_section, pacs_section, upload_section
@@ -41,6 +42,7 @@ def main() -> None:
     if not require_login(settings):
         return
     graph, graph_error = get_graph(settings)
+    graph = for_reader(graph, settings, state)  # remote + login: the server sees this reader, not the app
     book = owner_book(settings)
     owner = resume(state, settings, graph, book)  # a reload reopens this reader's conversation
     st.chat_input(  # enabled during a turn: a message sent then is queued, never a cut-off turn

@@ -113,6 +113,14 @@ def forget(state, settings: Settings, graph: Any, book: OwnerBook, thread_id: st
         S.new_conversation(state)
 
 
+def listed(graph: Any, book: OwnerBook, owner: str) -> list[str]:
+    """This reader's conversations: on a graph server, the threads it lists for this reader (it knows
+    who is asking), taken into the owner table so Open and Delete work; else the owner table's."""
+    if is_remote(graph):
+        return [t for t in graph.conversations(MAX_LISTED) if book.claim(t, owner)]
+    return book.threads(owner)[:MAX_LISTED]
+
+
 def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%d %b %H:%M") if ts else "unknown time"
 
@@ -121,7 +129,7 @@ def conversations_section(state, settings: Settings, graph: Any, book: OwnerBook
     """The sidebar list: each stored conversation with its title, time, studies and retention date."""
     st.subheader("Your conversations")
     try:
-        items = summarize(graph, book.threads(state[K_OWNER])[:MAX_LISTED], float(settings.retention_days or 0))
+        items = summarize(graph, listed(graph, book, state[K_OWNER]), float(settings.retention_days or 0))
     except Exception as exc:  # noqa: BLE001 - the checkpointer is unreadable: the chat itself still works
         log.warning("conversation list unavailable (%s)", type(exc).__name__)
         st.caption(f"The list of conversations is unavailable ({type(exc).__name__}).")

@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -47,6 +47,61 @@ class GraphServerUnavailable(StudyError):
 def is_remote(graph: Any) -> bool:
     """True for the app's handle on a served graph (the app then skips in-process-only parts)."""
     return isinstance(graph, RemoteAgent)
+
+
+def ui_thread_id(server_id: str) -> str:
+    """The UI thread id of a server thread (the inverse of ``server_thread_id`` for UI-made threads)."""
+    return f"ui-{uuid.UUID(server_id).hex}"
+
+
+USER_HEADER, USER_NAME_HEADER = "X-Cxr-User", "X-Cxr-User-Name"
+
+
+@dataclass(frozen=True)
+class SignedInUser:
+    """The person using the app, as the graph server should know them (from the app's OIDC login)."""
+
+    id: str
+    name: str = ""
+
+    def headers(self) -> dict[str, str]:
+        """What a gateway token's requests carry to name the user (server/auth.py reads them)."""
+        name = "".join(c for c in self.name if c.isprintable() and c.isascii())[:200]
+        return {USER_HEADER: self.id, **({USER_NAME_HEADER: name} if name else {})}
+
+
+def identity_warning(agent: RemoteAgent) -> str | None:
+    """What to tell the user when the server answered without an identity of their own: then it does
+    not know who is asking, and everyone using this app sees (and may delete) every conversation."""
+    caller = agent.caller()
+    if caller is None:
+        return ("The graph server did not say who it takes you to be (it may predate per-user access): "
+                "treat every conversation on it as visible to everyone using this app.")
+    if caller.get("sees_all"):
+        return (f"The graph server answered without an identity of yours (it sees this app as "
+                f"'{caller.get('id')}', which may read every conversation): everyone using this app sees every "
+                "conversation on it. Give this app a user token, or sign in with a gateway token "
+                "(CXR_AGENT_SERVER_USERS on the server).")
+    return None
+
+
+K_READER_AGENT = "cxr_reader_agent"
+
+
+def for_reader(graph: Any, settings: Settings, state: Any) -> Any:
+    """The graph this browser session uses: with the app's login on, a remote graph acting for the
+    signed-in user (``as_user``), kept in the session; otherwise ``graph`` itself."""
+    if not is_remote(graph) or not settings.ui_require_login:
+        return graph
+    import streamlit as st
+
+    ident = str(st.user.get("email") or st.user.get("sub") or "")
+    if not ident:
+        return graph
+    agent = state.get(K_READER_AGENT)
+    if agent is None or agent.user is None or agent.user.id != ident:
+        agent = state[K_READER_AGENT] = graph.as_user(SignedInUser(ident, str(st.user.get("name") or "")))
+    return agent
 
 
 def server_thread_id(thread_id: str) -> str:
@@ -113,7 +168,8 @@ class RemoteStudies:
 class RemoteAgent:
     """A LangGraph Server serving the cxr-agent graph, used by the app in place of a compiled graph."""
 
-    def __init__(self, settings: Settings, *, http: httpx.Client | None = None) -> None:
+    def __init__(self, settings: Settings, *, http: httpx.Client | None = None,
+                 user: SignedInUser | None = None) -> None:
         from langgraph.pregel.remote import RemoteGraph
         from langgraph_sdk import get_sync_client
 
@@ -123,7 +179,8 @@ class RemoteAgent:
         self.settings = settings
         self.url = settings.graph_url.rstrip("/")
         timeout = httpx.Timeout(settings.graph_timeout_s, connect=10.0)
-        headers = settings.server_auth_headers()  # server/auth.py checks it
+        headers = {**settings.server_auth_headers(), **(user.headers() if user else {})}  # server/auth.py checks it
+        self.user = user
         self.http = http or httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
         self.client = get_sync_client(url=self.url, timeout=timeout, api_key=None, headers=headers)
         self.graph = RemoteGraph(settings.graph_assistant_id, sync_client=self.client)
@@ -143,6 +200,25 @@ class RemoteAgent:
 
     def get_state(self, config: Mapping[str, Any]) -> Any:
         return self.graph.get_state(self._config(config))
+
+    # --- who is asking ------------------------------------------------------------------------
+    def as_user(self, user: SignedInUser) -> RemoteAgent:
+        """The same server, with requests made for ``user`` (the app's login; the server trusts this
+        app's gateway token to name its users). One per browser session."""
+        agent = RemoteAgent(self.settings, user=user)
+        agent.server_info = agent.health()
+        return agent
+
+    def caller(self) -> dict[str, Any] | None:
+        """Who the server took this app's requests to come from (``/cxr/health``'s ``caller``)."""
+        found = self.server_info.get("caller")
+        return found if isinstance(found, dict) else None
+
+    def conversations(self, limit: int = 20) -> list[str]:
+        """This caller's conversations on the server, newest first, as UI thread ids (the server lists
+        only the caller's own threads; a service or open server lists everyone's)."""
+        found = self.client.threads.search(limit=limit, sort_by="updated_at", sort_order="desc", select=["thread_id"])
+        return [ui_thread_id(str(t["thread_id"])) for t in found]
 
     @staticmethod
     def _config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ui.conversations import OwnerBook
 from ui.exports import conversation_markdown, dicom_sr_bytes, fhir_report_json, findings_json
 from ui.history import K_OWNER, conversations_section, forget
 from ui.model_status import StatusLine, index_present, tool_load_states
-from ui.remote import is_remote, open_server_warning
+from ui.remote import identity_warning, is_remote, open_server_warning
 from ui.resources import status_lines, study_store
 from ui.turn import TurnResult
 
@@ -60,6 +60,8 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None, book
             st.markdown(f":material/cloud: **Graph server** - `{graph.url}` (models and index live there; profile {served})")
             if warning := open_server_warning(settings, graph.url):
                 st.warning(warning, icon=":material/lock_open:")
+            elif warning := identity_warning(graph):
+                st.warning(warning, icon=":material/group:")
             if served and served != settings.model_profile:
                 st.warning(f"This UI runs with profile {settings.model_profile} but the server with {served}: "
                            "set CXR_AGENT_MODEL_PROFILE to match (it decides the demo warning).")

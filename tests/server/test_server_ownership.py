@@ -131,7 +131,53 @@ def test_a_gateway_acts_for_the_user_it_names(server, cxr_images):
     assert carol in {t["thread_id"] for t in as_("carol@hospital.org").threads.search()}
     assert carol not in {t["thread_id"] for t in as_("dave@hospital.org").threads.search()}
     with httpx.Client(base_url=server.url, headers=_headers("ui"), timeout=30) as http:  # names nobody
-        assert http.post("/threads/search", json={}).status_code == 401
+        assert http.post("/threads/search", json={}).status_code == 403
+        assert http.post("/cxr/studies", content=cxr_images[2].read_bytes()).status_code == 403
+        assert http.get("/cxr/health").json()["caller"] == {"id": "", "sees_all": False}
+
+
+# --- the remote UI: its reader's identity, its reader's conversations ---------------------------------
+
+
+def _ui(server, settings, token: str, **over):
+    from pydantic import SecretStr
+
+    from ui.remote import connect
+
+    return connect(settings.model_copy(update={"graph_url": server.url, "server_token": SecretStr(token), **over}))
+
+
+def test_the_remote_ui_acts_for_its_signed_in_reader_and_lists_only_their_conversations(server, settings, cxr_images):
+    from langgraph_sdk.errors import NotFoundError
+
+    from ui.remote import SignedInUser, identity_warning
+
+    app = _ui(server, settings, TOKENS["ui"], ui_require_login=True)  # the app's gateway token
+    erin, frank = app.as_user(SignedInUser("erin@hospital.org", "Dr Erin")), app.as_user(SignedInUser("frank"))
+    assert erin.caller() == {"id": "erin@hospital.org", "sees_all": False} and identity_warning(erin) is None
+    sid = erin.load_study(cxr_images[3].read_bytes(), filename=cxr_images[3].name).id
+    config = {"configurable": {"thread_id": "ui-" + "e" * 32}}
+    events = [e for _, e in erin.stream({"messages": [("user", "Is there cardiomegaly?")], "study_id": sid}, config)]
+    assert events[-1]["event"] == "reply"
+    assert erin.conversations() == ["ui-" + "e" * 32]
+    assert frank.conversations() == []
+    with pytest.raises(NotFoundError):
+        frank.get_state(config)
+    uri = erin.get_state(config).values["messages"][-1]["additional_kwargs"]["cxr"]["heatmaps"][0]["uri"]
+    assert erin.load_heatmap(uri) is not None and frank.load_heatmap(uri) is None
+    frank.forget("ui-" + "e" * 32)  # not his: the server answers as if it did not exist
+    assert erin.get_state(config).values["study_id"] == sid
+    erin.forget("ui-" + "e" * 32)
+    assert erin.conversations() == []
+
+
+def test_the_remote_ui_says_when_the_server_answered_without_an_identity_of_its_own(server, settings):
+    from ui.remote import identity_warning
+
+    alice = _ui(server, settings, TOKENS["alice"])
+    assert alice.caller() == {"id": "alice", "sees_all": False} and identity_warning(alice) is None
+    service = _ui(server, settings, SERVICE)  # a UI holding the service token sees everyone's conversations
+    assert service.caller()["sees_all"] and "without an identity of yours" in identity_warning(service)
 
 
 def test_no_identity_no_access(server, worlds):
