@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from graph_scripted import ScriptedVLM, classifier
-from langgraph.types import Command
+from langgraph.types import Command, Send
 
 from tools.ingestion.intake import ImageInputRefused, Studies, read_image_file
 from tools.ingestion.loader import load_study
@@ -59,6 +59,10 @@ def test_a_served_graph_reads_no_image_whatever_writes_the_channel(served, threa
                            goto="ingest"), cfg)
     assert "takes images only as uploads" in out["messages"][-1].content
     assert out["study_id"] == sid and vlm.calls == 1  # the previous study stays; nothing ran
+    # a Send straight to ingest carrying the image
+    sent = g.invoke(Command(goto=Send("ingest", {"image": str(cxr_image),
+                                                 "messages": [("user", "Write a report")]})), cfg)
+    assert "takes images only as uploads" in sent["messages"][-1].content and sent["study_id"] == sid
     # a state update writing the channel, then an ordinary turn
     g.update_state(cfg, {"image": "/etc/hostname"}, as_node="respond")
     again = g.invoke({"messages": [("user", "Is there cardiomegaly?")]}, cfg)

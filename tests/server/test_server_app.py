@@ -14,9 +14,24 @@ import server.app as srv
 from cxr_agent.settings import get_settings
 
 
+def as_service(app):
+    """The app as LangGraph's auth hands it a request from the service identity (CXR_AGENT_SERVER_TOKEN)."""
+    from types import SimpleNamespace
+
+    from server.identities import SERVICE
+
+    async def authed(scope, receive, send):
+        if scope["type"] == "http":
+            scope = {**scope, "user": SimpleNamespace(identity="cxr-agent-service"),
+                     "auth": SimpleNamespace(scopes=[SERVICE])}
+        await app(scope, receive, send)
+
+    return authed
+
+
 @pytest.fixture
 def client():
-    return TestClient(srv.create_app())
+    return TestClient(as_service(srv.create_app()))
 
 
 def test_upload_errors_are_precise(client, monkeypatch):
@@ -188,3 +203,19 @@ def test_langgraph_json_turns_side_doors_off_and_auth_first():
     assert http["middleware_order"] == "auth_first" and http["enable_custom_route_auth"] is True
     assert http["disable_a2a"] is True and http["disable_mcp"] is True
     assert http["cors"]["allow_origins"] == [] and http["cors"]["allow_credentials"] is False
+
+
+def test_auth_without_a_token_answers_503_unless_run_open(settings, monkeypatch):
+    """Should the start-up check be bypassed, the auth handler still refuses everyone."""
+    from langgraph_sdk import Auth
+    from pydantic import SecretStr
+
+    import server.auth as auth
+
+    for token in (None, SecretStr("")):
+        monkeypatch.setattr(auth, "get_settings", lambda t=token: settings.model_copy(update={"server_token": t}))
+        with pytest.raises(Auth.exceptions.HTTPException) as refused:
+            auth.identify(None)
+        assert refused.value.status_code == 503 and "CXR_AGENT_SERVER_AUTH_DISABLED" in refused.value.detail
+    monkeypatch.setattr(auth, "get_settings", lambda: settings.model_copy(update={"server_auth_disabled": True}))
+    assert auth.identify(None) is auth.ANONYMOUS
