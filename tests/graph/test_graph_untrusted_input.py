@@ -28,8 +28,8 @@ def served(settings):
     from graph import build_graph
 
     vlm, clf = ScriptedVLM(report="Cardiomegaly."), classifier({"cardiomegaly": 0.8})
-    g = build_graph(settings, tools=[vlm, clf], builtin_tools=False, plugins=False, checkpointer=InMemorySaver(),
-                    server_input=True)
+    g = build_graph(settings.model_copy(update={"router_semantic": False}), tools=[vlm, clf], builtin_tools=False,
+                    plugins=False, checkpointer=InMemorySaver(), server_input=True)
     return g, vlm
 
 
@@ -127,7 +127,7 @@ def test_a_device_or_fifo_path_is_refused_without_reading_or_blocking(tmp_path):
 
 def test_a_refused_overlong_message_is_not_kept(make_graph, thread):
     vlm = ScriptedVLM()
-    g = make_graph(vlm, max_message_chars=50)
+    g = make_graph(vlm, max_message_chars=50, router_semantic=False)
     cfg = thread()
     g.invoke({"messages": [("user", "hello")]}, cfg)
     long = "secret " * 40
@@ -141,7 +141,7 @@ def test_a_refused_overlong_message_is_not_kept(make_graph, thread):
 
 def test_chat_history_is_bounded_in_characters(make_graph, thread):
     vlm = ScriptedVLM(answer="A" * 3000)
-    g = make_graph(vlm, chat_history_chars=5000)
+    g = make_graph(vlm, chat_history_chars=5000, router_semantic=False)
     cfg = thread()
     for i in range(4):
         g.invoke({"messages": [("user", f"question {i}")]}, cfg)
@@ -151,7 +151,7 @@ def test_chat_history_is_bounded_in_characters(make_graph, thread):
     assert history[-2] == {"role": "user", "content": "question 2"}  # the newest kept whole
     assert history[0]["content"].startswith("…")  # the oldest that fits in part is cut at its start
     quiet = ScriptedVLM()
-    g0, cfg0 = make_graph(quiet, chat_history_chars=0), thread()
+    g0, cfg0 = make_graph(quiet, chat_history_chars=0, router_semantic=False), thread()
     g0.invoke({"messages": [("user", "one")]}, cfg0)
     g0.invoke({"messages": [("user", "two")]}, cfg0)
     assert quiet.requests[-1].history == []  # 0: no history at all
