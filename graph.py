@@ -2,6 +2,7 @@
 
     START -> ingest -+-> router -+-> tools (parallel Send branches) -> reconcile -+-> verify -> respond -> END
                      |           |                                               +-------------> respond
+                     |           +-> reconcile (the study's ledger answers every ask: no tool runs)
                      |           +-> respond   (explain, no image yet, no tool for the intent)
                      +-> respond               (the image could not be read)
 
@@ -10,7 +11,8 @@ use; missing weights surface as Evidence(ok=False) in the reply, never as an imp
 
     out = graph.invoke({"messages": [("user", "Write a report")], "image": "study.dcm"},
                        config={"configurable": {"thread_id": "t1"}})
-    out["messages"][-1].content, out["evidence"], out["decisions"]   # this turn's
+    out["messages"][-1].content, out["record"]   # this turn's reply and TurnRecord
+    out["decisions"]                               # the study's decisions, from its whole evidence ledger
 
 Input (``agents.state.CxrInput``, the graph's input schema): ``messages``; optional ``image``
 (path or bytes, with ``image_name`` for bytes) or ``study_id`` (from ``store_image``: keeps image
@@ -87,7 +89,7 @@ def build_graph(
     # ingest, router and reconcile route by returning Command(goto=...): cheaper than conditional
     # edges, each of which copies the whole state per turn. `destinations` draws those edges.
     g.add_node("ingest", nodes.ingest, destinations=("router", "respond"))
-    g.add_node("router", nodes.router, destinations=("tools", "respond"))
+    g.add_node("router", nodes.router, destinations=("tools", "reconcile", "respond"))
     g.add_node("tools", nodes.run_tools)
     g.add_node("reconcile", nodes.reconcile, destinations=("verify", "respond"))
     g.add_node("verify", nodes.verify)

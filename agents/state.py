@@ -1,10 +1,14 @@
-"""The graph's state: references and per-turn results, never pixel arrays.
+"""The graph's state: references, the study's ledger and decisions, never pixel arrays.
 
-``evidence`` and ``decisions`` hold what THIS turn produced: the first node of every turn
-writes ``None`` to them (the reset marker), parallel tool branches then append their
-Evidence, and decisions are upserted by finding (verification replaces a conflicted
-decision instead of duplicating it). ``last_result`` keeps the latest reconciled turn so
-``explain`` can answer from it without re-running any tool. ``image`` is an untracked
+``evidence`` holds what THIS turn used (run, or reused from the ledger and marked so): the first
+node of every turn writes ``None`` to it (the reset marker), then parallel tool branches append.
+``ledger`` (agents/memory/ledger.py) is every output recorded on the thread's current study, and
+``decisions`` that study's decisions, reconciled from the whole ledger by every reconciling turn
+(so a turn about one finding never re-decides the others from its own slice); ``explain`` answers
+from them without running a tool. ``record`` is the turn's ``TurnRecord`` (agents/turn/record.py),
+in ``graph.invoke``'s output but not checkpointed (everything in it is in the ledger, the decisions
+or the reply). ``last_result`` is only read: checkpoints written before the ledger kept the latest
+reconciled turn there; the next reconciling turn reads it into the ledger and clears it. ``image`` is an untracked
 channel: it is read by ingest within the turn and never written into a checkpoint channel
 (the raw invoke input is still recorded once by LangGraph; pass a ``study_id`` of an
 already stored study to keep image bytes out of checkpoints entirely).
@@ -24,6 +28,8 @@ from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agents.memory.ledger import StudyLedger
+from agents.turn.record import TurnRecord
 from knowledge.evidence import Decision, Evidence
 
 
@@ -32,21 +38,6 @@ def per_turn(left: list | None, right: list | None) -> list:
     if right is None:
         return []
     return [*(left or []), *right]
-
-
-def per_turn_by_finding(left: list[Decision] | None, right: list[Decision] | None) -> list[Decision]:
-    """Like per_turn, but a decision for a finding already present replaces it in place."""
-    if right is None:
-        return []
-    out = list(left or [])
-    index = {d.finding: i for i, d in enumerate(out)}
-    for d in right:
-        if d.finding in index:
-            out[index[d.finding]] = d
-        else:
-            index[d.finding] = len(out)
-            out.append(d)
-    return out
 
 
 class CxrState(TypedDict, total=False):
@@ -62,10 +53,14 @@ class CxrState(TypedDict, total=False):
     study_id: str | None
     route: dict[str, Any] | None
     evidence: Annotated[list[Evidence], per_turn]
-    decisions: Annotated[list[Decision], per_turn_by_finding]
+    ledger: StudyLedger | None  # every output recorded on the study the decisions are about
+    decisions: list[Decision]  # that study's decisions, from its whole ledger (written whole, never merged)
     notes: Annotated[list[str], per_turn]
     ingest_error: str | None  # why this turn's input was not used (its image, or an over-long message)
-    last_result: dict[str, Any] | None
+    last_result: dict[str, Any] | None  # read-only: what checkpoints before the ledger kept
+    # this turn only, never checkpointed: the decisions as they stood before it, and its record
+    decisions_before: Annotated[list[Decision] | None, UntrackedValue(Any)]
+    record: Annotated[TurnRecord | None, UntrackedValue(Any)]
     # time.monotonic() by which this turn must be done (set by ingest; never checkpointed)
     deadline: Annotated[float | None, UntrackedValue(Any)]
 

@@ -31,12 +31,16 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde import jsonplus
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from knowledge.evidence import Artifact, Box, Decision, Evidence, FindingCall, RetrievedReport, Status
+from agents.memory.ledger import Ask, LedgerEntry, LedgerKey, StudyLedger
+from knowledge.evidence import Artifact, Box, Decision, Evidence, FindingCall, Reason, RetrievedReport, Status
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
 
-CHECKPOINT_TYPES: tuple[type, ...] = (Status, Box, FindingCall, RetrievedReport, Artifact, Evidence, Decision)
+# Every type the state holds (``agents.state.CxrState``), so strict deserialization
+# (``LANGGRAPH_STRICT_MSGPACK=true``) loads them all; tests/graph/test_graph_memory.py checks the list.
+CHECKPOINT_TYPES: tuple[type, ...] = (Status, Box, FindingCall, RetrievedReport, Artifact, Evidence, Reason, Decision,
+                                      Ask, LedgerKey, LedgerEntry, StudyLedger)
 
 
 class CheckpointerError(RuntimeError):

@@ -18,15 +18,27 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, Remove
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, Send
 
+from agents.memory.ledger import (
+    REUSED_META,
+    Ask,
+    StudyLedger,
+    ask_of,
+    from_legacy,
+    key_for,
+    study_decisions,
+    words_hash,
+)
 from agents.reconciling import decide as reconciler
+from agents.reconciling.study import reconcile_study, unasked
 from agents.replying import compose as responder
 from agents.routing.rules import asked_aspect, asked_side, asks_comparison, follow_up
 from agents.state import CxrState, validate_input
 from agents.turn.events import ToolStartEvent, writer
 from agents.turn.history import chat_history
+from agents.turn.record import build_record, payload_extras
 from agents.turn.tool_runner import Deadline, call_with_timeout, plan_chains, shared_pool
-from agents.turn.verify import verify_conflicts
-from knowledge.evidence import Decision, Evidence
+from agents.turn.verify import heatmap_box, verify_conflicts
+from knowledge.evidence import Evidence
 from tools.base import RECONCILED_INTENTS, ToolRequest, capabilities
 from tools.ingestion.intake import Studies
 from tools.ingestion.study import StudyError
@@ -78,6 +90,22 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return dict(vars(obj))
 
 
+_MODEL_SETTINGS = ("model_profile", "vlm_", "classifier_", "embedder", "index_", "openai_model", "retrieval_")
+
+
+def runner_digest(settings: Any, name: str, tool: Any) -> str:
+    """A digest of what a tool's output depends on besides the study and the ask: its name and kind
+    and every model setting, so an output is never reused after a model or its weights change."""
+    import hashlib
+    import json
+
+    fields = getattr(type(settings), "model_fields", {})
+    values = {k: str(getattr(settings, k, None)) for k in sorted(fields) if k.startswith(_MODEL_SETTINGS)}
+    kind = getattr(tool, "target", None) or f"{type(tool).__module__}.{type(tool).__qualname__}"
+    blob = json.dumps({"tool": name, "kind": str(kind), "settings": values}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 class Nodes:
     """Node functions bound to one graph's settings, tools and studies."""
 
@@ -99,10 +127,65 @@ class Nodes:
         self.policy = reconciler.Policy.from_settings(
             settings, prior_sources=frozenset(prior), statement_sources=frozenset(writers),
             box_preference=(*writers, *others), source_labels=self.roles.labels)
+        self.image_sources = frozenset(n for n, c in self.caps.items() if c.image_source)
+        self.runners = {name: runner_digest(settings, name, tool) for name, tool in tools.items()}
 
     def study(self, study_id: str) -> Any:
         """The decoded study (memory cache, then the store). Raises KeyError if unknown."""
         return self.studies.get(study_id)
+
+    # ------------------------------------------------------------------ the study's ledger
+    def cacheable(self, name: str) -> bool:
+        """Whether a tool's complete output may answer a later identical ask instead of a new run."""
+        return bool(getattr(self.caps[name], "cacheable", False) or getattr(self.tools[name], "cacheable", False))
+
+    def ask_for(self, name: str, task: dict[str, Any], draft: str | None = None) -> Ask | None:
+        """What ``name`` is asked this turn (None: not a study read, e.g. chat; never recorded).
+
+        A non-writing image source (the classifier) reads the whole image whatever the question, so its
+        ask is ``image`` (a locate asks it for heatmaps of the named findings too); a report is a fixed
+        prompt; a draft-reader is asked with the draft; any other ask carries a digest of the user's words.
+        """
+        intent = task.get("intent")
+        if intent not in RECONCILED_INTENTS:
+            return None
+        caps = self.caps[name]
+        findings = tuple(task.get("findings") or ([task["finding"]] if task.get("finding") else []))
+        if caps.needs_draft and not caps.writes_report:
+            return Ask(kind=intent, findings=() if draft else findings, words=words_hash(draft or task.get("text")))
+        if caps.image_source and not caps.writes_report:
+            return Ask(kind="locate", findings=findings) if intent == "locate" and findings else Ask(kind="image")
+        if intent == "report":
+            return Ask(kind="report")
+        return Ask(kind=intent, findings=findings, words=words_hash(" ".join(filter(None, (task.get("text"),
+                                                                                          task.get("phrase"))))))
+
+    def reusable(self, ledger: StudyLedger | None, name: str, ask: Ask | None) -> Evidence | None:
+        """This study's complete output answering ``ask`` with the same tool and settings, if any."""
+        if ledger is None or ask is None or not self.cacheable(name):
+            return None
+        runner = self.runners.get(name)
+        hit = ledger.lookup(name, ask, runner)
+        if hit is None and ask.kind == "image":  # every output of a whole-image reader holds its scores
+            hit = next(iter(ledger.of_tool(name, "locate", runner)), None)
+        if hit is None and ask.kind == "locate":  # a whole-image read with heatmaps of the named findings
+            hit = next((e for e in ledger.of_tool(name, "image", runner)
+                        if set(ask.findings) <= {a.finding for a in e.evidence.artifacts if a.kind == "heatmap"}),
+                       None)
+        if hit is None:
+            return None
+        return hit.evidence.model_copy(update={"meta": {**hit.evidence.meta, REUSED_META: True,
+                                                        "ask": ask.model_dump(mode="json")}})
+
+    @staticmethod
+    def ledger_of(state: CxrState, study_id: str | None) -> StudyLedger | None:
+        """The thread's ledger of ``study_id`` (read from an older ``last_result`` if that is all there is)."""
+        if not study_id:
+            return None
+        ledger = state.get("ledger")
+        if not isinstance(ledger, StudyLedger):
+            ledger = from_legacy(state.get("last_result"))
+        return ledger if ledger is not None and ledger.study_id == study_id else None
 
     # ------------------------------------------------------------------ nodes
     def ingest(self, state: CxrState) -> Command:
@@ -110,7 +193,7 @@ class Nodes:
         check a given study id); go on to the router, or straight to respond when the image could
         not be used."""
         validate_input(state)  # a programming error: raise, naming the key
-        update: dict[str, Any] = {"evidence": None, "decisions": None,  # this turn's lists: always reset
+        update: dict[str, Any] = {"evidence": None,  # this turn's list: always reset
                                   "deadline": time.monotonic() + float(self.settings.turn_timeout_s)}
         # The other per-turn keys are reset only when stale: every write, even of an unchanged None,
         # costs a channel version and a serialised checkpoint entry.
@@ -189,7 +272,11 @@ class Nodes:
         writer()({"event": "route", "intent": route.get("intent"), "finding": route.get("finding"),
                   "tools": self.selected(route), "reason": route.get("reason", ""),
                   "needs_image": bool(route.get("needs_image")) and not state.get("study_id")})
-        return Command(update={"route": route}, goto=self.fan_out(route, state, config))
+        goto, reused = self.fan_out(route, state, config)
+        update: dict[str, Any] = {"route": route}
+        if reused:
+            update["evidence"] = reused  # answered from the study's ledger: not run again
+        return Command(update=update, goto=goto)
 
     def selected(self, route: dict[str, Any]) -> list[str]:
         """Tools to run: every tool, built-in or custom, that serves the turn's intent."""
@@ -198,15 +285,17 @@ class Nodes:
             return []
         return [name for name, caps in self.caps.items() if intent in caps.intents]
 
-    def fan_out(self, route: dict[str, Any], state: CxrState, config: RunnableConfig) -> list[Send] | str:
-        """Where the router goes: one Send per branch of tools, or straight to respond."""
+    def fan_out(self, route: dict[str, Any], state: CxrState,
+                config: RunnableConfig) -> tuple[list[Send] | str, list[Evidence]]:
+        """Where the router goes (one Send per branch of tools still to run, reconcile when the study's
+        ledger answers every ask, or straight to respond), and the evidence the ledger answers with."""
         intent = route.get("intent", "chat")
         study_id = state.get("study_id")
         if intent == "explain" or (route.get("needs_image") and not study_id):
-            return "respond"
+            return "respond", []
         names = self.selected(route)
         if not names:
-            return "respond"
+            return "respond", []
         messages = state.get("messages") or []
         text = last_user_text(messages)
         history = (chat_history(messages[:-1], int(self.settings.chat_history_chars), message_text, HISTORY_TURNS)
@@ -217,7 +306,20 @@ class Nodes:
             "study_id": study_id, "history": history, "deadline": state.get("deadline"),
             "thread_id": (config.get("configurable") or {}).get("thread_id"),
         }
-        return [Send("tools", {"chain": chain, "task": task}) for chain in plan_chains(intent, self.tools, names)]
+        ledger = self.ledger_of(state, study_id)
+        sends: list[Send] = []
+        reused: list[Evidence] = []
+        for chain in plan_chains(intent, self.tools, names):
+            draft: str | None = None
+            for i, name in enumerate(chain):
+                hit = self.reusable(ledger, name, self.ask_for(name, task, draft))
+                if hit is None:
+                    sends.append(Send("tools", {"chain": chain[i:], "task": task, "draft": draft}))
+                    break
+                reused.append(hit)
+                if self.caps[name].writes_report and hit.report:
+                    draft = hit.report
+        return (sends or "reconcile"), reused
 
     def _deadline(self, at: float | None) -> Deadline:
         return Deadline(at) if at is not None else Deadline.after(self.settings.turn_timeout_s)
@@ -236,7 +338,7 @@ class Nodes:
             except Exception as exc:  # noqa: BLE001
                 study_error = f"study {task['study_id'][:12]} could not be loaded ({exc})"
         out: list[Evidence] = []
-        draft: str | None = None
+        draft: str | None = payload.get("draft")  # a report writer's, when the ledger answered for it
         for i, name in enumerate(chain):
             tool, caps = self.tools[name], self.caps[name]
             start: ToolStartEvent = {"event": "tool_start", "tool": name}
@@ -258,6 +360,9 @@ class Nodes:
                 ev = self._call(name, tool, task, study, draft, timeout, emit)
                 if caps.writes_report and ev.ok and ev.report and task["intent"] == "report":
                     ev = self._label(ev)
+            ask = self.ask_for(name, task, draft if caps.needs_draft and not caps.writes_report else None)
+            if ask is not None:  # what this output answers: the key it is recorded under
+                ev = ev.model_copy(update={"meta": {**ev.meta, "ask": ask.model_dump(mode="json")}})
             if caps.writes_report and ev.ok and ev.report:
                 draft = ev.report
             emit({"event": "tool_end", "tool": name, "ok": ev.ok, "latency_ms": ev.latency_ms, "error": ev.error})
@@ -306,7 +411,9 @@ class Nodes:
             from knowledge.labeler import label_report
 
             labelled = [c.model_copy(update={"source": ev.tool, "task": "report"})
-                        for c in label_report(ev.report or "", source=ev.tool)]
+                        for c in label_report(ev.report or "", source=ev.tool)
+                        # a report cut at the token limit is not a normal study for saying nothing more
+                        if not (ev.truncated and c.finding == "no_finding" and not c.text)]
         except Exception as exc:  # noqa: BLE001 - an unlabelled report is still shown
             log.warning("labelling the %s report failed: %s", ev.tool, exc)
             return ev.model_copy(update={"meta": {**ev.meta, "label_error": str(exc)}})
@@ -314,19 +421,28 @@ class Nodes:
         return ev.model_copy(update={"calls": [*ev.calls, *(c for c in labelled if c.finding not in have)]})
 
     def reconcile(self, state: CxrState) -> Command:
-        """Decide per finding; go on to verify when a decision is conflicted, else to respond."""
+        """Record this turn's new outputs in the study's ledger and decide every finding from the whole
+        ledger (agents/reconciling/study.py); go on to verify when a conflict has had no re-ask yet."""
         intent = (state.get("route") or {}).get("intent")
-        calls = [c for e in state.get("evidence") or [] if e.ok for c in e.calls]
         emit = writer()
         if intent not in RECONCILED_INTENTS:  # chat / similar cases: nothing about this image to decide
             emit({"event": "reconcile", "decisions": 0, "conflicts": []})
             return Command(goto="respond")
+        study_id = state.get("study_id")
         try:
-            # A full report's silence on a finding is weak evidence of absence (reconciler docstring).
-            report_sources = {e.tool for e in state.get("evidence") or []
-                              if e.ok and e.report and intent == "report" and self._writes_report(e.tool)}
-            decisions = reconciler.decide(calls, self.policy, report_sources=report_sources)
-            conflicted = reconciler.conflicts(decisions, self.policy)
+            # the study's decisions as they stood (what the turn record compares with)
+            update: dict[str, Any] = {"decisions_before": study_decisions(state, study_id) if study_id else []}
+            if study_id:
+                ledger = self.record_outputs(state, study_id)
+                decisions = self.decide_study(ledger)
+                update["ledger"] = ledger
+                if state.get("last_result") is not None:
+                    update["last_result"] = None  # read into the ledger: kept once
+            else:  # no study (a custom tool that needs no image): this turn's calls alone
+                calls = [c for e in state.get("evidence") or [] if e.ok for c in e.calls]
+                decisions = reconciler.decide(calls, self.policy)
+            conflicted = unasked(decisions, self.policy)
+            update["decisions"] = decisions
         except Exception as exc:  # noqa: BLE001
             log.exception("reconciliation failed")
             emit({"event": "reconcile", "decisions": 0, "conflicts": []})
@@ -335,11 +451,30 @@ class Nodes:
                 goto="respond",
             )
         emit({"event": "reconcile", "decisions": len(decisions), "conflicts": [d.finding for d in conflicted]})
-        return Command(update={"decisions": decisions}, goto="verify" if conflicted else "respond")
+        return Command(update=update, goto="verify" if conflicted else "respond")
 
-    def _writes_report(self, tool_name: str) -> bool:
-        caps = self.caps.get(tool_name)
-        return caps is not None and caps.writes_report
+    def record_outputs(self, state: CxrState, study_id: str) -> StudyLedger:
+        """The study's ledger with this turn's new outputs recorded (reused ones are already there)."""
+        ledger = self.ledger_of(state, study_id) or StudyLedger(study_id=study_id)
+        items = []
+        for ev in state.get("evidence") or []:
+            ask = ask_of(ev)
+            if ask is None or ev.meta.get(REUSED_META) or ev.meta.get("verification"):
+                continue
+            items.append((key_for(study_id, ev.tool, ask, ev, runner=self.runners.get(ev.tool)), ev, None))
+        return ledger.record(items)
+
+    def decide_study(self, ledger: StudyLedger, *, before_turn: int | None = None) -> list[Any]:
+        """Every decision on the study from its whole ledger (``before_turn``: from the entries
+        recorded before that turn only, i.e. the decisions as they stood)."""
+        entries = [e for e in ledger.entries if before_turn is None or e.turn < before_turn]
+        evidence = [e.evidence for e in entries if e.key.ask.kind != "verify"]
+        reasks = [(e.evidence, e.settles) for e in entries if e.key.ask.kind == "verify"]
+
+        def box_for(finding: str, asked: str) -> Any:
+            return heatmap_box(evidence, finding, exclude=asked, image_sources=set(self.image_sources))
+
+        return reconcile_study(evidence, reasks, self.policy, box_for)
 
     def verify(self, state: CxrState, config: RunnableConfig) -> dict[str, Any]:
         """Re-ask a verifying tool about every conflict in one batched call, then apply the
@@ -349,7 +484,8 @@ class Nodes:
     def respond(self, state: CxrState) -> dict[str, Any]:
         route = state.get("route") or {"intent": "chat"}
         evidence = list(state.get("evidence") or [])
-        decisions = list(state.get("decisions") or [])
+        before = state.get("decisions_before")  # set when this turn reconciled
+        decisions = list(state.get("decisions") or []) if before is not None else []
         study_id = state.get("study_id")
         study_info = None
         if study_id:
@@ -362,7 +498,11 @@ class Nodes:
         if (route.get("intent") not in {"explain", None} and not state.get("ingest_error") and not evidence
                 and not (route.get("needs_image") and not study_id)):
             notes.append(f"No tool serves the {str(route.get('intent')).replace('_', ' ')} intent in this setup.")
-        prior = state.get("last_result")
+        ledger = state.get("ledger")
+        ledger = ledger if isinstance(ledger, StudyLedger) else from_legacy(state.get("last_result"))
+        prior = None  # what "why?" explains: the decisions held for the ledger's study, and its evidence
+        if ledger is not None:
+            prior = {"study_id": ledger.study_id, "evidence": ledger.evidence(), "decisions": study_decisions(state)}
         if route.get("intent") == "explain" and prior and study_id and prior.get("study_id") != study_id:
             notes.append("These conclusions were reached on the previously loaded study.")
         try:
@@ -376,29 +516,11 @@ class Nodes:
                 from cxr_agent.settings import DEMO_WARNING
 
                 text = f"> **{DEMO_WARNING}**\n\n{text}"
-        cxr = responder.payload(route, evidence, decisions, study_id=study_id, demo=self.settings.is_demo)
+        record = build_record(route, evidence, decisions, list(before or []), text, study_id=study_id, notes=notes)
+        cxr = {**responder.payload(route, evidence, decisions, study_id=study_id, demo=self.settings.is_demo),
+               **payload_extras(record)}
         writer()({"event": "reply", "text": text})
         from agents.memory.audit_log import record_reply  # one PHI-free line per reply
 
         record_reply(self.settings, state, evidence=evidence, policy=self.policy)
-        update: dict[str, Any] = {"messages": [AIMessage(content=text, additional_kwargs={"cxr": cxr})]}
-        if route.get("intent") in RECONCILED_INTENTS and decisions:
-            update["last_result"] = remember(prior, study_id, route.get("intent"), evidence, decisions)
-        return update
-
-
-def remember(prior: dict[str, Any] | None, study_id: str | None, intent: str | None,
-             evidence: list[Evidence], decisions: list[Decision]) -> dict[str, Any]:
-    """The thread's explainable memory: decisions merged by finding (same study), latest evidence per tool.
-
-    Bounded by the vocabulary and the tool count, so checkpoints do not grow with the conversation.
-    """
-    if prior and prior.get("study_id") == study_id:
-        merged = {d.finding: d for d in prior.get("decisions") or []}
-        merged.update({d.finding: d for d in decisions})
-        tools = {e.tool: e for e in prior.get("evidence") or []}
-        tools.update({e.tool: e for e in evidence if not e.meta.get("verification")})
-        return {"study_id": study_id, "intent": intent, "decisions": list(merged.values()),
-                "evidence": list(tools.values())}
-    return {"study_id": study_id, "intent": intent, "decisions": list(decisions),
-            "evidence": [e for e in evidence if not e.meta.get("verification")]}
+        return {"messages": [AIMessage(content=text, additional_kwargs={"cxr": cxr})], "record": record}

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
 
-from agents.reconciling import decide as reconciler
+from agents.memory.ledger import Ask, StudyLedger, key_for
+from agents.reconciling.study import settle, signature, unasked
 from agents.state import CxrState
 from agents.turn.events import writer
 from agents.turn.tool_runner import Deadline, call_many_with_timeout
@@ -38,6 +39,7 @@ class Nodes(Protocol):
     tools: dict[str, Any]
     caps: dict[str, ToolCapabilities]
     pool: Any
+    runners: dict[str, str]
 
     def study(self, study_id: str) -> Study: ...
 
@@ -72,7 +74,8 @@ def pick_verifier(decision: Decision, usable: list[str]) -> str:
 
 def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> dict[str, Any]:
     emit = writer()
-    conflicted = reconciler.conflicts(list(state.get("decisions") or []), nodes.policy)
+    decisions = list(state.get("decisions") or [])
+    conflicted = unasked(decisions, nodes.policy)  # a conflict the ledger holds a re-ask for is settled already
     names = ", ".join(d.finding.replace("_", " ") for d in conflicted)
     if not nodes.settings.verify_conflicts:
         note = (f"Conflicts ({names}) were not re-checked: verification is turned off "
@@ -96,15 +99,19 @@ def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> d
     for d in conflicted:
         groups.setdefault(pick_verifier(d, usable), []).append(d)
     image_sources = {n for n, c in nodes.caps.items() if c.image_source}
+    ledger = state.get("ledger")
+    ledger = ledger if isinstance(ledger, StudyLedger) and ledger.study_id == state.get("study_id") else None
+    known = [*(ledger.evidence() if ledger is not None else []), *evidence]
     resolved: list[Decision] = []
     checks: list[Evidence] = []
+    settled: list[tuple[Any, Evidence, str | None]] = []
     for verifier, group in groups.items():  # one batched call per verifier (usually one)
         answers = _ask(nodes, state, config, verifier, [d.finding for d in group], deadline, emit)
         for d, ev in zip(group, answers, strict=True):
             ev = ev.model_copy(update={"meta": {**ev.meta, "verification": d.finding}})
             try:
-                box = heatmap_box(evidence, d.finding, exclude=verifier, image_sources=image_sources)
-                new = reconciler.resolve(d, ev, classifier_box=box, policy=nodes.policy)
+                box = heatmap_box(known, d.finding, exclude=verifier, image_sources=image_sources)
+                new = settle(d, ev, classifier_box=box, policy=nodes.policy)
             except Exception as exc:  # noqa: BLE001
                 log.exception("resolve failed")
                 new = d.model_copy(update={"needs_review": True,
@@ -113,7 +120,15 @@ def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> d
                   "status": new.status.value, "needs_review": new.needs_review, "detail": new.verification})
             resolved.append(new)
             checks.append(ev)
-    return {"decisions": resolved, "evidence": checks}
+            if ledger is not None:  # the answer settles this conflict in later turns too, never asked again
+                ask = Ask(kind="verify", findings=(d.finding,))
+                settled.append((key_for(ledger.study_id, verifier, ask, ev, runner=nodes.runners.get(verifier)),
+                                ev, signature(d, nodes.policy)))
+    by_finding = {d.finding: d for d in resolved}
+    update: dict[str, Any] = {"decisions": [by_finding.get(d.finding, d) for d in decisions], "evidence": checks}
+    if ledger is not None and settled:
+        update["ledger"] = ledger.record(settled, same_turn=True)
+    return update
 
 
 def _ask(nodes: Nodes, state: CxrState, config: RunnableConfig, verifier: str, findings: list[str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from graph_scripted import ScriptedVLM, classifier, retrieval
 from langchain_core.messages import AIMessage
 
+from agents.memory.ledger import study_decisions
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
 from knowledge.evidence import Box, Evidence, FindingCall, Status
 
@@ -28,9 +29,9 @@ def test_report_end_to_end(make_graph, thread, cxr_image):
     assert text.startswith(f"> **{DEMO_WARNING}**")
     assert DISCLAIMER in text
     assert "Cardiomegaly. No pleural effusion. No pneumothorax." in text  # the VLM report, verbatim
-    assert "classifier op-point score 0.80 (threshold 0.5)" in text
+    assert "classifier 0.80" in text and "op-point scores (threshold 0.5)" in text
     assert "probability" not in text.lower()
-    assert "4 similar prior reports; 3/4 mention cardiomegaly" in text
+    assert "4 similar prior reports" in text and "priors 3/4" in text  # cardiomegaly's row
     # this turn's evidence and decisions
     assert sorted(e.tool for e in out["evidence"]) == ["classifier", "retrieval", "vlm"]
     vlm_ev = next(e for e in out["evidence"] if e.tool == "vlm")
@@ -64,8 +65,7 @@ def test_report_omitted_high_confidence_finding_is_reasked_and_added(make_graph,
     text = out["messages"][-1].content
     assert "\nMild cardiomegaly.\n" in text  # the VLM's text, not silently altered
     assert vlm.verify_calls == ["pleural_effusion"]
-    assert "Added: Pleural effusion.** Not mentioned in the VLM report" in text
-    assert "classifier op-point score 0.90 (threshold 0.5)" in text
+    assert "- **Pleural effusion** (Added): not in VLM report; classifier 0.90 (present)" in text
     eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
     assert eff.status == Status.present and not eff.needs_review
 
@@ -77,8 +77,8 @@ def test_report_omitted_high_confidence_finding_unverified_is_flagged(make_graph
     g = make_graph(vlm, clf)
     out = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
     text = out["messages"][-1].content
-    assert "Disputed, unresolved: Pleural effusion.** The VLM report does not mention it" in text
-    assert "flagged for human review" in text
+    assert "### Needs your review (1)" in text
+    assert "- **Pleural effusion** (Disputed, unresolved): not in VLM report" in text
     eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
     assert eff.status != Status.absent and eff.needs_review
 
@@ -90,7 +90,7 @@ def test_report_normal_vlm_vs_classifier_positive_is_disputed(make_graph, thread
     out = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
     text = out["messages"][-1].content
     assert "Heart size is normal. The lungs are clear." in text
-    assert "Disputed, unresolved: Pleural effusion.** The VLM report does not mention it and reads the study as normal" in text
+    assert "- **Pleural effusion** (Disputed, unresolved): VLM report reads the study as normal" in text
     eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
     assert eff.needs_review and eff.status != Status.absent  # a high-confidence positive is never dropped
 
@@ -239,7 +239,7 @@ def test_image_intent_without_image_asks_for_one(make_graph, thread):
     assert "Please upload a chest radiograph" in text
     assert text.startswith(f"> **{DEMO_WARNING}**")
     assert vlm.calls == clf.calls == ret.calls == 0
-    assert out["evidence"] == [] and out["decisions"] == []
+    assert out["evidence"] == [] and out.get("decisions", []) == [] and out["record"].decisions == []
 
 
 def test_explain_answers_from_stored_evidence_without_tools(make_graph, thread, cxr_image):
@@ -254,7 +254,8 @@ def test_explain_answers_from_stored_evidence_without_tools(make_graph, thread, 
     assert "no tool was re-run" in text
     cardio = next(d for d in first["decisions"] if d.finding == "cardiomegaly")
     assert cardio.rationale in text
-    assert out["evidence"] == [] and out["decisions"] == []  # this turn produced none
+    assert out["evidence"] == [] and out["record"].evidence == [] and out["record"].changed == []  # none this turn
+    assert out["decisions"] == first["decisions"]  # the study's decisions, as they stood
     assert out["study_id"] == first["study_id"]
 
 
@@ -300,8 +301,8 @@ def test_explain_one_finding_after_several_turns(make_graph, thread, cxr_image):
     g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, cfg)
     g.invoke({"messages": [("user", "Find similar cases")]}, cfg)  # not a reconciled turn: memory kept
     g.invoke({"messages": [("user", "Is there a nodule?")]}, cfg)  # merged into memory by finding
-    memory = g.get_state(cfg).values["last_result"]
-    assert {"cardiomegaly", "nodule"} <= {d.finding for d in memory["decisions"]}
+    memory = study_decisions(g.get_state(cfg).values)
+    assert {"cardiomegaly", "nodule"} <= {d.finding for d in memory}
     out = g.invoke({"messages": [("user", "Why did you call cardiomegaly?")]}, cfg)
     text = out["messages"][-1].content
     assert "**Cardiomegaly** →" in text and "**Nodule** →" not in text

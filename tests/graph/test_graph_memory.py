@@ -13,6 +13,7 @@ import pytest
 from graph_scripted import ScriptedVLM, classifier
 
 from agents.memory.checkpointers import CheckpointerError, make_checkpointer, sqlite_path
+from agents.memory.ledger import StudyLedger
 from knowledge.evidence import Decision, Evidence
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,8 +59,9 @@ def test_conversation_survives_rebuild_on_same_sqlite_file(make_graph, tmp_path,
         out = g2.invoke({"messages": [("user", "why did you call cardiomegaly?")]},
                         {"configurable": {"thread_id": "persist"}})
     assert "unregistered type" not in caplog.text and "Blocked deserialization" not in caplog.text
-    assert all(isinstance(d, Decision) for d in state["last_result"]["decisions"])
-    assert all(isinstance(e, Evidence) for e in state["last_result"]["evidence"])
+    assert all(isinstance(d, Decision) for d in state["decisions"])
+    assert isinstance(state["ledger"], StudyLedger) and state["ledger"].study_id == first["study_id"]
+    assert all(isinstance(e, Evidence) for e in state["ledger"].evidence())
     assert state["study_id"] == first["study_id"]
     cardio = next(d for d in first["decisions"] if d.finding == "cardiomegaly")
     assert cardio.rationale in out["messages"][-1].content

@@ -10,6 +10,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from agents.memory.checkpointers import CHECKPOINT_TYPES, serializer
+from agents.memory.ledger import Ask, StudyLedger, key_for
 from agents.turn.tool_runner import call_with_timeout, shared_pool
 from knowledge.evidence import Artifact, Box, Decision, Evidence, FindingCall, RetrievedReport, Status
 
@@ -26,6 +27,7 @@ def _state_values() -> dict:
         "evidence": [ev, Evidence.failure("vlm", "down")],
         "decisions": [dec],
         "last_result": {"study_id": "s", "intent": "report", "decisions": [dec], "evidence": [ev]},
+        "ledger": StudyLedger(study_id="s").record([(key_for("s", "classifier", Ask(kind="image"), ev), ev, None)]),
         "messages": [HumanMessage("hi", id="1"), AIMessage("reply", id="2", additional_kwargs={"cxr": {"a": [1]}})],
         "route": {"intent": "report", "tools": ["vlm"]},
         "status": Status.present,
@@ -75,7 +77,8 @@ def test_error_turn_after_a_report_does_not_reuse_the_stale_route_or_results(mak
     ok = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, cfg)
     assert ok["route"]["intent"] == "report" and ok["evidence"] and ok["decisions"]
     bad = g.invoke({"messages": [("user", "Write a report")], "image": b"junk", "image_name": "x.png"}, cfg)
-    assert bad["route"] is None and bad["evidence"] == [] and bad["decisions"] == []
+    assert bad["route"] is None and bad["evidence"] == [] and bad["record"].decisions == []
+    assert bad["decisions"] == ok["decisions"]  # the study's decisions stand: nothing bore on them
     assert bad["ingest_error"] and "I could not use that image" in bad["messages"][-1].content
     follow = g.invoke({"messages": [("user", "Is there cardiomegaly?")]}, cfg)
     assert follow["ingest_error"] is None and follow["route"]["intent"] == "finding_question"

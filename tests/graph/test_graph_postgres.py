@@ -91,7 +91,7 @@ def test_conversation_written_by_one_process_is_continued_by_another(make_graph,
     # ... and this process sees the other one's turn.
     state = g.get_state({"configurable": {"thread_id": "shared"}}).values
     assert [m.content for m in state["messages"]][2:] == ["why did you call cardiomegaly?", other["reply"]]
-    assert all(isinstance(d, Decision) for d in state["last_result"]["decisions"])
+    assert state["decisions"] and all(isinstance(d, Decision) for d in state["decisions"])
 
 
 def test_concurrent_threads_share_a_small_pool(make_graph, postgres_url, cxr_images, settings):
@@ -117,7 +117,7 @@ def test_concurrent_threads_share_a_small_pool(make_graph, postgres_url, cxr_ima
         assert state["study_id"] == second["study_id"] == ids[i]
         assert state["messages"][2].content == f"Is there cardiomegaly? ({i})"
         assert all(isinstance(e, Evidence) and e.meta.get("study") in (None, ids[i])
-                   for e in state["last_result"]["evidence"])
+                   for e in state["ledger"].evidence())
     saver.conn.close()
 
 

@@ -14,6 +14,7 @@ import re
 import numpy as np
 import pytest
 
+from agents.memory.ledger import study_decisions
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER, Settings
 
 
@@ -78,7 +79,46 @@ def test_all_intents_with_real_tiny_tools(real_graph, cxr_image):
         assert reply.additional_kwargs["cxr"]["intent"] == intent
         assert reply.content.startswith(f"> **{DEMO_WARNING}**")
         assert out["evidence"] and all(e.ok for e in out["evidence"]), [e.error for e in out["evidence"]]
-    before = g.get_state(cfg).values["last_result"]
+    before = study_decisions(g.get_state(cfg).values)
     out = g.invoke({"messages": [("user", "Why did you call cardiomegaly?")]}, cfg)
     assert out["evidence"] == [] and "no tool was re-run" in out["messages"][-1].content
-    assert before["decisions"], "explain reads the stored decisions"
+    assert before and out["decisions"] == before, "explain reads the stored decisions"
+
+
+def test_a_conversation_on_the_tiny_models_reads_the_study_once(real_graph, cxr_images):
+    """report -> a finding question -> "where is it?" -> "why?" -> another finding, on the tiny models:
+    the classifier runs once for the study (counted), and each turn changes only the decisions its
+    own evidence bears on, each change naming that evidence."""
+    from graph import runtime
+
+    g = real_graph
+    clf = runtime(g).tools["classifier"]
+    runs: list[str] = []
+    real_run = clf.run
+
+    def counted(request):
+        runs.append(request.intent)
+        return real_run(request)
+
+    clf.run = counted
+    try:
+        cfg = {"configurable": {"thread_id": "real-tiny-conversation"}}
+        turns = [("Write a report", set()), ("Is there cardiomegaly?", {"cardiomegaly"}),
+                 ("Where is it?", {"cardiomegaly"}), ("Why?", set()), ("Is there a pleural effusion?", {"pleural_effusion"})]
+        before = None
+        for i, (text, asked) in enumerate(turns):
+            inputs = {"messages": [("user", text)], **({"image": str(cxr_images[3])} if i == 0 else {})}
+            out = g.invoke(inputs, cfg)
+            rec = out["record"]
+            if before is not None:
+                old = {d.finding: d for d in before}
+                for c in rec.changed:
+                    assert c.finding in asked | {"no_finding"} or c.before is None, (text, c)
+                    assert c.because or c.finding == "no_finding", (text, c)
+                kept = [f for f, d in old.items() if d.needs_review and f not in asked | {"no_finding"}]
+                now = {d.finding: d for d in out["decisions"]}
+                assert all(now[f].needs_review for f in kept), (text, kept)
+            before = out["decisions"]
+        assert runs == ["report"], runs  # one classifier pass for the whole conversation
+    finally:
+        clf.run = real_run

@@ -38,4 +38,4 @@ def test_eight_concurrent_threads_are_isolated(make_graph, cxr_images, tmp_path,
         assert second["messages"][2].content == f"Is there cardiomegaly? ({i})"
         state = g.get_state({"configurable": {"thread_id": f"iso-{i}"}}).values
         assert state["study_id"] == ids[i]
-        assert state["last_result"]["study_id"] == ids[i]
+        assert state["ledger"].study_id == ids[i]

@@ -1,0 +1,108 @@
+"""One typed record per turn: what the turn asked, used and concluded, in one place.
+
+Why: the UI, the CLI and the exports otherwise piece a turn together from stream events, the
+reply's payload and the state. ``TurnRecord`` is the turn's route, its evidence (each marked run
+or reused from the study's ledger), the study's decisions after the turn and which of them changed
+(before, after and the evidence that moved it), the reply text, the tools that were unavailable,
+the artifacts and the study it concerns. ``graph.invoke`` returns it under ``record``; the reply's
+``additional_kwargs["cxr"]`` carries its compact part (``payload_extras``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from knowledge.evidence import Artifact, Decision, Evidence, Status
+
+
+class TurnEvidence(BaseModel):
+    """One output the turn used."""
+
+    tool: str
+    reused: bool = Field(False, description="Taken from the study's ledger: the tool did not run again.")
+    verification: bool = Field(False, description="A targeted re-ask about a conflict.")
+    evidence: Evidence
+
+
+class DecisionChange(BaseModel):
+    """A decision this turn changed, and why."""
+
+    finding: str
+    before: Status | None = Field(None, description="None: the study had no decision on it yet.")
+    after: Status
+    confidence_before: float | None = None
+    confidence_after: float
+    review_before: bool | None = None
+    review_after: bool
+    because: list[str] = Field(default_factory=list, description="The outputs of this turn bearing on the finding "
+                               "('<tool> (<ask>)', '<tool> re-ask'); empty: it follows from other findings' changes.")
+
+
+class TurnRecord(BaseModel):
+    """Everything one turn did, typed."""
+
+    study_id: str | None = None
+    route: dict[str, Any] = Field(default_factory=dict)
+    evidence: list[TurnEvidence] = Field(default_factory=list)
+    decisions: list[Decision] = Field(default_factory=list, description="The study's decisions after the turn.")
+    changed: list[DecisionChange] = Field(default_factory=list)
+    reply: str = ""
+    unavailable: list[str] = Field(default_factory=list, description="Tools that failed or timed out this turn.")
+    artifacts: list[Artifact] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def reused(self) -> list[str]:
+        return [e.tool for e in self.evidence if e.reused]
+
+
+def _because(finding: str, evidence: Sequence[Evidence]) -> list[str]:
+    out: list[str] = []
+    for e in evidence:
+        if not e.ok or e.meta.get("reused") or not any(c.finding == finding for c in e.calls):
+            continue
+        if e.meta.get("verification"):
+            label = f"{e.tool} re-ask"
+        else:
+            ask = e.meta.get("ask") or {}
+            label = f"{e.tool} ({str(ask.get('kind', 'output')).replace('_', ' ')})"
+        if label not in out:
+            out.append(label)
+    return out
+
+
+def build_record(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision],
+                 before: Sequence[Decision], reply: str, *, study_id: str | None,
+                 notes: Sequence[str] = ()) -> TurnRecord:
+    """The record of a turn from its evidence and the study's decisions before and after it."""
+    old = {d.finding: d for d in before}
+    changed = []
+    for d in decisions:
+        o = old.get(d.finding)
+        if o is not None and (o.status, o.confidence, o.needs_review, o.conflict, o.verification) == \
+                (d.status, d.confidence, d.needs_review, d.conflict, d.verification):
+            continue
+        changed.append(DecisionChange(
+            finding=d.finding, before=o.status if o else None, after=d.status,
+            confidence_before=o.confidence if o else None, confidence_after=d.confidence,
+            review_before=o.needs_review if o else None, review_after=d.needs_review,
+            because=_because(d.finding, evidence)))
+    return TurnRecord(
+        study_id=study_id, route=dict(route),
+        evidence=[TurnEvidence(tool=e.tool, reused=bool(e.meta.get("reused")),
+                               verification=bool(e.meta.get("verification")), evidence=e) for e in evidence],
+        decisions=list(decisions), changed=changed, reply=reply,
+        unavailable=sorted({e.tool for e in evidence if not e.ok and not e.meta.get("verification")}),
+        artifacts=[a for e in evidence if e.ok for a in e.artifacts], notes=list(notes),
+    )
+
+
+def payload_extras(record: TurnRecord) -> dict[str, Any]:
+    """What the reply's ``cxr`` payload adds from the record: tools reused, decisions changed and why."""
+    return {
+        "reused": record.reused,
+        "changed": [c.model_dump(mode="json") for c in record.changed],
+    }
