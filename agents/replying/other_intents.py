@@ -1,28 +1,27 @@
-"""The replies that do not reconcile image evidence: similar prior cases, explanations of stored
-decisions, free chat, and the UI payload beside every reply."""
+"""The replies that do not reconcile image evidence this turn: similar prior cases, the explanation of
+stored decisions (the full rationale, every call and quote: the place the compact replies point to),
+and free chat."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from agents.replying.lines import (
-    _STATUS_WORD,
-    _by_tool,
-    _custom_lines,
-    _k,
-    _roles,
-    _sentence,
-    _unavailable_lines,
-    unavailable,
-)
-from agents.replying.phrases import cap, cite_decision
-from knowledge.evidence import Decision, Evidence, Status
+from agents.replying.parts import unavailable
+from agents.replying.phrases import STATUS_WORD, cap, cite_decision
+from agents.replying.roles import ToolRoles
+from knowledge.evidence import Decision, Evidence
 from knowledge.vocabulary import display_name
 
 
-def retrieval_context(evidence: Sequence[Evidence]) -> list[str]:
-    r = _by_tool(evidence, *_roles().neighbours)
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
+def retrieval_context(evidence: Sequence[Evidence], roles: ToolRoles) -> list[str]:
+    """What the similar prior reports mention, counted (a prior shown beside the list of them)."""
+    r = roles.neighbour_evidence(evidence)
     if r is None or not r.ok:
         return []
     k = len(r.neighbors)
@@ -43,8 +42,8 @@ def retrieval_context(evidence: Sequence[Evidence]) -> list[str]:
     return [f"**Retrieval context** (a prior, not a vote): {'; '.join(bits)}.", ""]
 
 
-def similar_reply(evidence: Sequence[Evidence]) -> list[str]:
-    r = _by_tool(evidence, *_roles().neighbours)
+def similar_reply(evidence: Sequence[Evidence], roles: ToolRoles) -> list[str]:
+    r = roles.neighbour_evidence(evidence)
     if r is None or not r.ok:
         why = (r.error if r is not None else "retrieval is not configured") or "failed"
         return [f"Similar cases are unavailable: {why}."]
@@ -55,18 +54,18 @@ def similar_reply(evidence: Sequence[Evidence]) -> list[str]:
         labels = ", ".join(display_name(lab) for lab in n.labels) or "—"
         text = n.text.strip().replace("\n", " ").replace("|", "/")
         lines.append(f"| {i} | {n.score:.2f} | {labels} | {text[:140]}{'…' if len(text) > 140 else ''} |")
-    lines += ["", *retrieval_context(evidence), "_Neighbours are a prior from other patients' reports, not evidence about this image._"]
+    lines += ["", *retrieval_context(evidence, roles), "_Neighbours are a prior from other patients' reports, not evidence about this image._"]
     return lines
 
 
-def explain_reply(prior: dict[str, Any] | None, *, finding: str | None = None) -> list[str]:
+def explain_reply(prior: dict[str, Any] | None, *, roles: ToolRoles, finding: str | None = None) -> list[str]:
     """Rationales of stored decisions; only the asked-about finding's when the turn names one."""
     if not prior or not prior.get("decisions"):
         return ["There is nothing to explain yet: no findings have been reconciled in this conversation. "
                 "Ask for a report or about a finding first."]
     decisions: list[Decision] = list(prior["decisions"])
     evidence: list[Evidence] = prior.get("evidence") or []
-    k = _k(evidence)
+    k = roles.k(evidence)
     lines = ["## Why these conclusions (from this conversation's stored evidence; no tool was re-run)", ""]
     others: list[Decision] = []
     if finding:
@@ -77,7 +76,7 @@ def explain_reply(prior: dict[str, Any] | None, *, finding: str | None = None) -
         others = [d for d in decisions if d.finding != finding]
         decisions = asked
     for d in decisions:
-        line = f"- **{display_name(d.finding)}** → {_STATUS_WORD[d.status]} (confidence {d.confidence:.2f}). "
+        line = f"- **{display_name(d.finding)}** → {STATUS_WORD[d.status]} (confidence {d.confidence:.2f}). "
         line += d.rationale or "No rationale recorded."
         if d.agreeing:
             line += f" Agreeing: {', '.join(d.agreeing)}."
@@ -87,10 +86,11 @@ def explain_reply(prior: dict[str, Any] | None, *, finding: str | None = None) -
             line += f" {_sentence(d.verification)}"
         if d.needs_review:
             line += " Flagged for human review."
-        lines.append(f"{line} {cite_decision(d, k=k)}")
+        report = next((e.report for e in evidence if e.ok and e.report and e.tool in roles.writers), None)
+        lines.append(f"{line} {cite_decision(d, k=k, report=report)}")
     if others:
         lines += ["", "Other conclusions on record: "
-                  + ", ".join(f"{display_name(d.finding).lower()} ({_STATUS_WORD[d.status]})" for d in others)
+                  + ", ".join(f"{display_name(d.finding).lower()} ({STATUS_WORD[d.status]})" for d in others)
                   + ". Ask about any of them."]
     bad = unavailable(evidence)
     if bad:
@@ -98,71 +98,16 @@ def explain_reply(prior: dict[str, Any] | None, *, finding: str | None = None) -
     return lines
 
 
-def chat_reply(evidence: Sequence[Evidence]) -> list[str]:
-    vlm = _by_tool(evidence, *_roles().writers)
+def chat_reply(evidence: Sequence[Evidence], roles: ToolRoles) -> list[str]:
+    vlm = roles.writer_evidence(evidence)
     lines: list[str] = []
     if vlm is not None and vlm.ok and (vlm.answer or vlm.report):
         lines.append((vlm.answer or vlm.report or "").strip())
     elif vlm is not None:
-        lines.append(f"{cap(_roles().label(vlm.tool))} could not answer this turn ({vlm.error or 'no answer'}).")
-    custom = _custom_lines(evidence)
+        lines.append(f"{cap(roles.label(vlm.tool))} could not answer this turn ({vlm.error or 'no answer'}).")
+    custom = [f"- **{e.tool}**: {e.answer}" for e in roles.custom(evidence)]
     if custom:
         lines += ["", *custom]
     if not lines:
         lines.append("No tool could answer this turn.")
-    lines += ["", *_unavailable_lines(evidence)]
     return lines
-
-
-# --------------------------------------------------------------------------------------- UI payload
-def payload(
-    route: dict[str, Any],
-    evidence: Sequence[Evidence],
-    decisions: Sequence[Decision],
-    *,
-    study_id: str | None,
-    demo: bool,
-) -> dict[str, Any]:
-    """additional_kwargs["cxr"] of the reply: what the UI draws beside it."""
-    boxes: list[dict[str, Any]] = []
-    heatmaps: list[dict[str, Any]] = []
-    seen: set[tuple] = set()
-    for e in evidence:
-        if not e.ok:
-            continue
-        for c in e.calls:
-            if c.box is None or c.status == Status.absent:
-                continue
-            key = (c.finding, c.source, c.box.x1, c.box.y1, c.box.x2, c.box.y2)
-            if key in seen:
-                continue
-            seen.add(key)
-            boxes.append(
-                {"finding": c.finding, "source": c.source, "x1": c.box.x1, "y1": c.box.y1, "x2": c.box.x2,
-                 "y2": c.box.y2, "label": c.box.label or display_name(c.finding)}
-            )
-        for a in e.artifacts:
-            if a.kind == "boxes" and a.box is not None and a.meta.get("location_only"):
-                # A VLM grounding box: drawn as a location, never counted as a finding call.
-                key = (a.finding, e.tool, a.box.x1, a.box.y1, a.box.x2, a.box.y2)
-                if key not in seen:
-                    seen.add(key)
-                    boxes.append({"finding": a.finding or "", "source": e.tool, "x1": a.box.x1, "y1": a.box.y1,
-                                  "x2": a.box.x2, "y2": a.box.y2, "location_only": True,
-                                  "label": f"{a.meta.get('target') or a.box.label or 'region'} (location)"})
-            if a.kind == "heatmap":
-                heatmaps.append(
-                    {"finding": a.finding, "source": e.tool, "uri": a.uri,
-                     "box": a.box.model_dump() if a.box is not None else None}
-                )
-    return {
-        "study_id": study_id,
-        "intent": route.get("intent"),
-        "finding": route.get("finding"),  # what the turn asked about: a later "where is it?" refers to it
-        "findings": list(route.get("findings") or []),
-        "demo": demo,
-        "boxes": boxes,
-        "heatmaps": heatmaps,
-        "unavailable": sorted({e.tool for e in unavailable(evidence)}),
-        "decisions": [d.model_dump(mode="json", exclude={"calls", "reasons"}) for d in decisions],
-    }

@@ -9,7 +9,9 @@ tested on its numbers and the wording changed without touching it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
+from agents.replying.quotes import quote_span, quote_text
 from knowledge.evidence import Box, Decision, FindingCall, Reason, Status
 from knowledge.vocabulary import display_name
 
@@ -211,7 +213,20 @@ def verification_note(finding: str, reason: Reason, labels: Labels = None) -> st
 
 # --------------------------------------------------------------------------------------- citations
 OP_THRESHOLD = 0.5  # an op-normalised score equals 0.5 exactly at the classifier's calibrated threshold
-STATUS_WORD = {Status.present: "present", Status.absent: "absent", Status.uncertain: "uncertain"}
+
+
+class StatusWords(NamedTuple):
+    word: str  # "present": a decision's status in a sentence or a table
+    answer: str  # "Yes": the answer to a yes/no question
+
+
+STATUS_WORDS: Mapping[Status, StatusWords] = {
+    Status.present: StatusWords("present", "Yes"),
+    Status.absent: StatusWords("absent", "No"),
+    Status.uncertain: StatusWords("uncertain", "Uncertain"),
+}
+"""The one table of status words every reply uses."""
+STATUS_WORD: Mapping[Status, str] = {s: w.word for s, w in STATUS_WORDS.items()}
 
 
 def fmt_box(box: Box | None) -> str:
@@ -278,8 +293,9 @@ def aspect_line(aspect: str, finding: str | None, label: str, decision: Decision
     return None
 
 
-def cite(call: FindingCall, *, k: int | None = None) -> str:
-    """One source's statement, with what its score means."""
+def cite(call: FindingCall, *, k: int | None = None, report: str | None = None) -> str:
+    """One source's statement, with what its score means. ``report``: the text the call's ``span`` points
+    into, so the quote keeps its sentence's negation ("No pneumothorax", never "pneumothorax")."""
     parts: list[str] = []
     if call.score is not None and call.score_kind == "op_norm":
         parts.append(f"{call.source} op-point score {call.score:.2f} (threshold {OP_THRESHOLD:g})")
@@ -293,15 +309,25 @@ def cite(call: FindingCall, *, k: int | None = None) -> str:
     else:
         parts.append(call.source)
     parts[-1] += f" says {STATUS_WORD[call.status]}"
-    said = said_text(call)
-    if said and call.score is None:  # scored calls are cited by their score
-        snippet = said.strip().replace("\n", " ")
-        parts.append(f'"{snippet[:160]}{"…" if len(snippet) > 160 else ""}"')
+    if call.score is None and (said := quoted(call, report, limit=160)):  # scored calls are cited by their score
+        parts.append(said)
     if call.box is not None:
         parts.append(fmt_box(call.box))
     return ", ".join(parts)
 
 
-def cite_decision(d: Decision, *, k: int | None = None) -> str:
-    cites = "; ".join(cite(c, k=k) for c in d.calls) or "no source call recorded"
+def quoted(call: FindingCall, report: str | None = None, *, limit: int = 60) -> str:
+    """The words a call rests on as a short quote: the mention in its sentence when the call points into
+    ``report``, else its own text; what an implied call was implied from is said, not quoted."""
+    if call.implied is not None:
+        return said_text(call) or ""
+    if call.span is not None:  # the text is the bare mention: quoted alone it would drop a negation
+        if report and call.span[1] <= len(report) and call.text and report[call.span[0]:call.span[1]] == call.text:
+            return quote_span(report, call.span, limit)
+        return ""
+    return quote_text(call.text, limit) if call.text else ""
+
+
+def cite_decision(d: Decision, *, k: int | None = None, report: str | None = None) -> str:
+    cites = "; ".join(cite(c, k=k, report=report) for c in d.calls) or "no source call recorded"
     return f"[{cites}]"

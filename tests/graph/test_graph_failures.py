@@ -75,7 +75,7 @@ def test_retrieval_skipped_without_a_vlm_draft(make_graph, thread, cxr_image):
     assert ret.calls == 0
     ev = next(e for e in out["evidence"] if e.tool == "retrieval")
     assert ev.error == "not run: vlm produced no draft report to search with"
-    assert "**Cardiomegaly**: present" in out["messages"][-1].content
+    assert "| Cardiomegaly | present |" in out["messages"][-1].content
 
 
 def test_tool_raising_its_own_timeout_error_is_not_a_graph_timeout():

@@ -1,0 +1,68 @@
+"""The words of a clarifying question: when the router is unsure (``Route.clarify``), the reply asks one short
+question with the two likeliest readings instead of running tools on a guess.
+
+Each reading has a label (how the question names it) and a message: what the user sends to pick it (the UI's
+buttons send it; through ``graph.invoke`` the user types it). Every message routes, with certainty, to its
+reading (tests/agents/test_router_clarify.py checks that), so a choice never leads to a second question.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.routing.rules import GENERAL_PREFIX
+from knowledge.vocabulary import display_name
+
+
+def _target(reading: dict[str, Any]) -> str | None:
+    if reading.get("finding"):
+        return display_name(reading["finding"]).lower()
+    if reading.get("phrase"):
+        return f"'{reading['phrase']}'"
+    return None
+
+
+def label(reading: dict[str, Any]) -> str:
+    """How the question names one reading ("whether there is a pneumothorax")."""
+    intent, target = reading.get("intent"), _target(reading)
+    if intent == "report":
+        return "a full report of this study"
+    if intent == "locate":
+        return f"where the {target} is on the image" if target else "where something is on the image"
+    if intent == "finding_question":
+        if reading.get("phrase") and not reading.get("finding"):
+            return f"whether there is {target}, in your words (not a finding the tools know by name)"
+        return f"whether there is {target}" if target else "whether a finding is present"
+    if intent == "similar_cases":
+        return f"similar cases with {target} from the report archive" if target else "similar cases from the report archive"
+    if intent == "explain":
+        return "why I concluded what I did"
+    return "a general answer, without reading the image"
+
+
+def message(reading: dict[str, Any], original: str = "") -> str:
+    """What the user sends to pick one reading."""
+    intent, target = reading.get("intent"), _target(reading)
+    if intent == "report":
+        return "Write a full report of this study."
+    if intent == "locate" and target:
+        return f"Where is the {target} on the image?"
+    if intent == "finding_question" and target:
+        return f"Is there {target}?"
+    if intent == "similar_cases":
+        return f"Find similar cases with {target}." if target else "Find similar cases."
+    if intent == "explain":
+        return "Why did you conclude that?"
+    return f"{GENERAL_PREFIX} {original}".strip()
+
+
+def question(clarify: dict[str, Any], original: str = "") -> str:
+    """The reply: one short question naming the two likeliest readings, and how to pick one."""
+    a, b = clarify["readings"][:2]
+    return (f"I am not sure what you are asking: do you want {label(a)}, or {label(b)}?\n\n"
+            f"Reply with either:\n1. {message(a, original)}\n2. {message(b, original)}")
+
+
+def choices(clarify: dict[str, Any], original: str = "") -> list[dict[str, str]]:
+    """The two readings as button data: ``{"label", "message"}``."""
+    return [{"label": label(r), "message": message(r, original)} for r in clarify["readings"][:2]]

@@ -1,0 +1,89 @@
+"""Short quotes of a tool's own words that keep their meaning.
+
+A reply quotes a few words of a report, never the whole sentence; the cut must never drop the word
+that turns the mention around: "no pneumothorax" must not become "pneumothorax", nor "effusion has
+resolved" "effusion". So a quote keeps the mention, every negation or hedge cue of its sentence
+before it (what lies between them is elided), and the cue right after it.
+"""
+
+from __future__ import annotations
+
+import re
+
+OPEN, CLOSE, ELLIPSIS = "\u201c", "\u201d", "\u2026"
+
+# Words that negate, hedge or date a mention (knowledge/context_cues.py has the full scopes; a quote only
+# needs to keep them, so a broad list errs on the safe side).
+CUE = re.compile(
+    r"\b(?:no|not|without|negative|free|clear|absence|absent|resolved|resolving|removed|excluded|exclude|"
+    r"rule[ds]?|ruled|unlikely|may|might|could|can(?:not|'t)?|possib\w*|probab\w*|suspect\w*|question\w*|"
+    r"concern\w*|versus|vs|history|prior|previous\w*|chronic|if|none|"
+    r"cleared|improv\w*|decreas\w*|borderline|equivocal|likely|consider\w*|differential)\b",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"[.;!?\n]")
+_WORD = re.compile(r"\S+")
+_AFTER = 8  # words after a mention searched for a cue ("pneumothorax seen before has resolved")
+
+
+def _sentence(text: str, a: int, b: int) -> tuple[int, int]:
+    start = max((m.end() for m in _SENTENCE_END.finditer(text, 0, a)), default=0)
+    end = next((m.start() for m in _SENTENCE_END.finditer(text, b)), len(text))
+    return start, end
+
+
+def _clip(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _render(words: list[str], keep: set[int]) -> str:
+    """The kept words in order, an ellipsis wherever words were left out (before, between, after)."""
+    out: list[str] = []
+    last = -1
+    for i in sorted(keep):
+        if i != last + 1:
+            out.append(ELLIPSIS)
+        out.append(words[i])
+        last = i
+    if words and last != len(words) - 1:
+        out.append(ELLIPSIS)
+    return " ".join(out)
+
+
+def quote_span(text: str, span: tuple[int, int], limit: int = 60) -> str:
+    """A short quote of the mention ``text[span[0]:span[1]]`` in its sentence, its cues kept: every word of
+    the first and of the last cue before the mention, the two words right before it, and after it either the
+    words up to a cue close behind ("has resolved") or two words."""
+    a, b = span
+    if not (0 <= a < b <= len(text)):
+        raise ValueError(f"span {span} is outside the text ({len(text)} characters)")
+    s, e = _sentence(text, a, b)
+    whole = _clip(text[s:e])
+    if len(whole) <= limit:
+        return f"{OPEN}{whole}{CLOSE}"
+    head_words = list(_WORD.finditer(text, s, a))
+    cues = list(CUE.finditer(text, s, a))
+    keep = {i for i in range(len(head_words) - 2, len(head_words)) if i >= 0}
+    for cue in cues[:1] + cues[-1:]:
+        keep |= {i for i, w in enumerate(head_words) if w.start() < cue.end() and w.end() > cue.start()}
+    head = _render([w.group() for w in head_words], keep).removesuffix(ELLIPSIS).rstrip() if head_words else ""
+    tail_words = [w.group() for w in _WORD.finditer(text, b, e)]
+    near = tail_words[:_AFTER]
+    upto = max((i for i, w in enumerate(near) if CUE.search(w)), default=min(1, len(near) - 1))
+    tail = _render(tail_words, set(range(upto + 1))) if tail_words else ""
+    mention = _clip(text[a:b])
+    # a mention glued to the next word ("effusions.") keeps its letters; a quote adds no space inside a word
+    body = " ".join(part for part in (head, mention, tail) if part)
+    return f"{OPEN}{body}{CLOSE}"
+
+
+def quote_text(text: str, limit: int = 60) -> str:
+    """A short quote of a tool's whole answer ("No.", "Yes, a small effusion"): its first sentence, cut at
+    a word only where no cue follows within the rest of that sentence (else the sentence is kept whole)."""
+    first = _clip(text[: next((m.start() for m in _SENTENCE_END.finditer(text)), len(text))]) or _clip(text)
+    if len(first) <= limit:
+        return f"{OPEN}{first}{CLOSE}"
+    cut = first[:limit].rsplit(" ", 1)[0]
+    if CUE.search(first[len(cut):]):  # a cue after the cut would be lost: keep the sentence
+        return f"{OPEN}{first}{CLOSE}"
+    return f"{OPEN}{cut}{ELLIPSIS}{CLOSE}"

@@ -1,0 +1,177 @@
+"""A report turn's reply: what needs review, the report as written, the other findings in one table.
+
+Each finding is named once. A finding needs review when it is flagged, or when the decision differs
+from what the report as written says; its line says who says what (a score, or a short quote that
+keeps its negation) and what the re-ask did. Rationales stay in "Why?" answers and the payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agents.replying.parts import Row, unavailable_line
+from agents.replying.phrases import OP_THRESHOLD, STATUS_WORD, cap, quoted
+from agents.replying.roles import ToolRoles
+from knowledge.evidence import Decision, Evidence, FindingCall, Reason, Status
+from knowledge.vocabulary import display_name
+
+
+def differs_from_report(d: Decision, said: FindingCall | None, report: str | None) -> str | None:
+    """How the decision departs from the report as written: "Added" (the report is silent or reads the study
+    as normal, the decision is present), "Contradicted" (the report states another status), else None."""
+    if not report or d.finding == "no_finding":
+        return None
+    if said is None or said.implied is not None:
+        return "Added" if d.status is Status.present else None
+    if said.task not in (None, "report"):  # the writer's list or boxes, not its report's words
+        return None
+    return "Contradicted" if said.status is not d.status else None
+
+
+def _writer_says(call: FindingCall | None, roles: ToolRoles, report: str | None) -> str:
+    if call is None:
+        return ""
+    who = roles.short(call.source)
+    if call.implied == "normal_study":
+        return f"{who} report reads the study as normal"
+    if call.implied == "report_silence":
+        return f"not in {who} report"
+    if call.task == "classification":
+        return f"{who} list {'has it' if call.status is Status.present else 'leaves it out'}"
+    if call.task == "detection":
+        return f"{who} boxes it"
+    said = quoted(call, report)
+    return f"{who} report {said} ({STATUS_WORD[call.status]})" if said else f"{who} report: {STATUS_WORD[call.status]}"
+
+
+def _scored(call: FindingCall, roles: ToolRoles) -> str:
+    who = roles.short(call.source)
+    if call.score is not None and call.score_kind in ("op_norm", "probability"):
+        return f"{who} {call.score:.2f} ({STATUS_WORD[call.status]})"
+    return f"{who}: {STATUS_WORD[call.status]}"
+
+
+_UNRESOLVED = {"not_addressed": "not about this finding", "box_no_overlap": "its box misses the heatmap", "no_box": "no box to compare",
+               "uncertain_answer": "", "maintained": "kept its answer"}
+
+
+def reask_said(reasons: Sequence[Reason], roles: ToolRoles) -> str:
+    """What the targeted re-ask did, in a few words ("" when none ran)."""
+    r = next((r for r in reversed(reasons) if r.rule.startswith("reask_")), None)
+    if r is None:
+        return ""
+    asked = roles.short(r.asked or (r.answer.source if r.answer is not None else "") or "") or "re-asked tool"
+    if r.answer is None:
+        return f"re-asking {asked} failed" if r.cause == "tool_failed" else f"re-asked {asked}: no answer"
+    answer = STATUS_WORD[r.answer.status]
+    tail = {"reask_agrees": "now agreeing", "reask_overrules": "outweighs a moderate score",
+            "reask_box_overlap": "its box overlaps the heatmap"}.get(r.rule) or _UNRESOLVED.get(r.cause or "", "")
+    return f"re-asked, {asked}: {answer}" + (f", {tail}" if tail else "")
+
+
+def review_line(d: Decision, roles: ToolRoles, report: str | None, kind: str | None) -> str:
+    """One bullet: the finding once, who says what, the re-ask, the outcome."""
+    name = display_name(d.finding)
+    if kind is None:
+        kind = "Disputed, unresolved" if d.conflict else "Flagged for review"
+    elif d.needs_review:
+        kind += ", flagged"
+    own = roles.writer_call(d)
+    says = [_writer_says(own, roles, report)]
+    seen = {own.source} if own is not None else set()
+    for c in d.calls:
+        if c.task == "verification" or c.score_kind == "neighbor_fraction" or c.source in roles.priors:
+            continue
+        if c.source in roles.writers:
+            if c is not own and c.source in seen and own is not None and c.status is not own.status \
+                    and c.task in ("classification", "detection"):
+                says.append(_writer_says(c, roles, report))
+            continue
+        if c.source not in seen:
+            seen.add(c.source)
+            says.append(_scored(c, roles))
+    says.append(reask_said(d.reasons, roles))
+    outcome = f"now {STATUS_WORD[d.status]} ({d.confidence:.2f})"
+    return f"- **{name}** ({kind}): {'; '.join(s for s in says if s)}. {cap(outcome)}."
+
+
+def _sources(d: Decision, roles: ToolRoles, k: int | None) -> str:
+    out: list[str] = []
+    for c in d.calls:
+        if c.task == "verification":
+            continue
+        if c.score_kind == "neighbor_fraction" and c.score is not None:
+            bit = f"priors {round(c.score * k)}/{k}" if k else f"priors {c.score:.0%}"
+        elif c.score is not None and c.score_kind in ("op_norm", "probability"):
+            bit = f"{roles.short(c.source)} {c.score:.2f}"
+        elif c.implied == "report_silence":
+            bit = f"{roles.short(c.source)} (silent)"
+        else:
+            bit = roles.short(c.source)
+        if not any(o.split(" ")[0] == bit.split(" ")[0] for o in out):
+            out.append(bit)
+    return ", ".join(out) or "none"
+
+
+def table(decisions: Sequence[Decision], roles: ToolRoles, k: int | None) -> list[Row]:
+    """One row per decision present or uncertain; the absent ones share one row naming each."""
+    rows = [Row(display_name(d.finding), STATUS_WORD[d.status], f"{d.confidence:.2f}", _sources(d, roles, k))
+            for d in decisions if d.status is not Status.absent and (d.finding != "no_finding" or d.status is Status.present)]
+    absent = [d for d in decisions if d.status is Status.absent and d.finding != "no_finding"]
+    if absent:
+        lo, hi = min(d.confidence for d in absent), max(d.confidence for d in absent)
+        names = ", ".join(display_name(d.finding) for d in absent)
+        srcs = ", ".join(dict.fromkeys(roles.short(c.source) for d in absent for c in d.calls
+                                       if c.task != "verification" and c.score_kind != "neighbor_fraction"))
+        rows.append(Row(names, "absent", f"{lo:.2f}" if lo == hi else f"{lo:.2f}–{hi:.2f}", srcs or "none"))
+    return rows
+
+
+def retrieval_line(evidence: Sequence[Evidence], roles: ToolRoles) -> str | None:
+    """How many similar prior reports were found, and how many are normal (their mentions sit in the table)."""
+    r = roles.neighbour_evidence(evidence)
+    if r is None or not r.ok:
+        return None
+    k = len(r.neighbors)
+    if not k:
+        return "Similar prior reports: none found."
+    normal = sum(1 for n in r.neighbors if "no_finding" in n.labels)
+    return (f"{k} similar prior reports (a prior, not a vote; 'priors' in the table)"
+            + (f"; {normal}/{k} are normal studies." if normal else "."))
+
+
+def report_fields(evidence: Sequence[Evidence], decisions: Sequence[Decision], *, roles: ToolRoles) -> dict:
+    """The ReplyParts fields of a report turn."""
+    writer_ev = roles.writer_evidence(evidence)
+    report = writer_ev.report if writer_ev is not None and writer_ev.ok and writer_ev.report else None
+    writer = roles.writer_label(writer_ev)
+    k = roles.k(evidence)
+    review: list[str] = []
+    rest: list[Decision] = []
+    for d in decisions:
+        kind = differs_from_report(d, roles.writer_call(d), report)
+        if kind is not None or (d.needs_review and d.finding != "no_finding"):
+            review.append(review_line(d, roles, report, kind))
+        else:
+            rest.append(d)
+    consequence = ""
+    no_report = None
+    if report is None:
+        if writer_ev is None:
+            no_report = "No report writer ran; the findings below come from the other tools."
+        elif writer_ev.ok:
+            no_report = f"{cap(writer)} returned no report text; the findings below come from the other tools."
+        else:
+            consequence = "No report was written; the findings come from the other tools."
+    context: list[str] = []
+    if decisions and not review:
+        context.append("No conflicts between image sources" + ("; every decision matches the report." if report else "."))
+    if any(c.score_kind == "op_norm" for d in decisions for c in d.calls):
+        context.append(f"Classifier numbers are op-point scores (threshold {OP_THRESHOLD:g}), not probabilities.")
+    if line := retrieval_line(evidence, roles):
+        context.append(line)
+    context += [f"- **{e.tool}**: {e.answer}" for e in roles.custom(evidence)]
+    return {"review": tuple(review), "writer": writer, "report": report,
+            "truncated": bool(writer_ev is not None and writer_ev.truncated and report),
+            "no_report": no_report, "table": tuple(table(rest, roles, k)), "context": tuple(context),
+            "unavailable": unavailable_line(evidence, consequence=consequence), "disclaimer": True}
