@@ -6,6 +6,7 @@ stays fast.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -63,8 +64,10 @@ def build(
     text_arg = (columns[0] if len(columns) == 1 else tuple(columns)) if columns else None
     console = Console(stderr=True)
     try:
+        found: Counter[str] = Counter()  # identifier-like text replaced by ___, counted while counting reports
         with console.status("counting reports…"):
-            total = sum(1 for _ in load_corpus(spec, limit=limit, text_column=text_arg, id_column=id_column))
+            total = sum(1 for _ in load_corpus(spec, limit=limit, text_column=text_arg, id_column=id_column,
+                                               identifiers=found))
         if total == 0:
             _fail(f"corpus {spec!r} has no report with text")
         with Progress(
@@ -90,6 +93,9 @@ def build(
     except (CorpusError, EmbedderUnavailable, ValueError, OSError) as exc:
         _fail(str(exc))
     m = index.manifest
+    if found:
+        typer.echo("Replaced identifier-like text with ___ before indexing: "
+                   + ", ".join(f"{n} {kind.replace('_', ' ')}(s)" for kind, n in sorted(found.items())) + ".")
     typer.echo(
         f"Indexed {index.count} reports ({m['index']['type']} index, embedder {m['embedder']}, "
         f"{m['dimension']}-d) at {index.path} in {m['build_seconds']:.1f}s"

@@ -28,6 +28,7 @@ from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
 from knowledge.evidence import Decision, Evidence
 from knowledge.vocabulary import display_name
 from tools.interop import codes as C
+from tools.interop.scrub import scrub, user_phrases
 from tools.interop.sr import collect_regions
 
 _INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -47,7 +48,7 @@ def _urn() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-def _note(d: Decision, regions: list[str]) -> str:
+def _note(d: Decision, regions: list[str], phrases: Sequence[str] = ()) -> str:
     parts = [f"{display_name(d.finding)}: {d.status.value}, confidence {d.confidence:.2f}."]
     if d.agreeing:
         parts.append(f"Agreeing sources: {', '.join(d.agreeing)}.")
@@ -62,7 +63,7 @@ def _note(d: Decision, regions: list[str]) -> str:
     if d.rationale:
         parts.append(d.rationale)
     parts += regions
-    return " ".join(parts)
+    return scrub(" ".join(parts), phrases)
 
 
 def build_fhir_bundle(
@@ -72,8 +73,12 @@ def build_fhir_bundle(
     report_text: str = "",
     demo: bool = False,
     study_uid: str | None = None,
+    asked: Sequence[str] = (),
 ) -> Bundle:
-    """A validated R4B collection Bundle: DiagnosticReport + Observations + the AI Device."""
+    """A validated R4B collection Bundle: DiagnosticReport + Observations + the AI Device.
+
+    The user's words (``asked``: e.g. a locate question's phrase; every free-text box label too) are
+    replaced in its text (tools/interop/scrub.py)."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     device_url = _urn()
     device = {
@@ -83,6 +88,7 @@ def build_fhir_bundle(
         "manufacturer": "cxr-agent (research software)",
         "note": [{"text": (f"{DEMO_WARNING} " if demo else "") + DISCLAIMER}],
     }
+    phrases = user_phrases(decisions, evidence, asked)
     regions_by_finding: dict[str, list[str]] = {}
     for finding, label, box in collect_regions(decisions, evidence):
         if finding:
@@ -107,13 +113,13 @@ def build_fhir_bundle(
                 "valueQuantity": {"value": round(d.confidence * 100.0, 1), "unit": "%",
                                   "system": "http://unitsofmeasure.org", "code": "%"},
             }],
-            "note": [{"text": _note(d, regions_by_finding.get(d.finding, []))}],
+            "note": [{"text": _note(d, regions_by_finding.get(d.finding, []), phrases)}],
             "device": {"reference": device_url, "display": "cxr-agent"},
             "issued": now,
         }
         entries.append({"fullUrl": url, "resource": obs})
         result_refs.append({"reference": url, "display": display_name(d.finding)})
-    text = ((f"{DEMO_WARNING}\n\n" if demo else "") + (report_text.strip() or "(no report text)")
+    text = ((f"{DEMO_WARNING}\n\n" if demo else "") + (scrub(report_text.strip(), phrases) or "(no report text)")
             + f"\n\nAI-generated result (cxr-agent {__version__}); not verified by a clinician. {DISCLAIMER}\n")
     present = [display_name(d.finding) for d in decisions if d.status.value == "present"]
     report = {

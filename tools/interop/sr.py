@@ -40,6 +40,7 @@ from knowledge.vocabulary import display_name
 from tools.ingestion.study import Study
 from tools.interop import codes as C
 from tools.interop.quiet import header_values_muted
+from tools.interop.scrub import region_name, scrub, user_phrases
 
 MANUFACTURER = "cxr-agent (research software)"
 _UID_ROOT = "2.25."  # UUID-derived UIDs (PS3.5 B.2): no registered root needed
@@ -119,7 +120,8 @@ def _algorithm() -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name="cxr-agent", version=__version__)
 
 
-def _decision_group(d: Decision, source: hd.sr.SourceImageForMeasurementGroup) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _decision_group(d: Decision, source: hd.sr.SourceImageForMeasurementGroup,
+                    phrases: Sequence[str] = ()) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     concept = C.finding_code(d.finding)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"finding: {display_name(d.finding)}"),
@@ -136,9 +138,9 @@ def _decision_group(d: Decision, source: hd.sr.SourceImageForMeasurementGroup) -
     items.append(_flag(C.SOURCE_CONFLICT, d.conflict))
     items.append(_flag(C.NEEDS_REVIEW, d.needs_review))
     if d.verification:
-        items.append(_text(C.VERIFICATION, d.verification))
+        items.append(_text(C.VERIFICATION, scrub(d.verification, phrases)))
     if d.rationale:
-        items.append(_text(codes.DCM.Comment, d.rationale))
+        items.append(_text(codes.DCM.Comment, scrub(d.rationale, phrases)))
     return group
 
 
@@ -175,7 +177,7 @@ def _region_group(finding: str | None, label: str, box: Box, ref: Dataset) -> hd
     polyline = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float32)
     region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=polyline,
                                source_image=hd.sr.SourceImageForRegion.from_source_image(ref))
-    name = display_name(finding) if finding else (box.label or "region")
+    name = region_name(finding)  # never box.label: a phrase-grounding box is labelled with the user's words
     group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"region: {name} ({label})"),
         referenced_region=region,
@@ -194,14 +196,18 @@ def build_sr(
     report_text: str = "",
     demo: bool = False,
     series_number: int = 990,
+    asked: Sequence[str] = (),
 ) -> hd.sr.Comprehensive3DSR:
-    """A TID 1500 Comprehensive 3D SR of one turn's decisions, boxes and report, referencing ``source``."""
+    """A TID 1500 Comprehensive 3D SR of one turn's decisions, boxes and report, referencing ``source``.
+
+    The user's words (``asked``: e.g. a locate question's phrase; every free-text box label too) are
+    replaced in the SR's text (tools/interop/scrub.py)."""
     with header_values_muted():  # odd header values (PHI) are reported verbatim by pydicom/highdicom
-        return _build(source, decisions, evidence, report_text, demo, series_number)
+        return _build(source, decisions, evidence, report_text, demo, series_number, asked)
 
 
 def _build(source: Dataset, decisions: Sequence[Decision], evidence: Sequence[Evidence], report_text: str,
-           demo: bool, series_number: int) -> hd.sr.Comprehensive3DSR:
+           demo: bool, series_number: int, asked: Sequence[str] = ()) -> hd.sr.Comprehensive3DSR:
     ref = _reference(source)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -210,7 +216,8 @@ def _build(source: Dataset, decisions: Sequence[Decision], evidence: Sequence[Ev
             model_name="demo (random weights)" if demo else "cxr-agent", role_in_procedure=None),
     )
     src = hd.sr.SourceImageForMeasurementGroup.from_source_image(ref)
-    groups: list[Any] = [_decision_group(d, src) for d in decisions]
+    phrases = user_phrases(decisions, evidence, asked)
+    groups: list[Any] = [_decision_group(d, src, phrases) for d in decisions]
     groups += [_region_group(f, label, box, ref) for f, label, box in collect_regions(decisions, evidence)]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
@@ -223,7 +230,7 @@ def _build(source: Dataset, decisions: Sequence[Decision], evidence: Sequence[Ev
         "AI-generated result (cxr-agent); not verified by a clinician. " + DISCLAIMER)
     root.append(_text(C.AI_NOTICE, notice))
     if report_text.strip():
-        root.append(_text(codes.DCM.Findings, report_text.strip()))
+        root.append(_text(codes.DCM.Findings, scrub(report_text.strip(), phrases)))
     now = datetime.now(timezone.utc)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[ref],

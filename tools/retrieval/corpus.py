@@ -2,6 +2,7 @@
 MIMIC-CXR-style directories of .txt reports, all streamed as `Report` records in a deterministic order.
 
 Every loader is a generator: a million-row export is never held in memory, and `limit` stops early.
+A user's own corpus passes through ``without_identifiers`` before it reaches the index.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import re
 import sys
 import tarfile
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from tools.identifiers import redact_identifiers
 
 IU_SPECS = frozenset({"iu-xray", "iu_xray", "iu", "iuxray", "openi", "nlmcxr"})
 IU_ARCHIVE = "NLMCXR_reports.tgz"
@@ -337,17 +341,21 @@ def load_corpus(
     limit: int | None = None,
     text_column: str | Sequence[str] | None = None,
     id_column: str | None = None,
+    identifiers: Counter[str] | None = None,
 ) -> Iterator[Report]:
     """"iu-xray" | a .csv/.tsv/.jsonl(.gz) file | a directory of .txt reports -> streamed Reports.
+
+    A user's own corpus is scanned for identifiers as it streams (``without_identifiers``): what looks
+    like one is replaced by ``___``; ``identifiers`` (if given) counts the replacements by kind.
 
     For tables without `text_column`, the first of TEXT_COLUMN_CANDIDATES present is used (so MIMIC-CXR
     and CheXpert Plus exports load as they are); ids come from the first of ID_COLUMN_CANDIDATES present.
     """
     if isinstance(spec, str) and spec.strip().lower() in IU_SPECS:
-        return iu_xray_reports(limit=limit)
+        return iu_xray_reports(limit=limit)  # published de-identified (names and numbers are XXXX)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return read_report_dir(path, limit=limit)
+        return without_identifiers(read_report_dir(path, limit=limit), identifiers)
     if not path.exists():
         raise CorpusError(
             f"corpus {str(spec)!r} not found: give 'iu-xray', a .csv/.jsonl file or a directory of .txt reports"
@@ -363,7 +371,24 @@ def load_corpus(
         if id_column is None:
             id_pick = _pick(columns, ID_COLUMN_CANDIDATES)
             id_column = id_pick if isinstance(id_pick, str) else None
-    return read_table(path, text_column=text_column, id_column=id_column, limit=limit)
+    return without_identifiers(read_table(path, text_column=text_column, id_column=id_column, limit=limit), identifiers)
+
+
+def without_identifiers(reports: Iterable[Report], found: Counter[str] | None = None) -> Iterator[Report]:
+    """Each report with identifier-like text (names, record numbers, dates of birth, phone, e-mail;
+    tools/identifiers.py) replaced by ``___`` in its text and its string metadata, before anything is
+    embedded or stored. ``found`` (if given) counts what was replaced, by kind, never the text itself."""
+    for report in reports:
+        text, hits = redact_identifiers(report.text)
+        meta: dict[str, Any] = {}
+        for key, value in report.metadata.items():
+            if isinstance(value, str):
+                value, more = redact_identifiers(value)
+                hits += more
+            meta[key] = value
+        if found is not None:
+            found.update(hits)
+        yield Report(id=report.id, text=text, metadata=meta) if hits else report
 
 
 def corpus_fingerprint(reports: Iterable[Report]) -> str:

@@ -195,3 +195,37 @@ def test_fhir_bundle_validates_and_carries_each_decision(turn):
     doc["entry"][2]["resource"]["status"] = 42  # the models reject a malformed resource
     with pytest.raises(ValidationError):
         Bundle.model_validate(doc)
+
+
+PHRASE = "the line Dr Quillon placed"
+
+
+def test_the_locate_phrase_stays_out_of_the_sr_and_fhir(rg1):
+    """A phrase-grounding box is labelled with the user's words and the reply quotes them; the
+    de-identified exports name the region by the vocabulary and replace the words everywhere."""
+    box = Box(x1=0.55, y1=0.1, x2=0.8, y2=0.35, label=PHRASE)
+    evidence = [Evidence(tool="vlm", artifacts=[Artifact(kind="boxes", finding=None, box=box,
+                                                         meta={"location_only": True})])]
+    decisions = [Decision(finding="support_devices", status=Status.present, confidence=0.7, agreeing=["vlm"],
+                          rationale=f"The VLM located {PHRASE.upper()} in the upper right.",
+                          calls=[FindingCall(finding="support_devices", status=Status.present, source="vlm",
+                                             box=box)])]
+    reply = f"**Where is {PHRASE}?** The VLM places it in the upper right (x 0.55-0.80)."
+    sr = _reopen(build_sr(rg1, decisions=decisions, evidence=evidence, report_text=reply, demo=True))
+    bundle = fhir_json(build_fhir_bundle(decisions=decisions, evidence=evidence, report_text=reply, demo=True))
+    decoded = " ".join(base64.b64decode(e["resource"]["presentedForm"][0]["data"]).decode()
+                       for e in json.loads(bundle)["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    sr_text = " ".join(str(e.value) for e in sr.iterall() if isinstance(e.value, str))
+    for text in (sr_text, bundle, decoded):
+        assert "quillon" not in text.lower()
+    assert "[the region asked about]" in decoded and "upper right" in decoded  # the rest of the reply stays
+    assert "[the region asked about]" in sr_text and "region: support devices (vlm box)" in sr_text.lower(), sr_text[-600:]
+
+
+def test_an_explicit_phrase_is_replaced_too(turn):
+    decisions, evidence, _ = turn
+    bundle = fhir_json(build_fhir_bundle(decisions=decisions, evidence=evidence, asked=["Mrs Okafor's drain"],
+                                         report_text="Mrs  okafor's DRAIN is not seen."))
+    decoded = " ".join(base64.b64decode(e["resource"]["presentedForm"][0]["data"]).decode()
+                       for e in json.loads(bundle)["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    assert "okafor" not in decoded.lower() and "[the region asked about] is not seen." in decoded
