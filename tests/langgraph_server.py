@@ -47,8 +47,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[LangGraphServer]:
-    """Serve the graph from ``work`` (an empty temp dir), with ``extra_env`` on top of the test settings;
+def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None, *,
+                  jobs: int | None = None) -> Iterator[LangGraphServer]:
+    """Serve the graph from ``work`` (an empty temp dir), with ``extra_env`` on top of the test settings
+    and ``jobs`` concurrent runs (``--n-jobs-per-worker``; `langgraph dev` runs one at a time without it);
     fails the test with the server log's tail if it cannot start."""
     from kb_index_helpers import write_prior_corpus
 
@@ -78,7 +80,7 @@ def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None) -> Ite
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(cli), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload",
-             "--config", str(work / "langgraph.json")],
+             "--config", str(work / "langgraph.json"), *(["--n-jobs-per-worker", str(jobs)] if jobs else [])],
             cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
