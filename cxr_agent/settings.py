@@ -116,6 +116,10 @@ class Settings(BaseSettings):
         description="DICOMs flagged BurnedInAnnotation=YES: 'refuse' them, or 'redact' text found by "
         "Tesseract OCR from the pixels of every image (DICOM and PNG/JPEG alike; lone L/R markers kept).",
     )
+    burned_in_scan: bool = Field(
+        False, description="With burned_in_text='refuse': OCR every PNG/JPEG and unflagged DICOM (Tesseract) and "
+        "refuse it only when its burned-in text looks like a patient identifier (name, record number, date of birth)."
+    )
     max_image_pixels: int = Field(
         40_000_000, ge=4096, description="Largest image (width x height, read from the header) that is decoded."
     )

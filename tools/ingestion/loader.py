@@ -80,6 +80,11 @@ log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 512 * 1024 * 1024  # a chest DICOM is 1-60 MB; refuse before reading more
 POLARITY_INVERTED_BELOW = -0.75  # corrected (flipped) and flagged
 POLARITY_DOUBTFUL_BELOW = 0.0  # flagged only
+FLAGGED_BUT_NOTHING_FOUND = (
+    "This DICOM declares burned-in text (BurnedInAnnotation = YES) but OCR found none to black out (it may be "
+    "stylised or very small), so it was not loaded: the text would have been stored with the image. Upload "
+    "a copy without burned-in text."
+)
 DECODE_WAIT_S = 120.0  # an upload waits this long for a free decode slot before it is refused
 _SLOTS_LOCK = threading.Lock()
 _slots: tuple[int, threading.BoundedSemaphore] | None = None
@@ -342,10 +347,11 @@ def _load(source: Any, filename: str | None, settings: Settings) -> Study:
 
         pixels, meta["redaction"] = redact_text(pixels)
         if meta.get("burned_in_annotation") and not meta["redaction"]["redacted"]:
-            meta.setdefault("notes", []).append(
-                "The DICOM declares burned-in text but OCR found none to remove (it may be stylised or very small): "
-                "check the image for identifying text before sharing it."
-            )
+            raise BurnedInText(FLAGGED_BUT_NOTHING_FOUND)  # the text is there; OCR could not see it
+    elif settings.burned_in_scan:  # refuse mode: only identifier-like text refuses
+        from tools.ingestion.redact import scan_identifiers
+
+        meta["burned_in_scan"] = scan_identifiers(pixels)
     stored = quantise(pixels)  # what the store keeps and the id hashes
     pixels = dequantise(stored)
     height, width = pixels.shape

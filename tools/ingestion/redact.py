@@ -11,17 +11,24 @@ to bone), at most OCR_MAX_SIDE pixels a side. Each word read with confidence >= 
 with black, with a margin. A laterality marker (a lone "L" or "R", alone on its line) is kept:
 it is clinical information, not identity, and removing it would make left and right ambiguous.
 If Tesseract is missing or fails, the image is refused (BurnedInText), never passed on unredacted.
+
+Scan without redaction (Settings.burned_in_scan, with burned_in_text = "refuse"): every PNG/JPEG and
+unflagged DICOM is read the same way and refused only when a line of its text looks like a patient
+identifier (tools/identifiers.py: a name after a title or field label, LAST^FIRST, a record number, a
+date of birth, ...); the usual markers of a film (L/R, PORTABLE, SUPINE, a time stamp) are not.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tools.identifiers import find_identifiers
 from tools.ingestion.study import BurnedInText
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,8 @@ class Word:
     w: int
     h: int
     laterality: bool
+    text: str = ""
+    line: tuple[int, ...] = ()  # (image variant, block, paragraph, line): words read on one line
 
 
 def tesseract_available() -> bool:
@@ -77,7 +86,7 @@ def find_text(pixels: np.ndarray) -> list[Word]:
     # which defeats Tesseract's global threshold: the near-white mask reads them as black on white.
     mask = Image.fromarray(np.where(grey >= BRIGHT_TEXT * float(grey.max()), 0, 255).astype(np.uint8), mode="L")
     words: list[Word] = []
-    for variant in (img, Image.eval(img, lambda v: 255 - v), mask):
+    for n, variant in enumerate((img, Image.eval(img, lambda v: 255 - v), mask)):
         try:
             data = pytesseract.image_to_data(
                 variant, config="--psm 11", output_type=pytesseract.Output.DICT, timeout=OCR_TIMEOUT_S
@@ -90,11 +99,11 @@ def find_text(pixels: np.ndarray) -> list[Word]:
                 "The image could not be checked for burned-in text (the OCR step failed or took too long), "
                 "so it was not loaded. Upload it again, or upload a copy without burned-in text."
             ) from None
-        words.extend(_words(data, scale, h))
+        words.extend(_words(data, scale, h, variant=n))
     return words
 
 
-def _words(data: dict[str, list[Any]], scale: float, height: int) -> list[Word]:
+def _words(data: dict[str, list[Any]], scale: float, height: int, variant: int = 0) -> list[Word]:
     lines: dict[tuple[int, int, int], int] = {}
     kept: list[tuple[tuple[int, int, int], Word, str]] = []
     for i, raw in enumerate(data.get("text", [])):
@@ -113,9 +122,49 @@ def _words(data: dict[str, list[Any]], scale: float, height: int) -> list[Word]:
         lines[line] = lines.get(line, 0) + 1
         kept.append((line, Word(x, y, w, h, False), text))
     return [
-        Word(wd.x, wd.y, wd.w, wd.h, laterality=bool(_LATERALITY.match(text)) and lines[line] == 1)
+        Word(wd.x, wd.y, wd.w, wd.h, laterality=bool(_LATERALITY.match(text)) and lines[line] == 1, text=text,
+             line=(variant, *line))
         for line, wd, text in kept
     ]
+
+
+def identifier_words(words: list[Word]) -> tuple[list[Word], Counter[str]]:
+    """The words that belong to identifier-like text (tools/identifiers.py) on their OCR line, and the
+    kinds found. Film markers (L/R, PORTABLE, SUPINE, a time stamp) are not identifiers."""
+    by_line: dict[tuple[int, ...], list[Word]] = {}
+    for word in words:
+        by_line.setdefault(word.line, []).append(word)
+    flagged: list[Word] = []
+    kinds: Counter[str] = Counter()
+    for line in by_line.values():
+        line.sort(key=lambda wd: wd.x)
+        spans, text = [], ""
+        for word in line:
+            start = len(text) + (1 if text else 0)
+            text = f"{text} {word.text}" if text else word.text
+            spans.append((start, len(text)))
+        hits = find_identifiers(text)
+        kinds.update(h.kind for h in hits)
+        flagged += [wd for wd, (a, b) in zip(line, spans, strict=True) if any(a < h.end and h.start < b for h in hits)]
+    return flagged, kinds
+
+
+def scan_identifiers(pixels: np.ndarray) -> dict[str, Any]:
+    """OCR an image and refuse it (BurnedInText) when its burned-in text looks like a patient identifier;
+    what was read is summarised by counts only (never the text)."""
+    words = find_text(pixels)
+    flagged, kinds = identifier_words(words)
+    if flagged:
+        log.info("burned-in identifier-like text found: %s", ", ".join(sorted(kinds)))
+        names = {"name": "a name", "record_number": "a record number", "birth_date": "a date of birth",
+                 "phone": "a phone number", "email": "an e-mail address", "ssn": "a social security number"}
+        what = ", ".join(names.get(k, k) for k in sorted(kinds))
+        raise BurnedInText(
+            f"The image carries burned-in text that looks like a patient identifier ({what}), so it was not "
+            "loaded. Upload a copy without it, or ask the administrator to set CXR_AGENT_BURNED_IN_TEXT=redact "
+            "so such text is blacked out."
+        )
+    return {"method": "tesseract-ocr", "words": len(words), "identifiers": 0}
 
 
 def redact_text(pixels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:

@@ -131,10 +131,53 @@ def test_image_without_text_is_unchanged():
 
 
 @needs_ocr
-def test_flagged_dicom_where_ocr_finds_nothing_says_so():
-    study = load_study(make_dicom(phantom(H, W), BurnedInAnnotation="YES"), settings=REDACT)
-    assert study.metadata["redaction"]["redacted"] is False
-    assert any("OCR found none" in n for n in study.metadata["notes"])
+def test_flagged_dicom_where_ocr_finds_nothing_is_refused_not_stored():
+    with pytest.raises(BurnedInText, match="OCR found none"):
+        load_study(make_dicom(phantom(H, W), BurnedInAnnotation="YES"), settings=REDACT)
+
+
+# ---- scanned for identifiers without the flag ------------------------------------------------
+SCAN = Settings(burned_in_text="refuse", burned_in_scan=True)
+
+
+def _film(*lines: tuple[str, tuple[int, int]]) -> bytes:
+    img = grey8(phantom(H, W))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype(str(FONT), 24)
+    for text, xy in lines:
+        draw.text(xy, text, fill=255, font=font)
+    return png_bytes(img)
+
+
+@needs_ocr
+@needs_font
+def test_scan_passes_a_film_with_only_its_usual_markers():
+    data = _film(("PORTABLE SUPINE", (20, 16)), ("08:42", (300, 16)), ("L", (360, 400)))
+    study = load_study(data, settings=SCAN)
+    scan = study.metadata["burned_in_scan"]
+    assert scan["identifiers"] == 0 and scan["words"] >= 2  # the markers were read, and are normal
+    assert "redaction" not in study.metadata
+
+
+@needs_ocr
+@needs_font
+@pytest.mark.parametrize("line", ["NAME: DOE^JOHN", "MRN 48392011", "DOB: 03/14/1952"])
+def test_scan_refuses_identifier_like_text_without_quoting_it(line):
+    data = _film((line, (20, 16)), ("PORTABLE", (20, 420)))
+    assert "burned_in_scan" not in load_study(data, settings=REFUSE).metadata  # no scan unless asked
+    with pytest.raises(BurnedInText, match="looks like a patient identifier") as err:
+        load_study(data, settings=SCAN)
+    for part in line.replace(":", " ").split():
+        assert part not in str(err.value)
+
+
+def test_identifier_words_are_found_on_their_line():
+    from tools.ingestion.redact import identifier_words
+
+    words = _words(_ocr([("PORTABLE", 95, 1), ("SUPINE", 95, 1), ("MRN", 95, 2), ("48392011", 95, 2),
+                         ("L", 96, 3), ("2019-03-04", 95, 4), ("08:15", 95, 4)]), 1.0, 1000)
+    flagged, kinds = identifier_words(words)
+    assert [w.text for w in flagged] == ["MRN", "48392011"] and dict(kinds) == {"record_number": 1}
 
 
 def _ocr(words: list[tuple[str, float, int]]) -> dict[str, list]:
