@@ -25,13 +25,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 BENCH_DIR = Path(__file__).resolve().parent
+SEPARATE = ("load",)
+"""Benchmarks with a make target of their own (they start servers and run for minutes): `make bench-load`."""
 COLUMNS = ("benchmark", "metric", "value", "unit", "baseline", "ratio", "target", "note")
 
 
 def discover(package_dir: Path = BENCH_DIR) -> list[str]:
     """Module names in bench/ that look like benchmarks (not private, not this runner)."""
     return sorted(
-        m.name for m in pkgutil.iter_modules([str(package_dir)]) if not m.name.startswith("_") and m.name != "common"
+        m.name for m in pkgutil.iter_modules([str(package_dir)])
+        if not m.name.startswith("_") and m.name not in ("common", *SEPARATE)
     )
 
 

@@ -1,0 +1,293 @@
+"""Many clinicians at once against the served graph: `langgraph dev` with N jobs, tiny models.
+
+`make bench-load` (or `python -m bench.load --users 8 --turns 5 --rounds 4 --jobs 4`). Each round, every
+user opens a new conversation on their own study and asks ``turns`` questions in turn (a report, a
+finding question, a follow-up "where is it?", an explanation, similar cases), all users at once; a ninth
+client sends a malformed upload and an over-long message each round. Reported: p50/p95 wall time per turn
+type, errors (anything but a reply or the expected refusals), cross-talk (a reply naming another user's
+study, or a thread holding turns it was not sent), how many turns ran at once, and the server's resident
+memory after each round (and after deleting every conversation at the end). Not part of `make bench`:
+it starts a server and runs for minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = ("Write a report", "Is there cardiomegaly?", "Where is it?", "Explain that", "Show similar cases")
+SHARED = (os.environ.get("CXR_AGENT_SHARED_DATA"), REPO.parent / "shared" / "data", Path("/work/shared/data"))
+
+
+def _images(n: int) -> list[Path]:
+    for root in SHARED:
+        found = sorted(Path(root, "nih_cxr14", "images").glob("*.png")) if root else []
+        if len(found) >= n:
+            return found[:n]
+    raise SystemExit(f"need {n} NIH images under <shared>/data/nih_cxr14/images (set CXR_AGENT_SHARED_DATA)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def dev_server(work: Path, jobs: int) -> Iterator[tuple[str, int]]:
+    """`langgraph dev` on 127.0.0.1 serving this checkout's langgraph.json from ``work``: (url, pid)."""
+    import csv
+
+    from tools.retrieval.corpus import iu_xray_reports
+
+    corpus = work / "priors.csv"
+    with corpus.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        for r in iu_xray_reports(limit=80):
+            w.writerow([r.id, r.text])
+    config = json.loads((REPO / "langgraph.json").read_text())
+
+    def absolute(spec: str) -> str:
+        path, _, attr = spec.partition(":")
+        return f"{(REPO / path).resolve()}:{attr}"
+
+    config["dependencies"] = [str((REPO / d).resolve()) for d in config["dependencies"]]
+    config["graphs"] = {k: absolute(v) for k, v in config["graphs"].items()}
+    config["http"]["app"] = absolute(config["http"]["app"])
+    config["auth"]["path"] = absolute(config["auth"]["path"])
+    (work / "langgraph.json").write_text(json.dumps(config))
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CXR_AGENT_DATA_DIR": str(work / "data"),
+           "CXR_AGENT_MODEL_PROFILE": "tiny", "CXR_AGENT_OFFLINE": "1", "CXR_AGENT_CORPUS": str(corpus),
+           "CXR_AGENT_INDEX_DIR": str(work / "index"), "CXR_AGENT_VLM_MAX_NEW_TOKENS": "24",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+           "LANGSMITH_TRACING": "false", "CXR_AGENT_SERVER_AUTH_DISABLED": "true"}
+    for key in ("CXR_AGENT_SERVER_TOKEN", "CXR_AGENT_SERVER_USERS", "CXR_AGENT_GRAPH_URL", "CXR_AGENT_CHECKPOINTER_URL"):
+        env.pop(key, None)
+    cli = Path(sys.executable).with_name("langgraph")
+    log = (work / "server.log").open("wb")
+    proc = subprocess.Popen([str(cli), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser",
+                             "--no-reload", "--n-jobs-per-worker", str(jobs), "--config", str(work / "langgraph.json")],
+                            cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"langgraph dev did not start:\n{(work / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        yield url, proc.pid
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of the server's process group (the CLI and the server it runs), MiB."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(proc.name)) != pid:
+                continue
+            for line in (proc / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, ProcessLookupError, ValueError):
+            continue
+    return total / 1024
+
+
+class Tally:
+    """Turn times by intent, errors, cross-talk, and how many turns were in flight at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self.errors: list[str] = []
+        self.cross_talk: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def start(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+    def end(self, intent: str | None, seconds: float) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            if intent:
+                self.times[intent].append(seconds)
+
+    def error(self, what: str) -> None:
+        with self.lock:
+            self.errors.append(what)
+
+    def crossed(self, what: str) -> None:
+        with self.lock:
+            self.cross_talk.append(what)
+
+
+def one_user(url: str, user: int, study_id: str, turns: int, tally: Tally) -> str | None:
+    """One clinician's conversation; returns its thread id."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=url, api_key=None, timeout=httpx.Timeout(600.0, connect=10.0))
+    try:
+        thread = client.threads.create()["thread_id"]
+    except Exception as exc:  # noqa: BLE001 - counted, the round goes on
+        tally.error(f"user {user}: thread create {type(exc).__name__}")
+        return None
+    for n in range(turns):
+        payload: dict[str, Any] = {"messages": [{"role": "user", "content": QUESTIONS[n % len(QUESTIONS)]}]}
+        if n == 0:
+            payload["study_id"] = study_id
+        intent, reply = None, None
+        tally.start()
+        t0 = time.perf_counter()
+        try:
+            for chunk in client.runs.stream(thread, "cxr_agent", input=payload, stream_mode=["custom"]):
+                if chunk.event == "error":
+                    tally.error(f"user {user} turn {n}: {str(chunk.data)[:120]}")
+                elif chunk.event == "custom" and isinstance(chunk.data, dict):
+                    if chunk.data.get("event") == "route":
+                        intent = chunk.data.get("intent")
+                    elif chunk.data.get("event") == "reply":
+                        reply = chunk.data
+        except Exception as exc:  # noqa: BLE001
+            tally.error(f"user {user} turn {n}: {type(exc).__name__}")
+        tally.end(intent if reply is not None else None, time.perf_counter() - t0)
+        if reply is None:
+            tally.error(f"user {user} turn {n}: no reply")
+    try:
+        values = client.threads.get_state(thread)["values"]
+    except Exception as exc:  # noqa: BLE001
+        tally.error(f"user {user}: state {type(exc).__name__}")
+        return thread
+    if values.get("study_id") != study_id:
+        tally.crossed(f"user {user}: thread holds another study")
+    messages = values.get("messages") or []
+    if len(messages) != 2 * turns:
+        tally.crossed(f"user {user}: thread holds {len(messages)} messages, sent {turns} turns")
+    for m in messages:
+        cxr = (m.get("additional_kwargs") or {}).get("cxr") or {}
+        if cxr.get("study_id") not in (None, study_id):
+            tally.crossed(f"user {user}: a reply names another user's study")
+    return thread
+
+
+def ninth_client(url: str, tally: Tally) -> None:
+    """A malformed upload (422 expected) and an over-long message (a polite refusal expected)."""
+    from langgraph_sdk import get_sync_client
+
+    r = httpx.post(f"{url}/cxr/studies", content=b"\x00not an image" * 64, timeout=60)
+    if r.status_code != 422:
+        tally.error(f"malformed upload answered {r.status_code}")
+    client = get_sync_client(url=url, api_key=None)
+    thread = client.threads.create()["thread_id"]
+    try:
+        out = client.runs.wait(thread, "cxr_agent", input={"messages": [{"role": "user", "content": "x" * 50_000}]})
+        last = (out.get("messages") or [{}])[-1]
+        if last.get("type") != "ai":
+            tally.error("over-long message: no polite refusal")
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code not in (413, 422):  # refused at the door is fine too
+            tally.error(f"over-long message answered {exc.response.status_code}")
+    client.threads.delete(thread)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4) -> dict[str, Any]:
+    images = _images(users)
+    tally = Tally()
+    memory: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="cxr-load-") as tmp, dev_server(Path(tmp), jobs) as (url, pid):
+        studies = []
+        for image in images:
+            r = httpx.post(f"{url}/cxr/studies", content=image.read_bytes(), timeout=120,
+                           headers={"x-cxr-file-type": image.suffix.lstrip(".")})
+            r.raise_for_status()
+            studies.append(r.json()["study_id"])
+        started = memory_start = rss_mib(pid)
+        threads: list[str] = []
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            with ThreadPoolExecutor(users + 1) as pool:
+                futures = [pool.submit(one_user, url, u, studies[u], turns, tally) for u in range(users)]
+                pool.submit(ninth_client, url, tally)
+                threads += [t for f in futures if (t := f.result())]
+            memory.append(rss_mib(pid))
+        wall = time.perf_counter() - t0
+        for t in threads:  # every conversation deleted: is the memory given back?
+            httpx.delete(f"{url}/cxr/threads/{t}", timeout=120)
+        after_delete = rss_mib(pid)
+    growth = [b - a for a, b in zip(memory[1:], memory[2:], strict=False)]  # after the first (warm-up) round
+    return {
+        "users": users, "turns": turns, "rounds": rounds, "jobs": jobs, "wall_s": round(wall, 1),
+        "turns_done": sum(len(v) for v in tally.times.values()),
+        "p50_s": {k: round(statistics.median(v), 3) for k, v in sorted(tally.times.items())},
+        "p95_s": {k: round(percentile(v, 0.95), 3) for k, v in sorted(tally.times.items())},
+        "errors": tally.errors, "cross_talk": tally.cross_talk, "most_turns_at_once": tally.most_in_flight,
+        "rss_mib_start": round(started, 1), "rss_mib_per_round": [round(m, 1) for m in memory],
+        "rss_growth_mib_per_round_after_warmup": [round(g, 1) for g in growth],
+        "rss_mib_after_deleting_all": round(after_delete, 1), "rss_mib_before_rounds": round(memory_start, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=4, help="--n-jobs-per-worker of the server")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load.json")
+    args = parser.parse_args(argv)
+    for name, value in (("users", args.users), ("turns", args.turns), ("rounds", args.rounds), ("jobs", args.jobs)):
+        if value < 1:
+            parser.error(f"--{name} must be at least 1 (got {value})")
+    result = run_load(users=args.users, turns=args.turns, rounds=args.rounds, jobs=args.jobs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0 if not result["errors"] and not result["cross_talk"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
