@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser postgres pacs ocr vllm bench lint clean
+.PHONY: run test install browser postgres pacs ocr vllm bench lint clean bench-load serve-graph
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,15 @@ vllm:
 ## Every benchmark, one summary table (bench/results/summary.json).
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench
+
+## Many clinicians at once against a served graph (minutes; bench/results/load.json): 8 users x 5 turns x 4 rounds.
+bench-load: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m bench.load --users 8 --turns 5 --rounds 4 --jobs $(JOBS)
+
+## The graph server, no licence key: langgraph dev with JOBS turns at once (deploy/serve_graph.sh; README "Scaling out").
+JOBS ?= 4
+serve-graph: install
+	CXR_AGENT_SERVER_JOBS=$(JOBS) deploy/serve_graph.sh
 
 lint: install
 	$(VENV)/bin/ruff check .
