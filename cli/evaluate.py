@@ -351,3 +351,97 @@ def render_simulation(res: dict[str, Any], table_cls: Any) -> Any:
         lines.append(f"{k}: F1 {v['f1']:.3f} {word} {v['best_single']} {v['best_single_f1']:.3f} ({v['delta']:+.3f})")
     table.caption = "\n".join(lines)
     return table
+
+
+def _mcq_graph(settings: Any) -> Any:
+    """The graph whose tools answer the benchmark (tests swap in one over test tools)."""
+    from graph import build_graph
+
+    return build_graph(settings, checkpointer=False)
+
+
+@app.command("mcq")
+def mcq(
+    bench: Annotated[str, typer.Argument(help="chestagentbench or rexvqa.")],
+    path: Annotated[Path, typer.Argument(help="ChestAgentBench: the folder with metadata.jsonl and figures/. "
+                                              "ReXVQA: its *_vqa_data.json (or the folder holding it).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSONL (appended; a rerun skips done ids). "
+                                             "Default: mcq-<bench>-<tools>.jsonl in the data dir.")] = None,
+    tools: Annotated[str | None, typer.Option("--tools", help="Ablation: comma-separated tools (default: all).")] = None,
+    thread_per: Annotated[str, typer.Option("--thread-per", help="question (default: a fresh thread each) or case "
+                                            "(one thread per case, earlier questions as history: labelled in results).")] = "question",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N questions.")] = None,
+    sample: Annotated[int | None, typer.Option("--sample", min=1, help="N questions drawn at random (seeded).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --sample.")] = 0,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Questions at once (capped by the VLM "
+                                             "backend: 1 in process, the tool pool for a served VLM).")] = 1,
+    images_root: Annotated[Path | None, typer.Option("--images-root", help="ReXVQA: where ImagePath is relative to.")] = None,
+) -> None:
+    """Answer a multiple-choice benchmark, one fresh thread per question, without the router."""
+    from cxr_agent.settings import get_settings
+    from eval.mcq import adapters, runner
+    from eval.mcq.stats import summarize
+
+    if thread_per not in ("question", "case"):
+        _fail(f"--thread-per must be 'question' or 'case', got {thread_per!r}")
+    try:
+        items = adapters.load(bench, path, images_root=images_root)
+    except (adapters.BenchFormatError, OSError) as exc:
+        _fail(str(exc))
+    settings = get_settings()
+    graph = _mcq_graph(settings)
+    try:
+        answerer, names = runner.answerer_for(graph, tools.split(",") if tools else None)
+    except runner.RunConfigError as exc:
+        _fail(str(exc))
+    items = runner.choose(items, limit=limit, sample=sample, seed=seed)
+    out = out or Path(settings.data_dir) / f"mcq-{bench}-{'+'.join(names)}{'-case' if thread_per == 'case' else ''}.jsonl"
+    config = runner.RunConfig(bench=bench, tools=names, thread_per=thread_per,  # type: ignore[arg-type]
+                              profile=settings.model_profile)
+    workers = min(concurrency, runner.max_concurrency(settings))
+    done = {r["id"] for r in runner.read_rows(out)}
+    todo = sum(1 for it in items if it.id not in done)
+    console = _console()
+    if thread_per == "case":
+        console.print("[bold yellow]thread per case: questions of a case share one thread and see earlier "
+                      "answers; not comparable with published per-question numbers[/]")
+    with _progress() as progress:
+        task = progress.add_task(f"{bench} [{'+'.join(names)}]", total=todo)
+        try:
+            runner.run(items, answerer, config, out, concurrency=workers, on_done=lambda _r: progress.advance(task))
+        except runner.RunConfigError as exc:
+            _fail(str(exc))
+    ids = {it.id for it in items}
+    s = summarize([r for r in runner.read_rows(out) if r["id"] in ids])
+    o = s["overall"]
+    console.print(f"{bench}: {o['n']} questions, accuracy {o['accuracy']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}], "
+                  f"coverage {o['coverage']:.3f}, status {s['status']}, bias floor {s['bias_floor']['accuracy']:.3f} "
+                  f"(always {s['bias_floor']['letter']}); tool calls {s['tool_calls']}")
+    console.print(f"results: {out}")
+
+
+@app.command("mcq-report")
+def mcq_report(
+    results: Annotated[list[Path], typer.Argument(help="Results JSONL files of `eval mcq` (one per ablation arm).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML page to write (the Markdown table goes beside it, .md).")] = Path("mcq-report.html"),
+) -> None:
+    """A self-contained HTML report and a Markdown table of one or more `eval mcq` runs."""
+    from eval.mcq import report, runner
+    from eval.mcq.stats import summarize
+
+    summaries = []
+    for p in results:
+        rows = runner.read_rows(p)
+        if not rows:
+            _fail(f"{p}: no results in it")
+        summaries.append(summarize(rows))
+    benches = {str(s["config"].get("bench")) for s in summaries}
+    note = ("Demo profile: tiny random models; these numbers have no value."
+            if any(s["config"].get("profile") == "tiny" for s in summaries) else "")
+    title = f"Multiple-choice benchmark: {', '.join(sorted(benches))}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.html_page(summaries, title=title, note=note), encoding="utf-8")
+    md = out.with_suffix(".md")
+    md.write_text(report.markdown(summaries, title=title), encoding="utf-8")
+    _console().print(report.markdown(summaries, title=title))
+    _console().print(f"wrote {out} and {md}")
