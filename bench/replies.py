@@ -34,18 +34,8 @@ def images() -> list[Path]:
 
 
 def outside_text(reply: str, report: str | None) -> str:
-    """The reply with the report it quotes taken out (as a quoted block, else as written)."""
-    if not report:
-        return reply
-    try:
-        from agents.replying.parts import quote_block
-
-        quoted = quote_block(report)
-        if quoted in reply:
-            return reply.replace(quoted, "", 1)
-    except ImportError:
-        pass
-    return reply.replace(report.strip(), "", 1)
+    """The reply with the report it shows as written taken out."""
+    return reply.replace(report.strip(), "", 1) if report else reply
 
 
 def namings(text: str) -> dict[str, int]:

@@ -59,8 +59,7 @@ class ReplyParts:
         if self.report is not None:
             lines += ["### Report", "", f"_Drafted by {self.writer}; shown as written._", ""]
             if self.truncated:
-                lines += ["_The report was cut off at the token limit: what it leaves out is not read as absent._",
-                          ""]
+                lines += ["_Cut off at the token limit: what it leaves out is not read as absent._", ""]
             lines += [self.report.strip(), ""]
         elif self.no_report:
             lines += ["### Report", "", f"_{self.no_report}_", ""]

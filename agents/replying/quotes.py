@@ -52,8 +52,8 @@ def _render(words: list[str], keep: set[int]) -> str:
 
 def quote_span(text: str, span: tuple[int, int], limit: int = 60) -> str:
     """A short quote of the mention ``text[span[0]:span[1]]`` in its sentence, its cues kept: every word of
-    the first and of the last cue before the mention, the two words right before it, and after it either the
-    words up to a cue close behind ("has resolved") or two words."""
+    the first and of the last cue before the mention, the word right before it, and after it either the
+    words up to a cue close behind ("has resolved") or one word."""
     a, b = span
     if not (0 <= a < b <= len(text)):
         raise ValueError(f"span {span} is outside the text ({len(text)} characters)")
@@ -63,13 +63,13 @@ def quote_span(text: str, span: tuple[int, int], limit: int = 60) -> str:
         return f"{OPEN}{whole}{CLOSE}"
     head_words = list(_WORD.finditer(text, s, a))
     cues = list(CUE.finditer(text, s, a))
-    keep = {i for i in range(len(head_words) - 2, len(head_words)) if i >= 0}
+    keep = {len(head_words) - 1} if head_words else set()
     for cue in cues[:1] + cues[-1:]:
         keep |= {i for i, w in enumerate(head_words) if w.start() < cue.end() and w.end() > cue.start()}
     head = _render([w.group() for w in head_words], keep).removesuffix(ELLIPSIS).rstrip() if head_words else ""
     tail_words = [w.group() for w in _WORD.finditer(text, b, e)]
     near = tail_words[:_AFTER]
-    upto = max((i for i, w in enumerate(near) if CUE.search(w)), default=min(1, len(near) - 1))
+    upto = max((i for i, w in enumerate(near) if CUE.search(w)), default=0)
     tail = _render(tail_words, set(range(upto + 1))) if tail_words else ""
     mention = _clip(text[a:b])
     # a mention glued to the next word ("effusions.") keeps its letters; a quote adds no space inside a word

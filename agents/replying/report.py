@@ -30,14 +30,14 @@ def differs_from_report(d: Decision, said: FindingCall | None, report: str | Non
 
 def _writer_says(call: FindingCall | None, roles: ToolRoles, report: str | None) -> str:
     if call is None:
-        return ""
+        return f"not in {roles.short(roles.writers[0])} report" if report and roles.writers else ""
     who = roles.short(call.source)
     if call.implied == "normal_study":
         return f"{who} report reads the study as normal"
     if call.implied == "report_silence":
         return f"not in {who} report"
     if call.task == "classification":
-        return f"{who} list {'has it' if call.status is Status.present else 'leaves it out'}"
+        return f"{who} list has it" if call.status is Status.present else f"not in {who} list"
     if call.task == "detection":
         return f"{who} boxes it"
     said = quoted(call, report)
@@ -46,8 +46,8 @@ def _writer_says(call: FindingCall | None, roles: ToolRoles, report: str | None)
 
 def _scored(call: FindingCall, roles: ToolRoles) -> str:
     who = roles.short(call.source)
-    if call.score is not None and call.score_kind in ("op_norm", "probability"):
-        return f"{who} {call.score:.2f} ({STATUS_WORD[call.status]})"
+    if call.score is not None and call.score_kind in ("op_norm", "probability"):  # the legend gives the threshold
+        return f"{who} {call.score:.2f}" + (" (uncertain)" if call.status is Status.uncertain else "")
     return f"{who}: {STATUS_WORD[call.status]}"
 
 
@@ -66,14 +66,14 @@ def reask_said(reasons: Sequence[Reason], roles: ToolRoles) -> str:
     answer = STATUS_WORD[r.answer.status]
     tail = {"reask_agrees": "now agreeing", "reask_overrules": "outweighs a moderate score",
             "reask_box_overlap": "its box overlaps the heatmap"}.get(r.rule) or _UNRESOLVED.get(r.cause or "", "")
-    return f"re-asked, {asked}: {answer}" + (f", {tail}" if tail else "")
+    return f"re-asked {asked}: {answer}" + (f", {tail}" if tail else "")
 
 
 def review_line(d: Decision, roles: ToolRoles, report: str | None, kind: str | None) -> str:
     """One bullet: the finding once, who says what, the re-ask, the outcome."""
     name = display_name(d.finding)
     if kind is None:
-        kind = "Disputed, unresolved" if d.conflict else "Flagged for review"
+        kind = "unresolved" if d.conflict else "flagged"
     elif d.needs_review:
         kind += ", flagged"
     own = roles.writer_call(d)
@@ -91,8 +91,8 @@ def review_line(d: Decision, roles: ToolRoles, report: str | None, kind: str | N
             seen.add(c.source)
             says.append(_scored(c, roles))
     says.append(reask_said(d.reasons, roles))
-    outcome = f"now {STATUS_WORD[d.status]} ({d.confidence:.2f})"
-    return f"- **{name}** ({kind}): {'; '.join(s for s in says if s)}. {cap(outcome)}."
+    outcome = f"{STATUS_WORD[d.status]} ({d.confidence:.2f})"
+    return f"- **{name}** ({kind}): {'; '.join(s for s in says if s)} → {outcome}."
 
 
 def _sources(d: Decision, roles: ToolRoles, k: int | None) -> str:
@@ -134,10 +134,9 @@ def retrieval_line(evidence: Sequence[Evidence], roles: ToolRoles) -> str | None
         return None
     k = len(r.neighbors)
     if not k:
-        return "Similar prior reports: none found."
+        return "No similar prior reports found."
     normal = sum(1 for n in r.neighbors if "no_finding" in n.labels)
-    return (f"{k} similar prior reports (a prior, not a vote; 'priors' in the table)"
-            + (f"; {normal}/{k} are normal studies." if normal else "."))
+    return f"{k} similar prior reports ({normal} normal): 'priors' in the table, context, not a vote."
 
 
 def report_fields(evidence: Sequence[Evidence], decisions: Sequence[Decision], *, roles: ToolRoles) -> dict:
@@ -167,7 +166,7 @@ def report_fields(evidence: Sequence[Evidence], decisions: Sequence[Decision], *
     if decisions and not review:
         context.append("No conflicts between image sources" + ("; every decision matches the report." if report else "."))
     if any(c.score_kind == "op_norm" for d in decisions for c in d.calls):
-        context.append(f"Classifier numbers are op-point scores (threshold {OP_THRESHOLD:g}), not probabilities.")
+        context.append(f"Classifier numbers: op-point scores (threshold {OP_THRESHOLD:g}), not probabilities.")
     if line := retrieval_line(evidence, roles):
         context.append(line)
     context += [f"- **{e.tool}**: {e.answer}" for e in roles.custom(evidence)]

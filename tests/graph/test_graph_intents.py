@@ -65,7 +65,7 @@ def test_report_omitted_high_confidence_finding_is_reasked_and_added(make_graph,
     text = out["messages"][-1].content
     assert "\nMild cardiomegaly.\n" in text  # the VLM's text, not silently altered
     assert vlm.verify_calls == ["pleural_effusion"]
-    assert "- **Pleural effusion** (Added): not in VLM report; classifier 0.90 (present)" in text
+    assert "- **Pleural effusion** (Added): not in VLM report; classifier 0.90;" in text
     eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
     assert eff.status == Status.present and not eff.needs_review
 
@@ -78,7 +78,7 @@ def test_report_omitted_high_confidence_finding_unverified_is_flagged(make_graph
     out = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
     text = out["messages"][-1].content
     assert "### Needs your review (1)" in text
-    assert "- **Pleural effusion** (Disputed, unresolved): not in VLM report" in text
+    assert "- **Pleural effusion** (unresolved): not in VLM report" in text
     eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
     assert eff.status != Status.absent and eff.needs_review
 
@@ -90,7 +90,7 @@ def test_report_normal_vlm_vs_classifier_positive_is_disputed(make_graph, thread
     out = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, thread())
     text = out["messages"][-1].content
     assert "Heart size is normal. The lungs are clear." in text
-    assert "- **Pleural effusion** (Disputed, unresolved): VLM report reads the study as normal" in text
+    assert "- **Pleural effusion** (unresolved): VLM report reads the study as normal" in text
     eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
     assert eff.needs_review and eff.status != Status.absent  # a high-confidence positive is never dropped
 

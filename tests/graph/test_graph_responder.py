@@ -108,8 +108,8 @@ def test_review_comes_first_then_the_report_then_one_table_each_finding_named_on
     assert f"\n{REPORT}\n" in text  # the report exactly as written
     line = next(x for x in text.splitlines() if x.startswith("- **Pneumothorax**"))
     # who says what (a score, a quote that keeps its negation) and what the re-ask did
-    assert "VLM report “No pneumothorax” (absent)" in line and "classifier 0.81 (present)" in line
-    assert "re-asked, VLM: absent, kept its answer" in line and "Now uncertain (0.50)" in line
+    assert "VLM report “No pneumothorax” (absent)" in line and "classifier 0.81;" in line
+    assert "re-asked VLM: absent, kept its answer" in line and "→ uncertain (0.50)" in line
     rest = outside(text, REPORT)
     for d in ds:
         assert named(rest, d.finding) == 1, (d.finding, rest)
@@ -133,9 +133,9 @@ def test_a_report_that_differs_from_the_decision_is_listed_for_review_even_when_
 def test_a_truncated_report_says_it_was_cut_off():
     ev = [Evidence(tool="vlm", report="Heart size is normal. The lungs", truncated=True)]
     text = compose(ROUTE, ev, [], study={"id": "s"})
-    assert "cut off at the token limit" in text and "not read as absent" in text
+    assert "Cut off at the token limit" in text and "not read as absent" in text
     whole = compose(ROUTE, [Evidence(tool="vlm", report="Heart size is normal.")], [], study={"id": "s"})
-    assert "cut off" not in whole
+    assert "Cut off" not in whole
 
 
 def test_an_unavailable_tool_is_named_once_in_one_short_line():

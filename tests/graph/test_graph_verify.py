@@ -36,7 +36,7 @@ def test_disagreement_resolved_by_reask_agreeing_with_classifier(make_graph, thr
     assert d.status == Status.absent and not d.conflict and d.verification
     assert len([x for x in out["decisions"] if x.finding == "cardiomegaly"]) == 1  # replaced, not duplicated
     text = out["messages"][-1].content
-    assert "- **Cardiomegaly** (Contradicted): VLM report “Cardiomegaly” (present)" in text and "Now absent" in text
+    assert "- **Cardiomegaly** (Contradicted): VLM report “Cardiomegaly” (present)" in text and "→ absent" in text
     assert "\nCardiomegaly.\n" in text  # the VLM text itself is left as written
 
 
@@ -54,7 +54,7 @@ def test_disagreement_unresolved_is_flagged(make_graph, thread, cxr_image):
     d = next(d for d in out["decisions"] if d.finding == "cardiomegaly")
     assert d.conflict and d.needs_review and d.status == Status.uncertain
     text = out["messages"][-1].content
-    assert "- **Cardiomegaly** (Contradicted, flagged):" in text and "Now uncertain" in text
+    assert "- **Cardiomegaly** (Contradicted, flagged):" in text and "→ uncertain" in text
     verification = [e for e in out["evidence"] if e.meta.get("verification") == "cardiomegaly"]
     assert len(verification) == 1 and verification[0].ok
 
