@@ -205,6 +205,9 @@ def forget_thread(
 
         settings = get_settings()
     out.audit_lines = forget_thread_lines(settings, tid)
+    from agents.review.store import forget_reviews
+
+    forget_reviews(settings, tid)  # signed reviews follow their thread
     out.compacted = compact(saver)
     return out
 
@@ -269,8 +272,11 @@ def apply_retention(settings: Settings, *, saver: Any, store: Any, now: float | 
         if info.last_ts < cutoff:
             info.studies |= history_studies(saver, tid)
     expired, doomed, live = expired_threads(threads, cutoff)
+    from agents.review.store import forget_reviews
+
     for tid in sorted(expired):
         saver.delete_thread(tid)
+        forget_reviews(settings, tid)  # signed reviews follow their thread
         out.threads.append(tid)
     sweep_files(settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
     if out.threads:

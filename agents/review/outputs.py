@@ -1,0 +1,64 @@
+"""Verified outputs of a signed review: the SR pair (AI draft + signed reading), FHIR, STOW-RS push.
+
+The push is only on request and only to the PACS study the image was pulled from: the instance is
+found again by its de-identified pixel hash (an uploaded study matches no PACS instance and is
+refused), and only a review signed under a login is sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from agents.review.model import SignedReview
+from tools.interop.signed import (
+    Reader,
+    SignedFinding,
+    SignedResult,
+    ai_draft_sr,
+    require_verified,
+    verified_fhir,
+    verified_sr,
+)
+
+
+def signed_result(signed: SignedReview, *, demo: bool = False) -> SignedResult:
+    """The plain data the interop builders take."""
+    r = signed.reviewer
+    findings = [SignedFinding(finding=it.finding, status=it.final_status.value,
+                              ai_status=None if it.ai_status is None else it.ai_status.value,
+                              action=it.action or "kept", ai_confidence=it.ai_confidence, note=it.note)
+                for it in signed.items]
+    return SignedResult(document_id=signed.review_id, lineage=signed.lineage, version=signed.version,
+                        reader=Reader(name=r.name, identifier=r.id, organisation=r.org, issuer=r.issuer,
+                                      verified=r.authenticated),
+                        signed_at=datetime.fromisoformat(signed.signed_at), findings=findings,
+                        report_text=signed.report_text, ai_report_text=signed.ai_report,
+                        ai_decisions=list(signed.ai_decisions), supersedes=signed.supersedes, demo=demo)
+
+
+def sr_pair(signed: SignedReview, source: Any, *, demo: bool = False) -> tuple[Any, Any]:
+    """(the AI's draft SR, the signed reading's SR referencing it) against the source image header."""
+    result = signed_result(signed, demo=demo)
+    ai = ai_draft_sr(source, result)
+    return ai, verified_sr(source, result, ai)
+
+
+def fhir_bundle(signed: SignedReview, *, study_uid: str | None = None, demo: bool = False) -> Any:
+    return verified_fhir(signed_result(signed, demo=demo), study_uid=study_uid)
+
+
+@dataclass(frozen=True)
+class PushedReading:
+    ai_sop_uid: str
+    verified_sop_uid: str
+
+
+def push_verified(signed: SignedReview, client: Any, study_uid: str, *, demo: bool = False) -> PushedReading:
+    """STOW-RS the AI draft SR and the verified SR into the PACS study the image came from."""
+    require_verified(signed_result(signed, demo=demo))
+    ref = client.locate(study_uid, signed.study_id)
+    ai, ver = sr_pair(signed, client.source_metadata(ref), demo=demo)
+    client.store(ai)
+    client.store(ver)
+    return PushedReading(ai_sop_uid=ai.SOPInstanceUID, verified_sop_uid=ver.SOPInstanceUID)

@@ -1,0 +1,64 @@
+"""Opening a review on a conversation thread: the study's current AI decisions and report, or the draft
+already saved, or a correction of the signed version."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from agents.memory.ledger import StudyLedger, study_decisions
+from agents.review.model import Review, Reviewer, ReviewError
+from agents.review.store import ReviewStore
+
+if TYPE_CHECKING:
+    from cxr_agent.settings import Settings
+
+
+def draft_report(values: Mapping[str, Any]) -> str:
+    """The newest report a report-writing tool recorded on the thread's study (the AI's draft text)."""
+    ledger = values.get("ledger")
+    evidence = [e.evidence for e in ledger.entries] if isinstance(ledger, StudyLedger) else []
+    last = values.get("last_result")
+    if not evidence and isinstance(last, Mapping):
+        evidence = list(last.get("evidence") or [])
+    for ev in reversed(evidence):
+        if getattr(ev, "ok", False) and (getattr(ev, "report", None) or "").strip():
+            return ev.report.strip()
+    return ""
+
+
+def thread_study(values: Mapping[str, Any]) -> str | None:
+    """The study the thread's decisions are about."""
+    ledger = values.get("ledger")
+    if isinstance(ledger, StudyLedger):
+        return ledger.study_id
+    last = values.get("last_result")
+    if isinstance(last, Mapping) and isinstance(last.get("study_id"), str):
+        return last["study_id"]
+    return values.get("study_id")
+
+
+def open_review(graph: Any, thread_id: str, study_id: str | None = None, *, reviewer: Reviewer,
+                settings: Settings | None = None) -> Review:
+    """The review of ``study_id`` (default: the thread's current study) on ``thread_id``.
+
+    A saved draft is resumed (under this reviewer); once a version is signed, a correction of it is
+    opened (it supersedes the signed one when signed); else a fresh review of the AI's decisions."""
+    if settings is None:
+        from cxr_agent.settings import get_settings
+
+        settings = get_settings()
+    values = graph.get_state({"configurable": {"thread_id": thread_id}}).values or {}
+    sid = study_id or thread_study(values)
+    if not sid:
+        raise ReviewError(f"conversation {thread_id!r} has no study yet: ask about an image first")
+    store = ReviewStore.for_settings(settings)
+    draft = store.load_draft(thread_id, sid)
+    if draft is not None:
+        return draft.model_copy(update={"reviewer": reviewer})
+    signed = store.current(thread_id, sid)
+    if signed is not None:
+        return signed.correction(reviewer)
+    decisions = study_decisions(values, sid)
+    return Review.draft(thread_id=thread_id, study_id=sid, reviewer=reviewer, decisions=decisions,
+                        report=draft_report(values) if sid == thread_study(values) else "")
