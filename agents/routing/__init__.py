@@ -2,7 +2,8 @@
 
 ``rules`` decide by cue words; ``semantic`` checks them with an embedding classifier where they are
 unsure; ``llm`` lets a chat model pick, bounded by a timeout. ``make_router`` picks one from settings.
-``mentions`` finds the findings and regions a turn names.
+``mentions`` finds the findings and regions a turn names. ``route_turn`` routes a whole turn: the router,
+follow-ups, side/aspect/comparison, and asking back when unsure (``turn``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Any
 from agents.routing.llm import ROUTER_TIMEOUT_S, _bounded, route_with_llm
 from agents.routing.rules import Route, route
 from agents.routing.semantic import route_semantic
+from agents.routing.turn import ask_back, route_turn
+
+__all__ = ["Route", "ask_back", "make_router", "route", "route_semantic", "route_turn"]
 
 log = logging.getLogger(__name__)
 

@@ -50,8 +50,9 @@ def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", t).strip()
 
 
-def find_mentions(text: str) -> list[_Mention]:
-    """Every non-overlapping finding mention in ``text`` (lower-cased), longest match first."""
+def find_mentions(text: str, *, fuzzy: bool = True) -> list[_Mention]:
+    """Every non-overlapping finding mention in ``text`` (lower-cased), longest match first; ``fuzzy``:
+    misspelt long words count too."""
     t = _clean(text)
     cands: list[_Mention] = []
     for rx, finding in _PHRASE_RES:
@@ -68,7 +69,7 @@ def find_mentions(text: str) -> list[_Mention]:
             if fid is not None:
                 cands.append(_Mention(chunk[0][0], chunk[-1][1], fid))
     covered = [(c.start, c.end) for c in cands]
-    for start, end, word in words:
+    for start, end, word in words if fuzzy else ():
         if len(word) < _FUZZY_MIN_LEN or any(a <= start and end <= b for a, b in covered):
             continue
         fid = _fuzzy_finding(word)
@@ -88,6 +89,27 @@ def _fuzzy_finding(word: str) -> str | None:
     """Spelling-tolerant match of one word against the lexicon (cached: difflib scans it all)."""
     close = difflib.get_close_matches(word, _FUZZY_LEXICON, n=1, cutoff=_FUZZY_CUTOFF)
     return _FUZZY_LEXICON[close[0]] if close else None
+
+
+def fuzzy_readings(text: str, *, floor: float = 0.8) -> list[tuple[str, str, float]]:
+    """(word, finding, similarity), best first and one per finding, for the long word outside every exact
+    mention that comes closest to the lexicon's router_fuzzy words (within ``floor``); empty if none does.
+    The router asks back when two findings are about as close, or the best falls short of the cut-off."""
+    t = _clean(text)
+    exact = [(m.start, m.end) for m in find_mentions(t, fuzzy=False)]
+    best: list[tuple[str, str, float]] = []
+    for m in _WORD.finditer(t):
+        word = m.group()
+        if len(word) < _FUZZY_MIN_LEN or any(a <= m.start() and m.end() <= b for a, b in exact):
+            continue
+        out: dict[str, float] = {}
+        for cand in difflib.get_close_matches(word, _FUZZY_LEXICON, n=8, cutoff=floor):
+            fid = _FUZZY_LEXICON[cand]
+            out[fid] = max(out.get(fid, 0.0), difflib.SequenceMatcher(None, word, cand).ratio())
+        ranked = sorted(((word, f, r) for f, r in out.items()), key=lambda x: -x[2])
+        if ranked and (not best or ranked[0][2] > best[0][2]):
+            best = ranked
+    return best
 
 
 # Words right before the finding a question is about: "post line placement - any pneumothorax?"

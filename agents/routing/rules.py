@@ -23,19 +23,44 @@ from tools.base import IMAGE_INTENTS, INTENT_TOOLS  # noqa: F401 - the one inten
 Intent = Literal["report", "locate", "finding_question", "similar_cases", "explain", "chat"]
 
 
+class Reading(BaseModel):
+    """One way to read an unclear turn, and what would run if the user picks it."""
+
+    intent: Intent
+    finding: str | None = Field(None, description="Canonical finding id this reading asks about, if any.")
+    phrase: str | None = Field(None, description="The user's own words for a target outside the vocabulary.")
+    score: float = Field(0.0, description="The router's confidence in this reading (0-1).")
+
+
+class Clarify(BaseModel):
+    """The router is unsure: ask back with the two likeliest readings instead of running tools on a guess."""
+
+    about: Literal["intent", "finding"] = Field(description="What the router is unsure of.")
+    readings: list[Reading] = Field(min_length=2, max_length=2, description="The two likeliest readings, best first.")
+    reason: str = ""
+
+
 class Route(BaseModel):
-    """Where a turn goes: the intent, its target finding (canonical id) or phrase, and the tools."""
+    """Where a turn goes: the intent, its target finding (canonical id) or phrase, and what the question
+    asks beyond yes/no (side, size or device position, change over time)."""
 
     intent: Intent
     finding: str | None = Field(None, description="Canonical finding id the turn names, if any.")
     findings: list[str] = Field(default_factory=list, description="Every finding the turn names, in order.")
-    phrase: str | None = Field(None, description="Free-text target to ground (locate), e.g. 'left lower lobe opacity'.")
+    phrase: str | None = Field(None, description="Free-text target: what to ground (locate), or the user's words "
+                               "for a finding outside the vocabulary (finding question), e.g. 'free air'.")
     region: str | None = Field(None, description="Anatomical region the locate turn names (a knowledge.vocabulary "
                                "REGIONS id, e.g. 'right_hemidiaphragm'): a location to ground, never a finding.")
-    tools: list[str] = Field(default_factory=list)
     needs_image: bool = Field(False, description="True when the intent needs a study and the turn has none: ask for one.")
     reason: str = ""
     method: Literal["rules", "llm"] = "rules"
+    side: Literal["right", "left", "bilateral"] | None = Field(None, description="The side the turn asks about.")
+    aspect: Literal["rule_out", "position", "size"] | None = Field(
+        None, description="What a yes/no does not settle: exclusion, a device's position, or size/severity.")
+    asks_comparison: bool = Field(False, description="The turn asks about change against an earlier image.")
+    scores: dict[str, float] = Field(default_factory=dict, description="The intent classifier's probabilities "
+                                     "when it was consulted (empty when the rules decided alone).")
+    clarify: Clarify | None = Field(None, description="Set when the router is unsure: the reply asks back.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,9 +212,16 @@ def _locate_phrase(t: str) -> str | None:
     return target
 
 
+# A clarifying question's "general answer" choice starts with this (agents/replying/clarify.py).
+GENERAL_PREFIX = "General question, not about this image:"
+_GENERAL = GENERAL_PREFIX.lower()
+
+
 def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, str]:
     """(intent, reason) for the cleaned turn ``t``; the rule order is the routing policy."""
     named = ", ".join(display_name(f).lower() for f in findings)
+    if t.startswith(_GENERAL):
+        return "chat", "the user asked for a general answer, not a reading of the image"
     locate_cue = bool(_LOCATE.search(t)) and not _LOCATE_EXCLUDE.search(t)
     explain_cue = (bool(_EXPLAIN.search(t)) or (has_history and bool(_EXPLAIN_SOFT.search(t)))
                    or (bool(_EXPLAIN_REF.search(t)) and not locate_cue))
@@ -238,6 +270,7 @@ def asked_side(text: str) -> str | None:
 
 # What a yes/no answer does not settle: how large or severe a finding is, or whether a device sits right.
 _SIZE = re.compile(r"\b(?:how (?:big|large|severe|bad|extensive|much)|size|sized|severity|severe|large|small|tiny|"
+                   r"bigger|larger|smaller|"
                    r"massive|moderate|mild|trace|grade|extent)\b")
 _POSITION = re.compile(r"\b(?:position(?:ed|ing)?|placement|placed|malposition\w*|tip|too (?:high|low|deep|far)|"
                        r"in (?:the )?(?:right|correct|good|proper|satisfactory) (?:place|spot))\b")
@@ -260,21 +293,44 @@ def asks_comparison(text: str) -> bool:
     return bool(_COMPARISON.search(_clean(text or "")))
 
 
-_BACK_REFERENCE = re.compile(r"\b(?:it|its|that|this|they|them|those|these)\b")
+_BACK_REFERENCE = re.compile(r"\b(?:it|its|that|this|they|them|those|these|one|ones)\b")
+# An elliptical follow-up adds only a side, a size, a place or a change to the previous question:
+# "where?", "and on the left?", "how big?", "worse than before?", "same on the right".
+_ELLIPSIS = re.compile(
+    r"^(?:(?:and|so|ok|also|what about|how about|same(?: question)?(?: for)?)\b,? ?)*(?:the )?"
+    r"(?:where(?: exactly)?|which (?:side|lobe|zone)|show(?: me)?(?: where)?|box|mark|highlight|"
+    r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?)(?: side| lung| base| one)?|"
+    r"how (?:big|large|bad|severe|much)|size|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}[?.!]*$")
 
 
-def follow_up(route: dict[str, Any], text: str, previous: list[str]) -> dict[str, Any]:
-    """'Is there an effusion?' then 'Where is it?': a pronoun, in a locate or finding question that names
-    no target of its own, refers to the finding(s) the previous turn asked about (``previous``)."""
-    if (route.get("intent") not in {"locate", "finding_question"} or not previous
-            or route.get("finding") or route.get("phrase") or route.get("region")):
+def follow_up(route: Any, text: str, previous: list[str]) -> Any:
+    """'Is there an effusion?' then 'Where is it?' or 'and on the left?': a locate or finding question that
+    names no target of its own, with a back-reference or nothing but a side/size/place/change, is about the
+    finding(s) the previous turn asked about (``previous``). Takes and returns a Route or a plain dict."""
+    as_dict = route if isinstance(route, dict) else route.model_dump()
+    out = _follow_up(as_dict, text, previous)
+    if out is as_dict:
         return route
-    m = _BACK_REFERENCE.search(_clean(text or ""))
+    return out if isinstance(route, dict) else route.model_copy(
+        update={k: out[k] for k in ("intent", "finding", "findings", "reason")})
+
+
+def _follow_up(route: dict[str, Any], text: str, previous: list[str]) -> dict[str, Any]:
+    t = _clean(text or "")
+    if not previous or route.get("finding") or route.get("phrase") or route.get("region"):
+        return route
+    intent = route.get("intent")
+    ellipsis = _ELLIPSIS.search(t) if len(t.split()) <= 7 else None
+    if intent == "chat" and ellipsis:  # "and on the left?" alone reads as chat: it continues the question
+        intent = "finding_question"
+    if intent not in {"locate", "finding_question"}:
+        return route
+    m = _BACK_REFERENCE.search(t) or ellipsis
     if m is None:
         return route
     named = ", ".join(display_name(f).lower() for f in previous)
-    return {**route, "finding": previous[0], "findings": list(previous),
-            "reason": f"{route.get('reason', '')}; '{m.group(0)}' = {named}, from the previous question"}
+    return {**route, "intent": intent, "finding": previous[0], "findings": list(previous),
+            "reason": f"{route.get('reason', '')}; '{m.group(0).strip()}' = {named}, from the previous question"}
 
 
 _MAX_CHARS = 4000  # a pasted document is routed on its first 4,000 characters (~25 ms worst case)
@@ -321,7 +377,6 @@ def _make_route(intent: str, findings: list[str], t: str, reason: str, *, has_im
         findings=findings,
         phrase=phrase if intent == "locate" else None,
         region=region if intent == "locate" else None,
-        tools=list(INTENT_TOOLS[intent]),
         needs_image=needs_image,
         reason=reason,
         method=method,

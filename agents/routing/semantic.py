@@ -148,7 +148,11 @@ def _families(t: str) -> set[str]:
 
 def rule_decided(t: str, route: Route) -> bool:
     """Whether the rules' route stands without a second opinion (see the module docstring)."""
+    if route.intent == "chat" and t.startswith(rules._GENERAL):
+        return True
     fams = _families(t)
+    if not fams and route.intent == "finding_question" and route.findings and _existence_target(t):
+        return True  # "is there a pneumothorax?": a yes/no question about a finding the vocabulary knows
     if len(fams) != 1 or route.intent not in fams:
         return False
     return route.intent in DECISIVE or (route.intent == "report" and _PLAIN_REPORT.fullmatch(t) is not None)
@@ -158,20 +162,26 @@ _OOV = re.compile(
     r"(?:\bis there|\bare there|\bany(?:thing)?|\bdo (?:you|we) see|\bsigns? of|\bevidence of|\bcould (?:this|it) be|"
     r"\bcompatible with|\bconsistent with|\br/o|\brule out|\bconcern(?:ing)? for|\blooks? like|\bsuggestive of|"
     r"\bdoes (?:the )?(?:patient|pt|this|it) have)\s+(?:(?:any|an?|the|some|signs? of|evidence of)\s+)*"
-    r"(?P<p>[a-z][\w'/ -]*?)\s*(?:\?|$|\b(?:on|in) (?:this|the) (?:image|film|x-?ray|cxr|study|radiograph)\b|"
+    r"['\"]?(?P<p>[a-z][\w'/ -]*?)\s*(?:\?|$|\b(?:on|in) (?:this|the) (?:image|film|x-?ray|cxr|study|radiograph)\b|"
     r"\bhere\b|\bpresent\b|,)"
 )
 
 
-_EXISTS = re.compile(r"^(?:(?:so|and|ok|also),? )?(?:is there|are there|do you see|can you see|does (?:the )?(?:patient|pt) "
-                     r"have|could (?:this|it) be|any (?:signs?|evidence) of)\b")
+_EXISTS = re.compile(r"^(?:(?:so|and|ok|also|pls|please),? )?(?:is there|are there|do you see|can you see|does (?:the )?"
+                     r"(?:patient|pt) have|could (?:this|it) be|(?:any )?(?:signs?|evidence) of|r/o|rule out|"
+                     r"(?:eval(?:uate)?|assess|check|look) for|concern(?:ing)? for)(?:\b|(?<=/o))")
 _GENERIC = re.compile(r"^(?:anything|something|any ?thing|abnormalit(?:y|ies)|(?:an? )?acute|(?:any )?(?:acute )?"
                       r"(?:process|findings?|problems?|issues?)|wrong|concerning|normal)\b")
 
 
+# "any pneumomediastinum?": the whole turn is 'any' and a short noun phrase (not a request for opinions)
+_ANY_THING = re.compile(r"^(?:and |also |so )?any (?!(?:thoughts?|ideas?|questions?|comments?|news|updates?|"
+                        r"suggestions?|advice|help|chance|way|luck|time|more|other)\b)[a-z][\w'/-]*(?: [\w'/-]+){0,3} ?\??$")
+
+
 def _existence_target(t: str) -> bool:
     """A yes/no existence question whose object is one specific thing, not 'anything abnormal'."""
-    if not _EXISTS.search(t):
+    if not (_EXISTS.search(t) or _ANY_THING.match(t)):
         return False
     phrase = oov_phrase(t)
     return bool(phrase) and not _GENERIC.match(phrase)
@@ -207,13 +217,15 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
         return _with_phrase(route.model_copy(update={"reason": f"{route.reason} (rules only: embedder unavailable: "
                                                                 f"{why})"}), t)
     scores = clf.scores(t)
+    route = route.model_copy(update={"scores": {k: round(v, 4) for k, v in scores.items()}})
     best = max(scores, key=scores.__getitem__)
     lead = scores[best] - scores.get(route.intent, 0.0)
     if best == route.intent or scores[best] < MIN_SCORE or lead < MIN_MARGIN:
         return _with_phrase(route, t)
     reason = (f"semantic: the embedding classifier says {best} ({scores[best]:.2f} vs {route.intent} "
               f"{scores.get(route.intent, 0.0):.2f}); rules said: {route.reason}")
-    new = _with_phrase(rules._make_route(best, list(route.findings), t, reason, has_image=has_image, method="rules"), t)
+    new = rules._make_route(best, list(route.findings), t, reason, has_image=has_image, method="rules")
+    new = _with_phrase(new.model_copy(update={"scores": route.scores}), t)
     if new.intent == "finding_question" and route.intent == "report" and not new.findings and new.phrase is None:
         # "Is this normal?": the rules read a question about the whole study, and the classifier's finding
         # question would have nothing named to ask about; the whole read answers it.
