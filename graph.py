@@ -42,6 +42,10 @@ from tools.ingestion.intake import Studies
 from tools.registry import resolve_tools
 
 NODES = ("ingest", "router", "tools", "reconcile", "verify", "respond")
+try:  # the run-config key of a run's default durability (langgraph reads it when invoke() names none)
+    from langgraph._internal._constants import CONFIG_KEY_DURABILITY as _DURABILITY_KEY
+except ImportError:  # pragma: no cover - older/newer layouts
+    _DURABILITY_KEY = "__pregel_durability"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ def build_graph(
 
         checkpointer = scrubbing(checkpointer)
     compiled = g.compile(checkpointer=checkpointer or None, name="cxr_agent")
+    if checkpointer:  # a turn is saved once, when it ends, unless a run asks otherwise (a server's own runs do)
+        compiled = compiled.with_config(configurable={_DURABILITY_KEY: settings.checkpoint_durability})
     _RUNTIMES[compiled] = GraphRuntime(settings=settings, tools=registry, capabilities=dict(nodes.caps),
                                        studies=studies)
     return compiled

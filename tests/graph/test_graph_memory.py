@@ -105,7 +105,7 @@ def test_checkpoints_hold_no_pixels(make_graph, tmp_path, cxr_image):
 
     conn = sqlite3.connect(db)
     largest = conn.execute("select max(length(checkpoint)) from checkpoints").fetchone()[0]
-    writes = conn.execute("select max(length(value)) from writes").fetchone()[0]
+    writes = conn.execute("select max(length(value)) from writes").fetchone()[0] or 0
     assert largest < 50_000 and writes < 50_000  # the study is 1024 x 1024 float32 = 4 MB
 
 
@@ -165,3 +165,25 @@ def test_every_saver_kind_is_scrubbing(make_graph, cxr_image):
     stored = repr(mem.storage) + repr(mem.writes) + repr(mem.blobs)
     assert "DOE_JOHN" not in stored and not [p for p in _probes(data) if repr(p)[2:-1] in stored]
     assert not any(d for d in mem.blobs.values() if isinstance(d, tuple) and data[1000:1016] in d[1])
+
+
+def test_a_turn_is_checkpointed_once_and_nothing_twice(make_graph, tmp_path, cxr_image):
+    """One checkpoint per turn (``checkpoint_durability="exit"``), holding the study's ledger and its
+    decisions once: no copy of the decisions under another key, no turn record."""
+    import sqlite3
+
+    from agents.memory.checkpointers import serializer
+
+    db = tmp_path / "once.sqlite"
+    g = make_graph(ScriptedVLM(report="Cardiomegaly."), classifier({"cardiomegaly": 0.85, "nodule": 0.7}),
+                   checkpointer=make_checkpointer(url=f"sqlite:///{db}"))
+    cfg = {"configurable": {"thread_id": "once"}}
+    g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, cfg)
+    g.invoke({"messages": [("user", "Is there cardiomegaly?")]}, cfg)
+    conn = sqlite3.connect(db)
+    assert conn.execute("select count(*) from checkpoints").fetchone()[0] == 2
+    kind, blob = conn.execute("select type, checkpoint from checkpoints order by checkpoint_id desc").fetchone()
+    values = serializer().loads_typed((kind, blob))["channel_values"]
+    assert {"ledger", "decisions"} <= set(values) and not {"last_result", "record", "decisions_before"} & set(values)
+    in_replies = serializer().dumps_typed(values["messages"])[1].count(b"rationale")  # the replies' payloads
+    assert blob.count(b"rationale") - in_replies == len(values["decisions"])  # the state holds each decision once
