@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     checkpointer_url: str | None = Field(
         None, description="'memory', 'sqlite:///path.db' (default: <data_dir>/checkpoints.sqlite) or postgresql://..."
     )
+    checkpoint_durability: Literal["exit", "async", "sync"] = Field(
+        "exit", description="When a turn is saved: 'exit' once, when it ends (a turn cut off by a crash is not kept; "
+        "a sixth of the bytes of 'async'), 'async'/'sync' after every step of it.")
     # --- Postgres checkpointer pool ---------
     checkpointer_pool_min_size: int = Field(1, ge=0, le=1000, description="Postgres connections kept open.")
     checkpointer_pool_max_size: int = Field(
