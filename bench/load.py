@@ -5,7 +5,7 @@ user opens a new conversation on their own study and asks ``turns`` questions in
 finding question, a follow-up "where is it?", an explanation, similar cases), all users at once; a ninth
 client sends a malformed upload and an over-long message each round. Reported: p50/p95 wall time per turn
 type, errors (anything but a reply or the expected refusals), cross-talk (a reply naming another user's
-study, or a thread holding turns it was not sent), how many turns ran at once, and the server's resident
+study, or a thread holding turns it was not sent), how many turns the server ran at once, and its resident
 memory after each round (and after deleting every conversation at the end). Not part of `make bench`:
 it starts a server and runs for minutes.
 """
@@ -227,6 +227,23 @@ def ninth_client(url: str, tally: Tally) -> None:
     client.threads.delete(thread)
 
 
+class ServerActivity(threading.Thread):
+    """Samples the server's own count of runs executing (``/metrics``: ``workers.active``) until stopped."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.most_active, self.stop = url, 0, threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=5) as http:
+            while not self.stop.wait(0.1):
+                try:
+                    workers = http.get("/metrics", params={"format": "json"}).json().get("workers") or {}
+                    self.most_active = max(self.most_active, int(workers.get("active") or 0))
+                except (httpx.HTTPError, ValueError):
+                    continue
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -247,6 +264,8 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4) 
             studies.append(r.json()["study_id"])
         started = memory_start = rss_mib(pid)
         threads: list[str] = []
+        activity = ServerActivity(url)
+        activity.start()
         t0 = time.perf_counter()
         for _ in range(rounds):
             with ThreadPoolExecutor(users + 1) as pool:
@@ -255,6 +274,7 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4) 
                 threads += [t for f in futures if (t := f.result())]
             memory.append(rss_mib(pid))
         wall = time.perf_counter() - t0
+        activity.stop.set()
         for t in threads:  # every conversation deleted: is the memory given back?
             httpx.delete(f"{url}/cxr/threads/{t}", timeout=120)
         after_delete = rss_mib(pid)
@@ -264,7 +284,8 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4) 
         "turns_done": sum(len(v) for v in tally.times.values()),
         "p50_s": {k: round(statistics.median(v), 3) for k, v in sorted(tally.times.items())},
         "p95_s": {k: round(percentile(v, 0.95), 3) for k, v in sorted(tally.times.items())},
-        "errors": tally.errors, "cross_talk": tally.cross_talk, "most_turns_at_once": tally.most_in_flight,
+        "errors": tally.errors, "cross_talk": tally.cross_talk,
+        "most_turns_sent_at_once": tally.most_in_flight, "most_turns_running_on_server": activity.most_active,
         "rss_mib_start": round(started, 1), "rss_mib_per_round": [round(m, 1) for m in memory],
         "rss_growth_mib_per_round_after_warmup": [round(g, 1) for g in growth],
         "rss_mib_after_deleting_all": round(after_delete, 1), "rss_mib_before_rounds": round(memory_start, 1),
