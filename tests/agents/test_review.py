@@ -11,8 +11,8 @@ from graph_scripted import ScriptedVLM, classifier
 
 from agents.review import (
     Review,
-    ReviewError,
     Reviewer,
+    ReviewError,
     ReviewIncomplete,
     ReviewSigned,
     ReviewStore,
