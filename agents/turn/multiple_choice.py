@@ -9,10 +9,11 @@ The rule, in order (numbers in ``ChoiceRule``):
    "normal"), whether it asserts their absence ("no", "without", "absent", "negative for", ...) and
    the side it names (left / right / bilateral).
 2. **Ask the tools** on every image: each image tool with the ``finding_question`` intent gets one
-   request naming every finding the options name (the VLM answers with its trained yes/no form);
-   when options name a side, each image tool with the ``locate`` intent is asked to ground them (the
-   VLM's trained grounding form); a prior tool (retrieval) is asked for similar cases: its calls
-   only shift confidence, never a status.
+   request naming every finding the options name, a sided one first (the VLM answers with its
+   trained yes/no form; the classifier scores every finding and maps the first one's heatmap box);
+   when options name a side, each report-writing image tool with the ``locate`` intent is asked to
+   ground them (the VLM's trained grounding form); a prior tool (retrieval) is asked for similar
+   cases with the question: its calls only shift confidence, never a status.
 3. **Reconcile**: ``agents.reconciling.decide.decide`` over every call, with the graph's policy
    (prior tools never vote); a conflict between image sources is re-asked once of a verifying tool
    and settled by ``agents.reconciling.settle.resolve``.
@@ -266,15 +267,17 @@ class MultipleChoice:
         studies = [self.load_study(Path(p)) for p in q.images]
         evidence: list[Evidence] = []
         image_tools = [n for n, c in self.caps.items() if c.image_source]
+        focus = sided[0] if sided else (findings[0] if findings else None)
         for study in studies:
             if findings:
                 for n in image_tools:
                     if self._intent(n, "finding_question"):
                         evidence.append(self._run(n, ToolRequest(
-                            intent="finding_question", text=q.question, study=study, finding=findings[0],
-                            findings=tuple(findings), thread_id=thread_id), called))
-            for n in image_tools:
-                if sided and self._intent(n, "locate"):
+                            intent="finding_question", text=q.question, study=study, finding=focus,
+                            findings=tuple(dict.fromkeys([f for f in (focus,) if f] + findings)),
+                            thread_id=thread_id), called))
+            for n in image_tools:  # grounding is a report writer's form; a scorer's box comes with its answer
+                if sided and self.caps[n].writes_report and self._intent(n, "locate"):
                     evidence.append(self._run(n, ToolRequest(
                         intent="locate", text=q.question, study=study, finding=sided[0],
                         findings=tuple(dict.fromkeys(sided)), thread_id=thread_id), called))
