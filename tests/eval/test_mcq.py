@@ -228,7 +228,8 @@ def test_thread_per_case_is_explicit_and_shares_the_case_thread(cab: Path, tmp_p
     items = [it for it in adapters.load("chestagentbench", cab) if not it.skip]
     vlm = Tool("vlm", {}, intents=("finding_question", "chat"), chat="A")
     out = tmp_path / "case.jsonl"
-    runner.run(items, _answerer(vlm), runner.RunConfig(bench="chestagentbench", tools=("vlm",), thread_per="case"), out)
+    runner.run(items, _answerer(vlm), runner.RunConfig(bench="chestagentbench", tools=("vlm",), thread_per="case"), out,
+               concurrency=2)  # cases in parallel, a case's questions in order
     rows = _rows(out)
     by_case = {}
     for r in rows:
@@ -305,7 +306,8 @@ def test_the_cli_runs_resumes_and_reports(cab: Path, tmp_path: Path, monkeypatch
     vlm = Tool("vlm", {"pleural_effusion": 0.9, "cardiomegaly": 0.8}, intents=("finding_question", "locate", "chat"),
                box=Box(x1=0.05, y1=0.5, x2=0.35, y2=0.9), chat="Answer: A", writes_report=True)
     cls = Tool("classifier", {"pleural_effusion": 0.8})
-    g = make_graph(vlm, cls)
+    custom = Tool("nodule-ai", {"cardiomegaly": 0.9})
+    g = make_graph(vlm, cls, custom)
     monkeypatch.setattr(evaluate, "_mcq_graph", lambda _s: g)
     cli = CliRunner()
     out = tmp_path / "r.jsonl"
@@ -318,8 +320,21 @@ def test_the_cli_runs_resumes_and_reports(cab: Path, tmp_path: Path, monkeypatch
     assert [r["id"] for r in _rows(out)] == ["90001_q1", "90001_q2", "90001_q3", "90002_q1", "90002_q2"]
     bad = cli.invoke(app, ["eval", "mcq", "chestagentbench", str(cab), "--tools", "vlm,xray-ai"])
     assert bad.exit_code == 1 and "unknown tool(s) xray-ai" in bad.output
+    bad = cli.invoke(app, ["eval", "mcq", "chestagentbench", str(cab), "--thread-per", "session"])
+    assert bad.exit_code == 1 and "--thread-per must be 'question' or 'case'" in bad.output
+    arm = tmp_path / "custom.jsonl"  # a custom tool is an arm like any other
+    res = cli.invoke(app, ["eval", "mcq", "chestagentbench", str(cab), "--out", str(arm), "--tools", "nodule-ai"])
+    assert res.exit_code == 0, res.output
+    assert {t for r in _rows(arm) for t in r["tools_called"]} == {"nodule-ai"} and custom.requests
     page = tmp_path / "rep.html"
-    res = cli.invoke(app, ["eval", "mcq-report", str(out), "--out", str(page)])
+    res = cli.invoke(app, ["eval", "mcq-report", str(out), str(arm), "--out", str(page)])
     assert res.exit_code == 0, res.output
     assert page.read_text().startswith("<!doctype html>") and "Letter confusion" in page.read_text()
-    assert "| vlm |" in page.with_suffix(".md").read_text()
+    md = page.with_suffix(".md").read_text()
+    assert "| vlm |" in md and "| nodule-ai |" in md
+
+
+def test_concurrency_is_capped_by_the_vlm_backend(settings) -> None:
+    assert runner.max_concurrency(settings) == 1  # in process: one generation at a time
+    served = settings.model_copy(update={"vlm_backend": "openai", "tool_workers": 6})
+    assert runner.max_concurrency(served) == 6
