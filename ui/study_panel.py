@@ -21,13 +21,15 @@ from ui.resources import capabilities
 
 UPLOAD_TYPES_HELP = "PNG, JPEG or DICOM (.dcm; files without an extension are accepted too)."
 DISPLAY_MAX_SIDE = 900
+# The uploader's own limit, within ingestion's 512 MB (tools/ingestion/loader.py MAX_FILE_BYTES). Not 512
+# itself: Streamlit prints 512 MB as "1GB per file", a limit the app does not have.
+UPLOAD_LIMIT_MB = 500
 
 
 def upload_section(state, graph: Any = None) -> None:
-    from tools.ingestion.loader import MAX_FILE_BYTES  # lazy: the loader pulls in the decoders
-    uploaded = st.file_uploader(  # the limit shown is the one ingestion enforces, whatever the server option
+    uploaded = st.file_uploader(  # shows and enforces UPLOAD_LIMIT_MB, whatever the server option says
         "Upload a chest radiograph", type=None, key=S.uploader_key(state), help=UPLOAD_TYPES_HELP,
-        max_upload_size=MAX_FILE_BYTES // 2**20,
+        max_upload_size=UPLOAD_LIMIT_MB,
     )
     if uploaded is not None:
         with st.spinner("Reading the study..."):  # a message sent meanwhile waits for it (S.ingest_upload)
