@@ -338,3 +338,27 @@ def test_concurrency_is_capped_by_the_vlm_backend(settings) -> None:
     assert runner.max_concurrency(settings) == 1  # in process: one generation at a time
     served = settings.model_copy(update={"vlm_backend": "openai", "tool_workers": 6})
     assert runner.max_concurrency(served) == 6
+
+
+def test_retrieval_is_a_prior_that_never_decides_on_its_own() -> None:
+    class Prior:
+        name, intents, image_source = "retrieval", frozenset({"similar_cases"}), False
+
+        def __init__(self) -> None:
+            self.requests: list[ToolRequest] = []
+
+        def run(self, r: ToolRequest) -> Evidence:
+            self.requests.append(r)
+            return Evidence(tool="retrieval", calls=[FindingCall(finding="pneumothorax", status=Status.present, score=0.9,
+                                                                 score_kind="neighbor_fraction", source="retrieval")])
+
+    prior = Prior()
+    q = MultipleChoiceQuestion(question="Which?", options={"A": "Pneumothorax", "B": "Pleural effusion"},
+                               images=[Path("x.png")])
+    ans = _answerer(prior, Tool("classifier", {})).answer(q, thread_id="t")
+    assert prior.requests and prior.requests[0].study is None and prior.requests[0].text == "Which?"
+    # the classifier calls both absent; the neighbours' 90% only shifts the pneumothorax decision's confidence
+    d = {x.finding: x for x in ans.decisions}
+    assert d["pneumothorax"].status is Status.absent and d["pleural_effusion"].status is Status.absent
+    alone = _answerer(prior).answer(q, thread_id="t2")
+    assert alone.letter is None and alone.decided_by == "fallback"  # a prior alone decides nothing
