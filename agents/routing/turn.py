@@ -15,6 +15,7 @@ unsure the route carries ``clarify`` (the two likeliest readings) and the reply 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,8 +41,7 @@ def route_turn(router: Router, text: str, *, has_image: bool, has_history: bool 
                previous_findings: Sequence[str] = ()) -> Route:
     """Route one user turn: ``router(text, has_image=, has_history=)``, then follow-ups, side/aspect/comparison
     and the ask-back decision. ``previous_findings``: what the previous turn asked about."""
-    raw = router(text, has_image=has_image, has_history=has_history)
-    route = raw if isinstance(raw, Route) else Route.model_validate(raw)
+    route = _as_route(router(text, has_image=has_image, has_history=has_history))
     route = follow_up(route, text, list(previous_findings))
     route = route.model_copy(update={
         "needs_image": route.intent in IMAGE_INTENTS and not has_image,
@@ -49,6 +49,19 @@ def route_turn(router: Router, text: str, *, has_image: bool, has_history: bool 
     })
     clarify = ask_back(route, text)
     return route.model_copy(update={"clarify": clarify}) if clarify else route
+
+
+def _as_route(raw: Any) -> Route:
+    """A custom router may answer with a Route, another pydantic model, a dataclass or a plain dict."""
+    if isinstance(raw, Route):
+        return raw
+    if hasattr(raw, "model_dump"):
+        raw = raw.model_dump()
+    elif dataclasses.is_dataclass(raw) and not isinstance(raw, type):
+        raw = dataclasses.asdict(raw)
+    elif not isinstance(raw, dict):
+        raw = dict(vars(raw))
+    return Route.model_validate(raw)
 
 
 def ask_back(route: Route, text: str) -> Clarify | None:

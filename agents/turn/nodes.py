@@ -30,8 +30,9 @@ from agents.memory.ledger import (
 )
 from agents.reconciling import decide as reconciler
 from agents.reconciling.study import reconcile_study, unasked
+from agents.replying import clarify as clarifying
 from agents.replying import compose as responder
-from agents.routing.rules import asked_aspect, asked_side, asks_comparison, follow_up
+from agents.routing import route_turn
 from agents.state import CxrState, validate_input
 from agents.turn.events import ToolStartEvent, writer
 from agents.turn.history import chat_history
@@ -76,18 +77,6 @@ def previous_findings(messages: list[Any]) -> list[str]:
             found = cxr.get("findings") or ([cxr["finding"]] if cxr.get("finding") else [])
             return [f for f in found if isinstance(f, str)]
     return []
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, dict):
-        return dict(obj)
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.asdict(obj)
-    return dict(vars(obj))
 
 
 _MODEL_SETTINGS = ("model_profile", "vlm_", "classifier_", "embedder", "index_", "openai_model", "retrieval_")
@@ -260,11 +249,8 @@ class Nodes:
         text = last_user_text(messages)
         has_history = bool(state.get("last_result")) or len(messages) > 1
         try:
-            route = _as_dict(self._route(text, has_image=bool(state.get("study_id")), has_history=has_history))
-            route = follow_up(route, text, previous_findings(messages))
-            route["asks_comparison"] = asks_comparison(text)
-            route["side"] = asked_side(text)
-            route["aspect"] = asked_aspect(text)
+            route = route_turn(self._route, text, has_image=bool(state.get("study_id")), has_history=has_history,
+                               previous_findings=previous_findings(messages)).model_dump()
         except Exception as exc:  # noqa: BLE001 - routing must never end the turn
             log.exception("router failed")
             route = {"intent": "chat", "finding": None, "phrase": None, "tools": [], "needs_image": False,
@@ -272,7 +258,7 @@ class Nodes:
         writer()({"event": "route", "intent": route.get("intent"), "finding": route.get("finding"),
                   "tools": self.selected(route), "reason": route.get("reason", ""),
                   "needs_image": bool(route.get("needs_image")) and not state.get("study_id")})
-        goto, reused = self.fan_out(route, state, config)
+        goto, reused = ("respond", []) if route.get("clarify") else self.fan_out(route, state, config)  # ask back
         update: dict[str, Any] = {"route": route}
         if reused:
             update["evidence"] = reused  # answered from the study's ledger: not run again
@@ -506,9 +492,11 @@ class Nodes:
         if route.get("intent") == "explain" and prior and study_id and prior.get("study_id") != study_id:
             notes.append("These conclusions were reached on the previously loaded study.")
         try:
-            text = responder.compose(route, evidence, decisions, demo=self.settings.is_demo, notes=notes,
-                                     study=study_info, prior=prior, ingest_error=state.get("ingest_error"),
-                                     roles=self.roles)
+            text = clarifying.question(route["clarify"], last_user_text(state.get("messages") or [])) \
+                if route.get("clarify") else \
+                responder.compose(route, evidence, decisions, demo=self.settings.is_demo, notes=notes,
+                                  study=study_info, prior=prior, ingest_error=state.get("ingest_error"),
+                                  roles=self.roles)
         except Exception as exc:  # noqa: BLE001 - the reply itself must not crash the turn
             log.exception("responder failed")
             text = f"The answer could not be composed ({type(exc).__name__}: {exc})."
@@ -519,6 +507,8 @@ class Nodes:
         record = build_record(route, evidence, decisions, list(before or []), text, study_id=study_id, notes=notes)
         cxr = {**responder.payload(route, evidence, decisions, study_id=study_id, demo=self.settings.is_demo),
                **payload_extras(record)}
+        if route.get("clarify"):  # the two readings, for the UI's buttons
+            cxr["clarify"] = {"choices": clarifying.choices(route["clarify"], last_user_text(state.get("messages") or []))}
         writer()({"event": "reply", "text": text})
         from agents.memory.audit_log import record_reply  # one PHI-free line per reply
 
