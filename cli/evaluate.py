@@ -445,3 +445,33 @@ def mcq_report(
     md.write_text(report.markdown(summaries, title=title), encoding="utf-8")
     _console().print(report.markdown(summaries, title=title))
     _console().print(f"wrote {out} and {md}")
+
+
+@app.command("agreement")
+def agreement_cmd(
+    file: Annotated[Path, typer.Argument(help="JSONL written by `cxr-agent review export`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for agreement.json and agreement.png.")] = Path("agreement"),
+) -> None:
+    """Per-finding agreement of the AI draft with readers' signed results (kappa, AI sensitivity/specificity)."""
+    import json
+
+    from rich.table import Table
+
+    from eval.agreement import CAVEAT, AgreementError, agreement, plot, read_rows, to_json
+
+    try:
+        results = agreement(read_rows(file))
+    except AgreementError as exc:
+        _fail(str(exc))
+    table = Table(title="AI draft vs signed result, per finding")
+    for col in ("finding", "n", "kappa", "sensitivity", "specificity", "changed"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.finding, str(r.n), _fmt(r.kappa), _fmt(r.sensitivity), _fmt(r.specificity), str(r.changed))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "agreement.json").write_text(json.dumps(to_json(results), indent=2), encoding="utf-8")
+    png = plot(results, out / "agreement.png")
+    console = _console()
+    console.print(table)
+    console.print(f"[yellow]{CAVEAT}[/yellow]")
+    console.print(f"wrote {out / 'agreement.json'} and {png}")
