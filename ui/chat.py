@@ -43,6 +43,9 @@ def render_turn(turn: TurnResult) -> None:
             st.error(f"This turn failed ({turn.error}). The conversation is kept; you can try again.")
         else:
             st.markdown(defang(turn.reply))  # model and corpus text: no links or images
+            from ui.clarify import clarify_buttons  # a clarifying question's two readings as buttons
+
+            clarify_buttons(turn)
             if turn.failed_tools:
                 st.caption(f"Unavailable this turn: {', '.join(turn.failed_tools)}")
 
