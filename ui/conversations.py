@@ -130,6 +130,7 @@ class Restored:
     turns: list[TurnResult]
     study_id: str | None
     study_count: int
+    labels: dict[str, str]  # study id -> "Study n", in the order the studies came
 
 
 def restore(graph: Any, thread_id: str) -> Restored:
@@ -155,4 +156,5 @@ def restore(graph: Any, thread_id: str) -> Restored:
         last.decisions = as_decisions(values.get("decisions"))
     studies = _study_ids(messages)
     current = values.get("study_id") if isinstance(values.get("study_id"), str) else None
-    return Restored(turns, current or (studies[-1] if studies else None), len(studies))
+    labels = {sid: f"Study {i}" for i, sid in enumerate(studies, 1)}
+    return Restored(turns, current or (studies[-1] if studies else None), len(studies), labels)

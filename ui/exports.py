@@ -7,11 +7,13 @@ de-identified study facts only, and every decision with the evidence it rests on
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
+from knowledge.evidence import Decision
 from knowledge.markdown import defang
 from ui.evidence_table import (
     COL_CLASSIFIER,
@@ -47,14 +49,26 @@ def findings_markdown_table(turn: TurnResult) -> str:
     return "\n".join(lines)
 
 
+_HEADING = re.compile(r"^(#{1,6})(\s)", re.MULTILINE)
+
+
+def nest_headings(text: str, under: int) -> str:
+    """Headings inside a reply, moved below a heading of level ``under`` (a reply's "## Report" under
+    "### Turn 2" becomes "#### Report"), so the file's outline reads top-down."""
+    return _HEADING.sub(lambda m: "#" * min(6, len(m.group(1)) + under) + m.group(2), text)
+
+
 def conversation_markdown(
     turns: Sequence[TurnResult],
     *,
     study_facts: Mapping[str, Any] | None = None,
     demo: bool = False,
     thread_id: str | None = None,
+    study_labels: Mapping[str, str] | None = None,
 ) -> str:
-    """The whole conversation as a Markdown report: facts, each exchange, each turn's findings."""
+    """The whole conversation as a Markdown report: facts, each exchange, each turn's findings.
+
+    Every turn names the study it was about (``study_labels``: study id -> the page's label)."""
     out = ["# cxr-agent conversation report", ""]
     if demo:
         out += [f"> **{DEMO_WARNING}**", ""]
@@ -66,17 +80,28 @@ def conversation_markdown(
     out += ["## Conversation", ""]
     for i, t in enumerate(turns, 1):
         # model, corpus and user text: defanged as on screen, so a viewer of the file fetches and links nothing
-        out += [f"### Turn {i}", "", f"**Clinician:** {defang(t.user_text)}", ""]
+        out += [f"### Turn {i}", "", f"**Study:** {_study_name(t, study_labels)}", "",
+                f"**Clinician:** {defang(t.user_text)}", ""]
+        if t.stopped:
+            out += ["**Assistant:** _(stopped; no answer kept)_", ""]
+            continue
         if t.error:
             out += [f"**Assistant:** _(error: {t.error})_", ""]
             continue
-        out += ["**Assistant:**", "", defang(t.reply.strip()), ""]
+        out += ["**Assistant:**", "", nest_headings(defang(t.reply.strip()), 3), ""]
         table = findings_markdown_table(t)
         if table:
             out += ["**Structured findings (this turn):**", "", table, ""]
         if t.failed_tools:
             out += [f"_Unavailable this turn: {', '.join(t.failed_tools)}._", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _study_name(turn: TurnResult, labels: Mapping[str, str] | None) -> str:
+    sid = turn.study_id or turn.cxr.get("study_id")
+    if not sid:
+        return "none (no image was used)"
+    return (labels or {}).get(sid) or f"study {str(sid)[:12]}"
 
 
 def findings_json(
@@ -115,13 +140,38 @@ def findings_json(
 
 
 # --- DICOM SR and FHIR downloads -------------------------------
-def latest_findings_turn(turns: Sequence[TurnResult]) -> TurnResult | None:
-    """The most recent turn that produced reconciled findings (what the SR / FHIR downloads describe)."""
-    return next((t for t in reversed(turns) if t.decisions and not t.error), None)
+def latest_findings_turn(turns: Sequence[TurnResult], study_id: str | None = None) -> TurnResult | None:
+    """The most recent turn with reconciled findings, about ``study_id`` when given: with the study's
+    evidence ledger its decisions are that study's current decisions, whatever the turn asked."""
+    return next((t for t in reversed(turns) if t.decisions and not t.error
+                 and (study_id is None or (t.study_id or t.cxr.get("study_id")) == study_id)), None)
 
 
-def dicom_sr_bytes(turns: Sequence[TurnResult], study: Any, *, demo: bool = False) -> bytes | None:
-    """The latest findings as a DICOM SR file, written against the DE-IDENTIFIED study.
+def report_text(turns: Sequence[TurnResult], turn: TurnResult) -> str:
+    """The report an export carries: the latest written report on the turn's study (a follow-up's
+    reply answers one question, it is not the report), else the turn's own reply."""
+    sid = turn.study_id or turn.cxr.get("study_id")
+    report = next((t for t in reversed(turns) if t.intent == "report" and t.answered
+                   and (t.study_id or t.cxr.get("study_id")) == sid), None)
+    return (report or turn).reply
+
+
+def studies_with_findings(turns: Sequence[TurnResult]) -> list[str]:
+    """The studies the conversation has findings for, in the order they first appeared."""
+    out: list[str] = []
+    for t in turns:
+        sid = t.study_id or t.cxr.get("study_id")
+        if t.decisions and not t.error and sid and sid not in out:
+            out.append(sid)
+    return out
+
+
+def dicom_sr_bytes(turns: Sequence[TurnResult], study: Any, *, demo: bool = False,
+                   decisions: Sequence[Decision] | None = None) -> bytes | None:
+    """The study's current findings as a DICOM SR file, written against the DE-IDENTIFIED study.
+
+    ``decisions``: the study's current decisions when the caller has them (the thread's state, see
+    agents.memory.ledger.study_decisions); else those of the latest turn about this study.
 
     A download never carries the PACS patient module: the SR references the UIDs minted from the
     study's pixel hash (tools.interop.sr.deidentified_source). `pacs push` is what writes against
@@ -130,26 +180,28 @@ def dicom_sr_bytes(turns: Sequence[TurnResult], study: Any, *, demo: bool = Fals
 
     from tools.interop.sr import build_sr, deidentified_source
 
-    turn = latest_findings_turn(turns)
+    turn = latest_findings_turn(turns, getattr(study, "id", None))
     if turn is None or study is None:
         return None
-    sr = build_sr(deidentified_source(study), decisions=turn.decisions, evidence=turn.evidence,
-                  report_text=turn.reply, demo=demo)
+    sr = build_sr(deidentified_source(study), decisions=list(decisions or turn.decisions), evidence=turn.evidence,
+                  report_text=report_text(turns, turn), demo=demo)
     buf = io.BytesIO()
     sr.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
 
-def fhir_report_json(turns: Sequence[TurnResult], study: Any = None, *, demo: bool = False) -> str | None:
-    """The latest findings as a FHIR R4B Bundle (DiagnosticReport + Observations + Device), validated.
+def fhir_report_json(turns: Sequence[TurnResult], study: Any = None, *, demo: bool = False,
+                     decisions: Sequence[Decision] | None = None) -> str | None:
+    """The study's current findings as a FHIR R4B Bundle (DiagnosticReport + Observations + Device), validated.
 
     The imaging study is referenced by the de-identified study's UID, like the SR download."""
     from tools.interop.fhir import build_fhir_bundle, fhir_json
     from tools.interop.sr import deidentified_source
 
-    turn = latest_findings_turn(turns)
+    turn = latest_findings_turn(turns, getattr(study, "id", None))
     if turn is None:
         return None
     uid = deidentified_source(study).StudyInstanceUID if study is not None else None
-    return fhir_json(build_fhir_bundle(decisions=turn.decisions, evidence=turn.evidence, report_text=turn.reply,
+    return fhir_json(build_fhir_bundle(decisions=list(decisions or turn.decisions), evidence=turn.evidence,
+                                       report_text=report_text(turns, turn),
                                        demo=demo, study_uid=uid))

@@ -82,7 +82,7 @@ def reopen(state, graph: Any, thread_id: str) -> None:
             study = studies(graph).get(found.study_id)
         except Exception as exc:  # noqa: BLE001 - deleted by retention or unreadable: the chat still opens
             log.warning("study of a reopened conversation unavailable (%s)", type(exc).__name__)
-    S.open_conversation(state, thread_id, found.turns, study, found.study_count)
+    S.open_conversation(state, thread_id, found.turns, study, found.study_count, found.labels)
 
 
 def open_listed(state, graph: Any, book: OwnerBook, thread_id: str) -> None:

@@ -27,6 +27,7 @@ K_TURNS = "cxr_turns"
 K_STUDY = "cxr_study"
 K_STUDY_NAME = "cxr_study_name"  # the page's label for the study ("Study 2 · PA"), never the file name
 K_STUDY_COUNT = "cxr_study_count"
+K_STUDY_LABELS = "cxr_study_labels"  # study id -> the page's label, for every study of the conversation
 K_PENDING = "cxr_pending_image"
 K_UPLOAD_SIG = "cxr_upload_sig"
 K_UPLOAD_ERROR = "cxr_upload_error"
@@ -51,6 +52,7 @@ def init_session(state: MutableMapping[str, Any]) -> None:
     state.setdefault(K_UPLOAD_ERROR, None)
     state.setdefault(K_UPLOADER_NONCE, 0)
     state.setdefault(K_INBOX, [])
+    state.setdefault(K_STUDY_LABELS, {})
 
 
 def new_conversation(state: MutableMapping[str, Any]) -> None:
@@ -65,10 +67,11 @@ def new_conversation(state: MutableMapping[str, Any]) -> None:
     state[K_UPLOADER_NONCE] = int(state.get(K_UPLOADER_NONCE, 0)) + 1  # uploader, popovers, overlay pickers
     state[K_INBOX] = []
     state[K_STUDY_COUNT] = 0  # the next upload is "Study 1" again
+    state[K_STUDY_LABELS] = {}
 
 
 def open_conversation(state: MutableMapping[str, Any], thread_id: str, turns: list[TurnResult],
-                      study: Study | None, study_count: int) -> None:
+                      study: Study | None, study_count: int, labels: dict[str, str] | None = None) -> None:
     """Show a stored conversation: its thread, turns and last study (nothing pending: the graph has it)."""
     new_conversation(state)
     state[K_THREAD] = thread_id
@@ -76,6 +79,9 @@ def open_conversation(state: MutableMapping[str, Any], thread_id: str, turns: li
     state[K_STUDY] = study
     state[K_STUDY_COUNT] = study_count
     state[K_STUDY_NAME] = study_label(study_count, study) if study is not None else None
+    state[K_STUDY_LABELS] = dict(labels or {})
+    if study is not None:
+        state[K_STUDY_LABELS][study.id] = state[K_STUDY_NAME]
 
 
 def submit_prompt(state: MutableMapping[str, Any], key: str) -> None:
@@ -139,6 +145,7 @@ def _ingest(state: MutableMapping[str, Any], name: str, data: bytes, loader: Cal
     state[K_STUDY] = study
     state[K_STUDY_COUNT] = int(state.get(K_STUDY_COUNT) or 0) + 1
     state[K_STUDY_NAME] = study_label(state[K_STUDY_COUNT], study)
+    state.setdefault(K_STUDY_LABELS, {})[study.id] = state[K_STUDY_NAME]
     state[K_PENDING] = study.id  # an id, not the bytes: nothing raw is kept or sent
     return None
 

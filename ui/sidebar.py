@@ -14,11 +14,17 @@ import streamlit as st
 from cxr_agent.settings import DISCLAIMER, Settings
 from ui import session as S
 from ui.conversations import OwnerBook
-from ui.exports import conversation_markdown, dicom_sr_bytes, fhir_report_json, findings_json
+from ui.exports import (
+    conversation_markdown,
+    dicom_sr_bytes,
+    fhir_report_json,
+    findings_json,
+    studies_with_findings,
+)
 from ui.history import K_OWNER, conversations_section, forget
 from ui.model_status import StatusLine, index_present, tool_load_states
 from ui.remote import identity_warning, is_remote, open_server_warning
-from ui.resources import status_lines, study_store
+from ui.resources import status_lines, studies, study_store
 from ui.turn import TurnResult
 
 log = logging.getLogger("cxr_agent.ui")
@@ -40,15 +46,17 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None, book
             study = state[S.K_STUDY]
             facts = S.study_facts(study) if study is not None else None
             kw = {"study_facts": facts, "demo": settings.is_demo, "thread_id": state[S.K_THREAD]}
+            labels = state[S.K_STUDY_LABELS]
             st.download_button(
-                "Download report (Markdown)", conversation_markdown(turns, **kw), file_name="cxr-agent-report.md",
+                "Download report (Markdown)", conversation_markdown(turns, study_labels=labels, **kw),
+                file_name="cxr-agent-report.md",
                 mime="text/markdown", on_click="ignore", width="stretch",
             )
             st.download_button(
                 "Download findings (JSON)", findings_json(turns, **kw), file_name="cxr-agent-findings.json",
                 mime="application/json", on_click="ignore", width="stretch",
             )
-            _structured_downloads(turns, study, settings)
+            _structured_downloads(state, turns, study, settings, graph)
         if book is not None and graph is not None:
             conversations_section(state, settings, graph, book)
         st.subheader("Models")
@@ -84,10 +92,23 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None, book
         st.caption(DISCLAIMER)
 
 
-def _structured_downloads(turns: list[TurnResult], study: Any, settings: Settings) -> None:
-    """DICOM SR and FHIR JSON of the latest findings, against the de-identified study."""
+def _structured_downloads(state, turns: list[TurnResult], study: Any, settings: Settings, graph: Any) -> None:
+    """DICOM SR and FHIR JSON of one study's current decisions (the reader picks the study when the
+    conversation holds several), against the de-identified study."""
+    found = studies_with_findings(turns)
+    if not found:
+        return
+    labels = state[S.K_STUDY_LABELS]
+    chosen = study.id if study is not None and study.id in found else found[-1]
+    if len(found) > 1:
+        chosen = st.selectbox("Study to export (SR, FHIR)", found, index=found.index(chosen),
+                              format_func=lambda sid: labels.get(sid) or f"study {sid[:12]}",
+                              key=f"cxr_export_study_{state[S.K_UPLOADER_NONCE]}")
+    target = study if study is not None and study.id == chosen else _stored_study(graph, chosen)
+    decisions = _current_decisions(graph, state[S.K_THREAD], chosen)
     try:
-        sr, fhir = dicom_sr_bytes(turns, study, demo=settings.is_demo), fhir_report_json(turns, study, demo=settings.is_demo)
+        sr = dicom_sr_bytes(turns, target, demo=settings.is_demo, decisions=decisions)
+        fhir = fhir_report_json(turns, target, demo=settings.is_demo, decisions=decisions)
     except Exception as exc:  # noqa: BLE001 - a failed export must not break the page
         log.warning("structured export failed (%s)", type(exc).__name__)
         st.caption(f"DICOM SR / FHIR export unavailable ({type(exc).__name__}).")
@@ -98,6 +119,29 @@ def _structured_downloads(turns: list[TurnResult], study: Any, settings: Setting
     if fhir is not None:
         st.download_button("Download FHIR JSON", fhir, file_name="cxr-agent-fhir.json", mime="application/fhir+json",
                            on_click="ignore", width="stretch")
+
+
+def _stored_study(graph: Any, study_id: str) -> Any:
+    """An earlier study of the conversation, from the store (None if retention removed it)."""
+    try:
+        return studies(graph).get(study_id)
+    except Exception:  # noqa: BLE001 - gone or unreadable: no SR for it, the FHIR still goes out
+        return None
+
+
+def _current_decisions(graph: Any, thread_id: str, study_id: str) -> list[Any] | None:
+    """The study's current decisions as the thread's state holds them (its evidence ledger); None when
+    the state has none for it (an earlier study: its latest turn's decisions are used)."""
+    if graph is None or is_remote(graph):
+        return None
+    try:
+        from agents.memory.ledger import study_decisions
+
+        values = graph.get_state({"configurable": {"thread_id": thread_id}}).values
+        return study_decisions(values, study_id) or None
+    except Exception:  # noqa: BLE001 - an older checkpoint or an unreadable state: the turns' decisions
+        log.warning("study decisions unavailable", exc_info=True)
+        return None
 
 
 def forget_conversation(state, settings: Settings, graph: Any, book: OwnerBook | None = None) -> None:
