@@ -73,6 +73,9 @@ def main() -> None:
     with left:
         image_section(state, graph)
     evidence_section(state, graph)
+    from ui.review import review_section  # the sign-off panel under the evidence
+
+    review_section(state, settings, graph)
     sidebar(state, settings, graph, graph_error, book)
 
 

@@ -216,8 +216,8 @@ class Review(_Content):
         return self._act(finding, "rejected", flipped, note)
 
     def change(self, finding: str, status: Status | str, note: str = "") -> FindingReview:
-        """The reader sets the status (present, absent or uncertain)."""
-        return self._act(finding, "changed", _status(status), note)
+        """The reader sets the status (present, absent or uncertain); a finding the reader added stays "added"."""
+        return self._act(finding, "added" if self.item(finding).ai_status is None else "changed", _status(status), note)
 
     def add(self, finding: str, status: Status | str = Status.present, note: str = "") -> FindingReview:
         """A finding the tools missed, from the vocabulary (id or any synonym it knows)."""
