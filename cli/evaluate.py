@@ -406,7 +406,7 @@ def mcq(
         console.print("[bold yellow]thread per case: questions of a case share one thread and see earlier "
                       "answers; not comparable with published per-question numbers[/]")
     with _progress() as progress:
-        task = progress.add_task(f"{bench} [{'+'.join(names)}]", total=todo)
+        task = progress.add_task(f"{bench} ({'+'.join(names)})", total=todo)
         try:
             runner.run(items, answerer, config, out, concurrency=workers, on_done=lambda _r: progress.advance(task))
         except runner.RunConfigError as exc:
