@@ -243,6 +243,15 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def label_origin(text_size: tuple[int, int], wanted: tuple[int, int], image_size: tuple[int, int],
+                 pad: int = 3) -> tuple[int, int]:
+    """Where a box's label goes: at the box's top-left corner, moved left or up just enough that the
+    whole label (and its backing) stays on the image: a box at the right or bottom edge keeps a
+    readable label instead of one cut off at the edge."""
+    (tw, th), (x, y), (w, h) = text_size, wanted, image_size
+    return max(pad, min(x, w - tw - pad)), max(pad, min(y, h - th - pad))
+
+
 def draw_boxes(
     img: Image.Image, boxes: Iterable[OverlayBox], *, width: int | None = None, palette: SourcePalette | None = None,
 ) -> Image.Image:
@@ -257,7 +266,8 @@ def draw_boxes(
         colour = palette.color(b.source)
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
         text = b.caption
-        tx, ty = x1 + line, y1 + line
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tx, ty = label_origin((right - left, bottom - top), (x1 + line, y1 + line), out.size)
         bbox = draw.textbbox((tx, ty), text, font=font)
         draw.rectangle((bbox[0] - 2, bbox[1] - 1, bbox[2] + 2, bbox[3] + 1), fill=(0, 0, 0))
         draw.text((tx, ty), text, fill=colour, font=font)

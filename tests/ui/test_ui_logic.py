@@ -432,3 +432,25 @@ def test_turn_reads_typed_events_and_ignores_foreign_chunks():
     t = run_turn(ScriptedGraph(items, {"messages": []}), "hi", thread_id="t1")
     assert t.progress[0] == ":material/hourglass_top: vlm started (re-asking about Pneumothorax, Nodule)"
     assert len(t.progress) == 2 and t.error is None
+
+
+def test_flagged_rows_come_first_in_the_evidence_table():
+    """A decision flagged for review without a conflict between sources (e.g. a re-ask that stayed
+    uncertain) is shown at the top, with the conflicts, not among the absent findings."""
+    from knowledge.evidence import Decision, Status
+    from ui.evidence_table import build_rows
+
+    decisions = [
+        Decision(finding="cardiomegaly", status=Status.present, confidence=0.9, agreeing=["classifier"]),
+        Decision(finding="pneumothorax", status=Status.absent, confidence=0.6, needs_review=True,
+                 agreeing=["classifier"]),
+    ]
+    rows = build_rows(sample_evidence(), decisions)
+    assert [r["_finding_id"] for r in rows[:2]] == ["pneumothorax", "cardiomegaly"]
+
+
+def test_the_upload_limit_shown_is_within_what_ingestion_takes():
+    from tools.ingestion.loader import MAX_FILE_BYTES
+    from ui.study_panel import UPLOAD_LIMIT_MB
+
+    assert 0 < UPLOAD_LIMIT_MB * 2**20 <= MAX_FILE_BYTES

@@ -161,3 +161,12 @@ def test_unknown_capabilities_fall_back_to_the_builtins_and_a_missing_source_is_
     assert all(UNKNOWN_COLOR not in p for p in ROLE_PALETTES.values())
     h = OverlayHeatmap.from_any({"finding": "edema", "uri": "/h.npy"})
     assert h is not None and h.key == "Edema (unknown source)"
+
+
+def test_a_label_near_the_image_edge_stays_on_the_image():
+    from ui.overlays import label_origin
+
+    assert label_origin((120, 14), (40, 50), (900, 900)) == (40, 50)  # room: at the box's corner
+    x, y = label_origin((120, 14), (880, 893), (900, 900))  # a box in the bottom-right corner
+    assert x + 120 <= 900 - 3 and y + 14 <= 900 - 3 and x >= 3 and y >= 3
+    assert label_origin((2000, 14), (10, 10), (900, 900))[0] == 3  # wider than the image: starts at its edge
