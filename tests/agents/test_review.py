@@ -161,3 +161,32 @@ def test_forgetting_a_thread_deletes_its_reviews(reviewed, settings):
     forget_thread(tid, saver=g.checkpointer, store=StudyStore.from_settings(settings),
                   artifacts_dir=settings.artifacts_dir, settings=settings)
     assert store.signed(tid) == [] and not any(store.root.iterdir())
+
+
+def test_retention_deletes_the_reviews_of_expired_threads_only(settings, make_graph, thread, cxr_images):
+    import time
+
+    from agents.memory.retention import apply_retention
+    from tools.ingestion.store import StudyStore
+
+    g = make_graph(ScriptedVLM(report="Small right pneumothorax."), classifier({"cardiomegaly": 0.9}))
+    store = ReviewStore.for_settings(settings)
+
+    def signed_thread(image) -> str:
+        cfg = thread()
+        g.invoke({"messages": [("user", "Write a report")], "image": str(image)}, cfg)
+        review = open_review(g, cfg["configurable"]["thread_id"], reviewer=READER, settings=settings)
+        review.accept("cardiomegaly")
+        store.save_signed(review.sign())
+        return cfg["configurable"]["thread_id"]
+
+    old = signed_thread(cxr_images[0])
+    time.sleep(0.05)
+    boundary = time.time()
+    time.sleep(0.05)
+    new = signed_thread(cxr_images[1])
+    now = time.time()
+    out = apply_retention(settings.model_copy(update={"retention_days": (now - boundary) / 86400}),
+                          saver=g.checkpointer, store=StudyStore.from_settings(settings), now=now)
+    assert out.threads == [old]
+    assert store.signed(old) == [] and len(store.signed(new)) == 1
