@@ -114,9 +114,11 @@ def forget(state, settings: Settings, graph: Any, book: OwnerBook, thread_id: st
 
 
 def listed(graph: Any, book: OwnerBook, owner: str) -> list[str]:
-    """This reader's conversations: on a graph server, the threads it lists for this reader (it knows
-    who is asking), taken into the owner table so Open and Delete work; else the owner table's."""
-    if is_remote(graph):
+    """This reader's conversations: on a graph server that knows who is asking, the threads it lists for
+    this reader, taken into the owner table so Open and Delete work; else (in process, or a server that
+    shows this app everyone's threads) the owner table's."""
+    caller = graph.caller() if is_remote(graph) else None
+    if caller is not None and caller.get("sees_all") is False:
         return [t for t in graph.conversations(MAX_LISTED) if book.claim(t, owner)]
     return book.threads(owner)[:MAX_LISTED]
 

@@ -147,7 +147,8 @@ def _ui(server, settings, token: str, **over):
     return connect(settings.model_copy(update={"graph_url": server.url, "server_token": SecretStr(token), **over}))
 
 
-def test_the_remote_ui_acts_for_its_signed_in_reader_and_lists_only_their_conversations(server, settings, cxr_images):
+def test_the_remote_ui_acts_for_its_signed_in_reader_and_lists_only_their_conversations(server, settings, cxr_images,
+                                                                                       tmp_path):
     from langgraph_sdk.errors import NotFoundError
 
     from ui.remote import SignedInUser, identity_warning
@@ -161,6 +162,14 @@ def test_the_remote_ui_acts_for_its_signed_in_reader_and_lists_only_their_conver
     assert events[-1]["event"] == "reply"
     assert erin.conversations() == ["ui-" + "e" * 32]
     assert frank.conversations() == []
+    from ui.conversations import OwnerBook
+    from ui.history import listed
+
+    book = OwnerBook(tmp_path / "owners.sqlite")  # the sidebar's list: the server's, for this reader
+    assert listed(erin, book, "login:erin") == ["ui-" + "e" * 32] and book.owns("ui-" + "e" * 32, "login:erin")
+    assert listed(frank, book, "login:frank") == []
+    service = _ui(server, settings, SERVICE)  # sees everyone's threads: the app's own table decides
+    assert listed(service, book, "login:someone") == []
     with pytest.raises(NotFoundError):
         frank.get_state(config)
     uri = erin.get_state(config).values["messages"][-1]["additional_kwargs"]["cxr"]["heatmaps"][0]["uri"]
