@@ -150,6 +150,38 @@ def ask_of(evidence: Evidence) -> Ask | None:
     return None
 
 
+def as_ledger(value: Any) -> StudyLedger | None:
+    """The state's ledger as a StudyLedger: a server whose own serializer does not know our types
+    hands it back as plain data (its strict mode blocks unregistered classes), read here."""
+    if isinstance(value, StudyLedger) or value is None:
+        return value
+    try:
+        return StudyLedger.model_validate(value)
+    except ValueError:
+        return None
+
+
+def as_decisions(values: Any) -> list[Decision]:
+    """Decisions from the state, read back into ``Decision`` when they come as plain data."""
+    out = []
+    for d in values or []:
+        try:
+            out.append(d if isinstance(d, Decision) else Decision.model_validate(d))
+        except ValueError:
+            continue
+    return out
+
+
+def _as_evidence(values: Any) -> list[Evidence]:
+    out = []
+    for e in values or []:
+        try:
+            out.append(e if isinstance(e, Evidence) else Evidence.model_validate(e))
+        except ValueError:
+            continue
+    return out
+
+
 def from_legacy(last_result: Mapping[str, Any] | None) -> StudyLedger | None:
     """A ledger from the ``last_result`` an earlier version kept (study id, decisions, latest evidence
     per tool): each tool's evidence becomes an entry under the ask of that turn's intent."""
@@ -157,8 +189,7 @@ def from_legacy(last_result: Mapping[str, Any] | None) -> StudyLedger | None:
         return None
     study_id = last_result["study_id"]
     kind = str(last_result.get("intent") or "report")
-    items = [(key_for(study_id, e.tool, Ask(kind=kind), e), e, None)
-             for e in last_result.get("evidence") or [] if isinstance(e, Evidence)]
+    items = [(key_for(study_id, e.tool, Ask(kind=kind), e), e, None) for e in _as_evidence(last_result.get("evidence"))]
     return StudyLedger(study_id=study_id).record(items)
 
 
@@ -166,12 +197,12 @@ def study_decisions(values: Mapping[str, Any], study_id: str | None = None) -> l
     """The current decisions of a study from a thread's state values (``graph.get_state(cfg).values``):
     the ledger's study by default; ``[]`` when ``study_id`` names another study. Reads checkpoints
     written before the ledger (their ``last_result``) too."""
-    ledger = values.get("ledger")
-    if isinstance(ledger, StudyLedger):
+    ledger = as_ledger(values.get("ledger"))
+    if ledger is not None:
         if study_id is not None and study_id != ledger.study_id:
             return []
-        return [d for d in values.get("decisions") or [] if isinstance(d, Decision)]
+        return as_decisions(values.get("decisions"))
     last = values.get("last_result")
     if isinstance(last, Mapping) and last.get("study_id") and (study_id is None or last["study_id"] == study_id):
-        return [d for d in last.get("decisions") or [] if isinstance(d, Decision)]
+        return as_decisions(last.get("decisions"))
     return []

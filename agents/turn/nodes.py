@@ -22,6 +22,8 @@ from agents.memory.ledger import (
     REUSED_META,
     Ask,
     StudyLedger,
+    as_decisions,
+    as_ledger,
     ask_of,
     from_legacy,
     key_for,
@@ -171,9 +173,7 @@ class Nodes:
         """The thread's ledger of ``study_id`` (read from an older ``last_result`` if that is all there is)."""
         if not study_id:
             return None
-        ledger = state.get("ledger")
-        if not isinstance(ledger, StudyLedger):
-            ledger = from_legacy(state.get("last_result"))
+        ledger = as_ledger(state.get("ledger")) or from_legacy(state.get("last_result"))
         return ledger if ledger is not None and ledger.study_id == study_id else None
 
     # ------------------------------------------------------------------ nodes
@@ -471,7 +471,7 @@ class Nodes:
         route = state.get("route") or {"intent": "chat"}
         evidence = list(state.get("evidence") or [])
         before = state.get("decisions_before")  # set when this turn reconciled
-        decisions = list(state.get("decisions") or []) if before is not None else []
+        decisions = as_decisions(state.get("decisions")) if before is not None else []
         study_id = state.get("study_id")
         study_info = None
         if study_id:
@@ -484,8 +484,7 @@ class Nodes:
         if (route.get("intent") not in {"explain", None} and not state.get("ingest_error") and not evidence
                 and not (route.get("needs_image") and not study_id)):
             notes.append(f"No tool serves the {str(route.get('intent')).replace('_', ' ')} intent in this setup.")
-        ledger = state.get("ledger")
-        ledger = ledger if isinstance(ledger, StudyLedger) else from_legacy(state.get("last_result"))
+        ledger = as_ledger(state.get("ledger")) or from_legacy(state.get("last_result"))
         prior = None  # what "why?" explains: the decisions held for the ledger's study, and its evidence
         if ledger is not None:
             prior = {"study_id": ledger.study_id, "evidence": ledger.evidence(), "decisions": study_decisions(state)}

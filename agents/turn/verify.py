@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
 
-from agents.memory.ledger import Ask, StudyLedger, key_for
+from agents.memory.ledger import Ask, as_decisions, as_ledger, key_for
 from agents.reconciling.study import settle, signature, unasked
 from agents.state import CxrState
 from agents.turn.events import writer
@@ -74,7 +74,7 @@ def pick_verifier(decision: Decision, usable: list[str]) -> str:
 
 def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> dict[str, Any]:
     emit = writer()
-    decisions = list(state.get("decisions") or [])
+    decisions = as_decisions(state.get("decisions"))
     conflicted = unasked(decisions, nodes.policy)  # a conflict the ledger holds a re-ask for is settled already
     names = ", ".join(d.finding.replace("_", " ") for d in conflicted)
     if not nodes.settings.verify_conflicts:
@@ -99,8 +99,8 @@ def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> d
     for d in conflicted:
         groups.setdefault(pick_verifier(d, usable), []).append(d)
     image_sources = {n for n, c in nodes.caps.items() if c.image_source}
-    ledger = state.get("ledger")
-    ledger = ledger if isinstance(ledger, StudyLedger) and ledger.study_id == state.get("study_id") else None
+    ledger = as_ledger(state.get("ledger"))
+    ledger = ledger if ledger is not None and ledger.study_id == state.get("study_id") else None
     known = [*(ledger.evidence() if ledger is not None else []), *evidence]
     resolved: list[Decision] = []
     checks: list[Evidence] = []

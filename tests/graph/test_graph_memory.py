@@ -187,3 +187,47 @@ def test_a_turn_is_checkpointed_once_and_nothing_twice(make_graph, tmp_path, cxr
     assert {"ledger", "decisions"} <= set(values) and not {"last_result", "record", "decisions_before"} & set(values)
     in_replies = serializer().dumps_typed(values["messages"])[1].count(b"rationale")  # the replies' payloads
     assert blob.count(b"rationale") - in_replies == len(values["decisions"])  # the state holds each decision once
+
+
+STRICT_CONVERSATION = textwrap.dedent("""
+    import json, logging, sys
+    logging.basicConfig(level=logging.WARNING)
+    sys.path.insert(0, "tests")
+    from graph_scripted import ScriptedVLM, classifier
+    from langgraph.checkpoint.memory import InMemorySaver
+    from agents.memory.checkpointers import make_checkpointer
+    from cxr_agent.settings import Settings
+    from graph import build_graph
+    s = Settings(model_profile="tiny", offline=True, data_dir=sys.argv[1], tool_timeout_s=30)
+    savers = {"plain": InMemorySaver(), "ours": make_checkpointer(url=f"sqlite:///{sys.argv[1]}/c.sqlite")}
+    out = {}
+    for name, saver in savers.items():
+        g = build_graph(s, tools=[ScriptedVLM(report="Cardiomegaly."), classifier({"cardiomegaly": 0.85, "nodule": 0.7})],
+                        builtin_tools=False, plugins=False, checkpointer=saver)
+        cfg = {"configurable": {"thread_id": name}}
+        g.invoke({"messages": [("user", "Write a report")], "image": sys.argv[2]}, cfg)
+        g.invoke({"messages": [("user", "Is there a nodule?")]}, cfg)
+        why = g.invoke({"messages": [("user", "Why?")]}, cfg)
+        values = g.get_state(cfg).values
+        out[name] = {"n": len(values["messages"]), "ledger": type(values["ledger"]).__name__,
+                     "decisions": sorted({type(d).__name__ for d in values["decisions"]}),
+                     "why": why["messages"][-1].content}
+    print(json.dumps(out))
+""")
+
+
+def test_a_conversation_under_strict_deserialization(tmp_path, cxr_image):
+    """Under LANGGRAPH_STRICT_MSGPACK=true every type in the state loads: with a plain saver (as a
+    LangGraph server has) the graph's typed state schema registers them, with ours its serializer does."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LANGGRAPH_STRICT_MSGPACK": "true", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", STRICT_CONVERSATION, str(tmp_path), str(cxr_image)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in ("plain", "ours"):
+        assert result[name]["n"] == 6 and result[name]["ledger"] == "StudyLedger", result[name]
+        assert result[name]["decisions"] == ["Decision"]
+        assert "Nodule" in result[name]["why"] and "nothing to explain" not in result[name]["why"]
+    assert "Blocked deserialization" not in proc.stderr and "unregistered type" not in proc.stderr
