@@ -95,3 +95,33 @@ def first_frame_prefix(pixel_data: bytes) -> bytes:
         if len(out) >= HEADER_PREFIX_BYTES or codestream_size(bytes(out)) is not None:
             break
     return bytes(out)
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is zlib'd
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+
+
+def file_meta_transfer_syntax(data: bytes) -> str | None:
+    """The Transfer Syntax UID in a DICOM file's meta group (0002), read by hand without parsing the
+    dataset (pydicom inflates a deflated dataset whole, unbounded, before anything can check it).
+    None when there is no preamble or no such element."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return None
+    pos, end = 132, min(len(data), 132 + 65536)  # group 0002 is small; never scan further
+    while pos + 8 <= end:
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            return None
+        vr = data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                return None
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            pos += 12
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            pos += 8
+        if element == 0x0010:
+            return data[pos : pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos += length
+    return None

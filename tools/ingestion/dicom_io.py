@@ -26,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from tools.ingestion.codestream import codestream_size, first_frame_prefix
+from tools.ingestion.codestream import (
+    DEFLATED,
+    codestream_size,
+    file_meta_transfer_syntax,
+    first_frame_prefix,
+)
 from tools.ingestion.deid import body_part_term, safe_metadata
 from tools.ingestion.study import (
     MAX_PIXELS,
@@ -84,6 +89,11 @@ def read_dataset(data: bytes) -> Any:
     import pydicom
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+    if file_meta_transfer_syntax(data) == DEFLATED:  # pydicom would inflate it whole, with no bound
+        raise UnsupportedFormat(
+            "This DICOM is stored with the Deflated transfer syntax (the whole file zip-compressed), which is "
+            "not accepted for images: it can expand without limit. Export it uncompressed or JPEG-compressed."
+        )
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception:

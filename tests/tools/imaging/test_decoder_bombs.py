@@ -149,3 +149,46 @@ def test_a_matching_compressed_dicom_still_loads():
     frame = np.round(phantom(96, 80) * 255).astype(np.uint8)
     study = load_study(_dicom_around(bytes(jpeg_ls.encode(frame)), "1.2.840.10008.1.2.4.80", rows=96, cols=80))
     assert study.width == 80 and study.height == 96
+
+
+def _deflated_bomb(path: Path, inflated_mb: int = 512) -> None:
+    """A deflated DICOM (a few hundred KB) whose dataset inflates to ``inflated_mb`` of zeros."""
+    import struct
+    import zlib
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    head = io.BytesIO()
+    head.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(head, meta, enforce_standard=True)
+    ds = Dataset()
+    ds.Modality = "CR"
+    small = io.BytesIO()
+    ds.save_as(small, implicit_vr=False, little_endian=True)  # no file meta: the bare dataset
+    size = inflated_mb * 2**20
+    element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, size)  # PixelData: zeros
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    with path.open("wb") as fh:
+        fh.write(head.getvalue())
+        fh.write(z.compress(small.getvalue() + element))
+        chunk = b"\x00" * 2**24
+        for _ in range(size // len(chunk)):
+            fh.write(z.compress(chunk))
+        fh.write(z.flush())
+
+
+def test_a_deflated_dicom_is_refused_before_it_is_inflated(tmp_path):
+    path = tmp_path / "deflated.dcm"
+    _deflated_bomb(path)
+    assert path.stat().st_size < 2 * 2**20
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(ROOT)], capture_output=True, text=True,
+                          timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == "UnsupportedFormat" and result["growth_mb"] < PEAK_GROWTH_BOUND_MB, result
