@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from agents.memory.ledger import StudyLedger, study_decisions
 from agents.review.model import Review, Reviewer, ReviewError
 from agents.review.store import ReviewStore
+from knowledge.evidence import Decision
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -38,6 +39,17 @@ def thread_study(values: Mapping[str, Any]) -> str | None:
     return values.get("study_id")
 
 
+def typed_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """State values with the ledger and decisions as models: a remote graph (LangGraph Server) returns
+    them as JSON objects."""
+    out = dict(values)
+    if isinstance(out.get("ledger"), Mapping):
+        out["ledger"] = StudyLedger.model_validate(out["ledger"])
+    if out.get("decisions"):
+        out["decisions"] = [d if isinstance(d, Decision) else Decision.model_validate(d) for d in out["decisions"]]
+    return out
+
+
 def open_review(graph: Any, thread_id: str, study_id: str | None = None, *, reviewer: Reviewer,
                 settings: Settings | None = None) -> Review:
     """The review of ``study_id`` (default: the thread's current study) on ``thread_id``.
@@ -48,7 +60,7 @@ def open_review(graph: Any, thread_id: str, study_id: str | None = None, *, revi
         from cxr_agent.settings import get_settings
 
         settings = get_settings()
-    values = graph.get_state({"configurable": {"thread_id": thread_id}}).values or {}
+    values = typed_values(graph.get_state({"configurable": {"thread_id": thread_id}}).values or {})
     sid = study_id or thread_study(values)
     if not sid:
         raise ReviewError(f"conversation {thread_id!r} has no study yet: ask about an image first")

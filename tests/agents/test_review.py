@@ -190,3 +190,24 @@ def test_retention_deletes_the_reviews_of_expired_threads_only(settings, make_gr
                           saver=g.checkpointer, store=StudyStore.from_settings(settings), now=now)
     assert out.threads == [old]
     assert store.signed(old) == [] and len(store.signed(new)) == 1
+
+
+def test_a_remote_graphs_json_state_is_reviewed_too(reviewed, settings):
+    """LangGraph Server returns the state as JSON: the ledger and decisions are read back into models."""
+    import json
+    from types import SimpleNamespace
+
+    from langchain_core.load import dumpd
+
+    g, tid = reviewed
+    values = g.get_state({"configurable": {"thread_id": tid}}).values
+    as_json = json.loads(json.dumps({k: v.model_dump(mode="json") if hasattr(v, "model_dump") else
+                                     [d.model_dump(mode="json") for d in v] if k == "decisions" else dumpd(v)
+                                     for k, v in values.items()}, default=str))
+
+    class Remote:
+        def get_state(self, config):
+            return SimpleNamespace(values=as_json)
+
+    review = open_review(Remote(), tid, reviewer=READER, settings=settings)
+    assert review.pending() == ["cardiomegaly"] and review.ai_report.startswith("Small right pneumothorax")
