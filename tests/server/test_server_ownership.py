@@ -1,8 +1,10 @@
 """Two users and the service identity against a real LangGraph Server (`langgraph dev` + langgraph.json with
 server/auth.py): neither user can read, list, run in or delete the other's threads, nor see the other's
-studies or heatmaps; the service identity sees and deletes everything (forget)."""
+studies or heatmaps; the service identity sees and deletes everything (forget, retention)."""
 
 from __future__ import annotations
+
+import time
 
 import httpx
 import pytest
@@ -213,3 +215,27 @@ def test_owners_and_the_service_delete_with_their_studies(server, worlds):
 
     settings = Settings(data_dir=server.data_dir)
     assert not uploaded_by(settings, alice["study"], "alice") and not uploaded_by(settings, bob["study"], "bob")
+
+
+def test_retention_through_the_service_identity_reaches_every_users_threads(server):
+    import asyncio
+
+    from langgraph_sdk import get_client
+
+    from cxr_agent.settings import Settings
+    from server.threads import retention_pass
+    from tools.ingestion.store import StudyStore
+
+    mine = {who: _sdk(server, who).threads.create()["thread_id"] for who in ("alice", "bob")}
+    settings = Settings(model_profile="tiny", data_dir=server.data_dir, retention_days=1)
+    store = StudyStore.from_settings(settings)
+    later = time.time() + 2 * 86400  # both idle past the one-day retention
+
+    def sweep(who: str):
+        client = get_client(url=server.url, api_key=None, headers=_headers(who))
+        return asyncio.run(retention_pass(client, settings, store, now=later))
+
+    assert sweep("alice").threads == [mine["alice"]]  # a user's pass sees (and deletes) only its own
+    swept = sweep("service").threads  # the service's reaches everyone's (carol's from the gateway test too)
+    assert mine["bob"] in swept and mine["alice"] not in swept
+    assert _sdk(server, "service").threads.search() == []
