@@ -103,17 +103,20 @@ def review_section(state: Any, settings: Any, graph: Any) -> None:
         except ReviewError as exc:
             st.caption(str(exc))
             return
+        # widget keys stay the same across reruns until a version is signed (a fresh draft gets a new id
+        # on every rerun, so the id cannot key them)
+        key = f"{thread_id}_{review.study_id[:12]}_{review.version}"
         st.caption(f"Version {review.version} · reviewer: {reviewer.label}"
                    + (f" · supersedes {review.supersedes[:8]}" if review.supersedes else ""))
         rows = st.data_editor(
-            table_rows(review), hide_index=True, width="stretch", key=f"cxr_review_table_{review.review_id}",
+            table_rows(review), hide_index=True, width="stretch", key=f"cxr_review_table_{key}",
             disabled=["finding", "AI", "confidence", "flagged"],
             column_config={"id": None,"action": st.column_config.SelectboxColumn("action", options=list(ACTIONS), required=True),
                            "note": st.column_config.TextColumn("note", max_chars=300)})
         added = st.multiselect("Add findings the tools missed (present)",
                                [display_name(f) for f in FINDINGS if f not in {i.finding for i in review.items}],
-                               key=f"cxr_review_add_{review.review_id}")
-        text = st.text_area("Report", value=review.report_text, height=160, key=f"cxr_review_text_{review.review_id}")
+                               key=f"cxr_review_add_{key}")
+        text = st.text_area("Report", value=review.report_text, height=160, key=f"cxr_review_text_{key}")
         save, sign = st.columns(2)
         store = ReviewStore.for_settings(settings)
         try:

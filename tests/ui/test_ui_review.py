@@ -93,5 +93,14 @@ def test_the_panel_draws_the_table_and_asks_for_a_name_without_login(tmp_path, c
     assert not at.exception, [e.value for e in at.exception]
     assert any("(unauthenticated) Ann" in str(c.value) for c in at.caption)
     assert at.text_area[0].value == "Small right pneumothorax."
+    at.text_area[0].input("Edited report.").run()
+    at.text_input[0].set_value("Ann B").run()  # another rerun: the edit is still there
+    assert at.text_area[0].value == "Edited report."
+    at.button(key="cxr_review_save").click().run()
+    assert any("Draft saved" in str(s.value) for s in at.success)
+    from agents.review import ReviewStore
+
+    saved = next((tmp_path / "reviews").rglob("draft-*.json"))
+    assert ReviewStore(tmp_path / "reviews").load_draft("ui-rv", saved.stem[len("draft-"):]).report_text == "Edited report."
     at.button(key="cxr_review_sign").click().run()  # cardiomegaly is flagged and has no action
     assert any("Cardiomegaly" in str(e.value) for e in at.error)
