@@ -31,13 +31,13 @@ def old_data(tmp_path: Path) -> Path:
     return root
 
 
-def _graph(root: Path):
+def _graph(root: Path, *tools):
     from graph import build_graph
 
     settings = Settings(model_profile="tiny", offline=True, data_dir=root / "data", tool_timeout_s=10,
                         checkpointer_url=f"sqlite:///{root / 'checkpoints.sqlite'}")
-    tools = [ScriptedVLM(), classifier({"pleural_effusion": 0.8}), retrieval([["pleural_effusion"]])]
-    return build_graph(settings, tools=tools, builtin_tools=False, plugins=False)
+    tools = tools or (ScriptedVLM(), classifier({"pleural_effusion": 0.8}), retrieval([["pleural_effusion"]]))
+    return build_graph(settings, tools=list(tools), builtin_tools=False, plugins=False)
 
 
 def test_v0_1_study_loads_with_its_id_and_pixels(old_data: Path):
@@ -69,6 +69,30 @@ def test_v0_1_conversation_continues_on_its_stored_study(old_data: Path):
     assert "cardiomegaly" in reply.content.lower()
     assert "no longer available" not in reply.content  # the v0.1 study was found in the store
     assert out["study_id"] == EXPECTED["study_id"]
+
+
+def test_v0_1_memory_is_read_into_the_studys_ledger(old_data: Path):
+    """The next reconciling turn reads v0.1's ``last_result`` into the ledger (its evidence becomes the
+    study's first entries, its decisions the ones a change is measured against) and clears it."""
+    from agents.memory.ledger import study_decisions
+
+    clf = classifier({"pleural_effusion": 0.8})
+    clf.cacheable = True  # v0.1's classifier output answers: the study is not read again
+    graph = _graph(old_data, ScriptedVLM(), clf, retrieval([["pleural_effusion"]]))
+    before = study_decisions(graph.get_state(CONFIG).values)
+    assert {d.finding: d.status.value for d in before} == EXPECTED["decisions"]
+    out = graph.invoke({"messages": [("user", "Is there a pleural effusion?")]}, CONFIG)
+    values = graph.get_state(CONFIG).values
+    ledger = values["ledger"]
+    assert ledger.study_id == EXPECTED["study_id"] and values.get("last_result") is None
+    assert sorted({e.key.tool for e in ledger.entries}) == EXPECTED["evidence_tools"] and clf.calls == 0
+    # v0.1's re-ask about cardiomegaly is kept as the settlement of that conflict: not asked again
+    assert [e.key.ask.kind for e in ledger.entries if e.key.tool == "vlm"] == ["report", "verify", "finding_question"]
+    assert [e.turn for e in ledger.entries if e.key.tool == "retrieval"] == [1]  # v0.1's, kept
+    after = {d.finding: d.status.value for d in out["decisions"]}
+    assert {f: after[f] for f in ("cardiomegaly", "pneumothorax")} == {"cardiomegaly": "present",
+                                                                      "pneumothorax": "absent"}
+    assert "cardiomegaly" not in {c.finding for c in out["record"].changed}
 
 
 def test_v0_1_checkpoint_blobs_decode_through_the_allow_list(old_data: Path):

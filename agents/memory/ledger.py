@@ -16,7 +16,7 @@ running the tool again. The ledger holds evidence only: the study's decisions ar
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -182,14 +182,18 @@ def _as_evidence(values: Any) -> list[Evidence]:
     return out
 
 
-def from_legacy(last_result: Mapping[str, Any] | None) -> StudyLedger | None:
+def from_legacy(last_result: Mapping[str, Any] | None, ask: Callable[[str, str], Ask] | None = None,
+                runners: Mapping[str, str] | None = None) -> StudyLedger | None:
     """A ledger from the ``last_result`` an earlier version kept (study id, decisions, latest evidence
-    per tool): each tool's evidence becomes an entry under the ask of that turn's intent."""
+    per tool): each tool's evidence becomes an entry under ``ask(tool, intent)`` (default: the ask of
+    that turn's intent), as if run under ``runners[tool]`` (the settings of the tool as configured now)."""
     if not isinstance(last_result, Mapping) or not isinstance(last_result.get("study_id"), str):
         return None
     study_id = last_result["study_id"]
     kind = str(last_result.get("intent") or "report")
-    items = [(key_for(study_id, e.tool, Ask(kind=kind), e), e, None) for e in _as_evidence(last_result.get("evidence"))]
+    items = [(key_for(study_id, e.tool, ask(e.tool, kind) if ask else Ask(kind=kind), e,
+                      runner=(runners or {}).get(e.tool)), e, None)
+             for e in _as_evidence(last_result.get("evidence"))]
     return StudyLedger(study_id=study_id).record(items)
 
 

@@ -31,7 +31,7 @@ from agents.memory.ledger import (
     words_hash,
 )
 from agents.reconciling import decide as reconciler
-from agents.reconciling.study import reconcile_study, unasked
+from agents.reconciling.study import reconcile_study, signature, unasked
 from agents.replying import clarify as clarifying
 from agents.replying import compose as responder
 from agents.routing import route_turn
@@ -168,13 +168,47 @@ class Nodes:
         return hit.evidence.model_copy(update={"meta": {**hit.evidence.meta, REUSED_META: True,
                                                         "ask": ask.model_dump(mode="json")}})
 
-    @staticmethod
-    def ledger_of(state: CxrState, study_id: str | None) -> StudyLedger | None:
+    def ledger_of(self, state: CxrState, study_id: str | None) -> StudyLedger | None:
         """The thread's ledger of ``study_id`` (read from an older ``last_result`` if that is all there is)."""
         if not study_id:
             return None
-        ledger = as_ledger(state.get("ledger")) or from_legacy(state.get("last_result"))
+        ledger = as_ledger(state.get("ledger")) or self._legacy_ledger(state.get("last_result"))
         return ledger if ledger is not None and ledger.study_id == study_id else None
+
+    def _legacy_ledger(self, last: Any) -> StudyLedger | None:
+        """The ledger of an earlier version's ``last_result``: its evidence, and the re-asks its
+        decisions record (as settlements of the conflicts they were asked about)."""
+        ledger = from_legacy(last, self._legacy_ask, self.runners)
+        if ledger is None:
+            return None
+        items = []
+        for d in as_decisions(last.get("decisions")):
+            r = next((r for r in reversed(d.reasons) if r.rule.startswith("reask_") and r.answer is not None), None)
+            if r is not None and r.answer is not None:
+                answer, asked, base = r.answer, r.asked or r.answer.source, d
+            elif d.verification and d.calls and not d.reasons:  # v0.1: the re-ask's answer is the last call
+                answer, base = d.calls[-1], d.model_copy(update={"calls": d.calls[:-1]})
+                asked = answer.source
+                if asked not in self.caps or not self.caps[asked].verifies:
+                    continue
+            else:
+                continue
+            ev = Evidence(tool=asked, calls=[answer.model_copy(update={"task": "verification"})],
+                          meta={"verification": d.finding})
+            key = key_for(ledger.study_id, asked, Ask(kind="verify", findings=(d.finding,)), ev,
+                          runner=self.runners.get(asked))
+            items.append((key, ev, signature(base, self.policy)))
+        return ledger.record(items, same_turn=True) if items else ledger
+
+    def _legacy_ask(self, tool: str, intent: str) -> Ask:
+        """The ask an output kept by an earlier version answered, as far as its tool and turn tell."""
+        if tool in self.caps:
+            caps = self.caps[tool]
+            if caps.image_source and not caps.writes_report:
+                return Ask(kind="image")
+            if caps.writes_report and intent == "report":
+                return Ask(kind="report")
+        return Ask(kind=intent, words=words_hash(f"kept by an earlier version: {tool} {intent}"))
 
     # ------------------------------------------------------------------ nodes
     def ingest(self, state: CxrState) -> Command:
@@ -484,7 +518,7 @@ class Nodes:
         if (route.get("intent") not in {"explain", None} and not state.get("ingest_error") and not evidence
                 and not (route.get("needs_image") and not study_id)):
             notes.append(f"No tool serves the {str(route.get('intent')).replace('_', ' ')} intent in this setup.")
-        ledger = as_ledger(state.get("ledger")) or from_legacy(state.get("last_result"))
+        ledger = as_ledger(state.get("ledger")) or self._legacy_ledger(state.get("last_result"))
         prior = None  # what "why?" explains: the decisions held for the ledger's study, and its evidence
         if ledger is not None:
             prior = {"study_id": ledger.study_id, "evidence": ledger.evidence(), "decisions": study_decisions(state)}
