@@ -147,7 +147,7 @@ def _person_name(name: str) -> str:
     if "^" in name:
         return name
     words = name.replace("=", " ").split()
-    return f"{words[-1]}^{' '.join(words[:-1])}" if len(words) > 1 else (words[0] if words else "Unknown")
+    return f"{words[-1]}^{' '.join(words[:-1])}" if len(words) > 1 else f"{words[0] if words else 'Unknown'}^"
 
 
 def _finding_group(f: SignedFinding, src: hd.sr.SourceImageForMeasurementGroup) -> Any:

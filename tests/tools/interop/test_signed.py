@@ -97,6 +97,7 @@ def test_without_a_login_nothing_is_verified(rg1, tmp_path):
     sr = _reopen(verified_sr(rg1, res, ai_draft_sr(rg1, res)), tmp_path / "typed.dcm")
     assert sr.VerificationFlag == "UNVERIFIED" and sr.PreliminaryFlag == "PRELIMINARY"
     assert "VerifyingObserverSequence" not in sr
+    assert dciodvfy_errors(tmp_path / "typed.dcm") == []
     texts = " ".join(str(i.get("TextValue", "")) for i in pydicom.dcmread(tmp_path / "typed.dcm").ContentSequence)
     assert "Reviewed by (unauthenticated) Ann" in texts and "not verified" in texts
     bundle = verified_fhir(res).model_dump(mode="json", exclude_none=True)
