@@ -120,8 +120,9 @@ class Settings(BaseSettings):
         "Tesseract OCR from the pixels of every image (DICOM and PNG/JPEG alike; lone L/R markers kept).",
     )
     burned_in_scan: bool = Field(
-        False, description="With burned_in_text='refuse': OCR every PNG/JPEG and unflagged DICOM (Tesseract) and "
-        "refuse it only when its burned-in text looks like a patient identifier (name, record number, date of birth)."
+        False, description="OCR every PNG/JPEG and unflagged DICOM (Tesseract) and act only on burned-in text that "
+        "looks like a patient identifier (name, record number, date of birth): refused with burned_in_text='refuse', "
+        "blacked out (other text kept) with 'redact'."
     )
     max_image_pixels: int = Field(
         40_000_000, ge=4096, description="Largest image (width x height, read from the header) that is decoded."

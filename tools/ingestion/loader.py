@@ -345,8 +345,9 @@ def _load(source: Any, filename: str | None, settings: Settings) -> Study:
     if settings.burned_in_text == "redact":  # every image, DICOM or not: text is found in the pixels
         from tools.ingestion.redact import redact_text
 
-        pixels, meta["redaction"] = redact_text(pixels)
-        if meta.get("burned_in_annotation") and not meta["redaction"]["redacted"]:
+        flagged = bool(meta.get("burned_in_annotation"))  # declared text: all of it goes
+        pixels, meta["redaction"] = redact_text(pixels, identifiers_only=settings.burned_in_scan and not flagged)
+        if flagged and not meta["redaction"]["redacted"]:
             raise BurnedInText(FLAGGED_BUT_NOTHING_FOUND)  # the text is there; OCR could not see it
     elif settings.burned_in_scan:  # refuse mode: only identifier-like text refuses
         from tools.ingestion.redact import scan_identifiers

@@ -167,9 +167,13 @@ def scan_identifiers(pixels: np.ndarray) -> dict[str, Any]:
     return {"method": "tesseract-ocr", "words": len(words), "identifiers": 0}
 
 
-def redact_text(pixels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """Black out burned-in text (laterality markers kept). Returns (new pixels, what was done)."""
+def redact_text(pixels: np.ndarray, *, identifiers_only: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Black out burned-in text (laterality markers kept). Returns (new pixels, what was done).
+
+    identifiers_only: black out only the words of identifier-like text (tools/identifiers.py) and keep
+    the rest (PORTABLE, SUPINE, a time stamp): for images that do not declare burned-in text."""
     words = find_text(pixels)
+    targets = set(identifier_words(words)[0]) if identifiers_only else None
     out = np.array(pixels, copy=True)
     h, w = out.shape
     redacted = markers = 0
@@ -177,10 +181,14 @@ def redact_text(pixels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         if word.laterality:
             markers += 1
             continue
+        if targets is not None and word not in targets:
+            continue
         m = max(2, round(MARGIN * word.h))
         out[max(0, word.y - m) : min(h, word.y + word.h + m), max(0, word.x - m) : min(w, word.x + word.w + m)] = 0.0
         redacted += 1
     info = {"method": "tesseract-ocr", "redacted": redacted > 0, "regions": redacted, "laterality_markers_kept": markers}
+    if identifiers_only:
+        info["identifiers_only"] = True
     if redacted:
         log.info("burned-in text: %d region(s) redacted, %d laterality marker(s) kept", redacted, markers)
     return out, info

@@ -171,6 +171,20 @@ def test_scan_refuses_identifier_like_text_without_quoting_it(line):
         assert part not in str(err.value)
 
 
+@needs_ocr
+@needs_font
+def test_redact_with_scan_blacks_out_only_the_identifier():
+    data = _film(("MRN 48392011", (20, 16)), ("PORTABLE", (20, 420)))
+    plain = load_study(data, settings=REFUSE)
+    study = load_study(data, settings=Settings(burned_in_text="redact", burned_in_scan=True))
+    red = study.metadata["redaction"]
+    assert red["redacted"] is True and red["identifiers_only"] is True
+    top, bottom = (slice(0, 60), slice(0, 260)), (slice(410, 460), slice(0, 200))
+    ink = plain.pixels[top] >= 0.99
+    assert int(ink.sum()) > 100 and float(study.pixels[top][ink].max()) == 0.0  # the record number is gone
+    np.testing.assert_array_equal(study.pixels[bottom], plain.pixels[bottom])  # PORTABLE stays
+
+
 def test_identifier_words_are_found_on_their_line():
     from tools.ingestion.redact import identifier_words
 
