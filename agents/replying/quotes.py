@@ -2,8 +2,8 @@
 
 A reply quotes a few words of a report, never the whole sentence; the cut must never drop the word
 that turns the mention around: "no pneumothorax" must not become "pneumothorax", nor "effusion has
-resolved" "effusion". So a quote keeps the mention, every negation or hedge cue of its sentence
-before it (what lies between them is elided), and the cue right after it.
+resolved" "effusion". So a quote keeps the mention, the first and last negation or hedge cue of its
+sentence before it and after it; what lies between is elided.
 """
 
 from __future__ import annotations
@@ -21,15 +21,21 @@ CUE = re.compile(
     r"cleared|improv\w*|decreas\w*|borderline|equivocal|likely|consider\w*|differential)\b",
     re.IGNORECASE,
 )
-_SENTENCE_END = re.compile(r"[.;!?\n]")
+# The labeler's sentences (knowledge/labeler.py): a cue's scope never leaves one, so neither does a quote.
+# A period glued to the next word ("apex.There") does not end a sentence there, a newline does.
+_SENTENCE = re.compile(r"[^\s.!?](?:[^.!?\n]|[.!?](?=[^\s]))*[.!?]*")
+_FIRST_SENTENCE_END = re.compile(r"[.;!?\n]")
 _WORD = re.compile(r"\S+")
-_AFTER = 8  # words after a mention searched for a cue ("pneumothorax seen before has resolved")
 
 
 def _sentence(text: str, a: int, b: int) -> tuple[int, int]:
-    start = max((m.end() for m in _SENTENCE_END.finditer(text, 0, a)), default=0)
-    end = next((m.start() for m in _SENTENCE_END.finditer(text, b)), len(text))
-    return start, end
+    for m in _SENTENCE.finditer(text):
+        if m.start() <= a and b <= m.end():
+            end = m.end()
+            while end > b and text[end - 1] in ".!?":  # a quote ends without the sentence's full stop
+                end -= 1
+            return m.start(), end
+    return a, b
 
 
 def _clip(text: str) -> str:
@@ -52,8 +58,8 @@ def _render(words: list[str], keep: set[int]) -> str:
 
 def quote_span(text: str, span: tuple[int, int], limit: int = 60) -> str:
     """A short quote of the mention ``text[span[0]:span[1]]`` in its sentence, its cues kept: every word of
-    the first and of the last cue before the mention, the word right before it, and after it either the
-    words up to a cue close behind ("has resolved") or one word."""
+    the first and of the last cue before the mention, the word right before it, the word right after it,
+    and the first and last cue after it ("on … prior … resolved")."""
     a, b = span
     if not (0 <= a < b <= len(text)):
         raise ValueError(f"span {span} is outside the text ({len(text)} characters)")
@@ -67,20 +73,23 @@ def quote_span(text: str, span: tuple[int, int], limit: int = 60) -> str:
     for cue in cues[:1] + cues[-1:]:
         keep |= {i for i, w in enumerate(head_words) if w.start() < cue.end() and w.end() > cue.start()}
     head = _render([w.group() for w in head_words], keep).removesuffix(ELLIPSIS).rstrip() if head_words else ""
-    tail_words = [w.group() for w in _WORD.finditer(text, b, e)]
-    near = tail_words[:_AFTER]
-    upto = max((i for i, w in enumerate(near) if CUE.search(w)), default=0)
-    tail = _render(tail_words, set(range(upto + 1))) if tail_words else ""
+    tail_words = list(_WORD.finditer(text, b, e))
+    after = list(CUE.finditer(text, b, e))  # "effusion has resolved", "opacities ... could be atelectasis"
+    keep_tail = {0} | {i for cue in after[:1] + after[-1:] for i, w in enumerate(tail_words)
+                       if w.start() < cue.end() and w.end() > cue.start()}
+    tail = _render([w.group() for w in tail_words], keep_tail) if tail_words else ""
     mention = _clip(text[a:b])
     # a mention glued to the next word ("effusions.") keeps its letters; a quote adds no space inside a word
-    body = " ".join(part for part in (head, mention, tail) if part)
+    body = " ".join(part for part in (head, mention) if part)
+    if tail:
+        body += tail if tail[0] in ",:;)" else f" {tail}"
     return f"{OPEN}{body}{CLOSE}"
 
 
 def quote_text(text: str, limit: int = 60) -> str:
     """A short quote of a tool's whole answer ("No.", "Yes, a small effusion"): its first sentence, cut at
     a word only where no cue follows within the rest of that sentence (else the sentence is kept whole)."""
-    first = _clip(text[: next((m.start() for m in _SENTENCE_END.finditer(text)), len(text))]) or _clip(text)
+    first = _clip(text[: next((m.start() for m in _FIRST_SENTENCE_END.finditer(text)), len(text))]) or _clip(text)
     if len(first) <= limit:
         return f"{OPEN}{first}{CLOSE}"
     cut = first[:limit].rsplit(" ", 1)[0]
