@@ -20,7 +20,8 @@ The rule, in order (numbers in ``ChoiceRule``):
 4. **Score each option**: per finding it names, the decision's confidence when the decision agrees
    with what the option asserts (present, or absent for a negated option), one minus it when it
    contradicts, 0.5 when the decision is uncertain or missing; a side the located box contradicts
-   scores 0. The option's score is the mean over its findings.
+   scores 0. The option's score is the mean over its findings. A "normal" option asserts that
+   every finding asked about is absent: its score is the weakest of their absence supports.
 5. **Pick**: the best option when at least one option was assessed, its score is >= ``min_score``
    and it leads the runner-up by >= ``min_margin`` (``decided_by="tools"``).
 6. **Otherwise** the VLM is asked the question and its options directly (its chat form) and a
@@ -171,6 +172,8 @@ def box_side(box: Box, margin: float = 0.05) -> Side | None:
 def score_option(option: OptionReading, decisions: Mapping[str, Decision], boxes: Mapping[str, list[Box]],
                  rule: ChoiceRule) -> OptionReading:
     """The option's support from the decisions (module docstring, 4)."""
+    if option.findings == ["no_finding"] and "no_finding" not in decisions:
+        return _score_normal(option, decisions)
     parts: list[float] = []
     assessed = False
     for f in option.findings:
@@ -188,6 +191,14 @@ def score_option(option: OptionReading, decisions: Mapping[str, Decision], boxes
         parts.append(support)
     score = sum(parts) / len(parts) if parts else None
     return option.model_copy(update={"score": None if score is None else round(score, 4), "assessed": assessed})
+
+
+def _score_normal(option: OptionReading, decisions: Mapping[str, Decision]) -> OptionReading:
+    """'Normal' asserts every finding asked about is absent: its support is the weakest of theirs."""
+    parts = [0.5 if d.status is Status.uncertain else (d.confidence if d.status is Status.absent else 1.0 - d.confidence)
+             for f, d in decisions.items() if f != "no_finding"]
+    assessed = any(d.status is not Status.uncertain for f, d in decisions.items() if f != "no_finding")
+    return option.model_copy(update={"score": round(min(parts), 4) if parts else None, "assessed": assessed})
 
 
 def pick(options: list[OptionReading], rule: ChoiceRule) -> tuple[str | None, float | None, str]:
@@ -262,7 +273,8 @@ class MultipleChoice:
         when a caller deliberately shares a thread across questions)."""
         called: Counter[str] = Counter()
         options = [read_option(k, v) for k, v in q.options.items()]
-        findings = list(dict.fromkeys(f for o in options for f in o.findings))
+        # 'normal' is judged from the other findings' absence, never asked as a finding of its own
+        findings = list(dict.fromkeys(f for o in options for f in o.findings if f != "no_finding"))
         sided = [f for o in options if o.side for f in o.findings if f != "no_finding"]
         studies = [self.load_study(Path(p)) for p in q.images]
         evidence: list[Evidence] = []

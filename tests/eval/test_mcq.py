@@ -237,7 +237,6 @@ def test_thread_per_case_is_explicit_and_shares_the_case_thread(cab: Path, tmp_p
         assert r["config"]["thread_per"] == "case"
     assert all(len(t) == 1 for t in by_case.values()) and len(by_case) == 2
     chats = [r for r in vlm.requests if r.intent == "chat"]
-    assert chats[0].history == []
     third = next(r for r in chats if r.text.startswith("Given the history"))
     assert [t["role"] for t in third.history] == ["user", "assistant"] * 2  # it sees the case's two earlier ones
     assert third.history[2]["content"] == "On which side is the pleural effusion?"
@@ -362,3 +361,15 @@ def test_retrieval_is_a_prior_that_never_decides_on_its_own() -> None:
     assert d["pneumothorax"].status is Status.absent and d["pleural_effusion"].status is Status.absent
     alone = _answerer(prior).answer(q, thread_id="t2")
     assert alone.letter is None and alone.decided_by == "fallback"  # a prior alone decides nothing
+
+
+def test_a_normal_option_is_judged_by_the_absence_of_every_finding_asked() -> None:
+    q = MultipleChoiceQuestion(question="Which?", options={"A": "Pleural effusion", "B": "Pneumothorax",
+                                                           "C": "Normal chest radiograph"}, images=[Path("x.png")])
+    clear = Tool("classifier", {"pleural_effusion": 0.05, "pneumothorax": 0.05})
+    ans = _answerer(clear).answer(q, thread_id="t")
+    assert ans.letter == "C" and ans.decided_by == "tools"
+    assert all("no_finding" not in r.findings for r in clear.requests)  # never asked as a finding
+    sick = _answerer(Tool("classifier", {"pleural_effusion": 0.95, "pneumothorax": 0.05})).answer(q, thread_id="t")
+    scores = {o.letter: o.score for o in sick.options}
+    assert sick.letter == "A" and scores["C"] < 0.2
