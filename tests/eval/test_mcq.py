@@ -373,3 +373,25 @@ def test_a_normal_option_is_judged_by_the_absence_of_every_finding_asked() -> No
     sick = _answerer(Tool("classifier", {"pleural_effusion": 0.95, "pneumothorax": 0.05})).answer(q, thread_id="t")
     scores = {o.letter: o.score for o in sick.options}
     assert sick.letter == "A" and scores["C"] < 0.2
+
+
+def test_a_question_whose_figure_cannot_be_read_is_an_error_row_in_the_denominator(tmp_path: Path) -> None:
+    def missing(p: Path):
+        raise FileNotFoundError(f"no such figure: {p.name}")
+
+    item = adapters.BenchItem(id="q", case_id="c", question="Which?", options={"A": "Pneumothorax", "B": "Edema"},
+                              answer="A", images=(tmp_path / "gone.png",))
+    mc = MultipleChoice({"vlm": Tool("vlm", {})}, missing)
+    out = tmp_path / "e.jsonl"
+    runner.run([item], mc, runner.RunConfig(bench="chestagentbench", tools=("vlm",)), out)
+    (row,) = _rows(out)
+    assert row["status"] == "error" and "FileNotFoundError" in row["reason"] and row["letter"] is None
+    assert summarize([row])["overall"]["accuracy"] == 0.0
+
+
+def test_sample_and_limit_choose_a_seeded_subset_in_file_order(cab: Path) -> None:
+    items = adapters.load("chestagentbench", cab)
+    a = runner.choose(items, sample=3, seed=1)
+    assert a == runner.choose(items, sample=3, seed=1) and len(a) == 3
+    assert [items.index(it) for it in a] == sorted(items.index(it) for it in a)
+    assert runner.choose(items, limit=2) == items[:2]
