@@ -157,3 +157,38 @@ def test_a_failed_or_cut_off_output_is_not_reused(make_graph, thread, cxr_image)
     assert cut["n"] == 2 and clf.calls == 1
     nodule = _by_finding(out["decisions"])["nodule"]
     assert nodule.status is Status.present and not nodule.conflict  # a cut-off report's silence is no absence
+
+
+def test_a_conversation_on_the_fake_radvlm_backend(make_graph, thread, cxr_image, settings):
+    """The same conversation through the real VLM tool speaking RadVLM's trained shapes (the test-only
+    backend of tests/tools/vlm): its direct "no" contradicts its report's cardiomegaly and is flagged,
+    every decision not asked about stays, and the classifier reads the study once."""
+    import importlib.util
+    from pathlib import Path
+
+    from tools.vlm.tool import VLMTool
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "vlm" / "fake_radvlm.py"
+    spec = importlib.util.spec_from_file_location("fake_radvlm_for_graph", path)
+    fake_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake_module)
+    fake = fake_module.FakeRadVLM(yes=lambda target: target != "cardiomegaly")
+    clf = classifier({"cardiomegaly": 0.85, "pleural_effusion": 0.7, "pneumothorax": 0.2, "nodule": 0.55},
+                     {"cardiomegaly": HEART})
+    clf.cacheable = True
+    g = make_graph(VLMTool(settings, backend=fake), clf)
+    cfg = thread()
+    outs = []
+    for i, text in enumerate(("Write a report", "Is there cardiomegaly?", "Where is it?", "Why?",
+                              "Is there a pleural effusion?")):
+        outs.append(g.invoke({"messages": [("user", text)], **({"image": str(cxr_image)} if i == 0 else {})}, cfg))
+    assert fake.untrained == [] and clf.calls == 1
+    report, cardio_q, where, why, effusion_q = (_by_finding(o["decisions"]) for o in outs)
+    assert not report["cardiomegaly"].needs_review  # report, list and classifier agree
+    assert cardio_q["cardiomegaly"].needs_review and cardio_q["cardiomegaly"].conflict  # "No" after its report
+    assert "No, there is no cardiomegaly." in cardio_q["cardiomegaly"].rationale
+    _unchanged_except(outs[0]["decisions"], outs[1]["decisions"], {"cardiomegaly"})
+    assert where == cardio_q and why == cardio_q  # locating and explaining change nothing
+    assert outs[2]["route"]["finding"] == "cardiomegaly"
+    _unchanged_except(outs[3]["decisions"], outs[4]["decisions"], {"pleural_effusion"})
+    assert effusion_q["cardiomegaly"].needs_review  # still flagged: nothing settled it
