@@ -1,8 +1,8 @@
 """`cxr-agent review ...`: a clinician's sign-off of a conversation's study from the command line.
 
-show / edit (accept, reject, change, add, notes, report text; kept as a draft) / sign / files (the AI's
-SR, the signed SR and the FHIR bundle) / push (STOW-RS, PACS studies only) / export (JSONL for
-`cxr-agent eval agreement`). Signing is verified only under an identity: CXR_AGENT_REVIEW_TOKEN holds
+show / edit (accept, reject, change, add, notes, report text; kept as a draft) / sign / log (the audit
+trail) / files (the AI's SR, the signed SR and the FHIR bundle) / push (STOW-RS, PACS studies only) /
+export (JSONL for `cxr-agent eval agreement`). Signing is verified only under an identity: CXR_AGENT_REVIEW_TOKEN holds
 the reader's token of the graph server's users file (CXR_AGENT_SERVER_USERS); ``--name`` alone signs
 unverified ("reviewed by (unauthenticated) NAME").
 """
@@ -197,6 +197,30 @@ def push(thread: str = THREAD,
     except (PacsError, StudyError, NotVerifiable) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"stored the verified SR (SOP Instance UID {pushed.verified_sop_uid}) beside the AI's SR")
+
+
+@app.command("log")
+def log(thread: str = THREAD) -> None:
+    """The audit trail of every signed version: who, when, which finding, from what to what."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from agents.review import ReviewError, ReviewStore
+    from cxr_agent.settings import get_settings
+
+    try:
+        versions = ReviewStore.for_settings(get_settings()).signed(thread)
+    except ReviewError as exc:
+        raise _fail(str(exc)) from None
+    if not versions:
+        raise _fail(f"conversation {thread!r} has no signed review")
+    table = Table(title=f"Audit trail of conversation {thread}")
+    for col in ("version", "when", "who", "what", "finding", "from", "to"):
+        table.add_column(col)
+    for v in versions:
+        for c in v.events:
+            table.add_row(str(v.version), c.at, c.by, c.what, c.finding or "", c.before or "", c.after or "")
+    Console(width=200).print(table)
 
 
 @app.command("export")

@@ -62,6 +62,11 @@ def test_review_edit_sign_files_export_and_agreement(cli_env, tmp_path):
     res = runner.invoke(app, ["review", "sign", "rv1"], env={"CXR_AGENT_REVIEW_TOKEN": token})
     assert res.exit_code == 0 and "by Ann Lee: verified" in res.output, res.output
 
+    res = runner.invoke(app, ["review", "log", "rv1"])
+    assert res.exit_code == 0, res.output
+    assert "rejected" in res.output and "pneumothorax" in res.output and "dr-lee" in res.output
+    assert any("rejected" in ln and "present" in ln and "absent" in ln for ln in res.output.splitlines())
+
     res = runner.invoke(app, ["review", "files", "rv1", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     sr = pydicom.dcmread(tmp_path / "out" / "signed-sr.dcm")
