@@ -31,6 +31,7 @@ CURATED_NON_CXR = Path(__file__).with_name("non_cxr_chestagentbench.txt")
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
 
 _OPTION_LINE = re.compile(r"^\s*\(?([A-J])[).:]\s+(.+?)\s*$")
+_INLINE_OPTION = re.compile(r"(?:^|(?<=\s))\(?([A-J])\)\s+")
 _OTHER_MODALITY = re.compile(
     r"\b(CT|CTA|HRCT|computed tomograph\w*|MRI|MR imaging|magnetic resonance|ultrasound|sonograph\w*|"
     r"echocardiogra\w*|PET|angiogra\w*|fluoroscop\w*|mammogra\w*|scintigraph\w*|histolog\w*|patholog\w* "
@@ -75,7 +76,24 @@ def split_options(text: str) -> tuple[str, dict[str, str]]:
             options[last] += " " + line.strip()
         elif line.strip():
             stem.append(line.strip())
+    if len(options) < 2:
+        return _split_inline(text)
     return " ".join(stem), options
+
+
+def _split_inline(text: str) -> tuple[str, dict[str, str]]:
+    """Options written on one line ("...? A) x B) y C) z"): markers A, B, C... in order."""
+    marks = []
+    want = "A"
+    for m in _INLINE_OPTION.finditer(text):
+        if m.group(1) == want:
+            marks.append(m)
+            want = chr(ord(want) + 1)
+    if len(marks) < 2:
+        return " ".join(text.split()), {}
+    options = {m.group(1): text[m.end():(marks[i + 1].start() if i + 1 < len(marks) else len(text))].strip()
+               for i, m in enumerate(marks)}
+    return " ".join(text[:marks[0].start()].split()), options
 
 
 def _letter(value: object, where: str) -> str:

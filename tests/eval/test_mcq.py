@@ -256,3 +256,9 @@ def test_sample_and_limit_choose_a_seeded_subset_in_file_order(cab: Path) -> Non
     assert a == runner.choose(items, sample=3, seed=1) and len(a) == 3
     assert [items.index(it) for it in a] == sorted(items.index(it) for it in a)
     assert runner.choose(items, limit=2) == items[:2]
+
+
+def test_options_written_on_one_line_are_split_too() -> None:
+    stem, options = adapters.split_options("Which finding? A) Pleural effusion B) Pneumothorax C) Normal study")
+    assert stem == "Which finding?" and options == {"A": "Pleural effusion", "B": "Pneumothorax", "C": "Normal study"}
+    assert adapters.split_options("Is the sign (a) subtle?") == ("Is the sign (a) subtle?", {})
