@@ -31,14 +31,16 @@ QUOTE_CHARS = 160  # a direct answer quoted beside its call, when the call carri
 BoxFor = Callable[[str, str], Box | None]  # (finding, the re-asked tool) -> another image source's box
 
 
-def _call_key(c: FindingCall) -> str:
-    return c.model_dump_json(exclude_none=True)
+def _call_key(c: FindingCall) -> tuple:
+    box = None if c.box is None else (c.box.x1, c.box.y1, c.box.x2, c.box.y2, c.box.label)
+    return (c.finding, c.status.value, c.score, c.score_kind, c.raw_score, c.source, box, c.text, c.span,
+            c.implied, c.task)
 
 
-def gather(entries: Sequence[Evidence]) -> tuple[list[FindingCall], dict[str, set[int]]]:
+def gather(entries: Sequence[Evidence]) -> tuple[list[FindingCall], dict[tuple, set[int]]]:
     """Every distinct call of the successful outputs, and for each call the outputs that made it."""
     calls: list[FindingCall] = []
-    origin: dict[str, set[int]] = {}
+    origin: dict[tuple, set[int]] = {}
     for i, e in enumerate(entries):
         if not e.ok:
             continue
@@ -63,12 +65,12 @@ def report_sources(entries: Sequence[Evidence], policy: Policy) -> frozenset[str
 
 def signature(decision: Decision, policy: Policy) -> str:
     """Which conflict this is: a digest of the image calls on the finding (re-asks excluded)."""
-    keys = sorted(_call_key(c) for c in decision.calls
+    keys = sorted(repr(_call_key(c)) for c in decision.calls
                   if policy.is_image_source(c.source) and c.task != "verification")
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
-def _self_contradictions(calls: list[FindingCall], origin: dict[str, set[int]],
+def _self_contradictions(calls: list[FindingCall], origin: dict[tuple, set[int]],
                          policy: Policy) -> dict[str, tuple[list[FindingCall], list[FindingCall]]]:
     """Per finding: a source's explicit present and absent calls made in different outputs."""
     out: dict[str, tuple[list[FindingCall], list[FindingCall]]] = {}
