@@ -258,22 +258,29 @@ def _generate(settings: Any, folder: Path, references: dict[str, str], cache: Pa
 def route_cmd(
     cases: Annotated[Path | None, typer.Argument(help="JSONL of {text, intent, (finding), (has_image)} (default eval/router_cases.jsonl).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the full result (confusion, errors) as JSON here.")] = None,
+    router: Annotated[str, typer.Option("--router", help="semantic (the product's default: rules + embedding "
+                                        "classifier) or rules (the rules alone).")] = "semantic",
 ) -> None:
-    """Accuracy and confusion matrix of the router on labelled turns."""
+    """Accuracy, asking-back rate and confusion matrix of the router on labelled turns (whole turns, as the graph
+    routes them; a turn it asks back about is counted apart, neither right nor wrong)."""
     from rich.table import Table
 
     from eval import harness
     from eval.route_eval import evaluate_cases
 
+    if router not in ("semantic", "rules"):
+        _fail(f"--router must be 'semantic' or 'rules', not {router!r}")
+    from agents.routing import route, route_semantic
+
     try:
-        res = evaluate_cases(cases)
+        res = evaluate_cases(cases, router=route_semantic if router == "semantic" else route)
     except (OSError, ValueError, KeyError) as exc:
         _fail(f"cannot read the cases: {exc}")
     console = _console()
     summary = Table(title=f"eval route: {res['n']} cases")
     for col in ("metric", "value"):
         summary.add_column(col)
-    for k in ("accuracy", "intent_accuracy", "finding_accuracy"):
+    for k in ("accuracy", "intent_accuracy", "finding_accuracy", "clarify_rate"):
         summary.add_row(k, _fmt(res[k]))
     for split, acc in res.get("per_split", {}).items():
         summary.add_row(f"accuracy ({split})", _fmt(acc))

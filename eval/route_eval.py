@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CASES_PATH = Path(__file__).resolve().with_name("router_cases.jsonl")
+ASKED = "asked back"  # the confusion matrix's column for turns the router asked back about
 
 
 def evaluate_cases(path: str | Path | None = None, *, router: Any = None) -> dict[str, Any]:
@@ -88,6 +89,7 @@ def evaluate_router(cases: Iterable[dict[str, Any]], router: Any = None) -> dict
         if r.clarify is not None:
             asked += 1
             per_intent[gold]["clarified"] += 1
+            confusion[gold][ASKED] += 1
             clarified.append({"text": case["text"], "gold": [gold, case.get("finding")],
                               "readings": [[x.intent, x.finding or x.phrase] for x in r.clarify.readings]})
             continue

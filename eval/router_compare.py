@@ -62,7 +62,7 @@ def _prepared(turns: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return [delexicalise(rules._clean(t["text"])) for t in turns], [t["intent"] for t in turns]
 
 
-def build(kind: str, turns: list[dict[str, Any]], *, seed: int = 0):
+def build(kind: str, turns: list[dict[str, Any]], *, seed: int = 0, iterations: int = 10):
     """An IntentClassifier of ``kind`` ('lr' or 'setfit') trained on ``turns``."""
     from agents.routing.semantic import IntentClassifier
     from tools.retrieval.embedder import get_embedder
@@ -71,7 +71,7 @@ def build(kind: str, turns: list[dict[str, Any]], *, seed: int = 0):
     if kind == "lr":
         return IntentClassifier(get_embedder().encode, examples)
     texts, intents = _prepared(turns)
-    return IntentClassifier(setfit_encoder(texts, intents, seed=seed), examples)
+    return IntentClassifier(setfit_encoder(texts, intents, seed=seed, iterations=iterations), examples)
 
 
 def score(clf: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,7 +144,8 @@ def calibrate(turns: list[dict[str, Any]], *, kind: str = "lr", folds: int = 5, 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kinds", default="lr,setfit")
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--folds", type=int, default=5, help="cross-validation folds (1: held-out sets only)")
+    ap.add_argument("--iterations", type=int, default=10, help="SetFit: contrastive pairs per labelled turn")
     ap.add_argument("--calibrate", action="store_true", help="sweep the ask-back threshold by cross-validation")
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     a = ap.parse_args(argv)
@@ -159,10 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     for kind in a.kinds.split(","):
         try:
             t0 = time.perf_counter()
-            cv = cross_validate(kind, turns, folds=a.folds)
+            cv = cross_validate(kind, turns, folds=a.folds) if a.folds > 1 else {}
             cv["cv_seconds"] = round(time.perf_counter() - t0, 1)
             t0 = time.perf_counter()
-            clf = build(kind, turns)
+            clf = build(kind, turns, iterations=a.iterations)
             cv["train_seconds"] = round(time.perf_counter() - t0, 1)
             for path in HELDOUT_FILES:
                 res = score(clf, load_cases(path))

@@ -36,6 +36,7 @@ def _turn(text: str, previous: tuple[str, ...] = (), router=route) -> Route:
     ("ETT position ok?", "support_devices"), ("is the NGT in the stomach", "support_devices"),
     ("PICC tip?", "support_devices"), ("r/o pna", "pneumonia"), ("costophrenic angles sharp?", "pleural_effusion"),
     ("blunted CP angles?", "pleural_effusion"), ("hyperinflation?", "emphysema"), ("hyperinflated lungs", "emphysema"),
+    ("flattened diaphragms?", "emphysema"), ("RLL consol?", "consolidation"),
 ])
 def test_clinical_abbreviations_map_onto_the_lexicon(text, finding):
     r = _turn(text)
