@@ -6,7 +6,9 @@ finding question, a follow-up "where is it?", an explanation, similar cases), al
 client sends a malformed upload and an over-long message each round. Reported: p50/p95 wall time per turn
 type, errors (anything but a reply or the expected refusals), cross-talk (a reply naming another user's
 study, or a thread holding turns it was not sent), how many turns the server ran at once, and its resident
-memory after each round (and after deleting every conversation at the end). Not part of `make bench`:
+memory after each round: by default each round's conversations are deleted at its end (as forget and
+retention would), so growth from round to round is memory the server keeps for nothing; ``--keep`` holds
+them all and deletes them at the end instead. Not part of `make bench`:
 it starts a server and runs for minutes.
 """
 
@@ -138,6 +140,7 @@ class Tally:
         self.cross_talk: list[str] = []
         self.in_flight = 0
         self.most_in_flight = 0
+        self.studies: set[str] = set()  # every user's study this round
 
     def start(self) -> None:
         with self.lock:
@@ -195,14 +198,16 @@ def one_user(url: str, user: int, study_id: str, turns: int, tally: Tally) -> st
     except Exception as exc:  # noqa: BLE001
         tally.error(f"user {user}: state {type(exc).__name__}")
         return thread
-    if values.get("study_id") != study_id:
-        tally.crossed(f"user {user}: thread holds another study")
+    if values.get("study_id") in tally.studies - {study_id}:
+        tally.crossed(f"user {user}: thread holds another user's study")
+    elif values.get("study_id") != study_id:
+        tally.error(f"user {user}: thread lost its study")
     messages = values.get("messages") or []
     if len(messages) != 2 * turns:
         tally.crossed(f"user {user}: thread holds {len(messages)} messages, sent {turns} turns")
     for m in messages:
         cxr = (m.get("additional_kwargs") or {}).get("cxr") or {}
-        if cxr.get("study_id") not in (None, study_id):
+        if cxr.get("study_id") in tally.studies - {study_id}:
             tally.crossed(f"user {user}: a reply names another user's study")
     return thread
 
@@ -244,6 +249,13 @@ class ServerActivity(threading.Thread):
                     continue
 
 
+def upload(url: str, image: Path) -> str:
+    r = httpx.post(f"{url}/cxr/studies", content=image.read_bytes(), timeout=120,
+                   headers={"x-cxr-file-type": image.suffix.lstrip(".")})
+    r.raise_for_status()
+    return r.json()["study_id"]
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -251,27 +263,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4) -> dict[str, Any]:
+def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, keep: bool = False) -> dict[str, Any]:
     images = _images(users)
     tally = Tally()
     memory: list[float] = []
     with tempfile.TemporaryDirectory(prefix="cxr-load-") as tmp, dev_server(Path(tmp), jobs) as (url, pid):
-        studies = []
-        for image in images:
-            r = httpx.post(f"{url}/cxr/studies", content=image.read_bytes(), timeout=120,
-                           headers={"x-cxr-file-type": image.suffix.lstrip(".")})
-            r.raise_for_status()
-            studies.append(r.json()["study_id"])
         started = memory_start = rss_mib(pid)
         threads: list[str] = []
         activity = ServerActivity(url)
         activity.start()
         t0 = time.perf_counter()
-        for _ in range(rounds):
+        studies: list[str] = []
+        for n in range(rounds):
+            if n == 0 or not keep:  # deleting a round's conversations deleted the studies only they used
+                studies = [upload(url, image) for image in images]
+            tally.studies = set(studies)
             with ThreadPoolExecutor(users + 1) as pool:
                 futures = [pool.submit(one_user, url, u, studies[u], turns, tally) for u in range(users)]
                 pool.submit(ninth_client, url, tally)
-                threads += [t for f in futures if (t := f.result())]
+                done = [t for f in futures if (t := f.result())]
+            if keep:
+                threads += done
+            else:  # the round's conversations deleted (forget, retention): what stays is not their data
+                for t in done:
+                    httpx.delete(f"{url}/cxr/threads/{t}", timeout=120)
             memory.append(rss_mib(pid))
         wall = time.perf_counter() - t0
         activity.stop.set()
@@ -280,7 +295,8 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4) 
         after_delete = rss_mib(pid)
     growth = [b - a for a, b in zip(memory[1:], memory[2:], strict=False)]  # after the first (warm-up) round
     return {
-        "users": users, "turns": turns, "rounds": rounds, "jobs": jobs, "wall_s": round(wall, 1),
+        "users": users, "turns": turns, "rounds": rounds, "jobs": jobs, "kept_conversations": keep,
+        "wall_s": round(wall, 1),
         "turns_done": sum(len(v) for v in tally.times.values()),
         "p50_s": {k: round(statistics.median(v), 3) for k, v in sorted(tally.times.items())},
         "p95_s": {k: round(percentile(v, 0.95), 3) for k, v in sorted(tally.times.items())},
@@ -298,12 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=4, help="--n-jobs-per-worker of the server")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep every round's conversations until the end (default: delete them after each round)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load.json")
     args = parser.parse_args(argv)
     for name, value in (("users", args.users), ("turns", args.turns), ("rounds", args.rounds), ("jobs", args.jobs)):
         if value < 1:
             parser.error(f"--{name} must be at least 1 (got {value})")
-    result = run_load(users=args.users, turns=args.turns, rounds=args.rounds, jobs=args.jobs)
+    result = run_load(users=args.users, turns=args.turns, rounds=args.rounds, jobs=args.jobs, keep=args.keep)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
