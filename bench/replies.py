@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Before replies were compact (same 92 images, demo profile, one run): a report reply told each disputed
+# finding three times with its full rationale and long quotes.
+BEFORE = {"outside_mean": 12032, "worst_ratio": 6.64, "over_budget": 92, "max_named": 38}
 BASE_CHARS = 1200
 PER_FLAG_CHARS = 200
 QUICK_IMAGES = 5
@@ -87,12 +90,16 @@ def rows(per_image: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ratio = max(r["outside"] / r["budget"] for r in per_image)
     return [
         {"metric": "reply chars outside the report (mean)", "value": statistics.mean(r["outside"] for r in per_image),
-         "unit": "chars", "note": f"{note}; whole reply mean {statistics.mean(r['chars'] for r in per_image):.0f}"},
+         "unit": "chars", "baseline": BEFORE["outside_mean"],
+         "note": f"{note}; whole reply mean {statistics.mean(r['chars'] for r in per_image):.0f}; baseline: before"},
         {"metric": "worst reply / its budget", "value": ratio, "unit": "x", "target": "<= 1",
+         "baseline": BEFORE["worst_ratio"],
          "note": f"mean flagged {statistics.mean(r['flagged'] for r in per_image):.1f} per image"},
-        {"metric": "images over budget", "value": len(over), "unit": "images", "target": "<= 0", "note": note},
+        {"metric": "images over budget", "value": len(over), "unit": "images", "target": "<= 0",
+         "baseline": BEFORE["over_budget"], "note": note},
         {"metric": "most times one finding is named", "value": max(r["max_named"] for r in per_image),
-         "unit": "times", "target": "<= 1", "note": "outside the quoted report; quotes of a tool's words excluded"},
+         "unit": "times", "target": "<= 1", "baseline": BEFORE["max_named"],
+         "note": "outside the quoted report; quotes of a tool's words excluded"},
     ]
 
 
