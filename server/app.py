@@ -269,6 +269,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Apply the retention periodically while the server runs (nothing when ``retention_days`` is 0)."""
     settings = _settings()
     check_auth_configured(settings)
+    if settings.server_users is not None and not settings.server_auth_headers():
+        log.error("CXR_AGENT_SERVER_USERS is set but CXR_AGENT_SERVER_TOKEN is not: the server's own retention "
+                  "and DELETE /cxr/threads act as the service identity and will be refused; set a service token")
     task = None
     if settings.retention_days > 0:
         from server.threads import retention_loop

@@ -135,3 +135,21 @@ def test_handlers_stamp_the_owner_and_filter_to_it(users_file):
     assert asyncio.run(owner_only(_ctx("store", "put", "bob"), {"namespace": ("bob", "notes")})) is True
     with pytest.raises(Auth.exceptions.HTTPException, match="start with 'bob'"):
         asyncio.run(owner_only(_ctx("store", "get", "bob"), {"namespace": ("alice", "notes")}))
+
+
+def test_a_users_file_without_a_service_token_is_named_at_start_up(users_file, monkeypatch, caplog):
+    import logging
+
+    from cxr_agent.settings import get_settings
+    from server import app
+
+    async def start_and_stop() -> None:
+        async with app.lifespan(app.app):
+            pass
+
+    monkeypatch.delenv("CXR_AGENT_SERVER_TOKEN")
+    monkeypatch.setenv("CXR_AGENT_RETENTION_DAYS", "0")
+    get_settings.cache_clear()
+    with caplog.at_level(logging.ERROR, logger="server.app"):
+        asyncio.run(start_and_stop())
+    assert "CXR_AGENT_SERVER_TOKEN is not" in caplog.text
