@@ -124,6 +124,37 @@ class StudyLedger(BaseModel):
         return [e for e in self.entries if e.key.ask.kind == "verify"]
 
 
+class SharedOutputs:
+    """Fixed-prompt outputs (no user words in the ask) shared by every conversation of one process, by
+    pixel-hash study id: a second thread's report on a study reads nothing again. In memory only and
+    bounded (least recently used go first), so nothing derived from an image outlives the process."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.max_entries = max_entries
+        self._items: OrderedDict[tuple, Evidence] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, study_id: str, tool: str, ask: Ask, runner: str | None) -> Evidence | None:
+        with self._lock:
+            ev = self._items.get((study_id, tool, ask, runner))
+            if ev is not None:
+                self._items.move_to_end((study_id, tool, ask, runner))
+            return ev
+
+    def put(self, key: LedgerKey, evidence: Evidence) -> None:
+        """Keep a complete fixed-prompt output; anything built from a user's words stays in its thread."""
+        if not key.ask.fixed or not evidence.ok or evidence.truncated:
+            return
+        with self._lock:
+            self._items[(key.study_id, key.tool, key.ask, key.runner)] = evidence
+            self._items.move_to_end((key.study_id, key.tool, key.ask, key.runner))
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+
 def key_for(study_id: str, tool: str, ask: Ask, evidence: Evidence | None = None, runner: str | None = None) -> LedgerKey:
     """The key of ``evidence`` (its model identity read from ``Evidence.meta``: ``model_id`` or
     ``model``, ``weights``, ``prompt_id``, ``index_id``)."""

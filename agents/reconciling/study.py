@@ -127,9 +127,13 @@ def settle(decision: Decision, answer: Evidence, *, classifier_box: Box | None, 
 
 
 def reconcile_study(entries: Sequence[Evidence], reasks: Sequence[tuple[Evidence, str | None]],
-                    policy: Policy, box_for: BoxFor | None = None) -> list[Decision]:
+                    policy: Policy, box_for: BoxFor | None = None, *, order: Sequence[str] = ()) -> list[Decision]:
     """The study's decisions from every recorded output (``entries``) and the re-asks on record
-    (``(answer, signature of the conflict it was asked about)``, oldest first)."""
+    (``(answer, signature of the conflict it was asked about)``, oldest first). ``order``: the tools in
+    registry order; outputs are weighed in that order, so the decisions do not depend on which tool of a
+    turn finished first or which turn recorded it."""
+    rank = {name: i for i, name in enumerate(order)}
+    entries = sorted(entries, key=lambda e: rank.get(e.tool, len(rank)))  # stable: a tool's outputs keep their order
     calls, origin = gather(entries)
     decisions = decide(calls, policy, report_sources=report_sources(entries, policy))
     split = _self_contradictions(calls, origin, policy)

@@ -21,6 +21,7 @@ from langgraph.types import Command, Send
 from agents.memory.ledger import (
     REUSED_META,
     Ask,
+    SharedOutputs,
     StudyLedger,
     as_decisions,
     as_ledger,
@@ -120,6 +121,7 @@ class Nodes:
             box_preference=(*writers, *others), source_labels=self.roles.labels)
         self.image_sources = frozenset(n for n, c in self.caps.items() if c.image_source)
         self.runners = {name: runner_digest(settings, name, tool) for name, tool in tools.items()}
+        self.shared = SharedOutputs()  # fixed-prompt outputs, shared by this graph's conversations
 
     def study(self, study_id: str) -> Any:
         """The decoded study (memory cache, then the store). Raises KeyError if unknown."""
@@ -151,11 +153,17 @@ class Nodes:
         return Ask(kind=intent, findings=findings, words=words_hash(" ".join(filter(None, (task.get("text"),
                                                                                           task.get("phrase"))))))
 
-    def reusable(self, ledger: StudyLedger | None, name: str, ask: Ask | None) -> Evidence | None:
-        """This study's complete output answering ``ask`` with the same tool and settings, if any."""
-        if ledger is None or ask is None or not self.cacheable(name):
+    def reusable(self, ledger: StudyLedger | None, name: str, ask: Ask | None,
+                 study_id: str | None = None) -> Evidence | None:
+        """This study's complete output answering ``ask`` with the same tool and settings, if any: from
+        the thread's ledger, else (a fixed-prompt ask) from another conversation on the same study."""
+        if ask is None or not self.cacheable(name):
             return None
         runner = self.runners.get(name)
+        if ledger is None:
+            shared = self.shared.get(study_id, name, ask, runner) if study_id else None
+            return None if shared is None else shared.model_copy(
+                update={"meta": {**shared.meta, REUSED_META: True, "ask": ask.model_dump(mode="json")}})
         hit = ledger.lookup(name, ask, runner)
         if hit is None and ask.kind == "image":  # every output of a whole-image reader holds its scores
             hit = next(iter(ledger.of_tool(name, "locate", runner)), None)
@@ -164,7 +172,7 @@ class Nodes:
                         if set(ask.findings) <= {a.finding for a in e.evidence.artifacts if a.kind == "heatmap"}),
                        None)
         if hit is None:
-            return None
+            return self.reusable(None, name, ask, ledger.study_id)
         return hit.evidence.model_copy(update={"meta": {**hit.evidence.meta, REUSED_META: True,
                                                         "ask": ask.model_dump(mode="json")}})
 
@@ -332,7 +340,7 @@ class Nodes:
         for chain in plan_chains(intent, self.tools, names):
             draft: str | None = None
             for i, name in enumerate(chain):
-                hit = self.reusable(ledger, name, self.ask_for(name, task, draft))
+                hit = self.reusable(ledger, name, self.ask_for(name, task, draft), study_id)
                 if hit is None:
                     sends.append(Send("tools", {"chain": chain[i:], "task": task, "draft": draft}))
                     break
@@ -479,9 +487,15 @@ class Nodes:
         items = []
         for ev in state.get("evidence") or []:
             ask = ask_of(ev)
-            if ask is None or ev.meta.get(REUSED_META) or ev.meta.get("verification"):
+            if ask is None or ev.meta.get("verification"):
                 continue
-            items.append((key_for(study_id, ev.tool, ask, ev, runner=self.runners.get(ev.tool)), ev, None))
+            runner = self.runners.get(ev.tool)
+            if ev.meta.get(REUSED_META) and ledger.lookup(ev.tool, ask, runner) is not None:
+                continue  # already this thread's
+            key = key_for(study_id, ev.tool, ask, ev, runner=runner)
+            items.append((key, ev, None))
+            if self.cacheable(ev.tool):
+                self.shared.put(key, ev)
         return ledger.record(items)
 
     def decide_study(self, ledger: StudyLedger, *, before_turn: int | None = None) -> list[Any]:
@@ -494,7 +508,7 @@ class Nodes:
         def box_for(finding: str, asked: str) -> Any:
             return heatmap_box(evidence, finding, exclude=asked, image_sources=set(self.image_sources))
 
-        return reconcile_study(evidence, reasks, self.policy, box_for)
+        return reconcile_study(evidence, reasks, self.policy, box_for, order=list(self.tools))
 
     def verify(self, state: CxrState, config: RunnableConfig) -> dict[str, Any]:
         """Re-ask a verifying tool about every conflict in one batched call, then apply the

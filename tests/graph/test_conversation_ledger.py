@@ -131,6 +131,27 @@ def test_a_conversation_keeps_what_was_known(make_graph, thread, cxr_image, tmp_
     assert "record" not in values and "last_result" not in values  # the record is not checkpointed
 
 
+def test_another_conversation_on_the_study_shares_only_fixed_prompt_outputs(make_graph, thread, cxr_image):
+    """A second thread's report on the same study reads nothing again (the classifier's scores and the
+    VLM's fixed-prompt report are shared by pixel-hash study id); its finding question, built from its
+    own words, runs in its own thread; each thread keeps its own ledger."""
+    vlm, clf, ret = _tools()
+    g = make_graph(vlm, clf, ret)
+    first_cfg, second_cfg = thread(), thread()
+    first = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, first_cfg)
+    g.invoke({"messages": [("user", "Is there cardiomegaly?")]}, first_cfg)
+    counts = (vlm.calls, clf.calls)
+    second = g.invoke({"messages": [("user", "Write a report")], "study_id": first["study_id"]}, second_cfg)
+    assert (vlm.calls, clf.calls) == counts  # report and scores shared; retrieval runs on the draft
+    assert sorted(e.tool for e in second["record"].evidence if e.reused) == ["classifier", "vlm"]
+    assert second["decisions"] == first["decisions"]  # not the first thread's later question
+    g.invoke({"messages": [("user", "Is there cardiomegaly?")]}, second_cfg)
+    assert vlm.calls == counts[0] + 1 and clf.calls == counts[1]  # its own words: its own ask
+    ledger = g.get_state(second_cfg).values["ledger"]
+    assert sorted(e.key.tool for e in ledger.entries if e.key.ask.kind != "verify") == \
+        ["classifier", "retrieval", "vlm", "vlm"]
+
+
 def test_a_tool_that_does_not_declare_cacheable_runs_every_turn(make_graph, thread, cxr_image):
     vlm, clf, ret = _tools()
     clf.cacheable = False
