@@ -167,10 +167,11 @@ class Nodes:
         hit = ledger.lookup(name, ask, runner)
         if hit is None and ask.kind == "image":  # every output of a whole-image reader holds its scores
             hit = next(iter(ledger.of_tool(name, "locate", runner)), None)
-        if hit is None and ask.kind == "locate":  # a whole-image read with heatmaps of the named findings
-            hit = next((e for e in ledger.of_tool(name, "image", runner)
+        if hit is None and ask.kind == "locate":  # a whole-image read, with heatmaps of the named findings if any
+            reads = ledger.of_tool(name, "image", runner)
+            hit = next((e for e in reads
                         if set(ask.findings) <= {a.finding for a in e.evidence.artifacts if a.kind == "heatmap"}),
-                       None)
+                       next(iter(reads), None))
         if hit is None:
             return self.reusable(None, name, ask, ledger.study_id)
         return hit.evidence.model_copy(update={"meta": {**hit.evidence.meta, REUSED_META: True,
