@@ -1,7 +1,7 @@
 """The words of a clarifying question: when the router is unsure (``Route.clarify``), the reply asks one short
 question with the two likeliest readings instead of running tools on a guess.
 
-Each reading has a label (how the question names it) and a message: what the user sends to pick it (the UI's
+Each reading has a label (the button's help text) and a message: what the user sends to pick it (the UI's
 buttons send it; through ``graph.invoke`` the user types it). Every message routes, with certainty, to its
 reading (tests/agents/test_router_clarify.py checks that), so a choice never leads to a second question.
 """
@@ -23,7 +23,7 @@ def _target(reading: dict[str, Any]) -> str | None:
 
 
 def label(reading: dict[str, Any]) -> str:
-    """How the question names one reading ("whether there is a pneumothorax")."""
+    """One reading in words ("whether there is a pneumothorax"): the help text of its button."""
     intent, target = reading.get("intent"), _target(reading)
     if intent == "report":
         return "a full report of this study"
@@ -57,10 +57,15 @@ def message(reading: dict[str, Any], original: str = "") -> str:
 
 
 def question(clarify: dict[str, Any], original: str = "") -> str:
-    """The reply: one short question naming the two likeliest readings, and how to pick one."""
+    """The reply: one short question offering the two likeliest readings as lines the user can send back."""
     a, b = clarify["readings"][:2]
-    return (f"I am not sure what you are asking: do you want {label(a)}, or {label(b)}?\n\n"
-            f"Reply with either:\n1. {message(a, original)}\n2. {message(b, original)}")
+    what = "which finding you mean" if clarify.get("about") == "finding" else "what you are asking"
+    lines = [f"I am not sure {what}. Which of these did you mean? Reply with one of them:", "",
+             f"1. {message(a, original)}", f"2. {message(b, original)}"]
+    own = [r["phrase"] for r in (a, b) if r.get("phrase") and not r.get("finding")]
+    if own:
+        lines += ["", f"('{own[0]}' is not a finding the tools know by name: it would be asked in your words.)"]
+    return "\n".join(lines)
 
 
 def choices(clarify: dict[str, Any], original: str = "") -> list[dict[str, str]]:
