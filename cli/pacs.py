@@ -94,6 +94,7 @@ def push(
     """Send the thread's latest findings to the PACS as a DICOM SR (STOW-RS) in the same study."""
     from rich.console import Console
 
+    from agents.memory.ledger import as_ledger, from_legacy, study_decisions
     from cxr_agent.settings import get_settings
     from graph import build_graph
     from tools.ingestion.study import StudyError
@@ -101,16 +102,16 @@ def push(
 
     settings = get_settings()
     state = build_graph(settings).get_state({"configurable": {"thread_id": thread}}).values
-    last = state.get("last_result") or {}
-    decisions = list(last.get("decisions") or state.get("decisions") or [])
-    study_id = last.get("study_id") or state.get("study_id")
+    ledger = as_ledger(state.get("ledger")) or from_legacy(state.get("last_result"))
+    study_id = ledger.study_id if ledger is not None else state.get("study_id")
+    decisions = study_decisions(state, study_id)
     if not decisions or not study_id:
         raise _fail(f"Conversation {thread!r} has no findings on an image yet: run `cxr-agent pacs pull` first.")
     replies = [m for m in state.get("messages") or [] if getattr(m, "type", "") == "ai"]
     try:
         client = PacsClient(settings)
         ref = client.locate(study, study_id)
-        pushed = client.push_report(ref, decisions=decisions, evidence=last.get("evidence") or [],
+        pushed = client.push_report(ref, decisions=decisions, evidence=ledger.evidence() if ledger is not None else [],
                                     report_text=replies[-1].content if replies else "", demo=settings.is_demo)
     except (PacsError, StudyError) as exc:
         raise _fail(str(exc)) from None

@@ -5,7 +5,7 @@ them, and retention drops threads idle for ``retention_days`` plus the stored fi
 the thread catalogue differs: it comes from the server's own API (the in-process ``langgraph_sdk``
 client), whatever runtime stores the threads (in memory for ``langgraph dev``, Postgres for
 ``langgraph up``). The forgotten thread's whole history is read, so a study it switched away from
-goes too; other threads are read by their current values (``study_id``, ``last_result.study_id``),
+goes too; other threads are read by their current values (``study_id``, ``ledger.study_id``, and ``last_result.study_id`` of older checkpoints),
 the only studies a thread ever reads again, which keeps a pass one light query per 100 threads.
 """
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 100
 """Threads per catalogue query, and checkpoints per history query."""
-_EXTRACT = {"study": "values.study_id", "last": "values.last_result.study_id"}
+_EXTRACT = {"study": "values.study_id", "ledger": "values.ledger.study_id", "last": "values.last_result.study_id"}
 
 
 def _ids(*values: Any) -> set[str]:
@@ -57,7 +57,7 @@ async def catalogue(client: Any) -> dict[str, ThreadInfo]:
         for t in page:
             found = t.get("extracted") or {}
             threads[str(t["thread_id"])] = ThreadInfo(last_ts=timestamp(t.get("updated_at")),
-                                                      studies=_ids(found.get("study"), found.get("last")))
+                                                      studies=_ids(found.get("study"), found.get("ledger"), found.get("last")))
         if len(page) < PAGE:
             return threads
         offset += PAGE

@@ -69,14 +69,16 @@ def timestamp(value: Any) -> float:
 
 
 def studies_in(values: dict[str, Any]) -> set[str]:
-    """The studies a thread's state values reference: its ``study_id`` and its last result's."""
+    """The studies a thread's state values reference: its ``study_id`` and its evidence ledger's."""
     out = set()
     sid = values.get("study_id")
     if isinstance(sid, str):
         out.add(sid)
-    last = values.get("last_result")
-    if isinstance(last, dict) and isinstance(last.get("study_id"), str):
-        out.add(last["study_id"])
+    for key in ("ledger", "last_result"):  # the evidence ledger's study; checkpoints before it kept last_result
+        held = values.get(key)
+        held_id = held.get("study_id") if isinstance(held, dict) else getattr(held, "study_id", None)
+        if isinstance(held_id, str):
+            out.add(held_id)
     return out
 
 
