@@ -28,7 +28,7 @@ from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.memory.ledger import StudyLedger
+from agents.memory.ledger import EarlierStudy, StudyLedger
 from agents.turn.record import TurnRecord
 from knowledge.evidence import Decision, Evidence
 
@@ -55,6 +55,7 @@ class CxrState(TypedDict, total=False):
     evidence: Annotated[list[Evidence], per_turn]
     ledger: StudyLedger | None  # every output recorded on the study the decisions are about
     decisions: list[Decision]  # that study's decisions, from its whole ledger (written whole, never merged)
+    earlier: dict[str, EarlierStudy]  # the conversation's earlier studies: their ledgers and decisions
     notes: Annotated[list[str], per_turn]
     ingest_error: str | None  # why this turn's input was not used (its image, or an over-long message)
     last_result: dict[str, Any] | None  # read-only: what checkpoints before the ledger kept

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 PAGE = 100
 """Threads per catalogue query, and checkpoints per history query."""
-_EXTRACT = {"study": "values.study_id", "ledger": "values.ledger.study_id", "last": "values.last_result.study_id"}
+_EXTRACT = {"study": "values.study_id", "ledger": "values.ledger.study_id", "last": "values.last_result.study_id",
+            "earlier": "values.earlier"}
 
 
 def _ids(*values: Any) -> set[str]:
@@ -57,7 +58,8 @@ async def catalogue(client: Any) -> dict[str, ThreadInfo]:
         for t in page:
             found = t.get("extracted") or {}
             threads[str(t["thread_id"])] = ThreadInfo(last_ts=timestamp(t.get("updated_at")),
-                                                      studies=_ids(found.get("study"), found.get("ledger"), found.get("last")))
+                                                      studies=_ids(found.get("study"), found.get("ledger"), found.get("last"),
+                                                                  *(found.get("earlier") or {})))
         if len(page) < PAGE:
             return threads
         offset += PAGE

@@ -124,6 +124,44 @@ class StudyLedger(BaseModel):
         return [e for e in self.entries if e.key.ask.kind == "verify"]
 
 
+MAX_EARLIER_STUDIES = 8  # a conversation's earlier studies kept with their ledgers (the oldest go first)
+
+
+class EarlierStudy(BaseModel):
+    """A study the conversation read before its current one: its ledger and decisions, kept so that going
+    back to it, comparing with it, or exporting it reads what was known, not nothing."""
+
+    ledger: StudyLedger
+    decisions: list[Decision] = Field(default_factory=list)
+
+
+def shelve(earlier: Mapping[str, Any] | None, ledger: StudyLedger | None, decisions: Iterable[Decision],
+           *, taking: str | None = None) -> dict[str, EarlierStudy]:
+    """The conversation's earlier studies after moving ``ledger`` (with its decisions) onto the shelf and
+    taking ``taking`` off it (the study the turn goes back to); bounded by ``MAX_EARLIER_STUDIES``."""
+    out = {sid: s for sid, s in (as_earlier(earlier) or {}).items() if sid != taking}
+    if ledger is not None and ledger.study_id != taking:
+        out.pop(ledger.study_id, None)
+        out[ledger.study_id] = EarlierStudy(ledger=ledger, decisions=list(decisions))
+    return dict(list(out.items())[-MAX_EARLIER_STUDIES:])
+
+
+def as_earlier(value: Any) -> dict[str, EarlierStudy]:
+    """The ``earlier`` state value as typed models (a checkpoint may hold plain dicts)."""
+    if not isinstance(value, Mapping):
+        return {}
+    out = {}
+    for sid, item in value.items():
+        if isinstance(item, EarlierStudy):
+            out[str(sid)] = item
+        elif isinstance(item, Mapping):
+            try:
+                out[str(sid)] = EarlierStudy.model_validate(item)
+            except ValueError:
+                continue
+    return out
+
+
 class SharedOutputs:
     """Fixed-prompt outputs (no user words in the ask) shared by every conversation of one process, by
     pixel-hash study id: a second thread's report on a study reads nothing again. In memory only and
@@ -230,12 +268,14 @@ def from_legacy(last_result: Mapping[str, Any] | None, ask: Callable[[str, str],
 
 def study_decisions(values: Mapping[str, Any], study_id: str | None = None) -> list[Decision]:
     """The current decisions of a study from a thread's state values (``graph.get_state(cfg).values``):
-    the ledger's study by default; ``[]`` when ``study_id`` names another study. Reads checkpoints
+    the ledger's study by default; an earlier study of the conversation by its id (``[]`` for one it never
+    read). Reads checkpoints
     written before the ledger (their ``last_result``) too."""
     ledger = as_ledger(values.get("ledger"))
     if ledger is not None:
         if study_id is not None and study_id != ledger.study_id:
-            return []
+            shelved = as_earlier(values.get("earlier")).get(study_id)
+            return list(shelved.decisions) if shelved is not None else []
         return as_decisions(values.get("decisions"))
     last = values.get("last_result")
     if isinstance(last, Mapping) and last.get("study_id") and (study_id is None or last["study_id"] == study_id):

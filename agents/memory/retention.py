@@ -79,6 +79,9 @@ def studies_in(values: dict[str, Any]) -> set[str]:
         held_id = held.get("study_id") if isinstance(held, dict) else getattr(held, "study_id", None)
         if isinstance(held_id, str):
             out.add(held_id)
+    earlier = values.get("earlier")  # the conversation's earlier studies, by id
+    if isinstance(earlier, dict):
+        out.update(sid for sid in earlier if isinstance(sid, str))
     return out
 
 

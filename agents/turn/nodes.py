@@ -24,10 +24,12 @@ from agents.memory.ledger import (
     SharedOutputs,
     StudyLedger,
     as_decisions,
+    as_earlier,
     as_ledger,
     ask_of,
     from_legacy,
     key_for,
+    shelve,
     study_decisions,
     words_hash,
 )
@@ -178,11 +180,15 @@ class Nodes:
                                                         "ask": ask.model_dump(mode="json")}})
 
     def ledger_of(self, state: CxrState, study_id: str | None) -> StudyLedger | None:
-        """The thread's ledger of ``study_id`` (read from an older ``last_result`` if that is all there is)."""
+        """The thread's ledger of ``study_id``: the current one, an earlier study's from the shelf, or one
+        read from an older ``last_result`` if that is all there is."""
         if not study_id:
             return None
         ledger = as_ledger(state.get("ledger")) or self._legacy_ledger(state.get("last_result"))
-        return ledger if ledger is not None and ledger.study_id == study_id else None
+        if ledger is not None and ledger.study_id == study_id:
+            return ledger
+        shelved = as_earlier(state.get("earlier")).get(study_id) if study_id else None
+        return shelved.ledger if shelved is not None else None
 
     def _legacy_ledger(self, last: Any) -> StudyLedger | None:
         """The ledger of an earlier version's ``last_result``: its evidence, and the re-asks its
@@ -462,9 +468,13 @@ class Nodes:
             # the study's decisions as they stood (what the turn record compares with)
             update: dict[str, Any] = {"decisions_before": study_decisions(state, study_id) if study_id else []}
             if study_id:
+                current = as_ledger(state.get("ledger"))
                 ledger = self.record_outputs(state, study_id)
                 decisions = self.decide_study(ledger)
                 update["ledger"] = ledger
+                if current is not None and current.study_id != study_id:  # another study: shelve the one held
+                    update["earlier"] = shelve(state.get("earlier"), current, as_decisions(state.get("decisions")),
+                                               taking=study_id)
                 if state.get("last_result") is not None:
                     update["last_result"] = None  # read into the ledger: kept once
             else:  # no study (a custom tool that needs no image): this turn's calls alone

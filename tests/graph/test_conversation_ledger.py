@@ -213,3 +213,28 @@ def test_a_conversation_on_the_fake_radvlm_backend(make_graph, thread, cxr_image
     assert outs[2]["route"]["finding"] == "cardiomegaly"
     _unchanged_except(outs[3]["decisions"], outs[4]["decisions"], {"pleural_effusion"})
     assert effusion_q["cardiomegaly"].needs_review  # still flagged: nothing settled it
+
+
+def test_a_second_study_keeps_the_first_on_the_shelf(make_graph, thread, cxr_images):
+    """A conversation that loads a second image keeps the first study's ledger and decisions: they are
+    exported by its id, and going back to it reads nothing again."""
+    vlm, clf, ret = _tools()
+    g = make_graph(vlm, clf, ret)
+    cfg = thread()
+    first = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_images[0])}, cfg)
+    first_id, first_decisions = first["study_id"], _by_finding(first["decisions"])
+    reads = clf.calls
+
+    second = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_images[1])}, cfg)
+    assert second["study_id"] != first_id
+    values = g.get_state(cfg).values
+    assert _by_finding(study_decisions(values, first_id)) == first_decisions  # not lost with the new image
+    assert study_decisions(values, second["study_id"]) == second["decisions"]
+    assert study_decisions(values, "0" * 64) == []  # a study this conversation never read
+    assert clf.calls == reads + 1
+
+    back = g.invoke({"messages": [("user", "Is there cardiomegaly?")], "study_id": first_id}, cfg)
+    assert clf.calls == reads + 1  # the first study's classifier read comes off the shelf
+    _unchanged_except(list(first_decisions.values()), back["decisions"], {"cardiomegaly"})
+    values = g.get_state(cfg).values
+    assert _by_finding(study_decisions(values, second["study_id"])) == _by_finding(second["decisions"])
