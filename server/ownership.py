@@ -99,7 +99,8 @@ async def thread_references(client: Any, owner: str, study_id: str) -> bool:
     while True:
         page = await client.threads.search(metadata={"owner": owner}, limit=PAGE, offset=offset,
                                            select=["thread_id"],
-                                           extract={"study": "values.study_id", "last": "values.last_result.study_id"})
+                                           extract={"study": "values.study_id", "ledger": "values.ledger.study_id",
+                                                    "last": "values.last_result.study_id"})
         if any(study_id in (t.get("extracted") or {}).values() for t in page):
             return True
         if len(page) < PAGE:
