@@ -88,6 +88,9 @@ class ToolCapabilities:
     cacheable: its complete Evidence on a study may be reused for the same study, model, weights and
         prompt, in any conversation. Declare it only when the output depends on the study alone; a tool
         whose Evidence varies per ask says so per Evidence (``meta["fixed_prompt"]``, like the VLM).
+    compares_priors: it reads a study against an earlier one of the same patient, so its statements of
+        change (new, worse, stable, improved, resolved) may support a change decision. Without it, a
+        difference between a tool's two reads is never more than a flagged possible change.
     label: how replies name it ("the VLM"); None: ``tool '<name>'``.
     """
 
@@ -97,9 +100,10 @@ class ToolCapabilities:
     needs_draft: bool = False
     verifies: bool = False
     cacheable: bool = False
+    compares_priors: bool = False
     label: str | None = None
 
-    FLAGS = ("image_source", "writes_report", "needs_draft", "verifies", "cacheable")
+    FLAGS = ("image_source", "writes_report", "needs_draft", "verifies", "cacheable", "compares_priors")
 
 
 @runtime_checkable
@@ -108,7 +112,7 @@ class CxrTool(Protocol):
 
     run() should not raise; the graph still wraps it and turns any exception or timeout into
     Evidence(ok=False, error=...). Optional class attributes ``image_source``, ``writes_report``,
-    ``needs_draft``, ``verifies``, ``cacheable`` (bools, default False) and ``label`` (str) declare its
+    ``needs_draft``, ``verifies``, ``cacheable``, ``compares_priors`` (bools, default False) and ``label`` (str) declare its
     ToolCapabilities; a tool with
     ``verifies = True`` also implements ``verify`` (see ``Verifier``).
     """

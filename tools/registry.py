@@ -4,14 +4,15 @@ A custom tool is either
 - any object with ``name: str``, ``intents`` (iterable of intents it serves, see
   tools.base.INTENT_TABLE) and ``run(ToolRequest) -> Evidence`` (the CxrTool protocol), optionally
   declaring the capabilities of tools.base.ToolCapabilities as boolean attributes
-  (``image_source``, ``writes_report``, ``needs_draft``, ``verifies`` + ``verify(...)``, ``cacheable``), or
+  (``image_source``, ``writes_report``, ``needs_draft``, ``verifies`` + ``verify(...)``, ``cacheable``,
+  ``compares_priors``), or
 - a LangChain tool (``BaseTool`` / ``@tool``): its arguments are filled from the request by name
   (``text``, ``intent``, ``finding``, ``phrase``, ``study_id``, ``pixels``, ``thread_id``,
   ``draft_report``) and its output is mapped to Evidence: an Evidence is kept, a dict is validated
   as Evidence, anything else becomes ``Evidence.answer`` text. Intents and capabilities come from
   ``metadata``: ``cxr_intents`` (default: report), ``cxr_image_source``, ``cxr_writes_report``,
   ``cxr_needs_draft``, ``cxr_verifies`` (a verifying LangChain tool is invoked once per finding
-  with intent ``finding_question``), ``cxr_cacheable``, ``cxr_label`` (how replies name it).
+  with intent ``finding_question``), ``cxr_cacheable``, ``cxr_compares_priors``, ``cxr_label`` (how replies name it).
 
 Custom tools reach the graph through ``build_graph(tools=[...])`` or an entry point in the group
 ``cxr_agent.tools`` (the object may be a tool instance, a tool class or a zero-argument factory).
@@ -54,7 +55,8 @@ class LazyTool:
 
     def __init__(self, name: str, target: str, intents: Iterable[str], *, image_source: bool = False,
                  writes_report: bool = False, needs_draft: bool = False, verifies: bool = False,
-                 cacheable: bool = False, label: str | None = None, settings: Settings | None = None):
+                 cacheable: bool = False, compares_priors: bool = False, label: str | None = None,
+                 settings: Settings | None = None):
         self.name = name
         self.intents = frozenset(intents)
         self.image_source = image_source
@@ -62,6 +64,7 @@ class LazyTool:
         self.needs_draft = needs_draft
         self.verifies = verifies
         self.cacheable = cacheable
+        self.compares_priors = compares_priors
         self.label = label
         self.target = target
         self._settings = settings
@@ -73,7 +76,8 @@ class LazyTool:
     def capabilities(self) -> ToolCapabilities:
         return ToolCapabilities(intents=self.intents, image_source=self.image_source,
                                 writes_report=self.writes_report, needs_draft=self.needs_draft,
-                                verifies=self.verifies, cacheable=self.cacheable, label=self.label)
+                                verifies=self.verifies, cacheable=self.cacheable,
+                                compares_priors=self.compares_priors, label=self.label)
 
     def load(self) -> Any:
         """The real tool (constructed once); raises RuntimeError naming the problem if it cannot be."""
@@ -176,6 +180,7 @@ class LangChainToolAdapter:
         self.needs_draft = bool(meta.get("cxr_needs_draft", False))
         self.verifies = bool(meta.get("cxr_verifies", False))
         self.cacheable = bool(meta.get("cxr_cacheable", False))
+        self.compares_priors = bool(meta.get("cxr_compares_priors", False))
         self.label = str(meta["cxr_label"]) if meta.get("cxr_label") else None
 
     def run(self, request: ToolRequest) -> Evidence:

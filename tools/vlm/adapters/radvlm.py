@@ -150,6 +150,9 @@ class RadVLMAdapter:
     family = "radvlm"
     display_name = "RadVLM"
     localises = True
+    # Trained on single images: no instruction reads a study against a prior, so a difference between
+    # two of its reports is at most a possible change for a reader to check.
+    compares_priors = False
     system: str | None = None  # the authors' inference sends none
     hf_class = "LlavaOnevisionForConditionalGeneration"  # what the transformers backend loads
     tiny_loader = "tools.vlm.tiny:load_tiny"  # the offline random stand-in (profile tiny)
