@@ -34,7 +34,8 @@ class ReplyParts:
     intent: str
     demo: bool = False
     opening: tuple[str, ...] = ()  # said before anything else (no earlier image compared, a refusal)
-    review: tuple[str, ...] = ()  # one bullet per finding that needs the reader's eyes
+    review: tuple[str, ...] = ()  # the bullets of the findings that need the reader's eyes
+    review_count: int = 0  # how many findings those bullets name
     writer: str | None = None  # who drafted ``report``
     report: str | None = None  # the report as written
     truncated: bool = False  # the report stopped at the token limit
@@ -46,20 +47,16 @@ class ReplyParts:
     notes: tuple[str, ...] = ()
     disclaimer: bool = False
 
-    @property
-    def flagged(self) -> int:
-        return len(self.review)
-
     def render(self) -> str:
         lines: list[str] = [f"> **{DEMO_WARNING}**", ""] if self.demo else []
         for line in self.opening:
             lines += [line, ""]
         if self.review:
-            lines += [f"### Needs your review ({len(self.review)})", "", *self.review, ""]
+            lines += [f"### Needs your review ({self.review_count or len(self.review)})", "", *self.review, ""]
         if self.report is not None:
             lines += ["### Report", "", f"_Drafted by {self.writer}; shown as written._", ""]
             if self.truncated:
-                lines += ["_Cut off at the token limit: what it leaves out is not read as absent._", ""]
+                lines += ["_Cut off at the token limit: its silence is not read as absence._", ""]
             lines += [self.report.strip(), ""]
         elif self.no_report:
             lines += ["### Report", "", f"_{self.no_report}_", ""]

@@ -82,10 +82,7 @@ def review_line(d: Decision, roles: ToolRoles, report: str | None, kind: str | N
     for c in d.calls:
         if c.task == "verification" or c.score_kind == "neighbor_fraction" or c.source in roles.priors:
             continue
-        if c.source in roles.writers:
-            if c is not own and c.source in seen and own is not None and c.status is not own.status \
-                    and c.task in ("classification", "detection"):
-                says.append(_writer_says(c, roles, report))
+        if c.source in roles.writers:  # the writer's own statement is told once, above
             continue
         if c.source not in seen:
             seen.add(c.source)
@@ -95,14 +92,31 @@ def review_line(d: Decision, roles: ToolRoles, report: str | None, kind: str | N
     return f"- **{name}** ({kind}): {'; '.join(s for s in says if s)} → {outcome}."
 
 
+def same_way_line(ds: Sequence[Decision], roles: ToolRoles, writer: str, kind: str, said: Status,
+                  status: Status) -> str:
+    """Unflagged findings that differ from the report the same way: one line, each named once with its scores."""
+    scored = {d.finding: [c for c in d.calls if c.source in roles.scorers and c.task != "verification"] for d in ds}
+    sources = {c.source for cs in scored.values() for c in cs}
+    who = writer.removeprefix("the ")
+    head = (f"Not in {who} report, added as {STATUS_WORD[status]}" if kind == "Added"
+            else f"{who} report says {STATUS_WORD[said]}, decided {STATUS_WORD[status]}")
+    if len(sources) == 1 and all(len(cs) == 1 and cs[0].score is not None for cs in scored.values()):
+        # one scorer behind every finding: name it once, then each finding with its score
+        items = [f"**{display_name(d.finding)}** {scored[d.finding][0].score:.2f}" for d in ds]
+        return f"- {head} ({roles.short(sources.pop())} score): {', '.join(items)}."
+    items = [f"**{display_name(d.finding)}** ({', '.join(_scored(c, roles) for c in scored[d.finding]) or f'{d.confidence:.2f}'})"
+             for d in ds]
+    return f"- {head}: {', '.join(items)}."
+
+
 def _sources(d: Decision, roles: ToolRoles, k: int | None) -> str:
     out: list[str] = []
     for c in d.calls:
         if c.task == "verification":
             continue
-        if c.score_kind == "neighbor_fraction" and c.score is not None:
-            bit = f"priors {round(c.score * k)}/{k}" if k else f"priors {c.score:.0%}"
-        elif c.score is not None and c.score_kind in ("op_norm", "probability"):
+        if c.score_kind == "neighbor_fraction":  # a prior: counted in the context line, the fraction in the payload
+            continue
+        if c.score is not None and c.score_kind in ("op_norm", "probability"):
             bit = f"{roles.short(c.source)} {c.score:.2f}"
         elif c.implied == "report_silence":
             bit = f"{roles.short(c.source)} (silent)"
@@ -114,17 +128,28 @@ def _sources(d: Decision, roles: ToolRoles, k: int | None) -> str:
 
 
 def table(decisions: Sequence[Decision], roles: ToolRoles, k: int | None) -> list[Row]:
-    """One row per decision present or uncertain; the absent ones share one row naming each."""
+    """One row per finding present; the uncertain ones, and the absent ones, share a row naming each."""
     rows = [Row(display_name(d.finding), STATUS_WORD[d.status], f"{d.confidence:.2f}", _sources(d, roles, k))
-            for d in decisions if d.status is not Status.absent and (d.finding != "no_finding" or d.status is Status.present)]
+            for d in decisions if d.status is Status.present]
+    unsure = [d for d in decisions if d.status is Status.uncertain and d.finding != "no_finding"]
+    if len(unsure) == 1:
+        rows.append(Row(display_name(unsure[0].finding), "uncertain", f"{unsure[0].confidence:.2f}",
+                        _sources(unsure[0], roles, k)))
+    elif unsure:
+        rows.append(_grouped(unsure, Status.uncertain, roles))
     absent = [d for d in decisions if d.status is Status.absent and d.finding != "no_finding"]
     if absent:
-        lo, hi = min(d.confidence for d in absent), max(d.confidence for d in absent)
-        names = ", ".join(display_name(d.finding) for d in absent)
-        srcs = ", ".join(dict.fromkeys(roles.short(c.source) for d in absent for c in d.calls
-                                       if c.task != "verification" and c.score_kind != "neighbor_fraction"))
-        rows.append(Row(names, "absent", f"{lo:.2f}" if lo == hi else f"{lo:.2f}–{hi:.2f}", srcs or "none"))
+        rows.append(_grouped(absent, Status.absent, roles))
     return rows
+
+
+def _grouped(ds: Sequence[Decision], status: Status, roles: ToolRoles) -> Row:
+    """One row for several findings of one status: each named, the confidence range, the sources."""
+    lo, hi = min(d.confidence for d in ds), max(d.confidence for d in ds)
+    names = ", ".join(display_name(d.finding) for d in ds)
+    srcs = ", ".join(dict.fromkeys(roles.short(c.source) for d in ds for c in d.calls
+                                   if c.task != "verification" and c.score_kind != "neighbor_fraction"))
+    return Row(names, STATUS_WORD[status], f"{lo:.2f}" if lo == hi else f"{lo:.2f}–{hi:.2f}", srcs or "none")
 
 
 def retrieval_line(evidence: Sequence[Evidence], roles: ToolRoles) -> str | None:
@@ -136,7 +161,7 @@ def retrieval_line(evidence: Sequence[Evidence], roles: ToolRoles) -> str | None
     if not k:
         return "No similar prior reports found."
     normal = sum(1 for n in r.neighbors if "no_finding" in n.labels)
-    return f"{k} similar prior reports ({normal} normal): 'priors' in the table, context, not a vote."
+    return f"Priors: {k} similar prior reports ({normal} normal), context, not a vote."
 
 
 def report_fields(evidence: Sequence[Evidence], decisions: Sequence[Decision], *, roles: ToolRoles) -> dict:
@@ -146,13 +171,26 @@ def report_fields(evidence: Sequence[Evidence], decisions: Sequence[Decision], *
     writer = roles.writer_label(writer_ev)
     k = roles.k(evidence)
     review: list[str] = []
+    # Unflagged findings that differ from the report the same way share one line (each named once):
+    # "Added" ones, and contradictions grouped by what the report said and what was decided.
+    same_way: dict[tuple[str, Status, Status], list[Decision]] = {}
     rest: list[Decision] = []
     for d in decisions:
-        kind = differs_from_report(d, roles.writer_call(d), report)
-        if kind is not None or (d.needs_review and d.finding != "no_finding"):
+        said = roles.writer_call(d)
+        kind = differs_from_report(d, said, report)
+        if kind is not None and not d.needs_review:
+            key = (kind, said.status if kind == "Contradicted" and said is not None else Status.absent, d.status)
+            same_way.setdefault(key, []).append(d)
+        elif kind is not None or (d.needs_review and d.finding != "no_finding"):
             review.append(review_line(d, roles, report, kind))
         else:
             rest.append(d)
+    count = len(review) + sum(len(ds) for ds in same_way.values())
+    for (kind, said_status, status), ds in same_way.items():
+        if kind == "Contradicted" and len(ds) == 1:
+            review.append(review_line(ds[0], roles, report, kind))
+        else:
+            review.append(same_way_line(ds, roles, writer, kind, said_status, status))
     consequence = ""
     no_report = None
     if report is None:
@@ -165,12 +203,15 @@ def report_fields(evidence: Sequence[Evidence], decisions: Sequence[Decision], *
     context: list[str] = []
     if decisions and not review:
         context.append("No conflicts between image sources" + ("; every decision matches the report." if report else "."))
+    legend = []
     if any(c.score_kind == "op_norm" for d in decisions for c in d.calls):
-        context.append(f"Classifier numbers: op-point scores (threshold {OP_THRESHOLD:g}), not probabilities.")
+        legend.append(f"Classifier numbers: op-point scores (threshold {OP_THRESHOLD:g}), not probabilities.")
     if line := retrieval_line(evidence, roles):
-        context.append(line)
+        legend.append(line)
+    if legend:
+        context.append(" ".join(legend))
     context += [f"- **{e.tool}**: {e.answer}" for e in roles.custom(evidence)]
-    return {"review": tuple(review), "writer": writer, "report": report,
+    return {"review": tuple(review), "review_count": count, "writer": writer, "report": report,
             "truncated": bool(writer_ev is not None and writer_ev.truncated and report),
             "no_report": no_report, "table": tuple(table(rest, roles, k)), "context": tuple(context),
             "unavailable": unavailable_line(evidence, consequence=consequence), "disclaimer": True}

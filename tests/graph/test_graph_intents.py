@@ -31,7 +31,7 @@ def test_report_end_to_end(make_graph, thread, cxr_image):
     assert "Cardiomegaly. No pleural effusion. No pneumothorax." in text  # the VLM report, verbatim
     assert "classifier 0.80" in text and "op-point scores (threshold 0.5)" in text
     assert "probability" not in text.lower()
-    assert "4 similar prior reports" in text and "priors 3/4" in text  # cardiomegaly's row
+    assert "Priors: 4 similar prior reports (1 normal), context, not a vote." in text
     # this turn's evidence and decisions
     assert sorted(e.tool for e in out["evidence"]) == ["classifier", "retrieval", "vlm"]
     vlm_ev = next(e for e in out["evidence"] if e.tool == "vlm")
@@ -65,7 +65,7 @@ def test_report_omitted_high_confidence_finding_is_reasked_and_added(make_graph,
     text = out["messages"][-1].content
     assert "\nMild cardiomegaly.\n" in text  # the VLM's text, not silently altered
     assert vlm.verify_calls == ["pleural_effusion"]
-    assert "- **Pleural effusion** (Added): not in VLM report; classifier 0.90;" in text
+    assert "- Not in VLM report, added as present (classifier score): **Pleural effusion** 0.90." in text
     eff = next(d for d in out["decisions"] if d.finding == "pleural_effusion")
     assert eff.status == Status.present and not eff.needs_review
 

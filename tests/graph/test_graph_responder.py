@@ -126,14 +126,15 @@ def test_a_report_that_differs_from_the_decision_is_listed_for_review_even_when_
                      calls=[_clf(0.9, Status.present, "consolidation")])
     parts = compose_parts(ROUTE, [Evidence(tool="vlm", report=REPORT, calls=[said])], [d, added], study={"id": "s"})
     assert [line.split("**")[1] for line in parts.review] == ["Pleural effusion", "Consolidation"]
-    assert "(Contradicted)" in parts.review[0] and "(Added)" in parts.review[1]
+    assert "(Contradicted)" in parts.review[0] and parts.review[1] == "- Not in VLM report, added as present (classifier score): **Consolidation** 0.90."
+    assert parts.review_count == 2
     assert parts.table == ()
 
 
 def test_a_truncated_report_says_it_was_cut_off():
     ev = [Evidence(tool="vlm", report="Heart size is normal. The lungs", truncated=True)]
     text = compose(ROUTE, ev, [], study={"id": "s"})
-    assert "Cut off at the token limit" in text and "not read as absent" in text
+    assert "Cut off at the token limit" in text and "not read as absence" in text
     whole = compose(ROUTE, [Evidence(tool="vlm", report="Heart size is normal.")], [], study={"id": "s"})
     assert "Cut off" not in whole
 
