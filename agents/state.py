@@ -51,6 +51,7 @@ class CxrState(TypedDict, total=False):
     image: Annotated[Any, UntrackedValue(Any)]
     image_name: Annotated[str | None, UntrackedValue(Any)]
     study_id: str | None
+    prior_study_id: Annotated[str | None, UntrackedValue(Any)]  # this turn only: the study to compare with
     route: dict[str, Any] | None
     evidence: Annotated[list[Evidence], per_turn]
     ledger: StudyLedger | None  # every output recorded on the study the decisions are about
@@ -84,6 +85,8 @@ class CxrInput(BaseModel):
     image: Annotated[str | os.PathLike | bytes | bytearray | None, UntrackedValue(Any)] = None
     image_name: Annotated[str | None, UntrackedValue(Any)] = None
     study_id: str | None = None
+    # the earlier study a comparison reads against (the reader's order: ingest drops every date)
+    prior_study_id: Annotated[str | None, UntrackedValue(Any)] = None
 
     @field_validator("study_id")
     @classmethod
@@ -116,6 +119,10 @@ def validate_input(state: dict[str, Any]) -> None:
                               f"not {type(image).__name__}")
     if name is not None and not isinstance(name, str):
         raise GraphInputError(f"invalid graph input: image_name must be a file name (str), not {type(name).__name__}")
+    prior = state.get("prior_study_id")
+    if prior is not None and (not isinstance(prior, str) or not prior.strip()):
+        raise GraphInputError("invalid graph input: prior_study_id must be the id string of a study read earlier in "
+                              f"this conversation, not {prior!r}"[:200])
     if study_id is not None and (not isinstance(study_id, str) or not study_id.strip()):
         raise GraphInputError("invalid graph input: study_id must be the id string graph.store_image returned, "
                               f"not {study_id!r}"[:200])

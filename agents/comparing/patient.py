@@ -38,8 +38,7 @@ def same_patient(prior: Mapping[str, Any], current: Mapping[str, Any]) -> Patien
         return PatientCheck(verdict="mismatch", reason="the two studies' headers give age bands more than a "
                                                        "decade apart")
     if not all(sexes) and None in ages:
-        return PatientCheck(verdict="unconfirmed", reason="neither sex nor age is known for both studies "
-                                                          "(no DICOM headers), so they cannot be confirmed "
-                                                          "to be the same patient")
+        return PatientCheck(verdict="unconfirmed", reason="no sex or age band is known for both studies "
+                                                          "(images without DICOM headers)")
     return PatientCheck(verdict="consistent", reason="sex and age band do not contradict each other "
                                                      "(this cannot prove it is the same patient)")

@@ -39,6 +39,7 @@ from agents.replying import clarify as clarifying
 from agents.replying import compose as responder
 from agents.routing import route_turn
 from agents.state import CxrState, validate_input
+from agents.turn.comparison import compare_with_prior, comparison_route, with_comparison
 from agents.turn.events import ToolStartEvent, writer
 from agents.turn.history import chat_history
 from agents.turn.record import build_record, payload_extras
@@ -304,6 +305,7 @@ class Nodes:
             log.exception("router failed")
             route = {"intent": "chat", "finding": None, "phrase": None, "tools": [], "needs_image": False,
                      "reason": f"router failed ({type(exc).__name__}); treated as chat"}
+        route = comparison_route(route, state)  # a comparison reads the current study in full
         writer()({"event": "route", "intent": route.get("intent"), "finding": route.get("finding"),
                   "tools": self.selected(route), "reason": route.get("reason", ""),
                   "needs_image": bool(route.get("needs_image")) and not state.get("study_id")})
@@ -549,12 +551,16 @@ class Nodes:
             prior = {"study_id": ledger.study_id, "evidence": ledger.evidence(), "decisions": study_decisions(state)}
         if route.get("intent") == "explain" and prior and study_id and prior.get("study_id") != study_id:
             notes.append("These conclusions were reached on the previously loaded study.")
+        compared = None
         try:
+            if not route.get("clarify") and not state.get("ingest_error"):
+                compared = compare_with_prior(state, route, study=self.study, caps=self.caps,
+                                              labels=dict(self.roles.labels))
             text = clarifying.question(route["clarify"], last_user_text(state.get("messages") or [])) \
                 if route.get("clarify") else \
-                responder.compose(route, evidence, decisions, demo=self.settings.is_demo, notes=notes,
-                                  study=study_info, prior=prior, ingest_error=state.get("ingest_error"),
-                                  roles=self.roles)
+                with_comparison(responder.compose_parts(
+                    route, evidence, decisions, demo=self.settings.is_demo, notes=notes, study=study_info,
+                    prior=prior, ingest_error=state.get("ingest_error"), roles=self.roles), compared)
         except Exception as exc:  # noqa: BLE001 - the reply itself must not crash the turn
             log.exception("responder failed")
             text = f"The answer could not be composed ({type(exc).__name__}: {exc})."
@@ -565,6 +571,8 @@ class Nodes:
         record = build_record(route, evidence, decisions, list(before or []), text, study_id=study_id, notes=notes)
         cxr = {**responder.payload(route, evidence, decisions, study_id=study_id, demo=self.settings.is_demo),
                **payload_extras(record)}
+        if compared is not None:  # which study was the prior, the patient check and every change decision
+            cxr["comparison"] = compared.payload
         if route.get("clarify"):  # the two readings, for the UI's buttons
             cxr["clarify"] = {"choices": clarifying.choices(route["clarify"], last_user_text(state.get("messages") or []))}
         writer()({"event": "reply", "text": text})

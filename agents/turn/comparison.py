@@ -1,0 +1,113 @@
+"""A comparison turn: find the prior study the conversation holds, check that the two can be one patient's,
+and decide what changed from both studies' ledgers (agents/comparing).
+
+The order of the two studies is the reader's (ingest drops every date): the prior is the study they name
+(``prior_study_id``), else the study the conversation read most recently before the current one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agents.comparing.decide import ChangeDecision, StudyRead, candidate_findings, compare
+from agents.comparing.patient import PatientCheck, same_patient
+from agents.comparing.policy import ChangePolicy
+from agents.memory.ledger import as_decisions, as_earlier, as_ledger
+from agents.replying.change import change_lines, missing_prior_line, refusal_lines
+from agents.replying.compose import NO_COMPARISON, ReplyParts
+from tools.base import RECONCILED_INTENTS, ToolCapabilities
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a comparison turn found: the reply's opening and the payload's ``comparison``."""
+
+    opening: tuple[str, ...]
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def earlier_ids(state: Mapping[str, Any]) -> list[str]:
+    """Studies the conversation read before the current one, oldest first (the ledger still holds the
+    previous study until this turn's reconcile shelves it)."""
+    current = state.get("study_id")
+    ids = [sid for sid in as_earlier(state.get("earlier")) if sid != current]
+    held = as_ledger(state.get("ledger"))
+    if held is not None and held.study_id != current and held.study_id not in ids:
+        ids.append(held.study_id)
+    return ids
+
+
+def comparison_route(route: dict[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+    """A comparison question, when the conversation holds an earlier study, is answered as one: no asking
+    back; one that names no finding of its own reads the current study in full (report and scores, reused
+    from the ledger when there), so that every change can be decided."""
+    if not (route.get("asks_comparison") and state.get("study_id")
+            and (state.get("prior_study_id") or earlier_ids(state))):
+        return route
+    if route.get("intent") in RECONCILED_INTENTS:
+        return {**route, "clarify": None}
+    return {**route, "intent": "report", "needs_image": True, "clarify": None,
+            "reason": f"{route.get('reason', '')}; compared with the prior: the current study is read in full"}
+
+
+def _study_facts(study: Callable[[str], Any], study_id: str) -> tuple[str, dict[str, Any]]:
+    try:
+        s = study(study_id)
+    except Exception:  # noqa: BLE001 - a study gone from the store: its ledger still compares, headers unknown
+        return "unknown", {}
+    return str(getattr(s, "view", "unknown") or "unknown"), dict(getattr(s, "metadata", {}) or {})
+
+
+def compare_with_prior(state: Mapping[str, Any], route: Mapping[str, Any], *, study: Callable[[str], Any],
+                       caps: Mapping[str, ToolCapabilities], labels: Mapping[str, str],
+                       policy: ChangePolicy | None = None) -> Comparison | None:
+    """The comparison of the current study with its prior, or None when the turn asks none or the
+    conversation holds no earlier study (the reply then says no earlier image was compared)."""
+    current_id = state.get("study_id")
+    ledger = as_ledger(state.get("ledger"))
+    if not route.get("asks_comparison") or not current_id or ledger is None or ledger.study_id != current_id:
+        return None
+    named = state.get("prior_study_id")
+    shelf = as_earlier(state.get("earlier"))
+    if named:
+        if named == current_id or named not in shelf:
+            return Comparison(opening=(missing_prior_line(named),), payload={"prior_study_id": named, "compared": False})
+        prior_id = named
+    else:
+        ids = [sid for sid in shelf if sid != current_id]
+        if not ids:
+            return None
+        prior_id = ids[-1]
+    prior_view, prior_meta = _study_facts(study, prior_id)
+    view, meta = _study_facts(study, current_id)
+    patient: PatientCheck = same_patient(prior_meta, meta)
+    base = {"prior_study_id": prior_id, "study_id": current_id, "named_by_reader": bool(named),
+            "patient": patient.verdict}
+    if patient.verdict == "mismatch":
+        return Comparison(opening=refusal_lines(patient), payload={**base, "compared": False})
+    kept = shelf[prior_id]
+    prior = StudyRead(study_id=prior_id, view=prior_view, position=prior_meta.get("patient_position"),
+                      decisions=list(kept.decisions), evidence=kept.ledger.evidence())
+    now = StudyRead(study_id=current_id, view=view, position=meta.get("patient_position"),
+                    decisions=as_decisions(state.get("decisions")), evidence=ledger.evidence())
+    scorers = [n for n, c in caps.items() if c.image_source and not c.writes_report]
+    writers = [n for n, c in caps.items() if c.writes_report and not c.compares_priors]
+    asked = list(route.get("findings") or ([route["finding"]] if route.get("finding") else []))
+    changes: list[ChangeDecision] = compare(prior, now, policy or ChangePolicy(), score_sources=scorers,
+                                            statement_sources=writers, findings=candidate_findings(prior, now, asked))
+    films = [r for r in (changes[0].reasons if changes else []) if r.rule in ("view_differs", "position_differs")]
+    opening = change_lines(changes, prior_id=prior_id, current_id=current_id, named_by_reader=bool(named),
+                           patient=patient, films=films, labels=labels,
+                           direct=any(c.compares_priors for c in caps.values()))
+    return Comparison(opening=opening, payload={**base, "compared": True,
+                                                "changes": [d.model_dump(mode="json") for d in changes]})
+
+
+def with_comparison(parts: ReplyParts, comparison: Comparison | None) -> str:
+    """The reply rendered with the comparison as its opening (in place of "no earlier image was compared")."""
+    if comparison is None:
+        return parts.render()
+    kept = tuple(line for line in parts.opening if NO_COMPARISON not in line)
+    return replace(parts, opening=(*comparison.opening, *kept)).render()
