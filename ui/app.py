@@ -24,6 +24,7 @@ from ui.gate import header, require_login
 from ui.history import owner_book, resume
 from ui.remote import for_reader
 from ui.resources import get_graph
+from ui.scroll import open_latest_turn_at_top
 from ui.sidebar import sidebar
 from ui.study_panel import image_section, pacs_section, upload_section
 
@@ -70,6 +71,7 @@ def main() -> None:
                 live_pane(turns_worker)
             if not busy:
                 st.caption("Upload a study, then ask for a report, a finding's location, or similar prior cases.")
+        open_latest_turn_at_top("cxr_chat_pane", len(state[S.K_TURNS]))
     with left:
         image_section(state, graph)
     evidence_section(state, graph)

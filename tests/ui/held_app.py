@@ -44,7 +44,9 @@ class HeldTool:
         threading.Thread(target=watch, daemon=True).start()
         (self.folder / f"started-{n}").write_text("")
         released.wait()
-        return Evidence(tool=self.name, answer=f"held call {n} released")
+        # A long note makes a long reply, one that does not fit the chat pane.
+        long_note = " ".join(f"Held note line {i} of call {n}." for i in range(1, 121))
+        return Evidence(tool=self.name, answer=long_note)
 
 
 if not getattr(graph_module, "held_tool_installed", False):

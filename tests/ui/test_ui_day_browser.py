@@ -128,6 +128,25 @@ def test_a_reload_reopens_the_conversation_with_its_study(day):
     page.get_by_text("Evidence", exact=True).first.wait_for()
 
 
+def test_a_long_reply_opens_at_its_top(day):
+    page, hold = day
+    before = _done(page)  # turns reopened after the reload show no "Done in" status
+    _send(page, "Write a report, once more")
+    _wait_file(hold / "started-3")
+    (hold / "release-3").write_text("")
+    _wait_done(page, before + 1)
+    time.sleep(1.5)  # the pane's own scrolling settles
+    top, pane_top, pane_bottom, tall = page.evaluate("""() => {
+        const pane = document.querySelector('.st-key-cxr_chat_pane');
+        const users = pane.querySelectorAll('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarUser"])');
+        const all = pane.querySelectorAll('[data-testid="stChatMessage"]');
+        const last = users[users.length - 1], p = pane.getBoundingClientRect(), top = last.getBoundingClientRect().top;
+        return [top, p.top, p.bottom, all[all.length - 1].getBoundingClientRect().bottom - top];
+    }""")
+    assert tall > pane_bottom - pane_top  # the exchange is taller than the pane ...
+    assert pane_top - 1 <= top < pane_bottom, (top, pane_top, pane_bottom)  # ... and opens at its question
+
+
 def _overflow(page: Any, child: str, parent: str) -> list[str]:
     """Elements matching ``child`` whose box pokes more than 1 px out of the sides of their closest ``parent``
     (cut off at its edge; above or below is scrolling, which the panes do on purpose)."""
