@@ -30,6 +30,13 @@ def _page(at: AppTest) -> dict:
     }
 
 
+def _settle(at: AppTest) -> None:
+    """Run the page, let the session's worker thread finish the turn, then draw the page again."""
+    at.run()
+    assert at.session_state["cxr_worker"].wait_idle(240), "the turn did not finish"
+    at.run()
+
+
 def delete_after_a_question(image: Path) -> None:
     """``--delete``: upload, ask one question, then the sidebar's "Delete now"; print the ids involved."""
     at = AppTest.from_file(str(APP), default_timeout=240)
@@ -37,7 +44,7 @@ def delete_after_a_question(image: Path) -> None:
     at.file_uploader[0].upload(image.name, image.read_bytes(), "image/png")
     at.run()
     at.chat_input[0].set_value("Is there cardiomegaly?")
-    at.run()
+    _settle(at)
     thread, study = at.session_state["cxr_thread_id"], at.session_state["cxr_study"]
     answered = at.session_state["cxr_turns"][-1].error is None
     at.button(key="cxr_forget").click()
@@ -61,7 +68,7 @@ def main() -> None:
     uploaded = _page(at)
     study = at.session_state["cxr_study"]
     at.chat_input[0].set_value("Write a report")
-    at.run()
+    _settle(at)
     page = _page(at)
     turn = at.session_state["cxr_turns"][-1]
     frames = [{"columns": [str(c) for c in d.value.columns], "rows": len(d.value)} for d in at.dataframe]
