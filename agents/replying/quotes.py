@@ -56,10 +56,30 @@ def _render(words: list[str], keep: set[int]) -> str:
     return " ".join(out)
 
 
+def _cut(text: str, s: int, a: int, b: int, e: int, *, context: bool) -> str:
+    head_words = list(_WORD.finditer(text, s, a))
+    cues = list(CUE.finditer(text, s, a))
+    keep = {len(head_words) - 1} if head_words and context else set()
+    for cue in cues[:1] + cues[-1:]:
+        keep |= {i for i, w in enumerate(head_words) if w.start() < cue.end() and w.end() > cue.start()}
+    head = _render([w.group() for w in head_words], keep) if head_words else ""
+    tail_words = list(_WORD.finditer(text, b, e))
+    after = list(CUE.finditer(text, b, e))  # "effusion has resolved", "opacities ... could be atelectasis"
+    keep_tail = ({0} if context else set()) | {i for cue in after[:1] + after[-1:] for i, w in enumerate(tail_words)
+                                               if w.start() < cue.end() and w.end() > cue.start()}
+    tail = _render([w.group() for w in tail_words], keep_tail) if tail_words else ""
+    mention = _clip(text[a:b])
+    # a mention glued to the next word ("effusions.") keeps its letters; a quote adds no space inside a word
+    body = " ".join(part for part in (head, mention) if part)
+    if tail:
+        body += tail if tail[0] in ",:;)" else f" {tail}"
+    return body
+
+
 def quote_span(text: str, span: tuple[int, int], limit: int = 60) -> str:
     """A short quote of the mention ``text[span[0]:span[1]]`` in its sentence, its cues kept: every word of
     the first and of the last cue before the mention, the word right before it, the word right after it,
-    and the first and last cue after it ("on … prior … resolved")."""
+    and the first and last cue after it ("on … prior … resolved"); past ``limit``, the cues and the mention only."""
     a, b = span
     if not (0 <= a < b <= len(text)):
         raise ValueError(f"span {span} is outside the text ({len(text)} characters)")
@@ -67,22 +87,9 @@ def quote_span(text: str, span: tuple[int, int], limit: int = 60) -> str:
     whole = _clip(text[s:e])
     if len(whole) <= limit:
         return f"{OPEN}{whole}{CLOSE}"
-    head_words = list(_WORD.finditer(text, s, a))
-    cues = list(CUE.finditer(text, s, a))
-    keep = {len(head_words) - 1} if head_words else set()
-    for cue in cues[:1] + cues[-1:]:
-        keep |= {i for i, w in enumerate(head_words) if w.start() < cue.end() and w.end() > cue.start()}
-    head = _render([w.group() for w in head_words], keep).removesuffix(ELLIPSIS).rstrip() if head_words else ""
-    tail_words = list(_WORD.finditer(text, b, e))
-    after = list(CUE.finditer(text, b, e))  # "effusion has resolved", "opacities ... could be atelectasis"
-    keep_tail = {0} | {i for cue in after[:1] + after[-1:] for i, w in enumerate(tail_words)
-                       if w.start() < cue.end() and w.end() > cue.start()}
-    tail = _render([w.group() for w in tail_words], keep_tail) if tail_words else ""
-    mention = _clip(text[a:b])
-    # a mention glued to the next word ("effusions.") keeps its letters; a quote adds no space inside a word
-    body = " ".join(part for part in (head, mention) if part)
-    if tail:
-        body += tail if tail[0] in ",:;)" else f" {tail}"
+    body = _cut(text, s, a, b, e, context=True)
+    if len(body) > limit:  # still long: only the cues and the mention (never fewer)
+        body = _cut(text, s, a, b, e, context=False)
     return f"{OPEN}{body}{CLOSE}"
 
 
