@@ -54,9 +54,8 @@ class ReplyParts:
         if self.review:
             lines += [f"### Needs your review ({self.review_count or len(self.review)})", "", *self.review, ""]
         if self.report is not None:
-            lines += ["### Report", "", f"_Drafted by {self.writer}; shown as written._", ""]
-            if self.truncated:
-                lines += ["_Cut off at the token limit: its silence is not read as absence._", ""]
+            cut = "; cut off at the token limit: its silence is not read as absence" if self.truncated else ""
+            lines += ["### Report", "", f"_Drafted by {self.writer}; shown as written{cut}._", ""]
             lines += [self.report.strip(), ""]
         elif self.no_report:
             lines += ["### Report", "", f"_{self.no_report}_", ""]
@@ -74,7 +73,7 @@ class ReplyParts:
             lines += [f"_{self.unavailable}_", ""]
         lines += [f"_{n}_" for n in self.notes if n]
         if self.disclaimer:
-            lines += ["", "---", f"_{DISCLAIMER}_"]
+            lines += ["", f"_{DISCLAIMER}_"]
         return "\n".join(lines).strip() + "\n"
 
 

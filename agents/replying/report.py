@@ -15,6 +15,8 @@ from agents.replying.roles import ToolRoles
 from knowledge.evidence import Decision, Evidence, FindingCall, Reason, Status
 from knowledge.vocabulary import display_name
 
+QUOTE_CHARS = 40  # a review line quotes a few words; the whole sentence is in the report right below
+
 
 def differs_from_report(d: Decision, said: FindingCall | None, report: str | None) -> str | None:
     """How the decision departs from the report as written: "Added" (the report is silent or reads the study
@@ -40,7 +42,7 @@ def _writer_says(call: FindingCall | None, roles: ToolRoles, report: str | None)
         return f"{who} list has it" if call.status is Status.present else f"not in {who} list"
     if call.task == "detection":
         return f"{who} boxes it"
-    said = quoted(call, report)
+    said = quoted(call, report, limit=QUOTE_CHARS)
     return f"{who} report {said} ({STATUS_WORD[call.status]})" if said else f"{who} report: {STATUS_WORD[call.status]}"
 
 
@@ -205,7 +207,7 @@ def report_fields(evidence: Sequence[Evidence], decisions: Sequence[Decision], *
         context.append("No conflicts between image sources" + ("; every decision matches the report." if report else "."))
     legend = []
     if any(c.score_kind == "op_norm" for d in decisions for c in d.calls):
-        legend.append(f"Classifier numbers: op-point scores (threshold {OP_THRESHOLD:g}), not probabilities.")
+        legend.append(f"Classifier: op-point scores (threshold {OP_THRESHOLD:g}), not probabilities.")
     if line := retrieval_line(evidence, roles):
         legend.append(line)
     if legend:
