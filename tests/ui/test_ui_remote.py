@@ -142,7 +142,8 @@ def test_remote_mode_in_a_real_browser(served, shared_data, tmp_path):
         page.get_by_text(re.compile(r"^Done in \d")).first.wait_for(timeout=240_000)
         page.wait_for_selector(IDLE, timeout=120_000)
         page.get_by_text(OVERLAY_DRAWN).first.wait_for(timeout=60_000)
-        page.get_by_text("Classifier op-point score", exact=False).first.wait_for()
+        page.get_by_test_id("stDataFrame").first.wait_for()  # the evidence table and its classifier legend
+        page.get_by_text("Classifier: operating-point-normalised score", exact=False).first.wait_for()
         body = page.inner_text("body")
         maps = Path(f"/proc/{proc.pid}/maps")
         mapped = maps.read_text() if maps.exists() else ""
