@@ -31,6 +31,7 @@ ChangeRule = Literal[
     "statement_agrees", "statement_differs",  # a non-comparing report writer's two reads
     "conflict", "unsupported",  # how the sources combined
     "view_differs", "position_differs", "view_unknown",  # the two films themselves
+    "decisions_differ",  # the studies' reconciled statuses do not fit the change its sources support
 ]
 # What each reading is compatible with: persistence is neither better nor worse, only "still there".
 _PERSISTENT = frozenset({"stable", "worse", "improved"})
@@ -230,10 +231,16 @@ def compare(prior: StudyRead, current: StudyRead, policy: ChangePolicy | None = 
             confidence -= film_penalty + (policy.possible_change_penalty if possible else 0.0)
             confidence = policy.clip(confidence)
         changed = change not in ("stable", "cannot_compare")
+        before, now = before_status.get(finding), now_status.get(finding)
+        fits = _statement_set(before, now)  # None while either decision is missing or uncertain
+        unfit = change != "cannot_compare" and ((fits is not None and change not in fits)
+                                                or (before == Status.present and now == Status.uncertain))
+        if unfit:  # e.g. the classifier still calls it, but the study's decision is now uncertain
+            reasons.append(ChangeReason(rule="decisions_differ", before=before, now=now, change=change))
         out.append(ChangeDecision(
-            finding=finding, before=before_status.get(finding), now=now_status.get(finding), change=change,
+            finding=finding, before=before, now=now, change=change,
             confidence=confidence, agreeing=agreeing, disagreeing=disagreeing, conflict=conflict,
-            needs_review=conflict or possible or (changed and film_penalty > 0), possible_change=possible,
+            needs_review=conflict or possible or unfit or (changed and film_penalty > 0), possible_change=possible,
             reasons=[*reasons, *films]))
     order = {c: i for i, c in enumerate(("new", "worse", "resolved", "improved", "cannot_compare", "stable"))}
     return sorted(out, key=lambda d: (order[d.change], not d.needs_review))

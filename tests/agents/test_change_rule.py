@@ -115,6 +115,16 @@ def test_ap_versus_pa_lowers_confidence_and_is_said():
     assert any(r.rule == "view_differs" and r.detail == "PA before, AP now" for r in d.reasons)
 
 
+def test_a_change_that_does_not_fit_the_studies_decisions_needs_review():
+    d = one(read("a", clf({"mass": 0.72}), decided={"mass": P}), read("b", clf({"mass": 0.78}), decided={"mass": U}),
+            finding="mass")
+    assert (d.change, d.needs_review) == ("stable", True)
+    assert any(r.rule == "decisions_differ" for r in d.reasons)
+    fits = one(read("a", clf({"mass": 0.72}), decided={"mass": P}), read("b", clf({"mass": 0.78}), decided={"mass": P}),
+               finding="mass")
+    assert not fits.needs_review
+
+
 def test_no_evidence_claims_no_change():
     d = one(read("a"), read("b"))
     assert d.change == "cannot_compare" and any(r.rule == "unsupported" for r in d.reasons)
