@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graph_scripted import ScriptedVLM, classifier
+from graph_scripted import ScriptedVLM, classifier, retrieval
 from langchain_core.messages import HumanMessage
 
 from agents.replying.compose import NO_COMPARISON
@@ -178,8 +178,8 @@ def test_nih_same_patient_pairs_through_the_tiny_graph(make_graph, thread, share
     assert len(pairs) == 5
     pid, prior, current = next(p for p in pairs if p[0] == "5567")  # follow-up 15 (file _025) before 16 (_000)
     assert prior.name == "00005567_025.png" and current.name == "00005567_000.png"
-    g = make_graph(builtin=True, tool_timeout_s=300, turn_timeout_s=600,  # the first turn loads the models
-                   vlm_max_new_tokens=16)
+    # the tiny VLM and classifier read the films; retrieval (no image reader) is a stand-in: no index is built
+    g = make_graph(retrieval([]), builtin=True, tool_timeout_s=300, turn_timeout_s=600, vlm_max_new_tokens=16)
     cfg = thread()
     for image in (prior, current):  # a finding question reads each film with every image tool
         g.invoke({"messages": [HumanMessage("Is there a pleural effusion?")], "image": str(image)}, cfg)
