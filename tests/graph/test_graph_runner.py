@@ -117,9 +117,9 @@ def test_invoke_validates_its_input(make_graph, thread, bad, key):
         make_graph(ScriptedVLM()).invoke({"messages": [("user", "hello")], **bad}, thread())
 
 
-def test_input_schema_is_the_four_documented_keys(make_graph):
+def test_input_schema_is_the_documented_keys(make_graph):
     schema = make_graph(ScriptedVLM()).get_input_jsonschema()
-    assert set(schema["properties"]) == {"messages", "image", "image_name", "study_id"}
+    assert set(schema["properties"]) == {"messages", "image", "image_name", "study_id", "prior_study_id"}
     assert schema["additionalProperties"] is False
 
 
