@@ -83,6 +83,28 @@ def test_new_finding_gets_a_change_table_naming_the_prior(make_graph, thread):
     assert tools.clf.calls == 2  # the comparison reused both reads from the ledgers
 
 
+def test_the_question_may_come_with_the_new_upload(make_graph, thread):
+    tools = PerStudy()
+    g = make_graph(tools.vlm, tools.clf, router_semantic=False)
+    cfg = thread()
+    ids = [runtime(g).studies.put(s) for s in (_study(20), _study(21))]
+    tools.scores.update({ids[0]: {"pleural_effusion": 0.1}, ids[1]: {"pleural_effusion": 0.9}})
+    g.invoke({"messages": [HumanMessage("Read this study.")], "study_id": ids[0]}, cfg)
+    out = g.invoke({"messages": [HumanMessage(ASK)], "study_id": ids[1]}, cfg)
+    msg = out["messages"][-1]
+    assert msg.additional_kwargs["cxr"]["comparison"]["prior_study_id"] == ids[0]
+    assert _rows(msg)["pleural_effusion"]["change"] == "new"
+
+
+def test_a_named_finding_is_compared_as_a_finding_question(make_graph, thread):
+    out, msg, _ = _converse(make_graph, thread, [(_study(22), {"pleural_effusion": 0.9}, EFFUSION),
+                                                 (_study(23), {"pleural_effusion": 0.15}, CLEAR)],
+                            last="Is the pleural effusion worse than before?")
+    assert out["route"]["intent"] == "finding_question"
+    assert _rows(msg)["pleural_effusion"]["change"] == "resolved"
+    assert "| finding | before | now | change | sources |" in msg.content
+
+
 def test_resolved(make_graph, thread):
     _, msg, _ = _converse(make_graph, thread, [(_study(3), {"pleural_effusion": 0.9}, EFFUSION),
                                                (_study(4), {"pleural_effusion": 0.1}, CLEAR)])
