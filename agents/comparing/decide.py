@@ -175,7 +175,7 @@ def compare(prior: StudyRead, current: StudyRead, policy: ChangePolicy | None = 
     scorers, writers = list(dict.fromkeys(score_sources)), list(dict.fromkeys(statement_sources))
     targets = list(findings) if findings is not None else candidate_findings(prior, current, change_calls=change_calls)
     before_status, now_status = _decided(prior.decisions), _decided(current.decisions)
-    films = _film_reasons(prior, current)
+    films = film_reasons(prior, current)
     film_penalty = policy.view_penalty if any(r.rule in ("view_differs", "position_differs") for r in films) else 0.0
     out = []
     for finding in targets:
@@ -246,7 +246,7 @@ def compare(prior: StudyRead, current: StudyRead, policy: ChangePolicy | None = 
     return sorted(out, key=lambda d: (order[d.change], not d.needs_review))
 
 
-def _film_reasons(prior: StudyRead, current: StudyRead) -> list[ChangeReason]:
+def film_reasons(prior: StudyRead, current: StudyRead) -> list[ChangeReason]:
     """What the two films themselves do to a comparison: a different projection or position."""
     out = []
     known = {"PA", "AP", "LATERAL"}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agents.comparing.decide import ChangeDecision, StudyRead, candidate_findings, compare
+from agents.comparing.decide import ChangeDecision, StudyRead, candidate_findings, compare, film_reasons
 from agents.comparing.patient import PatientCheck, same_patient
 from agents.comparing.policy import ChangePolicy
 from agents.memory.ledger import as_decisions, as_earlier, as_ledger
@@ -97,7 +97,7 @@ def compare_with_prior(state: Mapping[str, Any], route: Mapping[str, Any], *, st
     asked = list(route.get("findings") or ([route["finding"]] if route.get("finding") else []))
     changes: list[ChangeDecision] = compare(prior, now, policy or ChangePolicy(), score_sources=scorers,
                                             statement_sources=writers, findings=candidate_findings(prior, now, asked))
-    films = [r for r in (changes[0].reasons if changes else []) if r.rule in ("view_differs", "position_differs")]
+    films = film_reasons(prior, now)
     opening = change_lines(changes, prior_id=prior_id, current_id=current_id, named_by_reader=bool(named),
                            patient=patient, films=films, labels=labels,
                            direct=any(c.compares_priors for c in caps.values()))
