@@ -85,7 +85,14 @@ UPLOAD_PROBE = textwrap.dedent("""
     srv.ingest_bytes = slow_ingest
 
     async def main():
-        app = srv.create_app()
+        inner = srv.create_app()
+
+        async def app(scope, receive, send):  # as LangGraph's auth hands over a signed-in user's request
+            from types import SimpleNamespace
+            if scope["type"] == "http":
+                scope = {**scope, "user": SimpleNamespace(identity="reader-1"), "auth": SimpleNamespace(scopes=[])}
+            await inner(scope, receive, send)
+
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             body = b"\\0" * (3 * 2**20)
