@@ -120,7 +120,8 @@ def test_report_in_a_real_browser(ui_env, shared_data, test_data_dir, tmp_path):
         page.get_by_text(re.compile(r"^Done in \d")).first.wait_for(timeout=300_000)
         page.wait_for_selector(IDLE, timeout=120_000)  # the rerun after the turn has finished
         page.get_by_text(OVERLAY_DRAWN).first.wait_for(timeout=60_000)
-        page.get_by_text("Classifier op-point score", exact=False).first.wait_for()
+        page.get_by_test_id("stDataFrame").first.wait_for()  # the evidence table (drawn on a canvas) and its legend
+        page.get_by_text("Classifier: operating-point-normalised score", exact=False).first.wait_for()
         # Show the top of the page (and of the chat pane): every scrolled element back to 0.
         page.evaluate("document.activeElement && document.activeElement.blur()")
         page.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop > 0) e.scrollTop = 0; })")
