@@ -8,6 +8,7 @@ itself while the worker is busy) and moves finished turns into the conversation 
 
 from __future__ import annotations
 
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -58,6 +59,16 @@ def worker(state: MutableMapping[str, Any], graph: Any) -> TurnWorker:
     return current
 
 
+UPLOAD_GRACE_S = 2.0  # how long a first message with no study waits for a file chosen with it
+
+
+def awaiting_upload(state: MutableMapping[str, Any]) -> bool:
+    """True while the conversation has no study at all and the latest message is younger than the grace."""
+    sent = state.get(S.K_SENT_AT)
+    return (state.get(S.K_STUDY) is None and state.get(S.K_PENDING) is None and sent is not None
+            and time.monotonic() - sent < UPLOAD_GRACE_S)
+
+
 def dispatch(state: MutableMapping[str, Any], settings: Settings, graph: Any, turns_worker: TurnWorker,
              claim: Any = None) -> None:
     """Hand the messages sent since the last run to the worker, in order, each with the study that was
@@ -65,6 +76,11 @@ def dispatch(state: MutableMapping[str, Any], settings: Settings, graph: Any, tu
     an error turn at once (nothing runs). ``claim(thread_id)`` records the conversation's owner first."""
     inbox: list[str] = state[S.K_INBOX]
     turns: list[TurnResult] = state[S.K_TURNS]
+    if inbox and awaiting_upload(state):
+        # A message sent the moment a file was chosen can reach the page before the file does: with no
+        # study yet, wait a moment. The upload's own rerun stops this one and hands both on together.
+        time.sleep(UPLOAD_GRACE_S - (time.monotonic() - state[S.K_SENT_AT]))
+        st.rerun()
     while inbox:
         prompt = inbox[0]
         if len(prompt) > settings.max_message_chars:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import replace
@@ -33,6 +34,7 @@ K_UPLOAD_SIG = "cxr_upload_sig"
 K_UPLOAD_ERROR = "cxr_upload_error"
 K_UPLOADER_NONCE = "cxr_uploader_nonce"
 K_INBOX = "cxr_inbox"  # messages sent, not yet handed to the worker (the chat input's callback fills it)
+K_SENT_AT = "cxr_sent_at"  # time.monotonic() of the latest message sent (an upload may still be on its way)
 K_WORKER = "cxr_worker"  # this session's TurnWorker (ui/worker.py)
 
 
@@ -92,6 +94,7 @@ def submit_prompt(state: MutableMapping[str, Any], key: str) -> None:
     text = state.get(key)
     if text:
         state[K_INBOX].append(text)
+        state[K_SENT_AT] = time.monotonic()
 
 
 def uploader_key(state: MutableMapping[str, Any]) -> str:
