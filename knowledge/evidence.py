@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from knowledge.vocabulary import FINDING_SET
+from knowledge.vocabulary import FINDING_SET, known_finding
 
 ScoreKind = Literal["op_norm", "probability", "neighbor_fraction", "logit", "other"]
 # Why a call exists although its source never stated it (set by the reconciler, never by a tool):
@@ -104,9 +104,7 @@ class FindingCall(BaseModel):
     @field_validator("finding")
     @classmethod
     def _known_finding(cls, v: str) -> str:
-        if v not in FINDING_SET:
-            raise ValueError(f"unknown finding id {v!r}; use knowledge.vocabulary.normalize()")
-        return v
+        return known_finding(v)
 
 
 class RetrievedReport(BaseModel):

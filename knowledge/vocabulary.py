@@ -33,6 +33,14 @@ _REGION_TERMS: dict[str, str] = {term_key(t): r for r, e in _LEX.regions.items()
 PARENTS: dict[str, str] = {f: e.parent for f, e in _LEX.findings.items() if e.parent}
 
 
+def known_finding(finding: str) -> str:
+    """``finding`` if it is a vocabulary id, else a ValueError naming it (a pydantic field validator for
+    every typed finding field)."""
+    if finding not in FINDING_SET:
+        raise ValueError(f"unknown finding id {finding!r}; use knowledge.vocabulary.normalize()")
+    return finding
+
+
 def ancestors(finding: str) -> list[str]:
     """The chain of parents of `finding` (nearest first), e.g. nodule -> [lung_lesion, lung_opacity]."""
     out: list[str] = []

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.comparing.policy import ChangePolicy
 from knowledge.evidence import Decision, Evidence, Status
-from knowledge.vocabulary import FINDING_SET
+from knowledge.vocabulary import FINDING_SET, known_finding
 
 Change = Literal["new", "worse", "stable", "improved", "resolved", "cannot_compare"]
 CHANGES: tuple[str, ...] = ("new", "worse", "stable", "improved", "resolved", "cannot_compare")
@@ -60,9 +60,7 @@ class ChangeCall(BaseModel):
     @field_validator("finding")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in FINDING_SET:
-            raise ValueError(f"unknown finding id {v!r}; use knowledge.vocabulary.normalize()")
-        return v
+        return known_finding(v)
 
 
 class ChangeReason(BaseModel):
