@@ -297,7 +297,7 @@ class Nodes:
         """
         messages = state.get("messages") or []
         text = last_user_text(messages)
-        has_history = bool(state.get("last_result")) or len(messages) > 1
+        has_history = bool(state.get("ledger") or state.get("last_result")) or len(messages) > 1
         try:
             route = route_turn(self._route, text, has_image=bool(state.get("study_id")), has_history=has_history,
                                previous_findings=previous_findings(messages)).model_dump()
