@@ -46,6 +46,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """End a server started in its own process group: SIGINT (a clean shutdown), SIGKILL after 20 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @contextmanager
 def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None, *,
                   jobs: int | None = None) -> Iterator[LangGraphServer]:
@@ -99,10 +110,4 @@ def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None, *,
             time.sleep(0.3)
         yield LangGraphServer(url=url, workdir=work, data_dir=data, log=log)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_server(proc)

@@ -4,7 +4,6 @@ auth, and refuses a jobs count that is not a positive whole number."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from langgraph_server import _free_port
+from langgraph_server import _free_port, stop_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,10 +63,4 @@ def test_the_script_serves_the_graph_with_its_jobs_and_auth(tmp_path):
         assert metrics.status_code == 200 and metrics.json()["workers"]["max"] == 3  # turns at once
         assert "CXR_AGENT_SERVER_USERS is not set" in log.read_text()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_server(proc)
