@@ -186,14 +186,16 @@ def files(thread: str = THREAD, out: Annotated[Path, typer.Option("--out", help=
 def push(thread: str = THREAD,
          study: str = typer.Option(..., "--study", "-s", help="The PACS Study Instance UID the image came from.")) -> None:
     """STOW-RS the AI's SR and the verified SR into the PACS study (a verified review of a pulled study only)."""
+    from agents.review import ReviewStore
     from agents.review.outputs import push_verified
     from tools.ingestion.study import StudyError
     from tools.interop.dicomweb import PacsClient, PacsError
     from tools.interop.signed import NotVerifiable
 
     signed, settings = _current(thread)
+    earlier = ReviewStore.for_settings(settings).pushed_srs(thread, signed.study_id)  # by `cxr-agent pacs push`
     try:
-        pushed = push_verified(signed, PacsClient(settings), study, demo=settings.is_demo)
+        pushed = push_verified(signed, PacsClient(settings), study, demo=settings.is_demo, earlier_ai_srs=earlier)
     except (PacsError, StudyError, NotVerifiable) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"stored the verified SR (SOP Instance UID {pushed.verified_sop_uid}) beside the AI's SR")

@@ -162,7 +162,9 @@ def _downloads(state: Any, settings: Any, signed: SignedReview) -> None:
         from tools.interop.dicomweb import PacsClient, PacsError
 
         try:
-            push_verified(signed, PacsClient(settings), source[1].study_uid, demo=settings.is_demo)
+            earlier = ReviewStore.for_settings(settings).pushed_srs(signed.thread_id, signed.study_id)
+            push_verified(signed, PacsClient(settings), source[1].study_uid, demo=settings.is_demo,
+                          earlier_ai_srs=earlier)
             st.success("The verified SR is on the PACS beside the AI's SR.")
         except PacsError as exc:
             st.error(str(exc))

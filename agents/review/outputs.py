@@ -6,6 +6,7 @@ refused), and only a review signed under a login is sent."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,7 @@ from tools.interop.signed import (
     Reader,
     SignedFinding,
     SignedResult,
+    SRRef,
     ai_draft_sr,
     require_verified,
     verified_fhir,
@@ -22,8 +24,9 @@ from tools.interop.signed import (
 )
 
 
-def signed_result(signed: SignedReview, *, demo: bool = False) -> SignedResult:
-    """The plain data the interop builders take."""
+def signed_result(signed: SignedReview, *, demo: bool = False, earlier_ai_srs: Sequence[SRRef] = ()
+                  ) -> SignedResult:
+    """The plain data the interop builders take (``earlier_ai_srs``: AI SRs already on the PACS)."""
     r = signed.reviewer
     findings = [SignedFinding(finding=it.finding, status=it.final_status.value,
                               ai_status=None if it.ai_status is None else it.ai_status.value,
@@ -34,12 +37,15 @@ def signed_result(signed: SignedReview, *, demo: bool = False) -> SignedResult:
                                       verified=r.authenticated),
                         signed_at=datetime.fromisoformat(signed.signed_at), findings=findings,
                         report_text=signed.report_text, ai_report_text=signed.ai_report,
-                        ai_decisions=list(signed.ai_decisions), supersedes=signed.supersedes, demo=demo)
+                        ai_decisions=list(signed.ai_decisions), supersedes=signed.supersedes, demo=demo,
+                        earlier_ai_srs=tuple(earlier_ai_srs))
 
 
-def sr_pair(signed: SignedReview, source: Any, *, demo: bool = False) -> tuple[Any, Any]:
-    """(the AI's draft SR, the signed reading's SR referencing it) against the source image header."""
-    result = signed_result(signed, demo=demo)
+def sr_pair(signed: SignedReview, source: Any, *, demo: bool = False, earlier_ai_srs: Sequence[SRRef] = ()
+            ) -> tuple[Any, Any]:
+    """(the AI's draft SR, the signed reading's SR referencing it and any earlier AI SR of the same
+    study) against the source image header."""
+    result = signed_result(signed, demo=demo, earlier_ai_srs=earlier_ai_srs)
     ai = ai_draft_sr(source, result)
     return ai, verified_sr(source, result, ai)
 
@@ -54,11 +60,13 @@ class PushedReading:
     verified_sop_uid: str
 
 
-def push_verified(signed: SignedReview, client: Any, study_uid: str, *, demo: bool = False) -> PushedReading:
-    """STOW-RS the AI draft SR and the verified SR into the PACS study the image came from."""
+def push_verified(signed: SignedReview, client: Any, study_uid: str, *, demo: bool = False,
+                  earlier_ai_srs: Sequence[SRRef] = ()) -> PushedReading:
+    """STOW-RS the AI draft SR and the verified SR into the PACS study the image came from; the verified
+    SR also references the AI SRs pushed to that study before (``ReviewStore.pushed_srs``)."""
     require_verified(signed_result(signed, demo=demo))
     ref = client.locate(study_uid, signed.study_id)
-    ai, ver = sr_pair(signed, client.source_metadata(ref), demo=demo)
+    ai, ver = sr_pair(signed, client.source_metadata(ref), demo=demo, earlier_ai_srs=earlier_ai_srs)
     client.store(ai)
     client.store(ver)
     return PushedReading(ai_sop_uid=ai.SOPInstanceUID, verified_sop_uid=ver.SOPInstanceUID)

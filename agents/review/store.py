@@ -4,7 +4,8 @@ Why files under the data dir: a review must outlive the UI session and follow it
 (``forget_reviews`` is called when a thread is forgotten or expires). Layout:
 ``<data_dir>/reviews/<sha256(thread)[:32]>/draft-<study>.json`` (the editable draft, replaced on save)
 and ``signed-<review_id>.json`` (created exclusively, then made read-only; its digest is checked on
-every read, so an altered file is refused). Dirs 0700, files 0600 (signed: 0400).
+every read, so an altered file is refused), and ``pushed-<study>.json``: the AI SRs sent to the PACS
+for that study (UIDs only), which a verified SR references. Dirs 0700, files 0600 (signed: 0400).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.review.model import Review, ReviewError, ReviewSigned, SignedReview
+from tools.interop.signed import SRRef
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -112,6 +114,30 @@ class ReviewStore:
         out = [SignedReview.model_validate_json(p.read_text(encoding="utf-8")).check()
                for p in sorted(self.root.glob("*/signed-*.json"))]
         return sorted(out, key=lambda s: (s.signed_at, s.version))
+
+    def record_pushed_sr(self, thread_id: str, study_id: str, ref: SRRef) -> Path:
+        """Remember an AI SR sent to the PACS for the thread's study (a later verified SR references it)."""
+        refs = self.pushed_srs(thread_id, study_id)
+        if ref not in refs:
+            refs.append(ref)
+        path = self._dir(thread_id, create=True) / f"pushed-{study_id}.json"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pushed-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump([{"study_uid": r.study_uid, "series_uid": r.series_uid, "sop_uid": r.sop_uid} for r in refs], f)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        return path
+
+    def pushed_srs(self, thread_id: str, study_id: str) -> list[SRRef]:
+        """The AI SRs pushed for the thread's study, oldest first."""
+        path = self._dir(thread_id) / f"pushed-{study_id}.json"
+        if not path.is_file():
+            return []
+        try:
+            return [SRRef(str(r["study_uid"]), str(r["series_uid"]), str(r["sop_uid"]))
+                    for r in json.loads(path.read_text(encoding="utf-8"))]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReviewError(f"the record of pushed SRs for study {study_id[:12]} is unreadable ({exc})") from None
 
     def forget(self, thread_id: str) -> int:
         """Delete the thread's drafts and signed versions; returns how many files went."""

@@ -9,7 +9,8 @@ correction stays visible. Built from plain data (``SignedResult``), so this floo
 - ``verified_sr``: a new Comprehensive 3D SR in a new series: CompletionFlag COMPLETE, the reader as
   person observer, one group per signed finding (the signed status, the AI's status and the reader's
   action as text), the edited report, a "Changes from the AI draft" summary; the AI's SR is listed in
-  the Pertinent Other Evidence Sequence; a correction lists its predecessor. VERIFIED with Verifying
+  the Pertinent Other Evidence Sequence, with any AI SR pushed to the PACS earlier (``SRRef``); a
+  correction lists its predecessor. VERIFIED with Verifying
   Observer (name, identifier, organisation) only when the reader logged in; otherwise UNVERIFIED and
   every text says "reviewed by (unauthenticated) NAME";
 - ``verified_fhir``: the AI draft bundle's resources (preliminary DiagnosticReport, Observations,
@@ -70,6 +71,15 @@ class Reader:
 
 
 @dataclass(frozen=True)
+class SRRef:
+    """Where an SR instance lies on the PACS (an AI SR pushed before the review was signed)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+
+
+@dataclass(frozen=True)
 class SignedFinding:
     """One finding as signed: the reader's status, the AI's (None: added by the reader), the action."""
 
@@ -100,6 +110,7 @@ class SignedResult:
     ai_decisions: Sequence[Decision] = field(default_factory=tuple)
     supersedes: str | None = None
     demo: bool = False
+    earlier_ai_srs: Sequence[SRRef] = field(default_factory=tuple)
 
     def changes(self) -> list[str]:
         """One sentence per difference between the AI draft and the signed result."""
@@ -168,17 +179,30 @@ def _finding_group(f: SignedFinding, src: hd.sr.SourceImageForMeasurementGroup) 
     return group
 
 
-def _sop_ref(study_uid: str, series_uid: str, sop_uid: str) -> Dataset:
-    sop = Dataset()
-    sop.ReferencedSOPClassUID = ComprehensiveSRStorage
-    sop.ReferencedSOPInstanceUID = sop_uid
-    series = Dataset()
-    series.SeriesInstanceUID = series_uid
-    series.ReferencedSOPSequence = [sop]
-    item = Dataset()
-    item.StudyInstanceUID = study_uid
-    item.ReferencedSeriesSequence = [series]
-    return item
+def _evidence_refs(refs: Sequence[SRRef]) -> list[Dataset]:
+    """SR instances as Hierarchical SOP Instance Reference items: one per study, one series item per series."""
+    tree: dict[str, dict[str, list[str]]] = {}
+    for r in refs:
+        sops = tree.setdefault(r.study_uid, {}).setdefault(r.series_uid, [])
+        if r.sop_uid not in sops:
+            sops.append(r.sop_uid)
+    out = []
+    for study_uid, series_map in tree.items():
+        item = Dataset()
+        item.StudyInstanceUID = study_uid
+        item.ReferencedSeriesSequence = []
+        for series_uid, sops in series_map.items():
+            series = Dataset()
+            series.SeriesInstanceUID = series_uid
+            series.ReferencedSOPSequence = []
+            for sop_uid in sops:
+                sop = Dataset()
+                sop.ReferencedSOPClassUID = ComprehensiveSRStorage
+                sop.ReferencedSOPInstanceUID = sop_uid
+                series.ReferencedSOPSequence.append(sop)
+            item.ReferencedSeriesSequence.append(series)
+        out.append(item)
+    return out
 
 
 def verified_sr(source: Dataset, result: SignedResult, ai_sr: Dataset, *,
@@ -237,8 +261,9 @@ def _verified(source: Dataset, result: SignedResult, ai_sr: Dataset, series_numb
         ident.CodingSchemeDesignator = C.LOCAL_SCHEME
         ident.CodeMeaning = _person_name(reader.name).replace("^", " ").strip()[:64]
         sr.VerifyingObserverSequence[0].VerifyingObserverIdentificationCodeSequence = [ident]
-    sr.PertinentOtherEvidenceSequence = [_sop_ref(ai_sr.StudyInstanceUID, ai_sr.SeriesInstanceUID,
-                                                  ai_sr.SOPInstanceUID)]
+    own = SRRef(ai_sr.StudyInstanceUID, ai_sr.SeriesInstanceUID, ai_sr.SOPInstanceUID)
+    earlier = [r for r in result.earlier_ai_srs if r.study_uid == own.study_uid]  # other studies: not this one's
+    sr.PertinentOtherEvidenceSequence = _evidence_refs([own, *earlier])
     scheme = Dataset()
     scheme.CodingSchemeDesignator = C.LOCAL_SCHEME
     scheme.CodingSchemeName = C.LOCAL_SCHEME_NAME
