@@ -42,11 +42,12 @@ class Settings(BaseSettings):
 
     # --- VLM (RadVLM) ---------------------------------------------------------------------
     # Which model family the VLM tool speaks to (its adapter: prompts, answer shapes, boxes):
-    # "radvlm" (KrauthammerLab/RadVLM, LLaVA-OneVision) or "medgemma" (google/medgemma-4b-it, Gemma 3;
-    # set vlm_model_id / openai_model to it too). The tiny profile has a random stand-in for each.
-    vlm_family: Literal["radvlm", "medgemma"] = "radvlm"
+    # "radvlm" (KrauthammerLab/RadVLM, LLaVA-OneVision), "medgemma" (google/medgemma-4b-it, Gemma 3) or
+    # "medgemma15" (google/medgemma-1.5-4b-it: boxes too); set vlm_model_id / openai_model to it too. The tiny
+    # profile has a random stand-in for each.
+    vlm_family: Literal["radvlm", "medgemma", "medgemma15"] = "radvlm"
     # A second family run beside it as an independent image source (tool "vlm-<family>"); "" = none.
-    vlm_compare: Literal["", "radvlm", "medgemma"] = ""
+    vlm_compare: Literal["", "radvlm", "medgemma", "medgemma15"] = ""
     # The comparison family's own model id or local path ("" = its hub default); vlm_model_id is the first's.
     vlm_compare_model_id: str = ""
     vlm_model_id: str = "KrauthammerLab/RadVLM"

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from cxr_agent.settings import Settings
 
 # Where each family's weights come from (hub id; the backend also takes a local path).
-MODEL_IDS = {"radvlm": "KrauthammerLab/RadVLM", "medgemma": "google/medgemma-4b-it"}
+MODEL_IDS = {"radvlm": "KrauthammerLab/RadVLM", "medgemma": "google/medgemma-4b-it",
+             "medgemma15": "google/medgemma-1.5-4b-it"}
 
 
 def family_settings(settings: Settings, family: str) -> Settings:
@@ -62,7 +63,7 @@ class CompareVLMTool(VLMTool):
             settings = get_settings()
         family = str(getattr(settings, "vlm_compare", "") or "")
         if not family:
-            raise ValueError("CompareVLMTool needs CXR_AGENT_VLM_COMPARE (radvlm or medgemma)")
+            raise ValueError("CompareVLMTool needs CXR_AGENT_VLM_COMPARE (radvlm, medgemma or medgemma15)")
         super().__init__(family_settings(settings, family), name=f"{TOOL_NAME}-{family}", **kw)  # type: ignore[arg-type]
         self.label = f"the second VLM ({family})"
 

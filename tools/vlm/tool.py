@@ -107,7 +107,8 @@ class VLMTool:
             if hit is not None:
                 self._images.move_to_end(study.id)
                 return hit
-        mi = prepare_image(study.pixels, max_side=self.max_side, pad_square=self.pad_square)
+        pad = self.pad_square or bool(getattr(self.adapter, "pad_square", False))  # a family trained on squares
+        mi = prepare_image(study.pixels, max_side=self.max_side, pad_square=pad)
         with self._images_lock:
             self._images[study.id] = mi
             while len(self._images) > 16:

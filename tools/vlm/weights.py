@@ -35,7 +35,8 @@ def cache_dir(settings: Settings) -> Path:
 
 
 # Hub repos that need an accepted licence and a logged-in token before they download (their page).
-GATED = {"google/medgemma-4b-it": "https://huggingface.co/google/medgemma-4b-it"}
+GATED = {"google/medgemma-4b-it": "https://huggingface.co/google/medgemma-4b-it",
+         "google/medgemma-1.5-4b-it": "https://huggingface.co/google/medgemma-1.5-4b-it"}
 
 
 def download_command(settings: Settings) -> str:
@@ -185,7 +186,7 @@ def download_vlm_weights(settings: Settings, progress: Any = None) -> Path:
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_SIZES_GB = {"KrauthammerLab/RadVLM": 16, "google/medgemma-4b-it": 9}
+_SIZES_GB = {"KrauthammerLab/RadVLM": 16, "google/medgemma-4b-it": 9, "google/medgemma-1.5-4b-it": 9}
 
 
 def verify_snapshot(snapshot: Path) -> int:

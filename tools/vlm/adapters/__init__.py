@@ -7,7 +7,8 @@ from tools.vlm.adapters.base import Adapter, Location, Parsed, Prompt, Task
 __all__ = ["ADAPTERS", "Adapter", "Location", "Parsed", "Prompt", "Task", "get_adapter"]
 
 ADAPTERS = {"radvlm": "tools.vlm.adapters.radvlm:RadVLMAdapter",
-            "medgemma": "tools.vlm.adapters.medgemma:MedGemmaAdapter"}
+            "medgemma": "tools.vlm.adapters.medgemma:MedGemmaAdapter",
+            "medgemma15": "tools.vlm.adapters.medgemma:MedGemma15Adapter"}
 
 
 def get_adapter(family: str) -> Adapter:
