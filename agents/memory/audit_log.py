@@ -8,7 +8,8 @@ prompt ids (hashes of the prompt templates) and the policy version (a hash of th
 ``reconciler.Policy``). Never the user's text, the reply, a file name or header values.
 
 Files are per UTC day (``YYYY-MM-DD.jsonl``, owner-only) so retention (agents/memory/retention.py) drops
-whole days; forgetting a conversation rewrites the days without its lines (``forget_thread_lines``). Writing never raises: a full disk must not cost the user their answer.
+whole days; forgetting a conversation, or retention dropping it, rewrites the days without its lines
+(``forget_thread_lines``, ``forget_threads_lines``). Writing never raises: a full disk must not cost the user their answer.
 """
 
 from __future__ import annotations
@@ -168,12 +169,19 @@ def record_reply(settings: Settings, state: Mapping[str, Any], *, evidence: Iter
 
 
 def forget_thread_lines(settings: Settings, thread_id: str) -> int:
-    """Rewrite every audit day without the lines of ``thread_id``; the number of lines removed.
+    """Rewrite every audit day without the lines of ``thread_id``; the number of lines removed."""
+    return forget_threads_lines(settings, [thread_id])
+
+
+def forget_threads_lines(settings: Settings, thread_ids: Iterable[str]) -> int:
+    """Rewrite every audit day without the lines of these threads (one pass for a retention's many);
+    the number of lines removed.
 
     Each day is rewritten to a private temporary file and renamed over the old one, under the
     writers' lock, so a reply audited meanwhile is neither lost nor interleaved."""
     folder = audit_dir(settings)
-    if not folder.is_dir():
+    gone = {str(t) for t in thread_ids}
+    if not gone or not folder.is_dir():
         return 0
     removed = 0
     with _LOCK:
@@ -183,7 +191,7 @@ def forget_thread_lines(settings: Settings, thread_id: str) -> int:
             except OSError as exc:
                 log.warning("audit day not rewritten (%s)", type(exc).__name__)
                 continue
-            kept = [line for line in lines if _thread_of(line) != thread_id]
+            kept = [line for line in lines if _thread_of(line) not in gone]
             if len(kept) == len(lines):
                 continue
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -3,10 +3,11 @@
 Why here: a conversation's data lives in three places — the checkpointer (user text, replies,
 evidence), the study store (de-identified pixels) and the artifacts dir (heatmaps, one folder per
 study) — and only together do they say what is safe to delete: a study two threads used stays
-until both are gone. ``forget_thread`` is what `cxr-agent forget` and the UI's delete button call (it also rewrites the
+until both are gone, and one another conversation has uploaded but not yet used in a checkpointed turn
+(a pending upload) stays too. ``forget_thread`` is what `cxr-agent forget` and the UI's delete button call (it also rewrites the
 audit days without the thread's lines);
 ``apply_retention`` drops threads whose last checkpoint is older than ``settings.retention_days``
-(plus unreferenced studies/artifacts and audit days older than that), at start and periodically
+(with their audit lines, plus unreferenced studies/artifacts and audit days older than that), at start and periodically
 (``start_periodic``). The rules work on a thread catalogue (``ThreadInfo`` per thread), so LangGraph
 Server, whose threads are not in our checkpointer, applies the same ones (server/threads.py).
 
@@ -117,9 +118,20 @@ def latest(saver: Any, thread_id: str) -> ThreadInfo:
 
 def history_studies(saver: Any, thread_id: str) -> set[str]:
     """Every study any checkpoint of this one thread referenced (read when the thread is deleted)."""
-    out: set[str] = set()
+    return set(first_references(saver, thread_id))
+
+
+def first_references(saver: Any, thread_id: str) -> dict[str, float]:
+    """Every study this one thread's checkpoints reference, with the time of the first that did.
+
+    A thread's own upload of a study precedes its first turn on it; an upload after that is another
+    conversation's (pending_uploads)."""
+    out: dict[str, float] = {}
     for tup in saver.list({"configurable": {"thread_id": thread_id}}):
-        out |= studies_in((tup.checkpoint or {}).get("channel_values") or {})
+        checkpoint = tup.checkpoint or {}
+        ts = timestamp(checkpoint.get("ts"))
+        for sid in studies_in(checkpoint.get("channel_values") or {}):
+            out[sid] = min(out.get(sid, ts), ts)
     return out
 
 
@@ -154,12 +166,15 @@ def compact(saver: Any) -> bool | None:
     return True
 
 
-def recently_uploaded(ids: Iterable[str], store: Any, since: float) -> set[str]:
-    """The studies uploaded (put) after ``since``: another conversation may be about to use them,
-    before any checkpoint of its references them. Kept; retention collects them if none ever does."""
+def recently_uploaded(ids: Iterable[str], store: Any, since: float | Mapping[str, float]) -> set[str]:
+    """The studies uploaded (put) after ``since`` (one time, or one per study): another conversation
+    may be about to use them, before any checkpoint of its references them. Kept; retention collects
+    them if none ever does."""
     uploaded_at = getattr(store, "uploaded_at", None)
     if store is None or not callable(uploaded_at):
         return set()
+    if isinstance(since, Mapping):
+        return {sid for sid in ids if sid in since and uploaded_at(sid) > since[sid]}
     return {sid for sid in ids if uploaded_at(sid) > since}
 
 
@@ -190,17 +205,19 @@ def forget_thread(
     """Delete a conversation's checkpoints, the studies/heatmaps no other thread references and its
     audit lines (under ``settings``' data dir; the process-wide settings by default).
 
-    A study uploaded again after the thread's last checkpoint is kept (``Deleted.kept_recent``):
-    another conversation may have uploaded it and not yet run its first turn. Returns None when the
-    checkpointer has no such thread (nothing is touched)."""
+    A study uploaded again after the thread's first checkpoint that referenced it is kept
+    (``Deleted.kept_recent``): the thread's own upload came before that turn, so a later one is a
+    pending upload of another conversation that has not yet checkpointed a turn on it. Returns None
+    when the checkpointer has no such thread (nothing is touched)."""
     tid = str(thread_id)
     threads = scan(saver)
     if tid not in threads:
         return None
-    threads[tid].studies |= history_studies(saver, tid)
+    first = first_references(saver, tid)
+    threads[tid].studies |= set(first)
     doomed = studies_only_in(threads, tid)
     out = Deleted(threads=[tid])
-    out.kept_recent = sorted(recently_uploaded(doomed, store, threads[tid].last_ts))
+    out.kept_recent = sorted(recently_uploaded(doomed, store, first))
     saver.delete_thread(tid)
     delete_studies(doomed - set(out.kept_recent), store, artifacts_dir, out)
     from agents.memory.audit_log import forget_thread_lines
@@ -284,6 +301,9 @@ def apply_retention(settings: Settings, *, saver: Any, store: Any, now: float | 
         forget_reviews(settings, tid)  # signed reviews follow their thread
         out.threads.append(tid)
     sweep_files(settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
+    from agents.memory.audit_log import forget_threads_lines
+
+    out.audit_lines = forget_threads_lines(settings, out.threads)  # lines in days younger than the cutoff
     if out.threads:
         out.compacted = compact(saver)
     log_retention(out)
