@@ -8,7 +8,11 @@ every resource is checked by the models' own validation when it is constructed. 
   POS / NEG / IND, a ``component`` with the confidence in %, a ``note`` citing the evidence
   (agreeing and disagreeing sources, re-ask, rationale, boxes), ``device`` -> the AI;
 - the ``DiagnosticReport`` (status preliminary: an unverified AI result) with the report text as
-  ``presentedForm`` and, when known, the imaging study by its DICOM Study Instance UID.
+  ``presentedForm`` and, when known, the imaging study by its DICOM Study Instance UID (and the prior's);
+- with a prior study (a comparison turn), one ``Observation`` per change (tools/interop/change.py):
+  ``code`` = the finding, ``valueCodeableConcept`` = new / worse / stable / improved / resolved / cannot
+  compare, ``interpretation`` = HL7's change code where it has one plus the local code, components for
+  the confidence and the two statuses, a ``note`` with the sources.
 Nothing identifies the patient: there is no subject; the study is referenced by UID only.
 """
 
@@ -27,6 +31,7 @@ from cxr_agent import __version__
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
 from knowledge.evidence import Decision, Evidence
 from knowledge.vocabulary import display_name
+from tools.interop import change as X
 from tools.interop import codes as C
 from tools.interop.scrub import scrub, user_phrases
 from tools.interop.sr import collect_regions
@@ -66,6 +71,34 @@ def _note(d: Decision, regions: list[str], phrases: Sequence[str] = ()) -> str:
     return scrub(" ".join(parts), phrases)
 
 
+def _change_observation(e: X.ChangeEntry, device_url: str, now: str) -> dict:
+    value = X.CHANGE_CODES[e.change]
+    hl7 = X.FHIR_INTERPRETATION[e.change]
+    interp = ([{"system": _INTERPRETATION_SYSTEM, "code": hl7[0], "display": hl7[1]}] if hl7 else []) + [_coding(value)]
+    components = [{"code": {"coding": [_coding(codes.DCM.CertaintyOfFinding)]},
+                   "valueQuantity": {"value": round(e.confidence * 100.0, 1), "unit": "%",
+                                     "system": "http://unitsofmeasure.org", "code": "%"}}]
+    for name, status in ((X.PRIOR_STATUS, e.before), (X.CURRENT_STATUS, e.now)):
+        if status is not None:
+            st = C.STATUS_CODES[status.value]
+            components.append({"code": {"coding": [_coding(name)], "text": name.meaning},
+                               "valueCodeableConcept": {"coding": [_coding(st)], "text": st.meaning}})
+    return {
+        "resourceType": "Observation",
+        "meta": {"security": [_AI_LABEL]},
+        "status": "preliminary",
+        "category": [{"coding": [{"system": _CATEGORY_SYSTEM, "code": "imaging", "display": "Imaging"}]}],
+        "code": {"coding": [_coding(C.finding_code(e.finding))],
+                 "text": f"{display_name(e.finding)}: change since the prior study"},
+        "valueCodeableConcept": {"coding": [_coding(value)], "text": value.meaning},
+        "interpretation": [{"coding": interp, "text": value.meaning}],
+        "component": components,
+        "note": [{"text": f"{display_name(e.finding)}. {X.change_words(e)}"}],
+        "device": {"reference": device_url, "display": "cxr-agent"},
+        "issued": now,
+    }
+
+
 def build_fhir_bundle(
     *,
     decisions: Sequence[Decision],
@@ -74,11 +107,14 @@ def build_fhir_bundle(
     demo: bool = False,
     study_uid: str | None = None,
     asked: Sequence[str] = (),
+    changes: Sequence[X.ChangeEntry] = (),
+    prior_study_uid: str | None = None,
 ) -> Bundle:
     """A validated R4B collection Bundle: DiagnosticReport + Observations + the AI Device.
 
     The user's words (``asked``: e.g. a locate question's phrase; every free-text box label too) are
-    replaced in its text (tools/interop/scrub.py)."""
+    replaced in its text (tools/interop/scrub.py). ``changes``: a comparison turn's change since the prior
+    study (``prior_study_uid``, when known, joins the report's imaging studies)."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     device_url = _urn()
     device = {
@@ -119,6 +155,10 @@ def build_fhir_bundle(
         }
         entries.append({"fullUrl": url, "resource": obs})
         result_refs.append({"reference": url, "display": display_name(d.finding)})
+    for e in changes:
+        url = _urn()
+        entries.append({"fullUrl": url, "resource": _change_observation(e, device_url, now)})
+        result_refs.append({"reference": url, "display": f"{display_name(e.finding)} (change)"})
     text = ((f"{DEMO_WARNING}\n\n" if demo else "") + (scrub(report_text.strip(), phrases) or "(no report text)")
             + f"\n\nAI-generated result (cxr-agent {__version__}); not verified by a clinician. {DISCLAIMER}\n")
     present = [display_name(d.finding) for d in decisions if d.status.value == "present"]
@@ -135,9 +175,10 @@ def build_fhir_bundle(
         "presentedForm": [{"contentType": "text/markdown; charset=utf-8", "language": "en",
                            "data": base64.b64encode(text.encode()).decode(), "title": "cxr-agent report"}],
     }
-    if study_uid:
-        report["imagingStudy"] = [{"type": "ImagingStudy",
-                                   "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{study_uid}"}}]
+    studies = [uid for uid in (study_uid, prior_study_uid) if uid]
+    if studies:
+        report["imagingStudy"] = [{"type": "ImagingStudy", "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}}
+                                  for uid in studies]
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",

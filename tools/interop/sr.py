@@ -10,7 +10,12 @@ Layout (IHE AI Results style):
 - one TID 1410 group per box (the VLM's boxes, the classifier's heatmap peak boxes): a SCOORD
   POLYLINE on the source image in pixel coordinates. The sample CR/DX files have no frame of
   reference, so 2D image regions are the only honest choice;
-- the report text and an AI-generated notice as TEXT items of the report.
+- the report text and an AI-generated notice as TEXT items of the report;
+- with a prior study (a comparison turn): the prior image is evidence of the SR (highdicom files an
+  instance of another study under Pertinent Other Evidence), and one TID 1501 group per change
+  (tools/interop/change.py): finding type, "Change since the prior study" -> new / worse / stable /
+  improved / resolved / cannot compare, the two statuses, confidence, sources, flags; its source images
+  are the current and the prior image.
 
 What the SR references: for a PACS study, the source instance's header fetched again at push time
 (``PacsClient.source_metadata``); for an upload, ``deidentified_source(study)``: a Secondary Capture
@@ -38,6 +43,7 @@ from cxr_agent.settings import DEMO_WARNING, DISCLAIMER
 from knowledge.evidence import Box, Decision, Evidence
 from knowledge.vocabulary import display_name
 from tools.ingestion.study import Study
+from tools.interop import change as X
 from tools.interop import codes as C
 from tools.interop.quiet import header_values_muted
 from tools.interop.scrub import region_name, scrub, user_phrases
@@ -144,6 +150,31 @@ def _decision_group(d: Decision, source: hd.sr.SourceImageForMeasurementGroup,
     return group
 
 
+def _change_group(e: X.ChangeEntry, sources: Sequence[hd.sr.SourceImageForMeasurementGroup]
+                  ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    concept = C.finding_code(e.finding)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"change: {display_name(e.finding)}"),
+        finding_type=concept,
+        algorithm_id=_algorithm(),
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=X.INTERVAL_CHANGE, value=X.CHANGE_CODES[e.change])],
+        measurements=[hd.sr.Measurement(name=codes.DCM.CertaintyOfFinding, value=round(e.confidence * 100.0, 1),
+                                        unit=codes.UCUM.Percent)],
+        source_images=list(sources),
+    )
+    items = group[0].ContentSequence
+    for name, status in ((X.PRIOR_STATUS, e.before), (X.CURRENT_STATUS, e.now)):
+        if status is not None:
+            items.append(hd.sr.CodeContentItem(name=name, value=C.STATUS_CODES[status.value], relationship_type="CONTAINS"))
+    items.extend(_text(C.AGREEING_SOURCE, s) for s in e.agreeing)
+    items.extend(_text(C.DISAGREEING_SOURCE, s) for s in e.disagreeing)
+    items.append(_flag(C.SOURCE_CONFLICT, e.conflict))
+    items.append(_flag(C.NEEDS_REVIEW, e.needs_review))
+    items.append(_flag(X.POSSIBLE_CHANGE, e.possible_change))
+    items.append(_text(codes.DCM.Comment, X.change_words(e)))
+    return group
+
+
 def collect_regions(decisions: Sequence[Decision], evidence: Sequence[Evidence]) -> list[tuple[str | None, str, Box]]:
     """(finding, source label, box) for every VLM box and classifier heatmap box, without duplicates."""
     seen: set[tuple[Any, ...]] = set()
@@ -197,18 +228,27 @@ def build_sr(
     demo: bool = False,
     series_number: int = 990,
     asked: Sequence[str] = (),
+    prior: Dataset | None = None,
+    changes: Sequence[X.ChangeEntry] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """A TID 1500 Comprehensive 3D SR of one turn's decisions, boxes and report, referencing ``source``.
 
     The user's words (``asked``: e.g. a locate question's phrase; every free-text box label too) are
-    replaced in the SR's text (tools/interop/scrub.py)."""
+    replaced in the SR's text (tools/interop/scrub.py). ``prior`` (its header, or ``deidentified_source``
+    of an uploaded prior) and ``changes``: a comparison turn's change since that study."""
+    if changes and prior is None:
+        raise SRSourceError("changes since a prior study need that study's header (prior=...) to reference")
     with header_values_muted():  # odd header values (PHI) are reported verbatim by pydicom/highdicom
-        return _build(source, decisions, evidence, report_text, demo, series_number, asked)
+        return _build(source, decisions, evidence, report_text, demo, series_number, asked, prior, changes)
 
 
 def _build(source: Dataset, decisions: Sequence[Decision], evidence: Sequence[Evidence], report_text: str,
-           demo: bool, series_number: int, asked: Sequence[str] = ()) -> hd.sr.Comprehensive3DSR:
+           demo: bool, series_number: int, asked: Sequence[str] = (), prior: Dataset | None = None,
+           changes: Sequence[X.ChangeEntry] = ()) -> hd.sr.Comprehensive3DSR:
     ref = _reference(source)
+    prior_ref = _reference(prior) if prior is not None else None
+    if prior_ref is not None and prior_ref.SOPInstanceUID == ref.SOPInstanceUID:
+        raise SRSourceError("the prior study is the current image itself")
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -219,6 +259,9 @@ def _build(source: Dataset, decisions: Sequence[Decision], evidence: Sequence[Ev
     phrases = user_phrases(decisions, evidence, asked)
     groups: list[Any] = [_decision_group(d, src, phrases) for d in decisions]
     groups += [_region_group(f, label, box, ref) for f, label, box in collect_regions(decisions, evidence)]
+    if prior_ref is not None:
+        both = [src, hd.sr.SourceImageForMeasurementGroup.from_source_image(prior_ref)]
+        groups += [_change_group(e, both) for e in changes]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.SCT.PlainRadiography,
@@ -233,7 +276,7 @@ def _build(source: Dataset, decisions: Sequence[Decision], evidence: Sequence[Ev
         root.append(_text(codes.DCM.Findings, scrub(report_text.strip(), phrases)))
     now = datetime.now(timezone.utc)
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[ref],
+        evidence=[ref] if prior_ref is None else [ref, prior_ref],
         content=report[0],
         series_instance_uid=hd.UID(),
         series_number=series_number,
