@@ -238,9 +238,21 @@ async def get_artifact(request: Request) -> Response:
     return FileResponse(path, media_type=media, filename=path.name)
 
 
+_OWN_CLIENT: list[Any] = []
+
+
+def use_server_client(client: Any) -> None:
+    """Make our routes reach the server's API through ``client``: a server other than LangGraph's
+    (server/standalone) hands in its own in-process client, which LangGraph's loopback cannot reach."""
+    _OWN_CLIENT[:] = [client]
+    _server_client.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def _server_client() -> Any:
     """This server's own API, in process (``langgraph_sdk.get_client()`` with no URL), made once."""
+    if _OWN_CLIENT:
+        return _OWN_CLIENT[0]
     from langgraph_sdk import get_client
 
     return get_client(url=None, api_key=None, headers=_settings().server_auth_headers())
