@@ -307,6 +307,10 @@ def simulate(
     with_classification: Annotated[bool, typer.Option(
         "--with-classification", help="The simulated VLM also answers RadVLM's abnormality classification "
         "beside its report, as the graph asks it (see eval/simulate.py).")] = False,
+    changes: Annotated[bool, typer.Option(
+        "--changes", help="Also simulate pairs of films: the change rule vs each source alone under the error "
+        "models of eval/compare_simulate.py.")] = False,
+    pairs: int = typer.Option(300, "--pairs", min=1, help="Simulated pairs per change profile (with --changes)."),
 ) -> None:
     """Weight-free check of the reconciler: simulated VLM and classifier with known error profiles."""
     from rich.table import Table
@@ -336,7 +340,85 @@ def simulate(
         lost = [r["profile"]["name"] for r in results if not r["verdict"][key]["beats_best_single"]]
         console.print(f"{key}: the policy loses to the better single source in "
                       f"{', '.join(lost) if lost else 'no profile'} ({len(lost)}/{len(results)} profiles)")
-    harness.write_json(out, {"command": "simulate", "seed": seed, "n_cases": len(cases), "profiles": results})
+    change_results: list[dict[str, Any]] = []
+    if changes:
+        from eval import compare_simulate as csim
+
+        change_results = csim.run_all(n_pairs=pairs, seed=seed)
+        for res in change_results:
+            console.print(render_change_simulation(res, Table))
+    harness.write_json(out, {"command": "simulate", "seed": seed, "n_cases": len(cases), "profiles": results,
+                             **({"change_profiles": change_results} if changes else {})})
+
+
+@app.command("compare")
+def compare_cmd(
+    pairs: Annotated[Path, typer.Argument(help="Pairs file: the documented CSV (current, prior, one change column per "
+                                          "finding id), MS-CXR-T's temporal image classification CSV or CheXTemporal's "
+                                          "gold_progression_pairs (parquet or CSV); see eval/compare.py.")],
+    images: Annotated[Path | None, typer.Option("--images", help="Root the image paths are relative to (default: the "
+                                                "pairs file's folder; MIMIC-CXR-JPG's root for MS-CXR-T).")] = None,
+    limit: int = typer.Option(None, "--limit", "-n", min=1, help="Evaluate only the first N pairs."),
+    vlm: bool = typer.Option(False, "--vlm/--no-vlm", help="Also run the VLM's report on each film (a statement "
+                             "source that cannot compare)."),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the metrics and confusion matrix as JSON here.")] = None,
+) -> None:
+    """Per-finding change accuracy and a confusion matrix of the change rule on labelled pairs of films."""
+    from rich.table import Table
+
+    from cxr_agent.settings import get_settings
+    from eval import compare as ev
+    from eval import harness
+
+    try:
+        pair_set = ev.read_pairs(pairs, images)
+    except ev.PairsError as exc:
+        _fail(str(exc))
+    if limit:
+        pair_set.pairs = pair_set.pairs[:limit]
+    settings = get_settings()
+    clf, vlm_tool = harness.make_tools(settings, use_vlm=vlm, use_classifier=True)
+    predict = ev.tool_predictor([t for t in (clf, vlm_tool) if t is not None])
+    with _progress() as progress:
+        task = progress.add_task(f"compare ({len(pair_set.pairs)} pairs)", total=len(pair_set.pairs))
+        res = ev.evaluate(pair_set, predict, on_pair=lambda: progress.advance(task))
+    console = _console()
+    table = Table(title=f"eval compare: {pairs} ({res['format']}, {res['n_pairs']} pairs, {res['n_labels']} labels, "
+                        f"accuracy {_fmt(res['accuracy'])}, macro {_fmt(res['macro_accuracy'])})",
+                  caption=harness.caption(settings))
+    for col in ("finding", "accuracy", "n"):
+        table.add_column(col)
+    for f, m in res["per_finding"].items():
+        table.add_row(f, _fmt(m["accuracy"]), str(m["n"]))
+    console.print(table)
+    cm = Table(title="confusion (rows: gold, columns: decided)" + (" - new counted as worse, resolved as improved"
+                                                                   if res["collapsed"] else ""))
+    cm.add_column("gold")
+    for col in res["confusion"]["columns"]:
+        cm.add_column(col)
+    for gold, row in res["confusion"]["matrix"].items():
+        cm.add_row(gold, *(str(row[c]) for c in res["confusion"]["columns"]))
+    console.print(cm)
+    if res["unmapped"]:
+        console.print(f"left out (no vocabulary finding): {res['unmapped']}")
+    for e in res["failed"][:5]:
+        typer.secho(f"  {e['pair']}: {e['error']}", fg=typer.colors.YELLOW, err=True)
+    harness.write_json(out, {"command": "compare", "pairs": str(pairs), "demo": settings.is_demo, **res})
+
+
+def render_change_simulation(res: dict[str, Any], table_cls: Any) -> Any:
+    """One rich table per change profile: each variant's accuracy, coverage and false-change rate."""
+    table = table_cls(title=f"simulate changes ({res['profile']['name']}): {res['n_pairs']} pairs, "
+                            f"{res['n_labels']} findings, review {res['review_fraction']:.3f}")
+    for col in ("source", "accuracy", "coverage", "acc. decided", "change recall", "false change"):
+        table.add_column(col)
+    for v, m in res["metrics"].items():
+        table.add_row(v, _fmt(m["accuracy"]), _fmt(m["coverage"]), _fmt(m["accuracy_decided"]),
+                      _fmt(m["change_recall"]), _fmt(m["false_change_rate"]))
+    v = res["verdict"]
+    table.caption = (f"policy {v['policy_accuracy']:.3f} {'BEATS' if v['beats_best_single'] else 'DOES NOT BEAT'} "
+                     f"{v['best_single']} {v['best_single_accuracy']:.3f}")
+    return table
 
 
 def render_simulation(res: dict[str, Any], table_cls: Any) -> Any:
