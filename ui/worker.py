@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.stop import STOP_KEY
 from ui.turn import TurnResult, run_turn
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,23 @@ class Live:
     work: str = ""  # long work inside a tool (the first-use index build)
     work_frac: float | None = None
     stopped: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)  # the tools of the turn see it (tools/stop.py)
+
+
+class _Stoppable:
+    """The graph as ``run_turn`` sees it, with the turn's stop event in every run's config: the turn's tools
+    read it (a VLM generation ends at its next token) and a remote graph cancels the server's run."""
+
+    def __init__(self, graph: Any, stop: threading.Event) -> None:
+        self.graph, self.stop = graph, stop
+
+    def stream(self, inputs: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        config = dict(config or {})
+        config["configurable"] = {**(config.get("configurable") or {}), STOP_KEY: self.stop}
+        return self.graph.stream(inputs, config=config, **kwargs)
+
+    def get_state(self, config: Any) -> Any:
+        return self.graph.get_state(config)
 
 
 class TurnWorker:
@@ -91,13 +109,15 @@ class TurnWorker:
             return out
 
     def stop(self) -> bool:
-        """End the running turn now: it is finished as stopped (no answer kept) and the graph's stream is
-        closed at its next event, before any reply is written. Queued messages still get answered."""
+        """End the running turn now: it is finished as stopped (no answer kept), its tools are told (a VLM
+        generation ends at its next token; a remote graph's run is cancelled on the server) and the graph's
+        stream is closed at its next event, before any reply is written. Queued messages still get answered."""
         with self._lock:
             live = self._live
             if live is None or live.stopped:
                 return False
             live.stopped = True
+            live.stop.set()
             self._finished.append((live.job, TurnResult(user_text=live.job.prompt, progress=list(live.progress),
                                                         stopped=True)))
             return True
@@ -142,5 +162,5 @@ class TurnWorker:
                 live.work = f"{tool}: {stage} {done:,}/{total:,} prior reports" if total else f"{tool}: {stage} {done:,}"
                 live.work_frac = min(1.0, max(0.0, done / total)) if total else None
 
-        return self._run(self.graph, job.prompt, thread_id=job.thread_id, extra_inputs=job.inputs,
+        return self._run(_Stoppable(self.graph, live.stop), job.prompt, thread_id=job.thread_id, extra_inputs=job.inputs,
                          on_progress=progress, on_token=token, on_work=work, should_stop=lambda: live.stopped)

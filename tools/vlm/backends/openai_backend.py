@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from PIL import Image
 
+from tools.stop import with_turn_stop
 from tools.vlm.backends.base import BackendError, GenerationResult, ModelUnavailable
 from tools.vlm.backends.transport import check_transport
 from tools.vlm.prompts import ChatTurn
@@ -115,8 +116,9 @@ class OpenAIBackend:
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
         t0 = time.perf_counter()
+        cancel = with_turn_stop(cancel)
         if cancel is not None and cancel.is_set():
-            raise BackendError("request cancelled before it was sent (the call timed out)")
+            raise BackendError("request cancelled before it was sent (the call timed out or the turn was stopped)")
         data_url, hit = self._data_url(image, cache_key)
         encode_s = time.perf_counter() - t0
         body: dict[str, Any] = {
@@ -159,6 +161,7 @@ class OpenAIBackend:
         if not conversations:
             return []
         self._data_url(image, cache_key)  # encode once, before the threads race for it
+        cancel = with_turn_stop(cancel)  # the pool's threads below have no run context
         with ThreadPoolExecutor(max_workers=min(8, len(conversations)), thread_name_prefix="vlm-batch") as pool:
             futures = [pool.submit(self.generate, image, turns, cache_key=cache_key, max_new_tokens=max_new_tokens,
                                    cancel=cancel) for turns in conversations]
@@ -225,7 +228,7 @@ class OpenAIBackend:
                     self._check_status(resp)
                 for line in resp.iter_lines():
                     if cancel is not None and cancel.is_set():  # closing the stream stops the server's work
-                        raise BackendError("generation cancelled (the call timed out)")
+                        raise BackendError("generation cancelled (the call timed out or the turn was stopped)")
                     if not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()

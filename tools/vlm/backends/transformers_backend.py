@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from PIL import Image
 
 from cxr_agent.heap import settle
+from tools.stop import with_turn_stop
 from tools.vlm.backends.base import BackendError, CacheKey, GenerationResult, ModelUnavailable
 from tools.vlm.backends.stopping import cancel_criteria
 from tools.vlm.prompts import ChatTurn
@@ -341,14 +342,16 @@ class TransformersBackend:
         on_token: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        """One generation. ``cancel`` (set on timeout) stops it at the next token and frees the model."""
+        """One generation. ``cancel`` (set on timeout) or the reader's Stop of the turn (``tools.stop``) ends it
+        at the next token and frees the model."""
         import torch
 
         from tools.vlm.backends import hf_models
 
         t0 = time.perf_counter()
+        cancel = with_turn_stop(cancel)  # read here: the generation thread below has no run context
         if cancel is not None and cancel.is_set():
-            raise BackendError("generation cancelled before it started (the call timed out)")
+            raise BackendError("generation cancelled before it started (the call timed out or the turn was stopped)")
         model, processor = self.load()
         max_new = int(max_new_tokens or self.settings.vlm_max_new_tokens)
         with self._gen_lock:
@@ -409,7 +412,8 @@ class TransformersBackend:
             if errors:
                 raise BackendError(f"generation failed: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
             if cancel is not None and cancel.is_set():
-                raise BackendError("generation cancelled (the call timed out); the model is free again")
+                raise BackendError("generation cancelled (the call timed out or the turn was stopped); "
+                                   "the model is free again")
             new_ids = outputs[0][0, input_ids.shape[1]:].tolist() if outputs else []
             count, ended = hf_models.answer_length(new_ids, hf_models.eos_ids(model))
         done = time.perf_counter()

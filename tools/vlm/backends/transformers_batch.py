@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from tools.stop import with_turn_stop
 from tools.vlm.backends.base import BackendError, GenerationResult
 from tools.vlm.prompts import ChatTurn
 
@@ -46,8 +47,9 @@ def generate_batch(
     if not conversations:
         return []
     t0 = time.perf_counter()
+    cancel = with_turn_stop(cancel)
     if cancel is not None and cancel.is_set():
-        raise BackendError("generation cancelled before it started (the call timed out)")
+        raise BackendError("generation cancelled before it started (the call timed out or the turn was stopped)")
     model, processor = backend.load()
     tok = processor.tokenizer
     max_new = int(max_new_tokens or backend.settings.vlm_max_new_tokens)
@@ -100,7 +102,8 @@ def generate_batch(
         except Exception as exc:
             raise BackendError(f"batched generation failed: {type(exc).__name__}: {exc}") from exc
         if cancel is not None and cancel.is_set():
-            raise BackendError("generation cancelled (the call timed out); the model is free again")
+            raise BackendError("generation cancelled (the call timed out or the turn was stopped); "
+                               "the model is free again")
     done = time.perf_counter()
     new = out[:, end + width:]
     eos = hf_models.eos_ids(model)
