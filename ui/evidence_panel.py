@@ -1,7 +1,7 @@
 """The evidence section under the page: the latest evidence turn's table, tool line and prior reports.
 
 The table's data is built by ui/evidence_table.py (pure, tested without Streamlit); this module
-only lays it out, with the graph's declared tool capabilities deciding the columns.
+only lays it out, with the turn record's tool roles deciding the columns.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from knowledge.markdown import escape
 from knowledge.vocabulary import display_name
 from ui import session as S
 from ui.evidence_table import build_rows, prior_reports, style_conflicts, to_dataframe, tool_summary
-from ui.resources import capabilities
 
 TABLE_ROWS_SHOWN = 10  # rows visible at once; more scroll within the table
 TABLE_ROW_PX = 35  # Streamlit's default data-grid row height
@@ -30,8 +29,7 @@ def evidence_section(state, graph: Any = None) -> None:
     study = state[S.K_STUDY]
     if study is not None and turn.study_id and turn.study_id != study.id:
         st.caption(":material/history: This evidence is about the previously loaded study; ask again for the new one.")
-    caps = capabilities(graph) if graph is not None else None
-    rows = build_rows(turn.evidence, turn.decisions, verifications=turn.verifications, capabilities=caps)
+    rows = build_rows(turn.evidence, turn.decisions, verifications=turn.verifications, roles=turn.roles)
     if rows:
         # Flagged rows come first (build_rows); the rest scroll inside a fixed-height table, so the
         # panel never grows past the screen and no row is cut off.
@@ -46,7 +44,7 @@ def evidence_section(state, graph: Any = None) -> None:
         "Classifier: operating-point-normalised score (0.5 = the model's calibrated threshold), not a probability. "
         "Retrieval prevalence: how many of the most similar prior reports mention the finding (a prior, not a vote)."
     )
-    tools = tool_summary(turn.evidence, caps)
+    tools = tool_summary(turn.evidence, turn.roles)
     if tools:
         st.caption(
             "Tools: "

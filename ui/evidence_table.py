@@ -9,48 +9,17 @@ probability; retrieval is a prevalence among similar prior reports, never a vote
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from agents.replying.roles import ToolRoles
 from knowledge.evidence import Decision, Evidence, FindingCall, RetrievedReport, Status
 from knowledge.vocabulary import FINDINGS, display_name
-from tools.base import ToolCapabilities
 
 
-@dataclass(frozen=True)
-class Columns:
-    """Which tools fill which source column, read from their capabilities (never their names):
-    report writers -> the VLM column, other image sources with op-point scores -> the classifier
-    column, non-image tools serving similar_cases -> retrieval; every other tool -> "Other tools"."""
+def _roles(roles: ToolRoles | None) -> ToolRoles:
+    """The turn's roles (its record's), else the built-ins' (a table drawn without a turn record)."""
+    return roles or ToolRoles.builtin()
 
-    writers: frozenset[str] = frozenset()
-    scorers: frozenset[str] = frozenset()
-    priors: frozenset[str] = frozenset()
-    image_sources: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_capabilities(cls, caps: Mapping[str, ToolCapabilities]) -> Columns:
-        return cls(
-            writers=frozenset(n for n, c in caps.items() if c.writes_report),
-            scorers=frozenset(n for n, c in caps.items() if c.image_source and not c.writes_report),
-            priors=frozenset(n for n, c in caps.items() if "similar_cases" in c.intents and not c.image_source),
-            image_sources=frozenset(n for n, c in caps.items() if c.image_source),
-        )
-
-    @classmethod
-    def builtin(cls) -> Columns:
-        """The columns of the built-in tools (a table drawn without the graph's capabilities)."""
-        from tools.registry import BUILTINS
-
-        return cls.from_capabilities({n: c for n, (_, c) in BUILTINS.items()})
-
-    @property
-    def named(self) -> frozenset[str]:
-        return self.writers | self.scorers | self.priors
-
-
-def _columns(caps: Mapping[str, ToolCapabilities] | None) -> Columns:
-    return Columns.from_capabilities(caps) if caps else Columns.builtin()
 
 COL_FINDING = "Finding"
 COL_DECISION = "Decision"
@@ -143,7 +112,7 @@ def _fmt_other(calls: Sequence[FindingCall]) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
-def _retrieval_k(evidence: Sequence[Evidence], priors: frozenset[str]) -> int:
+def _retrieval_k(evidence: Sequence[Evidence], priors: Sequence[str]) -> int:
     for ev in evidence:
         if ev.tool in priors and ev.ok:
             k = ev.meta.get("k") if isinstance(ev.meta, dict) else None
@@ -156,17 +125,20 @@ def build_rows(
     decisions: Iterable[Decision | Mapping[str, Any]] | None,
     *,
     verifications: Mapping[str, str] | None = None,
-    capabilities: Mapping[str, ToolCapabilities] | None = None,
+    roles: ToolRoles | None = None,
 ) -> list[dict[str, Any]]:
     """One row per finding: decided findings first (conflicts, then present, by confidence),
     then findings only an image source or custom tool mentioned. Retrieval-only findings are
-    left out: a prior is context, not a finding on this image. ``capabilities`` (the graph's,
-    ``graph.runtime(g).capabilities``) decide the source columns; default: the built-ins'."""
+    left out: a prior is context, not a finding on this image. ``roles`` (the turn record's) decide
+    the source columns: report writers -> the VLM column, other image sources -> the classifier column,
+    similar-case priors -> retrieval, any other tool -> "Other tools"; default: the built-ins'."""
     evs = as_evidence(evidence)
     decs = as_decisions(decisions)
     verifications = dict(verifications or {})
-    cols = _columns(capabilities)
-    k = _retrieval_k(evs, cols.priors)
+    roles = _roles(roles)
+    writers, scorers, neighbours = frozenset(roles.writers), frozenset(roles.scorers), frozenset(roles.neighbours)
+    named = writers | scorers | neighbours
+    k = _retrieval_k(evs, roles.neighbours)
 
     by_finding: dict[str, dict[str, list[FindingCall]]] = {}
     for ev in evs:
@@ -181,7 +153,7 @@ def build_rows(
 
     findings = list(decided)
     for f, sources in by_finding.items():
-        if f not in decided and any(s not in cols.priors for s in sources):
+        if f not in decided and any(s not in neighbours for s in sources):
             findings.append(f)
 
     order = {f: i for i, f in enumerate(FINDINGS)}
@@ -197,7 +169,7 @@ def build_rows(
     for f in sorted(findings, key=sort_key):
         d = decided.get(f)
         sources = by_finding.get(f, {})
-        others = [c for s, cs in sources.items() if s not in cols.named for c in cs]
+        others = [c for s, cs in sources.items() if s not in named for c in cs]
 
         def of(names: frozenset[str], _sources: dict[str, list[FindingCall]] = sources) -> list[FindingCall]:
             return [c for s, cs in _sources.items() if s in names for c in cs]
@@ -210,9 +182,9 @@ def build_rows(
                 COL_FINDING: display_name(f),
                 COL_DECISION: _status_text(d.status) if d else "not decided",
                 COL_CONFIDENCE: round(d.confidence, 2) if d else None,
-                COL_VLM: _fmt_vlm(of(cols.writers)),
-                COL_CLASSIFIER: _fmt_classifier(of(cols.scorers)),
-                COL_RETRIEVAL: _fmt_retrieval(of(cols.priors), k),
+                COL_VLM: _fmt_vlm(of(writers)),
+                COL_CLASSIFIER: _fmt_classifier(of(scorers)),
+                COL_RETRIEVAL: _fmt_retrieval(of(neighbours), k),
                 COL_OTHER: _fmt_other(others),
                 COL_CONFLICT: CONFLICT_MARK if conflict else (REVIEW_MARK if review else ""),
                 COL_VERIFICATION: verification,
@@ -257,9 +229,9 @@ def prior_reports(evidence: Iterable[Evidence | Mapping[str, Any]] | None) -> li
 
 
 def tool_summary(evidence: Iterable[Evidence | Mapping[str, Any]] | None,
-                 capabilities: Mapping[str, ToolCapabilities] | None = None) -> list[dict[str, Any]]:
+                 roles: ToolRoles | None = None) -> list[dict[str, Any]]:
     """Per tool: ok/failed, latency and error, for a compact footer under the table."""
-    image_sources = _columns(capabilities).image_sources
+    image_sources = _roles(roles).image_sources
     rows = []
     for ev in as_evidence(evidence):
         purpose = ev.meta.get("verification") if isinstance(ev.meta, dict) else None

@@ -37,7 +37,7 @@ def _md_cell(value: Any) -> str:
 
 def findings_markdown_table(turn: TurnResult) -> str:
     """The turn's decisions as a Markdown table (empty string when there are none)."""
-    rows = build_rows(turn.evidence, turn.decisions, verifications=turn.verifications)
+    rows = build_rows(turn.evidence, turn.decisions, verifications=turn.verifications, roles=turn.roles)
     if not rows:
         return ""
     cols = [COL_FINDING, COL_DECISION, "Confidence", COL_VLM, COL_CLASSIFIER, COL_RETRIEVAL, COL_CONFLICT, "Verification"]

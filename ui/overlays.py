@@ -3,8 +3,8 @@
 Boxes arrive normalised to the ORIGINAL image ([0, 1] on each axis) and heatmaps as float
 arrays at the original size, so both are mapped by the display size alone: the overlay stays
 right whatever size the image is shown at. The study's pixels are never modified. A box's colour
-says what kind of source drew it (report writer, other image source, prior), read from the tools'
-declared capabilities, never from their names (``SourcePalette``).
+says what kind of source drew it (report writer, other image source, prior), read from the graph's
+tool roles that each turn record carries, never from the tools' names (``SourcePalette``).
 """
 
 from __future__ import annotations
@@ -14,19 +14,18 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from agents.replying.roles import Role, ToolRoles
 from knowledge.evidence import Box
 from knowledge.vocabulary import display_name
-from tools.base import ToolCapabilities
 
 log = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
-Role = Literal["writer", "image", "prior"]
 UNKNOWN_SOURCE = "unknown source"  # how a box or heatmap whose reply names no source is labelled
 
 # One small palette per role; the n-th source of a role (in the graph's tool order, built-ins
@@ -49,43 +48,27 @@ _RAMP = np.array(
 )
 
 
-def source_role(caps: ToolCapabilities) -> Role:
-    """The role a tool's evidence plays, as the graph uses it (tools.base.ToolCapabilities): it
-    writes a full report, or it is another image source, or (reading no image) it is a prior."""
-    if caps.writes_report:
-        return "writer"
-    return "image" if caps.image_source else "prior"
-
-
 @dataclass(frozen=True)
 class SourcePalette:
-    """Box colours per source, from the declared capabilities of the graph's tools.
+    """Box colours per source, from the graph's tool roles (``ToolRoles``, as a turn record carries them).
 
-    ``colors`` maps each declared tool to its role's palette, indexed by its order of appearance
-    among the tools of that role (wrapping round past the palette's end). A source not in it gets a
-    stable colour from ``UNDECLARED_COLORS`` (hash of its name); a missing source is grey.
+    ``colors`` maps each tool to its role's palette, indexed by its order among the tools of that role
+    (registry order, wrapping round past the palette's end). A source not in it gets a stable colour
+    from ``UNDECLARED_COLORS`` (hash of its name); a missing source is grey.
     """
 
     colors: Mapping[str, RGB] = field(default_factory=dict)
 
     @classmethod
-    def from_capabilities(cls, caps: Mapping[str, ToolCapabilities] | None) -> SourcePalette:
-        """The palette of a graph's tools (``graph.runtime(g).capabilities``, in the graph's order).
-
-        Where capabilities are unknown (None or empty: a remote graph, which does not send them, or
-        no graph at all) the built-in tools' declared capabilities stand in, as for the evidence
-        table's columns: the built-ins keep their colours and any other source is undeclared."""
-        if not caps:
-            from tools.registry import BUILTINS
-
-            caps = {name: c for name, (_, c) in BUILTINS.items()}
+    def from_roles(cls, roles: ToolRoles | None) -> SourcePalette:
+        """The palette of a graph's tools; None (no turn record yet): the built-ins' roles, so the
+        built-ins keep their colours and any other source is undeclared."""
+        roles = roles or ToolRoles.builtin()
         colors: dict[str, RGB] = {}
-        seen: dict[Role, int] = {}
-        for name, c in caps.items():
-            role = source_role(c)
+        for role in get_args(Role):
             palette = ROLE_PALETTES[role]
-            colors[name] = palette[seen.get(role, 0) % len(palette)]
-            seen[role] = seen.get(role, 0) + 1
+            for i, name in enumerate(roles.of_role(role)):
+                colors[name] = palette[i % len(palette)]
         return cls(colors)
 
     def color(self, source: str | None) -> RGB:
@@ -98,9 +81,9 @@ class SourcePalette:
         return UNDECLARED_COLORS[idx]
 
 
-def source_color(source: str | None, capabilities: Mapping[str, ToolCapabilities] | None = None) -> RGB:
-    """The colour of one source's boxes; see ``SourcePalette`` (capabilities None: the built-ins')."""
-    return SourcePalette.from_capabilities(capabilities).color(source)
+def source_color(source: str | None, roles: ToolRoles | None = None) -> RGB:
+    """The colour of one source's boxes; see ``SourcePalette`` (roles None: the built-ins')."""
+    return SourcePalette.from_roles(roles).color(source)
 
 
 @dataclass(frozen=True)
@@ -256,7 +239,7 @@ def draw_boxes(
     img: Image.Image, boxes: Iterable[OverlayBox], *, width: int | None = None, palette: SourcePalette | None = None,
 ) -> Image.Image:
     """Draw labelled boxes (colour per source, from ``palette``; None: the built-ins') on a copy of the image."""
-    palette = palette or SourcePalette.from_capabilities(None)
+    palette = palette or SourcePalette.from_roles(None)
     out = img.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     line = width or max(2, round(min(out.size) / 200))

@@ -5,8 +5,9 @@ With ``CXR_AGENT_GRAPH_URL`` set, the Streamlit app runs every turn on that serv
 UI replica holds no models and never imports torch or transformers. ``RemoteAgent`` offers what
 the app needs from its in-process graph, nothing more:
 
-- ``stream(inputs, config, stream_mode)`` / ``get_state(config)``: what ``ui.turn.run_turn`` calls,
-  through LangGraph's own ``RemoteGraph`` (the graph's custom progress events stream as they happen);
+- ``stream(inputs, config, stream_mode)``: what ``ui.turn.run_turn`` calls, through LangGraph's own
+  ``RemoteGraph`` (progress events as they happen, and the node updates that carry the turn record);
+  ``get_state(config)``: a stored conversation, reopened;
 - ``load_study(data, filename=)``: an upload goes to the server's ``POST /cxr/studies`` (server/app.py),
   which de-identifies and stores it and returns its ``study_id``; the page shows the same
   de-identified pixels, decoded here (``tools.ingestion.loader``: decoders only, no models);
@@ -191,12 +192,12 @@ class RemoteAgent:
     # --- what ui.turn.run_turn calls --------------------------------------------------------
     def stream(self, inputs: Mapping[str, Any], config: Mapping[str, Any], stream_mode: Any = None
                ) -> Iterator[tuple[str, Any]]:
-        """The run's custom events as ``("custom", event)``; node updates stay on the server (the
-        turn reads the final state once, from ``get_state``)."""
+        """The run's custom events as ``("custom", event)`` and node updates as ``("updates", chunk)``
+        (the respond node's holds the turn record, as JSON)."""
         payload = dict(inputs)
         payload["messages"] = [_wire_message(m) for m in payload.get("messages") or []]
-        for event in self.graph.stream(payload, self._config(config), stream_mode="custom"):
-            yield "custom", event
+        for part in self.graph.stream(payload, self._config(config), stream_mode=["custom", "updates"]):
+            yield part[0], part[1]  # the SDK's StreamPart: (event, data, id)
 
     def get_state(self, config: Mapping[str, Any]) -> Any:
         return self.graph.get_state(self._config(config))

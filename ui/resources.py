@@ -2,7 +2,7 @@
 
 Kept apart from the page code so every section reads the graph the same way: the compiled graph
 (or the remote one) is built once per process and profile (``st.cache_resource``), and its
-studies, study store and declared tool capabilities are read through ``graph.runtime(g)`` here only.
+studies and study store are read through ``graph.runtime(g)`` here only.
 """
 
 from __future__ import annotations
@@ -100,18 +100,6 @@ def study_store(graph: Any, settings: Settings) -> Any:
         found = studies(graph)
         return found.store if found is not None else None
     except Exception:  # noqa: BLE001 - opening the store failed (disk, permissions): logged by the caller
-        return None
-
-
-def capabilities(graph: Any) -> dict[str, Any] | None:
-    """The graph's tools' declared capabilities (they decide the evidence table's columns)."""
-    if is_remote(graph):
-        return None  # the built-in tools' columns
-    try:
-        from graph import runtime
-
-        return runtime(graph).capabilities
-    except Exception:  # noqa: BLE001 - no graph: the built-in tools' columns
         return None
 
 

@@ -17,7 +17,6 @@ from ui import session as S
 from ui.overlays import UNKNOWN_SOURCE, SourcePalette, compose, load_heatmap
 from ui.pacs import can_push, open_from_pacs, push_to_pacs
 from ui.remote import is_remote
-from ui.resources import capabilities
 
 UPLOAD_TYPES_HELP = "PNG, JPEG or DICOM (.dcm; files without an extension are accepted too)."
 DISPLAY_MAX_SIDE = 900
@@ -92,7 +91,8 @@ def image_section(state, graph: Any = None) -> None:
             missing.append(h.key)
         else:
             arrays.append(arr)
-    palette = SourcePalette.from_capabilities(capabilities(graph) if graph is not None else None)
+    # the graph's tool roles, as the latest turn record carries them (none yet: the built-ins')
+    palette = SourcePalette.from_roles(next((t.roles for t in reversed(state[S.K_TURNS]) if t.roles), None))
     img = compose(study.pixels, boxes=shown_boxes, heatmaps=arrays, max_side=DISPLAY_MAX_SIDE, alpha=alpha,
                   palette=palette)
     caption = f"{state[S.K_STUDY_NAME] or 'study'} - overlays: {len(shown_boxes)} box(es), {len(arrays)} heatmap(s)"

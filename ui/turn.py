@@ -1,7 +1,10 @@
 """Run one chat turn through the graph and turn its stream into progress lines and a result.
 
-Kept free of Streamlit: the app passes callbacks that write into its placeholders, and tests
-drive it with any object that has ``stream`` and ``get_state``.
+Stream events are progress only; what the turn produced (reply, evidence, decisions, overlays, the
+tool roles) is read once, from the turn's ``TurnRecord`` in the respond node's update, in-process and
+behind LangGraph Server alike (never from the thread's state). Kept free of Streamlit: the app
+passes callbacks that write into its placeholders, and tests drive it with any object that has
+``stream``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.replying.roles import ToolRoles
 from agents.turn.events import StreamEvent, parse_event
+from agents.turn.record import TurnRecord
 from knowledge.evidence import Decision, Evidence
 from knowledge.vocabulary import display_name
-from ui.evidence_table import as_decisions, as_evidence
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,12 @@ class TurnResult:
     elapsed_s: float = 0.0
     streamed_chars: int = 0  # text the tools streamed while writing (token events)
     stopped: bool = False  # the reader stopped it (or it never got an answer): no reply is kept
+    record: TurnRecord | None = None  # what the graph recorded of the turn (None: restored, stopped or failed)
+
+    @property
+    def roles(self) -> ToolRoles | None:
+        """Which tool wrote, scored or was a prior this turn (the graph's, from the record)."""
+        return self.record.roles if self.record is not None else None
 
     @property
     def answered(self) -> bool:
@@ -115,6 +125,21 @@ def cxr_meta(message: Any) -> dict[str, Any]:
     return dict(meta) if isinstance(meta, Mapping) else {}
 
 
+def turn_record(update: Any) -> tuple[TurnRecord, Any] | None:
+    """The turn record in a stream ``updates`` chunk (``{node: update}``), with the reply message
+    written beside it; None when the chunk holds none. A record from a server arrives as a dict."""
+    if not isinstance(update, Mapping):
+        return None
+    for written in update.values():
+        found = written.get("record") if isinstance(written, Mapping) else None
+        if found is None:
+            continue
+        record = found if isinstance(found, TurnRecord) else TurnRecord.model_validate(found)
+        messages = written.get("messages") or []
+        return record, (messages[-1] if isinstance(messages, list | tuple) and messages else None)
+    return None
+
+
 def run_turn(
     graph: Any,
     text: str,
@@ -149,6 +174,7 @@ def run_turn(
             on_progress(line)
 
     stream = None
+    recorded: tuple[TurnRecord, Any] | None = None
     try:
         stream = graph.stream(inputs, config=config, stream_mode=["custom", "updates"])
         for item in stream:
@@ -156,6 +182,9 @@ def run_turn(
                 result.stopped = True
                 break
             mode, chunk = item if isinstance(item, tuple) and len(item) == 2 else ("updates", item)
+            if mode == "updates":
+                recorded = turn_record(chunk) or recorded
+                continue
             chunk = parse_event(chunk) if mode == "custom" else None
             if chunk is None:
                 continue
@@ -171,41 +200,42 @@ def run_turn(
                     on_work(str(chunk.get("tool") or ""), str(chunk.get("stage") or ""),
                             int(chunk.get("done") or 0), chunk.get("total"))
                 continue
-            if kind == "reply":
-                result.reply = str(chunk.get("text") or "")
-                if on_reply:
-                    on_reply(result.reply)
-            if kind == "tool_end" and not chunk.get("ok", True):
-                result.failed_tools.append(str(chunk.get("tool")))
-            if kind == "verify" and chunk.get("finding"):
-                result.verifications[str(chunk["finding"])] = str(chunk.get("outcome", ""))
+            if kind == "reply" and on_reply:  # shown while the turn ends; the record's text is kept
+                on_reply(str(chunk.get("text") or ""))
             line = describe_event(chunk)
             if line:
                 progress(line)
         if result.stopped:
             _close(stream)
-            result.reply = ""
             result.elapsed_s = time.perf_counter() - started
             return result
-        values = dict(getattr(graph.get_state(config), "values", {}) or {})
     except Exception as exc:  # the app must survive anything the graph does
         log.exception("turn failed")
         result.error = f"{type(exc).__name__}: {str(exc)[:300]}"
         result.elapsed_s = time.perf_counter() - started
         return result
 
-    messages = values.get("messages") or []
-    last = messages[-1] if messages else None
-    if last is not None and getattr(last, "type", None) in ("ai", None):
-        result.reply = reply_text(last) or result.reply
-        result.cxr = cxr_meta(last)
-    result.evidence = as_evidence(values.get("evidence"))
-    result.decisions = as_decisions(values.get("decisions"))
-    result.study_id = values.get("study_id") or result.cxr.get("study_id")
-    if not result.reply:
+    if recorded is None:
         result.error = "The assistant returned no reply."
+    else:
+        read_record(result, *recorded)
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def read_record(result: TurnResult, record: TurnRecord, message: Any) -> None:
+    """Fill ``result`` from the turn's record (and the reply message's ``cxr`` payload: its boxes and
+    heatmaps as the reply cites them)."""
+    result.record = record
+    result.reply = record.reply or (reply_text(message) if message is not None else "")
+    result.cxr = cxr_meta(message) if message is not None else {}
+    result.evidence = [e.evidence for e in record.evidence]
+    result.decisions = list(record.decisions)
+    result.verifications = {d.finding: d.verification for d in record.decisions if d.verification}
+    result.failed_tools = list(record.unavailable)
+    result.study_id = record.study_id or result.cxr.get("study_id")
+    if not result.reply:
+        result.error = "The assistant returned no reply."
 
 
 def _close(stream: Any) -> None:

@@ -1,8 +1,9 @@
 """Which tool plays which part, read from the tools' capabilities (never their names) in one place.
 
-The graph builds one ``ToolRoles`` when it is compiled and passes it to every reply; the reconciler's
-policy, the UI's evidence columns and overlay colours can read the same value, so a custom report
-writer is treated like the VLM everywhere.
+The graph builds one ``ToolRoles`` when it is compiled (``from_capabilities`` is the only place a role
+is derived) and passes it to every reply and to the reconciler's policy; each turn record carries it,
+so the UI's evidence columns and box colours read the same value and a custom report writer is
+treated like the VLM everywhere, in-process or behind LangGraph Server.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Literal
 
 from agents.reconciling.policy import DEFAULT_SOURCE_LABELS
 from agents.replying.phrases import source_name
 from knowledge.evidence import Decision, Evidence, FindingCall
 from tools.base import ToolCapabilities
+
+Role = Literal["writer", "image", "prior"]
+"""What a source's evidence is on the image: a report writer's, another image source's, or a prior's."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,29 @@ class ToolRoles:
     def box_preference(self) -> tuple[str, ...]:
         """Whose box a decision shows first: report writers, then the other image sources."""
         return (*self.image_writers, *self.scorers)
+
+    @property
+    def prior_sources(self) -> frozenset[str]:
+        """Tools that do not read the image: their calls only shift confidence."""
+        return frozenset(self.priors)
+
+    @property
+    def image_sources(self) -> frozenset[str]:
+        """Tools whose calls read the image and vote."""
+        return frozenset((*self.image_writers, *self.scorers))
+
+    # ---------------------------------------------------------------- what the UI reads
+    def role(self, name: str) -> Role | None:
+        """The part ``name`` plays (None: a tool this graph does not have)."""
+        if name in self.writers:
+            return "writer"
+        if name in self.scorers:
+            return "image"
+        return "prior" if name in self.priors else None
+
+    def of_role(self, role: Role) -> tuple[str, ...]:
+        """The tools of one role, in registry order."""
+        return tuple(n for n in dict.fromkeys((*self.writers, *self.scorers, *self.priors)) if self.role(n) == role)
 
     # ---------------------------------------------------------------- naming
     def label(self, name: str | None) -> str:

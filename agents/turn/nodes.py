@@ -110,19 +110,16 @@ class Nodes:
         self.caps = {name: capabilities(tool) for name, tool in tools.items()}
         self.studies = studies
         self.pool = shared_pool(int(getattr(settings, "tool_workers", 8)))
+        # The graph's one reading of roles from capabilities: the policy, every reply and each turn record
+        # (which the UI draws from) use this value, so a custom writer is treated like the VLM everywhere.
         self.roles = responder.ToolRoles.from_capabilities(self.caps)
         from agents.routing import make_router
 
         self._route = make_router(settings)
-        prior = {n for n, c in self.caps.items() if not c.image_source}
-        # Whose words are statements, and whose box a decision shows first: report writers, then the other
-        # image sources (registry order) - read from capabilities, so a custom writer is treated like the VLM.
-        writers = [n for n, c in self.caps.items() if c.image_source and c.writes_report]
-        others = [n for n, c in self.caps.items() if c.image_source and not c.writes_report]
         self.policy = reconciler.Policy.from_settings(
-            settings, prior_sources=frozenset(prior), statement_sources=frozenset(writers),
-            box_preference=(*writers, *others), source_labels=self.roles.labels)
-        self.image_sources = frozenset(n for n, c in self.caps.items() if c.image_source)
+            settings, prior_sources=self.roles.prior_sources, statement_sources=self.roles.statement_sources,
+            box_preference=self.roles.box_preference, source_labels=self.roles.labels)
+        self.image_sources = self.roles.image_sources
         self.runners = {name: runner_digest(settings, name, tool) for name, tool in tools.items()}
         self.shared = SharedOutputs()  # fixed-prompt outputs, shared by this graph's conversations
 
@@ -145,11 +142,11 @@ class Nodes:
         intent = task.get("intent")
         if intent not in RECONCILED_INTENTS:
             return None
-        caps = self.caps[name]
+        writes = name in self.roles.writers
         findings = tuple(task.get("findings") or ([task["finding"]] if task.get("finding") else []))
-        if caps.needs_draft and not caps.writes_report:
+        if self.caps[name].needs_draft and not writes:
             return Ask(kind=intent, findings=() if draft else findings, words=words_hash(draft or task.get("text")))
-        if caps.image_source and not caps.writes_report:
+        if name in self.roles.scorers:
             return Ask(kind="locate", findings=findings) if intent == "locate" and findings else Ask(kind="image")
         if intent == "report":
             return Ask(kind="report")
@@ -218,12 +215,10 @@ class Nodes:
 
     def _legacy_ask(self, tool: str, intent: str) -> Ask:
         """The ask an output kept by an earlier version answered, as far as its tool and turn tell."""
-        if tool in self.caps:
-            caps = self.caps[tool]
-            if caps.image_source and not caps.writes_report:
-                return Ask(kind="image")
-            if caps.writes_report and intent == "report":
-                return Ask(kind="report")
+        if tool in self.roles.scorers:
+            return Ask(kind="image")
+        if tool in self.roles.writers and intent == "report":
+            return Ask(kind="report")
         return Ask(kind=intent, words=words_hash(f"kept by an earlier version: {tool} {intent}"))
 
     # ------------------------------------------------------------------ nodes
@@ -354,7 +349,7 @@ class Nodes:
                     sends.append(Send("tools", {"chain": chain[i:], "task": task, "draft": draft}))
                     break
                 reused.append(hit)
-                if self.caps[name].writes_report and hit.report:
+                if name in self.roles.writers and hit.report:
                     draft = hit.report
         return (sends or "reconcile"), reused
 
@@ -377,7 +372,7 @@ class Nodes:
         out: list[Evidence] = []
         draft: str | None = payload.get("draft")  # a report writer's, when the ledger answered for it
         for i, name in enumerate(chain):
-            tool, caps = self.tools[name], self.caps[name]
+            tool, caps, writes = self.tools[name], self.caps[name], name in self.roles.writers
             start: ToolStartEvent = {"event": "tool_start", "tool": name}
             if self._building_index(tool):
                 start["building_index"] = True
@@ -385,9 +380,9 @@ class Nodes:
             timeout = deadline.budget(self.settings.tool_timeout_s)
             if study_error:
                 ev = Evidence.failure(name, study_error, latency_ms=0.0)
-            elif caps.needs_draft and any(self.caps[n].writes_report for n in chain[:i]) and draft is None:
+            elif caps.needs_draft and any(n in self.roles.writers for n in chain[:i]) and draft is None:
                 # "write a report" is no query; neighbours for it would be noise presented as context
-                writer_name = next(n for n in chain[:i] if self.caps[n].writes_report)
+                writer_name = next(n for n in chain[:i] if n in self.roles.writers)
                 ev = Evidence.failure(name, f"not run: {writer_name} produced no draft report to search with",
                                       latency_ms=0.0)
             elif timeout <= 0:
@@ -395,12 +390,12 @@ class Nodes:
                                             f"({self.settings.turn_timeout_s:g} s) has passed", latency_ms=0.0)
             else:
                 ev = self._call(name, tool, task, study, draft, timeout, emit)
-                if caps.writes_report and ev.ok and ev.report and task["intent"] == "report":
+                if writes and ev.ok and ev.report and task["intent"] == "report":
                     ev = self._label(ev)
-            ask = self.ask_for(name, task, draft if caps.needs_draft and not caps.writes_report else None)
+            ask = self.ask_for(name, task, draft if caps.needs_draft and not writes else None)
             if ask is not None:  # what this output answers: the key it is recorded under
                 ev = ev.model_copy(update={"meta": {**ev.meta, "ask": ask.model_dump(mode="json")}})
-            if caps.writes_report and ev.ok and ev.report:
+            if writes and ev.ok and ev.report:
                 draft = ev.report
             emit({"event": "tool_end", "tool": name, "ok": ev.ok, "latency_ms": ev.latency_ms, "error": ev.error})
             out.append(ev)
@@ -568,7 +563,8 @@ class Nodes:
                 from cxr_agent.settings import DEMO_WARNING
 
                 text = f"> **{DEMO_WARNING}**\n\n{text}"
-        record = build_record(route, evidence, decisions, list(before or []), text, study_id=study_id, notes=notes)
+        record = build_record(route, evidence, decisions, list(before or []), text, study_id=study_id, notes=notes,
+                              roles=self.roles)
         cxr = {**responder.payload(route, evidence, decisions, study_id=study_id, demo=self.settings.is_demo),
                **payload_extras(record)}
         if compared is not None:  # which study was the prior, the patient check and every change decision

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agents.replying.roles import ToolRoles
 from knowledge.evidence import Artifact, Decision, Evidence, Status
 
 
@@ -53,6 +54,8 @@ class TurnRecord(BaseModel):
     unavailable: list[str] = Field(default_factory=list, description="Tools that failed or timed out this turn.")
     artifacts: list[Artifact] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    roles: ToolRoles = Field(default_factory=ToolRoles.builtin,
+                             description="The graph's tool roles: which tool writes, scores or is a prior.")
 
     @property
     def reused(self) -> list[str]:
@@ -76,7 +79,7 @@ def _because(finding: str, evidence: Sequence[Evidence]) -> list[str]:
 
 def build_record(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision],
                  before: Sequence[Decision], reply: str, *, study_id: str | None,
-                 notes: Sequence[str] = ()) -> TurnRecord:
+                 notes: Sequence[str] = (), roles: ToolRoles | None = None) -> TurnRecord:
     """The record of a turn from its evidence and the study's decisions before and after it."""
     old = {d.finding: d for d in before}
     changed = []
@@ -97,6 +100,7 @@ def build_record(route: dict[str, Any], evidence: Sequence[Evidence], decisions:
         decisions=list(decisions), changed=changed, reply=reply,
         unavailable=sorted({e.tool for e in evidence if not e.ok and not e.meta.get("verification")}),
         artifacts=[a for e in evidence if e.ok for a in e.artifacts], notes=list(notes),
+        roles=roles or ToolRoles.builtin(),
     )
 
 

@@ -77,7 +77,8 @@ def main() -> None:
         "study_id": study.id if study is not None else None,
         "turn": {"reply": turn.reply, "error": turn.error, "progress": turn.progress, "cxr": turn.cxr,
                  "decisions": len(turn.decisions), "evidence_tools": [e.tool for e in turn.evidence],
-                 "streamed_chars": turn.streamed_chars},
+                 "streamed_chars": turn.streamed_chars, "recorded": turn.record is not None,
+                 "writers": list(turn.roles.writers) if turn.roles else None},
         "heavy_modules": sorted(m for m in HEAVY if m in sys.modules),
     }))
 

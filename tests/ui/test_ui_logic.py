@@ -119,7 +119,7 @@ def test_run_turn_collects_progress_tokens_reply_and_state():
     assert tokens == ["Small ", "effusion."] and t.streamed_chars == len("Small effusion.")
     assert replies == ["Small left pleural effusion [vlm, classifier]."]
     assert t.error is None and t.reply == replies[0] and t.intent == "report"
-    assert t.failed_tools == ["rib_counter"] and t.verifications == {"pneumothorax": "unresolved"}
+    assert t.failed_tools == ["rib_counter"] and t.verifications == {"pneumothorax": "VLM re-ask: uncertain"}
     assert any("building the prior-report index" in x for x in lines)
     assert len(t.evidence) == 4 and len(t.decisions) == 3 and t.study_id == "a" * 64
     assert lines == t.progress and any(x.startswith(":material/alt_route: Router") for x in lines)
@@ -400,9 +400,10 @@ def test_facts_say_when_burned_in_text_was_redacted_or_the_extension_was_wrong()
     assert "Burned-in text" not in plain and "File" not in plain
 
 
-def test_evidence_columns_follow_declared_capabilities_not_names():
+def test_evidence_columns_follow_declared_roles_not_names():
     """A custom report writer fills the VLM column and a custom scorer the classifier column once
-    the graph's capabilities are given; without them they are just "other tools"."""
+    the graph's roles are given; without them they are just "other tools"."""
+    from agents.replying.roles import ToolRoles
     from knowledge.evidence import Evidence, FindingCall, Status
     from tools.base import ToolCapabilities
 
@@ -413,12 +414,13 @@ def test_evidence_columns_follow_declared_capabilities_not_names():
     ]
     caps = {"scribe": ToolCapabilities(frozenset({"report"}), image_source=True, writes_report=True),
             "densenet2": ToolCapabilities(frozenset({"report"}), image_source=True)}
-    (row,) = build_rows(evidence, [], capabilities=caps)
+    roles = ToolRoles.from_capabilities(caps)
+    (row,) = build_rows(evidence, [], roles=roles)
     assert (row[COL_VLM], row[COL_CLASSIFIER], row[COL_OTHER]) == ("present", "0.81 -> present", "")
     (plain,) = build_rows(evidence, [])
     assert (plain[COL_VLM], plain[COL_CLASSIFIER]) == ("", "")
     assert plain[COL_OTHER] == "scribe: present; densenet2: present 0.81"
-    assert [t["image_source"] for t in tool_summary(evidence, caps)] == [True, True]
+    assert [t["image_source"] for t in tool_summary(evidence, roles)] == [True, True]
     assert [t["image_source"] for t in tool_summary(evidence)] == [False, False]
 
 
@@ -428,10 +430,11 @@ def test_turn_reads_typed_events_and_ignores_foreign_chunks():
         ("custom", {"event": "not_ours", "message": "ignored"}),
         ("custom", "not a mapping"),
         ("custom", {"event": "reply", "text": "done"}),
+        ("updates", {"respond": {"messages": [], "record": {"reply": "done"}}}),  # a record as a server sends it
     ]
     t = run_turn(ScriptedGraph(items, {"messages": []}), "hi", thread_id="t1")
     assert t.progress[0] == ":material/hourglass_top: vlm started (re-asking about Pneumothorax, Nodule)"
-    assert len(t.progress) == 2 and t.error is None
+    assert len(t.progress) == 2 and t.error is None and t.reply == "done"
 
 
 def test_flagged_rows_come_first_in_the_evidence_table():

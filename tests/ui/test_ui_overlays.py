@@ -117,9 +117,9 @@ class _Tool:
 
 
 def _palette(graph) -> SourcePalette:
-    from ui.resources import capabilities
-
-    return SourcePalette.from_capabilities(capabilities(graph))  # what the app reads: graph.runtime(g)
+    """The palette the app draws with: from the roles a turn record of ``graph`` carries."""
+    out = graph.invoke({"messages": [("user", "hello")]}, {"configurable": {"thread_id": "palette"}})
+    return SourcePalette.from_roles(out["record"].roles)
 
 
 def test_box_colour_follows_the_declared_role_not_the_name(make_graph):
@@ -150,7 +150,7 @@ def test_box_colour_follows_the_declared_role_not_the_name(make_graph):
 
 
 def test_unknown_capabilities_fall_back_to_the_builtins_and_a_missing_source_is_unknown():
-    fallback = SourcePalette.from_capabilities(None)  # e.g. a remote graph, which sends no capabilities
+    fallback = SourcePalette.from_roles(None)  # no turn record yet: the built-ins' roles
     assert fallback.color("vlm") == (0, 200, 255) and fallback.color("classifier") == (255, 140, 0)
     assert fallback.color("my_tool") in UNDECLARED_COLORS and fallback.color("my_tool") == source_color("my_tool")
     assert all(fallback.color("my_tool") not in p for p in ROLE_PALETTES.values())

@@ -78,6 +78,7 @@ def test_report_turn_streams_progress_reply_evidence_and_overlays(remote_page, s
     assert any(label.startswith("Done in") and state == "complete" for label, state in page["status"])
     assert turn["reply"] and any(turn["reply"][:40] in m for m in page["markdown"])
     assert {"vlm", "classifier", "retrieval"} <= set(turn["evidence_tools"])
+    assert turn["recorded"] and turn["writers"] == ["vlm"]  # the turn record came through the server's updates
     assert len(remote_page["frames"]) == 1
     frame = remote_page["frames"][0]
     assert COL_CLASSIFIER in frame["columns"] and frame["rows"] == turn["decisions"] > 0

@@ -102,6 +102,14 @@ class ScriptedGraph:
         return SimpleNamespace(values=self.values)
 
 
+def scripted_record(reply: str, **over: Any) -> Any:
+    """The turn record the scripted report turn ends with (as the respond node writes it)."""
+    from agents.turn.record import build_record
+
+    return build_record({"intent": "report"}, sample_evidence(), sample_decisions(), [], reply,
+                        study_id="a" * 64).model_copy(update=over)
+
+
 def scripted_report_graph() -> ScriptedGraph:
     reply = "Small left pleural effusion [vlm, classifier]."
     cxr = {
@@ -127,6 +135,8 @@ def scripted_report_graph() -> ScriptedGraph:
         ("custom", {"event": "reconcile", "decisions": 3, "conflicts": ["pneumothorax"]}),
         ("custom", {"event": "verify", "finding": "pneumothorax", "outcome": "unresolved"}),
         ("custom", {"event": "reply", "text": reply}),
+        ("updates", {"respond": {"messages": [AIMessage(content=reply, additional_kwargs={"cxr": cxr})],
+                                 "record": scripted_record(reply)}}),
     ]
     values = {
         "messages": [HumanMessage("Write a report"), AIMessage(content=reply, additional_kwargs={"cxr": cxr})],
