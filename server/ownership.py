@@ -5,7 +5,10 @@ ownership is recorded beside them: ``<data_dir>/uploads.sqlite`` (owner-only, ``
 holds one row per (study, uploader). A caller may see a study it uploaded, or one a thread it owns
 references (the threads' ``metadata.owner``, server/auth.py); the service identity sees all. A
 study nobody may see answers 404, exactly like a missing one, so ids cannot be probed. Rows go when
-their study is deleted (forget, retention).
+their study is deleted (forget, retention) or their uploader's thread that used it is forgotten.
+
+A row is also an upload reference: until its uploader's thread has checkpointed a turn on the study,
+forgetting someone else's thread that used the same image does not delete it (server/threads.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,10 +46,38 @@ def _connect(settings: Settings) -> sqlite3.Connection:
 
 
 def record_upload(settings: Settings, study_id: str, owner: str) -> None:
-    """Remember that ``owner`` uploaded the study (idempotent; blocking)."""
+    """Remember that ``owner`` uploaded the study, and when it last did (blocking)."""
     with closing(_connect(settings)) as conn, conn:
-        conn.execute("INSERT OR IGNORE INTO uploads (study_id, owner, at) VALUES (?, ?, ?)",
+        conn.execute("INSERT INTO uploads (study_id, owner, at) VALUES (?, ?, ?) "
+                     "ON CONFLICT (study_id, owner) DO UPDATE SET at = excluded.at",
                      (study_id, owner, time.time()))
+
+
+def pending_uploads(settings: Settings, first_seen: Mapping[str, float], owner: str) -> set[str]:
+    """Of the studies a thread of ``owner`` is about to lose (each with the time its first checkpoint
+    referenced it), those with an upload still pending: one by another user, or by ``owner`` after
+    that first turn (for another of their threads). Such an upload is released when its uploader's
+    thread is forgotten (release_uploads) or its study deleted; retention collects a study nobody
+    ever used (blocking)."""
+    if not first_seen or not registry_path(settings).exists():
+        return set()
+    out: set[str] = set()
+    with closing(_connect(settings)) as conn:
+        for sid, since in first_seen.items():
+            rows = conn.execute("SELECT owner, at FROM uploads WHERE study_id = ?", (sid,)).fetchall()
+            if any(who != owner or at > since for who, at in rows):
+                out.add(sid)
+    return out
+
+
+def release_uploads(settings: Settings, first_seen: Mapping[str, float], owner: str) -> int:
+    """Drop ``owner``'s uploads that a thread of theirs being forgotten used (uploaded before its first
+    turn on the study), even where the study stays for others; how many went (blocking)."""
+    rows = [(sid, owner, since) for sid, since in first_seen.items()]
+    if not rows or not registry_path(settings).exists():
+        return 0
+    with closing(_connect(settings)) as conn, conn:
+        return conn.executemany("DELETE FROM uploads WHERE study_id = ? AND owner = ? AND at <= ?", rows).rowcount
 
 
 def uploaded_by(settings: Settings, study_id: str, owner: str) -> bool:

@@ -7,6 +7,8 @@ client), whatever runtime stores the threads (in memory for ``langgraph dev``, P
 ``langgraph up``). The forgotten thread's whole history is read, so a study it switched away from
 goes too; other threads are read by their current values (``study_id``, ``ledger.study_id``, and ``last_result.study_id`` of older checkpoints),
 the only studies a thread ever reads again, which keeps a pass one light query per 100 threads.
+A study someone uploaded and has not yet used in a turn (its upload row in server/ownership.py) stays
+when another thread that used the same image is forgotten.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from starlette.concurrency import run_in_threadpool
 
-from agents.memory.audit_log import forget_thread_lines
+from agents.memory.audit_log import forget_thread_lines, forget_threads_lines
 from agents.memory.retention import (
     Deleted,
     ThreadInfo,
@@ -32,6 +34,7 @@ from agents.memory.retention import (
     sweep_files,
     timestamp,
 )
+from server.ownership import forget_uploads, pending_uploads, release_uploads
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -65,9 +68,10 @@ async def catalogue(client: Any) -> dict[str, ThreadInfo]:
         offset += PAGE
 
 
-async def thread_studies(client: Any, thread_id: str) -> set[str] | None:
-    """Every study the thread's checkpoints reference, or None when the server has no such thread."""
-    studies: set[str] = set()
+async def thread_studies(client: Any, thread_id: str) -> dict[str, float] | None:
+    """Every study the thread's checkpoints reference, with when the first of them did (epoch seconds),
+    or None when the server has no such thread."""
+    studies: dict[str, float] = {}
     before: Any = None
     while True:
         try:
@@ -78,7 +82,9 @@ async def thread_studies(client: Any, thread_id: str) -> set[str] | None:
             raise
         for state in states:
             values = state.get("values")
-            studies |= studies_in(values) if isinstance(values, dict) else set()
+            at = timestamp(state.get("created_at"))
+            for sid in studies_in(values) if isinstance(values, dict) else ():
+                studies[sid] = min(studies.get(sid, at), at)
         if len(states) < PAGE:
             break
         before = states[-1].get("checkpoint")
@@ -93,26 +99,42 @@ async def thread_studies(client: Any, thread_id: str) -> set[str] | None:
 
 
 async def forget(client: Any, thread_id: str, settings: Settings, store: Any) -> Deleted | None:
-    """Delete the thread on the server, then the studies and heatmaps no other thread references
-    (except those uploaded since its last change: another thread may be about to use them) and its
-    audit lines.
+    """Delete the thread on the server, then the studies and heatmaps no other thread references and
+    no upload still waits for (``Deleted.kept_recent``: another user's upload, or one made after this
+    thread's first turn on the study), and its audit lines.
 
     Returns None when the server has no such thread (nothing is touched)."""
     own = await thread_studies(client, thread_id)
     if own is None:
         return None
+    owner = await _owner(client, thread_id)
     threads = await catalogue(client)
     last_ts = threads[thread_id].last_ts if thread_id in threads else 0.0
-    threads[thread_id] = ThreadInfo(last_ts=last_ts, studies=own)
+    threads[thread_id] = ThreadInfo(last_ts=last_ts, studies=set(own))
     doomed = studies_only_in(threads, thread_id)
     await client.threads.delete(thread_id)
     out = Deleted(threads=[thread_id])
-    out.kept_recent = sorted(await run_in_threadpool(recently_uploaded, doomed, store, last_ts))
-    await run_in_threadpool(delete_studies, doomed - set(out.kept_recent), store, settings.artifacts_dir, out)
+    first = {sid: own[sid] for sid in doomed}
+    kept = await run_in_threadpool(recently_uploaded, doomed, store, first)
+    kept |= await run_in_threadpool(pending_uploads, settings, first, owner)
+    out.kept_recent = sorted(kept)
+    await run_in_threadpool(release_uploads, settings, own, owner)  # this thread used its owner's uploads
+    await run_in_threadpool(delete_studies, doomed - kept, store, settings.artifacts_dir, out)
     out.audit_lines = await run_in_threadpool(forget_thread_lines, settings, thread_id)
     log.info("forgot a thread: %d study(ies), %d heatmap folder(s), %d audit line(s)",
              len(out.studies), out.artifact_dirs, out.audit_lines)
     return out
+
+
+async def _owner(client: Any, thread_id: str) -> str:
+    """The thread's ``metadata.owner`` (server/auth.py stamps it), "" when it has none."""
+    try:
+        thread = await client.threads.get(thread_id)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code in (404, 422):
+            return ""
+        raise
+    return str((thread.get("metadata") or {}).get("owner") or "")
 
 
 async def retention_pass(client: Any, settings: Settings, store: Any, *, now: float | None = None) -> Deleted:
@@ -130,9 +152,8 @@ async def retention_pass(client: Any, settings: Settings, store: Any, *, now: fl
                 raise
         out.threads.append(tid)
     await run_in_threadpool(sweep_files, settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
-    from server.ownership import forget_uploads
-
     await run_in_threadpool(forget_uploads, settings, out.studies)  # who uploaded what goes with it
+    out.audit_lines = await run_in_threadpool(forget_threads_lines, settings, out.threads)
     log_retention(out)
     return out
 
