@@ -29,7 +29,7 @@ RADVLM_MD = Path(__file__).resolve().parents[3].parent / "shared" / "RADVLM.md"
 
 def test_is_an_adapter_and_registered() -> None:
     assert isinstance(A, Adapter) and isinstance(get_adapter("radvlm"), RadVLMAdapter)
-    with pytest.raises(ValueError, match="known: medgemma, radvlm"):
+    with pytest.raises(ValueError, match="known: medgemma, medgemma15, radvlm"):
         get_adapter("nope")
 
 
