@@ -126,11 +126,19 @@ def _loopback(address: str) -> bool:
         return False
 
 
+DEFAULT_QUESTION = "Write a report"
+COMPARE_QUESTION = "Compared with the prior, what has changed?"
+PRIOR_READ = "Write a report"  # the prior is read in full, so that every finding's change can be decided
+
+
 def ask(
     image: str = typer.Argument(..., help="PNG, JPEG or DICOM file; '-' to keep the thread's current study."),
-    question: str = typer.Argument("Write a report", help="What to ask about the image."),
+    question: str = typer.Argument(DEFAULT_QUESTION, help="What to ask about the image (with --prior: "
+                                   f"default '{COMPARE_QUESTION}')."),
     thread: str = typer.Option(None, "--thread", "-t", help="Conversation id; reuse it to continue (default: new)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not show tool progress."),
+    prior: str = typer.Option(None, "--prior", help="An earlier film of the same patient: read first in the "
+                              "thread, then IMAGE is compared with it (the order is yours: dates are dropped)."),
 ) -> None:
     """Ask one question about a chest radiograph; prints the reply and the evidence behind it."""
     import uuid
@@ -145,6 +153,13 @@ def ask(
     settings = get_settings()
     if image != "-" and not Path(image).expanduser().is_file():
         raise typer.BadParameter(f"no such file: {image}", param_hint="IMAGE")
+    if prior is not None:
+        if image == "-":
+            raise typer.BadParameter("--prior needs the current film as IMAGE, not '-'", param_hint="IMAGE")
+        if not Path(prior).expanduser().is_file():
+            raise typer.BadParameter(f"no such file: {prior}", param_hint="--prior")
+        if question == DEFAULT_QUESTION:
+            question = COMPARE_QUESTION
     if len(question) > settings.max_message_chars:
         raise typer.BadParameter(f"the question is {len(question):,} characters; the limit is "
                                  f"{settings.max_message_chars:,} (CXR_AGENT_MAX_MESSAGE_CHARS)", param_hint="QUESTION")
@@ -156,14 +171,22 @@ def ask(
     thread_id = thread or uuid.uuid4().hex[:12]
     config = {"configurable": {"thread_id": thread_id}}
     inputs: dict = {"messages": [("user", question)]}
-    if image != "-":
-        # Ingest here and hand the graph only the study id: the path (often a patient's name or
-        # MRN) never reaches the checkpoints.
+    # Ingest here and hand the graph only study ids: a path (often a patient's name or MRN) never reaches
+    # the checkpoints.
+    for path, key, what in ((prior, "prior_study_id", "prior image"), (image, "study_id", "image")):
+        if path is None or path == "-":
+            continue
         try:
-            inputs["study_id"] = store_image(str(Path(image).expanduser()), graph=graph)
+            inputs[key] = store_image(str(Path(path).expanduser()), graph=graph)
         except StudyError as exc:
-            err.print(f"[red]The image was not loaded: {exc}[/red]")
+            err.print(f"[red]The {what} was not loaded: {exc}[/red]")
             raise typer.Exit(1) from None
+    if prior is not None:
+        if inputs["prior_study_id"] == inputs["study_id"]:
+            raise typer.BadParameter("IMAGE and --prior are the same image", param_hint="--prior")
+        if not quiet:
+            err.print("[dim]reading the prior study first…[/dim]")
+        graph.invoke({"messages": [("user", PRIOR_READ)], "study_id": inputs["prior_study_id"]}, config)
     for mode, chunk in graph.stream(inputs, config, stream_mode=["custom", "updates"]):
         event = parse_event(chunk) if mode == "custom" and not quiet else None
         if event is None:
