@@ -8,6 +8,7 @@ Starlette app in the same process (``http.app``), so a remote UI needs one addre
     GET  /cxr/artifacts?uri=<Artifact.uri from a reply>         -> the file (a heatmap .npy) | 404
     GET  /cxr/health                                            -> 200 {"ok": true, ...}
     DELETE /cxr/threads/{thread_id}   the thread, then the studies/heatmaps no other thread uses -> 200 | 404
+    GET|PUT /cxr/threads/{thread_id}/review, POST .../review/sign   a study's clinician review (server/reviews.py)
 
 These routes and the server's own answer only callers bearing ``CXR_AGENT_SERVER_TOKEN``
 (server/auth.py, wired in langgraph.json, checked before any middleware reads a body); the server
@@ -271,6 +272,9 @@ async def forget_thread(request: Request) -> Response:
         out = await forget(_server_client(), thread_id, settings, _studies(settings).store)
     if out is None:
         return _error(404, f"no thread {thread_id[:80]!r} on this server")
+    from agents.review.store import forget_reviews
+
+    await run_in_threadpool(forget_reviews, settings, thread_id)  # its clinician reviews go with it
     await run_in_threadpool(forget_uploads, settings, out.studies)
     return JSONResponse({"thread_id": thread_id, "studies_deleted": len(out.studies),
                          "heatmap_folders_deleted": out.artifact_dirs})
@@ -289,11 +293,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from server.threads import retention_loop
 
         task = asyncio.create_task(retention_loop(settings, _studies(settings).store, _server_client))
+        from server.reviews import sweep_loop
+
+        reviews_task = asyncio.create_task(sweep_loop(settings, _server_client))  # reviews follow their threads
     try:
         yield
     finally:
         if task is not None:
             task.cancel()
+            reviews_task.cancel()
 
 
 class ServerAuthMissing(RuntimeError):
@@ -469,6 +477,8 @@ def private_state_dir(path: Path = Path(".langgraph_api")) -> Path:
 def create_app() -> Starlette:
     from starlette.middleware import Middleware
 
+    from server.reviews import ReviewRoutes
+
     if "langgraph_runtime_inmem" in sys.modules or os.environ.get("LANGGRAPH_RUNTIME_EDITION") == "inmem":
         private_state_dir()
 
@@ -478,6 +488,7 @@ def create_app() -> Starlette:
         Route("/cxr/artifacts", get_artifact, methods=["GET"]),
         Route("/cxr/health", health, methods=["GET"]),
         Route("/cxr/threads/{thread_id}", forget_thread, methods=["DELETE"]),
+        *ReviewRoutes(_settings, _server_client).routes(),  # a thread's clinician review (server/reviews.py)
     ]
     return Starlette(routes=routes, middleware=[Middleware(RefuseRawImageInput)], lifespan=lifespan)
 

@@ -3,7 +3,9 @@
 Pure parts (``table_rows``, ``apply_rows``, ``reviewer_for``) are tested without Streamlit; the panel
 lays them out. Actions are applied to a fresh copy of the saved draft only when the reader saves or
 signs, so Streamlit's reruns never add audit lines. The reviewer is the logged-in user (OIDC); without
-a login a typed name records the review, unverified.
+a login a typed name records the review, unverified. With a graph server (remote mode) the review
+lives there, with its thread (``ServerReviews``: server/reviews.py's routes), and the server names
+the reviewer from the identity it authenticated.
 """
 
 from __future__ import annotations
@@ -11,23 +13,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import httpx
 import streamlit as st
 
-from agents.review import Review, Reviewer, ReviewError, ReviewStore, SignedReview, open_review
-from knowledge.vocabulary import FINDINGS, display_name, normalize
+from agents.review import Review, Reviewer, ReviewError, ReviewStore, SignedReview, apply_edits, open_review
+from agents.review.edits import ACTIONS, NO_ACTION, current_action
+from knowledge.vocabulary import FINDINGS, display_name
 from ui import session as S
+from ui.remote import is_remote, server_thread_id
 
-NO_ACTION = "—"
-ACTIONS = (NO_ACTION, "accept", "reject", "present", "absent", "uncertain")  # the last three: change to
 K_SIGNED = "cxr_review_signed"
+__all__ = ["ACTIONS", "NO_ACTION", "LocalReviews", "ServerReviews", "apply_rows", "review_section", "reviewer_for",
+           "table_rows"]
 
 
 def table_rows(review: Review) -> list[dict[str, Any]]:
     """One editable row per finding: flagged ones first."""
     rows = []
     for it in sorted(review.items, key=lambda i: (not i.flagged, display_name(i.finding))):
-        action = {"accepted": "accept", "rejected": "reject", "added": it.final_status.value,
-                  "changed": it.final_status.value}.get(it.action or "", NO_ACTION)
+        action = current_action(review, it.finding)
         rows.append({"id": it.finding, "finding": display_name(it.finding), "AI": it.ai_status.value if it.ai_status else "(added)",
                      "confidence": it.ai_confidence, "flagged": "needs review" if it.flagged else "",
                      "action": action, "note": it.note})
@@ -36,26 +40,76 @@ def table_rows(review: Review) -> list[dict[str, Any]]:
 
 def apply_rows(review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str] = ()) -> Review:
     """Apply the table's actions (only those that differ from the review) and the added findings."""
-    for row in rows:
-        fid = str(row["id"])
-        it = review.item(fid)
-        action, note = str(row.get("action") or NO_ACTION), str(row.get("note") or "")
-        current = {"accepted": "accept", "rejected": "reject"}.get(it.action or "", it.status.value if it.status else "")
-        if action == NO_ACTION or (action == current and note == it.note):
-            continue
-        if action == "accept":
-            review.accept(fid, note)
-        elif action == "reject":
-            review.reject(fid, note)
-        else:
-            review.change(fid, action, note)
-    present = {it.finding for it in review.items}
-    names = {display_name(f): f for f in FINDINGS}
-    for name in added:
-        fid = names.get(name) or normalize(name)
-        if fid and fid not in present:
-            review.add(fid)
-    return review
+    return apply_edits(review, _wire_rows(rows), added)
+
+
+def _wire_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    return [{"id": str(r["id"]), "action": str(r.get("action") or NO_ACTION), "note": str(r.get("note") or "")}
+            for r in rows]
+
+
+class LocalReviews:
+    """Reviews kept by this app, under its data dir (the graph runs in this process)."""
+
+    def __init__(self, graph: Any, settings: Any, reviewer: Reviewer) -> None:
+        self.graph, self.settings, self.reviewer = graph, settings, reviewer
+        self.store = ReviewStore.for_settings(settings)
+
+    def open(self, thread_id: str) -> Review:
+        return open_review(self.graph, thread_id, reviewer=self.reviewer, settings=self.settings)
+
+    def save(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str) -> Review:
+        apply_edits(review, _wire_rows(rows), added, text)
+        self.store.save_draft(review)
+        return review
+
+    def sign(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str) -> SignedReview:
+        signed = apply_edits(review, _wire_rows(rows), added, text).sign()
+        self.store.save_signed(signed)
+        return signed
+
+
+class ServerReviews:
+    """Reviews kept by the graph server with their thread; the server names the reviewer (its
+    authenticated user), ``typed_name`` only counts when it knows no person behind this app's token."""
+
+    def __init__(self, agent: Any, typed_name: str = "") -> None:
+        self.agent, self.typed_name = agent, typed_name.strip()
+
+    def _call(self, method: str, thread_id: str, suffix: str = "", body: dict[str, Any] | None = None) -> Any:
+        path = f"/cxr/threads/{server_thread_id(thread_id)}/review{suffix}"
+        try:
+            if body is None:
+                r = self.agent.http.request(method, path, params={"typed_name": self.typed_name} if self.typed_name
+                                            else None)
+            else:
+                r = self.agent.http.request(method, path, json={**body, "typed_name": self.typed_name or None})
+        except httpx.HTTPError as exc:
+            raise ReviewError(f"the graph server did not answer ({type(exc).__name__}); try again") from None
+        if r.status_code == 404:
+            raise ReviewError("the graph server holds no such conversation for you: ask about an image first")
+        try:
+            data = r.json()
+        except ValueError:
+            data = {}
+        if r.status_code >= 400:
+            raise ReviewError(str(data.get("detail") or f"the graph server refused the review (HTTP {r.status_code})"))
+        return data
+
+    def open(self, thread_id: str) -> Review:
+        return Review.model_validate(self._call("GET", thread_id)["review"])
+
+    def _body(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str
+              ) -> dict[str, Any]:
+        return {"study_id": review.study_id, "rows": _wire_rows(rows), "added": list(added), "report_text": text}
+
+    def save(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str) -> Review:
+        return Review.model_validate(self._call("PUT", review.thread_id, body=self._body(review, rows, added,
+                                                                                             text))["review"])
+
+    def sign(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str) -> SignedReview:
+        data = self._call("POST", review.thread_id, "/sign", self._body(review, rows, added, text))
+        return SignedReview.model_validate(data["signed"]).check()
 
 
 def reviewer_for(user: Any, typed_name: str) -> Reviewer | None:
@@ -98,15 +152,17 @@ def review_section(state: Any, settings: Any, graph: Any) -> None:
         if reviewer is None:
             st.caption("Log in (or type your name) to review the findings.")
             return
+        reviews: LocalReviews | ServerReviews = (ServerReviews(graph, name) if is_remote(graph)
+                                                  else LocalReviews(graph, settings, reviewer))
         try:
-            review = open_review(graph, thread_id, reviewer=reviewer, settings=settings)
+            review = reviews.open(thread_id)
         except ReviewError as exc:
             st.caption(str(exc))
             return
         # widget keys stay the same across reruns until a version is signed (a fresh draft gets a new id
         # on every rerun, so the id cannot key them)
         key = f"{thread_id}_{review.study_id[:12]}_{review.version}"
-        st.caption(f"Version {review.version} · reviewer: {reviewer.label}"
+        st.caption(f"Version {review.version} · reviewer: {review.reviewer.label}"
                    + (f" · supersedes {review.supersedes[:8]}" if review.supersedes else ""))
         rows = st.data_editor(
             table_rows(review), hide_index=True, width="stretch", key=f"cxr_review_table_{key}",
@@ -118,22 +174,18 @@ def review_section(state: Any, settings: Any, graph: Any) -> None:
                                key=f"cxr_review_add_{key}")
         text = st.text_area("Report", value=review.report_text, height=160, key=f"cxr_review_text_{key}")
         save, sign = st.columns(2)
-        store = ReviewStore.for_settings(settings)
         try:
             if save.button("Save draft", key="cxr_review_save"):
-                apply_rows(review, rows, added).edit_report(text)
-                store.save_draft(review)
+                reviews.save(review, rows, added, text)
                 st.success("Draft saved.")
             if sign.button("Sign", type="primary", key="cxr_review_sign"):
-                apply_rows(review, rows, added).edit_report(text)
-                signed = review.sign()
-                store.save_signed(signed)
+                signed = reviews.sign(review, rows, added, text)
                 state[K_SIGNED] = signed
-                st.success(f"Signed by {reviewer.label}" + ("" if signed.verified else " (not verified: no login)"))
+                st.success(f"Signed by {signed.reviewer.label}" + ("" if signed.verified else " (not verified: no login)"))
         except ReviewError as exc:
             st.error(str(exc))
         signed = state.get(K_SIGNED)
-        if isinstance(signed, SignedReview) and signed.thread_id == thread_id:
+        if isinstance(signed, SignedReview) and signed.thread_id in (thread_id, server_thread_id(thread_id)):
             _downloads(state, settings, signed)
 
 

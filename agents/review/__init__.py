@@ -6,12 +6,14 @@ Python API::
     review = open_review(graph, thread_id, reviewer=Reviewer.from_oidc(st.user), settings=settings)
     review.accept("pleural_effusion"); review.reject("pneumothorax", note="skin fold")
     review.add("rib fracture"); review.edit_report("...")
+    apply_edits(review, [{"id": "cardiomegaly", "action": "present"}])   # the UI's / server's rows
     signed = review.sign()                      # refused while a flagged finding has no action
     ReviewStore.for_settings(settings).save_signed(signed)   # written once, never rewritten
 
 Verified outputs of a signed review: ``agents.review.outputs`` (DICOM SR, FHIR, STOW-RS push).
 """
 
+from agents.review.edits import apply_edits
 from agents.review.model import (
     Change,
     FindingReview,
@@ -23,7 +25,7 @@ from agents.review.model import (
     SignedReview,
 )
 from agents.review.store import ReviewStore, forget_reviews
-from agents.review.thread import open_review
+from agents.review.thread import open_review, review_from_values
 
 __all__ = ["Change", "FindingReview", "Review", "ReviewError", "ReviewIncomplete", "ReviewSigned", "ReviewStore",
-           "Reviewer", "SignedReview", "forget_reviews", "open_review"]
+           "Reviewer", "SignedReview", "apply_edits", "forget_reviews", "open_review", "review_from_values"]

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,8 +31,12 @@ def reviews_root(settings: Settings) -> Path:
     return Path(settings.data_dir) / "reviews"
 
 
-def _key(thread_id: str) -> str:
+def thread_key(thread_id: str) -> str:
+    """The folder name of a thread's reviews (the thread id itself is not written to disk)."""
     return hashlib.sha256(str(thread_id).encode()).hexdigest()[:32]
+
+
+_key = thread_key
 
 
 class ReviewStore:
@@ -138,6 +143,20 @@ class ReviewStore:
                     for r in json.loads(path.read_text(encoding="utf-8"))]
         except (ValueError, KeyError, TypeError) as exc:
             raise ReviewError(f"the record of pushed SRs for study {study_id[:12]} is unreadable ({exc})") from None
+
+    def sweep(self, live_threads: Iterable[str], older_than: float) -> int:
+        """Delete the reviews of every thread not in ``live_threads`` whose folder last changed before
+        ``older_than`` (epoch seconds: a review saved while the thread list was read is kept); returns
+        how many threads' reviews went."""
+        if not self.root.is_dir():
+            return 0
+        keep = {thread_key(t) for t in live_threads}
+        n = 0
+        for d in self.root.iterdir():
+            if d.is_dir() and d.name not in keep and d.stat().st_mtime < older_than:
+                shutil.rmtree(d)
+                n += 1
+        return n
 
     def forget(self, thread_id: str) -> int:
         """Delete the thread's drafts and signed versions; returns how many files went."""

@@ -60,11 +60,18 @@ def open_review(graph: Any, thread_id: str, study_id: str | None = None, *, revi
         from cxr_agent.settings import get_settings
 
         settings = get_settings()
-    values = typed_values(graph.get_state({"configurable": {"thread_id": thread_id}}).values or {})
+    values = graph.get_state({"configurable": {"thread_id": thread_id}}).values or {}
+    return review_from_values(values, thread_id, study_id, reviewer=reviewer, store=ReviewStore.for_settings(settings))
+
+
+def review_from_values(values: Mapping[str, Any], thread_id: str, study_id: str | None = None, *,
+                       reviewer: Reviewer, store: ReviewStore) -> Review:
+    """``open_review`` over a thread's state values already read (e.g. by the graph server from its own
+    thread store, as JSON)."""
+    values = typed_values(values)
     sid = study_id or thread_study(values)
     if not sid:
         raise ReviewError(f"conversation {thread_id!r} has no study yet: ask about an image first")
-    store = ReviewStore.for_settings(settings)
     draft = store.load_draft(thread_id, sid)
     if draft is not None:
         return draft.model_copy(update={"reviewer": reviewer})
