@@ -130,3 +130,38 @@ def test_change_statements_are_read_only_where_one_sentence_is_unambiguous() -> 
                    ("nodule", "new")]
     assert all(c.source == "vlm-medgemma15" for c in read_changes(answer, source="vlm-medgemma15"))
     assert read_changes("") == [] and read_changes("The effusion is larger but less dense.") == []
+
+
+def test_the_tool_compares_two_films_in_one_fresh_prompt(mg15_settings, mg15_backend, monkeypatch) -> None:
+    from tools.vlm.comparing import compare_with_prior
+
+    rng = np.random.default_rng(9)
+    prior = Study.from_array(rng.random((64, 96)).astype(np.float32), view="PA")
+    current = Study.from_array(rng.random((80, 80)).astype(np.float32), view="PA")
+    tool = VLMTool(mg15_settings, backend=mg15_backend, name="vlm-medgemma15")
+    model, processor = mg15_backend.load()
+    seen: list[str] = []
+    render = processor.apply_chat_template
+
+    def spy(msgs, **kw):
+        seen.append(render(msgs, add_generation_prompt=True, tokenize=False))
+        return render(msgs, **kw)
+
+    monkeypatch.setattr(processor, "apply_chat_template", spy)
+    ev = compare_with_prior(tool, prior, current, max_new_tokens=5)
+    assert ev.ok and ev.meta["task"] == "comparison" and ev.meta["prior_study_id"] == prior.id
+    assert ev.meta["family"] == "medgemma15" and ev.meta["prompt_id"].startswith("medgemma15:")
+    assert isinstance(ev.meta["changes"], list) and ev.calls == []  # statements of change, not finding calls
+    assert seen == ["<bos><start_of_turn>user\n<start_of_image><start_of_image>" + COMPARE.strip()
+                    + "<end_of_turn>\n<start_of_turn>model\n"]
+    same = compare_with_prior(tool, prior, prior)
+    assert not same.ok and "same image" in same.error
+
+
+def test_a_family_without_a_documented_comparison_is_not_asked(mg15_settings) -> None:
+    from tools.vlm.comparing import compare_with_prior
+
+    study = Study.from_array(np.zeros((8, 8), dtype=np.float32), view="PA")
+    mg1 = VLMTool(mg15_settings.model_copy(update={"vlm_family": "medgemma"}), backend=object())  # never called
+    ev = compare_with_prior(mg1, study, study)
+    assert ev.ok and ev.meta["compares_priors"] is False and "cannot compare two films" in ev.answer

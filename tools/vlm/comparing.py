@@ -1,0 +1,84 @@
+"""A VLM reading a prior and the current film together: one fresh single-turn prompt with both images.
+
+Only a family whose adapter declares ``compares_priors`` (MedGemma 1.5: its longitudinal notebook's form)
+is asked; any other gets an Evidence saying it cannot compare, and nothing is improvised. The prompt is the
+adapter's (prior image first, then the current one, then its text), never a continuation of a conversation:
+the model card says it was not evaluated for multi-turn use. Runs on the local transformers backend (its
+processor expands both images); the answer's change statements are read by the adapter into
+``meta["changes"]`` (finding, change, sentence, source) for the change rule, and the prose stays the answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from knowledge.evidence import Evidence
+from tools.provenance import prompt_id
+
+if TYPE_CHECKING:
+    from tools.ingestion.study import Study
+    from tools.vlm.tool import VLMTool
+
+
+def compare_with_prior(tool: VLMTool, prior: Study, current: Study, *, max_new_tokens: int | None = None,
+                       cancel: threading.Event | None = None) -> Evidence:
+    """The tool's family reading ``prior`` and ``current`` together, as one Evidence (never raises)."""
+    adapter: Any = tool.adapter
+    if not getattr(adapter, "compares_priors", False) or not hasattr(adapter, "comparison_prompt"):
+        return Evidence(tool=tool.name, answer=f"{adapter.display_name} cannot compare two films (no documented "
+                        "two-image prompt)", meta={"compares_priors": False, "family": adapter.family})
+    backend: Any = tool.backend
+    if not hasattr(backend, "load") or not hasattr(backend, "render"):
+        return Evidence.failure(tool.name, "comparing two films needs the local transformers backend; the "
+                                "OpenAI-compatible backend sends one image per conversation")
+    if prior.id == current.id:
+        return Evidence.failure(tool.name, "the prior and the current study are the same image")
+    from tools.vlm.adapters.medgemma import read_changes
+
+    t0 = time.perf_counter()
+    prompt = adapter.comparison_prompt()
+    try:
+        text, truncated = _generate(tool, backend, prior, current, prompt, max_new_tokens, cancel)
+    except Exception as exc:  # noqa: BLE001 - a tool never raises into the graph
+        return Evidence.failure(tool.name, f"comparison failed: {type(exc).__name__}: {exc}"[:300])
+    changes = read_changes(text, source=tool.name)
+    meta = {**tool._meta(None, prompt.text), "task": "comparison", "prior_study_id": prior.id,
+            "prompt_id": prompt_id(adapter.family, [prompt.text, *prompt.images]), "fixed_prompt": True,
+            "changes": [asdict(c) for c in changes], "compares_priors": True}
+    return Evidence(tool=tool.name, answer=text, meta=meta, truncated=truncated,
+                    latency_ms=round((time.perf_counter() - t0) * 1000, 1))
+
+
+def _generate(tool: VLMTool, backend: Any, prior: Study, current: Study, prompt: Any, max_new_tokens: int | None,
+              cancel: threading.Event | None) -> tuple[str, bool]:
+    import torch
+
+    from tools.vlm.adapters.medgemma import comparison_messages
+    from tools.vlm.backends import hf_models
+    from tools.vlm.backends.stopping import cancel_criteria
+
+    model, processor = backend.load()
+    images = (tool.model_image(prior).image, tool.model_image(current).image)
+    msgs = comparison_messages(*images, prompt)
+    inputs = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt").to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    max_new = int(max_new_tokens or tool.settings.vlm_max_new_tokens)
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": False}
+    if cancel is not None:
+        if cancel.is_set():
+            raise RuntimeError("cancelled before it started")
+        kwargs["stopping_criteria"] = cancel_criteria(cancel)
+    with getattr(backend, "_gen_lock", None) or nullcontext(), torch.inference_mode():
+        out = model.generate(**inputs, **kwargs)
+    if cancel is not None and cancel.is_set():
+        raise RuntimeError("cancelled (the call timed out or the turn was stopped)")
+    new_ids = out[0, inputs["input_ids"].shape[1]:].tolist()
+    count, ended = hf_models.answer_length(new_ids, hf_models.eos_ids(model))
+    text = processor.tokenizer.decode(new_ids[:count], skip_special_tokens=True).strip()
+    return text, (not ended and count >= max_new)
