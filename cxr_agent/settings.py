@@ -190,6 +190,12 @@ class Settings(BaseSettings):
     server_auth_disabled: bool = Field(
         False, description="Run the graph server with no token, answering anyone who reaches it (loopback "
                            "development only); without it an unset or empty CXR_AGENT_SERVER_TOKEN stops the server.")
+    server_enable_a2a: bool = Field(
+        False, description="Serve LangGraph's A2A route (/a2a/{assistant}) behind the same token and per-user "
+                           "filters; off, it answers 404. Read by deploy/serve_graph.sh (server/http_config.py).")
+    server_enable_mcp: bool = Field(
+        False, description="Serve LangGraph's MCP route (/mcp) behind the same token and per-user filters; off, "
+                           "it answers 404. Read by deploy/serve_graph.sh (server/http_config.py).")
     graph_allow_insecure_remote: bool = Field(
         False, description="Let the UI reach a graph server on another machine over plain http:// (images and "
                            "conversations would cross the network unencrypted).")

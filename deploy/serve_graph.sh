@@ -6,6 +6,7 @@
 #   CXR_AGENT_SERVER_JOBS=4 deploy/serve_graph.sh            (or: make serve-graph)
 #
 # JOBS: turns run at once (langgraph dev runs ONE without --n-jobs-per-worker); see README "Scaling out".
+# A2A / MCP: off unless CXR_AGENT_SERVER_ENABLE_A2A=true / CXR_AGENT_SERVER_ENABLE_MCP=true (server/http_config.py).
 # HOST: 127.0.0.1 by default; bind another address only behind a TLS-terminating proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,5 +28,10 @@ case "$HOST" in
   127.*|localhost|::1) ;;
   *) echo "note: listening on $HOST: put a TLS-terminating proxy in front (conversations and images are PHI)" >&2 ;;
 esac
+# The config langgraph dev reads: langgraph.json with what settings decide (A2A and MCP stay off unless
+# CXR_AGENT_SERVER_ENABLE_A2A / CXR_AGENT_SERVER_ENABLE_MCP say true): a new file in .langgraph_api/ (0700).
+PYTHON="${CXR_AGENT_PYTHON:-$(dirname "$CLI")/python}"
+[ -x "$PYTHON" ] || PYTHON="$(command -v python3)"
+CONFIG="$("$PYTHON" -m server.http_config langgraph.json)"
 export LANGGRAPH_CLI_NO_ANALYTICS=1 LANGSMITH_TRACING="${LANGSMITH_TRACING:-false}"
-exec "$CLI" dev --host "$HOST" --port "$PORT" --no-browser --no-reload --n-jobs-per-worker "$JOBS" --config langgraph.json
+exec "$CLI" dev --host "$HOST" --port "$PORT" --no-browser --no-reload --n-jobs-per-worker "$JOBS" --config "$CONFIG"

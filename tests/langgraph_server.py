@@ -33,11 +33,6 @@ class LangGraphServer:
     log: Path
 
 
-def _absolute(spec: str) -> str:
-    path, _, attr = spec.partition(":")
-    return f"{(REPO / path).resolve()}:{attr}"
-
-
 def _free_port() -> int:
     import socket
 
@@ -79,13 +74,14 @@ def langgraph_dev(work: Path, extra_env: Mapping[str, str] | None = None, *,
     env.pop("CXR_AGENT_GRAPH_URL", None)
     env.pop("CXR_AGENT_SERVER_TOKEN", None)
     env.update(extra_env or {})
-    # The repo's langgraph.json, its "./" paths made absolute: `langgraph dev` resolves the http.app
-    # path against its working directory, which is the temp dir (so .langgraph_api/ lands there).
-    config = json.loads((REPO / "langgraph.json").read_text())
-    config["dependencies"] = [str((REPO / d).resolve()) for d in config["dependencies"]]
-    config["graphs"] = {k: _absolute(v) for k, v in config["graphs"].items()}
-    config["http"]["app"] = _absolute(config["http"]["app"])
-    config["auth"]["path"] = _absolute(config["auth"]["path"])
+    # The config deploy/serve_graph.sh starts with (server/http_config.py): the repo's langgraph.json, its
+    # paths absolute (`langgraph dev` runs in the temp dir, so .langgraph_api/ lands there) and the A2A /
+    # MCP switches read from extra_env.
+    from cxr_agent.settings import Settings
+    from server.http_config import effective_config
+
+    switches = {f"server_enable_{r}": env.get(f"CXR_AGENT_SERVER_ENABLE_{r.upper()}", "false") for r in ("a2a", "mcp")}
+    config = effective_config(json.loads((REPO / "langgraph.json").read_text()), REPO, Settings(**switches))
     (work / "langgraph.json").write_text(json.dumps(config))
     log = work / "server.log"
     with log.open("wb") as out:
