@@ -153,6 +153,17 @@ async def get_thread(request: Request) -> Response:
     return _json(await _visible_thread(request, "read"))
 
 
+async def patch_thread(request: Request) -> Response:
+    body = await _body(request)
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        return _error(422, "metadata must be an object")
+    value = {"thread_id": request.path_params["thread_id"], "metadata": metadata}
+    thread = await _visible_thread(request, "update", value)  # stamps the caller as owner: no handing over
+    await run_in_threadpool(served().table.patch_metadata, UUID(thread["thread_id"]), value["metadata"])
+    return _json(await run_in_threadpool(served().table.get, UUID(thread["thread_id"]), None))
+
+
 async def delete_thread(request: Request) -> Response:
     tid = _thread_id(request)
     filters = await authorize(request.scope, "threads", "delete", {"thread_id": str(tid)})
@@ -481,6 +492,7 @@ def create_app(jobs: int = 4) -> Starlette:
         Route("/threads", create_thread, methods=["POST"]),
         Route("/threads/search", search_threads, methods=["POST"]),
         Route("/threads/{thread_id}", get_thread, methods=["GET"]),
+        Route("/threads/{thread_id}", patch_thread, methods=["PATCH"]),
         Route("/threads/{thread_id}", delete_thread, methods=["DELETE"]),
         Route("/threads/{thread_id}/state", get_state, methods=["GET"]),
         Route("/threads/{thread_id}/state", update_state, methods=["POST"]),

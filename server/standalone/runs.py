@@ -139,11 +139,13 @@ class RunQueue:
             run._wake.set()
             self.active.pop(run.run_id, None)
             queue = self.waiting.get(run.thread_id)
-            if queue and queue[0] is run:
+            if queue and queue[0] is run:  # the thread's running run ended: start its next one
                 queue.popleft()
-            if queue:
-                asyncio.get_running_loop().create_task(self._run(queue[0]))
-            else:
+                if queue:
+                    asyncio.get_running_loop().create_task(self._run(queue[0]))
+            elif queue and run in queue:  # a waiting run was cancelled: the running one goes on
+                queue.remove(run)
+            if not queue:
                 self.waiting.pop(run.thread_id, None)
 
     async def cancel(self, run_id: UUID) -> bool:
@@ -154,7 +156,6 @@ class RunQueue:
         run.cancelled.set()
         queue = self.waiting.get(run.thread_id)
         if run.status == "pending" and queue and queue[0] is not run:
-            queue.remove(run)
             await self._end(run, "interrupted", None, None)
         return True
 
