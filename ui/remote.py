@@ -14,7 +14,9 @@ the app needs from its in-process graph, nothing more:
 - ``studies.put(study)``: the id the next turn sends (after checking the server holds it), so only
   ``{"study_id": ...}`` ever enters a run or a checkpoint;
 - ``load_heatmap(uri)``: a turn's heatmap from ``GET /cxr/artifacts`` (the reply names server paths);
-- ``forget(thread_id)``: deletes the conversation's thread on the server, with the studies only it used.
+- ``forget(thread_id)``: deletes the conversation's thread on the server, with the studies only it used;
+- runs join the thread's queue on the server (``multitask_strategy="enqueue"``), and the reader's Stop
+  (``tools.stop.STOP_KEY`` in the config) cancels the server's run (``runs.cancel``).
 
 UI thread ids (``ui-<hex>``) become the UUIDs LangGraph Server requires (same id -> same UUID).
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -34,9 +37,12 @@ import numpy as np
 
 from cxr_agent.settings import Settings
 from tools.ingestion.study import Study, StudyError
+from tools.stop import STOP_KEY
 
 log = logging.getLogger(__name__)
 
+STOP_POLL_S = 0.2
+"""How often a remote turn looks at the reader's Stop while waiting for the server's next event."""
 HEATMAP_CACHE = 64
 """Heatmaps kept per UI process (<= 512 px uint8 each): Streamlit redraws the page on every click."""
 
@@ -196,11 +202,50 @@ class RemoteAgent:
         (the respond node's holds the turn record, as JSON)."""
         payload = dict(inputs)
         payload["messages"] = [_wire_message(m) for m in payload.get("messages") or []]
-        for part in self.graph.stream(payload, self._config(config), stream_mode=["custom", "updates"]):
-            yield part[0], part[1]  # the SDK's StreamPart: (event, data, id)
+        stop = (config.get("configurable") or {}).get(STOP_KEY)
+        wire = self._config(config)
+        run: dict[str, str] = {}
+        finished = threading.Event()
+        if isinstance(stop, threading.Event):
+            threading.Thread(target=self._cancel_on_stop, args=(stop, finished, wire, run), daemon=True,
+                             name="cxr-remote-stop").start()
+        try:  # queued behind the thread's running run on the server, never refused (HTTP 409)
+            for part in self.graph.stream(payload, wire, stream_mode=["custom", "updates"], multitask_strategy="enqueue",
+                                           on_run_created=lambda meta: run.update(run_id=str(meta["run_id"]))):
+                yield part[0], part[1]  # the SDK's StreamPart: (event, data, id)
+        finally:
+            finished.set()
+
+    def _cancel_on_stop(self, stop: threading.Event, finished: threading.Event, wire: Mapping[str, Any],
+                        run: Mapping[str, str]) -> None:
+        """Cancel the server's run once the reader's Stop is set, even while no event arrives (a tool
+        blocked on the server); a run still waiting in the thread's queue is cancelled too."""
+        while not finished.is_set():
+            if stop.wait(STOP_POLL_S) and run.get("run_id"):
+                self.cancel(str(wire["configurable"]["thread_id"]), run["run_id"])
+                return
+
+    def cancel(self, server_thread: str, run_id: str) -> None:
+        """Cancel one run on the server (``runs.cancel``); a run that already ended stays as it is."""
+        try:
+            self.client.runs.cancel(server_thread, run_id)
+        except httpx.HTTPError as exc:
+            log.warning("the graph server did not cancel a stopped run (%s)", type(exc).__name__)
 
     def get_state(self, config: Mapping[str, Any]) -> Any:
-        return self.graph.get_state(self._config(config))
+        """The thread's state; an empty one for a thread the server holds with no checkpoint yet (its
+        first run is under way or queued: a turn is checkpointed when it ends)."""
+        wire = self._config(config)
+        try:
+            return self.graph.get_state(wire)
+        except TypeError:  # RemoteGraph cannot read a state without a checkpoint
+            raw = self.client.threads.get_state(wire["configurable"]["thread_id"])
+            if raw.get("checkpoint") is not None:
+                raise
+            from langgraph.types import StateSnapshot
+
+            return StateSnapshot(values=raw.get("values") or {}, next=(), config=wire, metadata=None,
+                                 created_at=None, parent_config=None, tasks=(), interrupts=())
 
     # --- who is asking ------------------------------------------------------------------------
     def as_user(self, user: SignedInUser) -> RemoteAgent:
@@ -224,6 +269,7 @@ class RemoteAgent:
     @staticmethod
     def _config(config: Mapping[str, Any]) -> dict[str, Any]:
         configurable = dict(config.get("configurable") or {})
+        configurable.pop(STOP_KEY, None)  # the reader's Stop is an in-process event: it stays here
         if configurable.get("thread_id"):
             configurable["thread_id"] = server_thread_id(str(configurable["thread_id"]))
         return {**config, "configurable": configurable}
