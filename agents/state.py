@@ -28,6 +28,7 @@ from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agents.comparing.pair import merge_pairs
 from agents.memory.ledger import EarlierStudy, StudyLedger
 from agents.turn.record import TurnRecord
 from knowledge.evidence import Decision, Evidence
@@ -57,6 +58,8 @@ class CxrState(TypedDict, total=False):
     ledger: StudyLedger | None  # every output recorded on the study the decisions are about
     decisions: list[Decision]  # that study's decisions, from its whole ledger (written whole, never merged)
     earlier: dict[str, EarlierStudy]  # the conversation's earlier studies: their ledgers and decisions
+    # studies read as a pair in one ingest, by current study id: the prior, the interval, patient keys
+    pairs: Annotated[dict[str, dict[str, Any]], merge_pairs]
     notes: Annotated[list[str], per_turn]
     ingest_error: str | None  # why this turn's input was not used (its image, or an over-long message)
     last_result: dict[str, Any] | None  # read-only: what checkpoints before the ledger kept
@@ -87,6 +90,8 @@ class CxrInput(BaseModel):
     study_id: str | None = None
     # the earlier study a comparison reads against (the reader's order: ingest drops every date)
     prior_study_id: Annotated[str | None, UntrackedValue(Any)] = None
+    # two studies read in one ingest (agents.comparing.pair.StudyPair dumps, by current study id): kept
+    pairs: Annotated[dict[str, dict[str, Any]] | None, merge_pairs] = None
 
     @field_validator("study_id")
     @classmethod
@@ -104,6 +109,7 @@ class CxrServerInput(BaseModel):
 
     messages: Annotated[list[AnyMessage], add_messages] = Field(default_factory=list)
     study_id: str | None = None
+    prior_study_id: Annotated[str | None, UntrackedValue(Any)] = None  # owner-checked by server/auth.py
 
 
 class GraphInputError(ValueError):

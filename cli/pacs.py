@@ -2,6 +2,8 @@
 
 pull: QIDO/WADO the study's first frontal CR/DX image (tools.interop.dicomweb), ingest it exactly like an
 upload (tools.ingestion.loader.load_study: limits, refusals, de-identification), run one turn, print the reply.
+With --with-prior the same patient's latest earlier CR/DX study comes too: it is read first, and the order,
+interval and patient keys from both headers go into the conversation only (agents.comparing.pair).
 Nothing of the PACS reference is stored: push finds the same image again by its pixel hash.
 push: rebuild the SR from the thread's latest reconciled findings against the source header fetched
 again from the PACS, and STOW-RS it into the same study. Optional FHIR JSON / SR files on request.
@@ -18,6 +20,9 @@ app = typer.Typer(no_args_is_help=True)
 
 STUDY_OPT = typer.Option(..., "--study", "-s", help="Study Instance UID on the PACS (CXR_AGENT_PACS_URL).")
 FHIR_OPT = typer.Option(None, "--fhir", help="Also write the findings as FHIR R4B JSON to this file.")
+DEFAULT_QUESTION = "Write a report"
+COMPARE_QUESTION = "Compared with the prior, what has changed?"  # the default with --with-prior
+PRIOR_READ = "Write a report"  # the prior is read in full, so that every finding's change can be decided
 
 
 def _fail(message: str) -> typer.Exit:
@@ -25,6 +30,17 @@ def _fail(message: str) -> typer.Exit:
 
     Console(stderr=True).print(f"[red]{message}[/red]")
     return typer.Exit(2)
+
+
+def _patient_key():
+    """A patient-key function with a salt made for this one ingest and never stored: the two studies' keys
+    can be compared with each other and with nothing else."""
+    import functools
+    import secrets
+
+    from agents.comparing.patient import patient_key
+
+    return functools.partial(patient_key, salt=secrets.token_bytes(32))
 
 
 def _findings_table(decisions):
@@ -42,9 +58,12 @@ def _findings_table(decisions):
 @app.command("pull")
 def pull(
     study: str = STUDY_OPT,
-    question: str = typer.Argument("Write a report", help="What to ask about the image."),
+    question: str = typer.Argument(DEFAULT_QUESTION, help="What to ask about the image (with --with-prior: "
+                                   f"default '{COMPARE_QUESTION}')."),
     thread: str = typer.Option(None, "--thread", "-t", help="Conversation id (default: new)."),
     fhir: Path = FHIR_OPT,
+    with_prior: bool = typer.Option(False, "--with-prior", help="Also pull the same patient's latest earlier "
+                                    "CR/DX study, read it first and compare (order and interval from the headers)."),
 ) -> None:
     """Pull a study's chest radiograph from the PACS and ask about it (nothing is sent back)."""
     from rich.console import Console
@@ -56,8 +75,13 @@ def pull(
 
     settings = get_settings()
     out, err = Console(), Console(stderr=True)
+    prior = pairing = None
     try:
-        pulled = PacsClient(settings).pull(study)
+        if with_prior:
+            pair = PacsClient(settings).pull_with_prior(study, key=_patient_key())
+            pulled, prior = pair.current, pair.prior
+        else:
+            pulled = PacsClient(settings).pull(study)
     except (PacsError, StudyError) as exc:
         raise _fail(str(exc)) from None
     from graph import build_graph, runtime
@@ -68,7 +92,24 @@ def pull(
               f"({pulled.study.width} x {pulled.study.height}); de-identified as study {study_id[:12]}[/dim]")
     thread_id = thread or uuid.uuid4().hex[:12]
     config = {"configurable": {"thread_id": thread_id}}
-    graph.invoke({"messages": [("user", question)], "study_id": study_id}, config)
+    inputs: dict = {"messages": [("user", question)], "study_id": study_id}
+    if with_prior and prior is None:
+        err.print("[yellow]The PACS holds no earlier CR/DX study of this patient: the study is read alone.[/yellow]")
+    elif prior is not None:
+        from agents.comparing.pair import ordered_pair
+
+        prior_id = runtime(graph).studies.put(prior.study)
+        pairing = ordered_pair((prior_id, pair.taken[0], pair.keys[0]), (study_id, pair.taken[1], pair.keys[1]))
+        if pairing is None or pairing.study_id != study_id:
+            raise _fail("The two studies' headers do not give an order (same or missing date): nothing was compared.")
+        days = pairing.interval_days
+        err.print(f"[dim]pulled the prior ({days} day{'s' if days != 1 else ''} earlier); de-identified as study "
+                  f"{prior_id[:12]}; reading it first…[/dim]")
+        graph.invoke({"messages": [("user", PRIOR_READ)], "study_id": prior_id}, config)
+        inputs["pairs"] = {study_id: pairing.model_dump()}
+        if question == DEFAULT_QUESTION:
+            inputs["messages"] = [("user", COMPARE_QUESTION)]
+    graph.invoke(inputs, config)
     state = graph.get_state(config).values
     out.print(Markdown(state["messages"][-1].content))
     decisions = list(state.get("decisions") or [])

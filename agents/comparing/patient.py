@@ -2,10 +2,15 @@
 
 Ingest keeps only the sex and a decade age band (tools/ingestion/deid.py), so the guard can refuse a clear
 mismatch but can never prove a match; two uploads without those headers cannot be confirmed at all.
+When both studies were read in one ingest (a PACS pull with its prior), each also has a **patient key**:
+a salted hash of PatientID + IssuerOfPatientID, made with a salt of that conversation only, so the key
+links the two studies of one thread and nothing across threads; the id itself is dropped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -25,11 +30,29 @@ def _band_start(band: Any) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def same_patient(prior: Mapping[str, Any], current: Mapping[str, Any]) -> PatientCheck:
-    """Compare two studies' de-identified metadata (``patient_sex``, ``patient_age``).
+def patient_key(patient_id: Any, issuer: Any, *, salt: bytes) -> str | None:
+    """A salted hash of PatientID + IssuerOfPatientID (None without a PatientID), for one conversation's salt.
 
-    A different sex is a mismatch. Age bands more than one decade apart are a mismatch; adjacent bands are
-    not (a birthday may fall between the films, e.g. 59 then 60)."""
+    HMAC-SHA256 keyed by the salt: without the salt, the key cannot be recomputed from a guessed id."""
+    pid = str(patient_id or "").strip()
+    if not pid:
+        return None
+    if len(salt) < 16:
+        raise ValueError(f"a patient-key salt needs at least 16 random bytes, got {len(salt)}")
+    text = f"{str(issuer or '').strip()}\x00{pid}".encode()
+    return hmac.new(salt, text, hashlib.sha256).hexdigest()
+
+
+def same_patient(prior: Mapping[str, Any], current: Mapping[str, Any],
+                 keys: tuple[str | None, str | None] = (None, None)) -> PatientCheck:
+    """Compare two studies' de-identified metadata (``patient_sex``, ``patient_age``) and, where both have
+    one, their patient keys (``patient_key`` with the same salt).
+
+    Different patient keys, or a different sex, are a mismatch. Age bands more than one decade apart are a
+    mismatch; adjacent bands are not (a birthday may fall between the films, e.g. 59 then 60). The same
+    key with no contradiction in sex and age is the strongest "consistent" there is."""
+    if all(keys) and not hmac.compare_digest(str(keys[0]), str(keys[1])):
+        return PatientCheck(verdict="mismatch", reason="the two studies' headers give different patient ids")
     sexes = prior.get("patient_sex"), current.get("patient_sex")
     ages = _band_start(prior.get("patient_age")), _band_start(current.get("patient_age"))
     if all(sexes) and sexes[0] != sexes[1]:
@@ -37,6 +60,9 @@ def same_patient(prior: Mapping[str, Any], current: Mapping[str, Any]) -> Patien
     if None not in ages and abs(ages[0] - ages[1]) > 10:  # type: ignore[operator]
         return PatientCheck(verdict="mismatch", reason="the two studies' headers give age bands more than a "
                                                        "decade apart")
+    if all(keys):
+        return PatientCheck(verdict="consistent", reason="the two studies' headers give the same patient id "
+                                                         "(compared as salted hashes); sex and age band do not contradict it")
     if not all(sexes) and None in ages:
         return PatientCheck(verdict="unconfirmed", reason="no sex or age band is known for both studies "
                                                           "(images without DICOM headers)")

@@ -50,13 +50,21 @@ def sources_cell(d: ChangeDecision, labels: Mapping[str, str]) -> str:
 
 def change_lines(changes: Sequence[ChangeDecision], *, prior_id: str, current_id: str, named_by_reader: bool,
                  patient: PatientCheck, films: Sequence[ChangeReason] = (), labels: Mapping[str, str] | None = None,
-                 direct: bool = False) -> tuple[str, ...]:
-    """The opening of a comparison reply (Markdown lines). ``direct``: some tool compares priors itself."""
+                 direct: bool = False, interval_days: int | None = None) -> tuple[str, ...]:
+    """The opening of a comparison reply (Markdown lines). ``direct``: some tool compares priors itself.
+    ``interval_days``: the two were loaded together and their headers gave the order and the interval."""
     labels = labels or {}
-    which = "the study you named as the prior" if named_by_reader else "the study read before this one in this conversation"
-    lines = ["### Compared with the prior study",
-             f"Prior: `{prior_id[:12]}` ({which}); current: `{current_id[:12]}`. The order is yours: dates are "
-             "removed when an image is loaded, so which film is earlier is not read from the files."]
+    if interval_days is not None and not named_by_reader:
+        days = "the same day" if interval_days == 0 else f"{interval_days} day{'s' if interval_days != 1 else ''} earlier"
+        lines = ["### Compared with the prior study",
+                 f"Prior: `{prior_id[:12]}`, taken {days}; current: `{current_id[:12]}`. Order and interval come "
+                 "from the two files' headers, read when they were loaded together (the dates themselves are not kept)."]
+    else:
+        which = ("the study you named as the prior" if named_by_reader
+                 else "the study read before this one in this conversation")
+        lines = ["### Compared with the prior study",
+                 f"Prior: `{prior_id[:12]}` ({which}); current: `{current_id[:12]}`. The order is yours: dates are "
+                 "removed when an image is loaded, so which film is earlier is not read from the files."]
     if patient.verdict == "unconfirmed":
         lines.append(f"**Not confirmed to be the same patient:** {patient.reason}.")
     for r in films:

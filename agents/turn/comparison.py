@@ -1,8 +1,9 @@
 """A comparison turn: find the prior study the conversation holds, check that the two can be one patient's,
 and decide what changed from both studies' ledgers (agents/comparing).
 
-The order of the two studies is the reader's (ingest drops every date): the prior is the study they name
-(``prior_study_id``), else the study the conversation read most recently before the current one.
+Ingest drops every date, so the order of the two studies is the reader's: the prior is the study they name
+(``prior_study_id``), else the one read with the current study in one ingest (``pairs``: order, interval and
+patient keys taken from both headers then), else the study the conversation read most recently before it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents.comparing.decide import ChangeDecision, StudyRead, candidate_findings, compare, film_reasons
+from agents.comparing.pair import as_pairs
 from agents.comparing.patient import PatientCheck, same_patient
 from agents.comparing.policy import ChangePolicy
 from agents.memory.ledger import as_decisions, as_earlier, as_ledger
@@ -71,10 +73,13 @@ def compare_with_prior(state: Mapping[str, Any], route: Mapping[str, Any], *, st
         return None
     named = state.get("prior_study_id")
     shelf = as_earlier(state.get("earlier"))
+    pair = as_pairs(state.get("pairs")).get(current_id)
     if named:
         if named == current_id or named not in shelf:
             return Comparison(opening=(missing_prior_line(named),), payload={"prior_study_id": named, "compared": False})
         prior_id = named
+    elif pair is not None and pair.prior_study_id in shelf:
+        prior_id = pair.prior_study_id
     else:
         ids = [sid for sid in shelf if sid != current_id]
         if not ids:
@@ -82,9 +87,11 @@ def compare_with_prior(state: Mapping[str, Any], route: Mapping[str, Any], *, st
         prior_id = ids[-1]
     prior_view, prior_meta = _study_facts(study, prior_id)
     view, meta = _study_facts(study, current_id)
-    patient: PatientCheck = same_patient(prior_meta, meta)
+    pair = pair if pair is not None and pair.prior_study_id == prior_id else None
+    patient: PatientCheck = same_patient(prior_meta, meta, (pair.prior_key, pair.current_key) if pair else (None, None))
     base = {"prior_study_id": prior_id, "study_id": current_id, "named_by_reader": bool(named),
-            "patient": patient.verdict}
+            "patient": patient.verdict, "order": "headers" if pair else "reader",
+            "interval_days": pair.interval_days if pair else None}
     if patient.verdict == "mismatch":
         return Comparison(opening=refusal_lines(patient), payload={**base, "compared": False})
     kept = shelf[prior_id]
@@ -100,7 +107,8 @@ def compare_with_prior(state: Mapping[str, Any], route: Mapping[str, Any], *, st
     films = film_reasons(prior, now)
     opening = change_lines(changes, prior_id=prior_id, current_id=current_id, named_by_reader=bool(named),
                            patient=patient, films=films, labels=labels,
-                           direct=any(c.compares_priors for c in caps.values()))
+                           direct=any(c.compares_priors for c in caps.values()),
+                           interval_days=pair.interval_days if pair else None)
     return Comparison(opening=opening, payload={**base, "compared": True,
                                                 "changes": [d.model_dump(mode="json") for d in changes]})
 

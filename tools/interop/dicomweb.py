@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -35,7 +36,9 @@ T = TypeVar("T")
 
 _TAG = {"StudyInstanceUID": "0020000D", "SeriesInstanceUID": "0020000E", "SOPInstanceUID": "00080018",
         "Modality": "00080060", "ViewPosition": "00185101", "InstanceNumber": "00200013",
-        "NumberOfFrames": "00280008", "SOPClassUID": "00080016", "Rows": "00280010", "Columns": "00280011"}
+        "NumberOfFrames": "00280008", "SOPClassUID": "00080016", "Rows": "00280010", "Columns": "00280011",
+        "StudyDate": "00080020", "StudyTime": "00080030", "PatientID": "00100020",
+        "IssuerOfPatientID": "00100021", "ModalitiesInStudy": "00080061"}
 _FRONTAL = ("PA", "AP")
 
 
@@ -86,6 +89,38 @@ class PulledStudy:
 
     study: Study
     source: InstanceRef
+
+
+@dataclass(frozen=True)
+class PulledPair:
+    """A study pulled with the same patient's latest earlier CR/DX study (``prior``: None when there is none).
+
+    ``taken``: (prior, current) acquisition times from QIDO, and ``keys``: their patient keys (the caller's
+    hash of PatientID + IssuerOfPatientID). Both are for ordering and checking the pair now, in memory: the
+    de-identified studies keep neither, and the patient id itself never leaves the client."""
+
+    current: PulledStudy
+    prior: PulledStudy | None
+    taken: tuple[datetime | None, datetime | None] = (None, None)
+    keys: tuple[str | None, str | None] = (None, None)
+
+
+PatientKey = Callable[[Any, Any], "str | None"]  # (PatientID, IssuerOfPatientID) -> a salted hash
+
+
+def _taken(item: dict[str, Any]) -> datetime | None:
+    """StudyDate (+ StudyTime) of a QIDO result; None when absent or malformed."""
+    day = str(_value(item, "StudyDate") or "").strip()
+    clock = str(_value(item, "StudyTime") or "").strip().split(".")[0].replace(":", "")
+    try:
+        when = datetime.strptime(day, "%Y%m%d")
+    except ValueError:
+        return None
+    if len(clock) >= 4 and clock[:6].isdigit():
+        clock = clock[:6].ljust(6, "0")
+        when = when.replace(hour=min(int(clock[:2]), 23), minute=min(int(clock[2:4]), 59),
+                            second=min(int(clock[4:6]), 59))
+    return when
 
 
 @dataclass(frozen=True)
@@ -236,6 +271,58 @@ class PacsClient:
                 "only projection chest radiographs can be read."
             )
         return [ref for _, ref in sorted(found, key=lambda kv: kv[0])]
+
+    def _study_entry(self, study_uid: str) -> dict[str, Any]:
+        """The study's QIDO entry with its date and patient identifiers (held only by the caller, in memory)."""
+        if not valid_uid(study_uid):
+            raise StudyNotFound("That is not a DICOM Study Instance UID (digits and dots, at most 64 characters).")
+        missing = StudyNotFound("The PACS has no study with that Study Instance UID.")
+        studies = self._call("search for the study", lambda: self._client.search_for_studies(
+            search_filters={"StudyInstanceUID": study_uid},
+            fields=["StudyDate", "StudyTime", "PatientID", "IssuerOfPatientID"]), not_found=missing)
+        entry = next((s for s in studies if _value(s, "StudyInstanceUID") == study_uid), None)
+        if entry is None:
+            raise missing
+        return entry
+
+    def find_prior(self, study_uid: str) -> str | None:
+        """The Study Instance UID of the same patient's latest CR/DX study taken before this one, or None.
+
+        QIDO by PatientID (and IssuerOfPatientID when the study has one); the id is used for the query only.
+        A study without a date, or the patient's without one, cannot be ordered and is not picked."""
+        entry = self._study_entry(study_uid)
+        pid, issuer, taken = _value(entry, "PatientID"), _value(entry, "IssuerOfPatientID"), _taken(entry)
+        if not pid or taken is None:
+            return None
+        filters = {"PatientID": pid, **({"IssuerOfPatientID": issuer} if issuer else {})}
+        found = self._call("search for the patient's earlier studies", lambda: self._client.search_for_studies(
+            search_filters=filters, fields=["StudyDate", "StudyTime", "ModalitiesInStudy", "IssuerOfPatientID"]))
+        earlier: list[tuple[datetime, str]] = []
+        for item in found:
+            uid, when = str(_value(item, "StudyInstanceUID") or ""), _taken(item)
+            values = (item.get(_TAG["ModalitiesInStudy"]) or {}).get("Value") or []
+            modalities = {str(m).upper() for m in values}
+            if (uid == study_uid or when is None or when >= taken or not modalities & set(RADIOGRAPH_MODALITIES)
+                    or (issuer and _value(item, "IssuerOfPatientID") not in (None, issuer))):
+                continue
+            earlier.append((when, uid))
+        return max(earlier)[1] if earlier else None
+
+    def pull_with_prior(self, study_uid: str, *, key: PatientKey,
+                        loader: Callable[..., Study] | None = None) -> PulledPair:
+        """Pull the study and the same patient's latest earlier CR/DX study (``find_prior``), each ingested like
+        an upload; their dates and patient keys (``key(PatientID, IssuerOfPatientID)``) come back beside them."""
+        entry = self._study_entry(study_uid)
+        current = self.pull(study_uid, loader=loader)
+        prior_uid = self.find_prior(study_uid)
+        current_key = key(_value(entry, "PatientID"), _value(entry, "IssuerOfPatientID"))
+        if prior_uid is None:
+            return PulledPair(current=current, prior=None, taken=(None, _taken(entry)), keys=(None, current_key))
+        prior_entry = self._study_entry(prior_uid)
+        prior = self.pull(prior_uid, loader=loader)
+        return PulledPair(current=current, prior=prior, taken=(_taken(prior_entry), _taken(entry)),
+                          keys=(key(_value(prior_entry, "PatientID"), _value(prior_entry, "IssuerOfPatientID")),
+                                current_key))
 
     # ------------------------------------------------------------------ WADO-RS
     def retrieve_bytes(self, ref: InstanceRef) -> bytes:

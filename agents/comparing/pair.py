@@ -1,0 +1,54 @@
+"""Two studies read in one ingest: which one is the prior, and how many days lie between them.
+
+De-identification drops every date (tools/ingestion/deid.py), so the order and the interval can only be
+read while both files' headers are at hand: a two-file upload, or a PACS pull with the prior. What is
+kept is a ``StudyPair`` in the conversation's state (never in the shared study store): the two study ids,
+the interval in whole days, and each study's patient key (agents/comparing/patient.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_PAIRS = 32  # a conversation's pairs, newest kept
+
+
+class StudyPair(BaseModel):
+    """What one ingest of two studies learnt from their headers; kept in the thread only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prior_study_id: str
+    study_id: str
+    interval_days: int | None = Field(None, ge=0, description="Whole days from the prior to the current study.")
+    prior_key: str | None = None  # patient keys: salted hashes, comparable only with each other
+    current_key: str | None = None
+
+
+def ordered_pair(a: tuple[str, datetime | None, str | None], b: tuple[str, datetime | None, str | None]
+                 ) -> StudyPair | None:
+    """The pair of two (study id, taken, patient key) readings, earlier first; None when a date is missing
+    or both were taken at the same moment (the order cannot be read: the reader must say which is the prior)."""
+    if a[0] == b[0] or a[1] is None or b[1] is None or a[1] == b[1]:
+        return None
+    prior, current = (a, b) if a[1] < b[1] else (b, a)
+    return StudyPair(prior_study_id=prior[0], study_id=current[0], interval_days=(current[1] - prior[1]).days,
+                     prior_key=prior[2], current_key=current[2])
+
+
+def as_pairs(value: Any) -> dict[str, StudyPair]:
+    """The state's ``pairs`` channel (keyed by the current study id), from models or their dumps."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v if isinstance(v, StudyPair) else StudyPair.model_validate(v) for k, v in value.items()}
+
+
+def merge_pairs(left: Any, right: Any) -> dict[str, dict[str, Any]]:
+    """The channel's reducer: a new pair for a study replaces the old one; the newest ``MAX_PAIRS`` are kept.
+    Stored as plain dicts (checkpoints keep no new types); ``as_pairs`` reads them back."""
+    merged = {**as_pairs(left), **as_pairs(right)}
+    return {k: v.model_dump() for k, v in list(merged.items())[-MAX_PAIRS:]}
