@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser postgres pacs ocr vllm bench lint clean bench-load serve-graph
+.PHONY: run test install browser postgres pacs ocr vllm bench lint clean bench-load serve-graph serve-prod
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,11 @@ bench-load: install
 JOBS ?= 4
 serve-graph: install
 	CXR_AGENT_SERVER_JOBS=$(JOBS) deploy/serve_graph.sh
+
+## The production graph server, no licence key: server/standalone on Postgres (CXR_AGENT_CHECKPOINTER_URL),
+## JOBS turns at once (deploy/serve_prod.sh; README "Scaling out").
+serve-prod: install
+	CXR_AGENT_SERVER_JOBS=$(JOBS) deploy/serve_prod.sh
 
 lint: install
 	$(VENV)/bin/ruff check .

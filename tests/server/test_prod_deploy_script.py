@@ -1,0 +1,79 @@
+"""deploy/serve_prod.sh (`make serve-prod`): the production server starts on Postgres with its jobs and auth,
+and refuses a jobs count or a database URL it cannot use, naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from langgraph_server import _free_port, stop_server
+
+pytestmark = pytest.mark.timeout(180)
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "deploy" / "serve_prod.sh"
+
+
+def _env(tmp_path: Path, **over: str) -> dict[str, str]:
+    env = {**os.environ, "CXR_AGENT_DATA_DIR": str(tmp_path / "data"), "CXR_AGENT_MODEL_PROFILE": "tiny",
+           "CXR_AGENT_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO),
+           "CXR_AGENT_PYTHON": sys.executable}
+    for key in ("CXR_AGENT_SERVER_USERS", "CXR_AGENT_SERVER_AUTH_DISABLED", "CXR_AGENT_GRAPH_URL",
+                "CXR_AGENT_CHECKPOINTER_URL", "CXR_AGENT_SERVER_TOKEN"):
+        env.pop(key, None)
+    env.update(over)
+    return env
+
+
+@pytest.mark.parametrize("jobs", ["0", "four"])
+def test_a_bad_jobs_count_is_refused_naming_it(tmp_path, jobs):
+    done = subprocess.run([str(SCRIPT)], env=_env(tmp_path, CXR_AGENT_SERVER_JOBS=jobs,
+                                                  CXR_AGENT_CHECKPOINTER_URL="postgresql://x@127.0.0.1/db"),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and f"CXR_AGENT_SERVER_JOBS must be a positive whole number (got '{jobs}')" in done.stderr
+
+
+@pytest.mark.parametrize("url", [None, "sqlite:///tmp/c.db"])
+def test_a_server_without_postgres_is_refused(tmp_path, url):
+    env = _env(tmp_path, **({"CXR_AGENT_CHECKPOINTER_URL": url} if url else {}))
+    done = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "CXR_AGENT_CHECKPOINTER_URL must name the Postgres database" in done.stderr
+
+
+def test_the_script_serves_on_postgres_with_auth(tmp_path, postgres_url):
+    port = _free_port()
+    env = _env(tmp_path, CXR_AGENT_CHECKPOINTER_URL=postgres_url, CXR_AGENT_SERVER_TOKEN="prod-deploy-service-token",
+               CXR_AGENT_SERVER_PORT=str(port), CXR_AGENT_SERVER_JOBS="2")
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(SCRIPT)], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert httpx.post(f"{url}/threads", json={}, timeout=10).status_code == 401
+        auth = {"Authorization": "Bearer prod-deploy-service-token"}
+        health = httpx.get(f"{url}/cxr/health", headers=auth, timeout=10).json()
+        assert health["caller"]["sees_all"] is True
+        thread = httpx.post(f"{url}/threads", json={}, headers=auth, timeout=10).json()
+        import psycopg
+
+        with psycopg.connect(postgres_url) as conn:  # the thread is a row in the server's database
+            assert conn.execute("SELECT count(*) FROM cxr_threads WHERE thread_id = %s",
+                                (thread["thread_id"],)).fetchone()[0] == 1
+    finally:
+        stop_server(proc)
