@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.comparing.pair import merge_pairs
 from agents.memory.ledger import EarlierStudy, StudyLedger
+from agents.routing.rules import Route
 from agents.turn.record import TurnRecord
 from knowledge.evidence import Decision, Evidence
 
@@ -53,7 +54,7 @@ class CxrState(TypedDict, total=False):
     image_name: Annotated[str | None, UntrackedValue(Any)]
     study_id: str | None
     prior_study_id: Annotated[str | None, UntrackedValue(Any)]  # this turn only: the study to compare with
-    route: dict[str, Any] | None
+    route: Route | None  # this turn's (a plain dict in older checkpoints: read it with agents.routing.as_route)
     evidence: Annotated[list[Evidence], per_turn]
     ledger: StudyLedger | None  # every output recorded on the study the decisions are about
     decisions: list[Decision]  # that study's decisions, from its whole ledger (written whole, never merged)

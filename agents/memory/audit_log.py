@@ -161,7 +161,7 @@ def record_reply(settings: Settings, state: Mapping[str, Any], *, evidence: Iter
             pass
         route = state.get("route") or {}
         record = reply_record(settings, thread_id=thread_id, study_id=state.get("study_id"),
-                              intent=route.get("intent") if isinstance(route, Mapping) else None,
+                              intent=route.get("intent") if isinstance(route, Mapping) else getattr(route, "intent", None),
                               evidence=evidence, policy=policy)
         append(settings, record)
     except Exception:  # noqa: BLE001 - auditing must never cost the user the reply

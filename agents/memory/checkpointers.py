@@ -32,6 +32,7 @@ from langgraph.checkpoint.serde import jsonplus
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from agents.memory.ledger import Ask, EarlierStudy, LedgerEntry, LedgerKey, StudyLedger
+from agents.routing.rules import Clarify, Reading, Route
 from knowledge.evidence import Artifact, Box, Decision, Evidence, FindingCall, Reason, RetrievedReport, Status
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 # Every type the state holds (``agents.state.CxrState``), so strict deserialization
 # (``LANGGRAPH_STRICT_MSGPACK=true``) loads them all; tests/graph/test_graph_memory.py checks the list.
 CHECKPOINT_TYPES: tuple[type, ...] = (Status, Box, FindingCall, RetrievedReport, Artifact, Evidence, Reason, Decision,
-                                      Ask, LedgerKey, LedgerEntry, StudyLedger, EarlierStudy)
+                                      Ask, LedgerKey, LedgerEntry, StudyLedger, EarlierStudy, Reading, Clarify, Route)
 
 
 class CheckpointerError(RuntimeError):

@@ -10,7 +10,7 @@ told in full by a "Why?" answer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.replying.other_intents import chat_reply, explain_reply, similar_reply
@@ -20,6 +20,7 @@ from agents.replying.phrases import cite, region
 from agents.replying.questions import LOCATE_NOTE, finding_body, locate_body
 from agents.replying.report import report_fields
 from agents.replying.roles import ToolRoles
+from agents.routing.rules import Route, as_route
 from knowledge.evidence import Decision, Evidence
 
 __all__ = ["NO_COMPARISON", "ReplyParts", "ToolRoles", "cite", "compose", "compose_parts", "payload", "region"]
@@ -29,7 +30,7 @@ NO_COMPARISON = ("No earlier image was compared: the tools read one study at a t
 
 
 def compose(
-    route: dict[str, Any],
+    route: Route | Mapping[str, Any],
     evidence: Sequence[Evidence],
     decisions: Sequence[Decision],
     *,
@@ -46,7 +47,7 @@ def compose(
 
 
 def compose_parts(
-    route: dict[str, Any],
+    route: Route | Mapping[str, Any],
     evidence: Sequence[Evidence],
     decisions: Sequence[Decision],
     *,
@@ -61,14 +62,15 @@ def compose_parts(
     loaded; ``prior``: the thread's last reconciled result (for explain); ``roles``: which tool plays which
     part, built once per graph (default: the built-ins')."""
     roles = roles or ToolRoles.builtin()
-    intent = route.get("intent", "chat")
+    route = as_route(route) or Route(intent="chat")
+    intent = route.intent
     notes = tuple(n for n in notes if n)
     opening: tuple[str, ...] = ()
-    if route.get("asks_comparison") and not ingest_error:
+    if route.asks_comparison and not ingest_error:
         opening = (f"> **{NO_COMPARISON}**",)
     if ingest_error:
         return ReplyParts(intent=intent, demo=demo, opening=(*opening, ingest_error))
-    if route.get("needs_image") and study is None and intent != "explain":
+    if route.needs_image and study is None and intent != "explain":
         return ReplyParts(intent=intent, demo=demo, opening=(
             *opening, "Please upload a chest radiograph (PNG, JPEG or DICOM) first: "
             f"a {intent.replace('_', ' ')} needs an image to look at."), notes=notes)
@@ -85,7 +87,7 @@ def compose_parts(
     elif intent == "similar_cases":
         body = similar_reply(evidence, roles)
     elif intent == "explain":
-        body = explain_reply(prior, roles=roles, finding=route.get("finding"))
+        body = explain_reply(prior, roles=roles, finding=route.finding)
     else:
         body = chat_reply(evidence, roles)
     return ReplyParts(intent=intent, demo=demo, opening=opening, body=tuple(body), context=context,

@@ -4,10 +4,11 @@ the boxes and heatmaps to overlay, which findings need review, which tools faile
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.replying.parts import unavailable
+from agents.routing.rules import Route, as_route
 from knowledge.evidence import Decision, Evidence, FindingCall, Status
 from knowledge.vocabulary import display_name
 
@@ -19,7 +20,7 @@ def _call(c: FindingCall) -> dict[str, Any]:
 
 
 def payload(
-    route: dict[str, Any],
+    route: Route | Mapping[str, Any],
     evidence: Sequence[Evidence],
     decisions: Sequence[Decision],
     *,
@@ -28,6 +29,7 @@ def payload(
 ) -> dict[str, Any]:
     """additional_kwargs["cxr"] of the reply. ``calls``: every call of the turn (re-ask answers included),
     with its decision's finding; ``decisions``: each decision without its calls (they are in ``calls``)."""
+    typed = as_route(route) or Route(intent="chat")
     boxes: list[dict[str, Any]] = []
     heatmaps: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
@@ -70,9 +72,9 @@ def payload(
                 calls.append(_call(c))
     return {
         "study_id": study_id,
-        "intent": route.get("intent"),
-        "finding": route.get("finding"),  # what the turn asked about: a later "where is it?" refers to it
-        "findings": list(route.get("findings") or []),
+        "intent": typed.intent,
+        "finding": typed.finding,  # what the turn asked about: a later "where is it?" refers to it
+        "findings": list(typed.findings),
         "demo": demo,
         "boxes": boxes,
         "heatmaps": heatmaps,

@@ -7,7 +7,6 @@ the rationale is a "Why?" away and every call, score and box is in the payload.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from agents.replying.phrases import (
     STATUS_WORD,
@@ -21,15 +20,16 @@ from agents.replying.phrases import (
 )
 from agents.replying.report import reask_said
 from agents.replying.roles import ToolRoles
+from agents.routing.rules import Route
 from knowledge.evidence import Box, Decision, Evidence, Status
 from knowledge.vocabulary import display_name
 
 WHY_HINT = "Ask “why?” for the full rationale."
 
 
-def _target(route: dict[str, Any], unnamed: str) -> tuple[str | None, str]:
-    finding = route.get("finding")
-    label = display_name(finding) if finding else (route.get("phrase") or unnamed)
+def _target(route: Route, unnamed: str) -> tuple[str | None, str]:
+    finding = route.finding
+    label = display_name(finding) if finding else (route.phrase or unnamed)
     return finding, label
 
 
@@ -58,13 +58,13 @@ def _report_of(evidence: Sequence[Evidence], source: str) -> str | None:
     return next((e.report for e in evidence if e.tool == source and e.ok and e.report), None)
 
 
-def finding_body(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
+def finding_body(route: Route, evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
                  roles: ToolRoles, view: str | None = None) -> list[str]:
     """The answer to a yes/no question: one block per finding it names ("pneumothorax or effusion?" gets two)."""
-    named = [f for f in route.get("findings") or [] if f] or [route.get("finding")]
+    named = [f for f in route.findings if f] or [route.finding]
     lines: list[str] = []
     for i, finding in enumerate(dict.fromkeys(named)):
-        lines += ([""] if i else []) + _finding_block({**route, "finding": finding}, evidence, decisions,
+        lines += ([""] if i else []) + _finding_block(route.model_copy(update={"finding": finding}), evidence, decisions,
                                                       roles=roles, view=view)
     if answered := roles.writer_answer(evidence):
         lines += answer_lines(answered, roles)
@@ -73,11 +73,11 @@ def finding_body(route: dict[str, Any], evidence: Sequence[Evidence], decisions:
     return lines
 
 
-def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
+def _finding_block(route: Route, evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
                    roles: ToolRoles, view: str | None) -> list[str]:
     finding, label = _target(route, "what you asked (no finding was recognised)")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None
-    if finding is None and not route.get("phrase") and (free := roles.writer_answer(evidence)):
+    if finding is None and not route.phrase and (free := roles.writer_answer(evidence)):
         return [f"**Not cross-checked:** the question names no finding the tools know, so "
                 f"{roles.label(free.tool)} answered it in its own words below and no other tool checked "
                 "the answer."]
@@ -85,15 +85,15 @@ def _finding_block(route: dict[str, Any], evidence: Sequence[Evidence], decision
         return [f"**Uncertain** — no tool gave a usable answer about {label.lower()} on this image."]
     lines = [f"**{STATUS_WORDS[d.status].answer}** — {label.lower()} {outcome(d, roles)}."]
     caveats: list[str] = []
-    aspect = route.get("aspect")
+    aspect = route.aspect
     if aspect and (d.status != Status.absent or aspect == "rule_out") and \
             (said := aspect_line(aspect, finding, label.lower(), d)):
         caveats.append(said)
-    if route.get("side") and d.status != Status.absent:  # "is there a RIGHT effusion?": only boxes show a side
+    if route.side and d.status != Status.absent:  # "is there a RIGHT effusion?": only boxes show a side
         boxes = [c.box for c in d.calls if c.box is not None and c.status != Status.absent]
         boxes += [a.box for e in evidence if e.ok for a in e.artifacts
                   if a.kind == "boxes" and a.box is not None and a.finding == finding]
-        caveats.append(side_line(route["side"], boxes, view, label.lower()))
+        caveats.append(side_line(route.side, boxes, view, label.lower()))
     for c in caveats:  # what the yes/no does not settle, each its own paragraph right under it
         lines += ["", c]
     k = roles.k(evidence)
@@ -108,15 +108,15 @@ def _px(box: Box, study: dict | None) -> str:
     return ""
 
 
-def locate_body(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
+def locate_body(route: Route, evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
                 roles: ToolRoles, study: dict | None = None) -> list[str]:
     """Where each named finding is ("where are they?" after a two-finding question gets a block each)."""
-    named = list(dict.fromkeys(f for f in route.get("findings") or [] if f))
+    named = list(dict.fromkeys(f for f in route.findings if f))
     if len(named) <= 1:
         return _locate_block(route, evidence, decisions, roles=roles, study=study, with_answer=True)
     lines: list[str] = []
     for i, finding in enumerate(named):
-        lines += ([""] if i else []) + _locate_block({**route, "finding": finding, "phrase": None}, evidence,
+        lines += ([""] if i else []) + _locate_block(route.model_copy(update={"finding": finding, "phrase": None}), evidence,
                                                      decisions, roles=roles, study=study, with_answer=False)
     if answered := roles.writer_answer(evidence):
         lines += ["", *answer_lines(answered, roles)]
@@ -127,7 +127,7 @@ LOCATE_NOTE = ("Boxes are relative to the original image (0–1); image left is 
                "Heatmaps show what drove the classifier, not the lesion outline.")
 
 
-def _locate_block(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
+def _locate_block(route: Route, evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
                   roles: ToolRoles, study: dict | None, with_answer: bool) -> list[str]:
     # Nothing named, nothing asked before to refer back to: the VLM detects every abnormality.
     finding, label = _target(route, "any abnormality (none was named)")

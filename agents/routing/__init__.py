@@ -12,11 +12,11 @@ import logging
 from typing import Any
 
 from agents.routing.llm import ROUTER_TIMEOUT_S, _bounded, route_with_llm
-from agents.routing.rules import Route, route
+from agents.routing.rules import Route, as_route, route
 from agents.routing.semantic import route_semantic
 from agents.routing.turn import ask_back, route_turn
 
-__all__ = ["Route", "ask_back", "make_router", "route", "route_semantic", "route_turn"]
+__all__ = ["Route", "as_route", "ask_back", "make_router", "route", "route_semantic", "route_turn"]
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ explain > similar_cases > locate > strong report cue > finding question > weak r
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -61,6 +62,17 @@ class Route(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict, description="The intent classifier's probabilities "
                                      "when it was consulted (empty when the rules decided alone).")
     clarify: Clarify | None = Field(None, description="Set when the router is unsure: the reply asks back.")
+
+
+def as_route(value: Route | Mapping[str, Any] | None) -> Route | None:
+    """The state's ``route`` as a Route: checkpoints written before it was kept typed, and a LangGraph
+    Server's strict serializer, hand it back as a plain dict (keys it no longer has, e.g. ``tools``, are
+    ignored)."""
+    if value is None or isinstance(value, Route):
+        return value
+    if isinstance(value, Mapping):
+        return Route.model_validate(dict(value))
+    raise TypeError(f"route must be a Route or a mapping of its fields, not {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from agents.comparing.policy import ChangePolicy
 from agents.memory.ledger import as_decisions, as_earlier, as_ledger
 from agents.replying.change import change_lines, missing_prior_line, refusal_lines
 from agents.replying.compose import NO_COMPARISON, ReplyParts
+from agents.routing.rules import Route
 from tools.base import RECONCILED_INTENTS, ToolCapabilities
 
 
@@ -41,17 +42,18 @@ def earlier_ids(state: Mapping[str, Any]) -> list[str]:
     return ids
 
 
-def comparison_route(route: dict[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+def comparison_route(route: Route, state: Mapping[str, Any]) -> Route:
     """A comparison question, when the conversation holds an earlier study, is answered as one: no asking
     back; one that names no finding of its own reads the current study in full (report and scores, reused
     from the ledger when there), so that every change can be decided."""
-    if not (route.get("asks_comparison") and state.get("study_id")
+    if not (route.asks_comparison and state.get("study_id")
             and (state.get("prior_study_id") or earlier_ids(state))):
         return route
-    if route.get("intent") in RECONCILED_INTENTS:
-        return {**route, "clarify": None}
-    return {**route, "intent": "report", "needs_image": True, "clarify": None,
-            "reason": f"{route.get('reason', '')}; compared with the prior: the current study is read in full"}
+    if route.intent in RECONCILED_INTENTS:
+        return route.model_copy(update={"clarify": None})
+    return route.model_copy(update={
+        "intent": "report", "needs_image": True, "clarify": None,
+        "reason": f"{route.reason}; compared with the prior: the current study is read in full"})
 
 
 def _study_facts(study: Callable[[str], Any], study_id: str) -> tuple[str, dict[str, Any]]:
@@ -62,14 +64,14 @@ def _study_facts(study: Callable[[str], Any], study_id: str) -> tuple[str, dict[
     return str(getattr(s, "view", "unknown") or "unknown"), dict(getattr(s, "metadata", {}) or {})
 
 
-def compare_with_prior(state: Mapping[str, Any], route: Mapping[str, Any], *, study: Callable[[str], Any],
+def compare_with_prior(state: Mapping[str, Any], route: Route, *, study: Callable[[str], Any],
                        caps: Mapping[str, ToolCapabilities], labels: Mapping[str, str],
                        policy: ChangePolicy | None = None) -> Comparison | None:
     """The comparison of the current study with its prior, or None when the turn asks none or the
     conversation holds no earlier study (the reply then says no earlier image was compared)."""
     current_id = state.get("study_id")
     ledger = as_ledger(state.get("ledger"))
-    if not route.get("asks_comparison") or not current_id or ledger is None or ledger.study_id != current_id:
+    if not route.asks_comparison or not current_id or ledger is None or ledger.study_id != current_id:
         return None
     named = state.get("prior_study_id")
     shelf = as_earlier(state.get("earlier"))
@@ -101,7 +103,7 @@ def compare_with_prior(state: Mapping[str, Any], route: Mapping[str, Any], *, st
                     decisions=as_decisions(state.get("decisions")), evidence=ledger.evidence())
     scorers = [n for n, c in caps.items() if c.image_source and not c.writes_report]
     writers = [n for n, c in caps.items() if c.writes_report and not c.compares_priors]
-    asked = list(route.get("findings") or ([route["finding"]] if route.get("finding") else []))
+    asked = list(route.findings or ([route.finding] if route.finding else []))
     changes: list[ChangeDecision] = compare(prior, now, policy or ChangePolicy(), score_sources=scorers,
                                             statement_sources=writers, findings=candidate_findings(prior, now, asked))
     films = film_reasons(prior, now)

@@ -37,7 +37,7 @@ from agents.reconciling import decide as reconciler
 from agents.reconciling.study import reconcile_study, signature, unasked
 from agents.replying import clarify as clarifying
 from agents.replying import compose as responder
-from agents.routing import route_turn
+from agents.routing import Route, as_route, route_turn
 from agents.state import CxrState, validate_input
 from agents.turn.comparison import compare_with_prior, comparison_route, with_comparison
 from agents.turn.events import ToolStartEvent, writer
@@ -295,35 +295,34 @@ class Nodes:
         has_history = bool(state.get("ledger") or state.get("last_result")) or len(messages) > 1
         try:
             route = route_turn(self._route, text, has_image=bool(state.get("study_id")), has_history=has_history,
-                               previous_findings=previous_findings(messages)).model_dump()
+                               previous_findings=previous_findings(messages))
         except Exception as exc:  # noqa: BLE001 - routing must never end the turn
             log.exception("router failed")
-            route = {"intent": "chat", "finding": None, "phrase": None, "tools": [], "needs_image": False,
-                     "reason": f"router failed ({type(exc).__name__}); treated as chat"}
+            route = Route(intent="chat", reason=f"router failed ({type(exc).__name__}); treated as chat")
         route = comparison_route(route, state)  # a comparison reads the current study in full
-        writer()({"event": "route", "intent": route.get("intent"), "finding": route.get("finding"),
-                  "tools": self.selected(route), "reason": route.get("reason", ""),
-                  "needs_image": bool(route.get("needs_image")) and not state.get("study_id")})
-        goto, reused = ("respond", []) if route.get("clarify") else self.fan_out(route, state, config)  # ask back
+        writer()({"event": "route", "intent": route.intent, "finding": route.finding,
+                  "tools": self.selected(route), "reason": route.reason,
+                  "needs_image": route.needs_image and not state.get("study_id")})
+        goto, reused = ("respond", []) if route.clarify else self.fan_out(route, state, config)  # ask back
         update: dict[str, Any] = {"route": route}
         if reused:
             update["evidence"] = reused  # answered from the study's ledger: not run again
         return Command(update=update, goto=goto)
 
-    def selected(self, route: dict[str, Any]) -> list[str]:
+    def selected(self, route: Route) -> list[str]:
         """Tools to run: every tool, built-in or custom, that serves the turn's intent."""
-        intent = route.get("intent")
+        intent = route.intent
         if intent == "explain":
             return []
         return [name for name, caps in self.caps.items() if intent in caps.intents]
 
-    def fan_out(self, route: dict[str, Any], state: CxrState,
+    def fan_out(self, route: Route, state: CxrState,
                 config: RunnableConfig) -> tuple[list[Send] | str, list[Evidence]]:
         """Where the router goes (one Send per branch of tools still to run, reconcile when the study's
         ledger answers every ask, or straight to respond), and the evidence the ledger answers with."""
-        intent = route.get("intent", "chat")
+        intent = route.intent
         study_id = state.get("study_id")
-        if intent == "explain" or (route.get("needs_image") and not study_id):
+        if intent == "explain" or (route.needs_image and not study_id):
             return "respond", []
         names = self.selected(route)
         if not names:
@@ -333,8 +332,8 @@ class Nodes:
         history = (chat_history(messages[:-1], int(self.settings.chat_history_chars), message_text, HISTORY_TURNS)
                    if intent == "chat" else [])
         task = {
-            "intent": intent, "text": text, "finding": route.get("finding"), "findings": route.get("findings") or [],
-            "phrase": route.get("phrase"),
+            "intent": intent, "text": text, "finding": route.finding, "findings": list(route.findings),
+            "phrase": route.phrase,
             "study_id": study_id, "history": history, "deadline": state.get("deadline"),
             "thread_id": (config.get("configurable") or {}).get("thread_id"),
         }
@@ -455,7 +454,8 @@ class Nodes:
     def reconcile(self, state: CxrState) -> Command:
         """Record this turn's new outputs in the study's ledger and decide every finding from the whole
         ledger (agents/reconciling/study.py); go on to verify when a conflict has had no re-ask yet."""
-        intent = (state.get("route") or {}).get("intent")
+        route = as_route(state.get("route"))
+        intent = route.intent if route is not None else None
         emit = writer()
         if intent not in RECONCILED_INTENTS:  # chat / similar cases: nothing about this image to decide
             emit({"event": "reconcile", "decisions": 0, "conflicts": []})
@@ -524,7 +524,7 @@ class Nodes:
         return verify_conflicts(self, state, config)
 
     def respond(self, state: CxrState) -> dict[str, Any]:
-        route = state.get("route") or {"intent": "chat"}
+        route = as_route(state.get("route")) or Route(intent="chat")
         evidence = list(state.get("evidence") or [])
         before = state.get("decisions_before")  # set when this turn reconciled
         decisions = as_decisions(state.get("decisions")) if before is not None else []
@@ -537,22 +537,22 @@ class Nodes:
             except Exception:  # noqa: BLE001 - the reply can do without the size
                 study_info = {"id": study_id}
         notes = list(state.get("notes") or [])
-        if (route.get("intent") not in {"explain", None} and not state.get("ingest_error") and not evidence
-                and not (route.get("needs_image") and not study_id)):
-            notes.append(f"No tool serves the {str(route.get('intent')).replace('_', ' ')} intent in this setup.")
+        if (route.intent != "explain" and not state.get("ingest_error") and not evidence
+                and not (route.needs_image and not study_id)):
+            notes.append(f"No tool serves the {route.intent.replace('_', ' ')} intent in this setup.")
         ledger = as_ledger(state.get("ledger")) or self._legacy_ledger(state.get("last_result"))
         prior = None  # what "why?" explains: the decisions held for the ledger's study, and its evidence
         if ledger is not None:
             prior = {"study_id": ledger.study_id, "evidence": ledger.evidence(), "decisions": study_decisions(state)}
-        if route.get("intent") == "explain" and prior and study_id and prior.get("study_id") != study_id:
+        if route.intent == "explain" and prior and study_id and prior.get("study_id") != study_id:
             notes.append("These conclusions were reached on the previously loaded study.")
         compared = None
         try:
-            if not route.get("clarify") and not state.get("ingest_error"):
+            if not route.clarify and not state.get("ingest_error"):
                 compared = compare_with_prior(state, route, study=self.study, caps=self.caps,
                                               labels=dict(self.roles.labels))
-            text = clarifying.question(route["clarify"], last_user_text(state.get("messages") or [])) \
-                if route.get("clarify") else \
+            text = clarifying.question(route.clarify.model_dump(), last_user_text(state.get("messages") or [])) \
+                if route.clarify else \
                 with_comparison(responder.compose_parts(
                     route, evidence, decisions, demo=self.settings.is_demo, notes=notes, study=study_info,
                     prior=prior, ingest_error=state.get("ingest_error"), roles=self.roles), compared)
@@ -569,8 +569,9 @@ class Nodes:
                **payload_extras(record)}
         if compared is not None:  # which study was the prior, the patient check and every change decision
             cxr["comparison"] = compared.payload
-        if route.get("clarify"):  # the two readings, for the UI's buttons
-            cxr["clarify"] = {"choices": clarifying.choices(route["clarify"], last_user_text(state.get("messages") or []))}
+        if route.clarify:  # the two readings, for the UI's buttons
+            cxr["clarify"] = {"choices": clarifying.choices(route.clarify.model_dump(),
+                                                            last_user_text(state.get("messages") or []))}
         writer()({"event": "reply", "text": text})
         from agents.memory.audit_log import record_reply  # one PHI-free line per reply
 

@@ -10,12 +10,13 @@ the artifacts and the study it concerns. ``graph.invoke`` returns it under ``rec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agents.replying.roles import ToolRoles
+from agents.routing.rules import Route, as_route
 from knowledge.evidence import Artifact, Decision, Evidence, Status
 
 
@@ -77,7 +78,7 @@ def _because(finding: str, evidence: Sequence[Evidence]) -> list[str]:
     return out
 
 
-def build_record(route: dict[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision],
+def build_record(route: Route | Mapping[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision],
                  before: Sequence[Decision], reply: str, *, study_id: str | None,
                  notes: Sequence[str] = (), roles: ToolRoles | None = None) -> TurnRecord:
     """The record of a turn from its evidence and the study's decisions before and after it."""
@@ -94,7 +95,7 @@ def build_record(route: dict[str, Any], evidence: Sequence[Evidence], decisions:
             review_before=o.needs_review if o else None, review_after=d.needs_review,
             because=_because(d.finding, evidence)))
     return TurnRecord(
-        study_id=study_id, route=dict(route),
+        study_id=study_id, route=(as_route(route) or Route(intent="chat")).model_dump(),
         evidence=[TurnEvidence(tool=e.tool, reused=bool(e.meta.get("reused")),
                                verification=bool(e.meta.get("verification")), evidence=e) for e in evidence],
         decisions=list(decisions), changed=changed, reply=reply,

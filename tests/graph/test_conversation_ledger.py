@@ -106,7 +106,7 @@ def test_a_conversation_keeps_what_was_known(make_graph, thread, cxr_image, tmp_
 
     # 3. "Where is it?" - locates the cardiomegaly; the classifier's stored heatmap answers
     three = g.invoke({"messages": [("user", "Where is it?")]}, cfg)
-    assert three["route"]["intent"] == "locate" and three["route"]["finding"] == "cardiomegaly"
+    assert three["route"].intent == "locate" and three["route"].finding == "cardiomegaly"
     assert clf.calls == 1 and vlm.calls == 3
     assert three["decisions"] == two["decisions"] and three["record"].changed == []
 
@@ -210,7 +210,7 @@ def test_a_conversation_on_the_fake_radvlm_backend(make_graph, thread, cxr_image
     assert "No, there is no cardiomegaly." in cardio_q["cardiomegaly"].rationale
     _unchanged_except(outs[0]["decisions"], outs[1]["decisions"], {"cardiomegaly"})
     assert where == cardio_q and why == cardio_q  # locating and explaining change nothing
-    assert outs[2]["route"]["finding"] == "cardiomegaly"
+    assert outs[2]["route"].finding == "cardiomegaly"
     _unchanged_except(outs[3]["decisions"], outs[4]["decisions"], {"pleural_effusion"})
     assert effusion_q["cardiomegaly"].needs_review  # still flagged: nothing settled it
 

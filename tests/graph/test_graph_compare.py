@@ -100,7 +100,7 @@ def test_a_named_finding_is_compared_as_a_finding_question(make_graph, thread):
     out, msg, _ = _converse(make_graph, thread, [(_study(22), {"pleural_effusion": 0.9}, EFFUSION),
                                                  (_study(23), {"pleural_effusion": 0.15}, CLEAR)],
                             last="Is the pleural effusion worse than before?")
-    assert out["route"]["intent"] == "finding_question"
+    assert out["route"].intent == "finding_question"
     assert _rows(msg)["pleural_effusion"]["change"] == "resolved"
     assert "| finding | before | now | change | sources |" in msg.content
 
@@ -212,7 +212,7 @@ def test_nih_same_patient_pairs_through_the_tiny_graph(make_graph, thread, share
     assert cmp["study_id"] == out["study_id"] and cmp["prior_study_id"] != out["study_id"]
     assert "Compared with the prior study" in msg.content
     changes = {c["finding"]: c for c in cmp["changes"]}
-    assert out["route"]["intent"] == "report" and out["route"]["asks_comparison"]
+    assert out["route"].intent == "report" and out["route"].asks_comparison
     assert changes and all(c["before"] is not None for c in changes.values())  # the prior's read is on the shelf
     assert all(any(r["rule"].startswith("score_") for r in c["reasons"]) for c in changes.values())
     assert "| finding | before | now | change | sources |" in msg.content

@@ -149,7 +149,7 @@ def test_a_question_about_change_says_no_earlier_image_was_compared(make_graph, 
     assert NO_COMPARISON not in first["messages"][-1].content
     out = g.invoke({"messages": [("user", "Is the cardiomegaly worse than before?")]}, cfg)
     text = out["messages"][-1].content
-    assert out["route"]["asks_comparison"] is True
+    assert out["route"].asks_comparison is True
     assert text.index(NO_COMPARISON) < text.index("cardiomegaly present")  # said before any answer
 
 
@@ -170,7 +170,7 @@ def test_a_question_naming_no_known_finding_is_answered_free_and_flagged(make_gr
     g = make_graph(vlm, classifier({"pleural_effusion": 0.2}))
     out = g.invoke({"messages": [("user", "Is the trachea midline?")], "image": str(cxr_image)}, thread())
     text = out["messages"][-1].content
-    assert out["route"]["intent"] == "finding_question" and out["route"]["finding"] is None
+    assert out["route"].intent == "finding_question" and out["route"].finding is None
     assert "**Not cross-checked:** the question names no finding the tools know, so the VLM answered" in text
     assert "- VLM answer: Yes." in text and "Uncertain" not in text
 
@@ -198,14 +198,14 @@ def test_where_is_it_refers_to_the_finding_just_asked_about(make_graph, thread, 
     first = g.invoke({"messages": [("user", "Is there a pleural effusion?")], "image": str(cxr_image)}, cfg)
     assert first["messages"][-1].additional_kwargs["cxr"]["findings"] == ["pleural_effusion"]
     out = g.invoke({"messages": [("user", "Where is it?")]}, cfg)
-    assert out["route"]["intent"] == "locate" and out["route"]["finding"] == "pleural_effusion"
-    assert "'it' = pleural effusion, from the previous question" in out["route"]["reason"]
+    assert out["route"].intent == "locate" and out["route"].finding == "pleural_effusion"
+    assert "'it' = pleural effusion, from the previous question" in out["route"].reason
     assert vlm.requests[-1].intent == "locate" and vlm.requests[-1].finding == "pleural_effusion"
     assert "## Where: Pleural effusion" in out["messages"][-1].content
     # A report names no single finding: "where is it?" then has nothing to refer to.
     g.invoke({"messages": [("user", "Write a report")]}, cfg)
     after_report = g.invoke({"messages": [("user", "Where is it?")]}, cfg)
-    assert after_report["route"]["intent"] == "locate" and after_report["route"]["finding"] is None
+    assert after_report["route"].intent == "locate" and after_report["route"].finding is None
     assert "## Where: any abnormality (none was named)" in after_report["messages"][-1].content
 
 

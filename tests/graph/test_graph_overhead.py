@@ -75,11 +75,11 @@ def test_error_turn_after_a_report_does_not_reuse_the_stale_route_or_results(mak
     g = make_graph(vlm, clf)
     cfg = thread()
     ok = g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)}, cfg)
-    assert ok["route"]["intent"] == "report" and ok["evidence"] and ok["decisions"]
+    assert ok["route"].intent == "report" and ok["evidence"] and ok["decisions"]
     bad = g.invoke({"messages": [("user", "Write a report")], "image": b"junk", "image_name": "x.png"}, cfg)
     assert bad["route"] is None and bad["evidence"] == [] and bad["record"].decisions == []
     assert bad["decisions"] == ok["decisions"]  # the study's decisions stand: nothing bore on them
     assert bad["ingest_error"] and "I could not use that image" in bad["messages"][-1].content
     follow = g.invoke({"messages": [("user", "Is there cardiomegaly?")]}, cfg)
-    assert follow["ingest_error"] is None and follow["route"]["intent"] == "finding_question"
+    assert follow["ingest_error"] is None and follow["route"].intent == "finding_question"
     assert "I could not use that image" not in follow["messages"][-1].content and vlm.calls == 2
