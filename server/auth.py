@@ -157,14 +157,19 @@ def _store(ctx: Auth.types.AuthContext, value: Any) -> bool:
 
 
 async def _check_study(owner: str, value: Any) -> None:
-    """Refuse a run naming a study its caller did not upload (403, before anything runs)."""
+    """Refuse a run naming a study (``study_id``, or the ``prior_study_id`` it compares with) its caller did not
+    upload (403, before anything runs)."""
     kwargs = value.get("kwargs") if isinstance(value, dict) else None
     run_input = kwargs.get("input") if isinstance(kwargs, dict) else None
-    study_id = run_input.get("study_id") if isinstance(run_input, dict) else None
-    if not study_id:
+    if not isinstance(run_input, dict):
         return
     from server.ownership import uploaded_by
 
-    if not isinstance(study_id, str) or not await asyncio.to_thread(uploaded_by, get_settings(), study_id, owner):
-        raise Auth.exceptions.HTTPException(
-            status_code=403, detail="this study was not uploaded by you: upload the file to POST /cxr/studies first")
+    for key in ("study_id", "prior_study_id"):
+        study_id = run_input.get(key)
+        if not study_id:
+            continue
+        if not isinstance(study_id, str) or not await asyncio.to_thread(uploaded_by, get_settings(), study_id, owner):
+            raise Auth.exceptions.HTTPException(
+                status_code=403, detail=f"{key}: this study was not uploaded by you: upload the file to "
+                                        "POST /cxr/studies first")
