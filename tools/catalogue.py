@@ -227,6 +227,13 @@ CATALOGUE: tuple[ModelEntry, ...] = (
                 "(or its server does not answer); or point CXR_AGENT_VLM_MODEL_ID at a local copy",
     ),
     ModelEntry(
+        key="medgemma15", kind="vlm", title="MedGemma 1.5", demo=False, family="medgemma15",
+        **_vlm_entry_code("medgemma15"),
+        missing="MedGemma 1.5's weights (google/medgemma-1.5-4b-it, gated: accept its licence on the hub and log in "
+                "before `cxr-agent models download --what medgemma15`) are not in the Hugging Face cache "
+                "(or its server does not answer); or point CXR_AGENT_VLM_MODEL_ID at a local copy",
+    ),
+    ModelEntry(
         key="embedder", kind="embedder", title="report embedder",
         demo=False, files=_embedder_files, check=_embedder_status, load=_load_embedder,
         download=_ref("tools.retrieval.embedder:download_embedder"),

@@ -14,7 +14,8 @@ from tools.base import WeightStatus
 def test_every_entry_knows_files_check_load_and_how_to_get_it(tmp_path):
     keys = [e.key for e in catalogue.CATALOGUE]
     assert len(keys) == len(set(keys))
-    assert set(keys) == {"classifier", "vlm", "medgemma", "embedder", "tiny-classifier", "tiny-vlm", "tiny-medgemma"}
+    assert set(keys) == {"classifier", "vlm", "medgemma", "medgemma15", "embedder", "tiny-classifier", "tiny-vlm",
+                         "tiny-medgemma"}
     settings = Settings(model_profile="tiny", data_dir=tmp_path, classifier_weights_dir=tmp_path / "w")
     for e in catalogue.CATALOGUE:
         assert e.missing and callable(e.load) and callable(e.check)
