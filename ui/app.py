@@ -19,9 +19,11 @@ import streamlit as st
 from cxr_agent.settings import get_settings
 from ui import session as S
 from ui.chat import collect, dispatch, live_pane, render_turn, worker
+from ui.compare_panel import prior_control, side_by_side
 from ui.evidence_panel import evidence_section
 from ui.gate import header, require_login
 from ui.history import owner_book, resume
+from ui.page_style import style_page
 from ui.remote import for_reader
 from ui.resources import get_graph
 from ui.scroll import open_latest_turn_at_top
@@ -36,6 +38,7 @@ CHAT_KEY = "cxr_chat_input"
 
 def main() -> None:
     st.set_page_config(page_title="cxr-agent", page_icon="🩻", layout="wide")
+    style_page()  # overlay chips shown whole (ui/page_style.py)
     settings = get_settings()
     state = st.session_state
     S.init_session(state)
@@ -74,6 +77,8 @@ def main() -> None:
         open_latest_turn_at_top("cxr_chat_pane", len(state[S.K_TURNS]))
     with left:
         image_section(state, graph)
+        prior_control(state)
+        side_by_side(state, graph)
     evidence_section(state, graph)
     from ui.review import review_section  # the sign-off panel under the evidence
 
