@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.messages import AIMessage
 
 from knowledge.evidence import Box, Evidence, FindingCall, Status
@@ -63,18 +64,23 @@ class _NoStateReads:
         raise AssertionError("the UI read the thread's state for the turn's content")
 
 
-def _report_turn(make_graph, cxr_image: Path):
-    from graph import store_image
+@pytest.fixture(scope="module")
+def report_turn(tmp_path_factory, cxr_image: Path):
+    """One "Write a report" turn through the app's path, over the custom tools only: (graph, TurnResult)."""
+    from cxr_agent.settings import Settings
+    from graph import build_graph, store_image
 
-    graph = make_graph(*_tools())
+    settings = Settings(model_profile="tiny", offline=True, data_dir=tmp_path_factory.mktemp("record"),
+                        checkpointer_url="memory", tool_timeout_s=10, router_semantic=False)
+    graph = build_graph(settings, tools=_tools(), builtin_tools=False, plugins=False)
     study_id = store_image(cxr_image, graph=graph)
     turn = run_turn(_NoStateReads(graph), "Write a report", thread_id="t-record",
                     extra_inputs={"study_id": study_id})
     return graph, turn
 
 
-def test_the_turn_is_drawn_from_its_record_never_from_the_state(make_graph, cxr_image):
-    graph, turn = _report_turn(make_graph, cxr_image)
+def test_the_turn_is_drawn_from_its_record_never_from_the_state(report_turn):
+    graph, turn = report_turn
     assert turn.error is None, turn.error  # get_state was never called
     record = turn.record
     assert record is not None and turn.reply == record.reply and "Enlarged heart" in turn.reply
@@ -87,11 +93,11 @@ def test_the_turn_is_drawn_from_its_record_never_from_the_state(make_graph, cxr_
     assert turn.cxr["boxes"] and turn.cxr["boxes"][0]["source"] == "scribe"
 
 
-def test_a_custom_tools_declared_role_is_honoured_in_reply_table_and_overlays(make_graph, cxr_image):
+def test_a_custom_tools_declared_role_is_honoured_in_reply_table_and_overlays(report_turn):
     """One reading of roles (the graph's, carried by the record): the custom writer is named by its
     label in the reply, fills the VLM column and takes the VLM's box colour; the custom scorer and
     prior likewise take the classifier's and retrieval's places."""
-    _, turn = _report_turn(make_graph, cxr_image)
+    _, turn = report_turn
     roles = turn.roles
     assert roles is not None
     assert (roles.writers, roles.scorers, roles.neighbours) == (("scribe",), ("densenet2",), ("atlas",))
@@ -108,11 +114,11 @@ def test_a_custom_tools_declared_role_is_honoured_in_reply_table_and_overlays(ma
     assert plain[COL_VLM] == "" and "scribe" in plain[COL_OTHER]
 
 
-def test_a_record_from_a_server_reads_like_one_in_process(make_graph, cxr_image):
+def test_a_record_from_a_server_reads_like_one_in_process(report_turn):
     """Behind LangGraph Server the record and the reply message arrive as JSON; the turn is the same."""
     from ui_helpers import ScriptedGraph
 
-    _, local = _report_turn(make_graph, cxr_image)
+    _, local = report_turn
     wire = {"respond": {"messages": [{"type": "ai", "content": local.reply,
                                       "additional_kwargs": {"cxr": local.cxr}}],
                         "record": local.record.model_dump(mode="json")}}
