@@ -153,16 +153,29 @@ def builtin_tools(settings: Settings | None = None) -> list[LazyTool]:
     """The built-ins, plus a second VLM family beside the first when ``settings.vlm_compare`` names
     one (tool ``vlm-<family>``, the VLM's capabilities: an independent image source and verifier)."""
     specs = dict(BUILTINS)
+    primary = str(getattr(settings, "vlm_family", "radvlm") or "radvlm") if settings is not None else "radvlm"
+    specs["vlm"] = (specs["vlm"][0], replace(specs["vlm"][1], compares_priors=_compares_priors(primary)))
     compare = str(getattr(settings, "vlm_compare", "") or "") if settings is not None else ""
     if compare:
         specs[f"vlm-{compare}"] = ("tools.vlm.families:CompareVLMTool",
-                                   replace(BUILTINS["vlm"][1], label=f"the second VLM ({compare})"))
+                                   replace(BUILTINS["vlm"][1], label=f"the second VLM ({compare})",
+                                           compares_priors=_compares_priors(compare)))
     return [
         LazyTool(n, t, c.intents, image_source=c.image_source, writes_report=c.writes_report,
-                 needs_draft=c.needs_draft, verifies=c.verifies, cacheable=c.cacheable, label=c.label,
-                 settings=settings)
+                 needs_draft=c.needs_draft, verifies=c.verifies, cacheable=c.cacheable,
+                 compares_priors=c.compares_priors, label=c.label, settings=settings)
         for n, (t, c) in specs.items()
     ]
+
+
+def _compares_priors(family: str) -> bool:
+    """Whether a VLM family's adapter declares a documented two-image prompt (an unknown family: no)."""
+    try:
+        from tools.vlm.adapters import get_adapter
+
+        return bool(getattr(get_adapter(family), "compares_priors", False))
+    except (ImportError, ValueError):
+        return False
 
 
 class LangChainToolAdapter:

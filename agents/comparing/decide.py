@@ -9,6 +9,11 @@ Pure and policy-driven, like the reconciler. Which sources may support which cha
   change; it never makes a change on its own.
 Nothing is called changed unless a comparing source supports it; sources that cannot be reconciled make it
 ``cannot_compare`` with a conflict. A different view (AP vs PA) or patient position lowers confidence.
+
+The re-ask rule: a conflict between a comparing source and the others is asked again of that source (a fresh
+prompt about that one finding). An answer the others support settles it (``reask_agrees``: that change, no
+conflict); the same answer again (``reask_maintained``), another one they do not support, or none on that
+finding (``reask_unresolved``) leaves it ``cannot_compare``, flagged for review.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ ChangeRule = Literal[
     "conflict", "unsupported",  # how the sources combined
     "view_differs", "position_differs", "view_unknown",  # the two films themselves
     "decisions_differ",  # the studies' reconciled statuses do not fit the change its sources support
+    "reask_agrees", "reask_maintained", "reask_unresolved",  # a comparing source asked again about a conflict
 ]
 # What each reading is compatible with: persistence is neither better nor worse, only "still there".
 _PERSISTENT = frozenset({"stable", "worse", "improved"})
@@ -163,12 +169,14 @@ def candidate_findings(prior: StudyRead, current: StudyRead, asked: Sequence[str
 
 def compare(prior: StudyRead, current: StudyRead, policy: ChangePolicy | None = None, *,
             score_sources: Iterable[str] = (), statement_sources: Iterable[str] = (),
-            change_calls: Sequence[ChangeCall] = (), findings: Sequence[str] | None = None) -> list[ChangeDecision]:
+            change_calls: Sequence[ChangeCall] = (), findings: Sequence[str] | None = None,
+            reasks: Sequence[ChangeCall] = ()) -> list[ChangeDecision]:
     """One change decision per finding (``findings``, default ``candidate_findings``).
 
     ``score_sources``: image sources whose scores are read per film (the classifier); ``statement_sources``:
     report writers that cannot compare (their differences are possible changes only); ``change_calls``:
-    statements of sources that ``compares_priors``."""
+    statements of sources that ``compares_priors``; ``reasks``: their answers when asked again about one
+    finding (``change="cannot_compare"``: the answer said nothing about it), settled by the re-ask rule."""
     policy = policy or ChangePolicy()
     scorers, writers = list(dict.fromkeys(score_sources)), list(dict.fromkeys(statement_sources))
     targets = list(findings) if findings is not None else candidate_findings(prior, current, change_calls=change_calls)
@@ -191,6 +199,9 @@ def compare(prior: StudyRead, current: StudyRead, policy: ChangePolicy | None = 
                 reasons.append(ChangeReason(rule="stated", source=c.source, change=c.change, detail=c.text))
                 if c.change != "cannot_compare":
                     supports[c.source] = frozenset({c.change})
+        for r in reasks:
+            if r.finding == finding:
+                _settle(r, stated, supports, reasons)
         common = frozenset.intersection(*supports.values()) if supports else frozenset()
         conflict = bool(supports) and not common
         if not supports:
@@ -242,6 +253,27 @@ def compare(prior: StudyRead, current: StudyRead, policy: ChangePolicy | None = 
             reasons=[*reasons, *films]))
     order = {c: i for i, c in enumerate(("new", "worse", "resolved", "improved", "cannot_compare", "stable"))}
     return sorted(out, key=lambda d: (order[d.change], not d.needs_review))
+
+
+def _settle(answer: ChangeCall, stated: dict[str, str], supports: dict[str, frozenset[str]],
+            reasons: list[ChangeReason]) -> None:
+    """The re-ask rule for one answer (in place): it replaces its source's statement only when the other
+    sources support it; otherwise the first statement stands and the conflict stays."""
+    first = stated.get(answer.source)
+    others = [v for s, v in supports.items() if s != answer.source]
+    if first is None or not others:
+        return  # asked about nothing it had stated, or nothing to disagree with: no conflict to settle
+    agreed = frozenset.intersection(*others)
+    if first in agreed:
+        return  # no conflict: a re-ask only settles one
+    base = {"source": answer.source, "change": answer.change, "detail": answer.text}
+    if answer.change in agreed:
+        stated[answer.source], supports[answer.source] = answer.change, frozenset({answer.change})
+        reasons.append(ChangeReason(rule="reask_agrees", **base))
+    elif answer.change == first:
+        reasons.append(ChangeReason(rule="reask_maintained", **base))
+    else:
+        reasons.append(ChangeReason(rule="reask_unresolved", **base))
 
 
 def film_reasons(prior: StudyRead, current: StudyRead) -> list[ChangeReason]:

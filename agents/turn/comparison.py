@@ -4,6 +4,10 @@ and decide what changed from both studies' ledgers (agents/comparing).
 Ingest drops every date, so the order of the two studies is the reader's: the prior is the study they name
 (``prior_study_id``), else the one read with the current study in one ingest (``pairs``: order, interval and
 patient keys taken from both headers then), else the study the conversation read most recently before it.
+
+A tool that reads the two films together (``compares_priors``) is asked what changed (agents/turn/change_reads.py);
+a conflict between its statement and the classifier's reads is asked of it again, one finding per fresh prompt,
+and settled by the change rule's re-ask rule. What it said is recorded in the current study's ledger.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from agents.comparing.decide import ChangeDecision, StudyRead, candidate_finding
 from agents.comparing.pair import as_pairs
 from agents.comparing.patient import PatientCheck, same_patient
 from agents.comparing.policy import ChangePolicy
-from agents.memory.ledger import as_decisions, as_earlier, as_ledger
+from agents.memory.ledger import StudyLedger, as_decisions, as_earlier, as_ledger
 from agents.replying.change import change_lines, missing_prior_line, refusal_lines
 from agents.replying.compose import NO_COMPARISON, ReplyParts
 from agents.routing.rules import Route
+from agents.turn.change_reads import ChangeReader, ChangeReads
+from knowledge.evidence import Evidence
 from tools.base import RECONCILED_INTENTS, ToolCapabilities
 
 
@@ -29,6 +35,8 @@ class Comparison:
 
     opening: tuple[str, ...]
     payload: dict[str, Any] = field(default_factory=dict)
+    evidence: list[Evidence] = field(default_factory=list)  # what the comparing tools said this turn
+    ledger: StudyLedger | None = None  # the current study's ledger with it recorded (None: unchanged)
 
 
 def earlier_ids(state: Mapping[str, Any]) -> list[str]:
@@ -66,9 +74,10 @@ def _study_facts(study: Callable[[str], Any], study_id: str) -> tuple[str, dict[
 
 def compare_with_prior(state: Mapping[str, Any], route: Route, *, study: Callable[[str], Any],
                        caps: Mapping[str, ToolCapabilities], labels: Mapping[str, str],
-                       policy: ChangePolicy | None = None) -> Comparison | None:
+                       policy: ChangePolicy | None = None, reader: ChangeReader | None = None) -> Comparison | None:
     """The comparison of the current study with its prior, or None when the turn asks none or the
-    conversation holds no earlier study (the reply then says no earlier image was compared)."""
+    conversation holds no earlier study (the reply then says no earlier image was compared).
+    ``reader``: asks the tools that compare priors (without one, only each study's own reads count)."""
     current_id = state.get("study_id")
     ledger = as_ledger(state.get("ledger"))
     if not route.asks_comparison or not current_id or ledger is None or ledger.study_id != current_id:
@@ -104,15 +113,35 @@ def compare_with_prior(state: Mapping[str, Any], route: Route, *, study: Callabl
     scorers = [n for n, c in caps.items() if c.image_source and not c.writes_report]
     writers = [n for n, c in caps.items() if c.writes_report and not c.compares_priors]
     asked = list(route.findings or ([route.finding] if route.finding else []))
-    changes: list[ChangeDecision] = compare(prior, now, policy or ChangePolicy(), score_sources=scorers,
-                                            statement_sources=writers, findings=candidate_findings(prior, now, asked))
+    reads = reader.read(prior_id, ledger) if reader is not None and reader.sources else ChangeReads()
+    targets = candidate_findings(prior, now, asked, reads.calls)
+    policy = policy or ChangePolicy()
+
+    def decide(reasks: list[Any]) -> list[ChangeDecision]:
+        return compare(prior, now, policy, score_sources=scorers, statement_sources=writers,
+                       change_calls=reads.calls, findings=targets, reasks=reasks)
+
+    changes = decide([])
+    disputed = _disputed(changes, reader.sources if reader is not None else [], scorers)
+    if disputed and reader is not None:
+        changes = decide(reader.reask(prior_id, disputed, reads))
     films = film_reasons(prior, now)
     opening = change_lines(changes, prior_id=prior_id, current_id=current_id, named_by_reader=bool(named),
                            patient=patient, films=films, labels=labels,
                            direct=any(c.compares_priors for c in caps.values()),
                            interval_days=pair.interval_days if pair else None)
     return Comparison(opening=opening, payload={**base, "compared": True,
-                                                "changes": [d.model_dump(mode="json") for d in changes]})
+                                                "changes": [d.model_dump(mode="json") for d in changes]},
+                      evidence=reads.evidence, ledger=reads.ledger if reads.evidence else None)
+
+
+def _disputed(changes: list[ChangeDecision], comparing: list[str], scorers: list[str]) -> list[tuple[str, str]]:
+    """(comparing tool, finding) for each conflict between a comparing tool's statement and a score reader."""
+    out = []
+    for d in changes:
+        if d.conflict and any(s in d.disagreeing for s in scorers):
+            out += [(s, d.finding) for s in comparing if s in d.disagreeing]
+    return out
 
 
 def with_comparison(parts: ReplyParts, comparison: Comparison | None) -> str:

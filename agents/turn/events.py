@@ -26,8 +26,8 @@ class ToolStartEvent(TypedDict):
     event: Literal["tool_start"]
     tool: str
     building_index: NotRequired[bool]  # the first-use prior-report index build starts now
-    purpose: NotRequired[Literal["verify"]]  # a verification re-ask rather than the turn's own call
-    findings: NotRequired[list[str]]  # the findings re-asked (purpose == "verify")
+    purpose: NotRequired[Literal["verify", "compare"]]  # a verification re-ask, or a two-film comparison read
+    findings: NotRequired[list[str]]  # the findings re-asked (purpose == "verify"; "compare": a re-ask's one)
 
 
 class ToolEndEvent(TypedDict):
@@ -36,7 +36,7 @@ class ToolEndEvent(TypedDict):
     ok: bool
     latency_ms: float | None
     error: str | None
-    purpose: NotRequired[Literal["verify"]]
+    purpose: NotRequired[Literal["verify", "compare"]]
     findings: NotRequired[list[str]]
 
 

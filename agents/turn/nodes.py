@@ -39,6 +39,7 @@ from agents.replying import clarify as clarifying
 from agents.replying import compose as responder
 from agents.routing import Route, as_route, route_turn
 from agents.state import CxrState, validate_input
+from agents.turn.change_reads import ChangeReader
 from agents.turn.comparison import compare_with_prior, comparison_route, with_comparison
 from agents.turn.events import ToolStartEvent, writer
 from agents.turn.history import chat_history
@@ -550,7 +551,7 @@ class Nodes:
         try:
             if not route.clarify and not state.get("ingest_error"):
                 compared = compare_with_prior(state, route, study=self.study, caps=self.caps,
-                                              labels=dict(self.roles.labels))
+                                              labels=dict(self.roles.labels), reader=self.change_reader(state))
             text = clarifying.question(route.clarify.model_dump(), last_user_text(state.get("messages") or [])) \
                 if route.clarify else \
                 with_comparison(responder.compose_parts(
@@ -567,13 +568,24 @@ class Nodes:
                               roles=self.roles)
         cxr = {**responder.payload(route, evidence, decisions, study_id=study_id, demo=self.settings.is_demo),
                **payload_extras(record)}
+        update: dict[str, Any] = {}
         if compared is not None:  # which study was the prior, the patient check and every change decision
             cxr["comparison"] = compared.payload
+            if compared.evidence:  # what the tools that read both films said, recorded on the current study
+                update["evidence"] = compared.evidence
+            if compared.ledger is not None:
+                update["ledger"] = compared.ledger
         if route.clarify:  # the two readings, for the UI's buttons
             cxr["clarify"] = {"choices": clarifying.choices(route.clarify.model_dump(),
                                                             last_user_text(state.get("messages") or []))}
         writer()({"event": "reply", "text": text})
         from agents.memory.audit_log import record_reply  # one PHI-free line per reply
 
-        record_reply(self.settings, state, evidence=evidence, policy=self.policy)
-        return {"messages": [AIMessage(content=text, additional_kwargs={"cxr": cxr})], "record": record}
+        record_reply(self.settings, state, evidence=[*evidence, *update.get("evidence", [])], policy=self.policy)
+        return {"messages": [AIMessage(content=text, additional_kwargs={"cxr": cxr})], "record": record, **update}
+
+    def change_reader(self, state: CxrState) -> ChangeReader:
+        """The tools that compare priors, asked under what is left of this turn (agents/turn/change_reads.py)."""
+        return ChangeReader(tools=self.tools, caps=self.caps, study=self.study, runners=self.runners, pool=self.pool,
+                            tool_timeout_s=float(self.settings.tool_timeout_s),
+                            deadline=self._deadline(state.get("deadline")))

@@ -6,6 +6,8 @@ adapter's (prior image first, then the current one, then its text), never a cont
 the model card says it was not evaluated for multi-turn use. Runs on the local transformers backend (its
 processor expands both images); the answer's change statements are read by the adapter into
 ``meta["changes"]`` (finding, change, sentence, source) for the change rule, and the prose stays the answer.
+A re-ask about one finding (``finding``) is the same form with the adapter's question about that finding;
+only its statements about that finding count.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from knowledge.evidence import Evidence
+from knowledge.vocabulary import FINDING_SET
 from tools.provenance import prompt_id
 
 if TYPE_CHECKING:
     from tools.ingestion.study import Study
-    from tools.vlm.tool import VLMTool
 
 
-def compare_with_prior(tool: VLMTool, prior: Study, current: Study, *, max_new_tokens: int | None = None,
-                       cancel: threading.Event | None = None) -> Evidence:
-    """The tool's family reading ``prior`` and ``current`` together, as one Evidence (never raises)."""
+def compare_with_prior(tool: Any, prior: Study, current: Study, *, finding: str | None = None,
+                       max_new_tokens: int | None = None, cancel: threading.Event | None = None) -> Evidence:
+    """The VLM tool's family (``tool``: a tools.vlm.tool.VLMTool) reading ``prior`` and ``current`` together,
+    as one Evidence (never raises)."""
     adapter: Any = tool.adapter
     if not getattr(adapter, "compares_priors", False) or not hasattr(adapter, "comparison_prompt"):
         return Evidence(tool=tool.name, answer=f"{adapter.display_name} cannot compare two films (no documented "
@@ -40,20 +43,25 @@ def compare_with_prior(tool: VLMTool, prior: Study, current: Study, *, max_new_t
     from tools.vlm.adapters.medgemma import read_changes
 
     t0 = time.perf_counter()
-    prompt = adapter.comparison_prompt()
+    if finding is not None and finding not in FINDING_SET:
+        return Evidence.failure(tool.name, f"unknown finding id {finding!r} for a comparison re-ask")
+    prompt = adapter.comparison_prompt(finding) if finding is not None else adapter.comparison_prompt()
     try:
         text, truncated = _generate(tool, backend, prior, current, prompt, max_new_tokens, cancel)
     except Exception as exc:  # noqa: BLE001 - a tool never raises into the graph
         return Evidence.failure(tool.name, f"comparison failed: {type(exc).__name__}: {exc}"[:300])
-    changes = read_changes(text, source=tool.name)
+    changes = [c for c in read_changes(text, source=tool.name) if finding is None or c.finding == finding]
     meta = {**tool._meta(None, prompt.text), "task": "comparison", "prior_study_id": prior.id,
+            **({"finding": finding} if finding is not None else {}),
             "prompt_id": prompt_id(adapter.family, [prompt.text, *prompt.images]), "fixed_prompt": True,
             "changes": [asdict(c) for c in changes], "compares_priors": True}
-    return Evidence(tool=tool.name, answer=text, meta=meta, truncated=truncated,
+    said = getattr(adapter, "answer_text", None)  # a thinking trace is not the answer
+    return Evidence(tool=tool.name, answer=said("comparison", text) if callable(said) else text, meta=meta,
+                    truncated=truncated,
                     latency_ms=round((time.perf_counter() - t0) * 1000, 1))
 
 
-def _generate(tool: VLMTool, backend: Any, prior: Study, current: Study, prompt: Any, max_new_tokens: int | None,
+def _generate(tool: Any, backend: Any, prior: Study, current: Study, prompt: Any, max_new_tokens: int | None,
               cancel: threading.Event | None) -> tuple[str, bool]:
     import torch
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from knowledge.evidence import Artifact, Evidence, FindingCall
@@ -89,6 +90,19 @@ class VLMTool:
         if self._adapter is None:
             self._adapter = get_adapter(str(getattr(self.settings, "vlm_family", "radvlm")))
         return self._adapter
+
+    @property
+    def compares_priors(self) -> bool:
+        """Whether its family has a documented two-image prompt (the capability the graph reads)."""
+        return bool(getattr(self.adapter, "compares_priors", False))
+
+    def compare(self, prior: Study, current: Study, *, finding: str | None = None, thread_id: str | None = None,
+                cancel: threading.Event | None = None) -> Evidence:
+        """The prior and the current film read together in one fresh prompt (``finding``: about that one
+        finding), its change statements in ``meta["changes"]`` (tools/vlm/comparing.py)."""
+        from tools.vlm.comparing import compare_with_prior
+
+        return compare_with_prior(self, prior, current, finding=finding, cancel=cancel)
 
     @property
     def backend(self) -> VLMBackend:
@@ -307,6 +321,9 @@ class VLMTool:
             return Evidence.failure(self.name, f"the {self.adapter.family} model has no report instruction")
         report_turns = self._turns(rp)
         res = self._generate(study, report_turns, request.thread_id, request.on_token, cancel, fixed=True)  # type: ignore[arg-type]
+        said = getattr(self.adapter, "answer_text", None)  # e.g. a thinking trace, dropped before the report
+        if callable(said):
+            res = replace(res, text=said("report", res.text))
         meta = self._meta(res, rp.text)
         asks = [Ask("report", report_turns, res, fixed=True)]
         if not res.text:

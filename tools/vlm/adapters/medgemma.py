@@ -24,7 +24,10 @@ MedGemma 1.5 (``medgemma15``), only what its card and Google's 1.5 notebooks sho
 - Comparison with a prior: the longitudinal notebook's single user turn, the prior image, then the
   current one, then its text, and nothing else (the card says the model was not evaluated for multi-turn
   use, so every comparison is a fresh single-turn prompt). Its answer is prose: change statements are
-  read per sentence, only where one sentence names one finding and one unambiguous change cue.
+  read per sentence, only where one sentence names one finding and one unambiguous change cue. A conflict
+  with the classifier is re-asked in the same form (both images, one fresh user turn) with a question about
+  that one finding; its wording is ours, as no notebook shows a targeted comparison question.
+- A thinking trace (up to ``<unused95>``) is dropped from every answer, the report included.
 """
 
 from __future__ import annotations
@@ -103,6 +106,9 @@ LOCATE = (
 # The longitudinal notebook's prompt, verbatim (its line break included).
 COMPARE = ("Provide a comparison of these two images and include details from\n"
            "the image which students should take note of when reading longitudinal CXR\n")
+# A re-ask about one finding, in the comparison's form; it asks for the change words the reader knows.
+COMPARE_FINDING = ("Compare the {} in the second image with the first image. Is it new, worse, unchanged, "
+                   "improved or resolved? Answer in one sentence.")
 BOX_SCALE = 1000.0
 THOUGHT_END = "<unused95>"
 
@@ -143,6 +149,11 @@ def comparison_messages(prior: Any, current: Any, prompt: ComparisonPrompt | Non
     prompt = prompt or ComparisonPrompt(COMPARE)
     return [{"role": "user", "content": [{"type": "image", "image": prior}, {"type": "image", "image": current},
                                          {"type": "text", "text": prompt.text}]}]
+
+
+def without_thought(text: str) -> str:
+    """The answer after a thinking trace (``...<unused95>``), or the whole answer when it has none."""
+    return text.split(THOUGHT_END, 1)[1].strip() if THOUGHT_END in text else text
 
 
 def final_answer(text: str) -> str:
@@ -217,8 +228,16 @@ class MedGemma15Adapter(MedGemmaAdapter):
             return Prompt(task, LOCATE.format(name.lower()), image_first=True)
         return super().prompt(task, key=key, target=target) if task in ("question", "chat") else None
 
-    def comparison_prompt(self) -> ComparisonPrompt:
-        return ComparisonPrompt(COMPARE)
+    def comparison_prompt(self, finding: str | None = None) -> ComparisonPrompt:
+        """The longitudinal notebook's prompt, or (``finding``) the same form asking about that one finding."""
+        if finding is None:
+            return ComparisonPrompt(COMPARE)
+        name = display_name(finding) if finding in FINDING_SET else finding.strip()
+        return ComparisonPrompt(COMPARE_FINDING.format(name.lower()))
+
+    def answer_text(self, task: Task, answer: str) -> str:
+        """What the model said, its thinking trace dropped (a report is shown and labelled as written)."""
+        return without_thought(answer or "")
 
     def parse(self, task: Task, answer: str, view: ModelView | None, *, target: str | None = None,
               finding: str | None = None, source: str = "vlm") -> Parsed:
