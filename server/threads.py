@@ -114,11 +114,12 @@ async def forget(client: Any, thread_id: str, settings: Settings, store: Any) ->
     doomed = studies_only_in(threads, thread_id)
     await client.threads.delete(thread_id)
     out = Deleted(threads=[thread_id])
-    first = {sid: own[sid] for sid in doomed}
+    first = {sid: own[sid] or last_ts for sid in doomed}  # a history without times: its last change
     kept = await run_in_threadpool(recently_uploaded, doomed, store, first)
     kept |= await run_in_threadpool(pending_uploads, settings, first, owner)
     out.kept_recent = sorted(kept)
-    await run_in_threadpool(release_uploads, settings, own, owner)  # this thread used its owner's uploads
+    await run_in_threadpool(release_uploads, settings, {sid: at or last_ts for sid, at in own.items()},
+                            owner)  # this thread used its owner's uploads
     await run_in_threadpool(delete_studies, doomed - kept, store, settings.artifacts_dir, out)
     out.audit_lines = await run_in_threadpool(forget_thread_lines, settings, thread_id)
     log.info("forgot a thread: %d study(ies), %d heatmap folder(s), %d audit line(s)",
