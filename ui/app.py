@@ -19,7 +19,7 @@ import streamlit as st
 from cxr_agent.settings import get_settings
 from ui import session as S
 from ui.chat import collect, dispatch, live_pane, render_turn, worker
-from ui.compare_panel import prior_control, side_by_side
+from ui.compare_panel import prior_control, side_by_side, two_film_section
 from ui.evidence_panel import evidence_section
 from ui.gate import header, require_login
 from ui.history import owner_book, resume
@@ -60,6 +60,7 @@ def main() -> None:
     left, right = st.columns([5, 6], gap="large")
     with left:
         upload_section(state, graph)
+        two_film_section(state, graph)
         pacs_section(state, settings, graph)
     if turns_worker is not None:  # after the upload: a message sent with a new file carries that study
         dispatch(state, settings, graph, turns_worker, claim=lambda tid: book.claim(tid, owner))

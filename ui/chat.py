@@ -17,7 +17,7 @@ import streamlit as st
 from cxr_agent.settings import Settings
 from knowledge.markdown import defang, escape
 from ui import session as S
-from ui.compare_panel import prior_input
+from ui.compare_panel import comparison_inputs
 from ui.model_status import index_present
 from ui.remote import is_remote
 from ui.resources import studies
@@ -97,7 +97,7 @@ def dispatch(state: MutableMapping[str, Any], settings: Settings, graph: Any, tu
             turns.append(TurnResult(user_text=prompt, error=str(exc)))
             inbox.pop(0)
             continue
-        inputs.update(prior_input(state))  # the reader's choice of prior, if any (ui/compare_panel.py)
+        inputs.update(comparison_inputs(state, inputs))  # a named prior, a pair loaded together
         thread_id = state[S.K_THREAD]
         if claim is not None:
             claim(thread_id)

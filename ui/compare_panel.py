@@ -1,18 +1,28 @@
-"""Comparing with a prior on the page: which study is the prior, and the two films side by side.
+"""Comparing with a prior on the page: two films loaded together, which study is the prior, and the two
+films side by side.
 
-Dates are dropped when a file is loaded, so when a conversation holds several studies the reader says
-which one is the prior (the control's choice goes with each message as ``prior_study_id``; left on its
-default, the study read before the current one is the prior). After a comparison turn the prior and
-the current study are drawn next to each other, each with the boxes and heatmaps its own turns made.
+Dates are dropped when a file is loaded. Two films loaded together are ordered from their headers then
+(the interval in days and salted patient keys go to the conversation with the next message about the
+current film, as ``pairs``); the prior is read in full first. Otherwise, when a conversation holds several
+studies, the reader says which one is the prior (the control's choice goes with each message as
+``prior_study_id``; left on its default, the study read before the current one is the prior). After a
+comparison turn the two films are drawn next to each other, each with the boxes and heatmaps its own
+turns made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+import hashlib
+import secrets
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import streamlit as st
 
+from agents.comparing.pair import ordered_pair
+from agents.comparing.patient import patient_key
+from tools.ingestion.headers import header_facts
+from tools.ingestion.study import Study, StudyError
 from ui import session as S
 from ui.overlays import SourcePalette, compose, load_heatmap
 from ui.remote import is_remote
@@ -20,6 +30,13 @@ from ui.resources import studies
 from ui.turn import TurnResult
 
 K_PRIOR = "cxr_prior_study_id"  # the reader's choice of prior: a study id of this conversation, or None
+K_PAIR_SIG = "cxr_pair_sig"  # the two files last loaded together, and what loading them said
+K_PAIR_NOTE = "cxr_pair_note"
+K_QUEUED = "cxr_pair_queued"  # the current film, waiting for the prior's read to be sent first
+K_PAIR_NEXT = "cxr_pair_next"  # {current study id: StudyPair dump}, sent with the next message about it
+PRIOR_READ = "Write a report"  # the prior is read in full, so that every finding's change can be decided
+PAIR_HELP = ("Two films of one patient, in any order. DICOM files are ordered by their dates, read now and "
+             "then dropped; the prior is read first. For files without dates, the first is taken as the prior.")
 PAIR_MAX_SIDE = 520
 READ_BEFORE = "the study read before the current one"
 
@@ -93,3 +110,79 @@ def side_by_side(state: Mapping[str, Any], graph: Any = None) -> None:
                                   for h in shown) if a is not None]
             st.image(compose(film.pixels, boxes=boxes, heatmaps=arrays, max_side=PAIR_MAX_SIDE, palette=palette),
                      caption=f"{name} - {len(boxes)} box(es), {len(arrays)} heatmap(s)", width="stretch")
+
+
+def _adopt(state: MutableMapping[str, Any], study: Study) -> None:
+    """Make ``study`` the page's study, sent with the next message (as an upload is)."""
+    state[S.K_STUDY] = study
+    state[S.K_STUDY_COUNT] = int(state.get(S.K_STUDY_COUNT) or 0) + 1
+    state[S.K_STUDY_NAME] = S.study_label(state[S.K_STUDY_COUNT], study)
+    state.setdefault(S.K_STUDY_LABELS, {})[study.id] = state[S.K_STUDY_NAME]
+    state[S.K_PENDING] = study.id
+
+
+def load_pair(state: MutableMapping[str, Any], files: Sequence[tuple[str, bytes]],
+              loader: Callable[..., Study] | None = None) -> str:
+    """Load two films together: order them from their headers, queue the prior's full read, and keep the
+    current film for the next message with the pair's interval and patient keys. Returns what to tell the
+    reader; on a refused file nothing changes."""
+    if loader is None:
+        from tools.ingestion.loader import load_study as loader
+    salt = secrets.token_bytes(32)  # this ingest's only: the two keys compare with each other, nothing else
+    read = []
+    for name, data in files:
+        facts = header_facts(data)
+        try:
+            study = loader(data, filename=name)
+        except StudyError as exc:  # the file name (often a patient's name) is never echoed
+            return f"The two films were not loaded: {exc}"
+        read.append((study.id, facts.taken, patient_key(facts.patient_id, facts.issuer, salt=salt), study))
+    if read[0][0] == read[1][0]:
+        return "The two files hold the same image: choose the prior and the current film."
+    pair = ordered_pair(read[0][:3], read[1][:3])
+    first, second = (read[0], read[1]) if pair is None or pair.prior_study_id == read[0][0] else (read[1], read[0])
+    _adopt(state, first[3])
+    state[S.K_INBOX].append(PRIOR_READ)
+    state[K_QUEUED] = {"prior": first[0], "study": second[3], "pair": pair.model_dump() if pair else None}
+    if pair is None:
+        return ("The files carry no dates to order them by: the first is read as the prior. If it is the other, "
+                "name the prior under 'Prior study' before comparing.")
+    days = pair.interval_days
+    return (f"Ordered by their headers: the prior was taken {days} day{'s' if days != 1 else ''} before the current "
+            "film (the dates are not kept). The prior is read first; then ask, e.g. 'Is it worse than before?'.")
+
+
+def comparison_inputs(state: MutableMapping[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Graph inputs a message adds for comparing: the reader's prior and, for the first message about a film
+    loaded with its prior, the pair. Once the prior's read is sent, the current film becomes the page's study."""
+    out: dict[str, Any] = prior_input(state)
+    queued = state.get(K_QUEUED)
+    if queued and inputs.get("study_id") == queued["prior"]:
+        state[K_QUEUED] = None
+        _adopt(state, queued["study"])
+        if queued["pair"]:
+            state[K_PAIR_NEXT] = {queued["study"].id: queued["pair"]}
+    elif state.get(K_PAIR_NEXT) and inputs.get("study_id") in state[K_PAIR_NEXT]:
+        out["pairs"] = state.pop(K_PAIR_NEXT)
+    return out
+
+
+def two_film_section(state: MutableMapping[str, Any], graph: Any = None) -> None:
+    """An uploader for a prior and a current film loaded together."""
+    from ui.study_panel import UPLOAD_LIMIT_MB
+
+    files = st.file_uploader("Or two films of one patient (prior and current)", type=None, accept_multiple_files=True,
+                             key=f"cxr_pair_uploader_{state.get(S.K_UPLOADER_NONCE, 0)}", help=PAIR_HELP,
+                             max_upload_size=UPLOAD_LIMIT_MB)
+    if not files:
+        return
+    if len(files) != 2:
+        st.warning(f"Choose exactly two files, the prior and the current film ({len(files)} chosen).")
+        return
+    named = [(f.name, f.getvalue()) for f in files]
+    sig = hashlib.sha256("".join(S.upload_signature(n, d) for n, d in named).encode()).hexdigest()
+    if state.get(K_PAIR_SIG) != sig:
+        with st.spinner("Reading the two films..."):
+            state[K_PAIR_NOTE] = load_pair(state, named, loader=graph.load_study if is_remote(graph) else None)
+        state[K_PAIR_SIG] = sig
+    st.caption(state.get(K_PAIR_NOTE) or "")

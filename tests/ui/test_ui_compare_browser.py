@@ -86,3 +86,31 @@ def test_the_reader_names_the_prior_and_sees_both_films_side_by_side(ui_env, sha
         assert any(c.startswith("Prior · Study 1") for c in captions), captions
         assert any(c.startswith("Current · Study 2") for c in captions), captions
         assert any(c.startswith("Prior · Study 1") and "1 heatmap(s)" in c for c in captions), captions
+
+
+def test_two_dicom_films_loaded_together_are_compared_with_their_interval(ui_env, shared_data, tmp_path):
+    from test_ui_compare_logic import _dicom
+
+    source = shared_data / "dicom" / "CR-MONO1-10-chest.dcm"
+    files = [tmp_path / "current.dcm", tmp_path / "prior.dcm"]  # the current film chosen first
+    files[0].write_bytes(_dicom(source, day="20260301", seed=1))
+    files[1].write_bytes(_dicom(source, day="20260110", seed=2))
+    env = {**os.environ, **ui_env, "CXR_AGENT_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "CXR_AGENT_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+           "CXR_AGENT_VERIFY_CONFLICTS": "false", "CXR_AGENT_ROUTER_SEMANTIC": "false"}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with streamlit_page(env, tmp_path, height=1600, width=1500, timeout_ms=TIMEOUT_MS) as (page, _):
+        page.get_by_text(DEMO_WARNING).first.wait_for()
+        page.locator("input[type=file]").nth(1).set_input_files([str(f) for f in files])
+        page.get_by_text(re.compile("Ordered by their headers: the prior was taken 50 days before")).wait_for()
+        _wait_done(page, 1)  # the prior's full read, sent by the page
+        _send(page, "Is it worse than before?")
+        _wait_done(page, 2)
+        page.screenshot(path=str(ARTIFACTS / "ui_compare_pair.png"), full_page=True)
+        reply = page.locator(ASSISTANT).last.inner_text()
+        assert "Compared with the prior study" in reply and "taken 50 days earlier" in reply, reply
+        assert "Not confirmed to be the same patient" not in reply  # same patient id (salted hashes) in both headers
+        page.get_by_text("Compared: prior and current").wait_for()
+        captions = page.locator('[data-testid="stImageCaption"]').all_inner_texts()
+        assert any(c.startswith("Prior · Study 1") for c in captions), captions
+        assert any(c.startswith("Current · Study 2") for c in captions), captions
