@@ -24,7 +24,6 @@ from ui.evidence_panel import evidence_section
 from ui.gate import header, require_login
 from ui.history import owner_book, resume
 from ui.page_style import style_page
-from ui.page_style import style_page
 from ui.remote import for_reader
 from ui.resources import get_graph
 from ui.scroll import open_latest_turn_at_top
@@ -39,7 +38,6 @@ CHAT_KEY = "cxr_chat_input"
 
 def main() -> None:
     st.set_page_config(page_title="cxr-agent", page_icon="🩻", layout="wide")
-    style_page()  # overlay chips shown whole (ui/page_style.py)
     style_page()  # overlay chips shown whole (ui/page_style.py)
     settings = get_settings()
     state = st.session_state
