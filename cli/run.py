@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
@@ -126,6 +127,27 @@ def _loopback(address: str) -> bool:
         return False
 
 
+def _pair_from_headers(prior: Path, prior_id: str, current: Path, current_id: str) -> Any:
+    """The two files' StudyPair when both DICOM headers are dated (None otherwise); BadParameter when the
+    headers say --prior was taken after IMAGE. Dates and patient ids are read here, then dropped."""
+    import secrets
+
+    from agents.comparing.pair import ordered_pair
+    from agents.comparing.patient import patient_key
+    from tools.ingestion.headers import header_facts
+
+    salt = secrets.token_bytes(32)  # this ingest's only: the two keys compare with each other, nothing else
+    read = []
+    for path, study_id in ((prior, prior_id), (current, current_id)):
+        facts = header_facts(path.read_bytes())
+        read.append((study_id, facts.taken, patient_key(facts.patient_id, facts.issuer, salt=salt)))
+    pair = ordered_pair(read[0], read[1])
+    if pair is not None and pair.study_id != current_id:
+        raise typer.BadParameter("the DICOM headers say the --prior film was taken after IMAGE: swap them",
+                                 param_hint="--prior")
+    return pair
+
+
 DEFAULT_QUESTION = "Write a report"
 COMPARE_QUESTION = "Compared with the prior, what has changed?"
 PRIOR_READ = "Write a report"  # the prior is read in full, so that every finding's change can be decided
@@ -184,9 +206,15 @@ def ask(
     if prior is not None:
         if inputs["prior_study_id"] == inputs["study_id"]:
             raise typer.BadParameter("IMAGE and --prior are the same image", param_hint="--prior")
+        pair = _pair_from_headers(Path(prior).expanduser(), inputs["prior_study_id"], Path(image).expanduser(),
+                                  inputs["study_id"])
+        prior_id = inputs["prior_study_id"]
+        if pair is not None:  # both headers dated: their order and interval, in this thread only
+            inputs["pairs"] = {pair.study_id: pair.model_dump()}
+            del inputs["prior_study_id"]
         if not quiet:
             err.print("[dim]reading the prior study first…[/dim]")
-        graph.invoke({"messages": [("user", PRIOR_READ)], "study_id": inputs["prior_study_id"]}, config)
+        graph.invoke({"messages": [("user", PRIOR_READ)], "study_id": prior_id}, config)
     for mode, chunk in graph.stream(inputs, config, stream_mode=["custom", "updates"]):
         event = parse_event(chunk) if mode == "custom" and not quiet else None
         if event is None:

@@ -69,3 +69,34 @@ def test_ask_with_a_prior_refuses_bad_arguments(settings, shared_data):
     assert res.exit_code != 0 and "--prior needs the current film" in res.output
     res = runner.invoke(app, ["ask", str(image), "--prior", "/no/such/prior.png"])
     assert res.exit_code != 0 and "no such file" in res.output
+
+
+def test_ask_with_a_dated_dicom_prior_gives_the_interval_and_checks_the_order(monkeypatch, settings, shared_data,
+                                                                              tmp_path):
+    from dated_dicom import dated_film, film_bytes
+
+    source = shared_data / "dicom" / "CR-MONO1-10-chest.dcm"
+    prior, current = tmp_path / "a.dcm", tmp_path / "b.dcm"
+    prior.write_bytes(film_bytes(dated_film(source, patient="ASK-9", day="20260110", seed=1)))
+    current.write_bytes(film_bytes(dated_film(source, patient="ASK-9", day="20260301", seed=2)))
+    clf, vlm = _scripted(prior, current, settings)
+    from agents.memory.checkpointers import make_checkpointer
+
+    saver = make_checkpointer(url="memory")
+    real_build = graph_module.build_graph
+
+    def fake_build(_settings=None, **_kw):
+        return real_build(settings.model_copy(update={"router_semantic": False}), tools=[vlm, clf],
+                          builtin_tools=False, plugins=False, checkpointer=saver)
+
+    monkeypatch.setattr(graph_module, "build_graph", fake_build)
+    runner = CliRunner(env={"COLUMNS": "400"})
+    res = runner.invoke(app, ["ask", str(current), "--prior", str(prior), "--thread", "cmp2"])
+    assert res.exit_code == 0, res.output
+    assert "taken 50 days earlier" in res.output and "ASK-9" not in res.output
+    state = fake_build().get_state({"configurable": {"thread_id": "cmp2"}}).values
+    cmp = state["messages"][-1].additional_kwargs["cxr"]["comparison"]
+    assert cmp["order"] == "headers" and cmp["interval_days"] == 50 and cmp["patient"] == "consistent"
+    assert "ASK-9" not in str(state) and "20260110" not in str(state)
+    swapped = runner.invoke(app, ["ask", str(prior), "--prior", str(current), "--thread", "cmp3"])
+    assert swapped.exit_code != 0 and "taken after IMAGE" in swapped.output

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
-import numpy as np
-import pydicom
 import pytest
+from dated_dicom import dated_film
 from graph_scripted import ScriptedVLM, classifier
-from orthanc_server import PASSWORD, USER, with_file_meta
+from orthanc_server import PASSWORD, USER
 from pydantic import SecretStr
-from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 import graph as graph_module
@@ -29,33 +26,19 @@ PATIENT = "PRIOR-TEST-0042"
 ISSUER = "HOSP-A"
 
 
-def _film(source: Path, *, patient: str, day: str, seed: int, modality: str = "CR", issuer: str = ISSUER,
-          sex: str = "M") -> pydicom.Dataset:
-    """The shared CR sample as one more study: its own UIDs, date, patient and (slightly different) pixels."""
-    ds = with_file_meta(pydicom.dcmread(source, force=True))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.PatientID, ds.IssuerOfPatientID, ds.PatientName, ds.PatientSex = patient, issuer, "Doe^Prior", sex
-    ds.StudyDate, ds.StudyTime, ds.Modality = day, "101500", modality
-    pixels = ds.pixel_array
-    noise = np.random.default_rng(seed).integers(0, 4, pixels.shape)
-    ds.PixelData = np.clip(pixels.astype(np.int64) + noise, 0, 2 ** int(ds.BitsStored) - 1).astype(pixels.dtype).tobytes()
-    return ds
-
-
 @pytest.fixture(scope="module")
 def history(pacs, shared_data):
     """One patient's films on the PACS (prior, current, a later one, an earlier non-radiograph), and another
     patient's film between them; returns their study UIDs by role."""
     server, _ = pacs
     source = shared_data / "dicom" / "CR-MONO1-10-chest.dcm"
-    films = {"prior": _film(source, patient=PATIENT, day="20260110", seed=1),
-             "older": _film(source, patient=PATIENT, day="20251201", seed=2),
-             "current": _film(source, patient=PATIENT, day="20260301", seed=3),
-             "later": _film(source, patient=PATIENT, day="20260501", seed=4),
-             "other_patient": _film(source, patient="SOMEONE-ELSE", day="20260201", seed=5),
-             "other_issuer": _film(source, patient=PATIENT, day="20260215", seed=6, issuer="HOSP-B"),
-             "not_radiograph": _film(source, patient=PATIENT, day="20260220", seed=7, modality="OT")}
+    films = {"prior": dated_film(source, patient=PATIENT, day="20260110", seed=1),
+             "older": dated_film(source, patient=PATIENT, day="20251201", seed=2),
+             "current": dated_film(source, patient=PATIENT, day="20260301", seed=3),
+             "later": dated_film(source, patient=PATIENT, day="20260501", seed=4),
+             "other_patient": dated_film(source, patient="SOMEONE-ELSE", day="20260201", seed=5),
+             "other_issuer": dated_film(source, patient=PATIENT, day="20260215", seed=6, issuer="HOSP-B"),
+             "not_radiograph": dated_film(source, patient=PATIENT, day="20260220", seed=7, modality="OT")}
     for ds in films.values():
         server.upload(ds)
     return {role: ds.StudyInstanceUID for role, ds in films.items()}

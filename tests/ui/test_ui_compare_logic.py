@@ -31,22 +31,10 @@ def test_side_by_side_follows_the_latest_turn_that_compared():
     assert latest_comparison(turns[1:]) is None
 
 
-def _dicom(source, *, day: str, seed: int, patient: str = "PAIR-UI-7"):
-    """The shared CR sample as a film of ``patient`` taken on ``day`` (pixels nudged: its own study id)."""
-    import io
+def _dicom(source, *, day: str, seed: int, patient: str = "PAIR-UI-7") -> bytes:
+    from dated_dicom import dated_film, film_bytes
 
-    import numpy as np
-    import pydicom
-    from orthanc_server import with_file_meta
-
-    ds = with_file_meta(pydicom.dcmread(source, force=True))
-    ds.PatientID, ds.IssuerOfPatientID, ds.StudyDate, ds.StudyTime = patient, "HOSP-A", day, "080000"
-    pixels = ds.pixel_array
-    noise = np.random.default_rng(seed).integers(0, 4, pixels.shape)
-    ds.PixelData = np.clip(pixels.astype(np.int64) + noise, 0, 2 ** int(ds.BitsStored) - 1).astype(pixels.dtype).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return film_bytes(dated_film(source, patient=patient, day=day, seed=seed))
 
 
 def _fresh() -> dict:
