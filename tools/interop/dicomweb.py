@@ -6,7 +6,9 @@ refusals, de-identification): nothing else of the header is kept. The reference 
 (study / series / SOP Instance UIDs) is returned to the caller for this session only; the product
 never stores it. At push time ``source_metadata`` fetches the instance's header again (WADO-RS
 metadata, no pixels) so the SR can carry the patient and study modules it must reference, and the
-header is dropped once the SR is sent.
+header is dropped once the SR is sent. ``find_prior`` / ``pull_with_prior`` find the same patient's latest
+earlier CR/DX study by QIDO (the patient id is used for the query, never returned) and bring back both
+studies' dates and the caller's patient keys, for ordering the pair there and then.
 
 Every failure is a ``PacsError`` subclass with a message for a clinician that never quotes a UID or
 header value: unreachable server, 401/403, study not found, no CR/DX radiograph, other HTTP errors.
