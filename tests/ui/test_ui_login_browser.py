@@ -14,6 +14,8 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import highdicom as hd
 import oidc_provider_mock
@@ -21,6 +23,7 @@ import pydicom
 import pytest
 import test_ui_browser
 from orthanc_server import PASSWORD, USER
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_ui_browser import ARTIFACTS, IDLE, streamlit_page
 
@@ -42,9 +45,34 @@ def oidc_provider():
 
 def _log_in(page, who: str) -> None:
     page.get_by_text("Please log in to use cxr-agent.").wait_for()
-    page.get_by_role("button", name="Log in").click()
-    page.get_by_role("button", name=who, exact=True).click()  # the provider's page: a predefined user
+    provider_user = page.get_by_role("button", name=who, exact=True)  # the provider's page: a predefined user
+    for attempt in range(3):  # a click that lands during a rerun can be dropped
+        page.get_by_role("button", name="Log in").click()
+        try:
+            provider_user.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+    provider_user.click()
     page.get_by_role("button", name="Log out").wait_for()  # back in the app, signed in
+
+
+def _download(page, label: str, folder) -> object:
+    """Click a download button and save the file; again when the click was dropped, or the download
+    cancelled because a rerun replaced the button's file, during a rerun."""
+    for attempt in range(5):
+        try:
+            with page.expect_download(timeout=20_000) as got:
+                page.get_by_role("button", name=label).click()
+            path = folder / got.value.suggested_filename
+            got.value.save_as(path)
+            return path
+        except PlaywrightError:  # a timeout, or "canceled"
+            if attempt == 4:
+                raise
+            page.wait_for_selector(IDLE)
+    raise AssertionError("unreachable")
 
 
 def _pick_action(page, value: str) -> None:
@@ -64,17 +92,43 @@ def _pick_action(page, value: str) -> None:
     listbox.get_by_role("option", name=value, exact=True).click()
 
 
-def _click_until(page, button: str, note: str, tries: int = 3) -> None:
+def _send(page, text: str) -> None:
+    """Send a chat message, again if the page dropped it during a rerun (it then never shows as sent)."""
+    sent = page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarUser"])')
+    for attempt in range(3):
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.fill(text)
+        box.press("Enter")
+        try:
+            sent.filter(has_text=text).first.wait_for(timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            page.wait_for_selector(IDLE)
+
+
+def _click_until(page, button: str, note: str, tries: int = 4) -> None:
     """Click, and again if a click landed during a fragment rerun and was dropped."""
     for attempt in range(tries):
         page.get_by_role("button", name=button).click()
         try:
-            page.get_by_text(note).first.wait_for(timeout=20_000)
+            page.get_by_text(note).first.wait_for(timeout=30_000)
             return
         except PlaywrightTimeout:
             if attempt == tries - 1:
                 raise
             page.wait_for_selector(IDLE)
+
+
+@contextmanager
+def _screenshot_on_failure(page, name: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+        raise
 
 
 @pytest.mark.browser
@@ -99,17 +153,16 @@ def test_sign_off_under_an_oidc_login_and_per_user_conversations(pacs, oidc_prov
            "CXR_AGENT_PACS_USERNAME": USER, "CXR_AGENT_PACS_PASSWORD": PASSWORD, "CXR_AGENT_PACS_TIMEOUT_S": "10"}
     env.pop("CXR_AGENT_UI_REQUIRE_LOGIN_DISABLED", None)
     downloads = tmp_path / "downloads"
-    with streamlit_page(env, tmp_path, app=APP, height=2400) as (page, _):
+    with streamlit_page(env, tmp_path, app=APP, height=2400, timeout_ms=90_000) as (page, _), \
+            _screenshot_on_failure(page, "ui_review_login_failed.png"):
         _log_in(page, READER_A["sub"])
         page.get_by_text(DEMO_WARNING).wait_for()
         page.get_by_text("Open from PACS").click()
         page.get_by_label("Study Instance UID").fill(samples.chest_uid)
         page.get_by_role("button", name="Open").first.click()
         page.get_by_text("Size:").first.wait_for(timeout=60_000)
-        box = page.get_by_test_id("stChatInputTextArea")
-        box.fill("Write a report")
-        box.press("Enter")
-        page.get_by_text("Review and sign-off").wait_for(timeout=120_000)
+        _send(page, "Write a report")
+        page.get_by_text("Review and sign-off").wait_for(timeout=240_000)
         page.wait_for_selector(IDLE)
         page.get_by_text("Review and sign-off").click()
         page.get_by_text("reviewer: Ann Lee").wait_for()  # the login's name, no typed-name field
@@ -122,12 +175,7 @@ def test_sign_off_under_an_oidc_login_and_per_user_conversations(pacs, oidc_prov
         page.get_by_text("reviewer: Ann Lee").click()  # leave the text area: the edit is sent
         page.wait_for_selector(IDLE)
         _click_until(page, "Sign", "Signed by Ann Lee")
-        files = {}
-        for label in ("Signed SR (DICOM)", "Signed report (FHIR)"):
-            with page.expect_download() as got:
-                page.get_by_role("button", name=label).click()
-            files[label] = downloads / got.value.suggested_filename
-            got.value.save_as(files[label])
+        files = {label: _download(page, label, downloads) for label in ("Signed SR (DICOM)", "Signed report (FHIR)")}
         _click_until(page, "Send to the PACS", "The verified SR is on the PACS")
         sidebar_a = page.get_by_test_id("stSidebar").inner_text()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
