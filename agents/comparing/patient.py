@@ -3,8 +3,9 @@
 Ingest keeps only the sex and a decade age band (tools/ingestion/deid.py), so the guard can refuse a clear
 mismatch but can never prove a match; two uploads without those headers cannot be confirmed at all.
 When both studies were read in one ingest (a PACS pull with its prior), each also has a **patient key**:
-a salted hash of PatientID + IssuerOfPatientID, made with a salt of that conversation only, so the key
-links the two studies of one thread and nothing across threads; the id itself is dropped.
+a salted hash of PatientID + IssuerOfPatientID under a random salt made for that one ingest and never
+stored, so the two keys compare with each other and with nothing else (no other thread, no guessed id);
+the id itself is dropped.
 """
 
 from __future__ import annotations
