@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -166,12 +166,39 @@ def studies_with_findings(turns: Sequence[TurnResult]) -> list[str]:
     return out
 
 
+def study_comparison(turns: Sequence[TurnResult], study: Any, studies: Callable[[str], Any] | None = None
+                     ) -> tuple[list[Any], Any]:
+    """(the change entries, the prior's de-identified reference header) of the conversation's latest
+    comparison of ``study``; the prior is looked up with ``studies`` (the store): ([], None) when there was
+    no comparison, no header when the store no longer holds the prior."""
+    from agents.turn.comparison import recorded_changes
+
+    found = recorded_changes((t.cxr for t in turns), getattr(study, "id", "")) if study is not None else None
+    if found is None:
+        return [], None
+    prior = None
+    if studies is not None:
+        try:
+            prior = studies(found.prior_study_id)
+        except Exception:  # noqa: BLE001 - gone from the store: the changes go out without its reference
+            prior = None
+    if prior is None:
+        return list(found.changes), None
+    from tools.interop.sr import deidentified_source
+
+    return list(found.changes), deidentified_source(prior)
+
+
 def dicom_sr_bytes(turns: Sequence[TurnResult], study: Any, *, demo: bool = False,
-                   decisions: Sequence[Decision] | None = None) -> bytes | None:
+                   decisions: Sequence[Decision] | None = None,
+                   studies: Callable[[str], Any] | None = None) -> bytes | None:
     """The study's current findings as a DICOM SR file, written against the DE-IDENTIFIED study.
 
     ``decisions``: the study's current decisions when the caller has them (the thread's state, see
     agents.memory.ledger.study_decisions); else those of the latest turn about this study.
+    ``studies``: the study store's lookup; after a comparison turn the SR then references the prior and
+    carries each change since it (without the prior in the store, it carries none: an SR change group must
+    reference both images).
 
     A download never carries the PACS patient module: the SR references the UIDs minted from the
     study's pixel hash (tools.interop.sr.deidentified_source). `pacs push` is what writes against
@@ -183,18 +210,22 @@ def dicom_sr_bytes(turns: Sequence[TurnResult], study: Any, *, demo: bool = Fals
     turn = latest_findings_turn(turns, getattr(study, "id", None))
     if turn is None or study is None:
         return None
+    changes, prior = study_comparison(turns, study, studies)
     sr = build_sr(deidentified_source(study), decisions=list(decisions or turn.decisions), evidence=turn.evidence,
-                  report_text=report_text(turns, turn), demo=demo)
+                  report_text=report_text(turns, turn), demo=demo, prior=prior,
+                  changes=changes if prior is not None else ())
     buf = io.BytesIO()
     sr.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
 
 def fhir_report_json(turns: Sequence[TurnResult], study: Any = None, *, demo: bool = False,
-                     decisions: Sequence[Decision] | None = None) -> str | None:
+                     decisions: Sequence[Decision] | None = None,
+                     studies: Callable[[str], Any] | None = None) -> str | None:
     """The study's current findings as a FHIR R4B Bundle (DiagnosticReport + Observations + Device), validated.
 
-    The imaging study is referenced by the de-identified study's UID, like the SR download."""
+    The imaging study is referenced by the de-identified study's UID, like the SR download; after a
+    comparison turn, one Observation per change since the prior (whose UID joins when ``studies`` holds it)."""
     from tools.interop.fhir import build_fhir_bundle, fhir_json
     from tools.interop.sr import deidentified_source
 
@@ -202,6 +233,8 @@ def fhir_report_json(turns: Sequence[TurnResult], study: Any = None, *, demo: bo
     if turn is None:
         return None
     uid = deidentified_source(study).StudyInstanceUID if study is not None else None
+    changes, prior = study_comparison(turns, study, studies)
     return fhir_json(build_fhir_bundle(decisions=list(decisions or turn.decisions), evidence=turn.evidence,
                                        report_text=report_text(turns, turn),
-                                       demo=demo, study_uid=uid))
+                                       demo=demo, study_uid=uid, changes=changes,
+                                       prior_study_uid=prior.StudyInstanceUID if prior is not None else None))

@@ -107,8 +107,9 @@ def _structured_downloads(state, turns: list[TurnResult], study: Any, settings: 
     target = study if study is not None and study.id == chosen else _stored_study(graph, chosen)
     decisions = _current_decisions(graph, state[S.K_THREAD], chosen)
     try:
-        sr = dicom_sr_bytes(turns, target, demo=settings.is_demo, decisions=decisions)
-        fhir = fhir_report_json(turns, target, demo=settings.is_demo, decisions=decisions)
+        stored = lambda sid: _stored_study(graph, sid)  # noqa: E731 - the prior a comparison was made against
+        sr = dicom_sr_bytes(turns, target, demo=settings.is_demo, decisions=decisions, studies=stored)
+        fhir = fhir_report_json(turns, target, demo=settings.is_demo, decisions=decisions, studies=stored)
     except Exception as exc:  # noqa: BLE001 - a failed export must not break the page
         log.warning("structured export failed (%s)", type(exc).__name__)
         st.caption(f"DICOM SR / FHIR export unavailable ({type(exc).__name__}).")

@@ -12,9 +12,9 @@ and settled by the change rule's re-ask rule. What it said is recorded in the cu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.comparing.decide import ChangeDecision, StudyRead, candidate_findings, compare, film_reasons
 from agents.comparing.pair import as_pairs
@@ -27,6 +27,9 @@ from agents.routing.rules import Route
 from agents.turn.change_reads import ChangeReader, ChangeReads
 from knowledge.evidence import Evidence
 from tools.base import RECONCILED_INTENTS, ToolCapabilities
+
+if TYPE_CHECKING:
+    from tools.interop.change import ChangeEntry
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,36 @@ def _disputed(changes: list[ChangeDecision], comparing: list[str], scorers: list
         if d.conflict and any(s in d.disagreeing for s in scorers):
             out += [(s, d.finding) for s in comparing if s in d.disagreeing]
     return out
+
+
+@dataclass(frozen=True)
+class StudyChanges:
+    """A study's current change since its prior, as the thread's latest comparison of it recorded it."""
+
+    prior_study_id: str
+    changes: tuple[ChangeEntry, ...]
+
+
+def recorded_changes(payloads: Iterable[Mapping[str, Any]], study_id: str) -> StudyChanges | None:
+    """The latest comparison of ``study_id`` with its prior among reply payloads (``cxr``), oldest first: what
+    the SR and FHIR exports carry. None when no comparison of it was made (or none could be)."""
+    from tools.interop.change import ChangeEntry  # pydicom's code tables: loaded for an export only
+
+    for cxr in reversed(list(payloads)):
+        cmp = cxr.get("comparison") if isinstance(cxr, Mapping) else None
+        if not isinstance(cmp, Mapping) or cmp.get("study_id") != study_id or not cmp.get("compared"):
+            continue
+        prior = cmp.get("prior_study_id")
+        if isinstance(prior, str) and prior:
+            return StudyChanges(prior_study_id=prior, changes=tuple(
+                ChangeEntry.model_validate(c) for c in cmp.get("changes") or []))
+    return None
+
+
+def thread_changes(messages: Iterable[Any], study_id: str) -> StudyChanges | None:
+    """``recorded_changes`` read from a thread's messages (``graph.get_state(cfg).values["messages"]``)."""
+    return recorded_changes(((getattr(m, "additional_kwargs", None) or {}).get("cxr") or {} for m in messages),
+                            study_id)
 
 
 def with_comparison(parts: ReplyParts, comparison: Comparison | None) -> str:

@@ -295,4 +295,5 @@ def _build(source: Dataset, decisions: Sequence[Decision], evidence: Sequence[Ev
     scheme.CodingSchemeName = C.LOCAL_SCHEME_NAME
     scheme.CodingSchemeResponsibleOrganization = "cxr-agent project"
     sr.CodingSchemeIdentificationSequence = [scheme]  # declares the private scheme (PS3.3 C.12.1.1.4)
+    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: a reply's arrows and dashes are kept, not replaced by "?"
     return sr
