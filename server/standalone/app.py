@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from cxr_agent.settings import Settings, get_settings
 from server.standalone.access import Authenticate, Denied, authorize
+from server.standalone.heap import HeapWatch
 from server.standalone.runs import FINAL, STREAM_MODES, Run, RunQueue, RunRefused
 from server.standalone.threads import BadQuery, ThreadTable, parse_id
 from server.standalone.wire import dumps, empty_state, plain, state_dict
@@ -57,6 +58,7 @@ class Served:
 
 
 STATE: dict[str, Served] = {}
+HEAP = HeapWatch()
 
 
 def served() -> Served:
@@ -384,6 +386,19 @@ async def ok(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+async def metrics(request: Request) -> Response:
+    """What the run pool is doing (as LangGraph Server's ``/metrics?format=json`` names it), and, when
+    traced and asked (``heap=1``; server/standalone/heap.py), where Python memory grew since the previous ask."""
+    q = served().queue
+    body: dict[str, Any] = {"workers": {"active": q.running, "available": q.jobs - q.running,
+                                        "most_at_once": q.most_at_once},
+                            "runs_in_memory": len(q.active), "threads_with_runs": len(q.waiting)}
+    heap = await run_in_threadpool(HEAP.report) if request.query_params.get("heap") == "1" else None
+    if heap is not None:
+        body["heap"] = heap
+    return _json(body)
+
+
 def execute(run: Run, emit: Any) -> tuple[str, Any, str | None]:
     """One turn in a worker thread: stream the graph, hand each event to ``emit``; (status, values, error)."""
     from langgraph.types import Command
@@ -464,6 +479,7 @@ def create_app(jobs: int = 4) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings = get_settings()
         cxr.check_auth_configured(settings)
+        HeapWatch.frames()  # a bad setting stops the start
         STATE["served"] = await run_in_threadpool(_open, settings, jobs)
         cxr.use_server_client(_in_process_client(app, settings))
         try:
@@ -487,6 +503,7 @@ def create_app(jobs: int = 4) -> Starlette:
 
     api = [
         Route("/ok", ok, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/assistants/search", search_assistants, methods=["POST"]),
         Route("/assistants/{assistant_id}", get_assistant, methods=["GET"]),
         Route("/threads", create_thread, methods=["POST"]),

@@ -88,6 +88,7 @@ class RunQueue:
         self.execute, self.record_end, self.record_start = execute, record_end, record_start
         self.active: dict[UUID, Run] = {}  # runs not yet ended, by run id
         self.waiting: dict[UUID, deque[Run]] = {}  # per thread, in arrival order; the head is running
+        self.slots = asyncio.Semaphore(jobs)  # a run is "running" only once a worker is free for it
         self.running = 0
         self.most_at_once = 0
 
@@ -109,21 +110,22 @@ class RunQueue:
         loop = asyncio.get_running_loop()
         status, values, error = "error", None, None
         try:
-            if run.cancelled.is_set():
-                status = "interrupted"
-            else:
-                run.status = "running"
-                await self.record_start(run, "running", None, None)
+            async with self.slots:
+                if run.cancelled.is_set():
+                    status = "interrupted"
+                else:
+                    run.status = "running"
+                    await self.record_start(run, "running", None, None)
 
-                def emit(event: str, data: Any) -> None:
-                    loop.call_soon_threadsafe(run.push, event, data)
+                    def emit(event: str, data: Any) -> None:
+                        loop.call_soon_threadsafe(run.push, event, data)
 
-                self.running += 1
-                self.most_at_once = max(self.most_at_once, self.running)
-                try:
-                    status, values, error = await loop.run_in_executor(self.pool, self.execute, run, emit)
-                finally:
-                    self.running -= 1
+                    self.running += 1
+                    self.most_at_once = max(self.most_at_once, self.running)
+                    try:
+                        status, values, error = await loop.run_in_executor(self.pool, self.execute, run, emit)
+                    finally:
+                        self.running -= 1
         except Exception as exc:  # noqa: BLE001 - the run ends as an error; the server goes on
             log.exception("run failed outside the graph")
             error = type(exc).__name__

@@ -4,8 +4,13 @@ across a restart; two users isolated, the service identity over both; turns of t
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +24,7 @@ SERVICE = "service-token-for-the-production-server"
 TOKENS = {"alice": "alice-token-prod-0123456789", "bob": "bob-token-prod-0123456789"}
 REPORT = [{"role": "user", "content": "Write a report"}]
 FINDING = [{"role": "user", "content": "Is there cardiomegaly?"}]
+UI_DRIVER = Path(__file__).with_name("prod_ui_driver.py")
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +122,26 @@ def test_a_report_and_a_follow_up_through_remote_graph(server, cxr_images):
     assert server_thread_id(ui_thread) not in {t["thread_id"] for t in _sdk(server, "service").threads.search()}
 
 
+def test_a_report_and_a_follow_up_from_the_remote_ui(server, cxr_images, tmp_path):
+    """The Streamlit app itself (AppTest, in its own interpreter) with CXR_AGENT_GRAPH_URL on this server."""
+    from ui.remote import server_thread_id
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_AGENT_")}
+    env.update({"CXR_AGENT_GRAPH_URL": server.url, "CXR_AGENT_SERVER_TOKEN": TOKENS["alice"],
+                "CXR_AGENT_DATA_DIR": str(tmp_path), "CXR_AGENT_MODEL_PROFILE": "tiny", "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"})
+    proc = subprocess.run([sys.executable, str(UI_DRIVER), str(cxr_images[5])], env=env, capture_output=True,
+                          text=True, timeout=400, cwd=UI_DRIVER.parents[2])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not out["exceptions"] and out["heavy_modules"] == []  # a pure client: no model in the UI
+    assert [t["error"] for t in out["turns"]] == [None, None]
+    assert all(t["reply"] and t["study_id"] == out["study_id"] for t in out["turns"])
+    assert "cardiomegaly" in out["turns"][1]["reply"].lower()
+    values = _sdk(server, "alice").threads.get_state(server_thread_id(out["thread"]))["values"]
+    assert len(values["messages"]) == 4 and values["study_id"] == out["study_id"]  # kept on the server
+
+
 def test_two_users_are_isolated_and_the_service_sees_both(server, alice_report, cxr_images):
     from langgraph_sdk.errors import NotFoundError
 
@@ -185,6 +211,7 @@ def test_two_threads_turns_run_at_once_and_one_threads_runs_queue(server, cxr_im
     assert most_at_once >= 2  # the two threads' turns overlapped
     assert client.runs.get(first_thread, dropped["run_id"])["status"] == "interrupted"
     messages = client.threads.get_state(first_thread)["values"]["messages"]
+    assert client.runs.join(first_thread, queued["run_id"])["messages"] == messages  # the thread's values after it
     assert [m["content"] for m in messages if m["type"] == "human"] == ["Is there cardiomegaly?", "Why?"]  # in turn
     for thread, sid in threads:
         assert client.threads.get_state(thread)["values"]["study_id"] == sid

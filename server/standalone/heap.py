@@ -1,0 +1,56 @@
+"""Where the server's Python memory grows, between two looks (tracemalloc; off unless asked for).
+
+With ``CXR_AGENT_SERVER_TRACEMALLOC=<frames>`` (e.g. 5), the first ``/metrics?format=json&heap=1`` starts
+tracing (so a warm-up, e.g. loading the models, runs at full speed) and every later one reports the traced
+total and the source lines whose allocations grew most since the previous one. Only file names and line
+numbers are reported, never values. Tracing slows every allocation: a diagnosis setting, not a
+production one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import tracemalloc
+from typing import Any
+
+ENV = "CXR_AGENT_SERVER_TRACEMALLOC"
+TOP = 15
+
+
+class HeapWatch:
+    """The last snapshot, and the growth since it."""
+
+    def __init__(self) -> None:
+        self.previous: tracemalloc.Snapshot | None = None
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def frames() -> int:
+        """The frames per traceback ``CXR_AGENT_SERVER_TRACEMALLOC`` asks for (0: off); checked at start-up."""
+        frames = os.environ.get(ENV, "").strip()
+        if not frames:
+            return 0
+        if not frames.isdigit() or not 1 <= int(frames) <= 50:
+            raise SystemExit(f"{ENV} must be a number of frames from 1 to 50 (got {frames!r})")
+        return int(frames)
+
+    def report(self) -> dict[str, Any] | None:
+        """Traced MiB now, and the lines that grew most since the previous report (blocking)."""
+        frames = self.frames()
+        if not frames:
+            return None
+        with self.lock:
+            if not tracemalloc.is_tracing():
+                tracemalloc.start(frames)
+            snapshot = tracemalloc.take_snapshot().filter_traces(
+                (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen *>")))
+            current, peak = tracemalloc.get_traced_memory()
+            growth = []
+            if self.previous is not None:
+                for stat in snapshot.compare_to(self.previous, "traceback")[:TOP]:
+                    where = [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in stat.traceback]
+                    growth.append({"kib": round(stat.size_diff / 1024, 1), "count": stat.count_diff,
+                                   "where": where[-6:]})
+            self.previous = snapshot
+        return {"traced_mib": round(current / 2**20, 1), "peak_mib": round(peak / 2**20, 1), "growth": growth}
