@@ -1,4 +1,5 @@
-"""Many clinicians at once against the served graph: `langgraph dev` with N jobs, tiny models.
+"""Many clinicians at once against the served graph: `langgraph dev` (or the production server on Postgres,
+``--database-url``) with N jobs, tiny models.
 
 `make bench-load` (or `python -m bench.load --users 8 --turns 5 --rounds 4 --jobs 4`). Each round, every
 user opens a new conversation on their own study and asks ``turns`` questions in turn (a report, a
@@ -53,9 +54,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def dev_server(work: Path, jobs: int) -> Iterator[tuple[str, int]]:
-    """`langgraph dev` on 127.0.0.1 serving this checkout's langgraph.json from ``work``: (url, pid)."""
+def _corpus(work: Path) -> Path:
     import csv
 
     from tools.retrieval.corpus import iu_xray_reports
@@ -66,6 +65,22 @@ def dev_server(work: Path, jobs: int) -> Iterator[tuple[str, int]]:
         w.writerow(["id", "text"])
         for r in iu_xray_reports(limit=80):
             w.writerow([r.id, r.text])
+    return corpus
+
+
+def _server_env(work: Path) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CXR_AGENT_DATA_DIR": str(work / "data"),
+           "CXR_AGENT_MODEL_PROFILE": "tiny", "CXR_AGENT_OFFLINE": "1", "CXR_AGENT_CORPUS": str(_corpus(work)),
+           "CXR_AGENT_INDEX_DIR": str(work / "index"), "CXR_AGENT_VLM_MAX_NEW_TOKENS": "24",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+           "LANGSMITH_TRACING": "false", "CXR_AGENT_SERVER_AUTH_DISABLED": "true"}
+    for key in ("CXR_AGENT_SERVER_TOKEN", "CXR_AGENT_SERVER_USERS", "CXR_AGENT_GRAPH_URL", "CXR_AGENT_CHECKPOINTER_URL"):
+        env.pop(key, None)
+    return env
+
+
+def dev_command(work: Path, port: int, jobs: int) -> list[str]:
+    """`langgraph dev` serving this checkout's langgraph.json from ``work``."""
     config = json.loads((REPO / "langgraph.json").read_text())
 
     def absolute(spec: str) -> str:
@@ -77,25 +92,31 @@ def dev_server(work: Path, jobs: int) -> Iterator[tuple[str, int]]:
     config["http"]["app"] = absolute(config["http"]["app"])
     config["auth"]["path"] = absolute(config["auth"]["path"])
     (work / "langgraph.json").write_text(json.dumps(config))
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CXR_AGENT_DATA_DIR": str(work / "data"),
-           "CXR_AGENT_MODEL_PROFILE": "tiny", "CXR_AGENT_OFFLINE": "1", "CXR_AGENT_CORPUS": str(corpus),
-           "CXR_AGENT_INDEX_DIR": str(work / "index"), "CXR_AGENT_VLM_MAX_NEW_TOKENS": "24",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-           "LANGSMITH_TRACING": "false", "CXR_AGENT_SERVER_AUTH_DISABLED": "true"}
-    for key in ("CXR_AGENT_SERVER_TOKEN", "CXR_AGENT_SERVER_USERS", "CXR_AGENT_GRAPH_URL", "CXR_AGENT_CHECKPOINTER_URL"):
-        env.pop(key, None)
     cli = Path(sys.executable).with_name("langgraph")
+    return [str(cli), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser",
+            "--no-reload", "--n-jobs-per-worker", str(jobs), "--config", str(work / "langgraph.json")]
+
+
+@contextmanager
+def served(work: Path, jobs: int, database_url: str | None = None) -> Iterator[tuple[str, int]]:
+    """The graph server on 127.0.0.1 from ``work``: `langgraph dev`, or the production server
+    (server/standalone) when ``database_url`` names its Postgres database; (url, process group)."""
+    port = _free_port()
+    env = _server_env(work)
+    if database_url:
+        env["CXR_AGENT_CHECKPOINTER_URL"] = database_url
+        command = [sys.executable, "-m", "server.standalone", "--host", "127.0.0.1", "--port", str(port),
+                   "--jobs", str(jobs)]
+    else:
+        command = dev_command(work, port, jobs)
     log = (work / "server.log").open("wb")
-    proc = subprocess.Popen([str(cli), "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser",
-                             "--no-reload", "--n-jobs-per-worker", str(jobs), "--config", str(work / "langgraph.json")],
-                            cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"langgraph dev did not start:\n{(work / 'server.log').read_text()[-3000:]}")
+                raise SystemExit(f"the server did not start:\n{(work / 'server.log').read_text()[-3000:]}")
             try:
                 if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
                     break
@@ -249,6 +270,15 @@ class ServerActivity(threading.Thread):
                     continue
 
 
+def server_heap(url: str) -> dict[str, Any] | None:
+    """The production server's traced Python heap and its growth since the last look, when it traces
+    (``CXR_AGENT_SERVER_TRACEMALLOC``); None otherwise."""
+    try:
+        return httpx.get(f"{url}/metrics", params={"format": "json", "heap": "1"}, timeout=300).json().get("heap")
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def upload(url: str, image: Path) -> str:
     r = httpx.post(f"{url}/cxr/studies", content=image.read_bytes(), timeout=120,
                    headers={"x-cxr-file-type": image.suffix.lstrip(".")})
@@ -263,11 +293,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, keep: bool = False) -> dict[str, Any]:
+def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, keep: bool = False,
+             database_url: str | None = None) -> dict[str, Any]:
     images = _images(users)
     tally = Tally()
     memory: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="cxr-load-") as tmp, dev_server(Path(tmp), jobs) as (url, pid):
+    heap: list[dict[str, Any] | None] = []
+    with tempfile.TemporaryDirectory(prefix="cxr-load-") as tmp, served(Path(tmp), jobs, database_url) as (url, pid):
         started = memory_start = rss_mib(pid)
         threads: list[str] = []
         activity = ServerActivity(url)
@@ -288,6 +320,7 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, 
                 for t in done:
                     httpx.delete(f"{url}/cxr/threads/{t}", timeout=120)
             memory.append(rss_mib(pid))
+            heap.append(server_heap(url))
         wall = time.perf_counter() - t0
         activity.stop.set()
         for t in threads:  # every conversation deleted: is the memory given back?
@@ -295,6 +328,7 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, 
         after_delete = rss_mib(pid)
     growth = [b - a for a, b in zip(memory[1:], memory[2:], strict=False)]  # after the first (warm-up) round
     return {
+        "server": "production (Postgres)" if database_url else "langgraph dev",
         "users": users, "turns": turns, "rounds": rounds, "jobs": jobs, "kept_conversations": keep,
         "wall_s": round(wall, 1),
         "turns_done": sum(len(v) for v in tally.times.values()),
@@ -305,6 +339,7 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, 
         "rss_mib_start": round(started, 1), "rss_mib_per_round": [round(m, 1) for m in memory],
         "rss_growth_mib_per_round_after_warmup": [round(g, 1) for g in growth],
         "rss_mib_after_deleting_all": round(after_delete, 1), "rss_mib_before_rounds": round(memory_start, 1),
+        **({"python_heap_per_round": heap} if any(heap) else {}),
     }
 
 
@@ -316,12 +351,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=4, help="--n-jobs-per-worker of the server")
     parser.add_argument("--keep", action="store_true",
                         help="keep every round's conversations until the end (default: delete them after each round)")
+    parser.add_argument("--database-url", default=None,
+                        help="load the production server (server/standalone) on this Postgres database "
+                             "(an empty one: its threads are the bench's) instead of `langgraph dev`")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load.json")
     args = parser.parse_args(argv)
     for name, value in (("users", args.users), ("turns", args.turns), ("rounds", args.rounds), ("jobs", args.jobs)):
         if value < 1:
             parser.error(f"--{name} must be at least 1 (got {value})")
-    result = run_load(users=args.users, turns=args.turns, rounds=args.rounds, jobs=args.jobs, keep=args.keep)
+    if args.database_url is not None and not args.database_url.startswith(("postgresql://", "postgres://")):
+        parser.error("--database-url must be a postgresql:// URL")
+    result = run_load(users=args.users, turns=args.turns, rounds=args.rounds, jobs=args.jobs, keep=args.keep,
+                      database_url=args.database_url)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
