@@ -90,7 +90,9 @@ class ToolCapabilities:
         whose Evidence varies per ask says so per Evidence (``meta["fixed_prompt"]``, like the VLM).
     compares_priors: it reads a study against an earlier one of the same patient, so its statements of
         change (new, worse, stable, improved, resolved) may support a change decision. Without it, a
-        difference between a tool's two reads is never more than a flagged possible change.
+        difference between a tool's two reads is never more than a flagged possible change. Such a tool
+        answers ``compare(prior, current, *, finding=None, thread_id=None, cancel=None) -> Evidence`` with
+        ``meta["changes"]``: ``[{"finding", "change", "text"}]`` (``finding``: a re-ask about that one).
     label: how replies name it ("the VLM"); None: ``tool '<name>'``.
     """
 

@@ -38,6 +38,11 @@ def sources_cell(d: ChangeDecision, labels: Mapping[str, str]) -> str:
             parts.append(f"{name(r.source)} {_score_move(r)}")
         elif r.rule == "stated":
             parts.append(f"{name(r.source)} says {CHANGE_WORDS.get(r.change or '', r.change)}")
+        elif r.rule in ("reask_agrees", "reask_maintained", "reask_unresolved"):
+            said = "said nothing about it" if r.change == "cannot_compare" else \
+                f"says {CHANGE_WORDS.get(r.change or '', r.change)}"
+            parts.append(f"{name(r.source)} asked again, {said}"
+                         + {"reask_agrees": " (settled)", "reask_maintained": " again"}.get(r.rule, ""))
         elif r.rule == "statement_agrees":
             parts.append(f"{name(r.source)} {_status(r.before)} → {_status(r.now)} (two separate reads)")
         elif r.rule == "statement_differs":

@@ -109,6 +109,7 @@ def test_a_conflict_is_asked_again_and_settled_when_the_answer_fits(make_graph, 
     assert (row["change"], row["conflict"], row["needs_review"]) == ("improved", False, False)
     assert [r["rule"] for r in row["reasons"] if r["rule"].startswith("reask")] == ["reask_agrees"]
     assert ("cmp", "compare_reask", ("pleural_effusion",)) in _ledger_asks(out)
+    assert "the comparer asked again, says improved (settled)" in out["messages"][-1].content
 
 
 def test_a_maintained_conflict_stays_cannot_compare_and_is_not_asked_twice(make_graph, thread):
@@ -119,6 +120,7 @@ def test_a_maintained_conflict_stays_cannot_compare_and_is_not_asked_twice(make_
     row = _rows(out)["pleural_effusion"]
     assert (row["change"], row["conflict"], row["needs_review"]) == ("cannot_compare", True, True)
     assert [r["rule"] for r in row["reasons"] if r["rule"].startswith("reask")] == ["reask_maintained"]
+    assert "the comparer asked again, says resolved again" in out["messages"][-1].content
     assert len(comparer.asked) == 2  # the later turn reads both answers from the ledger
     assert _rows(later)["pleural_effusion"]["change"] == "cannot_compare"
 
@@ -129,6 +131,7 @@ def test_an_unanswered_reask_leaves_the_conflict_for_review(make_graph, thread):
     row = _rows(out)["pleural_effusion"]
     assert (row["change"], row["needs_review"]) == ("cannot_compare", True)
     assert [r["rule"] for r in row["reasons"] if r["rule"].startswith("reask")] == ["reask_unresolved"]
+    assert "the comparer asked again, said nothing about it" in out["messages"][-1].content
 
 
 def test_a_stated_change_with_no_other_reader_still_names_its_source_only(make_graph, thread):
