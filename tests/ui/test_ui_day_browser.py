@@ -2,8 +2,8 @@
 a message sent while a report runs is queued and answered after it; Stop ends a turn with a visible note
 and no answer kept; a reload reopens the conversation; the sidebar lists, reopens and deletes this
 browser's conversations, and another browser cannot open one by its id; the page is tidy at 1440x900 and
-1280x720 (elements inside their containers, the real upload limit, no Deploy button, counters and
-popovers reset with a new conversation).
+1280x720 (elements inside their containers, overlay chips shown whole, the real upload limit, no Deploy
+button, counters and popovers reset with a new conversation).
 
 The report turns run an extra custom tool (tests/ui/held_app.py) held on a threading.Event that the test
 releases, so "while a report runs" is exact, never a fixed delay.
@@ -160,6 +160,23 @@ def _overflow(page: Any, child: str, parent: str) -> list[str]:
            })""", [child, parent])
 
 
+def _cut_chips(page: Any) -> dict[str, Any]:
+    """The overlay pickers' chips above the image: how many, and those whose name is cut short (an ellipsis:
+    the text is wider than its box) or whose box pokes out of its field or its column."""
+    return page.evaluate(
+        """() => { const tags = [...document.querySelectorAll('[data-testid="stMultiSelect"] [data-tag]')];
+             const cut = tags.flatMap(t => {
+               const name = t.querySelector('span[title]'), a = t.getBoundingClientRect();
+               const f = t.closest('[data-testid="stMultiSelectTagsContainer"]').getBoundingClientRect();
+               const c = t.closest('[data-testid="stColumn"]').getBoundingClientRect();
+               const bad = name.scrollWidth > name.clientWidth + 1 || a.left < f.left - 1 || a.right > f.right + 1
+                 || a.bottom > f.bottom + 1 || a.right > c.right + 1;
+               return bad ? [name.title + ' ' + JSON.stringify([name.scrollWidth, name.clientWidth, a.left, a.right,
+                                                                 a.bottom, f.left, f.right, f.bottom, c.right])] : [];
+             });
+             return {count: tags.length, cut: cut}; }""")
+
+
 @pytest.mark.parametrize(("width", "height"), [(1440, 900), (1280, 720)])
 def test_the_page_is_tidy(day, width, height, tmp_path):
     page, _ = day
@@ -174,6 +191,8 @@ def test_the_page_is_tidy(day, width, height, tmp_path):
     problems += _overflow(page, '[data-testid="stImage"] img', '[data-testid="stColumn"]')
     problems += _overflow(page, '[data-testid="stChatMessage"]', '[data-testid="stColumn"]')
     assert not problems, problems
+    chips = _cut_chips(page)  # the overlay chips above the image, each with its whole name
+    assert chips["count"] > 0 and not chips["cut"], chips
     assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth + 1")  # no sideways page scroll
     table = page.get_by_test_id("stDataFrame").first.bounding_box()
     assert table["height"] <= 11 * 35 + 10  # a long table scrolls inside its panel
