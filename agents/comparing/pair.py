@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MAX_PAIRS = 32  # a conversation's pairs, newest kept
 
@@ -49,6 +49,16 @@ def as_pairs(value: Any) -> dict[str, StudyPair]:
 
 def merge_pairs(left: Any, right: Any) -> dict[str, dict[str, Any]]:
     """The channel's reducer: a new pair for a study replaces the old one; the newest ``MAX_PAIRS`` are kept.
-    Stored as plain dicts (checkpoints keep no new types); ``as_pairs`` reads them back."""
-    merged = {**as_pairs(left), **as_pairs(right)}
+    Stored as plain dicts (checkpoints keep no new types); ``as_pairs`` reads them back. A malformed input
+    raises ValueError naming ``pairs``."""
+    if right is not None and not isinstance(right, Mapping):
+        raise ValueError(f"invalid graph input: pairs must map a current study id to its StudyPair, not "
+                         f"{type(right).__name__}")
+    try:
+        new = as_pairs(right)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"invalid graph input: pairs holds a malformed StudyPair ({first['msg']} at "
+                         f"{'.'.join(str(x) for x in first['loc'])})") from None
+    merged = {**as_pairs(left), **new}
     return {k: v.model_dump() for k, v in list(merged.items())[-MAX_PAIRS:]}

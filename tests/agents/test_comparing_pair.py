@@ -57,6 +57,10 @@ def test_pairs_channel_keeps_plain_dicts_and_the_newest():
                          {f"s{i}": {"prior_study_id": "p", "study_id": f"s{i}"} for i in range(MAX_PAIRS)})
     assert len(merged) == MAX_PAIRS and "x" not in merged and isinstance(merged["s0"], dict)
     assert as_pairs(merged)["s0"].prior_study_id == "p" and as_pairs(None) == {}
+    with pytest.raises(ValueError, match="pairs must map a current study id"):
+        merge_pairs({}, 5)
+    with pytest.raises(ValueError, match="pairs holds a malformed StudyPair .*prior_study_id"):
+        merge_pairs({}, {"x": {"study_id": "x"}})
 
 
 def _study(seed: int, **meta: str) -> Study:
