@@ -315,23 +315,15 @@ _ELLIPSIS = re.compile(
     r"how (?:big|large|bad|severe|much)|size|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}[?.!]*$")
 
 
-def follow_up(route: Any, text: str, previous: list[str]) -> Any:
+def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) -> Route:
     """'Is there an effusion?' then 'Where is it?' or 'and on the left?': a locate or finding question that
     names no target of its own, with a back-reference or nothing but a side/size/place/change, is about the
-    finding(s) the previous turn asked about (``previous``). Takes and returns a Route or a plain dict."""
-    as_dict = route if isinstance(route, dict) else route.model_dump()
-    out = _follow_up(as_dict, text, previous)
-    if out is as_dict:
-        return route
-    return out if isinstance(route, dict) else route.model_copy(
-        update={k: out[k] for k in ("intent", "finding", "findings", "reason")})
-
-
-def _follow_up(route: dict[str, Any], text: str, previous: list[str]) -> dict[str, Any]:
+    finding(s) the previous turn asked about (``previous``)."""
+    route = as_route(route) or Route(intent="chat")
     t = _clean(text or "")
-    if not previous or route.get("finding") or route.get("phrase") or route.get("region"):
+    if not previous or route.finding or route.phrase or route.region:
         return route
-    intent = route.get("intent")
+    intent = route.intent
     ellipsis = _ELLIPSIS.search(t) if len(t.split()) <= 7 else None
     if intent == "chat" and ellipsis:  # "and on the left?" alone reads as chat: it continues the question
         intent = "finding_question"
@@ -341,8 +333,9 @@ def _follow_up(route: dict[str, Any], text: str, previous: list[str]) -> dict[st
     if m is None:
         return route
     named = ", ".join(display_name(f).lower() for f in previous)
-    return {**route, "intent": intent, "finding": previous[0], "findings": list(previous),
-            "reason": f"{route.get('reason', '')}; '{m.group(0).strip()}' = {named}, from the previous question"}
+    return route.model_copy(update={
+        "intent": intent, "finding": previous[0], "findings": list(previous),
+        "reason": f"{route.reason}; '{m.group(0).strip()}' = {named}, from the previous question"})
 
 
 _MAX_CHARS = 4000  # a pasted document is routed on its first 4,000 characters (~25 ms worst case)

@@ -243,15 +243,16 @@ def test_vindr_labels_route_to_their_ids():
 def test_a_pronoun_in_a_locate_turn_names_the_previous_finding(text, previous, finding, findings):
     from agents.routing.rules import follow_up
 
-    r = follow_up(route(text, has_image=True, has_history=True).model_dump(), text, previous)
-    assert r["intent"] == "locate" and r["finding"] == finding and r["findings"] == findings
+    r = follow_up(route(text, has_image=True, has_history=True), text, previous)
+    assert r.intent == "locate" and r.finding == finding and r.findings == findings
 
 
 def test_follow_up_leaves_other_intents_alone():
     from agents.routing.rules import follow_up
 
-    r = route("Why do you think so?", has_image=True, has_history=True).model_dump()
+    r = route("Why do you think so?", has_image=True, has_history=True)
     assert follow_up(r, "Why do you think so?", ["pleural_effusion"]) == r
+    assert follow_up(r.model_dump(), "Why do you think so?", ["pleural_effusion"]) == r  # a plain dict is read too
 
 
 @pytest.mark.parametrize("text, compares", [
