@@ -165,3 +165,28 @@ def test_stop_cancels_the_servers_run(erin):
     after = _ask(agent, thread, "Write a report")  # the conversation goes on
     assert after[-1]["event"] == "reply"
 
+
+
+def test_the_workers_stop_cancels_the_remote_run(erin):
+    """The page's Stop button (``TurnWorker.stop``) on a remote turn: the server's run is cancelled."""
+    import time
+
+    from ui.worker import Job, TurnWorker
+
+    agent, study = erin
+    thread = _thread()
+    worker = TurnWorker(agent)
+    worker.submit(Job("Write a report", thread, {"study_id": study}))
+    deadline = time.monotonic() + 120
+    while not (worker.snapshot()[0] is not None and worker.snapshot()[0].progress):  # the run has begun
+        assert time.monotonic() < deadline, "the remote turn never started"
+        time.sleep(0.05)
+    assert worker.stop()
+    assert worker.wait_idle(120)
+    (_, result), = worker.take_finished()
+    assert result.stopped and not result.reply
+    deadline = time.monotonic() + 60
+    while (runs := agent.client.runs.list(server_thread_id(thread)))[0]["status"] in ("pending", "running"):
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.2)
+    assert [r["status"] for r in runs] == ["interrupted"], runs
