@@ -61,6 +61,15 @@ def can_push(state: MutableMapping[str, Any]) -> bool:
                 and (turn.study_id in (None, study.id)))
 
 
+def _record_pushed(state: MutableMapping[str, Any], settings: Settings, study_id: str, pushed: Any) -> None:
+    """Remember the AI SR's UIDs with the conversation: a verified SR signed later references it."""
+    from agents.review import ReviewStore
+    from tools.interop.signed import SRRef
+
+    ReviewStore.for_settings(settings).record_pushed_sr(state[S.K_THREAD], study_id,
+                                                        SRRef(pushed.study_uid, pushed.series_uid, pushed.sop_uid))
+
+
 def push_to_pacs(state: MutableMapping[str, Any], settings: Settings, *, client: Any = None) -> tuple[bool, str]:
     """STOW-RS the latest findings as an SR into the source study; (ok, message for the page)."""
     from tools.interop.dicomweb import PacsError
@@ -77,5 +86,6 @@ def push_to_pacs(state: MutableMapping[str, Any], settings: Settings, *, client:
     except Exception as exc:  # noqa: BLE001 - the page says it failed, never a traceback
         log.warning("SR push failed (%s)", type(exc).__name__)
         return False, f"The SR could not be built or sent ({type(exc).__name__})."
+    _record_pushed(state, settings, turn.study_id or state[S.K_STUDY].id, pushed)
     return True, (f"Sent a DICOM SR with {pushed.findings} finding(s) to the PACS study. "
                   "It is marked UNVERIFIED: a clinician must review it.")

@@ -71,6 +71,10 @@ def test_open_from_pacs_ingests_like_an_upload_and_push_only_on_request(pacs, pa
     series = DICOMwebClient(server.dicomweb, session=session).search_for_series(
         samples.chest_uid, fields=["Modality"])
     assert ["SR"] in [s["00080060"]["Value"] for s in series]
+    from agents.review import ReviewStore
+
+    pushed = ReviewStore.for_settings(pacs_settings).pushed_srs(state[S.K_THREAD], study.id)
+    assert len(pushed) == 1 and pushed[0].study_uid == samples.chest_uid  # a verified SR will reference it
     state[S.K_STUDY] = load_study(_png())  # another study now on screen: its SR must not go to the PACS study
     assert not can_push(state)
 
