@@ -116,11 +116,14 @@ def pull(
     if decisions:
         out.print(_findings_table(decisions))
     if fhir is not None:
+        from agents.turn.comparison import thread_changes
         from tools.interop.fhir import build_fhir_bundle, fhir_json
 
+        compared = thread_changes(state["messages"], study_id)  # a comparison with the pulled prior: its changes
         bundle = build_fhir_bundle(decisions=decisions, evidence=state.get("evidence") or [],
                                    report_text=state["messages"][-1].content, demo=settings.is_demo,
-                                   study_uid=study)
+                                   study_uid=study, changes=compared.changes if compared is not None else (),
+                                   prior_study_uid=prior.source.study_uid if compared and prior is not None else None)
         fhir.write_text(fhir_json(bundle))
         err.print(f"[dim]FHIR R4B bundle written to {fhir}[/dim]")
     err.print(f"[dim]thread: {thread_id}  (send the SR back with: cxr-agent pacs push --study <UID> "
