@@ -34,6 +34,7 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
+from agents.replying.roles import ToolRoles
 from agents.state import CxrInput, CxrServerInput, CxrState
 from agents.turn.nodes import Nodes
 from cxr_agent.settings import Settings, get_settings
@@ -51,12 +52,14 @@ except ImportError:  # pragma: no cover - older/newer layouts
 @dataclass(frozen=True)
 class GraphRuntime:
     """What a compiled graph runs with besides its state: settings, tools (with their declared
-    capabilities) and studies (the store plus the decoded-study cache)."""
+    capabilities), studies (the store plus the decoded-study cache) and the tool roles its nodes read
+    from those capabilities (what any other reader of the graph's tools uses, never the flags)."""
 
     settings: Settings
     tools: dict[str, Any]
     capabilities: dict[str, ToolCapabilities]
     studies: Studies
+    roles: ToolRoles
 
 
 _RUNTIMES: weakref.WeakKeyDictionary[Any, GraphRuntime] = weakref.WeakKeyDictionary()
@@ -115,7 +118,7 @@ def build_graph(
     if checkpointer:  # a turn is saved once, when it ends, unless a run asks otherwise (a server's own runs do)
         compiled = compiled.with_config(configurable={_DURABILITY_KEY: settings.checkpoint_durability})
     _RUNTIMES[compiled] = GraphRuntime(settings=settings, tools=registry, capabilities=dict(nodes.caps),
-                                       studies=studies)
+                                       studies=studies, roles=nodes.roles)
     return compiled
 
 

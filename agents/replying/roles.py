@@ -27,7 +27,9 @@ class ToolRoles:
     """``writers`` write the report and answer questions (writes_report); ``scorers`` are the other image
     sources (e.g. the classifier); ``priors`` do not read the image (their calls only shift confidence);
     ``neighbours`` return similar prior cases; ``labels``: how replies name each tool (its declared
-    ``label`` over the built-ins' defaults). Tuples keep the registry order."""
+    ``label`` over the built-ins' defaults); ``drafted`` run after a report writer with its draft;
+    ``verifiers`` answer re-asks; ``comparers`` read a study against its prior. Tuples keep the
+    registry order."""
 
     writers: tuple[str, ...] = ()
     scorers: tuple[str, ...] = ()
@@ -35,6 +37,9 @@ class ToolRoles:
     neighbours: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     image_writers: tuple[str, ...] = ()
+    drafted: tuple[str, ...] = ()
+    verifiers: tuple[str, ...] = ()
+    comparers: tuple[str, ...] = ()
 
     @classmethod
     def from_capabilities(cls, caps: Mapping[str, ToolCapabilities]) -> ToolRoles:
@@ -46,6 +51,9 @@ class ToolRoles:
                              if "similar_cases" in c.intents and not c.image_source and not c.writes_report),
             labels=tuple({**DEFAULT_SOURCE_LABELS, **{n: c.label for n, c in caps.items() if c.label}}.items()),
             image_writers=tuple(n for n, c in caps.items() if c.image_source and c.writes_report),
+            drafted=tuple(n for n, c in caps.items() if c.needs_draft and not c.writes_report),
+            verifiers=tuple(n for n, c in caps.items() if c.verifies),
+            comparers=tuple(n for n, c in caps.items() if c.compares_priors),
         )
 
     @classmethod

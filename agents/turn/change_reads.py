@@ -15,22 +15,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.comparing.decide import ChangeCall
 from agents.memory.ledger import Ask, StudyLedger, key_for, words_hash
 from agents.turn.events import writer
 from agents.turn.tool_runner import Deadline, call_with_timeout
 from knowledge.evidence import Evidence
-from tools.base import ToolCapabilities
+
+if TYPE_CHECKING:
+    from agents.replying.roles import ToolRoles
 
 COMPARE = "compare"  # the ask kind of a comparison read
 REASK = "compare_reask"  # ... and of a re-ask about one finding
-
-
-def comparing_sources(caps: Mapping[str, ToolCapabilities]) -> list[str]:
-    """The tools that declare they read a study against its prior, in registry order."""
-    return [name for name, c in caps.items() if c.compares_priors]
 
 
 def change_calls(evidence: Evidence, *, finding: str | None = None) -> list[ChangeCall]:
@@ -67,7 +64,7 @@ class ChangeReader:
     """The comparing tools of one graph, asked within one turn (built by the respond node)."""
 
     tools: Mapping[str, Any]
-    caps: Mapping[str, ToolCapabilities]
+    roles: ToolRoles  # the graph's one reading of its tools: ``comparers`` read a study against its prior
     study: Callable[[str], Any]
     runners: Mapping[str, str]
     pool: Any
@@ -78,7 +75,7 @@ class ChangeReader:
 
     @property
     def sources(self) -> list[str]:
-        return comparing_sources(self.caps)
+        return list(self.roles.comparers)
 
     def read(self, prior_id: str, ledger: StudyLedger) -> ChangeReads:
         """Every comparing tool's statements on the prior -> current pair (from the ledger when on record)."""

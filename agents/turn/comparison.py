@@ -26,9 +26,10 @@ from agents.replying.compose import NO_COMPARISON, ReplyParts
 from agents.routing.rules import Route
 from agents.turn.change_reads import ChangeReader, ChangeReads
 from knowledge.evidence import Evidence
-from tools.base import RECONCILED_INTENTS, ToolCapabilities
+from tools.base import RECONCILED_INTENTS
 
 if TYPE_CHECKING:
+    from agents.replying.roles import ToolRoles
     from tools.interop.change import ChangeEntry
 
 
@@ -76,7 +77,7 @@ def _study_facts(study: Callable[[str], Any], study_id: str) -> tuple[str, dict[
 
 
 def compare_with_prior(state: Mapping[str, Any], route: Route, *, study: Callable[[str], Any],
-                       caps: Mapping[str, ToolCapabilities], labels: Mapping[str, str],
+                       roles: ToolRoles, labels: Mapping[str, str],
                        policy: ChangePolicy | None = None, reader: ChangeReader | None = None) -> Comparison | None:
     """The comparison of the current study with its prior, or None when the turn asks none or the
     conversation holds no earlier study (the reply then says no earlier image was compared).
@@ -113,8 +114,8 @@ def compare_with_prior(state: Mapping[str, Any], route: Route, *, study: Callabl
                       decisions=list(kept.decisions), evidence=kept.ledger.evidence())
     now = StudyRead(study_id=current_id, view=view, position=meta.get("patient_position"),
                     decisions=as_decisions(state.get("decisions")), evidence=ledger.evidence())
-    scorers = [n for n, c in caps.items() if c.image_source and not c.writes_report]
-    writers = [n for n, c in caps.items() if c.writes_report and not c.compares_priors]
+    scorers = list(roles.scorers)
+    writers = [n for n in roles.writers if n not in roles.comparers]
     asked = list(route.findings or ([route.finding] if route.finding else []))
     reads = reader.read(prior_id, ledger) if reader is not None and reader.sources else ChangeReads()
     targets = candidate_findings(prior, now, asked, reads.calls)
@@ -131,7 +132,7 @@ def compare_with_prior(state: Mapping[str, Any], route: Route, *, study: Callabl
     films = film_reasons(prior, now)
     opening = change_lines(changes, prior_id=prior_id, current_id=current_id, named_by_reader=bool(named),
                            patient=patient, films=films, labels=labels,
-                           direct=any(c.compares_priors for c in caps.values()),
+                           direct=bool(roles.comparers),
                            interval_days=pair.interval_days if pair else None)
     return Comparison(opening=opening, payload={**base, "compared": True,
                                                 "changes": [d.model_dump(mode="json") for d in changes]},

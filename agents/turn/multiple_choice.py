@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from agents.reconciling.decide import conflicts, decide
 from agents.reconciling.policy import Policy
 from agents.reconciling.settle import resolve
+from agents.replying.roles import ToolRoles
 from agents.routing.mentions import extract_findings
 from knowledge.evidence import Box, Decision, Evidence, FindingCall, Status
 from tools.base import ToolCapabilities, ToolRequest, capabilities, verify_findings
@@ -236,21 +237,21 @@ def direct_prompt(q: MultipleChoiceQuestion) -> str:
 
 class MultipleChoice:
     """Asks the given tools about each question (module docstring). ``tools``/``caps``: a graph
-    runtime's tools and capabilities (any subset, custom tools included); ``load_study``: path ->
-    Study (the graph's ingestion, so limits and de-identification apply)."""
+    runtime's tools and capabilities (any subset, custom tools included); ``roles``: that graph's
+    one reading of them (``runtime(g).roles``; without a graph, read from ``caps`` the same way);
+    ``load_study``: path -> Study (the graph's ingestion, so limits and de-identification apply)."""
 
     def __init__(self, tools: Mapping[str, Any], load_study: Callable[[Path], Any], *,
                  caps: Mapping[str, ToolCapabilities] | None = None, settings: Any = None,
-                 rule: ChoiceRule | None = None) -> None:
+                 roles: ToolRoles | None = None, rule: ChoiceRule | None = None) -> None:
         self.tools = dict(tools)
         self.caps = {n: (caps or {}).get(n) or capabilities(t) for n, t in self.tools.items()}
         self.load_study = load_study
         self.rule = rule or ChoiceRule()
-        prior = {n for n, c in self.caps.items() if not c.image_source}
-        writers = [n for n, c in self.caps.items() if c.image_source and c.writes_report]
-        others = [n for n, c in self.caps.items() if c.image_source and not c.writes_report]
-        self.policy = Policy.from_settings(settings, prior_sources=frozenset(prior),
-                                           statement_sources=frozenset(writers), box_preference=(*writers, *others))
+        self.roles = roles or ToolRoles.from_capabilities(self.caps)
+        self.policy = Policy.from_settings(
+            settings, prior_sources=self.roles.prior_sources, statement_sources=self.roles.statement_sources,
+            box_preference=self.roles.box_preference, source_labels=self.roles.labels)
         self.counts: Counter[str] = Counter()  # every tool call, over the answerer's life
         self._lock = threading.Lock()
 
@@ -278,7 +279,7 @@ class MultipleChoice:
         sided = [f for o in options if o.side for f in o.findings if f != "no_finding"]
         studies = [self.load_study(Path(p)) for p in q.images]
         evidence: list[Evidence] = []
-        image_tools = [n for n, c in self.caps.items() if c.image_source]
+        image_tools = [n for n in self.tools if n in self.roles.image_sources]
         focus = sided[0] if sided else (findings[0] if findings else None)
         for study in studies:
             if findings:
@@ -289,12 +290,12 @@ class MultipleChoice:
                             findings=tuple(dict.fromkeys([f for f in (focus,) if f] + findings)),
                             thread_id=thread_id), called))
             for n in image_tools:  # grounding is a report writer's form; a scorer's box comes with its answer
-                if sided and self.caps[n].writes_report and self._intent(n, "locate"):
+                if sided and n in self.roles.writers and self._intent(n, "locate"):
                     evidence.append(self._run(n, ToolRequest(
                         intent="locate", text=q.question, study=study, finding=sided[0],
                         findings=tuple(dict.fromkeys(sided)), thread_id=thread_id), called))
-        for n, c in self.caps.items():
-            if not c.image_source and findings and self._intent(n, "similar_cases"):
+        for n in self.tools:
+            if n in self.roles.priors and findings and self._intent(n, "similar_cases"):
                 evidence.append(self._run(n, ToolRequest(intent="similar_cases", text=q.question,
                                                          thread_id=thread_id), called))
         calls: list[FindingCall] = [c for e in evidence if e.ok for c in e.calls]
@@ -335,7 +336,7 @@ class MultipleChoice:
                 called: Counter[str]) -> list[Decision]:
         """One batched re-ask of a verifying tool per image for the conflicts (module docstring, 3)."""
         disputed = conflicts(decisions, self.policy)
-        verifier = next((n for n, c in self.caps.items() if c.verifies and c.image_source), None)
+        verifier = next((n for n in self.tools if n in self.roles.verifiers and n in self.roles.image_sources), None)
         if not disputed or verifier is None:
             return decisions
         names = [d.finding for d in disputed]

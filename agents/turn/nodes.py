@@ -143,9 +143,8 @@ class Nodes:
         intent = task.get("intent")
         if intent not in RECONCILED_INTENTS:
             return None
-        writes = name in self.roles.writers
         findings = tuple(task.get("findings") or ([task["finding"]] if task.get("finding") else []))
-        if self.caps[name].needs_draft and not writes:
+        if name in self.roles.drafted:
             return Ask(kind=intent, findings=() if draft else findings, words=words_hash(draft or task.get("text")))
         if name in self.roles.scorers:
             return Ask(kind="locate", findings=findings) if intent == "locate" and findings else Ask(kind="image")
@@ -203,7 +202,7 @@ class Nodes:
             elif d.verification and d.calls and not d.reasons:  # v0.1: the re-ask's answer is the last call
                 answer, base = d.calls[-1], d.model_copy(update={"calls": d.calls[:-1]})
                 asked = answer.source
-                if asked not in self.caps or not self.caps[asked].verifies:
+                if asked not in self.roles.verifiers:
                     continue
             else:
                 continue
@@ -341,7 +340,7 @@ class Nodes:
         ledger = self.ledger_of(state, study_id)
         sends: list[Send] = []
         reused: list[Evidence] = []
-        for chain in plan_chains(intent, self.tools, names):
+        for chain in plan_chains(intent, self.roles, names):
             draft: str | None = None
             for i, name in enumerate(chain):
                 hit = self.reusable(ledger, name, self.ask_for(name, task, draft), study_id)
@@ -372,7 +371,7 @@ class Nodes:
         out: list[Evidence] = []
         draft: str | None = payload.get("draft")  # a report writer's, when the ledger answered for it
         for i, name in enumerate(chain):
-            tool, caps, writes = self.tools[name], self.caps[name], name in self.roles.writers
+            tool, writes, drafted = self.tools[name], name in self.roles.writers, name in self.roles.drafted
             start: ToolStartEvent = {"event": "tool_start", "tool": name}
             if self._building_index(tool):
                 start["building_index"] = True
@@ -380,7 +379,7 @@ class Nodes:
             timeout = deadline.budget(self.settings.tool_timeout_s)
             if study_error:
                 ev = Evidence.failure(name, study_error, latency_ms=0.0)
-            elif caps.needs_draft and any(n in self.roles.writers for n in chain[:i]) and draft is None:
+            elif drafted and any(n in self.roles.writers for n in chain[:i]) and draft is None:
                 # "write a report" is no query; neighbours for it would be noise presented as context
                 writer_name = next(n for n in chain[:i] if n in self.roles.writers)
                 ev = Evidence.failure(name, f"not run: {writer_name} produced no draft report to search with",
@@ -392,7 +391,7 @@ class Nodes:
                 ev = self._call(name, tool, task, study, draft, timeout, emit)
                 if writes and ev.ok and ev.report and task["intent"] == "report":
                     ev = self._label(ev)
-            ask = self.ask_for(name, task, draft if caps.needs_draft and not writes else None)
+            ask = self.ask_for(name, task, draft if drafted else None)
             if ask is not None:  # what this output answers: the key it is recorded under
                 ev = ev.model_copy(update={"meta": {**ev.meta, "ask": ask.model_dump(mode="json")}})
             if writes and ev.ok and ev.report:
@@ -550,7 +549,7 @@ class Nodes:
         compared = None
         try:
             if not route.clarify and not state.get("ingest_error"):
-                compared = compare_with_prior(state, route, study=self.study, caps=self.caps,
+                compared = compare_with_prior(state, route, study=self.study, roles=self.roles,
                                               labels=dict(self.roles.labels), reader=self.change_reader(state))
             text = clarifying.question(route.clarify.model_dump(), last_user_text(state.get("messages") or [])) \
                 if route.clarify else \
@@ -586,6 +585,6 @@ class Nodes:
 
     def change_reader(self, state: CxrState) -> ChangeReader:
         """The tools that compare priors, asked under what is left of this turn (agents/turn/change_reads.py)."""
-        return ChangeReader(tools=self.tools, caps=self.caps, study=self.study, runners=self.runners, pool=self.pool,
+        return ChangeReader(tools=self.tools, roles=self.roles, study=self.study, runners=self.runners, pool=self.pool,
                             tool_timeout_s=float(self.settings.tool_timeout_s),
                             deadline=self._deadline(state.get("deadline")))

@@ -16,11 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from knowledge.evidence import Evidence
-from tools.base import capabilities
 from tools.registry import to_evidence
+
+if TYPE_CHECKING:
+    from agents.replying.roles import ToolRoles
 
 log = logging.getLogger(__name__)
 
@@ -214,21 +216,20 @@ def call_many_with_timeout(
     return out
 
 
-def plan_chains(intent: str, tools: dict[str, Any], names: list[str]) -> list[list[str]]:
+def plan_chains(intent: str, roles: ToolRoles, names: list[str]) -> list[list[str]]:
     """Parallel branches, each a sequence of tool names.
 
-    A tool that needs a draft (``needs_draft``, e.g. retrieval) runs right after a report writer
-    (``writes_report``, e.g. the VLM) in that writer's branch, so it can query with the draft (a far
+    A tool that needs a draft (``roles.drafted``, e.g. retrieval) runs right after a report writer
+    (``roles.writers``, e.g. the VLM) in that writer's branch, so it can query with the draft (a far
     better query than "write a report"); every other tool runs in its own branch. Retrieval costs
     ~25 ms against the VLM's seconds, so the turn's critical path grows by one retrieval only.
     Only a report turn has a draft; otherwise, or without a report writer among ``names``, a
-    draft-needing tool runs alone (on the turn's text).
+    draft-needing tool runs alone (on the turn's text). ``roles``: the graph's one reading of its tools.
     """
     if intent != "report":
         return [[n] for n in names]
-    caps = {n: capabilities(tools[n]) for n in names}
-    writers = [n for n in names if caps[n].writes_report]
-    followers = [n for n in names if caps[n].needs_draft and not caps[n].writes_report]
+    writers = [n for n in names if n in roles.writers]
+    followers = [n for n in names if n in roles.drafted]
     if not writers or not followers:
         return [[n] for n in names]
     lead = writers[0]

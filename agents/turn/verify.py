@@ -26,8 +26,8 @@ from tools.base import verify_findings
 
 if TYPE_CHECKING:
     from agents.reconciling.policy import Policy
+    from agents.replying.roles import ToolRoles
     from cxr_agent.settings import Settings
-    from tools.base import ToolCapabilities
     from tools.ingestion.study import Study
 
 
@@ -37,7 +37,7 @@ class Nodes(Protocol):
     settings: Settings
     policy: Policy
     tools: dict[str, Any]
-    caps: dict[str, ToolCapabilities]
+    roles: ToolRoles  # the graph's one reading of its tools' capabilities
     pool: Any
     runners: dict[str, str]
 
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 def verifiers(nodes: Nodes, evidence: list[Evidence]) -> tuple[list[str], str | None]:
     """The tools that can be re-asked this turn (declared ``verifies``, did not fail), in registry
     order, and why none can be when the list is empty."""
-    declared = [n for n, c in nodes.caps.items() if c.verifies]
+    declared = list(nodes.roles.verifiers)
     if not declared:
         return [], "no tool that answers verification questions is configured"
     usable, why = [], None
@@ -76,10 +76,8 @@ def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> d
     emit = writer()
     decisions = as_decisions(state.get("decisions"))
     conflicted = unasked(decisions, nodes.policy)  # a conflict the ledger holds a re-ask for is settled already
-    names = ", ".join(d.finding.replace("_", " ") for d in conflicted)
     if not nodes.settings.verify_conflicts:
-        note = (f"Conflicts ({names}) were not re-checked: verification is turned off "
-                "(CXR_AGENT_VERIFY_CONFLICTS=false); they stay flagged for review.")
+        note = unchecked_note(len(conflicted), "verification is turned off (CXR_AGENT_VERIFY_CONFLICTS=false)")
         emit({"event": "note", "message": note})
         return {"notes": [note]}
     evidence = list(state.get("evidence") or [])
@@ -89,7 +87,7 @@ def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> d
     if usable and deadline.budget(nodes.settings.tool_timeout_s) <= 0:
         usable, why = [], f"the turn's deadline ({nodes.settings.turn_timeout_s:g} s) has passed"
     if not usable:
-        note = f"Conflicts ({names}) were not re-checked: {why}; they stay flagged for review."
+        note = unchecked_note(len(conflicted), why or "no tool can answer")
         for d in conflicted:
             emit({"event": "verify", "finding": d.finding, "outcome": "skipped"})
         emit({"event": "note", "message": note})
@@ -98,7 +96,7 @@ def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> d
     groups: dict[str, list[Decision]] = {}
     for d in conflicted:
         groups.setdefault(pick_verifier(d, usable), []).append(d)
-    image_sources = {n for n, c in nodes.caps.items() if c.image_source}
+    image_sources = set(nodes.roles.image_sources)
     ledger = as_ledger(state.get("ledger"))
     ledger = ledger if ledger is not None and ledger.study_id == state.get("study_id") else None
     known = [*(ledger.evidence() if ledger is not None else []), *evidence]
@@ -129,6 +127,13 @@ def verify_conflicts(nodes: Nodes, state: CxrState, config: RunnableConfig) -> d
     if ledger is not None and settled:
         update["ledger"] = ledger.record(settled, same_turn=True)
     return update
+
+
+def unchecked_note(count: int, why: str) -> str:
+    """The one note on conflicts left without a re-ask: how many and why, never which (each is named once,
+    on its own review line, and stays flagged there)."""
+    what = "1 conflict was" if count == 1 else f"{count} conflicts were"
+    return f"{what} not re-checked: {why}; {'it stays' if count == 1 else 'they stay'} flagged for review."
 
 
 def _ask(nodes: Nodes, state: CxrState, config: RunnableConfig, verifier: str, findings: list[str],

@@ -173,5 +173,5 @@ def answerer_for(graph: Any, tools: Iterable[str] | None = None) -> tuple[Multip
     names = select_tools(rt.tools, tools)
     answerer = MultipleChoice({n: rt.tools[n] for n in names}, lambda p: rt.studies.ingest(p)[1],
                               caps={n: rt.capabilities[n] for n in names if n in rt.capabilities},
-                              settings=rt.settings)
+                              settings=rt.settings, roles=rt.roles)
     return answerer, names

@@ -141,12 +141,22 @@ def test_without_a_record_the_turn_has_no_answer():
 
 
 def test_roles_are_read_from_capabilities_in_one_place():
-    """Only ToolRoles.from_capabilities turns capability flags into roles: the UI reads none, and the
-    graph's nodes build the one value (and read no role flag themselves)."""
+    """Only ToolRoles.from_capabilities turns capability flags into roles: the UI reads none, the graph's
+    nodes build the one value, and nothing else under agents/ (the runner's chains, the re-ask, the
+    comparison, the multiple-choice answerer) reads a role flag itself: each takes the graph's roles."""
+    role_flags = r"(writes_report|image_source|needs_draft|verifies|compares_priors)"
+    reads_flag = re.compile(rf"\.{role_flags}\b|[\"']{role_flags}[\"']")
     flags = re.compile(r"\.(writes_report|image_source)\b|from_capabilities|runtime\([^)]*\)\.capabilities")
     ui_reads = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "ui").glob("*.py"))
                 for i, line in enumerate(p.read_text().splitlines(), 1) if flags.search(line)]
     assert ui_reads == []
-    nodes = (ROOT / "agents" / "turn" / "nodes.py").read_text()
-    assert nodes.count("from_capabilities") == 1
-    assert not re.search(r"\.(writes_report|image_source)\b", nodes)
+    roles_module = ROOT / "agents" / "replying" / "roles.py"
+    agents = [p for p in sorted((ROOT / "agents").rglob("*.py")) if p != roles_module]
+    flag_reads = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in agents
+                  for i, line in enumerate(p.read_text().splitlines(), 1) if reads_flag.search(line)]
+    assert flag_reads == []
+    derived = {str(p.relative_to(ROOT)): p.read_text().count("from_capabilities") for p in agents}
+    # the nodes' one value per graph; an answerer built without a graph reads its tools the same way
+    assert {k: n for k, n in derived.items() if n} == {"agents/turn/nodes.py": 1, "agents/turn/multiple_choice.py": 1}
+    graph_module = (ROOT / "graph.py").read_text()
+    assert "roles=nodes.roles" in graph_module and not reads_flag.search(graph_module)
