@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -130,6 +131,18 @@ def pull(
               f"--thread {thread_id})[/dim]")
 
 
+def _compared_prior(client: Any, study_uid: str, prior_study_id: str) -> Any:
+    """The PACS radiograph of the prior a comparison read: the patient's latest earlier CR/DX study, when its
+    de-identified pixels are that study (found again by pixel hash, as for the current image); else None."""
+    from tools.interop.dicomweb import PacsError
+
+    try:
+        prior_uid = client.find_prior(study_uid)
+        return client.locate(prior_uid, prior_study_id) if prior_uid is not None else None
+    except PacsError:
+        return None
+
+
 @app.command("push")
 def push(
     study: str = STUDY_OPT,
@@ -152,11 +165,19 @@ def push(
     if not decisions or not study_id:
         raise _fail(f"Conversation {thread!r} has no findings on an image yet: run `cxr-agent pacs pull` first.")
     replies = [m for m in state.get("messages") or [] if getattr(m, "type", "") == "ai"]
+    from agents.turn.comparison import thread_changes
+
+    compared = thread_changes(state.get("messages") or [], study_id)
     try:
         client = PacsClient(settings)
         ref = client.locate(study, study_id)
+        prior_ref = _compared_prior(client, study, compared.prior_study_id) if compared is not None else None
+        if compared is not None and prior_ref is None:
+            Console(stderr=True).print("[yellow]The study the conversation compared with is not this study's prior "
+                                       "on the PACS: the SR carries no change since it.[/yellow]")
         pushed = client.push_report(ref, decisions=decisions, evidence=ledger.evidence() if ledger is not None else [],
-                                    report_text=replies[-1].content if replies else "", demo=settings.is_demo)
+                                    report_text=replies[-1].content if replies else "", demo=settings.is_demo,
+                                    prior=prior_ref, changes=compared.changes if compared is not None else ())
     except (PacsError, StudyError) as exc:
         raise _fail(str(exc)) from None
     from agents.review import ReviewStore

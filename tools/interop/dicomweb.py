@@ -384,14 +384,17 @@ class PacsClient:
         self._call("store the report", lambda: self._client.store_instances([dataset], dataset.StudyInstanceUID))
 
     def push_report(self, ref: InstanceRef, *, decisions: Any, evidence: Any = (), report_text: str = "",
-                    demo: bool = False) -> PushedReport:
-        """Build the SR against the source's header (fetched again now, then dropped) and STOW-RS it."""
+                    demo: bool = False, prior: InstanceRef | None = None, changes: Any = ()) -> PushedReport:
+        """Build the SR against the source's header (fetched again now, then dropped) and STOW-RS it.
+        ``prior`` (the radiograph a comparison read as the prior) and ``changes``: the change since it."""
         from tools.interop.sr import SRSourceError, build_sr
 
         try:
             with header_values_muted():
                 sr = build_sr(self.source_metadata(ref), decisions=decisions, evidence=evidence,
-                              report_text=report_text, demo=demo)
+                              report_text=report_text, demo=demo,
+                              prior=self.source_metadata(prior) if prior is not None else None,
+                              changes=changes if prior is not None else ())
         except SRSourceError as exc:
             raise PacsError(f"No SR was sent: {exc}.") from None
         self.store(sr)
