@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from agents.comparing.decide import ChangeDecision, ChangeReason
 from agents.comparing.patient import PatientCheck
+from knowledge.markdown import defang
 from knowledge.vocabulary import display_name
 
 CHANGE_WORDS = {"new": "new", "worse": "worse", "stable": "stable", "improved": "improved", "resolved": "resolved",
@@ -92,6 +93,13 @@ def change_lines(changes: Sequence[ChangeDecision], *, prior_id: str, current_id
     lines.append("\n".join(table))
     lines.append(f"_{SCORE_NOTE}{'' if direct else ' ' + NO_DIRECT}_")
     return tuple(lines)
+
+
+def unread_line(label: str, error: str | None) -> str:
+    """A tool that reads both films together failed: the rows then rest on each study's own reads."""
+    why = f" ({defang(error)})" if error else ""
+    return (f"_Not compared directly: {label} could not read the two films together{why}; the rows below rest "
+            "on each study's own reads._")
 
 
 def refusal_lines(patient: PatientCheck) -> tuple[str, ...]:

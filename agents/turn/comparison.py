@@ -21,7 +21,7 @@ from agents.comparing.pair import as_pairs
 from agents.comparing.patient import PatientCheck, same_patient
 from agents.comparing.policy import ChangePolicy
 from agents.memory.ledger import StudyLedger, as_decisions, as_earlier, as_ledger
-from agents.replying.change import change_lines, missing_prior_line, refusal_lines
+from agents.replying.change import change_lines, missing_prior_line, refusal_lines, unread_line
 from agents.replying.compose import NO_COMPARISON, ReplyParts
 from agents.routing.rules import Route
 from agents.turn.change_reads import ChangeReader, ChangeReads
@@ -134,6 +134,8 @@ def compare_with_prior(state: Mapping[str, Any], route: Route, *, study: Callabl
                            patient=patient, films=films, labels=labels,
                            direct=bool(roles.comparers),
                            interval_days=pair.interval_days if pair else None)
+    failed = {e.tool: e.error for e in reads.evidence if not e.ok}
+    opening += tuple(unread_line(labels.get(name, f"tool '{name}'"), error) for name, error in failed.items())
     return Comparison(opening=opening, payload={**base, "compared": True,
                                                 "changes": [d.model_dump(mode="json") for d in changes]},
                       evidence=reads.evidence, ledger=reads.ledger if reads.evidence else None)

@@ -200,3 +200,18 @@ def test_the_tiny_medgemma15_is_asked_with_both_films_prior_first(make_graph, th
     again = vlm.compare(prior, current, finding="pleural_effusion")
     assert again.ok and again.meta["prompt"] == COMPARE_FINDING.format("pleural effusion")
     assert seen[-1][0].count("<start_of_image>") == 2 and "Compare the pleural effusion" in seen[-1][0]
+
+
+def test_a_comparing_tool_that_fails_is_named_and_nothing_is_recorded(make_graph, thread):
+    class Broken(Comparer):
+        def compare(self, prior, current, **kw):
+            super().compare(prior, current, **kw)
+            raise RuntimeError("the two films could not be loaded together")
+
+    broken = Broken({})
+    (out,), _ = _converse(make_graph, thread, broken, [{"pleural_effusion": 0.2}, {"pleural_effusion": 0.9}])
+    text = out["messages"][-1].content
+    assert "the comparer could not read the two films together" in text
+    assert "RuntimeError: the two films could not be loaded together" in text
+    assert _rows(out)["pleural_effusion"]["change"] == "new"  # the classifier's two reads still count
+    assert not any(kind.startswith("compare") for _, kind, _ in _ledger_asks(out))  # a failure is not recorded
