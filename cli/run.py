@@ -166,8 +166,6 @@ def ask(
     import uuid
 
     from rich.console import Console
-    from rich.markdown import Markdown
-    from rich.table import Table
 
     from cxr_agent.settings import get_settings
 
@@ -215,8 +213,14 @@ def ask(
         if not quiet:
             err.print("[dim]reading the prior study first…[/dim]")
         graph.invoke({"messages": [("user", PRIOR_READ)], "study_id": prior_id}, config)
-    for mode, chunk in graph.stream(inputs, config, stream_mode=["custom", "updates"]):
-        event = parse_event(chunk) if mode == "custom" and not quiet else None
+    from cli.turn_print import print_turn, record_of
+
+    values: dict = {}
+    for mode, chunk in graph.stream(inputs, config, stream_mode=["custom", "values"]):
+        if mode == "values":  # the last one is graph.invoke's output
+            values = chunk
+            continue
+        event = parse_event(chunk) if not quiet else None
         if event is None:
             continue
         if event["event"] == "route":
@@ -227,25 +231,5 @@ def ask(
             err.print(f"[dim]{event['tool']}{what}: {status} in {(event['latency_ms'] or 0) / 1000:.1f} s[/dim]")
         elif event["event"] == "verify":
             err.print(f"[dim]verification of {event['finding']}: {event['outcome']}[/dim]")
-    state = graph.get_state(config).values
-    from knowledge.markdown import defang
-
-    out_console.print(Markdown(defang(state["messages"][-1].content)))  # model/corpus text: no links, images
-
-    table = Table(title="Evidence this turn", show_lines=False)
-    for col in ("tool", "ok", "latency", "calls (present / uncertain)", "note"):
-        table.add_column(col)
-    for ev in state.get("evidence") or []:
-        calls = ", ".join(
-            f"{c.finding}{'?' if c.status.value == 'uncertain' else ''}"
-            + (f" {c.score:.2f}" if c.score is not None else "")
-            for c in ev.calls if c.status.value != "absent"
-        )
-        note = ev.error or ev.answer or (f"{len(ev.neighbors)} neighbours" if ev.neighbors else "")
-        if ev.meta.get("verification"):
-            note = f"re-ask: {ev.meta['verification']}. {note}"
-        table.add_row(ev.tool, "yes" if ev.ok else "[red]no[/red]",
-                      f"{(ev.latency_ms or 0) / 1000:.2f} s", calls or "-", (note or "")[:80])
-    if state.get("evidence"):
-        out_console.print(table)
+    print_turn(record_of(values), out_console)  # what the turn did, from its one record
     err.print(f"[dim]thread: {thread_id}  (continue with --thread {thread_id})[/dim]")
