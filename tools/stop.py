@@ -28,7 +28,8 @@ def turn_stop() -> threading.Event | None:
 
 
 class EitherEvent(threading.Event):
-    """Set when it is set itself or any of ``others`` is: a call's own cancel joined to the turn's stop."""
+    """Set when it is set itself or any of ``others`` is: a call's own cancel joined to the turn's stop.
+    Only ``is_set`` looks at the others (what the backends poll between tokens); ``wait`` does not."""
 
     def __init__(self, *others: threading.Event) -> None:
         super().__init__()
