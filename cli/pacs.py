@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -131,18 +130,6 @@ def pull(
               f"--thread {thread_id})[/dim]")
 
 
-def _compared_prior(client: Any, study_uid: str, prior_study_id: str) -> Any:
-    """The PACS radiograph of the prior a comparison read: the patient's latest earlier CR/DX study, when its
-    de-identified pixels are that study (found again by pixel hash, as for the current image); else None."""
-    from tools.interop.dicomweb import PacsError
-
-    try:
-        prior_uid = client.find_prior(study_uid)
-        return client.locate(prior_uid, prior_study_id) if prior_uid is not None else None
-    except PacsError:
-        return None
-
-
 @app.command("push")
 def push(
     study: str = STUDY_OPT,
@@ -171,7 +158,7 @@ def push(
     try:
         client = PacsClient(settings)
         ref = client.locate(study, study_id)
-        prior_ref = _compared_prior(client, study, compared.prior_study_id) if compared is not None else None
+        prior_ref = client.compared_prior(study, compared.prior_study_id) if compared is not None else None
         if compared is not None and prior_ref is None:
             Console(stderr=True).print("[yellow]The study the conversation compared with is not this study's prior "
                                        "on the PACS: the SR carries no change since it.[/yellow]")

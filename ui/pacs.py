@@ -76,11 +76,18 @@ def push_to_pacs(state: MutableMapping[str, Any], settings: Settings, *, client:
 
     if not can_push(state):
         return False, "Open a study from the PACS and ask for a report first; only that study can receive the SR."
+    from agents.turn.comparison import recorded_changes
+
     _, ref = state[K_PACS_SOURCE]
     turn = latest_findings_turn(state[S.K_TURNS])
+    compared = recorded_changes((t.cxr for t in state[S.K_TURNS]), turn.study_id or state[S.K_STUDY].id)
     try:
-        pushed = _client(settings, client).push_report(ref, decisions=turn.decisions, evidence=turn.evidence,
-                                                        report_text=turn.reply, demo=settings.is_demo)
+        pacs = _client(settings, client)
+        # after a comparison: the SR references the prior radiograph on the PACS and carries each change
+        prior = pacs.compared_prior(ref.study_uid, compared.prior_study_id) if compared is not None else None
+        pushed = pacs.push_report(ref, decisions=turn.decisions, evidence=turn.evidence, report_text=turn.reply,
+                                  demo=settings.is_demo, prior=prior,
+                                  changes=compared.changes if compared is not None and prior is not None else ())
     except PacsError as exc:
         return False, str(exc)
     except Exception as exc:  # noqa: BLE001 - the page says it failed, never a traceback

@@ -383,6 +383,15 @@ class PacsClient:
         """STOW-RS one dataset (the SR) into its study on the PACS."""
         self._call("store the report", lambda: self._client.store_instances([dataset], dataset.StudyInstanceUID))
 
+    def compared_prior(self, study_uid: str, prior_study_id: str) -> InstanceRef | None:
+        """The radiograph a comparison read as the prior of ``study_uid``: the patient's latest earlier CR/DX
+        study, when its de-identified pixels are ``prior_study_id`` (found again by pixel hash); else None."""
+        try:
+            prior_uid = self.find_prior(study_uid)
+            return self.locate(prior_uid, prior_study_id) if prior_uid is not None else None
+        except PacsError:
+            return None
+
     def push_report(self, ref: InstanceRef, *, decisions: Any, evidence: Any = (), report_text: str = "",
                     demo: bool = False, prior: InstanceRef | None = None, changes: Any = ()) -> PushedReport:
         """Build the SR against the source's header (fetched again now, then dropped) and STOW-RS it.
