@@ -16,9 +16,13 @@ HEART = Box(x1=0.3, y1=0.4, x2=0.7, y2=0.8)
 
 
 def test_ask_prints_the_turns_record(monkeypatch, settings, cxr_image):
+    from agents.memory.checkpointers import make_checkpointer
+
     broken = ScriptedTool("second_opinion", {"report"}, raises=RuntimeError("weights missing"))
-    tools = [ScriptedVLM(report="Cardiomegaly."), classifier({"cardiomegaly": 0.2, "pleural_effusion": 0.9},
-                                                             {"pleural_effusion": HEART}), broken]
+    clf = classifier({"cardiomegaly": 0.2, "pleural_effusion": 0.9}, {"pleural_effusion": HEART})
+    clf.cacheable = True  # its read of the study answers the follow-up from the ledger
+    tools = [ScriptedVLM(report="Cardiomegaly."), clf, broken]
+    saver = make_checkpointer(url="memory")
     real_build = graph_module.build_graph
     built = []
 
@@ -27,13 +31,14 @@ def test_ask_prints_the_turns_record(monkeypatch, settings, cxr_image):
 
     def build(_settings=None, **_kw):
         g = real_build(settings.model_copy(update={"verify_conflicts": False}), tools=tools, builtin_tools=False,
-                       plugins=False)
+                       plugins=False, checkpointer=saver)
         object.__setattr__(g, "get_state", no_state)  # the record alone tells the turn
         built.append(g)
         return g
 
     monkeypatch.setattr(graph_module, "build_graph", build)
-    res = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["ask", str(cxr_image), "--thread", "rec1", "-q"])
+    runner = CliRunner(env={"COLUMNS": "400"})
+    res = runner.invoke(app, ["ask", str(cxr_image), "--thread", "rec1", "-q"])
     assert res.exit_code == 0, res.output
     out = res.output
     assert "Needs your review" in out and "Cardiomegaly." in out  # the reply
@@ -45,6 +50,12 @@ def test_ask_prints_the_turns_record(monkeypatch, settings, cxr_image):
     assert "Unavailable this turn: second_opinion" in out
     assert "Artifacts: heatmap (Pleural effusion)" in out
     assert "thread: rec1" in out and len(built) == 1
+    # a follow-up on the thread: the classifier's read comes from the study's ledger, and the record says so
+    again = runner.invoke(app, ["ask", "-", "Is there a pleural effusion?", "--thread", "rec1", "-q"])
+    assert again.exit_code == 0, again.output
+    evidence = again.output[again.output.index("Evidence this turn"):]
+    row = next(line for line in evidence.splitlines() if "classifier" in line)
+    assert "reused" in row and clf.calls == 1, row
 
 
 def test_a_graph_output_without_a_record_is_refused():
