@@ -320,7 +320,10 @@ class VLMTool:
         if rp is None:
             return Evidence.failure(self.name, f"the {self.adapter.family} model has no report instruction")
         report_turns = self._turns(rp)
-        res = self._generate(study, report_turns, request.thread_id, request.on_token, cancel, fixed=True)  # type: ignore[arg-type]
+        on_token, shown = request.on_token, getattr(self.adapter, "stream_filter", None)
+        if on_token is not None and callable(shown):  # e.g. a thinking trace is not streamed either
+            on_token = shown(on_token)
+        res = self._generate(study, report_turns, request.thread_id, on_token, cancel, fixed=True)  # type: ignore[arg-type]
         said = getattr(self.adapter, "answer_text", None)  # e.g. a thinking trace, dropped before the report
         if callable(said):
             res = replace(res, text=said("report", res.text))

@@ -8,7 +8,7 @@ from cxr_agent.settings import Settings
 from tools.base import ToolRequest
 from tools.ingestion.study import Study
 from tools.registry import builtin_tools
-from tools.vlm.adapters.medgemma import MedGemma15Adapter, without_thought
+from tools.vlm.adapters.medgemma import MedGemma15Adapter, ThoughtFilter, without_thought
 from tools.vlm.backends.base import GenerationResult
 from tools.vlm.tool import VLMTool
 
@@ -17,14 +17,18 @@ REPORT = "There is a small left pleural effusion. No pneumothorax."
 
 
 class Answers:
-    """A backend that answers every prompt with one fixed text (what the model would have generated)."""
+    """A backend that answers every prompt with one fixed text (what the model would have generated),
+    streamed to ``on_token`` a few characters at a time."""
 
     name, model_id, profile = "scripted", "google/medgemma-1.5-4b-it", "real"
 
     def __init__(self, text: str) -> None:
         self.text = text
 
-    def generate(self, image, turns, **kw) -> GenerationResult:
+    def generate(self, image, turns, *, on_token=None, **kw) -> GenerationResult:
+        for i in range(0, len(self.text), 3):
+            if on_token is not None:
+                on_token(self.text[i:i + 3])
         return GenerationResult(text=self.text)
 
 
@@ -54,3 +58,21 @@ def test_only_a_family_with_a_two_image_prompt_declares_compares_priors():
     caps = {t.name: t.capabilities for t in builtin_tools(Settings(vlm_compare="medgemma15"))}
     assert not caps["vlm"].compares_priors and caps["vlm-medgemma15"].compares_priors
     assert not any(t.capabilities.compares_priors for t in builtin_tools(Settings(vlm_compare="medgemma")))
+
+
+def test_the_streamed_report_holds_the_trace_back():
+    study = Study.from_array(np.zeros((32, 32), dtype=np.float32), view="PA")
+    streamed: list[str] = []
+    tool = VLMTool(Settings(model_profile="tiny", vlm_family="medgemma15"), backend=Answers(THOUGHT + REPORT))
+    ev = tool.run(ToolRequest(intent="report", study=study, thread_id="t", on_token=streamed.append))
+    assert "".join(streamed) == REPORT == ev.report
+    plain: list[str] = []
+    sink = ThoughtFilter(plain.append)
+    for piece in ("No", " pneumo", "thorax."):
+        sink(piece)
+    assert plain == ["No", " pneumo", "thorax."]  # no trace: every piece goes on as it comes
+    held: list[str] = []
+    sink = ThoughtFilter(held.append)
+    for piece in ("<unu", "sed94>thinking", " more<unu", "sed95>", "Clear", " lungs."):
+        sink(piece)
+    assert "".join(held) == "Clear lungs."

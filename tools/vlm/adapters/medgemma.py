@@ -110,6 +110,7 @@ COMPARE = ("Provide a comparison of these two images and include details from\n"
 COMPARE_FINDING = ("Compare the {} in the second image with the first image. Is it new, worse, unchanged, "
                    "improved or resolved? Answer in one sentence.")
 BOX_SCALE = 1000.0
+THOUGHT_START = "<unused94>"
 THOUGHT_END = "<unused95>"
 
 Change = Literal["new", "worse", "stable", "improved", "resolved"]
@@ -154,6 +155,33 @@ def comparison_messages(prior: Any, current: Any, prompt: ComparisonPrompt | Non
 def without_thought(text: str) -> str:
     """The answer after a thinking trace (``...<unused95>``), or the whole answer when it has none."""
     return text.split(THOUGHT_END, 1)[1].strip() if THOUGHT_END in text else text
+
+
+class ThoughtFilter:
+    """A token sink that passes a streamed answer on without its thinking trace: pieces are held while the
+    answer may still open a trace (``<unused94>``), and a trace's pieces are dropped up to ``<unused95>``."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink, self.held, self.state = sink, "", "undecided"
+
+    def __call__(self, piece: str) -> None:
+        if self.state == "open":
+            self.sink(piece)
+            return
+        self.held += piece
+        if self.state == "undecided":
+            head = self.held.lstrip()
+            if head.startswith(THOUGHT_START):
+                self.state = "thinking"
+            elif not THOUGHT_START.startswith(head):
+                self.state, out, self.held = "open", self.held, ""
+                self.sink(out)
+                return
+        if self.state == "thinking" and THOUGHT_END in self.held:
+            rest = self.held.split(THOUGHT_END, 1)[1].lstrip()
+            self.state, self.held = "open", ""
+            if rest:
+                self.sink(rest)
 
 
 def final_answer(text: str) -> str:
@@ -234,6 +262,10 @@ class MedGemma15Adapter(MedGemmaAdapter):
             return ComparisonPrompt(COMPARE)
         name = display_name(finding) if finding in FINDING_SET else finding.strip()
         return ComparisonPrompt(COMPARE_FINDING.format(name.lower()))
+
+    def stream_filter(self, sink: Any) -> Any:
+        """The report's token sink, its thinking trace held back (as ``answer_text`` drops it)."""
+        return ThoughtFilter(sink)
 
     def answer_text(self, task: Task, answer: str) -> str:
         """What the model said, its thinking trace dropped (a report is shown and labelled as written)."""
