@@ -170,7 +170,7 @@ def test_remote_ui_delete_removes_the_conversation_and_its_study(langgraph_serve
     agent = RemoteAgent(settings.model_copy(update={"graph_url": langgraph_server.url}))
     sid = agent.upload(cxr_images[4].read_bytes(), cxr_images[4].name)["study_id"]
     config = {"configurable": {"thread_id": "ui-thread-to-forget"}}
-    events = [e for _, e in agent.stream({"messages": [("user", "Is there cardiomegaly?")], "study_id": sid}, config)]
+    events = [e for kind, e in agent.stream({"messages": [("user", "Is there cardiomegaly?")], "study_id": sid}, config) if kind == "custom"]
     assert events[-1]["event"] == "reply" and agent.get_state(config).values["study_id"] == sid
     agent.forget("ui-thread-to-forget")  # what the sidebar's "Delete this conversation" calls
     assert not _stored(langgraph_server, sid) and not _heatmaps(langgraph_server, sid)
