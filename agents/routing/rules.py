@@ -244,6 +244,8 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
         return "similar_cases", "asks for similar prior cases: search the report index"
     if locate_cue:
         return "locate", f"asks where {named or 'a region'} is: ground it with the VLM and classifier heatmap"
+    if _COMPARISON.search(t) and not findings and not _REPORT_STRONG.search(t):
+        return "report", "asks what changed since an earlier study, naming no finding: the current study is read in full"
     if _CHAT_GENERIC.search(t) and not findings and not _REPORT_STRONG.search(t):
         return "chat", "conversational turn with no clinical target"
     if findings and _CHAT_DEFINITION.search(t):
@@ -266,6 +268,15 @@ _COMPARISON = re.compile(
     r"the (?:prior|previous|last|earlier|old)\b)"
     r"|\binterval (?:change|increase|decrease|development|improvement)\b|\bany (?:interval )?changes?\b"
     r"|\b(?:new|changed?) since\b|\b(?:is|are) (?:it|this|that|they|the \w+(?: \w+)?) (?:still )?stable\b"
+    # "is it any better?", "looking better": better about the patient, not "explain it better"
+    r"|\b(?:(?:is|are|was|were|looks?|looking|getting|gotten|got) (?:it |this |that |they |things |he |she )?"
+    r"(?:any |much |a bit |slightly |somewhat )?better|any better)\b"
+    # "compare the two studies", "did anything change between the two films", "differences between both images"
+    r"|\b(?:compar\w*|chang\w*|differ\w*)\b.*\b(?:(?:the|these|those) (?:two|2)|both)(?: \w+)? "
+    r"(?:studies|films|images|x-?rays|exams|radiographs|scans|cxrs)\b"
+    # "now vs the earlier study", "against the baseline film"
+    r"|\b(?:vs\.?|versus|against|relative to)\s+(?:the |my |his |her |their )?(?:prior|previous|last|earlier|older|"
+    r"old|first|baseline|original)\b"
 )
 
 

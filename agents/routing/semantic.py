@@ -204,7 +204,7 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
     t = rules._clean(text or "")[: rules._MAX_CHARS]
     if not t or rule_decided(t, route):
         return _with_phrase(route, t)
-    if route.intent in ("chat", "report") and not _families(t) and _existence_target(t):
+    if route.intent in ("chat", "report") and not _families(t) and _existence_target(t) and not rules.asks_comparison(t):
         # "is there dextrocardia?": a yes/no question about one named thing is a finding question,
         # whether or not the vocabulary knows the thing (high precision, no embedding needed)
         new = rules._make_route("finding_question", list(route.findings), t,
@@ -226,9 +226,10 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
               f"{scores.get(route.intent, 0.0):.2f}); rules said: {route.reason}")
     new = rules._make_route(best, list(route.findings), t, reason, has_image=has_image, method="rules")
     new = _with_phrase(new.model_copy(update={"scores": route.scores}), t)
-    if new.intent == "finding_question" and route.intent == "report" and not new.findings and new.phrase is None:
-        # "Is this normal?": the rules read a question about the whole study, and the classifier's finding
-        # question would have nothing named to ask about; the whole read answers it.
+    if new.intent == "finding_question" and route.intent == "report" and not new.findings and (
+            new.phrase is None or rules.asks_comparison(t)):
+        # "Is this normal?", "any interval change?": the rules read a question about the whole study, and the
+        # classifier's finding question would have nothing named to ask about; the whole read answers it.
         return _with_phrase(route, t)
     return new
 
