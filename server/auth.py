@@ -10,7 +10,9 @@ Identities (server/identities.py):
 - ``CXR_AGENT_SERVER_TOKEN``: the **service** identity. The server's own in-process client
   (retention, ``DELETE /cxr/threads``) presents it; it sees and may delete every thread.
 - ``CXR_AGENT_SERVER_USERS``: an owner-only file mapping token hashes to users; a ``gateway`` entry
-  (a UI replica that signs people in with OIDC) names the signed-in user in ``X-Cxr-User``.
+  (a UI replica that signs people in with OIDC) names the signed-in user in ``X-Cxr-User``, and may pass
+  the display name and organisation from that user's OIDC claims in ``X-Cxr-User-Name`` and
+  ``X-Cxr-User-Org`` (percent-encoded UTF-8; read from a gateway only, never from a user's own token).
 - Neither set: one anonymous caller with full access, as ``langgraph dev`` on loopback expects;
   the server logs a warning at start-up. Otherwise no identity, no access (401).
 
@@ -42,6 +44,8 @@ OWNER = "owner"
 GATEWAY = "gateway"
 USER_HEADER = "x-cxr-user"
 USER_NAME_HEADER = "x-cxr-user-name"
+USER_ORG_HEADER = "x-cxr-user-org"
+MAX_CLAIM_CHARS = 200
 SERVICE_ID = "cxr-agent-service"
 ANONYMOUS = Identity("anonymous", "anonymous", role=SERVICE)
 _CREATING = {"create", "create_run", "update"}
@@ -61,6 +65,14 @@ def _header(headers: dict[Any, Any], name: str) -> str | None:
     if value is None and headers:
         value = headers.get(name)
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _claim(headers: dict[Any, Any], name: str) -> str:
+    """A gateway's percent-encoded claim header as text: printable, trimmed, at most MAX_CLAIM_CHARS."""
+    from urllib.parse import unquote
+
+    text = unquote(_header(headers, name) or "", errors="replace")
+    return "".join(c for c in text if c.isprintable()).strip()[:MAX_CLAIM_CHARS]
 
 
 def identify(authorization: str | None, headers: dict[Any, Any] | None = None) -> Identity:
@@ -100,8 +112,9 @@ def identify(authorization: str | None, headers: dict[Any, Any] | None = None) -
     if not USER_ID.match(claimed):
         raise _unauthorized(f"a gateway must name the signed-in user in {USER_HEADER!r} "
                             "with 1-128 of letters, digits and ._@:+-")
-    name = (_header(headers or {}, USER_NAME_HEADER) or claimed).strip()[:200]
-    return Identity(claimed, name, who.org, "user")
+    # the signed-in user's own claims, as the gateway read them from the login; else the gateway's entry
+    name = _claim(headers or {}, USER_NAME_HEADER) or claimed
+    return Identity(claimed, name, _claim(headers or {}, USER_ORG_HEADER) or who.org, "user")
 
 
 @auth.authenticate

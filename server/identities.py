@@ -9,7 +9,9 @@
     token_sha256 = "<64 hex>"     # sha256 of the bearer token; the token itself is never stored
     role = "user"                 # "user" (sees only what it created), "service" (sees everything:
                                   # retention, forget), "gateway" (a UI replica that signs users in
-                                  # itself and names them in the X-Cxr-User header)
+                                  # itself and names them in the X-Cxr-User header; their name and
+                                  # organisation from the login in X-Cxr-User-Name / X-Cxr-User-Org,
+                                  # this entry's org when it sends none)
 
 The file holds the keys to every conversation, so it must be owner-only (mode 0600 or stricter);
 a readable-by-others file is refused rather than trusted. Tokens are compared by their sha256, so

@@ -8,8 +8,9 @@
 Why on the server: with the remote UI the thread lives here, so its review must too, under the
 server's data dir, where ``forget`` and retention (server/threads.py) delete it with the thread.
 Only the thread's owner (or the service identity, which may read) gets an answer; anyone else gets
-404, as for a missing thread. The reviewer is the authenticated caller (name and organisation from
-the users file, or the user a gateway names), never the body: a caller that is not a person (the
+404, as for a missing thread. The reviewer is the authenticated caller, never the body: name and
+organisation from the users file, or, for the user a gateway names, from that user's login claims the
+gateway passes (server/auth.py; the gateway's own entry when it passes none). A caller that is not a person (the
 service, or anyone on a server run open) may only sign under a ``typed_name``, which is recorded as
 "reviewed by (unauthenticated) NAME" and never verifies anything. Rows are the UI table's
 (``agents.review.edits``); a flagged finding without an action blocks signing (409).

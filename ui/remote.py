@@ -61,20 +61,45 @@ def ui_thread_id(server_id: str) -> str:
     return f"ui-{uuid.UUID(server_id).hex}"
 
 
-USER_HEADER, USER_NAME_HEADER = "X-Cxr-User", "X-Cxr-User-Name"
+USER_HEADER, USER_NAME_HEADER, USER_ORG_HEADER = "X-Cxr-User", "X-Cxr-User-Name", "X-Cxr-User-Org"
 
 
 @dataclass(frozen=True)
 class SignedInUser:
-    """The person using the app, as the graph server should know them (from the app's OIDC login)."""
+    """The person using the app, as the graph server should know them (from the app's OIDC login): the
+    server signs reviews with this name and organisation, so they come from the login's claims."""
 
     id: str
     name: str = ""
+    org: str = ""
+
+    @classmethod
+    def from_claims(cls, user: Any) -> SignedInUser | None:
+        """The signed-in user (``st.user``): e-mail (else ``sub``) as the id; name and organisation read
+        from the claims as a local sign-off reads them (``Reviewer.from_oidc``). None without an id."""
+        from agents.review.model import Reviewer, ReviewError
+
+        claims = user.to_dict() if hasattr(user, "to_dict") else dict(user)
+        ident = str(claims.get("email") or claims.get("sub") or "")
+        if not ident:
+            return None
+        try:
+            reviewer = Reviewer.from_oidc(claims)
+        except ReviewError:
+            return cls(ident, str(claims.get("name") or ""))
+        return cls(ident, reviewer.name, reviewer.org)
 
     def headers(self) -> dict[str, str]:
-        """What a gateway token's requests carry to name the user (server/auth.py reads them)."""
-        name = "".join(c for c in self.name if c.isprintable() and c.isascii())[:200]
-        return {USER_HEADER: self.id, **({USER_NAME_HEADER: name} if name else {})}
+        """What a gateway token's requests carry to name the user (server/auth.py reads them); the name and
+        organisation percent-encoded, so that any UTF-8 survives an HTTP header."""
+        from urllib.parse import quote
+
+        out = {USER_HEADER: self.id}
+        for header, value in ((USER_NAME_HEADER, self.name), (USER_ORG_HEADER, self.org)):
+            text = "".join(c for c in value if c.isprintable()).strip()[:200]
+            if text:
+                out[header] = quote(text, safe=" @.,'()-_&/")
+        return out
 
 
 def identity_warning(agent: RemoteAgent) -> str | None:
@@ -102,12 +127,12 @@ def for_reader(graph: Any, settings: Settings, state: Any) -> Any:
         return graph
     import streamlit as st
 
-    ident = str(st.user.get("email") or st.user.get("sub") or "")
-    if not ident:
+    user = SignedInUser.from_claims(st.user)
+    if user is None:
         return graph
     agent = state.get(K_READER_AGENT)
-    if agent is None or agent.user is None or agent.user.id != ident:
-        agent = state[K_READER_AGENT] = graph.as_user(SignedInUser(ident, str(st.user.get("name") or "")))
+    if agent is None or agent.user != user:
+        agent = state[K_READER_AGENT] = graph.as_user(user)
     return agent
 
 
