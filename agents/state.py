@@ -29,6 +29,7 @@ from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.comparing.pair import merge_pairs
+from agents.comparing.patient import keep_salt
 from agents.memory.ledger import EarlierStudy, StudyLedger
 from agents.routing.rules import Route
 from agents.turn.record import TurnRecord
@@ -61,6 +62,8 @@ class CxrState(TypedDict, total=False):
     earlier: dict[str, EarlierStudy]  # the conversation's earlier studies: their ledgers and decisions
     # studies read as a pair in one ingest, by current study id: the prior, the interval, patient keys
     pairs: Annotated[dict[str, dict[str, Any]], merge_pairs]
+    # the conversation's patient-key salt (hex): made once, kept here only (agents/comparing/patient.py)
+    patient_salt: Annotated[str, keep_salt]
     notes: Annotated[list[str], per_turn]
     ingest_error: str | None  # why this turn's input was not used (its image, or an over-long message)
     last_result: dict[str, Any] | None  # read-only: what checkpoints before the ledger kept
@@ -93,6 +96,8 @@ class CxrInput(BaseModel):
     prior_study_id: Annotated[str | None, UntrackedValue(Any)] = None
     # two studies read in one ingest (agents.comparing.pair.StudyPair dumps, by current study id): kept
     pairs: Annotated[dict[str, dict[str, Any]] | None, merge_pairs] = None
+    # the conversation's patient-key salt, sent once with the first keys made under it (then kept)
+    patient_salt: Annotated[str | None, keep_salt] = None
 
     @field_validator("study_id")
     @classmethod

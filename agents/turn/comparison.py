@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from agents.comparing.decide import ChangeDecision, StudyRead, candidate_findings, compare, film_reasons
-from agents.comparing.pair import as_pairs
+from agents.comparing.pair import as_pairs, patient_keys
 from agents.comparing.patient import PatientCheck, same_patient
 from agents.comparing.policy import ChangePolicy
 from agents.memory.ledger import StudyLedger, as_decisions, as_earlier, as_ledger
@@ -103,7 +103,8 @@ def compare_with_prior(state: Mapping[str, Any], route: Route, *, study: Callabl
     prior_view, prior_meta = _study_facts(study, prior_id)
     view, meta = _study_facts(study, current_id)
     pair = pair if pair is not None and pair.prior_study_id == prior_id else None
-    patient: PatientCheck = same_patient(prior_meta, meta, (pair.prior_key, pair.current_key) if pair else (None, None))
+    # keys from the pair itself, else from any pairs keyed under the conversation's salt
+    patient: PatientCheck = same_patient(prior_meta, meta, patient_keys(state.get("pairs"), prior_id, current_id))
     base = {"prior_study_id": prior_id, "study_id": current_id, "named_by_reader": bool(named),
             "patient": patient.verdict, "order": "headers" if pair else "reader",
             "interval_days": pair.interval_days if pair else None}
