@@ -30,5 +30,6 @@ case "$HOST" in
   127.*|localhost|::1) ;;
   *) echo "note: listening on $HOST: put a TLS-terminating proxy in front (conversations and images are PHI)" >&2 ;;
 esac
-export LANGSMITH_TRACING="${LANGSMITH_TRACING:-false}"
+# Two glibc malloc arenas: turns allocate from many threads, and per-thread arenas keep what they freed.
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" LANGSMITH_TRACING="${LANGSMITH_TRACING:-false}"
 exec "$PYTHON" -m server.standalone --host "$HOST" --port "$PORT" --jobs "$JOBS"

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from server.standalone.heap import give_back
+
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("enqueue", "reject")
@@ -149,6 +151,8 @@ class RunQueue:
                 queue.remove(run)
             if not queue:
                 self.waiting.pop(run.thread_id, None)
+            if not self.waiting:  # idle: hand the C heap's freed pages back (server/standalone/heap.py)
+                asyncio.get_running_loop().run_in_executor(None, give_back)
 
     async def cancel(self, run_id: UUID) -> bool:
         """Stop a run: a pending one never starts, a running one stops at its next step."""
