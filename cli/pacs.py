@@ -32,15 +32,14 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _patient_key():
-    """A patient-key function with a salt made for this one ingest and never stored: the two studies' keys
-    can be compared with each other and with nothing else."""
+def _patient_key(salt: bytes):
+    """A patient-key function under the conversation's salt: the keys compare with every other key made in
+    that thread, and with no other thread's."""
     import functools
-    import secrets
 
     from agents.comparing.patient import patient_key
 
-    return functools.partial(patient_key, salt=secrets.token_bytes(32))
+    return functools.partial(patient_key, salt=salt)
 
 
 def _findings_table(decisions):
@@ -75,10 +74,18 @@ def pull(
 
     settings = get_settings()
     out, err = Console(), Console(stderr=True)
-    prior = pairing = None
+    prior = pairing = graph = None
+    thread_id = thread or uuid.uuid4().hex[:12]
+    config = {"configurable": {"thread_id": thread_id}}
+    salt_input: dict[str, str] = {}
     try:
         if with_prior:
-            pair = PacsClient(settings).pull_with_prior(study, key=_patient_key())
+            from agents.comparing.patient import thread_salt
+            from graph import build_graph
+
+            graph = build_graph(settings)  # first: the keys are made under the conversation's salt
+            salt, salt_input = thread_salt(graph.get_state(config).values)
+            pair = PacsClient(settings).pull_with_prior(study, key=_patient_key(salt))
             pulled, prior = pair.current, pair.prior
         else:
             pulled = PacsClient(settings).pull(study)
@@ -86,12 +93,10 @@ def pull(
         raise _fail(str(exc)) from None
     from graph import build_graph, runtime
 
-    graph = build_graph(settings)
+    graph = graph or build_graph(settings)
     study_id = runtime(graph).studies.put(pulled.study)  # the graph's own store and cache, as for uploads
     err.print(f"[dim]pulled a {pulled.source.modality} {pulled.source.view or ''} image "
               f"({pulled.study.width} x {pulled.study.height}); de-identified as study {study_id[:12]}[/dim]")
-    thread_id = thread or uuid.uuid4().hex[:12]
-    config = {"configurable": {"thread_id": thread_id}}
     inputs: dict = {"messages": [("user", question)], "study_id": study_id}
     if with_prior and prior is None:
         err.print("[yellow]The PACS holds no earlier CR/DX study of this patient: the study is read alone.[/yellow]")
@@ -99,7 +104,8 @@ def pull(
         from agents.comparing.pair import ordered_pair
 
         prior_id = runtime(graph).studies.put(prior.study)
-        pairing = ordered_pair((prior_id, pair.taken[0], pair.keys[0]), (study_id, pair.taken[1], pair.keys[1]))
+        pairing = ordered_pair((prior_id, pair.taken[0], pair.keys[0]), (study_id, pair.taken[1], pair.keys[1]),
+                               thread_keys=True)
         if pairing is None or pairing.study_id != study_id:
             raise _fail("The two studies' headers do not give an order (same or missing date): nothing was compared.")
         days = pairing.interval_days
@@ -107,6 +113,7 @@ def pull(
                   f"{prior_id[:12]}; reading it first…[/dim]")
         graph.invoke({"messages": [("user", PRIOR_READ)], "study_id": prior_id}, config)
         inputs["pairs"] = {study_id: pairing.model_dump()}
+        inputs.update(salt_input)
         if question == DEFAULT_QUESTION:
             inputs["messages"] = [("user", COMPARE_QUESTION)]
     graph.invoke(inputs, config)

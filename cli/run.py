@@ -127,21 +127,19 @@ def _loopback(address: str) -> bool:
         return False
 
 
-def _pair_from_headers(prior: Path, prior_id: str, current: Path, current_id: str) -> Any:
+def _pair_from_headers(prior: Path, prior_id: str, current: Path, current_id: str, *, salt: bytes) -> Any:
     """The two files' StudyPair when both DICOM headers are dated (None otherwise); BadParameter when the
-    headers say --prior was taken after IMAGE. Dates and patient ids are read here, then dropped."""
-    import secrets
-
+    headers say --prior was taken after IMAGE. Dates and patient ids are read here, then dropped; the patient
+    keys are made under the conversation's ``salt``, so they compare with every other key of the thread."""
     from agents.comparing.pair import ordered_pair
     from agents.comparing.patient import patient_key
     from tools.ingestion.headers import header_facts
 
-    salt = secrets.token_bytes(32)  # this ingest's only: the two keys compare with each other, nothing else
     read = []
     for path, study_id in ((prior, prior_id), (current, current_id)):
         facts = header_facts(path.read_bytes())
         read.append((study_id, facts.taken, patient_key(facts.patient_id, facts.issuer, salt=salt)))
-    pair = ordered_pair(read[0], read[1])
+    pair = ordered_pair(read[0], read[1], thread_keys=True)
     if pair is not None and pair.study_id != current_id:
         raise typer.BadParameter("the DICOM headers say the --prior film was taken after IMAGE: swap them",
                                  param_hint="--prior")
@@ -204,11 +202,15 @@ def ask(
     if prior is not None:
         if inputs["prior_study_id"] == inputs["study_id"]:
             raise typer.BadParameter("IMAGE and --prior are the same image", param_hint="--prior")
+        from agents.comparing.patient import thread_salt
+
+        salt, salt_input = thread_salt(graph.get_state(config).values)  # the conversation's, made once
         pair = _pair_from_headers(Path(prior).expanduser(), inputs["prior_study_id"], Path(image).expanduser(),
-                                  inputs["study_id"])
+                                  inputs["study_id"], salt=salt)
         prior_id = inputs["prior_study_id"]
         if pair is not None:  # both headers dated: their order and interval, in this thread only
             inputs["pairs"] = {pair.study_id: pair.model_dump()}
+            inputs.update(salt_input)
             del inputs["prior_study_id"]
         if not quiet:
             err.print("[dim]reading the prior study first…[/dim]")

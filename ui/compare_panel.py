@@ -2,8 +2,8 @@
 films side by side.
 
 Dates are dropped when a file is loaded. Two films loaded together are ordered from their headers then
-(the interval in days and salted patient keys go to the conversation with the next message about the
-current film, as ``pairs``); the prior is read in full first. Otherwise, when a conversation holds several
+(the interval in days and patient keys, salted with the conversation's own salt, go to the conversation with
+the next message about the current film, as ``pairs``); the prior is read in full first. Otherwise, when a conversation holds several
 studies, the reader says which one is the prior (the control's choice goes with each message as
 ``prior_study_id``; left on its default, the study read before the current one is the prior). After a
 comparison turn the two films are drawn next to each other, each with the boxes and heatmaps its own
@@ -13,14 +13,13 @@ turns made.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import streamlit as st
 
 from agents.comparing.pair import ordered_pair
-from agents.comparing.patient import patient_key
+from agents.comparing.patient import patient_key, thread_salt
 from tools.ingestion.headers import header_facts
 from tools.ingestion.study import Study, StudyError
 from ui import session as S
@@ -34,6 +33,7 @@ K_PAIR_SIG = "cxr_pair_sig"  # the two files last loaded together, and what load
 K_PAIR_NOTE = "cxr_pair_note"
 K_QUEUED = "cxr_pair_queued"  # the current film, waiting for the prior's read to be sent first
 K_PAIR_NEXT = "cxr_pair_next"  # {current study id: StudyPair dump}, sent with the next message about it
+K_SALT = "cxr_pair_salt"  # (thread id, salt) made for a conversation that has none yet, sent with its pairs
 PRIOR_READ = "Write a report"  # the prior is read in full, so that every finding's change can be decided
 PAIR_HELP = ("Two films of one patient, in any order. DICOM files are ordered by their dates, read now and "
              "then dropped; the prior is read first. For files without dates, the first is taken as the prior.")
@@ -121,14 +121,35 @@ def _adopt(state: MutableMapping[str, Any], study: Study) -> None:
     state[S.K_PENDING] = study.id
 
 
+def thread_values(state: Mapping[str, Any], graph: Any) -> Mapping[str, Any]:
+    """The page's conversation as the graph holds it (empty for a new one, or a graph that cannot say)."""
+    getter = getattr(graph, "get_state", None)
+    if getter is None or not state.get(S.K_THREAD):
+        return {}
+    try:
+        return getter({"configurable": {"thread_id": state[S.K_THREAD]}}).values or {}
+    except Exception:  # noqa: BLE001 - a thread not stored yet, or a server that did not answer: none held
+        return {}
+
+
+def _salt(state: MutableMapping[str, Any], values: Mapping[str, Any] | None) -> bytes:
+    """The conversation's patient-key salt: the thread's, else one made for it and kept until it is sent."""
+    thread = state.get(S.K_THREAD)
+    made = state.get(K_SALT)
+    salt, recorded = thread_salt(values, made[1] if made and made[0] == thread else None)
+    if recorded:
+        state[K_SALT] = (thread, recorded["patient_salt"])
+    return salt
+
+
 def load_pair(state: MutableMapping[str, Any], files: Sequence[tuple[str, bytes]],
-              loader: Callable[..., Study] | None = None) -> str:
+              loader: Callable[..., Study] | None = None, *, values: Mapping[str, Any] | None = None) -> str:
     """Load two films together: order them from their headers, queue the prior's full read, and keep the
-    current film for the next message with the pair's interval and patient keys. Returns what to tell the
-    reader; on a refused file nothing changes."""
+    current film for the next message with the pair's interval and patient keys (made under the salt of the
+    conversation, whose state is ``values``). Returns what to tell the reader; on a refused file nothing changes."""
     if loader is None:
         from tools.ingestion.loader import load_study as loader
-    salt = secrets.token_bytes(32)  # this ingest's only: the two keys compare with each other, nothing else
+    salt = _salt(state, values)
     read = []
     for name, data in files:
         facts = header_facts(data)
@@ -139,7 +160,7 @@ def load_pair(state: MutableMapping[str, Any], files: Sequence[tuple[str, bytes]
         read.append((study.id, facts.taken, patient_key(facts.patient_id, facts.issuer, salt=salt), study))
     if read[0][0] == read[1][0]:
         return "The two files hold the same image: choose the prior and the current film."
-    pair = ordered_pair(read[0][:3], read[1][:3])
+    pair = ordered_pair(read[0][:3], read[1][:3], thread_keys=True)
     first, second = (read[0], read[1]) if pair is None or pair.prior_study_id == read[0][0] else (read[1], read[0])
     _adopt(state, first[3])
     state[S.K_INBOX].append(PRIOR_READ)
@@ -164,6 +185,9 @@ def comparison_inputs(state: MutableMapping[str, Any], inputs: Mapping[str, Any]
             state[K_PAIR_NEXT] = {queued["study"].id: queued["pair"]}
     elif state.get(K_PAIR_NEXT) and inputs.get("study_id") in state[K_PAIR_NEXT]:
         out["pairs"] = state.pop(K_PAIR_NEXT)
+        made = state.get(K_SALT)
+        if made and made[0] == state.get(S.K_THREAD):  # the salt its keys were made under (kept once set)
+            out["patient_salt"] = made[1]
     return out
 
 
@@ -183,6 +207,7 @@ def two_film_section(state: MutableMapping[str, Any], graph: Any = None) -> None
     sig = hashlib.sha256("".join(S.upload_signature(n, d) for n, d in named).encode()).hexdigest()
     if state.get(K_PAIR_SIG) != sig:
         with st.spinner("Reading the two films..."):
-            state[K_PAIR_NOTE] = load_pair(state, named, loader=graph.load_study if is_remote(graph) else None)
+            state[K_PAIR_NOTE] = load_pair(state, named, loader=graph.load_study if is_remote(graph) else None,
+                                           values=thread_values(state, graph))
         state[K_PAIR_SIG] = sig
     st.caption(state.get(K_PAIR_NOTE) or "")

@@ -124,3 +124,17 @@ def test_pacs_pull_with_prior_without_one_reads_the_study_alone(cli_env, history
     res = runner.invoke(app, ["pacs", "pull", "--study", history["older"], "--with-prior", "--thread", "pp2"])
     assert res.exit_code == 0, res.output
     assert "no earlier CR/DX study" in res.output and "Compared with the prior study" not in res.output
+
+
+def test_pulls_in_one_thread_share_its_salt_and_another_thread_has_its_own(cli_env, history):
+    runner, build = cli_env
+    for study, thread in (("current", "pp3"), ("later", "pp3"), ("current", "pp4")):
+        res = runner.invoke(app, ["pacs", "pull", "--study", history[study], "--with-prior", "--thread", thread])
+        assert res.exit_code == 0, res.output
+    one, other = (build().get_state({"configurable": {"thread_id": t}}).values for t in ("pp3", "pp4"))
+    first, second = (p for p in one["pairs"].values())  # current with its prior, then later with current
+    assert first["study_id"] == second["prior_study_id"] and first["thread_keys"] and second["thread_keys"]
+    assert first["prior_key"] == first["current_key"] == second["current_key"]  # one salt: one key per patient
+    assert one["patient_salt"] != other["patient_salt"]
+    assert next(iter(other["pairs"].values()))["current_key"] != first["current_key"]  # unlinkable across threads
+    assert PATIENT not in str(one) and PATIENT not in res.output

@@ -119,7 +119,8 @@ def test_invoke_validates_its_input(make_graph, thread, bad, key):
 
 def test_input_schema_is_the_documented_keys(make_graph):
     schema = make_graph(ScriptedVLM()).get_input_jsonschema()
-    assert set(schema["properties"]) == {"messages", "image", "image_name", "study_id", "prior_study_id", "pairs"}
+    assert set(schema["properties"]) == {"messages", "image", "image_name", "study_id", "prior_study_id", "pairs",
+                                          "patient_salt"}
     assert schema["additionalProperties"] is False
 
 
