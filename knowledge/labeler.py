@@ -3,6 +3,8 @@
 Mentions are the lexicon's precompiled regular expressions; their context (negation, uncertainty,
 hypothetical, history) is medspaCy's ConText over spaCy's blank English tokenizer (knowledge/context_cues.py:
 the algorithm is maintained upstream, the radiology cue list is ours). ~1,400 reports/s on one core.
+Each sentence is labelled on its own (ConText's scope never leaves it), so a sentence seen before comes
+from a bounded memo (`SENTENCE_MEMO`) and a report turn labels only its new sentences.
 
 How a report is read
 1. Mentions: every finding has phrase patterns (labeler_mentions in knowledge/lexicon.toml). Some phrases are hedged by
@@ -56,9 +58,10 @@ Measured against the IU X-ray MeSH indexing in bench/labeler.py (macro-F1 and th
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from knowledge.context_cues import HEDGE, HIST, HYPO, NEG, POSS, SPAN_GROUP, context
 from knowledge.evidence import FindingCall, Status
@@ -144,70 +147,135 @@ def _decide(target: Any, kind: str, inside: str) -> tuple[Status, str]:
     return Status.present, "affirmed"
 
 
-def find_mentions(text: str, *, prefilter: bool = True) -> list[Mention]:
-    """Every finding mention in `text`, in order of position, each with its contextual status."""
-    if not text:
-        return []
-    lower = text.lower()
-    sentences = [m.span() for m in _SENTENCE.finditer(lower)]
-    if not sentences:
-        return []
-    starts = [s0 for s0, _ in sentences]
-    excluded = [(m.start(), m.end()) for m in _EXCLUDE.finditer(lower)]
-    found: list[tuple[int, int, int, _Rule]] = []
-    for rule in _RULES:
-        if prefilter and not any(k in lower for k in rule.keywords):
-            continue
-        for m in rule.regex.finditer(lower):
-            a, b = m.span()
-            if b <= a or (excluded and any(a < e and b > s for s, e in excluded)):
+class _Local(NamedTuple):
+    """A mention inside one sentence: offsets from the sentence's start."""
+
+    finding: str
+    status: Status
+    start: int
+    end: int
+    cue: str
+
+
+class SentenceMemo:
+    """The mentions of each lower-case sentence, keyed by its text and the labeler version; bounded (LRU).
+
+    Why: a sentence's mentions depend on that sentence alone (ConText's scope never leaves it), and
+    reports repeat sentences ("No pneumothorax.", "The lungs are clear.") constantly, so a report turn
+    labels only the sentences it has not seen. Thread-safe: tools label reports on worker threads."""
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self.maxsize = maxsize
+        self.hits = self.misses = 0
+        self._items: OrderedDict[tuple[str, str], tuple[_Local, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, sentence: str) -> tuple[_Local, ...] | None:
+        key = (LABELER_VERSION, sentence)
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return found
+
+    def put(self, sentence: str, mentions: tuple[_Local, ...]) -> None:
+        with self._lock:
+            self._items[(LABELER_VERSION, sentence)] = mentions
+            self._items.move_to_end((LABELER_VERSION, sentence))
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.hits = self.misses = 0
+
+
+SENTENCE_MEMO = SentenceMemo()
+
+
+def _label_sentences(sentences: list[str], *, prefilter: bool = True) -> list[tuple[_Local, ...]]:
+    """The mentions of each (lower-case) sentence as if it were a report of its own, in order of position."""
+    found: list[list[tuple[int, int, _Rule]]] = []
+    for sentence in sentences:
+        here: list[tuple[int, int, _Rule]] = []
+        excluded = [(m.start(), m.end()) for m in _EXCLUDE.finditer(sentence)]
+        for rule in _RULES:
+            if prefilter and not any(k in sentence for k in rule.keywords):
                 continue
-            i = bisect_right(starts, a) - 1
-            if i < 0 or b > sentences[i][1]:
-                continue
-            found.append((a, b, i, rule))
-    if not found:
-        return []
+            for m in rule.regex.finditer(sentence):
+                a, b = m.span()
+                if b <= a or (excluded and any(a < e and b > s for s, e in excluded)):
+                    continue
+                here.append((a, b, rule))
+        found.append(here)
+    out: list[list[_Local]] = [[] for _ in sentences]
     # ConText only reads the sentences that hold a mention needing it: a sentence whose mentions are all
     # normal statements ("heart size is normal") is decided without it. The sentences that need it are
     # read as one doc of their own (joined by a space): sentences are whitespace-delimited, so their
     # tokens are the same, and ConText's scope never leaves a sentence. Targets keep every mention of
     # those sentences (a normal statement as a target still prunes an overlapping cue).
-    need = sorted({i for _, _, i, rule in found if rule.kind != "normal"})
-    out: list[Mention] = []
-    shift: dict[int, int] = {}  # sentence index -> its offset in the ConText doc minus its offset in the text
+    need = [i for i, here in enumerate(found) if any(rule.kind != "normal" for _, _, rule in here)]
     if need:
         nlp, ctx = context()
-        parts, starts_at = [], set()
+        shift: dict[int, int] = {}  # sentence index -> its offset in the ConText doc
         pos = 0
         for i in need:
-            s0, e0 = sentences[i]
-            shift[i] = pos - s0
-            starts_at.add(pos)
-            parts.append(lower[s0:e0])
-            pos += e0 - s0 + 1
-        doc = nlp.make_doc(" ".join(parts))
+            shift[i] = pos
+            pos += len(sentences[i]) + 1
+        doc = nlp.make_doc(" ".join(sentences[i] for i in need))
+        starts_at = set(shift.values())
         for tok in doc:
             tok.is_sent_start = tok.idx in starts_at
         spans, kept = [], []
-        for a, b, i, rule in found:
-            if i not in shift:
-                continue
-            span = doc.char_span(a + shift[i], b + shift[i], label=rule.kind, alignment_mode="expand")
-            if span is not None and len(span):
-                spans.append(span)
-                kept.append((a, b, i, rule))
+        for i in need:
+            for a, b, rule in found[i]:
+                span = doc.char_span(a + shift[i], b + shift[i], label=rule.kind, alignment_mode="expand")
+                if span is not None and len(span):
+                    spans.append(span)
+                    kept.append((a, b, i, rule))
         doc.spans[SPAN_GROUP] = spans
         ctx(doc)
         for span, (a, b, i, rule) in zip(doc.spans[SPAN_GROUP], kept, strict=True):
-            status, cue = _decide(span, rule.kind, lower[a:b])
-            for finding in rule.findings:
-                out.append(Mention(finding, status, a, b, sentences[i], cue))
-    for a, b, i, rule in found:
-        if i not in shift and lower[a:b].strip():  # a normal statement: no context can change it
-            status, cue = _decide(None, rule.kind, lower[a:b])
-            for finding in rule.findings:
-                out.append(Mention(finding, status, a, b, sentences[i], cue))
+            status, cue = _decide(span, rule.kind, sentences[i][a:b])
+            out[i] += [_Local(finding, status, a, b, cue) for finding in rule.findings]
+    needed = set(need)
+    for i, here in enumerate(found):
+        if i in needed:
+            continue
+        for a, b, rule in here:  # normal statements only: no context can change them
+            if sentences[i][a:b].strip():
+                status, cue = _decide(None, rule.kind, sentences[i][a:b])
+                out[i] += [_Local(finding, status, a, b, cue) for finding in rule.findings]
+    return [tuple(sorted(ms, key=lambda m: (m.start, m.end, m.finding))) for ms in out]
+
+
+def find_mentions(text: str, *, prefilter: bool = True, memo: bool = True) -> list[Mention]:
+    """Every finding mention in `text`, in order of position, each with its contextual status.
+
+    Each sentence is labelled on its own; with `memo`, sentences already seen come from `SENTENCE_MEMO`
+    (the same mentions: `memo=False` labels every sentence afresh, as `prefilter=False` does)."""
+    if not text:
+        return []
+    lower = text.lower()
+    spans = [m.span() for m in _SENTENCE.finditer(lower)]
+    texts = [lower[s0:e0] for s0, e0 in spans]
+    use_memo = memo and prefilter
+    local: list[tuple[_Local, ...] | None] = [SENTENCE_MEMO.get(t) for t in texts] if use_memo else [None] * len(texts)
+    missing = [i for i, ms in enumerate(local) if ms is None]
+    if missing:
+        for i, ms in zip(missing, _label_sentences([texts[i] for i in missing], prefilter=prefilter), strict=True):
+            local[i] = ms
+            if use_memo:
+                SENTENCE_MEMO.put(texts[i], ms)
+    out = [Mention(m.finding, m.status, m.start + s0, m.end + s0, (s0, e0), m.cue)
+           for (s0, e0), ms in zip(spans, local, strict=True) for m in ms or ()]
     out.sort(key=lambda m: (m.start, m.end, m.finding))
     return out
 
