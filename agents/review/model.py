@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -23,6 +23,10 @@ from knowledge.evidence import Decision, Status
 from knowledge.vocabulary import FINDING_SET, display_name, normalize
 
 Action = Literal["accepted", "rejected", "changed", "added"]
+ChangeAction = Literal["accepted", "rejected", "changed"]
+# The change taxonomy (tools/interop/change.py ``ChangeKind``, repeated so a review loads no DICOM code tables).
+ChangeValue = Literal["new", "worse", "stable", "improved", "resolved", "cannot_compare"]
+CHANGE_VALUES: tuple[str, ...] = get_args(ChangeValue)
 ORG_CLAIMS = ("org", "organization", "organisation", "hd")  # OIDC claims read as the organisation, in order
 
 
@@ -127,6 +131,56 @@ class Change(BaseModel):
     after: str | None = None
 
 
+class ChangeReview(BaseModel):
+    """One change since the prior study: what the comparison decided and what the reader did with it.
+
+    A rejected change is signed as no change claimed (``final_change`` None); the AI's draft stays beside it."""
+
+    finding: str
+    ai_change: ChangeValue
+    before: Status | None = None
+    now: Status | None = None
+    ai_confidence: float | None = None
+    agreeing: tuple[str, ...] = ()
+    disagreeing: tuple[str, ...] = ()
+    conflict: bool = False
+    possible_change: bool = False
+    flagged: bool = False
+    action: ChangeAction | None = None
+    change: ChangeValue | None = Field(None, description="The reader's change value, once acted on.")
+    note: str = ""
+
+    @property
+    def final_change(self) -> str | None:
+        """What is signed: the reader's change, the AI's when accepted or left unflagged; None when rejected."""
+        return None if self.action == "rejected" else (self.change or self.ai_change)
+
+
+def change_rows(changes: Sequence[Any]) -> list[ChangeReview]:
+    """Review rows of a comparison's change decisions (``ChangeDecision``, ``ChangeEntry`` or their dicts)."""
+    rows = []
+    for c in changes:
+        d = c if isinstance(c, Mapping) else c.model_dump(mode="json")
+        try:
+            rows.append(ChangeReview(
+                finding=known(d["finding"]), ai_change=d["change"], before=d.get("before"), now=d.get("now"),
+                ai_confidence=None if d.get("confidence") is None else round(float(d["confidence"]), 4),
+                agreeing=tuple(d.get("agreeing") or ()), disagreeing=tuple(d.get("disagreeing") or ()),
+                conflict=bool(d.get("conflict")), possible_change=bool(d.get("possible_change")),
+                flagged=bool(d.get("needs_review"))))
+        except (KeyError, ValueError) as exc:
+            raise ReviewError(f"a change decision could not be read into the review ({exc})") from None
+    return rows
+
+
+def known(finding: str) -> str:
+    """A finding id of the vocabulary from an id or a name it knows."""
+    fid = finding if finding in FINDING_SET else normalize(str(finding))
+    if fid is None:
+        raise ReviewError(f"{finding!r} is not a finding of the vocabulary (knowledge/lexicon.toml)")
+    return fid
+
+
 def _item(d: Decision) -> FindingReview:
     scores: dict[str, float] = {}
     for c in d.calls:
@@ -153,6 +207,9 @@ class _Content(BaseModel):
     items: list[FindingReview] = Field(default_factory=list)
     events: list[Change] = Field(default_factory=list)
     opened_at: str = Field(default_factory=_now)
+    prior_study_id: str | None = Field(None, description="The prior study the changes are against (None: no "
+                                       "comparison was made on this study).")
+    changes: list[ChangeReview] = Field(default_factory=list, description="The change decisions since the prior.")
 
     def item(self, finding: str) -> FindingReview:
         """The row of ``finding`` (an id or a name the vocabulary knows)."""
@@ -162,6 +219,14 @@ class _Content(BaseModel):
                 return it
         raise ReviewError(f"{finding!r} is not a finding of this review; add it with add()")
 
+    def change_row(self, finding: str) -> ChangeReview:
+        """The change row of ``finding`` (an id or a name the vocabulary knows)."""
+        fid = finding if finding in FINDING_SET else normalize(finding)
+        for row in self.changes:
+            if row.finding == fid:
+                return row
+        raise ReviewError(f"{finding!r} has no change since the prior study in this review")
+
 
 class Review(_Content):
     """The editable review of one study. Act on it, then ``sign``; a signed Review refuses every change."""
@@ -170,12 +235,18 @@ class Review(_Content):
 
     @classmethod
     def draft(cls, *, thread_id: str, study_id: str, reviewer: Reviewer, decisions: Sequence[Decision],
-              report: str = "") -> Review:
-        """A fresh review of the AI's decisions and report on ``study_id``."""
+              report: str = "", prior_study_id: str | None = None, changes: Sequence[Any] = ()) -> Review:
+        """A fresh review of the AI's decisions and report on ``study_id``, and of its change decisions since
+        ``prior_study_id`` when the study was compared with one (``ChangeDecision`` / ``ChangeEntry``)."""
         if not decisions and not report.strip():
             raise ReviewError(f"study {study_id[:12]} has no AI result on this thread to review")
+        if changes and not prior_study_id:
+            raise ReviewError("change decisions need the prior study they are against (prior_study_id)")
+        if prior_study_id == study_id:
+            raise ReviewError("the prior study is the reviewed study itself")
         r = cls(thread_id=thread_id, study_id=study_id, reviewer=reviewer, ai_report=report, report_text=report,
-                ai_decisions=list(decisions), items=[_item(d) for d in decisions])
+                ai_decisions=list(decisions), items=[_item(d) for d in decisions],
+                prior_study_id=prior_study_id if changes else None, changes=change_rows(changes))
         r.lineage = r.review_id
         r._log("opened")
         return r
@@ -241,9 +312,37 @@ class Review(_Content):
             self._log("report_edited", None, f"{len(self.report_text)} chars", f"{len(text)} chars")
             self.report_text = text
 
+    def _act_change(self, finding: str, action: ChangeAction, change: str | None, note: str) -> ChangeReview:
+        self._open()
+        row = self.change_row(finding)
+        before = row.final_change
+        row.action, row.change, row.note = action, change, note.strip()  # type: ignore[assignment]
+        self._log(f"change_{action}", row.finding, before, row.final_change or "no change")
+        return row
+
+    def accept_change(self, finding: str, note: str = "") -> ChangeReview:
+        """The reader agrees with the AI's change since the prior study."""
+        return self._act_change(finding, "accepted", self.change_row(finding).ai_change, note)
+
+    def reject_change(self, finding: str, note: str = "") -> ChangeReview:
+        """The reader says the AI's change is wrong: no change is signed for the finding."""
+        return self._act_change(finding, "rejected", None, note)
+
+    def set_change(self, finding: str, change: str, note: str = "") -> ChangeReview:
+        """The reader sets the change to another value of the taxonomy (new, worse, stable, improved,
+        resolved, cannot_compare)."""
+        value = str(change).strip().lower().replace(" ", "_")
+        if value not in CHANGE_VALUES:
+            raise ReviewError(f"change must be one of {', '.join(CHANGE_VALUES)} (got {change!r})")
+        return self._act_change(finding, "changed", value, note)
+
     def pending(self) -> list[str]:
         """Flagged findings still without an explicit action (they block signing)."""
         return [it.finding for it in self.items if it.flagged and it.action is None]
+
+    def pending_changes(self) -> list[str]:
+        """Findings whose flagged change since the prior has no explicit action yet (they block signing too)."""
+        return [row.finding for row in self.changes if row.flagged and row.action is None]
 
     @property
     def signed(self) -> bool:
@@ -252,10 +351,16 @@ class Review(_Content):
     def sign(self) -> SignedReview:
         """Freeze the review under its reviewer. Verified only when the reviewer logged in."""
         self._open()
-        left = self.pending()
-        if left:
-            raise ReviewIncomplete("flagged finding(s) need an explicit accept, reject or change before signing: "
-                                   + ", ".join(display_name(f) for f in left))
+        left, moved = self.pending(), self.pending_changes()
+        if left or moved:
+            parts = []
+            if left:
+                parts.append("flagged finding(s) need an explicit accept, reject or change before signing: "
+                             + ", ".join(display_name(f) for f in left))
+            if moved:
+                parts.append("flagged change(s) since the prior need an explicit accept, reject or change before "
+                             "signing: " + ", ".join(display_name(f) for f in moved))
+            raise ReviewIncomplete("; ".join(parts))
         self._log("signed", None, None, "verified" if self.reviewer.authenticated else "unverified")
         self._signed = True
         data = self.model_dump(mode="json")
@@ -302,5 +407,8 @@ def _status(value: Status | str) -> Status:
 
 
 def content_digest(data: Mapping[str, Any]) -> str:
-    body = {k: v for k, v in data.items() if k != "digest"}
+    """sha256 of the content. A review of a study never compared with a prior hashes exactly as before change
+    rows existed (``prior_study_id`` / ``changes`` left out when empty), so reviews signed then still check."""
+    body = {k: v for k, v in data.items() if k != "digest"
+            and not (k in ("prior_study_id", "changes") and not v)}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -12,6 +12,7 @@ from agents.review.store import ReviewStore
 from knowledge.evidence import Decision
 
 if TYPE_CHECKING:
+    from agents.turn.comparison import StudyChanges
     from cxr_agent.settings import Settings
 
 
@@ -79,5 +80,23 @@ def review_from_values(values: Mapping[str, Any], thread_id: str, study_id: str 
     if signed is not None:
         return signed.correction(reviewer)
     decisions = study_decisions(values, sid)
+    compared = study_changes(values, sid)
     return Review.draft(thread_id=thread_id, study_id=sid, reviewer=reviewer, decisions=decisions,
-                        report=draft_report(values) if sid == thread_study(values) else "")
+                        report=draft_report(values) if sid == thread_study(values) else "",
+                        prior_study_id=compared.prior_study_id if compared else None,
+                        changes=compared.changes if compared else ())
+
+
+def study_changes(values: Mapping[str, Any], study_id: str) -> StudyChanges | None:
+    """The study's latest comparison with its prior on the thread (its replies' payloads), if any."""
+    from agents.turn.comparison import thread_changes
+
+    messages = [m if not isinstance(m, Mapping) else _Message(m) for m in values.get("messages") or []]
+    return thread_changes(messages, study_id)
+
+
+class _Message:
+    """A message a remote graph returns as JSON: only its ``additional_kwargs`` are read."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.additional_kwargs = data.get("additional_kwargs") or {}

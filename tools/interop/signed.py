@@ -17,6 +17,12 @@ correction stays visible. Built from plain data (``SignedResult``), so this floo
   Device) plus the signed DiagnosticReport (``final`` only with a login) with the reader as
   ``resultsInterpreter`` (Practitioner, Organization), final Observations whose notes say what the AI
   had, and a Provenance (reader: verifier, AI Device: author of the draft, the draft as source).
+
+A study compared with a prior carries its change decisions as signed (``SignedChange``): the AI's SR
+references the prior image and holds the AI's draft changes; the verified SR references the prior too, with
+one group per signed change (the reader's change value, the AI's and the reader's action as text), and the
+final FHIR one Observation per signed change with its interpretation. A rejected change signs no change; it
+is named in the "Changes from the AI draft" summary, as a rejected finding is.
 """
 
 from __future__ import annotations
@@ -39,15 +45,17 @@ from cxr_agent import __version__
 from cxr_agent.settings import DISCLAIMER
 from knowledge.evidence import Decision
 from knowledge.vocabulary import display_name
+from tools.interop import change as X
 from tools.interop import codes as C
-from tools.interop.fhir import build_fhir_bundle
+from tools.interop.fhir import _INTERPRETATION_SYSTEM, build_fhir_bundle
 from tools.interop.quiet import header_values_muted
-from tools.interop.sr import MANUFACTURER, _reference, _uid, build_sr
+from tools.interop.sr import MANUFACTURER, SRSourceError, _reference, _uid, build_sr
 
 READER_ACTION = Code("READERACTION", C.LOCAL_SCHEME, "Reader action")
 AI_DRAFT_STATUS = Code("AIDRAFTSTATUS", C.LOCAL_SCHEME, "AI draft status")
 CHANGES = Code("AICHANGES", C.LOCAL_SCHEME, "Changes from the AI draft")
 REVIEW_NOTICE = Code("REVIEWNOTICE", C.LOCAL_SCHEME, "Review notice")
+AI_DRAFT_CHANGE = Code("AIDRAFTCHANGE", C.LOCAL_SCHEME, "AI draft change since the prior study")
 _PROVENANCE_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
 
@@ -96,6 +104,38 @@ class SignedFinding:
 
 
 @dataclass(frozen=True)
+class SignedChange:
+    """One change since the prior as signed: the reader's value (None: rejected, no change signed), the AI's."""
+
+    finding: str
+    change: str | None
+    ai_change: str
+    action: str  # accepted | rejected | changed | kept (unflagged, left as drafted)
+    before: str | None = None
+    now: str | None = None
+    ai_confidence: float | None = None
+    agreeing: tuple[str, ...] = ()
+    disagreeing: tuple[str, ...] = ()
+    conflict: bool = False
+    possible_change: bool = False
+    flagged: bool = False
+    note: str = ""
+
+    def ai_entry(self) -> X.ChangeEntry:
+        """The AI's draft change, as the AI's exports carry it."""
+        return X.ChangeEntry(finding=self.finding, change=self.ai_change, before=self.before, now=self.now,
+                             confidence=self.ai_confidence if self.ai_confidence is not None else 0.0,
+                             agreeing=list(self.agreeing), disagreeing=list(self.disagreeing), conflict=self.conflict,
+                             needs_review=self.flagged, possible_change=self.possible_change)
+
+    def words(self) -> str:
+        """The AI's draft and the reader's action, for the signed outputs' text."""
+        said = "no change signed" if self.change is None else self.change.replace("_", " ")
+        text = f"AI draft: {self.ai_change.replace('_', ' ')}; reader: {said} ({self.action})."
+        return text + (f" {self.note.strip()[:900]}" if self.note.strip() else "")
+
+
+@dataclass(frozen=True)
 class SignedResult:
     """Everything the signed outputs need, as plain data."""
 
@@ -111,6 +151,13 @@ class SignedResult:
     supersedes: str | None = None
     demo: bool = False
     earlier_ai_srs: Sequence[SRRef] = field(default_factory=tuple)
+    prior_study_id: str | None = None
+    change_rows: Sequence[SignedChange] = field(default_factory=tuple)
+
+    @property
+    def signed_changes(self) -> list[SignedChange]:
+        """The changes the reader signed (a rejected one signs none)."""
+        return [c for c in self.change_rows if c.change is not None]
 
     def changes(self) -> list[str]:
         """One sentence per difference between the AI draft and the signed result."""
@@ -121,6 +168,10 @@ class SignedResult:
                 out.append(f"{name}: added by the reader as {f.status}.")
             elif f.changed:
                 out.append(f"{name}: AI {f.ai_status}, reader {f.status} ({f.action}).")
+        for c in self.change_rows:
+            if c.change != c.ai_change:
+                said = "rejected, no change signed" if c.change is None else f"reader {c.change.replace('_', ' ')}"
+                out.append(f"{display_name(c.finding)} since the prior: AI {c.ai_change.replace('_', ' ')}, {said}.")
         if self.report_text.strip() != self.ai_report_text.strip():
             out.append("Report text edited by the reader.")
         return out or ["None: the reader confirmed the AI draft."]
@@ -139,9 +190,18 @@ def sr_uids(document_id: str) -> tuple[str, str]:
     return _uid("review", document_id, "series"), _uid("review", document_id, "sr")
 
 
-def ai_draft_sr(source: Dataset, result: SignedResult) -> hd.sr.Comprehensive3DSR:
-    """The AI's (unverified) SR of the draft, with UIDs fixed by the review lineage."""
-    sr = build_sr(source, decisions=list(result.ai_decisions), report_text=result.ai_report_text, demo=result.demo)
+def _need_prior(result: SignedResult, prior: Dataset | None) -> None:
+    if result.change_rows and prior is None:
+        raise SRSourceError(f"the review carries {len(result.change_rows)} change(s) since prior study "
+                            f"{(result.prior_study_id or '?')[:12]}: its header (prior=...) is needed to reference it")
+
+
+def ai_draft_sr(source: Dataset, result: SignedResult, prior: Dataset | None = None) -> hd.sr.Comprehensive3DSR:
+    """The AI's (unverified) SR of the draft, with UIDs fixed by the review lineage; with the draft's changes
+    since ``prior`` (its header) when the study was compared with one."""
+    _need_prior(result, prior)
+    sr = build_sr(source, decisions=list(result.ai_decisions), report_text=result.ai_report_text, demo=result.demo,
+                  prior=prior if result.change_rows else None, changes=[c.ai_entry() for c in result.change_rows])
     sr.SeriesInstanceUID = _uid("review", result.lineage, "ai-series")
     sr.SOPInstanceUID = _uid("review", result.lineage, "ai-sr")
     if getattr(sr, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in sr.file_meta:
@@ -179,6 +239,27 @@ def _finding_group(f: SignedFinding, src: hd.sr.SourceImageForMeasurementGroup) 
     return group
 
 
+def _signed_change_group(c: SignedChange, sources: Sequence[hd.sr.SourceImageForMeasurementGroup]) -> Any:
+    concept = C.finding_code(c.finding)
+    assert c.change is not None
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"change: {display_name(c.finding)}"),
+        finding_type=concept,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=X.INTERVAL_CHANGE, value=X.CHANGE_CODES[c.change])],
+        source_images=list(sources),
+    )
+    items = group[0].ContentSequence
+    for name, status in ((X.PRIOR_STATUS, c.before), (X.CURRENT_STATUS, c.now)):
+        if status is not None:
+            items.append(hd.sr.CodeContentItem(name=name, value=C.STATUS_CODES[status], relationship_type="CONTAINS"))
+    items.append(_text(AI_DRAFT_CHANGE, c.ai_change.replace("_", " ") + (
+        f" (certainty {c.ai_confidence * 100:.0f}%)" if c.ai_confidence is not None else "")))
+    items.append(_text(READER_ACTION, c.action))
+    if c.note.strip():
+        items.append(_text(codes.DCM.Comment, c.note.strip()[:1024]))
+    return group
+
+
 def _evidence_refs(refs: Sequence[SRRef]) -> list[Dataset]:
     """SR instances as Hierarchical SOP Instance Reference items: one per study, one series item per series."""
     tree: dict[str, dict[str, list[str]]] = {}
@@ -205,15 +286,21 @@ def _evidence_refs(refs: Sequence[SRRef]) -> list[Dataset]:
     return out
 
 
-def verified_sr(source: Dataset, result: SignedResult, ai_sr: Dataset, *,
+def verified_sr(source: Dataset, result: SignedResult, ai_sr: Dataset, *, prior: Dataset | None = None,
                 series_number: int = 991) -> hd.sr.Comprehensive3DSR:
-    """The signed result as a new SR referencing the AI's SR (VERIFIED only for a logged-in reader)."""
+    """The signed result as a new SR referencing the AI's SR (VERIFIED only for a logged-in reader) and, for a
+    study compared with one, the prior image (``prior``: its header) with the signed changes."""
+    _need_prior(result, prior)
     with header_values_muted():
-        return _verified(source, result, ai_sr, series_number)
+        return _verified(source, result, ai_sr, series_number, prior if result.change_rows else None)
 
 
-def _verified(source: Dataset, result: SignedResult, ai_sr: Dataset, series_number: int) -> hd.sr.Comprehensive3DSR:
+def _verified(source: Dataset, result: SignedResult, ai_sr: Dataset, series_number: int,
+              prior: Dataset | None = None) -> hd.sr.Comprehensive3DSR:
     ref = _reference(source)
+    prior_ref = _reference(prior) if prior is not None else None
+    if prior_ref is not None and prior_ref.SOPInstanceUID == ref.SOPInstanceUID:
+        raise SRSourceError("the prior study is the current image itself")
     reader = result.reader
     person = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,
@@ -222,6 +309,9 @@ def _verified(source: Dataset, result: SignedResult, ai_sr: Dataset, series_numb
             organization_name=reader.organisation[:64] or None))
     src = hd.sr.SourceImageForMeasurementGroup.from_source_image(ref)
     groups = [_finding_group(f, src) for f in result.findings]
+    if prior_ref is not None:
+        both = [src, hd.sr.SourceImageForMeasurementGroup.from_source_image(prior_ref)]
+        groups += [_signed_change_group(c, both) for c in result.signed_changes]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_person_context=person),
         procedure_reported=codes.SCT.PlainRadiography,
@@ -243,7 +333,7 @@ def _verified(source: Dataset, result: SignedResult, ai_sr: Dataset, series_numb
         previous.append(prev)
     verified = reader.verified
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[ref], content=report[0], series_instance_uid=series_uid, series_number=series_number,
+        evidence=[ref] if prior_ref is None else [ref, prior_ref], content=report[0], series_instance_uid=series_uid, series_number=series_number,
         sop_instance_uid=sop_uid, instance_number=result.version, manufacturer=MANUFACTURER,
         is_complete=True, is_final=verified, is_verified=verified,
         verifying_observer_name=_person_name(reader.name) if verified else None,
@@ -263,12 +353,15 @@ def _verified(source: Dataset, result: SignedResult, ai_sr: Dataset, series_numb
         sr.VerifyingObserverSequence[0].VerifyingObserverIdentificationCodeSequence = [ident]
     own = SRRef(ai_sr.StudyInstanceUID, ai_sr.SeriesInstanceUID, ai_sr.SOPInstanceUID)
     earlier = [r for r in result.earlier_ai_srs if r.study_uid == own.study_uid]  # other studies: not this one's
-    sr.PertinentOtherEvidenceSequence = _evidence_refs([own, *earlier])
+    kept = list(sr.get("PertinentOtherEvidenceSequence") or [])  # the prior, a study of its own, is filed here
+    sr.PertinentOtherEvidenceSequence = [*kept, *_evidence_refs([own, *earlier])]
     scheme = Dataset()
     scheme.CodingSchemeDesignator = C.LOCAL_SCHEME
     scheme.CodingSchemeName = C.LOCAL_SCHEME_NAME
     scheme.CodingSchemeResponsibleOrganization = "cxr-agent project"
     sr.CodingSchemeIdentificationSequence = [scheme]
+    if prior_ref is not None:
+        sr.SpecificCharacterSet = "ISO_IR 192"  # as the AI's SR of a comparison: its words keep their arrows
     return sr
 
 
@@ -280,10 +373,39 @@ def _coding(code: Any) -> dict[str, str]:
     return {"system": C.fhir_system(code.scheme_designator), "code": code.value, "display": code.meaning}
 
 
-def verified_fhir(result: SignedResult, *, study_uid: str | None = None) -> Bundle:
-    """The AI draft's resources and the signed report with its Provenance, as one validated R4B Bundle."""
+def _change_observation(c: SignedChange, status: str, reader_url: str, reader_label: str, now: str) -> dict:
+    """One signed change since the prior, with its interpretation (HL7's code where it has one)."""
+    assert c.change is not None
+    value, hl7 = X.CHANGE_CODES[c.change], X.FHIR_INTERPRETATION[c.change]
+    interp = ([{"system": _INTERPRETATION_SYSTEM, "code": hl7[0], "display": hl7[1]}] if hl7 else []) + [_coding(value)]
+    components = []
+    for name, st in ((X.PRIOR_STATUS, c.before), (X.CURRENT_STATUS, c.now)):
+        if st is not None:
+            code = C.STATUS_CODES[st]
+            components.append({"code": {"coding": [_coding(name)], "text": name.meaning},
+                               "valueCodeableConcept": {"coding": [_coding(code)], "text": code.meaning}})
+    obs: dict[str, Any] = {
+        "resourceType": "Observation", "status": status,
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "imaging", "display": "Imaging"}]}],
+        "code": {"coding": [_coding(C.finding_code(c.finding))],
+                 "text": f"{display_name(c.finding)}: change since the prior study"},
+        "valueCodeableConcept": {"coding": [_coding(value)], "text": value.meaning},
+        "interpretation": [{"coding": interp, "text": value.meaning}],
+        "performer": [{"reference": reader_url, "display": reader_label}],
+        "note": [{"text": c.words()}], "issued": now}
+    if components:
+        obs["component"] = components
+    return obs
+
+
+def verified_fhir(result: SignedResult, *, study_uid: str | None = None, prior_study_uid: str | None = None
+                  ) -> Bundle:
+    """The AI draft's resources and the signed report with its Provenance, as one validated R4B Bundle
+    (``prior_study_uid``: the prior's DICOM study, joining the reports' imaging studies)."""
     draft = build_fhir_bundle(decisions=list(result.ai_decisions), report_text=result.ai_report_text,
-                              demo=result.demo, study_uid=study_uid)
+                              demo=result.demo, study_uid=study_uid,
+                              changes=[c.ai_entry() for c in result.change_rows], prior_study_uid=prior_study_uid)
     entries = [e.model_dump(mode="json", exclude_none=True) for e in draft.entry or []]
     draft_url = next(e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "DiagnosticReport")
     device_url = next(e["fullUrl"] for e in entries if e["resource"]["resourceType"] == "Device")
@@ -314,6 +436,10 @@ def verified_fhir(result: SignedResult, *, study_uid: str | None = None) -> Bund
         url = _urn()
         added.append({"fullUrl": url, "resource": obs})
         refs.append({"reference": url, "display": display_name(f.finding)})
+    for c in result.signed_changes:
+        url = _urn()
+        added.append({"fullUrl": url, "resource": _change_observation(c, status, reader_url, reader.label, now)})
+        refs.append({"reference": url, "display": f"{display_name(c.finding)} (change)"})
     text = result.report_text.strip() or "(no report text)"
     text += "\n\nChanges from the AI draft: " + " ".join(result.changes()) + "\n\n" + result.notice() + "\n"
     report: dict[str, Any] = {
@@ -327,9 +453,10 @@ def verified_fhir(result: SignedResult, *, study_uid: str | None = None) -> Bund
         "presentedForm": [{"contentType": "text/markdown; charset=utf-8", "language": "en",
                            "data": base64.b64encode(text.encode()).decode(), "title": "signed report"}],
     }
-    if study_uid:
-        report["imagingStudy"] = [{"type": "ImagingStudy",
-                                   "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{study_uid}"}}]
+    studies = [uid for uid in (study_uid, prior_study_uid if result.change_rows else None) if uid]
+    if studies:
+        report["imagingStudy"] = [{"type": "ImagingStudy", "identifier": {"system": "urn:dicom:uid",
+                                                                          "value": f"urn:oid:{uid}"}} for uid in studies]
     added.insert(0, {"fullUrl": report_url, "resource": report})
     verifier = {"type": {"coding": [{"system": _PROVENANCE_TYPE, "code": "verifier" if final else "informant",
                                      "display": "Verifier" if final else "Informant"}]},
