@@ -30,6 +30,12 @@ COMPARE = "compare"  # the ask kind of a comparison read
 REASK = "compare_reask"  # ... and of a re-ask about one finding
 
 
+def is_change_read(evidence: Evidence) -> bool:
+    """Whether ``evidence`` answers a comparison ask (a read of two films together, or its re-ask)."""
+    ask = evidence.meta.get("ask")
+    return isinstance(ask, Mapping) and ask.get("kind") in (COMPARE, REASK)
+
+
 def change_calls(evidence: Evidence, *, finding: str | None = None) -> list[ChangeCall]:
     """The statements of change in a comparing tool's Evidence, as its own (``source`` = the tool); a
     statement naming an unknown finding or change is skipped. ``finding``: a re-ask's, whose answer counts

@@ -564,7 +564,7 @@ class Nodes:
 
                 text = f"> **{DEMO_WARNING}**\n\n{text}"
         record = build_record(route, evidence, decisions, list(before or []), text, study_id=study_id, notes=notes,
-                              roles=self.roles)
+                              roles=self.roles, compared=compared.evidence if compared is not None else ())
         cxr = {**responder.payload(route, evidence, decisions, study_id=study_id, demo=self.settings.is_demo),
                **payload_extras(record)}
         update: dict[str, Any] = {}

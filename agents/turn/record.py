@@ -2,7 +2,8 @@
 
 Why: the UI, the CLI and the exports otherwise piece a turn together from stream events, the
 reply's payload and the state. ``TurnRecord`` is the turn's route, its evidence (each marked run
-or reused from the study's ledger), the study's decisions after the turn and which of them changed
+or reused from the study's ledger; a comparison's asks of the tools that read two films together, made
+inside the respond node, among them), the study's decisions after the turn and which of them changed
 (before, after and the evidence that moved it), the reply text, the tools that were unavailable,
 the artifacts and the study it concerns. ``graph.invoke`` returns it under ``record``; the reply's
 ``additional_kwargs["cxr"]`` carries its compact part (``payload_extras``).
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from agents.replying.roles import ToolRoles
 from agents.routing.rules import Route, as_route
+from agents.turn.change_reads import is_change_read
 from knowledge.evidence import Artifact, Decision, Evidence, Status
 
 
@@ -26,6 +28,8 @@ class TurnEvidence(BaseModel):
     tool: str
     reused: bool = Field(False, description="Taken from the study's ledger: the tool did not run again.")
     verification: bool = Field(False, description="A targeted re-ask about a conflict.")
+    comparison: bool = Field(False, description="A read of the study against its prior by a tool that compares "
+                             "priors (or its re-ask about one finding).")
     evidence: Evidence
 
 
@@ -80,8 +84,11 @@ def _because(finding: str, evidence: Sequence[Evidence]) -> list[str]:
 
 def build_record(route: Route | Mapping[str, Any], evidence: Sequence[Evidence], decisions: Sequence[Decision],
                  before: Sequence[Decision], reply: str, *, study_id: str | None,
-                 notes: Sequence[str] = (), roles: ToolRoles | None = None) -> TurnRecord:
-    """The record of a turn from its evidence and the study's decisions before and after it."""
+                 notes: Sequence[str] = (), roles: ToolRoles | None = None,
+                 compared: Sequence[Evidence] = ()) -> TurnRecord:
+    """The record of a turn from its evidence and the study's decisions before and after it.
+    ``compared``: what the tools that compare priors said in this turn's comparison (asked or reused)."""
+    evidence = [*evidence, *compared]
     old = {d.finding: d for d in before}
     changed = []
     for d in decisions:
@@ -97,7 +104,8 @@ def build_record(route: Route | Mapping[str, Any], evidence: Sequence[Evidence],
     return TurnRecord(
         study_id=study_id, route=(as_route(route) or Route(intent="chat")).model_dump(),
         evidence=[TurnEvidence(tool=e.tool, reused=bool(e.meta.get("reused")),
-                               verification=bool(e.meta.get("verification")), evidence=e) for e in evidence],
+                               verification=bool(e.meta.get("verification")), comparison=is_change_read(e),
+                               evidence=e) for e in evidence],
         decisions=list(decisions), changed=changed, reply=reply,
         unavailable=sorted({e.tool for e in evidence if not e.ok and not e.meta.get("verification")}),
         artifacts=[a for e in evidence if e.ok for a in e.artifacts], notes=list(notes),
