@@ -1,6 +1,7 @@
 """`cxr-agent review ...`: a clinician's sign-off of a conversation's study from the command line.
 
-show / edit (accept, reject, change, add, notes, report text; kept as a draft) / sign / log (the audit
+show / edit (accept, reject, change, add, notes, report text; kept as a draft; for a study compared with a
+prior, its change rows too: --accept-change, --reject-change, --set-change) / sign / log (the audit
 trail) / files (the AI's SR, the signed SR and the FHIR bundle) / push (STOW-RS, PACS studies only) /
 export (JSONL for `cxr-agent eval agreement`). Signing is verified only under an identity: CXR_AGENT_REVIEW_TOKEN holds
 the reader's token of the graph server's users file (CXR_AGENT_SERVER_USERS); ``--name`` alone signs
@@ -76,6 +77,28 @@ def _table(review: Any) -> Any:
     return t
 
 
+def _change_table(review: Any) -> Any:
+    from rich.table import Table
+
+    from knowledge.vocabulary import display_name
+
+    t = Table(title=f"Change since prior study {(review.prior_study_id or '')[:12]}")
+    for col in ("finding", "before", "now", "AI change", "sources", "flagged", "action", "signed", "note"):
+        t.add_column(col)
+    for row in review.changes:
+        sources = ", ".join([*row.agreeing, *(f"not {s}" for s in row.disagreeing)])
+        t.add_row(display_name(row.finding), row.before.value if row.before else "-", row.now.value if row.now else "-",
+                  row.ai_change.replace("_", " "), sources or "-", "yes" if row.flagged else "",
+                  row.action or ("NEEDED" if row.flagged else ""),
+                  (row.final_change or "no change").replace("_", " "), row.note)
+    return t
+
+
+def _left(review: Any) -> str:
+    left = [*review.pending(), *(f"{f} (change)" for f in review.pending_changes())]
+    return ", ".join(left)
+
+
 @app.command("show")
 def show(thread: str = THREAD, name: str = NAME) -> None:
     """The study's findings: the AI's call, whether flagged, and your action so far."""
@@ -83,8 +106,10 @@ def show(thread: str = THREAD, name: str = NAME) -> None:
 
     review, _ = _open(thread, name or "viewer")
     Console(width=160).print(_table(review))
-    if review.pending():
-        typer.echo(f"needs an action before signing: {', '.join(review.pending())}")
+    if review.changes:
+        Console(width=160).print(_change_table(review))
+    if _left(review):
+        typer.echo(f"needs an action before signing: {_left(review)}")
 
 
 def _pairs(values: list[str], what: str) -> list[tuple[str, str]]:
@@ -105,6 +130,14 @@ def edit(
     change: Annotated[list[str], typer.Option("--change", help="FINDING=present|absent|uncertain.")] = [],  # noqa: B006
     add: Annotated[list[str], typer.Option("--add", help="A finding the tools missed (FINDING[=status]).")] = [],  # noqa: B006
     note: Annotated[list[str], typer.Option("--note", help="FINDING=text, kept with that finding's action.")] = [],  # noqa: B006
+    accept_change: Annotated[list[str], typer.Option("--accept-change", help="Accept the change since the prior.")
+                             ] = [],  # noqa: B006
+    reject_change: Annotated[list[str], typer.Option("--reject-change", help="Reject it: no change is signed.")
+                             ] = [],  # noqa: B006
+    set_change: Annotated[list[str], typer.Option(
+        "--set-change", help="FINDING=new|worse|stable|improved|resolved|cannot_compare.")] = [],  # noqa: B006
+    change_note: Annotated[list[str], typer.Option("--change-note", help="FINDING=text, kept with its change.")
+                           ] = [],  # noqa: B006
     report_file: Annotated[Path | None, typer.Option("--report-file", help="Replace the report text with this file.")
                            ] = None,
     name: str = NAME,
@@ -126,12 +159,18 @@ def edit(
             review.add(f.strip(), status.strip() or "present", notes.get(f.strip(), ""))
         if report_file is not None:
             review.edit_report(report_file.read_text(encoding="utf-8"))
+        change_notes = dict(_pairs(change_note, "--change-note"))
+        for f in accept_change:
+            review.accept_change(f, change_notes.get(f, ""))
+        for f in reject_change:
+            review.reject_change(f, change_notes.get(f, ""))
+        for f, value in _pairs(set_change, "--set-change"):
+            review.set_change(f, value, change_notes.get(f, ""))
     except (ReviewError, OSError) as exc:
         raise _fail(str(exc)) from None
     ReviewStore.for_settings(settings).save_draft(review)
-    show_pending = review.pending()
-    typer.echo("draft saved" + (f"; still needs an action: {', '.join(show_pending)}" if show_pending else
-                                "; ready to sign"))
+    show_pending = _left(review)
+    typer.echo("draft saved" + (f"; still needs an action: {show_pending}" if show_pending else "; ready to sign"))
 
 
 @app.command("sign")
@@ -166,15 +205,18 @@ def _current(thread: str, study: str | None = None) -> tuple[Any, Any]:
 @app.command("files")
 def files(thread: str = THREAD, out: Annotated[Path, typer.Option("--out", help="Folder for the files.")] = Path(".")
           ) -> None:
-    """Write the AI's SR, the signed SR and the FHIR bundle of the latest signed version."""
+    """Write the AI's SR, the signed SR and the FHIR bundle of the latest signed version (with the changes since
+    the prior, which both SRs reference, when the study was compared with one)."""
     from agents.review.outputs import fhir_bundle, sr_pair
     from tools.ingestion.store import StudyStore
     from tools.interop.fhir import fhir_json
     from tools.interop.sr import deidentified_source
 
     signed, settings = _current(thread)
-    study = StudyStore.from_settings(settings).get(signed.study_id)
-    ai, ver = sr_pair(signed, deidentified_source(study), demo=settings.is_demo)
+    store = StudyStore.from_settings(settings)
+    study = store.get(signed.study_id)
+    prior = deidentified_source(store.get(signed.prior_study_id)) if signed.changes and signed.prior_study_id else None
+    ai, ver = sr_pair(signed, deidentified_source(study), demo=settings.is_demo, prior=prior)
     out.mkdir(parents=True, exist_ok=True)
     ai.save_as(out / "ai-draft-sr.dcm", enforce_file_format=True)
     ver.save_as(out / "signed-sr.dcm", enforce_file_format=True)
