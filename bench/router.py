@@ -10,7 +10,9 @@ The rules alone (agents.routing.rules.route) are the baseline. The tuning sets (
 eval/router_tuning.jsonl) are rows too, but not held-out numbers.
 
 Latency: wall time per route_turn call over the held-out sentences, p50/p95 overall and split by what decided
-the turn (rule-decided: no embedding; embedding consulted). The embedder is loaded before timing.
+the turn (rule-decided: no embedding; embedding consulted), and the two stages of an embedding-consulted turn
+(the sentence's MiniLM embedding; the logistic regression). The embedder is loaded before timing; each row
+names the cores, torch threads and load average it ran under (the numbers swing with other work on the CPU).
 `python -m bench.router` prints the per-intent table and the confusion matrix.
 """
 
@@ -21,8 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agents.routing import rules
-from agents.routing.semantic import default_classifier, route_semantic, rule_decided
+from agents.routing.semantic import default_classifier, delexicalise, one_thread, route_semantic, rule_decided
 from agents.routing.turn import route_turn
 from eval.route_eval import evaluate_cases, load_cases
 
@@ -57,6 +61,37 @@ def latency(repeat: int = 3) -> dict[str, list[float]]:
         decided = rule_decided(rules._clean(case["text"]), rules.route(case["text"], **kw))
         out["rules" if decided else "embedding"].append(ms)
     return out
+
+
+def stage_latency(repeat: int = 3) -> dict[str, list[float]]:
+    """ms per stage of an embedding-consulted turn: the MiniLM embedding of the sentence (on the routing
+    thread, as routing runs it) and the logistic regression over it."""
+    clf = default_classifier()
+    out: dict[str, list[float]] = {"embedding": [], "classifier": []}
+    if clf is None:
+        return out
+    for case in (load_cases(HELDOUT) + load_cases(HELDOUT_V2)) * repeat:
+        kw = {"has_image": bool(case.get("has_image", True)), "has_history": bool(case.get("has_history", False))}
+        if rule_decided(rules._clean(case["text"]), rules.route(case["text"], **kw)):
+            continue
+        text = delexicalise(rules._clean(case["text"]))
+        t0 = time.perf_counter()
+        v = np.asarray(one_thread(clf.encode, [text]), dtype=np.float32)
+        t1 = time.perf_counter()
+        clf.probabilities(v[0])
+        out["embedding"].append((t1 - t0) * 1000)
+        out["classifier"].append((time.perf_counter() - t1) * 1000)
+    return out
+
+
+def _machine() -> str:
+    """CPU context for a latency row: cores this process may use, torch threads, load average."""
+    import os
+
+    import torch
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{len(os.sched_getaffinity(0))} cores, torch {torch.get_num_threads()} threads, load {load}"
 
 
 def _p95(ms: list[float]) -> float:
@@ -101,12 +136,17 @@ def run(quick: bool = False) -> list[dict]:
                  "unit": "acc", "baseline": None, "ratio": None, "target": None,
                  "note": f"eval/router_tuning.jsonl ({th['n']}: paraphrases, clinician phrasing), tuned on"})
     every = lat["rules"] + lat["embedding"]
-    for who, ms, target in (("all", every, None), ("rules-decided", lat["rules"], "< 5"),
-                            ("embedding-decided", lat["embedding"], "<= 20")):
+    stages = stage_latency(1 if quick else 3)
+    where = _machine()
+    for who, ms, target, what in (("all", every, None, "route_turn calls"),
+                                  ("rules-decided", lat["rules"], "< 5", "route_turn calls"),
+                                  ("embedding-decided", lat["embedding"], "<= 20", "route_turn calls"),
+                                  ("embedding-stage", stages["embedding"], None, "MiniLM embeddings of one sentence"),
+                                  ("classifier-stage", stages["classifier"], None, "logistic regressions")):
         rows.append({"benchmark": "router", "metric": f"p50_ms[{who}]",
                      "value": round(statistics.median(ms), 3) if ms else None, "unit": "ms", "baseline": None,
                      "ratio": None, "target": target,
-                     "note": f"{len(ms)} route_turn calls; p95 {_p95(ms):.2f} ms" if ms else "none"})
+                     "note": f"{len(ms)} {what}; p95 {_p95(ms):.2f} ms; {where}" if ms else "none"})
         if ms:
             rows.append({"benchmark": "router", "metric": f"p95_ms[{who}]", "value": round(_p95(ms), 3),
                          "unit": "ms", "baseline": None, "ratio": None, "target": None, "note": f"{len(ms)} calls"})
