@@ -5,7 +5,11 @@
    reconciliation, the responder) against a bare LangGraph graph of the same shape (ingest ->
    router -> 2 Send branches -> reconcile -> respond, trivial nodes, add_messages) with the same
    checkpointer (make_checkpointer: same saver, same serializer): InMemorySaver, then SqliteSaver
-   on a temporary file. Target <= 1.4x (memory), <= 1.2x (SQLite).
+   on a temporary file. Target <= 1.4x (memory), <= 1.2x (SQLite). Every timed turn's report differs in
+   one sentence (a nodule's size, numbered by turn) and is read on a fresh thread: the labeler's
+   per-sentence memo answers the three repeated sentences, the new one is labelled (ConText included);
+   nothing else is cached across turns beyond what a real follow-up on another thread would find (the
+   compiled graph, the router's models, the tool roles).
 2. Fan-out: three tools that sleep 0.2 / 0.3 / 0.4 s (VLM, classifier, a custom tool) on a finding
    question: the turn against the slowest tool (target <= 1.1x; serial would be the sum, reported
    beside it). And a report turn, where retrieval (0.05 s) follows the VLM in its branch: the turn
@@ -40,14 +44,18 @@ from tools.base import ToolRequest
 class _Tool:
     def __init__(self, name: str, intents: set[str], *, sleep: float = 0.0, report: str | None = None,
                  image_source: bool = True):
+        """``report``: the report text; a ``{n}`` in it is replaced by the number of the call, so that
+        every turn's report differs."""
         self.name, self.intents, self.sleep, self.report = name, frozenset(intents), sleep, report
         self.image_source = image_source
+        self.calls = 0
 
     def run(self, request: ToolRequest) -> Evidence:
         if self.sleep:
             time.sleep(self.sleep)
+        self.calls += 1
         if self.report and request.intent == "report":
-            return Evidence(tool=self.name, report=self.report)
+            return Evidence(tool=self.name, report=self.report.replace("{n}", str(self.calls)))
         return Evidence(tool=self.name)
 
 
@@ -125,13 +133,18 @@ def _p10(samples: list[float]) -> float:
     return sorted(samples)[(len(samples) - 1) // 10]
 
 
+VARYING_REPORT = ("Heart size is normal. The lungs are clear. No pleural effusion. "
+                  "Stable {n} mm nodule in the right upper lobe.")
+"""The overhead turns' report: three sentences real reports repeat, and one that differs on every turn."""
+
+
 def _overhead(tmp: Path, kind: str, n: int) -> dict:
     from agents.memory.checkpointers import make_checkpointer
     from graph import build_graph
 
     url = "memory" if kind == "memory" else f"sqlite:///{tmp / f'bench-{kind}.sqlite'}"
     settings = _settings(tmp, url)
-    tools = [_Tool("vlm", {"report"}, report="Heart size is normal. The lungs are clear. No pleural effusion."),
+    tools = [_Tool("vlm", {"report"}, report=VARYING_REPORT),
              _Tool("classifier", {"report"}), _Tool("retrieval", {"report"}, image_source=False)]
     ours = build_graph(settings, tools=tools, builtin_tools=False, plugins=False,
                        checkpointer=make_checkpointer(url=url))
@@ -152,7 +165,7 @@ def _overhead(tmp: Path, kind: str, n: int) -> dict:
     return {"benchmark": "graph", "metric": f"turn_overhead_{kind}", "value": round(value, 2), "unit": "ms",
             "baseline": round(base, 2), "ratio": round(value / base, 2),
             "target": "<= 1.4x" if kind == "memory" else "<= 1.2x",
-            "note": f"report turn, zero-cost tools, median of {3 * n}; 10th percentile {_p10(wall_a):.2f} vs "
+            "note": f"report turn (one new sentence per turn), zero-cost tools, median of {3 * n}; 10th percentile {_p10(wall_a):.2f} vs "
                     f"{_p10(wall_b):.2f} ms ({_p10(wall_a) / _p10(wall_b):.2f}x); CPU per turn "
                     f"{statistics.median(cpu_a):.2f} vs {statistics.median(cpu_b):.2f} ms (process time, all threads); "
                     "baseline: bare LangGraph graph of the "

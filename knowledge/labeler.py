@@ -61,10 +61,11 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from knowledge.context_cues import HEDGE, HIST, HYPO, NEG, POSS, SPAN_GROUP, context
-from knowledge.evidence import FindingCall, Status
+from knowledge.evidence import CallTask, FindingCall, Status
 from knowledge.lexicon import lexicon
 from knowledge.vocabulary import FINDINGS
 
@@ -280,27 +281,39 @@ def find_mentions(text: str, *, prefilter: bool = True, memo: bool = True) -> li
     return out
 
 
-def label_report(text: str, *, source: str = "report", prefilter: bool = True) -> list[FindingCall]:
+@lru_cache(maxsize=4)
+def _blank(keys: tuple[str, ...]) -> FindingCall:
+    """A call with exactly ``keys`` set, copied for each new call (copying is about twice as fast as
+    ``model_construct``, which resolves every default again; every default of FindingCall is None)."""
+    return FindingCall.model_construct(**{k: None for k in keys})
+
+
+def label_report(text: str, *, source: str = "report", prefilter: bool = True,
+                 task: CallTask | None = None) -> list[FindingCall]:
     """One FindingCall per finding the text mentions, plus `no_finding`; status present/absent/uncertain.
 
     `text` of each call is the mention as written and `span` its offsets: text == report[span[0]:span[1]].
+    `task`, when given, is set on every call (e.g. "report": which skill of the source made them).
     """
     best: dict[str, Mention] = {}
     for m in find_mentions(text or "", prefilter=prefilter):
         cur = best.get(m.finding)
         if cur is None or _RANK[m.status] > _RANK[cur.status]:
             best[m.finding] = m
-    # model_construct: every field here is produced by this module from known-valid values (ids from
+    # no validation: every field here is produced by this module from known-valid values (ids from
     # FINDINGS, Status members), so pydantic's validation would only cost time (~half the labeler's).
+    extra = {} if task is None else {"task": task}
+    blank = _blank(("finding", "status", "score", "source", "text", "span", *extra))
     calls = [
-        FindingCall.model_construct(finding=f, status=m.status, score=None, source=source,
-                                    text=text[m.start : m.end], span=(m.start, m.end))
+        blank.model_copy(update={"finding": f, "status": m.status, "score": None, "source": source,
+                                 "text": text[m.start : m.end], "span": (m.start, m.end), **extra})
         for f in FINDINGS
         if f != "no_finding" and (m := best.get(f)) is not None
     ]
     anything = any(c.status in (Status.present, Status.uncertain) for c in calls)
-    calls.insert(0, FindingCall.model_construct(finding="no_finding", score=None, source=source,
-                                                status=Status.absent if anything else Status.present))
+    calls.insert(0, _blank(("finding", "score", "source", "status", *extra)).model_copy(update={
+        "finding": "no_finding", "score": None, "source": source,
+        "status": Status.absent if anything else Status.present, **extra}))
     return calls
 
 

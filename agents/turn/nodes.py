@@ -441,8 +441,7 @@ class Nodes:
         try:
             from knowledge.labeler import label_report
 
-            labelled = [c.model_copy(update={"source": ev.tool, "task": "report"})
-                        for c in label_report(ev.report or "", source=ev.tool)
+            labelled = [c for c in label_report(ev.report or "", source=ev.tool, task="report")
                         # a report cut at the token limit is not a normal study for saying nothing more
                         if not (ev.truncated and c.finding == "no_finding" and not c.text)]
         except Exception as exc:  # noqa: BLE001 - an unlabelled report is still shown
