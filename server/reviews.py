@@ -1,7 +1,9 @@
 """A study's clinician review on a thread of the graph server: read it, save edits, sign it.
 
-    GET  /cxr/threads/{thread_id}/review[?study_id=]       -> 200 {"review", "pending", "reviewer", "signed"}
-    PUT  /cxr/threads/{thread_id}/review        body: {"study_id"?, "rows", "added", "report_text"?}
+    GET  /cxr/threads/{thread_id}/review[?study_id=]       -> 200 {"review", "pending", "pending_changes",
+                                                                     "reviewer", "signed"}
+    PUT  /cxr/threads/{thread_id}/review        body: {"study_id"?, "rows", "added", "report_text"?,
+                                                       "change_rows"?}
                                                                               -> 200 (the saved draft, as GET)
     POST /cxr/threads/{thread_id}/review/sign   body: as PUT                 -> 201 {"signed": ...}
 
@@ -13,7 +15,8 @@ organisation from the users file, or, for the user a gateway names, from that us
 gateway passes (server/auth.py; the gateway's own entry when it passes none). A caller that is not a person (the
 service, or anyone on a server run open) may only sign under a ``typed_name``, which is recorded as
 "reviewed by (unauthenticated) NAME" and never verifies anything. Rows are the UI table's
-(``agents.review.edits``); a flagged finding without an action blocks signing (409).
+(``agents.review.edits``); a flagged finding without an action blocks signing (409). A study compared with a
+prior has change rows too (``change_rows``: accept, reject or another change value), a flagged one likewise.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def reviewer_of(request: Request, typed_name: str | None) -> Reviewer:
 def _view(review: Review, store: ReviewStore) -> dict[str, Any]:
     current = store.current(review.thread_id, review.study_id)
     return {"review": review.model_dump(mode="json"), "pending": review.pending(),
+            "pending_changes": review.pending_changes(),
             "reviewer": {"label": review.reviewer.label, "authenticated": review.reviewer.authenticated},
             "signed": None if current is None else current.model_dump(mode="json")}
 
@@ -113,7 +117,7 @@ class ReviewRoutes:
         if not isinstance(body, dict):
             raise ReviewError("the body must be a JSON object with 'rows', 'added' and 'report_text'")
         for key, kind in (("rows", list), ("added", list), ("report_text", str), ("study_id", str),
-                          ("typed_name", str)):
+                          ("typed_name", str), ("change_rows", list)):
             if body.get(key) is not None and not isinstance(body[key], kind):
                 raise ReviewError(f"{key!r} must be a {kind.__name__}")
         return body
@@ -153,7 +157,8 @@ class ReviewRoutes:
     async def put(self, request: Request) -> Response:
         def act(req: Request, values: Mapping[str, Any], body: dict[str, Any]) -> Response:
             review, store = self._open(req, values, body.get("study_id"), body.get("typed_name"))
-            apply_edits(review, body.get("rows") or [], body.get("added") or [], body.get("report_text"))
+            apply_edits(review, body.get("rows") or [], body.get("added") or [], body.get("report_text"),
+                        body.get("change_rows") or [])
             store.save_draft(review)
             return JSONResponse(_view(review, store))
 
@@ -162,7 +167,8 @@ class ReviewRoutes:
     async def sign(self, request: Request) -> Response:
         def act(req: Request, values: Mapping[str, Any], body: dict[str, Any]) -> Response:
             review, store = self._open(req, values, body.get("study_id"), body.get("typed_name"))
-            apply_edits(review, body.get("rows") or [], body.get("added") or [], body.get("report_text"))
+            apply_edits(review, body.get("rows") or [], body.get("added") or [], body.get("report_text"),
+                        body.get("change_rows") or [])
             signed = review.sign()
             store.save_signed(signed)
             return JSONResponse({"signed": signed.model_dump(mode="json")}, status_code=201)
