@@ -33,5 +33,7 @@ esac
 PYTHON="${CXR_AGENT_PYTHON:-$(dirname "$CLI")/python}"
 [ -x "$PYTHON" ] || PYTHON="$(command -v python3)"
 CONFIG="$("$PYTHON" -m server.http_config langgraph.json)"
+# Two glibc malloc arenas: turns allocate from many threads, and per-thread arenas keep what they freed.
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 export LANGGRAPH_CLI_NO_ANALYTICS=1 LANGSMITH_TRACING="${LANGSMITH_TRACING:-false}"
 exec "$CLI" dev --host "$HOST" --port "$PORT" --no-browser --no-reload --n-jobs-per-worker "$JOBS" --config "$CONFIG"
