@@ -5,7 +5,8 @@ lays them out. Actions are applied to a fresh copy of the saved draft only when 
 signs, so Streamlit's reruns never add audit lines. The reviewer is the logged-in user (OIDC); without
 a login a typed name records the review, unverified. With a graph server (remote mode) the review
 lives there, with its thread (``ServerReviews``: server/reviews.py's routes), and the server names
-the reviewer from the identity it authenticated.
+the reviewer from the identity it authenticated. A study compared with a prior gets a second table, its
+change rows (finding, before, now, change, sources, flag), each accepted, rejected or set to another value.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import httpx
 import streamlit as st
 
 from agents.review import Review, Reviewer, ReviewError, ReviewStore, SignedReview, apply_edits, open_review
-from agents.review.edits import ACTIONS, NO_ACTION, current_action
+from agents.review.edits import ACTIONS, CHANGE_ACTIONS, NO_ACTION, current_action, current_change_action
 from knowledge.vocabulary import FINDINGS, display_name
 from ui import session as S
 from ui.remote import is_remote, server_thread_id
 
 K_SIGNED = "cxr_review_signed"
-__all__ = ["ACTIONS", "NO_ACTION", "LocalReviews", "ServerReviews", "apply_rows", "review_section", "reviewer_for",
+__all__ = ["ACTIONS", "CHANGE_ACTIONS", "NO_ACTION", "change_table_rows", "LocalReviews", "ServerReviews", "apply_rows", "review_section", "reviewer_for",
            "table_rows"]
 
 
@@ -38,9 +39,23 @@ def table_rows(review: Review) -> list[dict[str, Any]]:
     return rows
 
 
-def apply_rows(review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str] = ()) -> Review:
-    """Apply the table's actions (only those that differ from the review) and the added findings."""
-    return apply_edits(review, _wire_rows(rows), added)
+def change_table_rows(review: Review) -> list[dict[str, Any]]:
+    """One editable row per change since the prior: flagged ones first."""
+    rows = []
+    for c in sorted(review.changes, key=lambda c: (not c.flagged, display_name(c.finding))):
+        sources = ", ".join([*c.agreeing, *(f"not {s}" for s in c.disagreeing)])
+        rows.append({"id": c.finding, "finding": display_name(c.finding),
+                     "before": c.before.value if c.before else "", "now": c.now.value if c.now else "",
+                     "change": c.ai_change.replace("_", " "), "sources": sources,
+                     "flagged": "needs review" if c.flagged else "",
+                     "action": current_change_action(review, c.finding), "note": c.note})
+    return rows
+
+
+def apply_rows(review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str] = (),
+               change_rows: Sequence[Mapping[str, Any]] = ()) -> Review:
+    """Apply the tables' actions (only those that differ from the review) and the added findings."""
+    return apply_edits(review, _wire_rows(rows), added, change_rows=_wire_rows(change_rows))
 
 
 def _wire_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -58,13 +73,15 @@ class LocalReviews:
     def open(self, thread_id: str) -> Review:
         return open_review(self.graph, thread_id, reviewer=self.reviewer, settings=self.settings)
 
-    def save(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str) -> Review:
-        apply_edits(review, _wire_rows(rows), added, text)
+    def save(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str,
+             change_rows: Sequence[Mapping[str, Any]] = ()) -> Review:
+        apply_edits(review, _wire_rows(rows), added, text, _wire_rows(change_rows))
         self.store.save_draft(review)
         return review
 
-    def sign(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str) -> SignedReview:
-        signed = apply_edits(review, _wire_rows(rows), added, text).sign()
+    def sign(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str,
+             change_rows: Sequence[Mapping[str, Any]] = ()) -> SignedReview:
+        signed = apply_edits(review, _wire_rows(rows), added, text, _wire_rows(change_rows)).sign()
         self.store.save_signed(signed)
         return signed
 
@@ -99,16 +116,19 @@ class ServerReviews:
     def open(self, thread_id: str) -> Review:
         return Review.model_validate(self._call("GET", thread_id)["review"])
 
-    def _body(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str
-              ) -> dict[str, Any]:
-        return {"study_id": review.study_id, "rows": _wire_rows(rows), "added": list(added), "report_text": text}
+    def _body(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str,
+              change_rows: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        return {"study_id": review.study_id, "rows": _wire_rows(rows), "added": list(added), "report_text": text,
+                "change_rows": _wire_rows(change_rows)}
 
-    def save(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str) -> Review:
+    def save(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str,
+             change_rows: Sequence[Mapping[str, Any]] = ()) -> Review:
         return Review.model_validate(self._call("PUT", review.thread_id, body=self._body(review, rows, added,
-                                                                                             text))["review"])
+                                                                                             text, change_rows))["review"])
 
-    def sign(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str) -> SignedReview:
-        data = self._call("POST", review.thread_id, "/sign", self._body(review, rows, added, text))
+    def sign(self, review: Review, rows: Sequence[Mapping[str, Any]], added: Sequence[str], text: str,
+             change_rows: Sequence[Mapping[str, Any]] = ()) -> SignedReview:
+        data = self._call("POST", review.thread_id, "/sign", self._body(review, rows, added, text, change_rows))
         return SignedReview.model_validate(data["signed"]).check()
 
 
@@ -169,6 +189,16 @@ def review_section(state: Any, settings: Any, graph: Any) -> None:
             disabled=["finding", "AI", "confidence", "flagged"],
             column_config={"id": None,"action": st.column_config.SelectboxColumn("action", options=list(ACTIONS), required=True),
                            "note": st.column_config.TextColumn("note", max_chars=300)})
+        changes: Any = []
+        if review.changes:
+            st.caption(f"Change since the prior study {(review.prior_study_id or '')[:12]}: accept, reject (no change "
+                       "signed) or set another change value; a flagged change needs an action before signing.")
+            changes = st.data_editor(
+                change_table_rows(review), hide_index=True, width="stretch", key=f"cxr_review_changes_{key}",
+                disabled=["finding", "before", "now", "change", "sources", "flagged"],
+                column_config={"id": None, "action": st.column_config.SelectboxColumn(
+                    "action", options=list(CHANGE_ACTIONS), required=True),
+                               "note": st.column_config.TextColumn("note", max_chars=300)})
         added = st.multiselect("Add findings the tools missed (present)",
                                [display_name(f) for f in FINDINGS if f not in {i.finding for i in review.items}],
                                key=f"cxr_review_add_{key}")
@@ -176,10 +206,10 @@ def review_section(state: Any, settings: Any, graph: Any) -> None:
         save, sign = st.columns(2)
         try:
             if save.button("Save draft", key="cxr_review_save"):
-                reviews.save(review, rows, added, text)
+                reviews.save(review, rows, added, text, changes)
                 st.success("Draft saved.")
             if sign.button("Sign", type="primary", key="cxr_review_sign"):
-                signed = reviews.sign(review, rows, added, text)
+                signed = reviews.sign(review, rows, added, text, changes)
                 state[K_SIGNED] = signed
                 st.success(f"Signed by {signed.reviewer.label}" + ("" if signed.verified else " (not verified: no login)"))
         except ReviewError as exc:
@@ -199,11 +229,23 @@ def _downloads(state: Any, settings: Any, signed: SignedReview) -> None:
     study = state.get(S.K_STUDY)
     if study is None or study.id != signed.study_id:
         return
-    _, ver = sr_pair(signed, deidentified_source(study), demo=settings.is_demo)
-    buf = io.BytesIO()
-    ver.save_as(buf, enforce_file_format=True)
+    prior = None
+    if signed.changes and signed.prior_study_id:  # the SR references the prior the changes are against
+        from tools.ingestion.store import StudyNotFound, StudyStore
+
+        try:
+            prior = deidentified_source(StudyStore.from_settings(settings).get(signed.prior_study_id))
+        except (StudyNotFound, OSError):
+            st.caption("The prior study is no longer stored here: the signed SR, which must reference it, cannot be "
+                       "written; the FHIR report can.")
+    ver = None
+    if prior is not None or not signed.changes:
+        _, ver = sr_pair(signed, deidentified_source(study), demo=settings.is_demo, prior=prior)
     a, b, c = st.columns(3)
-    a.download_button("Signed SR (DICOM)", buf.getvalue(), file_name="signed-sr.dcm", key="cxr_review_sr")
+    if ver is not None:
+        buf = io.BytesIO()
+        ver.save_as(buf, enforce_file_format=True)
+        a.download_button("Signed SR (DICOM)", buf.getvalue(), file_name="signed-sr.dcm", key="cxr_review_sr")
     b.download_button("Signed report (FHIR)", fhir_json(fhir_bundle(signed, demo=settings.is_demo)),
                       file_name="signed-fhir.json", key="cxr_review_fhir")
     from ui.pacs import K_PACS_SOURCE
@@ -218,5 +260,5 @@ def _downloads(state: Any, settings: Any, signed: SignedReview) -> None:
             push_verified(signed, PacsClient(settings), source[1].study_uid, demo=settings.is_demo,
                           earlier_ai_srs=earlier)
             st.success("The verified SR is on the PACS beside the AI's SR.")
-        except PacsError as exc:
+        except (PacsError, ReviewError) as exc:
             st.error(str(exc))
