@@ -61,6 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from agents.reconciling.memo import DECISIONS
 from agents.reconciling.policy import Policy, clip, is_high_confidence, one_per_source, strength
 from agents.reconciling.settle import resolve
 from agents.replying import phrases as wording
@@ -262,7 +263,14 @@ def decide(calls: list[FindingCall], policy: Policy | None = None, *,
     groups: dict[str, list[FindingCall]] = {}
     for c in calls:
         groups.setdefault(c.finding, []).append(c)
-    out = {f: _decide_one(f, cs, policy) for f, cs in groups.items()}
+    out: dict[str, Decision] = {}
+    for f, cs in groups.items():  # a finding whose calls are unchanged keeps its decision (memo.py)
+        key = DECISIONS.key(f, cs)
+        d = DECISIONS.get(policy, key)
+        if d is None:
+            d = _decide_one(f, cs, policy)
+            DECISIONS.put(policy, key, d)
+        out[f] = d
     _apply_no_finding(out, policy)
     return [out[f] for f in sorted(out, key=lambda f: _ORDER.get(f, len(_ORDER)))]
 

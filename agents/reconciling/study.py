@@ -21,6 +21,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 from agents.reconciling.decide import conflicts, decide
+from agents.reconciling.memo import call_key as _call_key
 from agents.reconciling.policy import Policy, one_per_source
 from agents.reconciling.settle import resolve
 from agents.replying import phrases as wording
@@ -29,12 +30,6 @@ from knowledge.evidence import Box, Decision, Evidence, FindingCall, Reason, Sta
 QUOTE_CHARS = 160  # a direct answer quoted beside its call, when the call carries no words of its own
 
 BoxFor = Callable[[str, str], Box | None]  # (finding, the re-asked tool) -> another image source's box
-
-
-def _call_key(c: FindingCall) -> tuple:
-    box = None if c.box is None else (c.box.x1, c.box.y1, c.box.x2, c.box.y2, c.box.label)
-    return (c.finding, c.status.value, c.score, c.score_kind, c.raw_score, c.source, box, c.text, c.span,
-            c.implied, c.task)
 
 
 def gather(entries: Sequence[Evidence]) -> tuple[list[FindingCall], dict[tuple, set[int]]]:

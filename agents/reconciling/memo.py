@@ -1,0 +1,66 @@
+"""Decisions already reached: one finding's calls under one policy always give the same Decision.
+
+Why: every turn re-decides every finding of the study from its whole ledger, and a turn's new evidence
+bears on few of them; the rest have exactly the calls they had, so their decisions are read back
+instead of being weighed and worded again. Bounded (LRU), thread-safe (turns run concurrently).
+A Decision read back is the same object: nothing may change one in place (the reconciler and the
+re-ask rule only ever ``model_copy`` them).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+
+from agents.reconciling.policy import Policy
+from knowledge.evidence import Decision, FindingCall
+
+
+def call_key(c: FindingCall) -> tuple:
+    """Every field of a call, as a hashable tuple: equal keys, equal calls."""
+    box = None if c.box is None else (c.box.x1, c.box.y1, c.box.x2, c.box.y2, c.box.label)
+    return (c.finding, c.status.value, c.score, c.score_kind, c.raw_score, c.source, box, c.text, c.span,
+            c.implied, c.task)
+
+
+class DecisionMemo:
+    """(policy, finding, its calls in order) -> the Decision ``decide`` reached; at most ``maxsize`` kept."""
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self.maxsize = maxsize
+        self.hits = self.misses = 0
+        self._items: OrderedDict[tuple[Policy, Hashable], Decision] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @staticmethod
+    def key(finding: str, calls: list[FindingCall]) -> tuple[str, tuple]:
+        return finding, tuple(call_key(c) for c in calls)
+
+    def get(self, policy: Policy, key: Hashable) -> Decision | None:
+        with self._lock:
+            found = self._items.get((policy, key))
+            if found is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end((policy, key))
+            self.hits += 1
+            return found
+
+    def put(self, policy: Policy, key: Hashable, decision: Decision) -> None:
+        with self._lock:
+            self._items[(policy, key)] = decision
+            self._items.move_to_end((policy, key))
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.hits = self.misses = 0
+
+
+DECISIONS = DecisionMemo()
