@@ -6,10 +6,11 @@
    router -> 2 Send branches -> reconcile -> respond, trivial nodes, add_messages) with the same
    checkpointer (make_checkpointer: same saver, same serializer): InMemorySaver, then SqliteSaver
    on a temporary file. Target <= 1.4x (memory), <= 1.2x (SQLite). Every timed turn's report differs in
-   one sentence (a nodule's size, numbered by turn) and is read on a fresh thread: the labeler's
-   per-sentence memo answers the three repeated sentences, the new one is labelled (ConText included);
-   nothing else is cached across turns beyond what a real follow-up on another thread would find (the
-   compiled graph, the router's models, the tool roles).
+   one sentence (a nodule's size, numbered by turn) and is read on a fresh thread. What is cached across
+   turns: the labeler's per-sentence memo answers the three repeated sentences (the new one is labelled,
+   ConText included), and the reconciler's decision memo answers every finding whose calls are unchanged
+   (here all but the nodule, which the new sentence re-decides); beyond that only what any turn finds
+   (the compiled graph, the router's models, the tool roles).
 2. Fan-out: three tools that sleep 0.2 / 0.3 / 0.4 s (VLM, classifier, a custom tool) on a finding
    question: the turn against the slowest tool (target <= 1.1x; serial would be the sum, reported
    beside it). And a report turn, where retrieval (0.05 s) follows the VLM in its branch: the turn
