@@ -29,7 +29,7 @@ from starlette.routing import Route
 from cxr_agent.settings import Settings, get_settings
 from server.standalone.access import Authenticate, Denied, authorize
 from server.standalone.heap import HeapWatch
-from server.standalone.runs import FINAL, STREAM_MODES, Run, RunQueue, RunRefused
+from server.standalone.runs import STREAM_MODES, Run, RunQueue, RunRefused
 from server.standalone.threads import BadQuery, ThreadTable, parse_id
 from server.standalone.wire import dumps, empty_state, plain, state_dict
 
@@ -172,7 +172,7 @@ async def delete_thread(request: Request) -> Response:
     s = served()
     if not await run_in_threadpool(s.table.delete, tid, filters):
         return _error(404, f"no thread {str(tid)!r}")
-    s.queue.cancel_thread(tid)
+    await s.queue.stop_thread(tid)
     await run_in_threadpool(s.saver.delete_thread, str(tid))
     return Response(status_code=204)
 
@@ -251,8 +251,8 @@ def _stream_modes(value: Any) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
-async def _start_run(request: Request) -> Run:
-    """Check, record and queue a run on the thread in the path (created when asked to)."""
+async def _start_run(request: Request) -> tuple[Run, dict[str, Any]]:
+    """Check, record and queue a run on the thread in the path (created when asked to); the run and its row."""
     body = await _body(request)
     unknown = [k for k in body if k not in _RUN_KEYS]
     if unknown:
@@ -291,8 +291,7 @@ async def _start_run(request: Request) -> Run:
     except RunRefused as exc:
         await run_in_threadpool(s.table.run_status, run.run_id, "error", exc.detail)
         raise Denied(exc.status, exc.detail) from None
-    run.row = row  # type: ignore[attr-defined]
-    return run
+    return run, row
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -300,7 +299,7 @@ def _sse(event: str, data: Any) -> bytes:
 
 
 async def stream_run(request: Request) -> Response:
-    run = await _start_run(request)
+    run, _ = await _start_run(request)
 
     async def events() -> AsyncIterator[bytes]:
         yield _sse("metadata", {"run_id": str(run.run_id), "attempt": 1})
@@ -320,14 +319,14 @@ def _result(run: Run) -> Any:
 
 
 async def wait_run(request: Request) -> Response:
-    run = await _start_run(request)
+    run, _ = await _start_run(request)
     await run.ended.wait()
     return _json(_result(run))
 
 
 async def create_run(request: Request) -> Response:
-    run = await _start_run(request)
-    return _json(run.row)  # type: ignore[attr-defined]
+    _, row = await _start_run(request)
+    return _json(row)
 
 
 def _run_id(request: Request) -> UUID:
@@ -528,5 +527,3 @@ def create_app(jobs: int = 4) -> Starlette:
     middleware = [Middleware(Authenticate), Middleware(cxr.RefuseRawImageInput)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
-
-__all__ = ["FINAL", "create_app", "served"]

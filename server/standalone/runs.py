@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("enqueue", "reject")
 STREAM_MODES = ("values", "updates", "custom", "messages", "debug", "tasks", "checkpoints")
-FINAL = ("success", "error", "interrupted")
 
 
 class RunRefused(Exception):
@@ -165,9 +164,17 @@ class RunQueue:
             await self._end(run, "interrupted", None, None)
         return True
 
-    def cancel_thread(self, thread_id: UUID) -> None:
-        for run in list(self.waiting.get(thread_id) or ()):
-            run.cancelled.set()
+    async def stop_thread(self, thread_id: UUID, timeout_s: float = 30.0) -> None:
+        """Cancel a thread's runs and wait (bounded) until none is running, so a deleted thread's
+        checkpoints are not written again after they are deleted."""
+        runs = list(self.waiting.get(thread_id) or ())
+        for run in runs:
+            await self.cancel(run.run_id)
+        if runs:
+            try:
+                await asyncio.wait_for(asyncio.gather(*(r.ended.wait() for r in runs)), timeout_s)
+            except TimeoutError:
+                log.warning("a deleted thread's run did not stop within %.0f s", timeout_s)
 
     def shutdown(self) -> None:
         for run in list(self.active.values()):
