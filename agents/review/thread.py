@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agents.memory.ledger import StudyLedger, study_decisions
-from agents.review.model import Review, Reviewer, ReviewError
+from agents.review.model import Review, Reviewer, ReviewError, change_rows
 from agents.review.store import ReviewStore
 from knowledge.evidence import Decision
 
@@ -73,18 +73,27 @@ def review_from_values(values: Mapping[str, Any], thread_id: str, study_id: str 
     sid = study_id or thread_study(values)
     if not sid:
         raise ReviewError(f"conversation {thread_id!r} has no study yet: ask about an image first")
+    compared = study_changes(values, sid)
     draft = store.load_draft(thread_id, sid)
     if draft is not None:
-        return draft.model_copy(update={"reviewer": reviewer})
+        return _with_changes(draft.model_copy(update={"reviewer": reviewer}), compared)
     signed = store.current(thread_id, sid)
     if signed is not None:
-        return signed.correction(reviewer)
+        return _with_changes(signed.correction(reviewer), compared)
     decisions = study_decisions(values, sid)
-    compared = study_changes(values, sid)
     return Review.draft(thread_id=thread_id, study_id=sid, reviewer=reviewer, decisions=decisions,
                         report=draft_report(values) if sid == thread_study(values) else "",
                         prior_study_id=compared.prior_study_id if compared else None,
                         changes=compared.changes if compared else ())
+
+
+def _with_changes(review: Review, compared: StudyChanges | None) -> Review:
+    """A draft or correction opened before the study was compared gets the comparison's change rows (one that
+    has change rows keeps them: the reader's actions on them stand)."""
+    if compared is not None and compared.changes and not review.changes and compared.prior_study_id != review.study_id:
+        review.prior_study_id = compared.prior_study_id
+        review.changes = change_rows(compared.changes)
+    return review
 
 
 def study_changes(values: Mapping[str, Any], study_id: str) -> StudyChanges | None:

@@ -223,3 +223,26 @@ def test_the_review_s_change_values_are_the_exports_taxonomy():
         Review.draft(thread_id="t", study_id="b" * 64, reviewer=READER,
                      decisions=[Decision(finding="cardiomegaly", status=Status.present, confidence=0.8)],
                      changes=[{"finding": "cardiomegaly", "change": "worse", "confidence": 0.7}])
+
+
+def test_a_draft_saved_before_the_comparison_gets_its_change_rows(make_graph, thread, settings):
+    scores = {}
+    clf = classifier({})
+    clf.result = lambda request: classifier(scores[request.study.id]).run(request)
+    g = make_graph(clf, Comparer(), router_semantic=False)
+    cfg = thread()
+    tid = cfg["configurable"]["thread_id"]
+    for seed, s in ((61, {"pleural_effusion": 0.85}), (62, {"pleural_effusion": 0.8})):
+        sid = runtime(g).studies.put(Study.from_array(np.random.default_rng(seed).random((64, 64)).astype(np.float32),
+                                                      view="PA"))
+        scores[sid] = s
+        g.invoke({"messages": [HumanMessage("Read this study.")], "study_id": sid}, cfg)
+    store = ReviewStore.for_settings(settings)
+    early = open_review(g, tid, reviewer=READER, settings=settings)
+    assert early.changes == [] and early.prior_study_id is None
+    early.edit_report("Effusion.")
+    store.save_draft(early)
+    g.invoke({"messages": [HumanMessage("Is it worse than before?")]}, cfg)
+    later = open_review(g, tid, reviewer=READER, settings=settings)
+    assert later.report_text == "Effusion." and later.prior_study_id is not None
+    assert "pleural_effusion" in later.pending_changes()  # the flagged change now blocks signing
