@@ -1,4 +1,5 @@
-"""Corrections as data: signed reviews as JSONL rows, one per finding (AI decision vs signed decision).
+"""Corrections as data: signed reviews as JSONL rows, one per finding (AI decision vs signed decision;
+for a study compared with a prior, also the AI's change since it vs the signed one).
 
 No free text (notes, report text) and no identifiers: the thread, study and reader appear only as
 short one-way digests, so rows from one reading can be grouped without saying whose it was."""
@@ -31,9 +32,14 @@ def rows(signed: SignedReview) -> list[dict[str, Any]]:
     base = {"export_version": EXPORT_VERSION, "review": _digest(signed.review_id), "study": _digest(signed.study_id),
             "reader": _digest(signed.reviewer.id or signed.reviewer.name), "verified": signed.verified,
             "version": signed.version}
+    if signed.prior_study_id:
+        base["prior_study"] = _digest(signed.prior_study_id)
+    changes = {c.finding: {"ai": c.ai_change, "signed": c.final_change, "action": c.action or "kept",
+                           "flagged": c.flagged} for c in signed.changes}
     out = []
     for it in signed.items:
-        out.append({**base, "finding": it.finding, "ai_status": None if it.ai_status is None else it.ai_status.value,
+        extra = {"change": changes[it.finding]} if it.finding in changes else {}
+        out.append({**base, **extra, "finding": it.finding, "ai_status": None if it.ai_status is None else it.ai_status.value,
                     "ai_confidence": it.ai_confidence, "flagged": it.flagged, "agreeing": list(it.agreeing),
                     "disagreeing": list(it.disagreeing), "scores": dict(it.scores), "action": it.action or "kept",
                     "signed_status": it.final_status.value})

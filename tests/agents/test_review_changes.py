@@ -115,6 +115,12 @@ def test_the_review_holds_the_change_decisions_and_a_flagged_one_blocks_signing(
     moved = [e for e in back.events if e.what.startswith("change_")]
     assert [(e.finding, e.before, e.after) for e in moved] == [("pleural_effusion", "cannot_compare", "stable"),
                                                               ("cardiomegaly", "improved", "no change")]
+    from agents.review.export import rows as export_rows
+
+    exported = {r["finding"]: r for r in export_rows(back)}
+    assert exported["pleural_effusion"]["change"] == {"ai": "cannot_compare", "signed": "stable",
+                                                      "action": "changed", "flagged": True}
+    assert prior.id not in json.dumps(exported) and exported["pleural_effusion"]["prior_study"]
     correction = back.correction(READER)  # a correction keeps the signed change rows
     assert {r.finding: r.final_change for r in correction.changes}["pleural_effusion"] == "stable"
 
