@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from cxr_agent.settings import Settings, get_settings
+from server.identities import SERVICE
 from server.standalone.access import Authenticate, Denied, authorize
 from server.standalone.heap import HeapWatch
 from server.standalone.runs import STREAM_MODES, Run, RunQueue, RunRefused
@@ -392,7 +393,10 @@ async def metrics(request: Request) -> Response:
     body: dict[str, Any] = {"workers": {"active": q.running, "available": q.jobs - q.running,
                                         "most_at_once": q.most_at_once},
                             "runs_in_memory": len(q.active), "threads_with_runs": len(q.waiting)}
-    heap = await run_in_threadpool(HEAP.report) if request.query_params.get("heap") == "1" else None
+    wants_heap = request.query_params.get("heap") == "1"
+    if wants_heap and SERVICE not in request.scope["user"].permissions:
+        return _error(403, "only the service identity may read the heap report")
+    heap = await run_in_threadpool(HEAP.report) if wants_heap else None
     if heap is not None:
         body["heap"] = heap
     return _json(body)

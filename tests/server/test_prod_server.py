@@ -172,6 +172,8 @@ def test_two_users_are_isolated_and_the_service_sees_both(server, alice_report, 
         assert http.delete(f"/cxr/threads/{theirs}").status_code == 404
     with _http(server, "alice") as http:
         assert http.get("/cxr/artifacts", params={"uri": heatmap}).status_code == 200
+        assert http.get("/metrics", params={"format": "json"}).status_code == 200
+        assert http.get("/metrics", params={"format": "json", "heap": "1"}).status_code == 403  # service only
     assert httpx.post(f"{server.url}/threads/search", json={}).status_code == 401  # no identity, no access
     service = _sdk(server, "service")
     everyone = {t["thread_id"] for t in service.threads.search(limit=100)}
