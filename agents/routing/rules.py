@@ -94,7 +94,7 @@ _EXPLAIN = _rx(
     r"\bwhat(?:'s| is| was) (?:the|your) (?:evidence|basis|source|confidence)\b",
     r"\bbased on what\b|\bon what basis\b",
     r"\bwhat did (?:the )?(?:classifier|vlm|model|models|radvlm|tools?|retrieval) (?:say|think|find|show|see)\b",
-    r"\bwhere did (?:that|this|it) come from\b",
+    r"\bwhere did (?:that|this|it|the [\w\s-]{1,40}?) come from\b",
     r"\b(?:do|did) (?:the )?(?:classifier|vlm|models?) (?:and (?:the )?(?:classifier|vlm|models?) )?(?:agree|disagree)\b",
     r"\bconflict(?:ing)?\b|\bdisagree(?:ment)?\b",
     r"\b(?:agree|concur) with (?:the )?(?:classifier|vlm|model|radvlm|tool|heatmap)\b",
@@ -128,6 +128,7 @@ _SIMILAR = _rx(
     r"\bexamples? of\b",
     r"\blike this one\b|\bcases like\b|\breports like\b",
     r"\bhave we seen\b|\bseen (?:this|it) before\b",
+    r"\b(?:report|case|image|film)s? (?:archive|library)\b|\b(?:the|our) archive\b",
 )
 
 _LOCATE = _rx(
@@ -144,7 +145,12 @@ _LOCATE = _rx(
     r"\bheat ?map\b|\bsaliency\b|\bgrad-?cam\b|\boverlay\b",
 )
 # "show me" followed by a report-ish object is not a locate request.
-_LOCATE_EXCLUDE = _rx(r"\bshow(?: me)? (?:the |a |your )?(?:report|findings|impression|summary|read)\b")
+_LOCATE_EXCLUDE = _rx(
+    r"\bshow(?: me)? (?:the |a |your )?(?:report|findings|impression|summary|read)\b",
+    # "what does this film show?", "do the lungs show hyperinflation?": the image shows, nobody asks where
+    r"^(?!.*\bwhere\b).*\b(?:does|do|did|what) (?:[\w-]+ ){0,4}show(?:s)?\b(?! me\b)",
+    r"\bwhere did\b.*\bcome from\b",  # "where did the consolidation call come from?": a reason, not a place
+)
 
 _REPORT_STRONG = _rx(
     r"\breports?\b(?! (?:say|said|mention))",
@@ -176,6 +182,13 @@ _CHAT_GENERIC = _rx(
     r"cool|perfect|got it|bye|goodbye|see you)\b",
     r"\bwho are you\b|\bwhat (?:can|do) you do\b|\bwhat are you\b|\bhelp\b|\bhow (?:do|does) (?:this|it) work\b",
 )
+# What is normal in general ("what's the normal cardiothoracic ratio?"), not whether this image is normal.
+_NORMS = re.compile(r"\bwhat(?:'s| is| are| does| do) (?:the|a) normal\b|\bnormal (?:size|width|range|value|diameter|"
+                    r"ratio|measurements?|dimensions?) (?:of|for)\b")
+# A definition or a norm asked with an explain cue: "can you explain what a PA view is?", "what's the normal
+# cardiothoracic ratio?" (not a question about our reasoning, nor about this image).
+_DEFINE = re.compile(r"\bexplain (?:to me )?(?:in simple terms )?what (?!the\b|you\b|it\b|that\b|this\b)[\w\s-]{1,40} "
+                     r"(?:is|are|means?)\b|" + _NORMS.pattern)
 # Educational questions about a finding in general, not about this image.
 _CHAT_DEFINITION = _rx(
     r"^(?:what(?:'s| is| are) (?:a |an )?|define |definition of |what does )(?!the\b|this\b|that\b)[\w\s-]+"
@@ -183,6 +196,7 @@ _CHAT_DEFINITION = _rx(
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
     r"\bdifference between\b|\bdistinguish(?:ing)? between\b|\bhow (?:do|can) you tell\b",
     r"\bin general\b|\btypically\b|\bdifferential (?:diagnosis )?(?:for|of)\b",
+    _DEFINE.pattern,
 )
 # Anatomy-only targets for locate when no vocabulary finding is named.
 _LOCATE_TARGET = re.compile(
@@ -250,6 +264,8 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
         return "chat", "conversational turn with no clinical target"
     if findings and _CHAT_DEFINITION.search(t):
         return "chat", f"general question about {named}, not about this image"
+    if _NORMS.search(t) and not _REPORT_STRONG.search(t):
+        return "chat", "asks what is normal in general, not about this image"
     if _REPORT_STRONG.search(t):
         return "report", "asks for a read of the whole study: full report with all tools"
     if findings:

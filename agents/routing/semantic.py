@@ -175,13 +175,14 @@ def default_classifier() -> IntentClassifier | None:
 def _families(t: str) -> set[str]:
     """The intent cue families that fire in the cleaned turn (soft explain cues count as explain)."""
     fams = set()
-    if rules._EXPLAIN.search(t) or rules._EXPLAIN_SOFT.search(t) or rules._EXPLAIN_REF.search(t):
+    if (rules._EXPLAIN.search(t) or rules._EXPLAIN_SOFT.search(t) or rules._EXPLAIN_REF.search(t)) \
+            and not rules._DEFINE.search(t):
         fams.add("explain")
     if rules._SIMILAR.search(t):
         fams.add("similar_cases")
     if rules._LOCATE.search(t) and not rules._LOCATE_EXCLUDE.search(t):
         fams.add("locate")
-    if rules._REPORT_STRONG.search(t):
+    if rules._REPORT_STRONG.search(rules._SIMILAR.sub(" ", t)):  # "past reports describing ...": similar cases
         fams.add("report")
     if rules._CHAT_GENERIC.search(t) or rules._CHAT_DEFINITION.search(t):
         fams.add("chat")
@@ -219,6 +220,9 @@ _GENERIC = re.compile(r"^(?:anything|something|any ?thing|abnormalit(?:y|ies)|(?
 # "any pneumomediastinum?": the whole turn is 'any' and a short noun phrase (not a request for opinions)
 _ANY_THING = re.compile(r"^(?:and |also |so )?any (?!(?:thoughts?|ideas?|questions?|comments?|news|updates?|"
                         r"suggestions?|advice|help|chance|way|luck|time|more|other)\b)[a-z][\w'/-]*(?: [\w'/-]+){0,3} ?\??$")
+
+
+_PLACE = re.compile(r"\b(?:in|at|on|of|near|behind) the\b")  # "an abnormality in the left apex" names a place
 
 
 def _existence_target(t: str) -> bool:
@@ -280,7 +284,7 @@ def _with_phrase(route: Route, t: str) -> Route:
     """A finding question naming no vocabulary finding carries the asked-about words as its phrase."""
     if route.intent == "finding_question" and not route.findings and route.phrase is None:
         phrase = oov_phrase(t)
-        if phrase:
+        if phrase and not (_GENERIC.match(phrase) and not _PLACE.search(phrase)):  # "any acute findings?"
             return route.model_copy(update={"phrase": phrase,
                                             "reason": f"{route.reason}; out-of-vocabulary finding: '{phrase}'"})
     return route
