@@ -8,6 +8,7 @@ produce no call at all, so silence is never mistaken for "absent".
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from tools.classifier.loading import (
     pinned_sha256,
     wrap_module,
 )
+from tools.stop import turn_stop
 
 if TYPE_CHECKING:
     import torch
@@ -110,6 +112,16 @@ def preprocess(study: Study, resolution: int) -> tuple[torch.Tensor, CropGeometr
         t = F.interpolate(t, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
     t = (t.clamp(0.0, 1.0) * 2.0 - 1.0) * 1024.0
     return t[0], geom
+
+
+def _halted(stop: threading.Event | None, request: ToolRequest, where: str) -> str | None:
+    """Why the call must end now (the reader's Stop, or the call's own timeout), else None. A stopped call
+    returns no scores at all: a half-run classifier's output is never recorded as its answer."""
+    if stop is not None and stop.is_set():
+        return f"stopped by the reader {where}: no scores recorded"
+    if request.cancel.is_set():
+        return f"cancelled (the call timed out) {where}: no scores recorded"
+    return None
 
 
 @dataclass
@@ -371,6 +383,9 @@ class ClassifierTool:
                 return Evidence.failure(self.name, f"the classifier does not serve the '{request.intent}' intent")
             if request.study is None:
                 return Evidence.failure(self.name, "the classifier needs an image: attach a chest X-ray first")
+            stop = turn_stop()  # read here, on the call's own thread: the run's config lives in its context
+            if halted := _halted(stop, request, "before its forward pass"):
+                return Evidence.failure(self.name, halted, latency_ms=(time.perf_counter() - started) * 1000.0)
             inf = self._infer([request.study])[0]
             calls = self._calls(inf)
             meta = self._meta(inf)
@@ -383,6 +398,8 @@ class ClassifierTool:
                 meta["focus"] = target
             artifacts, boxes = [], {}
             for finding in targets:
+                if halted := _halted(stop, request, f"before the heatmap of {display_name(finding)}"):
+                    return Evidence.failure(self.name, halted, latency_ms=(time.perf_counter() - started) * 1000.0)
                 try:
                     hm = self._heatmap(request.study, inf, finding)
                 except ValueError as exc:  # finding the model was not trained on
