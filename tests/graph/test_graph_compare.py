@@ -1,14 +1,11 @@
 """A comparison turn through graph.invoke: the change table, which study is the prior, the wrong-patient
-guard, each change outcome with scripted tools, and the same-patient NIH pairs on the tiny models."""
+guard, each change outcome with scripted tools (the same-patient NIH pairs: test_graph_compare_nih.py)."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
-from graph_scripted import ScriptedVLM, classifier, retrieval
+from graph_scripted import ScriptedVLM, classifier
 from langchain_core.messages import HumanMessage
 
 from agents.replying.compose import NO_COMPARISON
@@ -180,40 +177,3 @@ def test_a_bad_prior_study_id_names_the_key(make_graph, thread):
     g = make_graph(ScriptedVLM())
     with pytest.raises(GraphInputError, match="prior_study_id"):
         g.invoke({"messages": [HumanMessage(ASK)], "prior_study_id": 7}, thread())
-
-
-# ------------------------------------------------------------------ the NIH same-patient pairs, tiny models
-
-def _nih_pairs(shared_data: Path) -> list[tuple[str, Path, Path]]:
-    """Patients with two images, ordered by follow_up (not by file name)."""
-    by_patient: dict[str, list[tuple[int, Path]]] = {}
-    root = shared_data / "nih_cxr14"
-    with (root / "labels.csv").open() as fh:
-        for row in csv.DictReader(fh):
-            notes = dict(kv.split("=", 1) for kv in row["notes"].split("; ") if "=" in kv)
-            by_patient.setdefault(notes["patient_id"], []).append((int(notes["follow_up"]), root / row["filename"]))
-    return [(pid, *(p for _, p in sorted(items))) for pid, items in sorted(by_patient.items()) if len(items) == 2]
-
-
-def test_nih_same_patient_pairs_through_the_tiny_graph(make_graph, thread, shared_data):
-    pairs = _nih_pairs(shared_data)
-    assert len(pairs) == 5
-    pid, prior, current = next(p for p in pairs if p[0] == "5567")  # follow-up 15 (file _025) before 16 (_000)
-    assert prior.name == "00005567_025.png" and current.name == "00005567_000.png"
-    # the tiny VLM and classifier read the films; retrieval (no image reader) is a stand-in: no index is built
-    g = make_graph(retrieval([]), builtin=True, tool_timeout_s=300, turn_timeout_s=600, vlm_max_new_tokens=16)
-    cfg = thread()
-    for image in (prior, current):  # a finding question reads each film with every image tool
-        g.invoke({"messages": [HumanMessage("Is there a pleural effusion?")], "image": str(image)}, cfg)
-    out = g.invoke({"messages": [HumanMessage(ASK)]}, cfg)  # no finding named: the current study is read in full
-    msg = out["messages"][-1]
-    cmp = msg.additional_kwargs["cxr"]["comparison"]
-    assert cmp["compared"] and cmp["patient"] == "unconfirmed"  # PNG uploads carry no headers
-    assert cmp["study_id"] == out["study_id"] and cmp["prior_study_id"] != out["study_id"]
-    assert "Compared with the prior study" in msg.content
-    changes = {c["finding"]: c for c in cmp["changes"]}
-    assert out["route"].intent == "report" and out["route"].asks_comparison
-    assert changes and all(c["before"] is not None for c in changes.values())  # the prior's read is on the shelf
-    assert all(any(r["rule"].startswith("score_") for r in c["reasons"]) for c in changes.values())
-    assert "| finding | before | now | change | sources |" in msg.content
-    assert all(c["change"] not in ("worse", "improved") for c in changes.values())  # no tool compares the films itself
