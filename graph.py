@@ -137,17 +137,22 @@ def runtime(graph: Any = None) -> GraphRuntime:
         raise ValueError(f"{type(target).__name__} was not compiled by graph.build_graph") from None
 
 
-def ingest_image(source: Any, *, filename: str | None = None, graph: Any = None) -> Any:
+def ingest_image(source: Any, *, filename: str | None = None, graph: Any = None,
+                 thread_id: str | None = None) -> Any:
     """Decode, de-identify and store an image in the graph's study store; returns the Study (its
-    ``id`` is the ``study_id`` to pass to invoke()). Raises tools.ingestion.study.StudyError for a bad file."""
+    ``id`` is the ``study_id`` to pass to invoke()). ``thread_id``: the conversation it is for (kept
+    when another conversation on the same image is forgotten first). Raises
+    tools.ingestion.study.StudyError for a bad file."""
     studies = runtime(graph).studies
-    study_id, study = studies.ingest(source, filename=filename)
+    study_id, study = studies.ingest(source, filename=filename, thread_id=thread_id)
     return study if study.id == study_id else studies.get(study_id)
 
 
-def store_image(source: Any, *, filename: str | None = None, graph: Any = None) -> str:
-    """Decode, de-identify and store an image; returns the ``study_id`` to pass to invoke()."""
-    return runtime(graph).studies.ingest(source, filename=filename)[0]
+def store_image(source: Any, *, filename: str | None = None, graph: Any = None,
+                thread_id: str | None = None) -> str:
+    """Decode, de-identify and store an image; returns the ``study_id`` to pass to invoke().
+    ``thread_id``: the conversation it is for, as in ``ingest_image``."""
+    return runtime(graph).studies.ingest(source, filename=filename, thread_id=thread_id)[0]
 
 
 def _served_by_langgraph_api() -> bool:

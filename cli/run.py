@@ -195,7 +195,7 @@ def ask(
         if path is None or path == "-":
             continue
         try:
-            inputs[key] = store_image(str(Path(path).expanduser()), graph=graph)
+            inputs[key] = store_image(str(Path(path).expanduser()), graph=graph, thread_id=thread_id)
         except StudyError as exc:
             err.print(f"[red]The {what} was not loaded: {exc}[/red]")
             raise typer.Exit(1) from None

@@ -199,33 +199,72 @@ def studies_only_in(threads: dict[str, ThreadInfo], thread_id: str) -> set[str]:
     return (info.studies if info else set()) - others
 
 
+def unnamed_since(settings: Settings, first: Mapping[str, float]) -> dict[str, float]:
+    """Per study, the time after which a store write is an upload that named no conversation: after the
+    thread's first turn on it and after the last upload made for a named conversation (those are
+    pending references, counted by ``pending_elsewhere``)."""
+    from tools.ingestion.pending import named_uploads
+
+    named = named_uploads(settings, first)
+    return {sid: max(at, named.get(sid, 0.0)) for sid, at in first.items()}
+
+
+def pending_elsewhere(settings: Settings, studies: set[str], doomed: set[str], thread_id: str,
+                      saver: Any) -> set[str]:
+    """Of the studies a forgotten thread is about to delete (``doomed``, among all it used: ``studies``),
+    those another conversation uploaded and has not yet checkpointed a turn on (a pending reference,
+    tools/ingestion/pending.py). A holder whose checkpoints already reference one of ``studies`` has
+    used it: its reference is released, not counted."""
+    from tools.ingestion.pending import holders, release
+
+    kept: set[str] = set()
+    used: dict[str, set[str]] = {}
+    for sid, threads in holders(settings, studies).items():
+        for other in sorted(threads - {thread_id}):
+            if other not in used:
+                used[other] = set(first_references(saver, other))
+            if sid in used[other]:
+                release(settings, other, [sid])
+            elif sid in doomed:
+                kept.add(sid)
+    return kept
+
+
 def forget_thread(
     thread_id: str, *, saver: Any, store: Any, artifacts_dir: Path, settings: Settings | None = None
 ) -> Deleted | None:
     """Delete a conversation's checkpoints, the studies/heatmaps no other thread references and its
     audit lines (under ``settings``' data dir; the process-wide settings by default).
 
-    A study uploaded again after the thread's first checkpoint that referenced it is kept
-    (``Deleted.kept_recent``): the thread's own upload came before that turn, so a later one is a
-    pending upload of another conversation that has not yet checkpointed a turn on it. Returns None
-    when the checkpointer has no such thread (nothing is touched)."""
-    tid = str(thread_id)
-    threads = scan(saver)
-    if tid not in threads:
-        return None
-    first = first_references(saver, tid)
-    threads[tid].studies |= set(first)
-    doomed = studies_only_in(threads, tid)
-    out = Deleted(threads=[tid])
-    out.kept_recent = sorted(recently_uploaded(doomed, store, first))
-    saver.delete_thread(tid)
-    delete_studies(doomed - set(out.kept_recent), store, artifacts_dir, out)
-    from agents.memory.audit_log import forget_thread_lines
+    A study another conversation uploaded and has not yet checkpointed a turn on is kept
+    (``Deleted.kept_recent``): one it holds a pending reference on (an upload made for it), or, for an
+    upload that named no conversation, one uploaded again after this thread's first checkpoint that
+    referenced it. A conversation's own pending uploads count as its studies. Returns None when
+    neither the checkpointer nor the upload registry knows the thread (nothing is touched)."""
+    from tools.ingestion.pending import held_by, release
 
     if settings is None:
         from cxr_agent.settings import get_settings
 
         settings = get_settings()
+    tid = str(thread_id)
+    threads = scan(saver)
+    uploaded = held_by(settings, tid)
+    checkpointed = tid in threads
+    if not checkpointed and not uploaded:
+        return None
+    first = first_references(saver, tid) if checkpointed else {}
+    threads.setdefault(tid, ThreadInfo()).studies |= set(first) | uploaded
+    doomed = studies_only_in(threads, tid)
+    out = Deleted(threads=[tid])
+    kept = recently_uploaded(doomed, store, unnamed_since(settings, first)) | pending_elsewhere(settings, threads[tid].studies, doomed, tid, saver)
+    out.kept_recent = sorted(kept)
+    if checkpointed:
+        saver.delete_thread(tid)
+    release(settings, tid)
+    delete_studies(doomed - kept, store, artifacts_dir, out)
+    from agents.memory.audit_log import forget_thread_lines
+
     out.audit_lines = forget_thread_lines(settings, tid)
     from agents.review.store import forget_reviews
 
@@ -295,12 +334,16 @@ def apply_retention(settings: Settings, *, saver: Any, store: Any, now: float | 
             info.studies |= history_studies(saver, tid)
     expired, doomed, live = expired_threads(threads, cutoff)
     from agents.review.store import forget_reviews
+    from tools.ingestion.pending import expire, forget_studies, release
 
     for tid in sorted(expired):
         saver.delete_thread(tid)
         forget_reviews(settings, tid)  # signed reviews follow their thread
+        release(settings, tid)
         out.threads.append(tid)
+    expire(settings, cutoff)  # a pending upload never used within the retention period is no longer pending
     sweep_files(settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
+    forget_studies(settings, out.studies)
     from agents.memory.audit_log import forget_threads_lines
 
     out.audit_lines = forget_threads_lines(settings, out.threads)  # lines in days younger than the cutoff

@@ -109,16 +109,23 @@ class Studies:
         self.remember(study, study_id)
         return study
 
-    def put(self, study: Study) -> str:
-        """Store an already decoded Study; returns its id."""
+    def put(self, study: Study, *, thread_id: str | None = None) -> str:
+        """Store an already decoded Study; returns its id. ``thread_id``: the conversation the upload
+        is for, which holds a pending reference on the study until its checkpoint references it
+        (``tools.ingestion.pending``), so forgetting another conversation on the same image keeps it."""
         study_id = self.store.put(study)
+        if thread_id is not None:
+            from tools.ingestion.pending import hold
+
+            hold(self.settings, study_id, thread_id)
         self.remember(study, study_id)
         return study_id
 
-    def ingest(self, source: Any, *, filename: str | None = None) -> tuple[str, Study]:
-        """Decode and de-identify ``source`` (path or bytes), store it; returns (study id, Study).
-        Raises tools.ingestion.study.StudyError for a file that cannot be used (ImageInputRefused when
-        this graph takes no images)."""
+    def ingest(self, source: Any, *, filename: str | None = None,
+               thread_id: str | None = None) -> tuple[str, Study]:
+        """Decode and de-identify ``source`` (path or bytes), store it (for conversation ``thread_id``,
+        as ``put``); returns (study id, Study). Raises tools.ingestion.study.StudyError for a file that
+        cannot be used (ImageInputRefused when this graph takes no images)."""
         from tools.ingestion.loader import MAX_FILE_BYTES, load_study
 
         if not self.accept_images:
@@ -128,4 +135,4 @@ class Studies:
             filename = filename or os.path.basename(os.fspath(source))
             source = read_image_file(source, MAX_FILE_BYTES)  # before a decode slot is taken
         study = load_study(source, filename=filename, settings=self.settings)  # the graph's limits and policies
-        return self.put(study), study
+        return self.put(study, thread_id=thread_id), study
