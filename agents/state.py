@@ -109,13 +109,17 @@ class CxrInput(BaseModel):
 
 class CxrServerInput(BaseModel):
     """The input schema a LangGraph Server deployment offers: no raw image, only a stored study's id
-    (the server ingests uploads itself and refuses runs that carry ``image``/``image_name``)."""
+    (the server ingests uploads itself and refuses runs that carry ``image``/``image_name``). No
+    ``patient_salt``: the server keeps a thread's salt and keys in its state (server/pairs.py)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     messages: Annotated[list[AnyMessage], add_messages] = Field(default_factory=list)
     study_id: str | None = None
     prior_study_id: Annotated[str | None, UntrackedValue(Any)] = None  # owner-checked by server/auth.py
+    # two studies read as a pair: order and interval only (owner-checked by server/auth.py; a pair with patient
+    # keys is refused there: keys are made by the server from the headers, POST /cxr/studies/pair)
+    pairs: Annotated[dict[str, dict[str, Any]] | None, merge_pairs] = None
 
 
 class GraphInputError(ValueError):

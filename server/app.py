@@ -4,6 +4,8 @@ LangGraph Server serves the graph (``langgraph.json`` -> ``graph.py:graph``) and
 Starlette app in the same process (``http.app``), so a remote UI needs one address:
 
     POST /cxr/studies  body: the file's bytes, X-Cxr-File-Type: dcm -> 201 {"study_id", "width", ...}
+    POST /cxr/studies/pair?thread_id=  multipart 'first', 'second': both stored, the pair held in the thread
+                                                                -> 201 {"studies", "pair": {..., "interval_days"}}
     GET  /cxr/studies/{study_id}                                -> 200 {"study_id", "width", ...} | 404
     GET  /cxr/artifacts?uri=<Artifact.uri from a reply>         -> the file (a heatmap .npy) | 404
     GET  /cxr/health                                            -> 200 {"ok": true, ...}
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 512 * 2**20
 """Largest accepted upload body; the decoder's own pixel cap (max_image_pixels) applies after."""
 UPLOAD_PATH = "/cxr/studies"
+PAIR_PATH = "/cxr/studies/pair"
 RAW_INPUT_KEYS = ("image", "image_name")
 """Run input keys refused by the server: upload the file to /cxr/studies and pass its study_id."""
 
@@ -191,6 +194,12 @@ async def upload_study(request: Request) -> Response:
         return JSONResponse(info, status_code=201)
     finally:
         PRESSURE.give(held)
+
+
+async def upload_pair(request: Request) -> Response:
+    from server.pairs import upload_pair as pair
+
+    return await pair(request, _settings(), _server_client(), ingest_bytes)
 
 
 def _lookup(study_id: str, settings: Settings) -> dict[str, Any] | None:
@@ -356,7 +365,7 @@ class RefuseRawImageInput:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] not in _BODY_METHODS
-                or scope["path"].rstrip("/") == UPLOAD_PATH):
+                or scope["path"].rstrip("/") in (UPLOAD_PATH, PAIR_PATH)):
             await self.app(scope, receive, send)
             return
         limit = _settings().server_max_run_body_kb * 1024
@@ -484,6 +493,7 @@ def create_app() -> Starlette:
 
     routes = [
         Route(UPLOAD_PATH, upload_study, methods=["POST"]),
+        Route(PAIR_PATH, upload_pair, methods=["POST"]),  # two films together: order and keys (server/pairs.py)
         Route("/cxr/studies/{study_id}", get_study, methods=["GET"]),
         Route("/cxr/artifacts", get_artifact, methods=["GET"]),
         Route("/cxr/health", health, methods=["GET"]),

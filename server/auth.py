@@ -170,19 +170,43 @@ def _store(ctx: Auth.types.AuthContext, value: Any) -> bool:
 
 
 async def _check_study(owner: str, value: Any) -> None:
-    """Refuse a run naming a study (``study_id``, or the ``prior_study_id`` it compares with) its caller did not
-    upload (403, before anything runs)."""
+    """Refuse a run naming a study (``study_id``, the ``prior_study_id`` it compares with, or any study of its
+    ``pairs``) its caller did not upload (403 naming the key, before anything runs)."""
     kwargs = value.get("kwargs") if isinstance(value, dict) else None
     run_input = kwargs.get("input") if isinstance(kwargs, dict) else None
     if not isinstance(run_input, dict):
         return
     from server.ownership import uploaded_by
 
-    for key in ("study_id", "prior_study_id"):
-        study_id = run_input.get(key)
+    named = [(key, run_input.get(key)) for key in ("study_id", "prior_study_id")]
+    named += _pair_studies(run_input.get("pairs"))
+    for key, study_id in named:
         if not study_id:
             continue
         if not isinstance(study_id, str) or not await asyncio.to_thread(uploaded_by, get_settings(), study_id, owner):
             raise Auth.exceptions.HTTPException(
                 status_code=403, detail=f"{key}: this study was not uploaded by you: upload the file to "
                                         "POST /cxr/studies first")
+
+
+PAIR_KEYS = ("prior_key", "current_key", "thread_keys")
+"""What only the server writes into a pair: patient keys (POST /cxr/studies/pair), never a run's input."""
+
+
+def _pair_studies(pairs: Any) -> list[tuple[str, Any]]:
+    """(input key, study id) of every study a run's ``pairs`` names; 403 for a pair carrying patient keys
+    (a client could make them match) or one that is not a mapping of pairs."""
+    if pairs is None:
+        return []
+    if not isinstance(pairs, dict) or not all(isinstance(p, dict) for p in pairs.values()):
+        raise Auth.exceptions.HTTPException(status_code=403, detail="pairs: must map a current study id to its pair")
+    out: list[tuple[str, Any]] = []
+    for current, pair in pairs.items():
+        given = [k for k in PAIR_KEYS if pair.get(k)]
+        if given:
+            raise Auth.exceptions.HTTPException(
+                status_code=403, detail=f"pairs.{str(current)[:80]}.{given[0]}: patient keys are made by the server "
+                                        "from the headers: upload both files to POST /cxr/studies/pair")
+        out += [(f"pairs.{str(current)[:80]}", current), (f"pairs.{str(current)[:80]}.study_id", pair.get("study_id")),
+                (f"pairs.{str(current)[:80]}.prior_study_id", pair.get("prior_study_id"))]
+    return out

@@ -143,10 +143,14 @@ def _salt(state: MutableMapping[str, Any], values: Mapping[str, Any] | None) -> 
 
 
 def load_pair(state: MutableMapping[str, Any], files: Sequence[tuple[str, bytes]],
-              loader: Callable[..., Study] | None = None, *, values: Mapping[str, Any] | None = None) -> str:
+              loader: Callable[..., Study] | None = None, *, values: Mapping[str, Any] | None = None,
+              remote: Any = None) -> str:
     """Load two films together: order them from their headers, queue the prior's full read, and keep the
     current film for the next message with the pair's interval and patient keys (made under the salt of the
-    conversation, whose state is ``values``). Returns what to tell the reader; on a refused file nothing changes."""
+    conversation, whose state is ``values``). With a graph server (``remote``), the server orders them and
+    keeps the pair in the conversation itself. Returns what to tell the reader; on a refused file nothing changes."""
+    if remote is not None:
+        return _load_remote_pair(state, files, remote)
     if loader is None:
         from tools.ingestion.loader import load_study as loader
     salt = _salt(state, values)
@@ -162,13 +166,32 @@ def load_pair(state: MutableMapping[str, Any], files: Sequence[tuple[str, bytes]
         return "The two files hold the same image: choose the prior and the current film."
     pair = ordered_pair(read[0][:3], read[1][:3], thread_keys=True)
     first, second = (read[0], read[1]) if pair is None or pair.prior_study_id == read[0][0] else (read[1], read[0])
-    _adopt(state, first[3])
+    return _queue(state, first[3], second[3], pair.model_dump() if pair else None,
+                  pair.interval_days if pair else None)
+
+
+def _load_remote_pair(state: MutableMapping[str, Any], files: Sequence[tuple[str, bytes]], remote: Any) -> str:
+    """Both films to the graph server, which orders them and holds the pair (its keys too) in the conversation."""
+    try:
+        films, pair = remote.load_pair(list(files), state[S.K_THREAD])
+    except StudyError as exc:
+        return f"The two films were not loaded: {exc}"
+    if films[0].id == films[1].id:
+        return "The two files hold the same image: choose the prior and the current film."
+    first, second = (films[1], films[0]) if pair and pair["prior_study_id"] == films[1].id else (films[0], films[1])
+    return _queue(state, first, second, None, pair["interval_days"] if pair else None)
+
+
+def _queue(state: MutableMapping[str, Any], prior: Study, current: Study, pair: dict[str, Any] | None,
+           days: int | None) -> str:
+    """Make the prior the page's study with its full read queued; the current film waits for the next message
+    (with ``pair`` to send, when the page made it)."""
+    _adopt(state, prior)
     state[S.K_INBOX].append(PRIOR_READ)
-    state[K_QUEUED] = {"prior": first[0], "study": second[3], "pair": pair.model_dump() if pair else None}
-    if pair is None:
+    state[K_QUEUED] = {"prior": prior.id, "study": current, "pair": pair}
+    if days is None:  # no order from the headers
         return ("The files carry no dates to order them by: the first is read as the prior. If it is the other, "
                 "name the prior under 'Prior study' before comparing.")
-    days = pair.interval_days
     return (f"Ordered by their headers: the prior was taken {days} day{'s' if days != 1 else ''} before the current "
             "film (the dates are not kept). The prior is read first; then ask, e.g. 'Is it worse than before?'.")
 
@@ -207,7 +230,7 @@ def two_film_section(state: MutableMapping[str, Any], graph: Any = None) -> None
     sig = hashlib.sha256("".join(S.upload_signature(n, d) for n, d in named).encode()).hexdigest()
     if state.get(K_PAIR_SIG) != sig:
         with st.spinner("Reading the two films..."):
-            state[K_PAIR_NOTE] = load_pair(state, named, loader=graph.load_study if is_remote(graph) else None,
-                                           values=thread_values(state, graph))
+            state[K_PAIR_NOTE] = (load_pair(state, named, remote=graph) if is_remote(graph)
+                                  else load_pair(state, named, values=thread_values(state, graph)))
         state[K_PAIR_SIG] = sig
     st.caption(state.get(K_PAIR_NOTE) or "")

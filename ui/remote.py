@@ -11,6 +11,8 @@ the app needs from its in-process graph, nothing more:
 - ``load_study(data, filename=)``: an upload goes to the server's ``POST /cxr/studies`` (server/app.py),
   which de-identifies and stores it and returns its ``study_id``; the page shows the same
   de-identified pixels, decoded here (``tools.ingestion.loader``: decoders only, no models);
+- ``load_pair(files, thread_id)``: two films of one patient go to ``POST /cxr/studies/pair``, which stores
+  both and keeps their order, interval and patient keys in the conversation's state on the server;
 - ``studies.put(study)``: the id the next turn sends (after checking the server holds it), so only
   ``{"study_id": ...}`` ever enters a run or a checkpoint;
 - ``load_heatmap(uri)``: a turn's heatmap from ``GET /cxr/artifacts`` (the reply names server paths);
@@ -327,6 +329,34 @@ class RemoteAgent:
             log.warning("the server stored a different rendering of the upload; using its study id")
             study = replace(study, id=str(info["study_id"]))
         return study
+
+    def load_pair(self, files: list[tuple[str, bytes]], thread_id: str) -> tuple[list[Study], dict[str, Any] | None]:
+        """Two films of one patient uploaded together (``POST /cxr/studies/pair``): the server stores both,
+        orders them by their headers and holds the pair (patient keys under the thread's salt) in the
+        conversation ``thread_id``. The two studies as loaded here (given order), and the pair's order and
+        interval (``prior_study_id``, ``study_id``, ``interval_days``), None when the headers give no order."""
+        from tools.ingestion.loader import load_study
+
+        if len(files) != 2:
+            raise ValueError(f"a pair is two files, not {len(files)}")
+        parts = {field: (f"upload.{name.rpartition('.')[2]}" if "." in name else "upload", data)
+                 for field, (name, data) in zip(("first", "second"), files, strict=True)}  # no name travels
+        try:
+            r = self.http.post("/cxr/studies/pair", params={"thread_id": server_thread_id(thread_id)}, files=parts)
+        except httpx.HTTPError as exc:
+            raise GraphServerUnavailable(f"the graph server at {self.url} did not answer ({type(exc).__name__}); "
+                                         "try again") from None
+        if r.status_code in (413, 422):
+            raise StudyError(_detail(r))
+        if r.status_code != 201:
+            raise GraphServerUnavailable(f"the graph server refused the two films (HTTP {r.status_code}: "
+                                         f"{_detail(r)[:200]})")
+        body = r.json()
+        films = []
+        for (name, data), info in zip(files, body["studies"], strict=True):
+            study = load_study(data, filename=name, settings=self.settings)
+            films.append(study if study.id == info["study_id"] else replace(study, id=str(info["study_id"])))
+        return films, body.get("pair")
 
     def load_heatmap(self, uri: str) -> np.ndarray | None:
         """A turn's heatmap from the server (cached); None (and a log line) when unavailable."""
