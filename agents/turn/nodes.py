@@ -301,7 +301,7 @@ class Nodes:
             route = Route(intent="chat", reason=f"router failed ({type(exc).__name__}); treated as chat")
         route = comparison_route(route, state)  # a comparison reads the current study in full
         writer()({"event": "route", "intent": route.intent, "finding": route.finding,
-                  "tools": self.selected(route), "reason": route.reason,
+                  "tools": [] if route.clarify else self.selected(route), "reason": route.reason,
                   "needs_image": route.needs_image and not state.get("study_id")})
         goto, reused = ("respond", []) if route.clarify else self.fan_out(route, state, config)  # ask back
         update: dict[str, Any] = {"route": route}

@@ -116,9 +116,13 @@ def test_clarifying_question_through_graph_invoke(make_graph, thread, cxr_image)
     vlm = ScriptedVLM()
     g = make_graph(vlm)
     cfg = thread()
-    out = g.invoke({"messages": [("user", "is there an edemaa?")], "image": str(cxr_image)}, cfg)
+    events = [e for mode, e in g.stream({"messages": [("user", "is there an edemaa?")], "image": str(cxr_image)},
+                                        cfg, stream_mode=["custom", "values"]) if mode == "custom"]
+    out = g.get_state(cfg).values
     reply = out["messages"][-1]
     assert vlm.calls == 0  # no tool runs on a guess
+    route = next(e for e in events if e.get("event") == "route")
+    assert route["tools"] == []  # the progress line names no tool for a question asked back
     assert "edema" in reply.content and "'edemaa'" in reply.content and "Is there edema?" in reply.content
     choices = reply.additional_kwargs["cxr"]["clarify"]["choices"]
     assert [c["message"] for c in choices] == ["Is there edema?", "Is there 'edemaa'?"]
