@@ -14,6 +14,7 @@ forgetting someone else's thread that used the same image does not delete it (se
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -45,12 +46,35 @@ def _connect(settings: Settings) -> sqlite3.Connection:
     return conn
 
 
-def record_upload(settings: Settings, study_id: str, owner: str) -> None:
-    """Remember that ``owner`` uploaded the study, and when it last did (blocking)."""
+def record_upload(settings: Settings, study_id: str, owner: str, thread_id: str | None = None) -> None:
+    """Remember that ``owner`` uploaded the study, and when it last did; with ``thread_id`` (the
+    ``X-Cxr-Thread`` header), also the conversation it is for, as a pending reference
+    (tools/ingestion/pending.py) that keeps it when another thread on the same image is forgotten
+    (blocking)."""
     with closing(_connect(settings)) as conn, conn:
         conn.execute("INSERT INTO uploads (study_id, owner, at) VALUES (?, ?, ?) "
                      "ON CONFLICT (study_id, owner) DO UPDATE SET at = excluded.at",
                      (study_id, owner, time.time()))
+    if thread_id:
+        from tools.ingestion.pending import hold
+
+        hold(settings, study_id, thread_id, owner)
+
+
+THREAD_HEADER = "x-cxr-thread"
+_THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def upload_thread(request: Any) -> str | None:
+    """The conversation an upload names in ``X-Cxr-Thread`` (None: none named, as SDK callers may).
+    Raises ValueError naming the problem for a value that is not a thread id."""
+    value = request.headers.get(THREAD_HEADER)
+    if value is None:
+        return None
+    if not _THREAD_ID.fullmatch(value):
+        raise ValueError(f"{THREAD_HEADER} must be a thread id (letters, digits, '.', '_', ':' or '-', "
+                         "at most 128 characters)")
+    return value
 
 
 def pending_uploads(settings: Settings, first_seen: Mapping[str, float], owner: str) -> set[str]:
@@ -122,6 +146,19 @@ async def owns_thread(client: Any, thread_id: str, owner: str) -> bool:
             return False
         raise
     return (thread.get("metadata") or {}).get("owner") == owner
+
+
+async def thread_owner(client: Any, thread_id: str) -> str | None:
+    """The thread's ``metadata.owner`` ("" when it has none), or None when the server has no such thread."""
+    import httpx
+
+    try:
+        thread = await client.threads.get(thread_id)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code in (404, 422):
+            return None
+        raise
+    return str((thread.get("metadata") or {}).get("owner") or "")
 
 
 async def thread_references(client: Any, owner: str, study_id: str) -> bool:

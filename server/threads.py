@@ -33,8 +33,10 @@ from agents.memory.retention import (
     studies_only_in,
     sweep_files,
     timestamp,
+    unnamed_since,
 )
 from server.ownership import forget_uploads, pending_uploads, release_uploads
+from tools.ingestion.pending import expire, forget_studies, held_by, holders, release
 
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
@@ -100,8 +102,10 @@ async def thread_studies(client: Any, thread_id: str) -> dict[str, float] | None
 
 async def forget(client: Any, thread_id: str, settings: Settings, store: Any) -> Deleted | None:
     """Delete the thread on the server, then the studies and heatmaps no other thread references and
-    no upload still waits for (``Deleted.kept_recent``: another user's upload, or one made after this
-    thread's first turn on the study), and its audit lines.
+    no upload still waits for (``Deleted.kept_recent``: one another conversation uploaded for itself
+    and has not yet checkpointed a turn on, another user's upload, or one made after this thread's
+    first turn on the study that named no conversation), and its audit lines. The thread's own
+    pending uploads count as its studies.
 
     Returns None when the server has no such thread (nothing is touched)."""
     own = await thread_studies(client, thread_id)
@@ -110,21 +114,53 @@ async def forget(client: Any, thread_id: str, settings: Settings, store: Any) ->
     owner = await _owner(client, thread_id)
     threads = await catalogue(client)
     last_ts = threads[thread_id].last_ts if thread_id in threads else 0.0
-    threads[thread_id] = ThreadInfo(last_ts=last_ts, studies=set(own))
+    uploaded = await run_in_threadpool(held_by, settings, thread_id)
+    threads[thread_id] = ThreadInfo(last_ts=last_ts, studies=set(own) | uploaded)
     doomed = studies_only_in(threads, thread_id)
     await client.threads.delete(thread_id)
     out = Deleted(threads=[thread_id])
-    first = {sid: own[sid] or last_ts for sid in doomed}  # a history without times: its last change
+    first = await run_in_threadpool(unnamed_since, settings, {sid: own.get(sid) or last_ts for sid in doomed})
     kept = await run_in_threadpool(recently_uploaded, doomed, store, first)
     kept |= await run_in_threadpool(pending_uploads, settings, first, owner)
+    waiting, mine = await pending_elsewhere(client, settings, threads[thread_id].studies, doomed, thread_id, owner)
+    kept |= waiting
     out.kept_recent = sorted(kept)
-    await run_in_threadpool(release_uploads, settings, {sid: at or last_ts for sid, at in own.items()},
-                            owner)  # this thread used its owner's uploads
+    only_uploaded = await run_in_threadpool(unnamed_since, settings, dict.fromkeys(uploaded - set(own), 0.0))
+    used = {**only_uploaded, **{sid: at or last_ts for sid, at in own.items()}}
+    await run_in_threadpool(release_uploads, settings, {sid: at for sid, at in used.items() if sid not in mine},
+                            owner)  # this thread used its owner's uploads; another of theirs still waits on some
+    await run_in_threadpool(release, settings, thread_id)
     await run_in_threadpool(delete_studies, doomed - kept, store, settings.artifacts_dir, out)
+    await run_in_threadpool(forget_studies, settings, out.studies)
     out.audit_lines = await run_in_threadpool(forget_thread_lines, settings, thread_id)
     log.info("forgot a thread: %d study(ies), %d heatmap folder(s), %d audit line(s)",
              len(out.studies), out.artifact_dirs, out.audit_lines)
     return out
+
+
+async def pending_elsewhere(client: Any, settings: Settings, studies: set[str], doomed: set[str], thread_id: str,
+                            owner: str) -> tuple[set[str], set[str]]:
+    """(of ``doomed``, the studies another conversation uploaded for itself and has not yet checkpointed
+    a turn on; of ``studies``, those another thread of ``owner`` still waits on). A holder whose history
+    already references a study has used it: its pending reference is released."""
+    found = await run_in_threadpool(holders, settings, studies)
+    kept: set[str] = set()
+    mine: set[str] = set()
+    history: dict[str, dict[str, float]] = {}
+    for sid, waiting in found.items():
+        for other, other_owner in sorted(waiting.items()):
+            if other == thread_id:
+                continue
+            if other not in history:
+                history[other] = await thread_studies(client, other) or {}  # not created yet: nothing used
+            if sid in history[other]:
+                await run_in_threadpool(release, settings, other, [sid])
+                continue
+            if sid in doomed:
+                kept.add(sid)
+            if other_owner == owner:
+                mine.add(sid)
+    return kept, mine
 
 
 async def _owner(client: Any, thread_id: str) -> str:
@@ -152,8 +188,11 @@ async def retention_pass(client: Any, settings: Settings, store: Any, *, now: fl
             if exc.response.status_code != 404:  # gone meanwhile (another worker's pass) is fine
                 raise
         out.threads.append(tid)
+        await run_in_threadpool(release, settings, tid)
+    await run_in_threadpool(expire, settings, cutoff)  # a pending upload never used within the retention period
     await run_in_threadpool(sweep_files, settings, store, doomed=doomed, live=live, cutoff=cutoff, out=out)
     await run_in_threadpool(forget_uploads, settings, out.studies)  # who uploaded what goes with it
+    await run_in_threadpool(forget_studies, settings, out.studies)
     out.audit_lines = await run_in_threadpool(forget_threads_lines, settings, out.threads)
     log_retention(out)
     return out

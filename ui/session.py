@@ -136,7 +136,7 @@ def _ingest(state: MutableMapping[str, Any], name: str, data: bytes, loader: Cal
     if loader is None:
         from tools.ingestion.loader import load_study as loader  # lazy: pulls in the decoders
     try:
-        study = loader(data, filename=name)
+        study = _load(loader, data, name, state.get(K_THREAD))
     except StudyError as exc:  # the file name (often a patient's name) is never echoed on the page
         return f"The uploaded file was not loaded: {exc}"
     except Exception as exc:  # never show a traceback for a bad file
@@ -183,7 +183,7 @@ def take_study_inputs(state: MutableMapping[str, Any], store: Any = None) -> dic
     if store is None:
         raise StudyNotSaved("the study store is not available, so the study was not sent; try again")
     try:
-        study_id = store.put(study)
+        study_id = _put(store, study, state.get(K_THREAD))
     except Exception as exc:  # noqa: BLE001 - disk full, permissions, quota: a typed, short message
         log.warning("study store unavailable (%s)", type(exc).__name__)
         raise StudyNotSaved(
@@ -191,6 +191,31 @@ def take_study_inputs(state: MutableMapping[str, Any], store: Any = None) -> dic
         ) from None
     state[K_PENDING] = None
     return {"study_id": study_id}
+
+
+def _load(loader: Callable[..., Study], data: bytes, name: str, thread_id: Any) -> Study:
+    """Decode the upload; a loader that also stores it (the graph server's) is told the conversation
+    it is for, as ``_put`` tells the graph's own store."""
+    import inspect
+
+    try:
+        takes_thread = "thread_id" in inspect.signature(loader).parameters
+    except (TypeError, ValueError):
+        takes_thread = False
+    if takes_thread and isinstance(thread_id, str) and thread_id:
+        return loader(data, filename=name, thread_id=thread_id)
+    return loader(data, filename=name)
+
+
+def _put(store: Any, study: Study, thread_id: Any) -> str:
+    """Store the study for this conversation: the graph's own ``Studies`` records it as a pending upload of
+    the thread, so forgetting another conversation on the same image keeps it (a remote store's
+    upload already named the conversation to the server)."""
+    from tools.ingestion.intake import Studies
+
+    if isinstance(store, Studies) and isinstance(thread_id, str) and thread_id:
+        return store.put(study, thread_id=thread_id)
+    return str(store.put(study))
 
 
 def restore_pending(state: MutableMapping[str, Any], pending: Any) -> None:

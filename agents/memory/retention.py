@@ -220,7 +220,7 @@ def pending_elsewhere(settings: Settings, studies: set[str], doomed: set[str], t
     kept: set[str] = set()
     used: dict[str, set[str]] = {}
     for sid, threads in holders(settings, studies).items():
-        for other in sorted(threads - {thread_id}):
+        for other in sorted(set(threads) - {thread_id}):
             if other not in used:
                 used[other] = set(first_references(saver, other))
             if sid in used[other]:

@@ -43,7 +43,7 @@ def test_an_earlier_upload_by_another_conversation_of_the_same_user_is_kept_unti
     _ask(g, "a", "Write a report", sid)  # ...and asks: A's first turn comes after both uploads
     out = _forget("a", saver, g, settings)
     assert out is not None and out.studies == [] and out.kept_recent == [sid]
-    assert sid in store and holders(settings, [sid]) == {sid: {"b"}}  # A's own reference went with it
+    assert sid in store and holders(settings, [sid]) == {sid: {"b": ""}}  # A's own reference went with it
     reply = _ask(g, "b", "Write a report", sid)  # B's first turn reads X: nobody asks for the image again
     assert reply["study_id"] == sid and "not in the study store" not in reply["messages"][-1].content
     out = _forget("b", saver, g, settings)

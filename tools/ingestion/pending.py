@@ -39,19 +39,21 @@ def _connect(settings: Settings) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30)
     conn.execute("PRAGMA secure_delete = ON")
     conn.execute("CREATE TABLE IF NOT EXISTS pending (study_id TEXT NOT NULL, thread_id TEXT NOT NULL, "
-                 "at REAL NOT NULL, PRIMARY KEY (study_id, thread_id))")
+                 "owner TEXT NOT NULL DEFAULT '', at REAL NOT NULL, PRIMARY KEY (study_id, thread_id))")
     conn.execute("CREATE TABLE IF NOT EXISTS named (study_id TEXT PRIMARY KEY, at REAL NOT NULL)")
     return conn
 
 
-def hold(settings: Settings, study_id: str, thread_id: str) -> None:
-    """Record that conversation ``thread_id`` uploaded the study and may be about to use it (blocking)."""
+def hold(settings: Settings, study_id: str, thread_id: str, owner: str = "") -> None:
+    """Record that conversation ``thread_id`` (of user ``owner`` on the graph server; "" in-process)
+    uploaded the study and may be about to use it (blocking)."""
     if not isinstance(thread_id, str) or not thread_id:
         raise ValueError("a pending upload reference needs the conversation's thread id (a non-empty string)")
     now = time.time()
     with closing(_connect(settings)) as conn, conn:
-        conn.execute("INSERT INTO pending (study_id, thread_id, at) VALUES (?, ?, ?) "
-                     "ON CONFLICT (study_id, thread_id) DO UPDATE SET at = excluded.at", (study_id, thread_id, now))
+        conn.execute("INSERT INTO pending (study_id, thread_id, owner, at) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT (study_id, thread_id) DO UPDATE SET at = excluded.at",
+                     (study_id, thread_id, owner, now))
         conn.execute("INSERT INTO named (study_id, at) VALUES (?, ?) "
                      "ON CONFLICT (study_id) DO UPDATE SET at = excluded.at", (study_id, now))
 
@@ -67,16 +69,17 @@ def named_uploads(settings: Settings, study_ids: Iterable[str]) -> dict[str, flo
                 for (at,) in conn.execute("SELECT at FROM named WHERE study_id = ?", (sid,))}
 
 
-def holders(settings: Settings, study_ids: Iterable[str]) -> dict[str, set[str]]:
-    """The conversations holding a pending reference on each of these studies (absent: none)."""
+def holders(settings: Settings, study_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The conversations holding a pending reference on each of these studies, with their owners
+    (absent: none)."""
     ids = sorted(set(study_ids))
     if not ids or not registry_path(settings).exists():
         return {}
-    out: dict[str, set[str]] = {}
+    out: dict[str, dict[str, str]] = {}
     with closing(_connect(settings)) as conn:
         for sid in ids:
-            for (tid,) in conn.execute("SELECT thread_id FROM pending WHERE study_id = ?", (sid,)):
-                out.setdefault(sid, set()).add(str(tid))
+            for tid, owner in conn.execute("SELECT thread_id, owner FROM pending WHERE study_id = ?", (sid,)):
+                out.setdefault(sid, {})[str(tid)] = str(owner)
     return out
 
 
