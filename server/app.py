@@ -141,11 +141,18 @@ _EXTENSION = re.compile(r"[a-z0-9]{1,8}")
 
 
 async def upload_study(request: Request) -> Response:
-    from server.ownership import caller
+    from server.ownership import caller, thread_owner, upload_thread
 
     settings = _settings()
-    if not caller(request)[0]:
+    owner, service = caller(request)
+    if not owner:
         return _error(403, "uploads are made for a user: a gateway names the signed-in user in X-Cxr-User")
+    try:
+        thread_id = upload_thread(request)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    if thread_id and not service and (await thread_owner(_server_client(), thread_id)) not in (None, owner):
+        return _error(403, "X-Cxr-Thread names a conversation of another user")  # a new one may not exist yet
     in_flight = settings.server_uploads_in_flight_mb * 2**20
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
@@ -190,7 +197,7 @@ async def upload_study(request: Request) -> Response:
             PRESSURE.ingesting -= 1
         from server.ownership import record_upload
 
-        await run_in_threadpool(record_upload, settings, info["study_id"], caller(request)[0])
+        await run_in_threadpool(record_upload, settings, info["study_id"], owner, thread_id)
         return JSONResponse(info, status_code=201)
     finally:
         PRESSURE.give(held)

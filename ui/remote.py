@@ -47,6 +47,8 @@ STOP_POLL_S = 0.2
 """How often a remote turn looks at the reader's Stop while waiting for the server's next event."""
 HEATMAP_CACHE = 64
 """Heatmaps kept per UI process (<= 512 px uint8 each): Streamlit redraws the page on every click."""
+THREAD_HEADER = "X-Cxr-Thread"
+"""Names the conversation an upload is for (a header: no id travels in the URL)."""
 
 
 class GraphServerUnavailable(StudyError):
@@ -302,10 +304,15 @@ class RemoteAgent:
         return {**config, "configurable": configurable}
 
     # --- uploads and artifacts (server/app.py routes) ---------------------------------------
-    def upload(self, data: bytes, filename: str | None) -> dict[str, Any]:
-        """POST the file to the server, which ingests it; its description (``study_id``, size...)."""
+    def upload(self, data: bytes, filename: str | None, thread_id: str | None = None) -> dict[str, Any]:
+        """POST the file to the server, which ingests it; its description (``study_id``, size...).
+        ``thread_id``: the conversation it is for (``X-Cxr-Thread``), so the server keeps the study for
+        it when another conversation on the same image is forgotten first."""
+        headers = _file_type(filename)
+        if thread_id:
+            headers[THREAD_HEADER] = server_thread_id(thread_id)
         try:
-            r = self.http.post("/cxr/studies", headers=_file_type(filename), content=data)  # no name in the URL
+            r = self.http.post("/cxr/studies", headers=headers, content=data)  # no name, no thread in the URL
         except httpx.HTTPError as exc:
             raise GraphServerUnavailable(f"the graph server at {self.url} did not answer ({type(exc).__name__}); "
                                          "try again") from None
@@ -316,14 +323,14 @@ class RemoteAgent:
             raise StudyError(detail)
         raise GraphServerUnavailable(f"the graph server refused the upload (HTTP {r.status_code}: {detail[:200]})")
 
-    def load_study(self, data: bytes, *, filename: str | None = None) -> Study:
+    def load_study(self, data: bytes, *, filename: str | None = None, thread_id: str | None = None) -> Study:
         """Upload (the server stores the study) and decode the same bytes here for the page.
 
         Both sides de-identify with the same code; the study id is the server's. A loader for
         ``ui.session.ingest_upload``."""
         from tools.ingestion.loader import load_study
 
-        info = self.upload(data, filename)
+        info = self.upload(data, filename, thread_id)
         study = load_study(data, filename=filename, settings=self.settings)
         if study.id != info["study_id"]:  # e.g. different redaction settings on the server
             log.warning("the server stored a different rendering of the upload; using its study id")
