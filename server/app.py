@@ -4,6 +4,7 @@ LangGraph Server serves the graph (``langgraph.json`` -> ``graph.py:graph``) and
 Starlette app in the same process (``http.app``), so a remote UI needs one address:
 
     POST /cxr/studies  body: the file's bytes, X-Cxr-File-Type: dcm -> 201 {"study_id", "width", ...}
+                       (X-Cxr-Thread: the conversation it is for; optional, kept for it until it is used)
     POST /cxr/studies/pair?thread_id=  multipart 'first', 'second': both stored, the pair held in the thread
                                                                 -> 201 {"studies", "pair": {..., "interval_days"}}
     GET  /cxr/studies/{study_id}                                -> 200 {"study_id", "width", ...} | 404
