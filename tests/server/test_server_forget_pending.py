@@ -78,3 +78,25 @@ def test_an_upload_naming_a_bad_or_foreign_conversation_is_refused(server, cxr_i
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKENS['bob']}"}, timeout=60) as bob:
         r = bob.post("/cxr/studies", content=data, headers={"X-Cxr-Thread": server_thread_id("conv-c")})
     assert r.status_code == 403 and "another user" in r.text
+
+
+def test_a_pending_upload_expires_with_the_servers_retention(server, cxr_images, tmp_path):
+    import asyncio
+    import time
+
+    from langgraph_sdk import get_client
+
+    from cxr_agent.settings import Settings
+    from server.threads import retention_pass
+    from tools.ingestion.pending import held_by
+    from tools.ingestion.store import StudyStore
+    from ui.remote import server_thread_id
+
+    alice = _agent(server, "alice", tmp_path)
+    sid = alice.upload(cxr_images[7].read_bytes(), "x.png", thread_id="conv-idle")["study_id"]
+    settings = Settings(model_profile="tiny", data_dir=server.data_dir, retention_days=0.5 / 24)
+    assert held_by(settings, server_thread_id("conv-idle")) == {sid}
+    client = get_client(url=server.url, api_key=None, headers={"Authorization": f"Bearer {SERVICE}"})
+    out = asyncio.run(retention_pass(client, settings, StudyStore.from_settings(settings), now=time.time() + 3600))
+    assert sid in out.studies and not _stored(server, sid)  # an hour later, under half an hour's retention
+    assert held_by(settings, server_thread_id("conv-idle")) == set()
