@@ -207,7 +207,7 @@ async def upload_study(request: Request) -> Response:
 async def upload_pair(request: Request) -> Response:
     from server.pairs import upload_pair as pair
 
-    return await pair(request, _settings(), _server_client(), ingest_bytes)
+    return await pair(request, _settings(), _server_client(), ingest_bytes, PRESSURE)  # bounded with uploads
 
 
 def _lookup(study_id: str, settings: Settings) -> dict[str, Any] | None:

@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 PAIR_PATH = "/cxr/studies/pair"
 FILE_FIELDS = ("first", "second")
 WRITER = "respond"
-MAX_FILE_BYTES = 512 * 2**20  # as POST /cxr/studies  # the pair is written as the end of a turn would write it: nothing runs after
+MAX_FILE_BYTES = 512 * 2**20  # as POST /cxr/studies
+RETRY_AFTER_S = 5  # the pair is written as the end of a turn would write it: nothing runs after
 
 
 def _error(status: int, message: str, *, kind: str | None = None) -> JSONResponse:
@@ -89,11 +90,17 @@ def _pair(files: list[tuple[bytes, str | None]], salt: bytes, settings: Any, ing
     return {"studies": infos, "pair": pair}
 
 
-async def upload_pair(request: Request, settings: Any, client: Any, ingest: Any) -> Response:
-    """``POST /cxr/studies/pair``: both studies stored and the pair held in the caller's thread."""
-    from agents.comparing.patient import thread_salt
-    from server.ownership import caller, record_upload
-    from tools.ingestion.study import StudyError
+def _busy(status: int, message: str) -> JSONResponse:
+    response = _error(status, message, kind="ServerBusy")
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+async def upload_pair(request: Request, settings: Any, client: Any, ingest: Any, pressure: Any = None) -> Response:
+    """``POST /cxr/studies/pair``: both studies stored and the pair held in the caller's thread. ``pressure``:
+    the process's upload bounds (server/app.py ``UploadPressure``), shared with single uploads: the declared
+    body is reserved before a byte is read (503 when over the bytes in flight, 429 when the decode queue is full)."""
+    from server.ownership import caller
 
     owner, service = caller(request)
     if not owner:
@@ -102,9 +109,34 @@ async def upload_pair(request: Request, settings: Any, client: Any, ingest: Any)
     if not thread_id:
         return _error(400, "missing ?thread_id=<the conversation the pair belongs to>")
     limit = MAX_FILE_BYTES
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > 2 * limit + 2**20:
-        return _error(413, f"a pair of {int(declared)} bytes exceeds two files of {limit} bytes")
+    declared = request.headers.get("content-length") or ""
+    if not declared.isdigit():
+        return _error(411, "send the two files with a Content-Length (a multipart body of known size)")
+    size = int(declared)
+    if size > 2 * limit + 2**20:
+        return _error(413, f"a pair of {size} bytes exceeds two files of {limit} bytes")
+    if pressure is None:
+        return await _stored_pair(request, settings, client, ingest, owner, service, thread_id, limit)
+    if pressure.ingesting >= settings.decode_concurrency + settings.server_upload_queue:
+        return _busy(429, "too many uploads are waiting to be decoded (CXR_AGENT_SERVER_UPLOAD_QUEUE); "
+                          "send the two films again in a moment")
+    if not pressure.take(size, settings.server_uploads_in_flight_mb * 2**20):
+        return _busy(503, "the server is receiving or decoding other uploads (CXR_AGENT_SERVER_UPLOADS_IN_FLIGHT_MB); "
+                          "send the two films again in a moment")
+    pressure.ingesting += 1
+    try:
+        return await _stored_pair(request, settings, client, ingest, owner, service, thread_id, limit)
+    finally:
+        pressure.ingesting -= 1
+        pressure.give(size)
+
+
+async def _stored_pair(request: Request, settings: Any, client: Any, ingest: Any, owner: str, service: bool,
+                       thread_id: str, limit: int) -> Response:
+    from agents.comparing.patient import thread_salt
+    from server.ownership import record_upload
+    from tools.ingestion.study import StudyError
+
     files = await _files(request, limit)
     if isinstance(files, Response):
         return files
