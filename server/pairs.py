@@ -149,7 +149,7 @@ async def _stored_pair(request: Request, settings: Any, client: Any, ingest: Any
     except StudyError as exc:  # a refusal meant for the clinician; the file name is never echoed
         return _error(422, str(exc), kind=type(exc).__name__)
     for info in out["studies"]:
-        await run_in_threadpool(record_upload, settings, info["study_id"], owner)
+        await run_in_threadpool(record_upload, settings, info["study_id"], owner, thread_id)  # held for the thread
     pair = out["pair"]
     if pair is not None:  # held in the thread (keys and salt included), never in the answer
         # a thread no run has used yet names no graph; the state update needs the served one

@@ -64,6 +64,11 @@ def test_two_films_uploaded_together_are_ordered_by_the_server(server, shared_da
     assert "taken 50 days before the current film" in note, note
     assert state[S.K_INBOX] == [PRIOR_READ]
     prior, current = state[S.K_STUDY], state[K_QUEUED]["study"]
+    from tools.ingestion.pending import held_by
+    from ui.remote import server_thread_id
+
+    held_for = held_by(Settings(data_dir=server.data_dir), server_thread_id(state[S.K_THREAD]))
+    assert {prior.id, current.id} <= held_for  # kept for this conversation until it uses them
     held = alice.get_state({"configurable": {"thread_id": state[S.K_THREAD]}}).values
     pair = held["pairs"][current.id]
     assert pair["prior_study_id"] == prior.id and pair["interval_days"] == 50
