@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,10 +44,12 @@ def setfit_encoder(texts: list[str], intents: list[str], *, seed: int = 0, itera
     from tools.retrieval.embedder import bundled_model_path
 
     model = SetFitModel.from_pretrained(str(bundled_model_path()), local_files_only=True)
-    args = TrainingArguments(batch_size=32, num_iterations=iterations, num_epochs=epochs, seed=seed,
-                             show_progress_bar=False, report_to="none")
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts, "label": intents}))
-    trainer.train()
+    with tempfile.TemporaryDirectory(prefix="cxr-setfit-") as scratch:  # its trainer checkpoints, never the cwd
+        args = TrainingArguments(output_dir=scratch, batch_size=32, num_iterations=iterations, num_epochs=epochs,
+                                 seed=seed, show_progress_bar=False, report_to="none")
+        trainer = Trainer(model=model, args=args,
+                          train_dataset=Dataset.from_dict({"text": texts, "label": intents}))
+        trainer.train()
     body = model.model_body
 
     def encode(batch: list[str]) -> np.ndarray:
