@@ -91,3 +91,23 @@ def test_the_calls_own_timeout_also_ends_it(tiny_tool, real_study, passes):
     ev = tiny_tool.run(request)
     assert not ev.ok and ev.error.startswith("cancelled (the call timed out) before its forward pass")
     assert passes["forward"] == 0
+
+
+def test_a_graph_run_given_a_set_stop_keeps_no_classifier_scores(make_graph, tiny_tool, cxr_image):
+    """Through the graph's tool runner (its pool workers copy the run's context): the stop event of the run's
+    config reaches the classifier, whose call ends stopped; no finding is decided from it."""
+    from langchain_core.messages import HumanMessage
+
+    graph = make_graph(tiny_tool)
+    stop = threading.Event()
+    stop.set()
+    out = graph.invoke({"messages": [HumanMessage("Is there a pleural effusion?")], "image": str(cxr_image)},
+                       {"configurable": {"thread_id": "stopped-classifier", STOP_KEY: stop}})
+    ran = [e for e in out["evidence"] if e.tool == "classifier"]
+    assert len(ran) == 1 and not ran[0].ok
+    assert ran[0].error == "stopped by the reader before its forward pass: no scores recorded"
+    assert not any("classifier" in d.agreeing + d.disagreeing for d in out.get("decisions") or [])
+    unstopped = graph.invoke({"messages": [HumanMessage("Is there a pleural effusion?")], "image": str(cxr_image)},
+                             {"configurable": {"thread_id": "running-classifier", STOP_KEY: threading.Event()}})
+    assert [e.ok for e in unstopped["evidence"] if e.tool == "classifier"] == [True]
+    assert any("classifier" in d.agreeing + d.disagreeing for d in unstopped["decisions"])
