@@ -65,15 +65,22 @@ def conversation_markdown(
     demo: bool = False,
     thread_id: str | None = None,
     study_labels: Mapping[str, str] | None = None,
+    studies_facts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """The whole conversation as a Markdown report: facts, each exchange, each turn's findings.
 
-    Every turn names the study it was about (``study_labels``: study id -> the page's label)."""
+    Every turn names the study it was about (``study_labels``: study id -> the page's label). When the
+    conversation holds several studies, ``studies_facts`` (label -> facts) describes each of them, so the
+    file never presents the study on screen as the one every turn concerns."""
     out = ["# cxr-agent conversation report", ""]
     if demo:
         out += [f"> **{DEMO_WARNING}**", ""]
     out += [f"> {DISCLAIMER}", "", f"Generated {_now()}" + (f" - conversation `{thread_id}`" if thread_id else ""), ""]
-    if study_facts:
+    if studies_facts and len(studies_facts) > 1:
+        out += ["## Studies (de-identified)", ""]
+        for label, facts in studies_facts.items():
+            out += [f"### {label}", ""] + [f"- **{k}**: {v}" for k, v in facts.items()] + [""]
+    elif study_facts:
         out += ["## Study (de-identified)", ""]
         out += [f"- **{k}**: {v}" for k, v in study_facts.items()]
         out.append("")
@@ -110,8 +117,10 @@ def findings_json(
     study_facts: Mapping[str, Any] | None = None,
     demo: bool = False,
     thread_id: str | None = None,
+    studies_facts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """Decisions and evidence per turn, as JSON (pydantic's own serialisation of the types)."""
+    """Decisions and evidence per turn, as JSON (pydantic's own serialisation of the types); ``studies``
+    describes every study of the conversation (label -> facts) when it holds several."""
     doc = {
         "generator": "cxr-agent",
         "generated_at": _now(),
@@ -120,6 +129,7 @@ def findings_json(
         "disclaimer": DISCLAIMER,
         "demo_warning": DEMO_WARNING if demo else None,
         "study": dict(study_facts or {}),
+        "studies": {label: dict(facts) for label, facts in (studies_facts or {}).items()},
         "turns": [
             {
                 "user": t.user_text,

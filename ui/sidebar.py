@@ -45,8 +45,9 @@ def sidebar(state, settings: Settings, graph: Any, graph_error: str | None, book
         if turns:
             study = state[S.K_STUDY]
             facts = S.study_facts(study) if study is not None else None
-            kw = {"study_facts": facts, "demo": settings.is_demo, "thread_id": state[S.K_THREAD]}
             labels = state[S.K_STUDY_LABELS]
+            kw = {"study_facts": facts, "demo": settings.is_demo, "thread_id": state[S.K_THREAD],
+                  "studies_facts": _studies_facts(turns, study, labels, graph)}
             st.download_button(
                 "Download report (Markdown)", conversation_markdown(turns, study_labels=labels, **kw),
                 file_name="cxr-agent-report.md",
@@ -120,6 +121,16 @@ def _structured_downloads(state, turns: list[TurnResult], study: Any, settings: 
     if fhir is not None:
         st.download_button("Download FHIR JSON", fhir, file_name="cxr-agent-fhir.json", mime="application/fhir+json",
                            on_click="ignore", width="stretch")
+
+
+def _studies_facts(turns: list[TurnResult], study: Any, labels: dict[str, str], graph: Any) -> dict[str, Any]:
+    """Each study the conversation's turns concern, in order (label -> facts; a study retention removed
+    is named with no facts)."""
+    out: dict[str, Any] = {}
+    for sid in dict.fromkeys(t.study_id for t in turns if t.study_id):
+        found = study if study is not None and study.id == sid else _stored_study(graph, sid)
+        out[labels.get(sid) or f"study {sid[:12]}"] = S.study_facts(found) if found is not None else {}
+    return out
 
 
 def _stored_study(graph: Any, study_id: str) -> Any:

@@ -3,6 +3,7 @@ Markdown turn naming its study, and a reply's headings nested under its turn."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from ui_helpers import sample_decisions, sample_evidence
@@ -10,6 +11,7 @@ from ui_helpers import sample_decisions, sample_evidence
 from knowledge.evidence import Decision, Status
 from ui.exports import (
     conversation_markdown,
+    findings_json,
     latest_findings_turn,
     nest_headings,
     report_text,
@@ -68,3 +70,16 @@ def test_every_markdown_turn_names_its_study_and_headings_nest():
     assert "#### Report" in md and "\n## Report" not in md  # a reply's heading sits under its turn
     assert "stopped; no answer kept" in turns[3]
     assert nest_headings("# A\ntext # not a heading\n###### deep", 3) == "#### A\ntext # not a heading\n###### deep"
+
+
+def test_a_conversation_of_several_studies_describes_each_not_only_the_one_on_screen():
+    facts = {"Study 1 · PA": {"View": "PA", "Size": "440 x 440"}, "Study 2": {"View": "AP", "Size": "512 x 512"}}
+    md = conversation_markdown(_conversation(), study_facts=facts["Study 2"], studies_facts=facts,
+                               study_labels={A: "Study 1 · PA", B: "Study 2"})
+    head = md.split("## Conversation", 1)[0]
+    assert "## Study (de-identified)" not in head and "## Studies (de-identified)" in head
+    assert head.index("### Study 1 · PA") < head.index("- **View**: PA") < head.index("### Study 2")
+    one = conversation_markdown(_conversation(), study_facts=facts["Study 2"], studies_facts={"Study 2": facts["Study 2"]})
+    assert "## Study (de-identified)" in one and "## Studies" not in one
+    doc = json.loads(findings_json(_conversation(), study_facts=facts["Study 2"], studies_facts=facts))
+    assert doc["studies"] == facts

@@ -115,6 +115,8 @@ def _check_markdown(md: str, per_turn: list[tuple[str, list[Decision]]]) -> None
     assert levels[0] == 1 and levels.count(1) == 1, levels
     head, *turns = re.split(r"^### Turn \d+$", md, flags=re.MULTILINE)
     assert [ln for ln in head.splitlines() if ln.startswith("## ")][-1] == "## Conversation"
+    described = [ln[4:] for ln in head.split("## Studies (de-identified)", 1)[1].splitlines() if ln.startswith("### ")]
+    assert [d.split(" ")[:2] for d in described] == [["Study", "1"], ["Study", "2"]]  # both, not the one on screen
     assert len(turns) == len(per_turn)
     for section, (label, decisions) in zip(turns, per_turn, strict=True):
         named = section.split("**Study:** ", 1)[1].split("\n", 1)[0]
