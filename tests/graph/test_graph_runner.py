@@ -189,12 +189,12 @@ def test_a_saver_passed_in_drops_the_raw_image_input(make_graph, thread, cxr_ima
     assert [c.checkpoint["channel_values"].get("study_id") for c in saver.list(cfg)][0]
 
 
-def test_a_served_graph_takes_only_messages_a_study_id_and_its_prior(settings):
+def test_a_served_graph_takes_only_messages_study_ids_and_pairs(settings):
     from graph import build_graph
 
     g = build_graph(settings, tools=[ScriptedVLM()], builtin_tools=False, plugins=False, checkpointer=False,
                     server_input=True)
-    assert set(g.get_input_jsonschema()["properties"]) == {"messages", "study_id", "prior_study_id"}
+    assert set(g.get_input_jsonschema()["properties"]) == {"messages", "study_id", "prior_study_id", "pairs"}
 
 
 def test_ingestion_uses_the_graphs_settings(make_graph, cxr_image):

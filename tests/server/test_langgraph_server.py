@@ -86,13 +86,13 @@ def test_report_turn_and_follow_up_through_the_sdk(langgraph_server, uploaded):
     assert outside.status_code == 404
 
 
-def test_served_graph_takes_only_messages_a_study_id_and_its_prior(langgraph_server):
+def test_served_graph_takes_only_messages_study_ids_and_pairs(langgraph_server):
     from langgraph_sdk import get_sync_client
 
     client = get_sync_client(url=langgraph_server.url)
     assistant = client.assistants.search(graph_id="cxr_agent")[0]
     schemas = client.assistants.get_schemas(assistant["assistant_id"])
-    assert set(schemas["input_schema"]["properties"]) == {"messages", "study_id", "prior_study_id"}
+    assert set(schemas["input_schema"]["properties"]) == {"messages", "study_id", "prior_study_id", "pairs"}
 
 
 def test_runs_with_image_bytes_are_refused_before_storage(langgraph_server, dicom):
