@@ -69,18 +69,20 @@ def test_a_flagged_change_is_set_in_the_change_table_and_signed(shared_data, tmp
         page.wait_for_selector(IDLE)
         page.get_by_text(re.compile("^Change since the prior study")).wait_for()
         _sign(page, page.get_by_text(re.compile("flagged change.*Pleural effusion")).first)
+        page.wait_for_selector(IDLE)  # the refused sign's rerun has drawn the tables again
         grid = page.locator('[data-testid="stExpander"] [data-testid="data-grid-canvas"]').nth(1)
-        grid.scroll_into_view_if_needed()
-        bb = grid.bounding_box()
         listbox = page.locator("#portal [role=listbox]")
         # the flagged change comes first; its "action" cell lies at about 0.86 of the table's width
-        for _ in range(5):
+        for _ in range(8):  # under load a double click can land while the grid is still being drawn
+            grid.scroll_into_view_if_needed()
+            bb = grid.bounding_box()
             page.mouse.dblclick(bb["x"] + 0.86 * bb["width"], bb["y"] + 35 + 17)
             try:
-                listbox.wait_for(timeout=2000)
+                listbox.wait_for(timeout=5000)
                 break
             except PlaywrightTimeout:
                 page.keyboard.press("Escape")
+                page.wait_for_selector(IDLE)
         listbox.get_by_role("option", name="stable", exact=True).click()
         page.get_by_text(re.compile("^Version 1 · reviewer")).click()  # leave the table: the edit is sent
         page.wait_for_selector(IDLE)
