@@ -58,12 +58,11 @@ Measured against the IU X-ray MeSH indexing in bench/labeler.py (macro-F1 and th
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from knowledge.bounded_memo import BoundedMemo
 from knowledge.context_cues import HEDGE, HIST, HYPO, NEG, POSS, SPAN_GROUP, context
 from knowledge.evidence import CallTask, FindingCall, Status
 from knowledge.lexicon import lexicon
@@ -158,44 +157,18 @@ class _Local(NamedTuple):
     cue: str
 
 
-class SentenceMemo:
+class SentenceMemo(BoundedMemo[tuple[_Local, ...]]):
     """The mentions of each lower-case sentence, keyed by its text and the labeler version; bounded (LRU).
 
     Why: a sentence's mentions depend on that sentence alone (ConText's scope never leaves it), and
     reports repeat sentences ("No pneumothorax.", "The lungs are clear.") constantly, so a report turn
     labels only the sentences it has not seen. Thread-safe: tools label reports on worker threads."""
 
-    def __init__(self, maxsize: int = 4096) -> None:
-        self.maxsize = maxsize
-        self.hits = self.misses = 0
-        self._items: OrderedDict[tuple[str, str], tuple[_Local, ...]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
     def get(self, sentence: str) -> tuple[_Local, ...] | None:
-        key = (LABELER_VERSION, sentence)
-        with self._lock:
-            found = self._items.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return found
+        return self.lookup((LABELER_VERSION, sentence))
 
     def put(self, sentence: str, mentions: tuple[_Local, ...]) -> None:
-        with self._lock:
-            self._items[(LABELER_VERSION, sentence)] = mentions
-            self._items.move_to_end((LABELER_VERSION, sentence))
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.hits = self.misses = 0
+        self.store((LABELER_VERSION, sentence), mentions)
 
 
 SENTENCE_MEMO = SentenceMemo()

@@ -13,7 +13,6 @@ forgetting someone else's thread that used the same image does not delete it (se
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import time
@@ -22,25 +21,16 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tools.ingestion.pending import open_registry, registry_path
+
 if TYPE_CHECKING:
     from cxr_agent.settings import Settings
 
-REGISTRY = "uploads.sqlite"
 PAGE = 100
 
 
-def registry_path(settings: Settings) -> Path:
-    return Path(settings.data_dir) / REGISTRY
-
-
 def _connect(settings: Settings) -> sqlite3.Connection:
-    path = registry_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    os.chmod(path, 0o600)
-    conn = sqlite3.connect(path, timeout=30)
-    conn.execute("PRAGMA secure_delete = ON")
+    conn = open_registry(settings)
     conn.execute("CREATE TABLE IF NOT EXISTS uploads (study_id TEXT NOT NULL, owner TEXT NOT NULL, "
                  "at REAL NOT NULL, PRIMARY KEY (study_id, owner))")
     return conn

@@ -9,11 +9,10 @@ re-ask rule only ever ``model_copy`` them).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 
 from agents.reconciling.policy import Policy
+from knowledge.bounded_memo import BoundedMemo
 from knowledge.evidence import Decision, FindingCall
 
 
@@ -24,43 +23,18 @@ def call_key(c: FindingCall) -> tuple:
             c.implied, c.task)
 
 
-class DecisionMemo:
+class DecisionMemo(BoundedMemo[Decision]):
     """(policy, finding, its calls in order) -> the Decision ``decide`` reached; at most ``maxsize`` kept."""
-
-    def __init__(self, maxsize: int = 4096) -> None:
-        self.maxsize = maxsize
-        self.hits = self.misses = 0
-        self._items: OrderedDict[tuple[Policy, Hashable], Decision] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
     @staticmethod
     def key(finding: str, calls: list[FindingCall]) -> tuple[str, tuple]:
         return finding, tuple(call_key(c) for c in calls)
 
     def get(self, policy: Policy, key: Hashable) -> Decision | None:
-        with self._lock:
-            found = self._items.get((policy, key))
-            if found is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end((policy, key))
-            self.hits += 1
-            return found
+        return self.lookup((policy, key))
 
     def put(self, policy: Policy, key: Hashable, decision: Decision) -> None:
-        with self._lock:
-            self._items[(policy, key)] = decision
-            self._items.move_to_end((policy, key))
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.hits = self.misses = 0
+        self.store((policy, key), decision)
 
 
 DECISIONS = DecisionMemo()

@@ -30,7 +30,8 @@ def registry_path(settings: Settings) -> Path:
     return Path(settings.data_dir) / REGISTRY
 
 
-def _connect(settings: Settings) -> sqlite3.Connection:
+def open_registry(settings: Settings) -> sqlite3.Connection:
+    """The owner-only upload registry, created on first use; deleted rows are overwritten on disk."""
     path = registry_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
@@ -38,6 +39,11 @@ def _connect(settings: Settings) -> sqlite3.Connection:
     os.chmod(path, 0o600)
     conn = sqlite3.connect(path, timeout=30)
     conn.execute("PRAGMA secure_delete = ON")
+    return conn
+
+
+def _connect(settings: Settings) -> sqlite3.Connection:
+    conn = open_registry(settings)
     conn.execute("CREATE TABLE IF NOT EXISTS pending (study_id TEXT NOT NULL, thread_id TEXT NOT NULL, "
                  "owner TEXT NOT NULL DEFAULT '', at REAL NOT NULL, PRIMARY KEY (study_id, thread_id))")
     conn.execute("CREATE TABLE IF NOT EXISTS named (study_id TEXT PRIMARY KEY, at REAL NOT NULL)")
