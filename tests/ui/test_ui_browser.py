@@ -35,6 +35,26 @@ IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 OVERLAY_DRAWN = re.compile(r"overlays: ([1-9]\d* box\(es\)|\d+ box\(es\), [1-9]\d* heatmap)")
 
 
+TURN_DONE = re.compile(r"^Done in \d")
+
+
+def send_chat(page: Any, text: str) -> None:
+    """Type a message into the chat box and send it."""
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def wait_turns_done(page: Any, n: int, timeout_s: float = 600, idle_timeout_ms: int = 300_000) -> None:
+    """Until ``n`` turns show their "Done in" status and the page's rerun after the last has finished."""
+    deadline = time.monotonic() + timeout_s
+    while (done := page.get_by_text(TURN_DONE).count()) < n:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{done} of {n} turns done; the page says:\n{page.inner_text('body')[-3000:]}")
+        time.sleep(0.25)
+    page.wait_for_selector(IDLE, timeout=idle_timeout_ms)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

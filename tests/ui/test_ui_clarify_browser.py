@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from typing import Any
 
 import pytest
-from test_ui_browser import ARTIFACTS, IDLE, streamlit_page
+from test_ui_browser import ARTIFACTS, send_chat, streamlit_page, wait_turns_done
 from ui_helpers import nih_png
 
 from cxr_agent.settings import DEMO_WARNING
@@ -25,20 +24,6 @@ CHOSEN = "Is there pneumothorax?"
 OWN_WORDS = "Is there 'pnuemothrx'?"
 
 
-def _send(page: Any, text: str) -> None:
-    box = page.get_by_test_id("stChatInputTextArea")
-    box.fill(text)
-    box.press("Enter")
-
-
-def _wait_done(page: Any, n: int, timeout_s: float = 600) -> None:
-    """Until ``n`` turns show their "Done in" status and the page's rerun after the last has finished."""
-    deadline = time.monotonic() + timeout_s
-    while page.get_by_text(re.compile(r"^Done in \d")).count() < n:
-        if time.monotonic() > deadline:
-            pytest.fail(f"fewer than {n} turns done; the page says:\n{page.inner_text('body')[-3000:]}")
-        time.sleep(0.5)
-    page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
 
 
 def _steps(page: Any, turn: int) -> str:
@@ -60,8 +45,8 @@ def test_clarify_buttons_run_the_chosen_reading(ui_env, shared_data, test_data_d
         page.locator("input[type=file]").first.set_input_files(str(nih_png(shared_data)))
         page.get_by_text("Size:").first.wait_for()
 
-        _send(page, "is there pnuemothrx?")
-        _wait_done(page, 1)
+        send_chat(page, "is there pnuemothrx?")
+        wait_turns_done(page, 1)
         first = page.locator(ASSISTANT).nth(0)
         assert "Which of these did you mean?" in first.inner_text()
         buttons = first.get_by_role("button")
@@ -74,15 +59,15 @@ def test_clarify_buttons_run_the_chosen_reading(ui_env, shared_data, test_data_d
         first.get_by_role("button", name=CHOSEN).click()
         user_turns = page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarUser"])')
         user_turns.nth(1).wait_for(timeout=60_000)  # the click sent the reading as the next message
-        _wait_done(page, 2)
+        wait_turns_done(page, 2)
         assert user_turns.nth(1).inner_text().strip().endswith(CHOSEN)
         chosen = _steps(page, 1)
         assert re.search(r"Router: finding_question about Pneumothorax (?:->|\u2192) tools: [^()]*\bvlm\b", chosen), chosen
         assert "classifier finished" in chosen and "vlm finished" in chosen, chosen
         assert "Which of these did you mean?" not in page.locator(ASSISTANT).nth(1).inner_text()
 
-        _send(page, "where is it?")
-        _wait_done(page, 3)
+        send_chat(page, "where is it?")
+        wait_turns_done(page, 3)
         follow = _steps(page, 2)
         assert "Router: locate about Pneumothorax" in follow, follow
         page.screenshot(path=str(ARTIFACTS / "ui_clarify.png"), full_page=True)

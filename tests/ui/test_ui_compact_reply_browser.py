@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ui_browser import ARTIFACTS, IDLE, streamlit_page
+from test_ui_browser import ARTIFACTS, send_chat, streamlit_page, wait_turns_done
 from ui_helpers import nih_png
 
 from cxr_agent.settings import DEMO_WARNING, Settings
@@ -32,20 +32,6 @@ ASSISTANT = '[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatar
 GRID = '[data-testid="stDataFrame"]'
 
 
-def _send(page: Any, text: str) -> None:
-    box = page.get_by_test_id("stChatInputTextArea")
-    box.fill(text)
-    box.press("Enter")
-
-
-def _wait_done(page: Any, n: int, timeout_s: float = 600) -> None:
-    """Until ``n`` turns show their "Done in" status and the page's rerun after the last has finished."""
-    deadline = time.monotonic() + timeout_s
-    while page.get_by_text(re.compile(r"^Done in \d")).count() < n:
-        if time.monotonic() > deadline:
-            pytest.fail(f"fewer than {n} turns done; the page says:\n{page.inner_text('body')[-3000:]}")
-        time.sleep(0.5)
-    page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
 
 
 def _study_decisions(data_dir: Path) -> list[Any]:
@@ -113,8 +99,8 @@ def test_compact_reply_evidence_panel_and_exports_after_a_follow_up(ui_env, shar
         page.get_by_text(DEMO_WARNING).first.wait_for()
         page.locator("input[type=file]").first.set_input_files(str(nih_png(shared_data)))
         page.get_by_text("Size:").first.wait_for()
-        _send(page, "Write a report")
-        _wait_done(page, 1)
+        send_chat(page, "Write a report")
+        wait_turns_done(page, 1)
         decisions = _study_decisions(data)
         flagged = [d.finding for d in decisions if d.needs_review]
 
@@ -144,8 +130,8 @@ def test_compact_reply_evidence_panel_and_exports_after_a_follow_up(ui_env, shar
         assert sorted(found) == sorted(display_name(d.finding) for d in decisions)
 
         # A follow-up about one finding, then the exports as the browser downloads them.
-        _send(page, "Is there cardiomegaly?")
-        _wait_done(page, 2)
+        send_chat(page, "Is there cardiomegaly?")
+        wait_turns_done(page, 2)
         after = _study_decisions(data)
         assert {d.finding for d in after} == {d.finding for d in decisions}
         still = {d.finding for d in after if d.needs_review}

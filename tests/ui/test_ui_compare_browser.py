@@ -8,12 +8,10 @@ from __future__ import annotations
 import csv
 import os
 import re
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_ui_browser import ARTIFACTS, IDLE, streamlit_page
+from test_ui_browser import ARTIFACTS, IDLE, send_chat, streamlit_page, wait_turns_done
 
 from cxr_agent.settings import DEMO_WARNING
 
@@ -34,19 +32,6 @@ def _patient_films(shared_data: Path, patient: str) -> list[Path]:
     return [path for _, path in sorted(films)]
 
 
-def _send(page: Any, text: str) -> None:
-    box = page.get_by_test_id("stChatInputTextArea")
-    box.fill(text)
-    box.press("Enter")
-
-
-def _wait_done(page: Any, n: int, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while page.get_by_text(re.compile(r"^Done in \d")).count() < n:
-        if time.monotonic() > deadline:
-            pytest.fail(f"fewer than {n} turns done; the page says:\n{page.inner_text('body')[-3000:]}")
-        time.sleep(0.5)
-    page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
 
 
 def test_the_reader_names_the_prior_and_sees_both_films_side_by_side(ui_env, shared_data, tmp_path):
@@ -61,8 +46,8 @@ def test_the_reader_names_the_prior_and_sees_both_films_side_by_side(ui_env, sha
         upload = page.locator("input[type=file]").first
         upload.set_input_files(str(prior))
         page.get_by_text("Size:").first.wait_for()
-        _send(page, "Is there a pleural effusion?")
-        _wait_done(page, 1)
+        send_chat(page, "Is there a pleural effusion?")
+        wait_turns_done(page, 1)
         assert page.get_by_text("Prior study (for comparisons)").count() == 0  # one study: nothing to choose
 
         upload.set_input_files(str(current))
@@ -75,8 +60,8 @@ def test_the_reader_names_the_prior_and_sees_both_films_side_by_side(ui_env, sha
         page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
         (ARTIFACTS / "ui_compare_control.html").write_text(control.inner_html())  # what it shows, for a failure
 
-        _send(page, "Is the pleural effusion worse than before?")
-        _wait_done(page, 2)
+        send_chat(page, "Is the pleural effusion worse than before?")
+        wait_turns_done(page, 2)
         page.screenshot(path=str(ARTIFACTS / "ui_compare.png"), full_page=True)
         reply = page.locator(ASSISTANT).last.inner_text()
         assert "Compared with the prior study" in reply and "the study you named as the prior" in reply, reply
@@ -103,9 +88,9 @@ def test_two_dicom_films_loaded_together_are_compared_with_their_interval(ui_env
         page.get_by_text(DEMO_WARNING).first.wait_for()
         page.locator("input[type=file]").nth(1).set_input_files([str(f) for f in files])
         page.get_by_text(re.compile("Ordered by their headers: the prior was taken 50 days before")).wait_for()
-        _wait_done(page, 1)  # the prior's full read, sent by the page
-        _send(page, "Is it worse than before?")
-        _wait_done(page, 2)
+        wait_turns_done(page, 1)  # the prior's full read, sent by the page
+        send_chat(page, "Is it worse than before?")
+        wait_turns_done(page, 2)
         page.screenshot(path=str(ARTIFACTS / "ui_compare_pair.png"), full_page=True)
         reply = page.locator(ASSISTANT).last.inner_text()
         assert "Compared with the prior study" in reply and "taken 50 days earlier" in reply, reply

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ui_browser import IDLE, streamlit_page
+from test_ui_browser import IDLE, TURN_DONE, send_chat, streamlit_page, wait_turns_done
 from ui_helpers import nih_png
 
 from cxr_agent.settings import DEMO_WARNING
@@ -55,24 +55,8 @@ def _wait_file(path: Path, timeout_s: float = 300) -> None:
         time.sleep(0.1)
 
 
-def _send(page: Any, text: str) -> None:
-    box = page.get_by_test_id("stChatInputTextArea")
-    box.fill(text)
-    box.press("Enter")
-
-
 def _done(page: Any) -> int:
-    return page.get_by_text(re.compile(r"^Done in \d")).count()
-
-
-def _wait_done(page: Any, n: int, timeout_s: float = 240) -> None:
-    """Wait until ``n`` turns show their "Done in" status (the page refreshes itself as turns finish)."""
-    deadline = time.monotonic() + timeout_s
-    while _done(page) < n:
-        if time.monotonic() > deadline:
-            pytest.fail(f"{_done(page)} of {n} turns done; the page says:\n{page.inner_text('body')[-3000:]}")
-        time.sleep(0.25)
-    page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
+    return page.get_by_text(TURN_DONE).count()
 
 
 def _until(check, what: str, timeout_s: float = 60) -> None:
@@ -92,14 +76,14 @@ def test_a_message_sent_during_a_report_is_queued_then_answered(day, shared_data
     page, hold = day
     page.locator("input[type=file]").first.set_input_files(str(nih_png(shared_data)))
     page.get_by_text("Size:").first.wait_for()
-    _send(page, "Write a report")
+    send_chat(page, "Write a report")
     _wait_file(hold / "started-1")  # the report is running, held inside its custom tool
-    _send(page, "Where is the effusion?")
+    send_chat(page, "Where is the effusion?")
     page.get_by_text(QUEUED).wait_for()  # shown as queued, while the report is still running
     page.locator(STOP).first.wait_for()
     assert _done(page) == 0
     (hold / "release-1").write_text("")
-    _wait_done(page, 2)  # the report was not cut off: both turns are answered, in order
+    wait_turns_done(page, 2, timeout_s=240)  # the report was not cut off: both turns are answered, in order
     assert page.get_by_text(QUEUED).count() == 0
     users = _chat_users(page)
     assert users[-2:] == ["Write a report", "Where is the effusion?"], users
@@ -107,7 +91,7 @@ def test_a_message_sent_during_a_report_is_queued_then_answered(day, shared_data
 
 def test_stop_ends_a_turn_with_a_note_and_keeps_no_answer(day):
     page, hold = day
-    _send(page, "Write a report again")
+    send_chat(page, "Write a report again")
     _wait_file(hold / "started-2")
     page.locator(STOP).first.click()
     page.get_by_text(STOPPED).wait_for()  # at once, while the tool is still held
@@ -131,10 +115,10 @@ def test_a_reload_reopens_the_conversation_with_its_study(day):
 def test_a_long_reply_opens_at_its_top(day):
     page, hold = day
     before = _done(page)  # turns reopened after the reload show no "Done in" status
-    _send(page, "Write a report, once more")
+    send_chat(page, "Write a report, once more")
     _wait_file(hold / "started-3")
     (hold / "release-3").write_text("")
-    _wait_done(page, before + 1)
+    wait_turns_done(page, before + 1, timeout_s=240)
     time.sleep(1.5)  # the pane's own scrolling settles
     top, pane_top, pane_bottom, tall = page.evaluate("""() => {
         const pane = document.querySelector('.st-key-cxr_chat_pane');

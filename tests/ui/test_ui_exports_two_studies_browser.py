@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ui_browser import ARTIFACTS, IDLE, streamlit_page
-from test_ui_compact_reply_browser import TIMEOUT_MS, _send, _wait_done
+from test_ui_browser import ARTIFACTS, IDLE, send_chat, streamlit_page, wait_turns_done
+from test_ui_compact_reply_browser import TIMEOUT_MS
 
 from cxr_agent.settings import DEMO_WARNING, Settings
 from knowledge.evidence import Decision
@@ -149,15 +149,15 @@ def test_exports_follow_the_study_picked_after_a_second_upload(ui_env, shared_da
         upload = page.locator("input[type=file]").first
         upload.set_input_files(str(film_a))
         page.get_by_text("Size:").first.wait_for()
-        _send(page, "Write a report")
-        _wait_done(page, 1)
+        send_chat(page, "Write a report")
+        wait_turns_done(page, 1)
         assert page.locator(PICKER).filter(has_text=PICKER_LABEL).count() == 0  # one study: nothing to pick
 
         upload.set_input_files(str(film_b))
         page.get_by_text(re.compile(r"^Study 2")).first.wait_for()
         page.wait_for_selector(IDLE, timeout=TIMEOUT_MS)
-        _send(page, "Write a report")
-        _wait_done(page, 2)
+        send_chat(page, "Write a report")
+        wait_turns_done(page, 2)
 
         values = _checkpointed(data)
         ledger = as_ledger(values.get("ledger"))
