@@ -124,8 +124,9 @@ def _structured_downloads(state, turns: list[TurnResult], study: Any, settings: 
 
 
 def _studies_facts(turns: list[TurnResult], study: Any, labels: dict[str, str], graph: Any) -> dict[str, Any]:
-    """Each study the conversation's turns concern, in order (label -> facts; a study retention removed
-    is named with no facts)."""
+    """Each study the conversation's turns concern, in order (label -> facts). A study this page cannot
+    read back is named with no facts: one retention removed, or, with a graph server, any but the one on
+    screen (the server holds the studies)."""
     out: dict[str, Any] = {}
     for sid in dict.fromkeys(t.study_id for t in turns if t.study_id):
         found = study if study is not None and study.id == sid else _stored_study(graph, sid)
