@@ -245,9 +245,10 @@ def _downloads(state: Any, settings: Any, signed: SignedReview) -> None:
     if ver is not None:
         buf = io.BytesIO()
         ver.save_as(buf, enforce_file_format=True)
-        a.download_button("Signed SR (DICOM)", buf.getvalue(), file_name="signed-sr.dcm", key="cxr_review_sr")
+        a.download_button("Signed SR (DICOM)", buf.getvalue(), file_name="signed-sr.dcm", key="cxr_review_sr",
+                            on_click="ignore")
     b.download_button("Signed report (FHIR)", fhir_json(fhir_bundle(signed, demo=settings.is_demo)),
-                      file_name="signed-fhir.json", key="cxr_review_fhir")
+                      file_name="signed-fhir.json", key="cxr_review_fhir", on_click="ignore")
     from ui.pacs import K_PACS_SOURCE
 
     source = state.get(K_PACS_SOURCE)

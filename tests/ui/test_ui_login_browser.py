@@ -111,7 +111,8 @@ def _send(page, text: str) -> None:
 def _click_until(page, button: str, note: str, tries: int = 4) -> None:
     """Click, and again if a click landed during a fragment rerun and was dropped."""
     for attempt in range(tries):
-        page.get_by_role("button", name=button).click()
+        page.wait_for_selector(IDLE)  # a rerun briefly shows the stale button beside the new one
+        page.get_by_role("button", name=button).last.click()
         try:
             page.get_by_text(note).first.wait_for(timeout=30_000)
             return
