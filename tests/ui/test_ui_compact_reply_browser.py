@@ -74,7 +74,7 @@ def _grid_findings(page: Any) -> tuple[list[str], int, int]:
 
 def _download(page: Any, label: str) -> str:
     with page.expect_download() as dl:
-        page.get_by_role("button", name=label).click()
+        page.get_by_role("button", name=label).first.click()  # a live-fragment rerun may show a stale copy beside it
     return Path(dl.value.path()).read_text()
 
 

@@ -43,7 +43,7 @@ def _checkpointed(data_dir: Path) -> dict[str, Any]:
 
 def _download(page: Any, label: str) -> bytes:
     with page.expect_download() as dl:
-        page.get_by_role("button", name=label).click()
+        page.get_by_role("button", name=label).first.click()  # a live-fragment rerun may show a stale copy beside it
     return Path(dl.value.path()).read_bytes()
 
 

@@ -64,7 +64,7 @@ def _download(page, label: str, folder) -> object:
     for attempt in range(5):
         try:
             with page.expect_download(timeout=20_000) as got:
-                page.get_by_role("button", name=label).click()
+                page.get_by_role("button", name=label).first.click()  # a live-fragment rerun may show a stale copy beside it
             path = folder / got.value.suggested_filename
             got.value.save_as(path)
             return path

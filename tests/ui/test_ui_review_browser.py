@@ -55,7 +55,7 @@ def test_review_and_sign_in_a_real_browser(shared_data, tmp_path):
         page.wait_for_selector(IDLE)
         signed_note = page.get_by_text("Signed by (unauthenticated) Ann")
         for attempt in range(3):  # a click that lands while the page's live fragment reruns can be dropped
-            page.get_by_role("button", name="Sign").click()
+            page.get_by_role("button", name="Sign").first.click()  # a live-fragment rerun may show a stale copy beside it
             try:
                 signed_note.wait_for(timeout=20_000)
                 break

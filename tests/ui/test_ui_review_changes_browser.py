@@ -34,7 +34,7 @@ def _send(page: Any, text: str, done: int) -> None:
 
 def _sign(page: Any, expect: Any) -> None:
     for attempt in range(3):  # a click that lands while the page's live fragment reruns can be dropped
-        page.get_by_role("button", name="Sign").click()
+        page.get_by_role("button", name="Sign").first.click()  # a live-fragment rerun may show a stale copy beside it
         try:
             expect.wait_for(timeout=20_000)
             return
