@@ -105,6 +105,14 @@ class Settings(BaseSettings):
         8, ge=1, le=256, description="Tool calls running at once (all turns); a full pool refuses a call."
     )
     study_cache_size: int = Field(4, ge=1, le=256, description="Decoded studies kept in memory.")
+    memo_max_mib: float = Field(
+        16.0, gt=0, le=4096,
+        description="MiB (estimated) each process-wide memo keeps: labelled report sentences, decisions reached.",
+    )
+    shared_outputs_max_mib: float = Field(
+        32.0, gt=0, le=4096,
+        description="MiB (estimated) of fixed-prompt tool outputs shared by the conversations on one study.",
+    )
     plugins: str = Field(
         "", description="Comma-separated `cxr_agent.tools` entry-point names allowed to load (runs their code)."
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from knowledge.bounded_memo import BoundedMemo
 from knowledge.evidence import Decision, Evidence
 
 MAX_ENTRIES = 96  # tools x asks stays far below this; the oldest entries go first beyond it
@@ -165,32 +166,33 @@ def as_earlier(value: Any) -> dict[str, EarlierStudy]:
 class SharedOutputs:
     """Fixed-prompt outputs (no user words in the ask) shared by every conversation of one process, by
     pixel-hash study id: a second thread's report on a study reads nothing again. In memory only and
-    bounded (least recently used go first), so nothing derived from an image outlives the process."""
+    bounded in entries and in MiB (``Settings.shared_outputs_max_mib``; least recently used go first),
+    so nothing derived from an image outlives the process and a long-lived server does not grow with it."""
 
-    def __init__(self, max_entries: int = 256) -> None:
-        import threading
-        from collections import OrderedDict
+    def __init__(self, max_entries: int = 256, max_mib: float | None = None) -> None:
+        if max_mib is None:
+            from cxr_agent.settings import get_settings
 
+            max_mib = get_settings().shared_outputs_max_mib
         self.max_entries = max_entries
-        self._items: OrderedDict[tuple, Evidence] = OrderedDict()
-        self._lock = threading.Lock()
+        self._memo: BoundedMemo[Evidence] = BoundedMemo(max_entries, max_mib)
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    @property
+    def nbytes(self) -> int:
+        """The estimated bytes kept."""
+        return self._memo.nbytes
 
     def get(self, study_id: str, tool: str, ask: Ask, runner: str | None) -> Evidence | None:
-        with self._lock:
-            ev = self._items.get((study_id, tool, ask, runner))
-            if ev is not None:
-                self._items.move_to_end((study_id, tool, ask, runner))
-            return ev
+        return self._memo.lookup((study_id, tool, ask, runner))
 
     def put(self, key: LedgerKey, evidence: Evidence) -> None:
         """Keep a complete fixed-prompt output; anything built from a user's words stays in its thread."""
         if not key.ask.fixed or not evidence.ok or evidence.truncated:
             return
-        with self._lock:
-            self._items[(key.study_id, key.tool, key.ask, key.runner)] = evidence
-            self._items.move_to_end((key.study_id, key.tool, key.ask, key.runner))
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+        self._memo.store((key.study_id, key.tool, key.ask, key.runner), evidence)
 
 
 def key_for(study_id: str, tool: str, ask: Ask, evidence: Evidence | None = None, runner: str | None = None) -> LedgerKey:

@@ -24,7 +24,8 @@ def call_key(c: FindingCall) -> tuple:
 
 
 class DecisionMemo(BoundedMemo[Decision]):
-    """(policy, finding, its calls in order) -> the Decision ``decide`` reached; at most ``maxsize`` kept."""
+    """(policy, finding, its calls in order) -> the Decision ``decide`` reached; at most ``maxsize`` entries
+    and ``Settings.memo_max_mib`` MiB kept."""
 
     @staticmethod
     def key(finding: str, calls: list[FindingCall]) -> tuple[str, tuple]:
@@ -35,6 +36,10 @@ class DecisionMemo(BoundedMemo[Decision]):
 
     def put(self, policy: Policy, key: Hashable, decision: Decision) -> None:
         self.store((policy, key), decision)
+
+    def entry_bytes(self, key: Hashable, value: Decision) -> int:
+        """The calls and the decision; not the policy, one object shared by every entry under it."""
+        return self.sizeof(key[1]) + self.sizeof(value)  # type: ignore[index]
 
 
 DECISIONS = DecisionMemo()

@@ -2,9 +2,10 @@
 
 With ``CXR_AGENT_SERVER_TRACEMALLOC=<frames>`` (e.g. 5), the first ``/metrics?format=json&heap=1`` starts
 tracing (so a warm-up, e.g. loading the models, runs at full speed) and every later one reports the traced
-total and the source lines whose allocations grew most since the previous one. Only file names and line
-numbers are reported, never values. Tracing slows every allocation: a diagnosis setting, not a
-production one.
+total and the tracebacks whose allocations grew most since the previous one (top 25), beside the C heap's
+own counts (glibc ``mallinfo2``: bytes in use, free but kept, in mmapped chunks) and the resident size, so
+growth outside Python's heap shows too. Only file names and line numbers are reported, never values.
+Tracing slows every allocation: a diagnosis setting, not a production one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tracemalloc
 from typing import Any
 
 ENV = "CXR_AGENT_SERVER_TRACEMALLOC"
-TOP = 15
+TOP = 25
 
 
 class HeapWatch:
@@ -51,9 +52,42 @@ class HeapWatch:
                 for stat in snapshot.compare_to(self.previous, "traceback")[:TOP]:
                     where = [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in stat.traceback]
                     growth.append({"kib": round(stat.size_diff / 1024, 1), "count": stat.count_diff,
-                                   "where": where[-6:]})
+                                   "where": where[-frames:]})
             self.previous = snapshot
-        return {"traced_mib": round(current / 2**20, 1), "peak_mib": round(peak / 2**20, 1), "growth": growth}
+        return {"traced_mib": round(current / 2**20, 1), "peak_mib": round(peak / 2**20, 1), "growth": growth,
+                "rss_mib": rss_mib(), "c_heap": c_heap()}
+
+
+def rss_mib() -> float | None:
+    """This process's resident size, MiB (Linux ``/proc/self/status``); None elsewhere."""
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):  # noqa: SIM115 - read once, closed at exit
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def c_heap() -> dict[str, float] | None:
+    """The C heap's own counts, MiB (glibc ``mallinfo2``): ``in_use`` (allocated by malloc), ``free_kept``
+    (freed but not returned to the system: what ``malloc_trim`` may give back), ``mmapped`` (large
+    blocks, given back on free), ``arena`` (the main and thread arenas' total); None without glibc >= 2.33."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+            "keepcost")]
+
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    mib = 2**20
+    return {"arena": round(info.arena / mib, 1), "in_use": round(info.uordblks / mib, 1),
+            "free_kept": round(info.fordblks / mib, 1), "mmapped": round(info.hblkhd / mib, 1)}
 
 
 def give_back() -> bool:
