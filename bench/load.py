@@ -9,7 +9,10 @@ type, errors (anything but a reply or the expected refusals), cross-talk (a repl
 study, or a thread holding turns it was not sent), how many turns the server ran at once, and its resident
 memory after each round: by default each round's conversations are deleted at its end (as forget and
 retention would), so growth from round to round is memory the server keeps for nothing; ``--keep`` holds
-them all and deletes them at the end instead. Not part of `make bench`:
+them all and deletes them at the end instead. The memory row: the slope of resident memory (least squares,
+MiB per round) over the second half of the rounds, after warm-up, against ``<= 1 MiB/round`` (the exit status
+is 1 when it is missed, as for an error); run enough rounds to see it (``--rounds 16``). The server runs
+with two malloc arenas, as deploy/serve_prod.sh and deploy/serve_graph.sh start it. Not part of `make bench`:
 it starts a server and runs for minutes.
 """
 
@@ -38,6 +41,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = ("Write a report", "Is there cardiomegaly?", "Where is it?", "Explain that", "Show similar cases")
 SHARED = (os.environ.get("CXR_AGENT_SHARED_DATA"), REPO.parent / "shared" / "data", Path("/work/shared/data"))
+SLOPE_TARGET = 1.0
+"""Resident MiB per round the server may still gain after warm-up: flat, within the noise of one round."""
+MIN_SLOPE_ROUNDS = 3
+"""Rounds after warm-up needed before a slope means anything."""
 
 
 def _images(n: int) -> list[Path]:
@@ -73,7 +80,8 @@ def _server_env(work: Path) -> dict[str, str]:
            "CXR_AGENT_MODEL_PROFILE": "tiny", "CXR_AGENT_OFFLINE": "1", "CXR_AGENT_CORPUS": str(_corpus(work)),
            "CXR_AGENT_INDEX_DIR": str(work / "index"), "CXR_AGENT_VLM_MAX_NEW_TOKENS": "24",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-           "LANGSMITH_TRACING": "false", "CXR_AGENT_SERVER_AUTH_DISABLED": "true"}
+           "LANGSMITH_TRACING": "false", "CXR_AGENT_SERVER_AUTH_DISABLED": "true",
+           "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as the deploy scripts run it
     for key in ("CXR_AGENT_SERVER_TOKEN", "CXR_AGENT_SERVER_USERS", "CXR_AGENT_GRAPH_URL", "CXR_AGENT_CHECKPOINTER_URL"):
         env.pop(key, None)
     return env
@@ -279,6 +287,30 @@ def server_heap(url: str) -> dict[str, Any] | None:
         return None
 
 
+def slope(values: list[float]) -> float:
+    """Least-squares growth per step of ``values`` (MiB per round); 0 for fewer than two."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / sum((x - mean_x) ** 2 for x in range(n))
+
+
+def memory_row(per_round: list[float]) -> dict[str, Any]:
+    """The memory target as a bench row: the slope over the second half of the rounds (the first half is
+    warm-up: caches filling to their bounds, the allocator settling), or no value when too few rounds ran."""
+    after = per_round[len(per_round) // 2:]
+    first = len(per_round) - len(after) + 1
+    row: dict[str, Any] = {"benchmark": "load", "metric": "rss_slope_after_warmup", "unit": "MiB/round",
+                           "target": f"<= {SLOPE_TARGET:g} MiB/round", "baseline": None, "ratio": None}
+    if len(after) < MIN_SLOPE_ROUNDS:
+        return {**row, "value": None, "met": None,
+                "note": f"{len(per_round)} rounds: at least {2 * MIN_SLOPE_ROUNDS} are needed for a slope"}
+    value = round(slope(after), 2)
+    return {**row, "value": value, "met": value <= SLOPE_TARGET,
+            "note": f"rounds {first}-{len(per_round)}: {min(after):.0f}-{max(after):.0f} MiB resident"}
+
+
 def upload(url: str, image: Path) -> str:
     r = httpx.post(f"{url}/cxr/studies", content=image.read_bytes(), timeout=120,
                    headers={"x-cxr-file-type": image.suffix.lstrip(".")})
@@ -319,6 +351,7 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, 
             else:  # the round's conversations deleted (forget, retention): what stays is not their data
                 for t in done:
                     httpx.delete(f"{url}/cxr/threads/{t}", timeout=120)
+            time.sleep(1.0)  # the queue's idle trim (malloc_trim) runs after the round's last run
             memory.append(rss_mib(pid))
             heap.append(server_heap(url))
         wall = time.perf_counter() - t0
@@ -338,6 +371,7 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, 
         "most_turns_sent_at_once": tally.most_in_flight, "most_turns_running_on_server": activity.most_active,
         "rss_mib_start": round(started, 1), "rss_mib_per_round": [round(m, 1) for m in memory],
         "rss_growth_mib_per_round_after_warmup": [round(g, 1) for g in growth],
+        "memory": memory_row(memory),
         "rss_mib_after_deleting_all": round(after_delete, 1), "rss_mib_before_rounds": round(memory_start, 1),
         **({"python_heap_per_round": heap} if any(heap) else {}),
     }
@@ -366,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    return 0 if not result["errors"] and not result["cross_talk"] else 1
+    return 0 if not result["errors"] and not result["cross_talk"] and result["memory"]["met"] is not False else 1
 
 
 if __name__ == "__main__":
