@@ -5,11 +5,13 @@ stream/wait/create/get/list/join/cancel, assistants search/get), ``RemoteGraph``
 speak to it as to LangGraph Server; ``server/app.py``'s ``/cxr`` routes are mounted beside them,
 behind the same authentication (``access.py``) and the same body checks (``RefuseRawImageInput``).
 Threads and runs are Postgres rows (``threads.py``), checkpoints LangGraph's Postgres saver; turns
-run on ``RunQueue`` (``runs.py``). One process holds the run queue: run one server per database.
+are queued in Postgres (``run_rows.py``) and run by whichever server process claims them (``runs.py``),
+so several processes may serve one database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,8 +32,9 @@ from cxr_agent.settings import Settings, get_settings
 from server.identities import SERVICE
 from server.standalone.access import Authenticate, Denied, authorize
 from server.standalone.heap import HeapWatch
-from server.standalone.runs import STREAM_MODES, Run, RunQueue, RunRefused
-from server.standalone.threads import BadQuery, ThreadTable, parse_id
+from server.standalone.run_rows import ENDED, RunRows
+from server.standalone.runs import STREAM_MODES, Outcome, Run, RunQueue
+from server.standalone.threads import SCHEMA, BadQuery, ThreadTable, parse_id, run_dict
 from server.standalone.wire import dumps, empty_state, plain, state_dict
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class Served:
     graph: Any
     saver: Any
     table: ThreadTable
+    rows: RunRows
     queue: RunQueue
     name: str
 
@@ -171,9 +175,11 @@ async def delete_thread(request: Request) -> Response:
     tid = _thread_id(request)
     filters = await authorize(request.scope, "threads", "delete", {"thread_id": str(tid)})
     s = served()
+    if await run_in_threadpool(s.table.get, tid, filters) is None:
+        return _error(404, f"no thread {str(tid)!r}")
+    await s.queue.stop_thread(tid)  # its runs, wherever they run, before its rows and checkpoints go
     if not await run_in_threadpool(s.table.delete, tid, filters):
         return _error(404, f"no thread {str(tid)!r}")
-    await s.queue.stop_thread(tid)
     await run_in_threadpool(s.saver.delete_thread, str(tid))
     return Response(status_code=204)
 
@@ -212,7 +218,7 @@ async def update_state(request: Request) -> Response:
     thread = await _visible_thread(request, "update", {"thread_id": request.path_params["thread_id"], "metadata": {}})
     tid = thread["thread_id"]
     s = served()
-    if s.queue.busy(UUID(tid)):
+    if await run_in_threadpool(s.queue.busy, UUID(tid)):
         return _error(409, "this thread has a run pending or running; update its state when it ends")
 
     def update() -> dict[str, Any]:
@@ -252,8 +258,18 @@ def _stream_modes(value: Any) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
-async def _start_run(request: Request) -> tuple[Run, dict[str, Any]]:
-    """Check, record and queue a run on the thread in the path (created when asked to); the run and its row."""
+@dataclass(frozen=True)
+class Started:
+    """A run just queued: its ids, its row as answered, and what its creator asked on disconnect."""
+
+    run_id: UUID
+    thread_id: UUID
+    row: dict[str, Any]
+    cancel_on_disconnect: bool
+
+
+async def _start_run(request: Request) -> Started:
+    """Check, record and queue a run on the thread in the path (created when asked to)."""
     body = await _body(request)
     unknown = [k for k in body if k not in _RUN_KEYS]
     if unknown:
@@ -263,6 +279,11 @@ async def _start_run(request: Request) -> tuple[Run, dict[str, Any]]:
         raise Denied(404, f"no assistant {str(body.get('assistant_id'))[:80]!r}: this server serves {s.name!r}")
     tid = _thread_id(request)
     strategy = body.get("multitask_strategy") or "enqueue"
+    if strategy not in ("enqueue", "reject"):
+        raise Denied(422, f"multitask_strategy must be 'enqueue' or 'reject' (got {strategy!r})")
+    on_disconnect = body.get("on_disconnect") or "continue"  # LangGraph Server's default
+    if on_disconnect not in ("cancel", "continue"):
+        raise Denied(422, f"on_disconnect must be 'cancel' or 'continue' (got {str(on_disconnect)[:40]!r})")
     modes = _stream_modes(body.get("stream_mode"))
     config = body.get("config") or {}
     if not isinstance(config, dict):
@@ -279,55 +300,93 @@ async def _start_run(request: Request) -> tuple[Run, dict[str, Any]]:
         await run_in_threadpool(s.table.create, tid, value["metadata"], if_exists="do_nothing")
     if await run_in_threadpool(s.table.get, tid, filters) is None:
         raise Denied(404, f"no thread {str(tid)!r}")
-    if strategy == "reject" and s.queue.busy(tid):
-        raise Denied(409, "this thread already has a run pending or running (multitask_strategy='reject')")
-    if strategy not in ("enqueue", "reject"):
-        raise Denied(422, f"multitask_strategy must be 'enqueue' or 'reject' (got {strategy!r})")
     options = {k: body[k] for k in ("interrupt_before", "interrupt_after", "durability") if body.get(k)}
-    run = Run(run_id=uuid4(), thread_id=tid, input=body.get("input"), command=body.get("command"),
-              config=config, stream_mode=modes, options=options)
-    row = await run_in_threadpool(s.table.add_run, run.run_id, tid, s.name, run_value["metadata"], strategy)
-    try:
-        s.queue.submit(run, strategy)
-    except RunRefused as exc:
-        await run_in_threadpool(s.table.run_status, run.run_id, "error", exc.detail)
-        raise Denied(exc.status, exc.detail) from None
-    return run, row
+    kwargs = {"input": body.get("input"), "command": body.get("command"), "config": config, "stream_mode": modes,
+              "options": options}
+    run_id = uuid4()
+    row = await run_in_threadpool(s.rows.add, run_id, tid, s.name, run_value["metadata"], strategy, kwargs,
+                                  s.queue.worker)
+    if row is None:
+        raise Denied(409, "this thread already has a run pending or running (multitask_strategy='reject')")
+    s.queue.nudge()
+    return Started(run_id, tid, run_dict(row), on_disconnect == "cancel")
 
 
 def _sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
-async def stream_run(request: Request) -> Response:
-    run, _ = await _start_run(request)
+def _cancel_if_gone(run_id: UUID, finished: bool, cancel: bool) -> None:
+    """A client that asked for it went away before its run ended: cancel the run (in the background:
+    the response is being torn down)."""
+    if cancel and not finished:
+        log.info("a client disconnected: its run is cancelled")
+        task = asyncio.get_running_loop().create_task(served().queue.cancel([run_id]))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
 
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+def _event_stream(run_id: UUID, cancel_on_disconnect: bool, modes: list[str] | None = None,
+                  first: bytes = b"") -> AsyncIterator[bytes]:
     async def events() -> AsyncIterator[bytes]:
-        yield _sse("metadata", {"run_id": str(run.run_id), "attempt": 1})
-        async for event, data in run.follow():
-            yield _sse(event, data)
+        finished = False
+        try:
+            if first:
+                yield first
+            async for event, data in served().queue.follow(run_id):
+                if modes is None or event in modes or event == "error":
+                    yield _sse(event, data)
+            finished = True
+        finally:
+            _cancel_if_gone(run_id, finished, cancel_on_disconnect)
 
-    where = f"/threads/{run.thread_id}/runs/{run.run_id}"
-    return StreamingResponse(events(), media_type="text/event-stream",
+    return events()
+
+
+async def stream_run(request: Request) -> Response:
+    started = await _start_run(request)
+    first = _sse("metadata", {"run_id": str(started.run_id), "attempt": 1})
+    where = f"/threads/{started.thread_id}/runs/{started.run_id}"
+    return StreamingResponse(_event_stream(started.run_id, started.cancel_on_disconnect, first=first),
+                             media_type="text/event-stream",
                              headers={"Content-Location": where, "Cache-Control": "no-store"})
 
 
-def _result(run: Run) -> Any:
-    if run.status == "error":
-        failed = [d for e, d in run.events if e == "error"]
-        return {"__error__": failed[-1] if failed else {"error": "RunError", "message": "the run failed"}}
-    return run.final_values if run.final_values is not None else {}
+async def _result(outcome: Outcome, thread_id: UUID) -> Any:
+    """What ``runs.wait``/``runs.join`` answer: the thread's values after the run, or its error."""
+    if outcome.status == "error":
+        return {"__error__": outcome.error or {"error": "RunError", "message": "the run failed"}}
+    if outcome.values is not None:
+        return outcome.values
+    fresh = await run_in_threadpool(served().table.get, thread_id, None)
+    return (fresh or {}).get("values") or {}
+
+
+def _result_body(run_id: UUID, thread_id: UUID, cancel_on_disconnect: bool) -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            outcome = await served().queue.outcome(run_id)
+            finished = True
+            yield dumps(await _result(outcome, thread_id))
+        finally:
+            _cancel_if_gone(run_id, finished, cancel_on_disconnect)
+
+    return body()
 
 
 async def wait_run(request: Request) -> Response:
-    run, _ = await _start_run(request)
-    await run.ended.wait()
-    return _json(_result(run))
+    started = await _start_run(request)
+    where = f"/threads/{started.thread_id}/runs/{started.run_id}"
+    return StreamingResponse(_result_body(started.run_id, started.thread_id, started.cancel_on_disconnect),
+                             media_type="application/json", headers={"Content-Location": where})
 
 
 async def create_run(request: Request) -> Response:
-    _, row = await _start_run(request)
-    return _json(row)
+    return _json((await _start_run(request)).row)
 
 
 def _run_id(request: Request) -> UUID:
@@ -337,10 +396,21 @@ def _run_id(request: Request) -> UUID:
     return rid
 
 
-async def get_run(request: Request) -> Response:
-    thread = await _visible_thread(request, "read")
+async def _visible_run(request: Request, action: str = "read") -> dict[str, Any]:
+    value = {"thread_id": request.path_params["thread_id"], "metadata": {}} if action == "update" else None
+    thread = await _visible_thread(request, action, value)
     row = await run_in_threadpool(served().table.get_run, UUID(thread["thread_id"]), _run_id(request))
-    return _json(row) if row else _error(404, "no such run on this thread")
+    if row is None:
+        raise Denied(404, "no such run on this thread")
+    return row
+
+
+def _cancel_on_disconnect(request: Request) -> bool:
+    return request.query_params.get("cancel_on_disconnect", "false").lower() in ("true", "yes", "1")
+
+
+async def get_run(request: Request) -> Response:
+    return _json(await _visible_run(request))
 
 
 async def list_runs(request: Request) -> Response:
@@ -350,35 +420,29 @@ async def list_runs(request: Request) -> Response:
 
 
 async def join_run(request: Request) -> Response:
-    thread = await _visible_thread(request, "read")
-    rid = _run_id(request)
-    s = served()
-    run = s.queue.active.get(rid)
-    if run is not None:
-        await run.ended.wait()
-        return _json(_result(run))
-    row = await run_in_threadpool(s.table.get_run, UUID(thread["thread_id"]), rid)
-    if row is None:
-        return _error(404, "no such run on this thread")
-    if row["status"] == "error":
-        return _json({"__error__": {"error": "RunError", "message": row["error"] or "the run failed"}})
-    fresh = await run_in_threadpool(s.table.get, UUID(thread["thread_id"]), None)
-    return _json((fresh or thread).get("values") or {})
+    row = await _visible_run(request)
+    return StreamingResponse(_result_body(UUID(row["run_id"]), UUID(row["thread_id"]), _cancel_on_disconnect(request)),
+                             media_type="application/json")
+
+
+async def join_stream(request: Request) -> Response:
+    """``runs.join_stream``: the run's events from its first, wherever it runs, until it ends."""
+    row = await _visible_run(request)
+    asked = request.query_params.getlist("stream_mode")
+    modes = _stream_modes(asked) if asked else None
+    return StreamingResponse(_event_stream(UUID(row["run_id"]), _cancel_on_disconnect(request), modes),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
 async def cancel_run(request: Request) -> Response:
-    thread = await _visible_thread(request, "update", {"thread_id": request.path_params["thread_id"], "metadata": {}})
-    rid = _run_id(request)
+    row = await _visible_run(request, "update")
+    rid = UUID(row["run_id"])
     s = served()
-    run = s.queue.active.get(rid)
-    if run is None or str(run.thread_id) != thread["thread_id"]:
-        row = await run_in_threadpool(s.table.get_run, UUID(thread["thread_id"]), rid)
-        if row is None:
-            return _error(404, "no such run on this thread")
-        return _error(409, f"the run has already ended ({row['status']})")
-    await s.queue.cancel(rid)
+    if row["status"] in ENDED or rid not in await s.queue.cancel([rid]):
+        fresh = await run_in_threadpool(s.table.get_run, UUID(row["thread_id"]), rid)
+        return _error(409, f"the run has already ended ({(fresh or row)['status']})")
     if request.query_params.get("wait") in ("1", "true", "True"):
-        await run.ended.wait()
+        await s.queue.outcome(rid)
     return Response(status_code=202)
 
 
@@ -392,7 +456,8 @@ async def metrics(request: Request) -> Response:
     q = served().queue
     body: dict[str, Any] = {"workers": {"active": q.running, "available": q.jobs - q.running,
                                         "most_at_once": q.most_at_once},
-                            "runs_in_memory": len(q.active), "threads_with_runs": len(q.waiting)}
+                            "runs_in_memory": len(q.local),
+                            "threads_with_runs": len({r.thread_id for r in q.local.values()})}
     wants_heap = request.query_params.get("heap") == "1"
     if wants_heap and SERVICE not in request.scope["user"].permissions:
         return _error(403, "only the service identity may read the heap report")
@@ -424,20 +489,7 @@ def execute(run: Run, emit: Any) -> tuple[str, Any, str | None]:
     return "success", values, None
 
 
-async def _record_start(run: Run, status: str, values: Any, error: str | None) -> None:
-    s = served()
-    await run_in_threadpool(s.table.run_status, run.run_id, status)
-    await run_in_threadpool(s.table.set_status, run.thread_id, "busy")
-
-
-async def _record_end(run: Run, status: str, values: Any, error: str | None) -> None:
-    s = served()
-    await run_in_threadpool(s.table.run_status, run.run_id, status, error)
-    thread_status = "error" if status == "error" else "idle"
-    await run_in_threadpool(s.table.set_status, run.thread_id, thread_status, values)
-
-
-def _open(settings: Settings, jobs: int) -> Served:
+def _open(settings: Settings, jobs: int, lease_s: float) -> Served:
     """Open Postgres (tables, saver) and build the graph (no model is loaded until a turn needs one)."""
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
@@ -449,19 +501,18 @@ def _open(settings: Settings, jobs: int) -> Served:
     if not url.startswith(("postgresql://", "postgres://")):
         raise SystemExit("the production server keeps threads in Postgres: set CXR_AGENT_CHECKPOINTER_URL="
                          "postgresql://user:password@host:5432/db")
-    saver = make_checkpointer(settings, url=url)
-    pool = ConnectionPool(url, min_size=1, max_size=max(4, jobs + 2), timeout=settings.checkpointer_pool_timeout_s,
+    pool = ConnectionPool(url, min_size=1, max_size=max(6, jobs + 4), timeout=settings.checkpointer_pool_timeout_s,
                           kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
                           check=ConnectionPool.check_connection, name="cxr-agent-threads", open=False)
     pool.open(wait=True, timeout=settings.checkpointer_pool_timeout_s)
-    table = ThreadTable(pool)
-    table.setup()
-    abandoned = table.abandon_unfinished()
-    if abandoned:
-        log.warning("%d run(s) left unfinished by the previous server process were marked as errors", abandoned)
+    rows = RunRows(pool)
+    with rows.schema_lock():  # processes starting together create the tables one after another
+        saver = make_checkpointer(settings, url=url)
+        rows.setup(SCHEMA)
     graph = build_graph(settings, checkpointer=saver, server_input=True)
-    queue = RunQueue(jobs, execute, _record_end, _record_start)
-    return Served(graph=graph, saver=saver, table=table, queue=queue, name=settings.graph_assistant_id)
+    queue = RunQueue(jobs, rows, execute, lease_s=lease_s)
+    return Served(graph=graph, saver=saver, table=ThreadTable(pool), rows=rows, queue=queue,
+                  name=settings.graph_assistant_id)
 
 
 def _in_process_client(app: Starlette, settings: Settings) -> Any:
@@ -474,8 +525,10 @@ def _in_process_client(app: Starlette, settings: Settings) -> Any:
     return LangGraphClient(http)
 
 
-def create_app(jobs: int = 4) -> Starlette:
-    """The server app: our ``/cxr`` routes, LangGraph's endpoints, one auth in front of both."""
+def create_app(jobs: int = 4, lease_s: float = 60.0) -> Starlette:
+    """The server app: our ``/cxr`` routes, LangGraph's endpoints, one auth in front of both.
+
+    ``lease_s``: a run whose process has not renewed it for this long is ended as an error by another."""
     import server.app as cxr
 
     @asynccontextmanager
@@ -483,14 +536,15 @@ def create_app(jobs: int = 4) -> Starlette:
         settings = get_settings()
         cxr.check_auth_configured(settings)
         HeapWatch.frames()  # a bad setting stops the start
-        STATE["served"] = await run_in_threadpool(_open, settings, jobs)
+        STATE["served"] = await run_in_threadpool(_open, settings, jobs, lease_s)
+        STATE["served"].queue.start()
         cxr.use_server_client(_in_process_client(app, settings))
         try:
             async with cxr.lifespan(app):
                 yield
         finally:
             s = STATE.pop("served")
-            s.queue.shutdown()
+            await s.queue.shutdown()
             s.table.pool.close()
             pool = getattr(s.saver, "conn", None)
             if pool is not None and hasattr(pool, "close"):
@@ -525,6 +579,7 @@ def create_app(jobs: int = 4) -> Starlette:
         Route("/threads/{thread_id}/runs/wait", wait_run, methods=["POST"]),
         Route("/threads/{thread_id}/runs/{run_id}", get_run, methods=["GET"]),
         Route("/threads/{thread_id}/runs/{run_id}/join", join_run, methods=["GET"]),
+        Route("/threads/{thread_id}/runs/{run_id}/stream", join_stream, methods=["GET"]),
         Route("/threads/{thread_id}/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
     ]
     routes = [Route(r.path, guarded(r.endpoint), methods=list(r.methods or ())) for r in api] + list(cxr.app.routes)

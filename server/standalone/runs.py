@@ -1,10 +1,11 @@
-"""Runs: a bounded pool of turns, one at a time per thread, with their events for streaming clients.
+"""Runs: claimed from the Postgres queue (``run_rows.py``) by any server process, ``jobs`` at once here.
 
-``jobs`` turns run at once (worker threads: the graph and its tools are synchronous); a thread's runs
-run one after another in the order they came (``multitask_strategy="enqueue"``) or a second one is
-refused while one is pending or running (``"reject"``, HTTP 409). Each run keeps its stream events in
-memory only until it ends and its listeners have read them; the run's row (status, error) and the
-thread's checkpoints are in Postgres, so nothing about a finished run stays in this process.
+Several processes (or machines) may serve one database: each claims pending runs while it has a free
+worker, runs them in worker threads (the graph and its tools are synchronous), keeps their events in
+memory for its own listeners and writes them to the database for listeners on other processes. A
+thread's runs run one after another in the order they came (``multitask_strategy="enqueue"``) or a
+second one is refused while one is pending or running (``"reject"``, HTTP 409), across processes.
+Cancelling, joining and streaming work from any process: they read and write the run's row.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
+
+import orjson
+from starlette.concurrency import run_in_threadpool
 
 from server.standalone.heap import give_back
+from server.standalone.run_rows import ENDED, RunRows
+from server.standalone.wire import dumps
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ class RunRefused(Exception):
 
 @dataclass
 class Run:
-    """One run in this process, from accepted to ended."""
+    """One run this process claimed, from claimed to ended."""
 
     run_id: UUID
     thread_id: UUID
@@ -46,22 +51,33 @@ class Run:
     config: dict[str, Any]
     stream_mode: list[str]
     options: dict[str, Any]
-    status: str = "pending"
+    status: str = "running"
     events: list[tuple[str, Any]] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     final_values: Any = None
+    error: dict[str, Any] | None = None
+    written: int = 0  # events already in the database
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Run:
+        kw = row["kwargs"] or {}
+        return cls(run_id=row["run_id"], thread_id=row["thread_id"], input=kw.get("input"),
+                   command=kw.get("command"), config=kw.get("config") or {},
+                   stream_mode=kw.get("stream_mode") or ["values"], options=kw.get("options") or {})
 
     def push(self, event: str, data: Any) -> None:
         """Record an event and wake the listeners (on the event loop)."""
         self.events.append((event, data))
+        if event == "error":
+            self.error = data
         self._wake.set()
         self._wake = asyncio.Event()
 
-    async def follow(self) -> AsyncIterator[tuple[str, Any]]:
-        """Every event of the run, from the first, until it ends."""
-        i = 0
+    async def follow(self, start: int = 0) -> AsyncIterator[tuple[str, Any]]:
+        """Every event of the run from index ``start``, until it ends."""
+        i = start
         while True:
             wake = self._wake
             while i < len(self.events):
@@ -72,111 +88,197 @@ class Run:
             await wake.wait()
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, wherever it ran."""
+
+    status: str
+    values: Any = None
+    error: dict[str, Any] | None = None
+
+
 Executor = Callable[[Run, Callable[[str, Any], None]], tuple[str, Any, str | None]]
 """Runs a turn in a worker thread: ``(run, emit) -> (status, final values, error)``."""
-Recorder = Callable[[Run, str, Any, str | None], Any]
-"""Awaitable that records a run's end (its row, its thread's status and values)."""
 
 
 class RunQueue:
-    """Runs of many threads at once (``jobs``), those of one thread in order."""
+    """This process's workers on the shared queue: claim, run, renew the lease, notice cancels."""
 
-    def __init__(self, jobs: int, execute: Executor, record_end: Recorder, record_start: Recorder) -> None:
+    def __init__(self, jobs: int, rows: RunRows, execute: Executor, *, lease_s: float = 60.0,
+                 poll_s: float = 0.25) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1 (got {jobs})")
-        self.jobs = jobs
+        if lease_s < 3 * poll_s:
+            raise ValueError(f"the run lease ({lease_s} s) must be at least three polls ({3 * poll_s} s)")
+        self.jobs, self.rows, self.execute = jobs, rows, execute
+        self.lease_s, self.poll_s = lease_s, poll_s
+        self.worker = uuid4().hex  # this process, in the runs it claims and creates
         self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cxr-run")
-        self.execute, self.record_end, self.record_start = execute, record_end, record_start
-        self.active: dict[UUID, Run] = {}  # runs not yet ended, by run id
-        self.waiting: dict[UUID, deque[Run]] = {}  # per thread, in arrival order; the head is running
-        self.slots = asyncio.Semaphore(jobs)  # a run is "running" only once a worker is free for it
-        self.running = 0
+        self.local: dict[UUID, Run] = {}  # runs executing here
         self.most_at_once = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def busy(self, thread_id: UUID) -> bool:
-        return bool(self.waiting.get(thread_id))
+    @property
+    def running(self) -> int:
+        return len(self.local)
 
-    def submit(self, run: Run, strategy: str) -> None:
-        if strategy not in STRATEGIES:
-            raise RunRefused(422, f"multitask_strategy must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
-        queue = self.waiting.setdefault(run.thread_id, deque())
-        if queue and strategy == "reject":
-            raise RunRefused(409, "this thread already has a run pending or running (multitask_strategy='reject')")
-        self.active[run.run_id] = run
-        queue.append(run)
-        if len(queue) == 1:
-            asyncio.get_running_loop().create_task(self._run(run))
+    def start(self) -> None:
+        self._tasks = [asyncio.get_running_loop().create_task(t) for t in (self._claimer(), self._keeper())]
+
+    def nudge(self) -> None:
+        """A run was queued or ended here: look for work now rather than at the next poll."""
+        self._wake.set()
+
+    # --- claiming and running ------------------------------------------------------------------------
+    async def _claimer(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while len(self.local) < self.jobs:
+                    row = await run_in_threadpool(self.rows.claim, self.worker)
+                    if row is None:
+                        break
+                    run = Run.from_row(row)
+                    self.local[run.run_id] = run
+                    self.most_at_once = max(self.most_at_once, len(self.local))
+                    asyncio.get_running_loop().create_task(self._run(run))
+            except Exception:  # noqa: BLE001 - the database is away for a moment: try again at the next poll
+                log.exception("claiming a run failed")
 
     async def _run(self, run: Run) -> None:
         loop = asyncio.get_running_loop()
         status, values, error = "error", None, None
+
+        def emit(event: str, data: Any) -> None:
+            loop.call_soon_threadsafe(run.push, event, data)
+
         try:
-            async with self.slots:
-                if run.cancelled.is_set():
-                    status = "interrupted"
-                else:
-                    run.status = "running"
-                    await self.record_start(run, "running", None, None)
-
-                    def emit(event: str, data: Any) -> None:
-                        loop.call_soon_threadsafe(run.push, event, data)
-
-                    self.running += 1
-                    self.most_at_once = max(self.most_at_once, self.running)
-                    try:
-                        status, values, error = await loop.run_in_executor(self.pool, self.execute, run, emit)
-                    finally:
-                        self.running -= 1
+            status, values, error = await loop.run_in_executor(self.pool, self.execute, run, emit)
         except Exception as exc:  # noqa: BLE001 - the run ends as an error; the server goes on
             log.exception("run failed outside the graph")
             error = type(exc).__name__
-        finally:
-            await self._end(run, status, values, error)
-
-    async def _end(self, run: Run, status: str, values: Any, error: str | None) -> None:
+        await asyncio.sleep(0)  # the worker's last events reach run.events first
         run.status, run.final_values = status, values
         try:
-            await self.record_end(run, status, values, error)
+            await self._write_events(run)
+            await run_in_threadpool(self.rows.end, run.run_id, run.thread_id, status, error, values)
+        except Exception:  # noqa: BLE001 - its lease runs out and another process ends it
+            log.exception("recording a run's end failed")
         finally:
             run.ended.set()
             run._wake.set()
-            self.active.pop(run.run_id, None)
-            queue = self.waiting.get(run.thread_id)
-            if queue and queue[0] is run:  # the thread's running run ended: start its next one
-                queue.popleft()
-                if queue:
-                    asyncio.get_running_loop().create_task(self._run(queue[0]))
-            elif queue and run in queue:  # a waiting run was cancelled: the running one goes on
-                queue.remove(run)
-            if not queue:
-                self.waiting.pop(run.thread_id, None)
-            if not self.waiting:  # idle: hand the C heap's freed pages back (server/standalone/heap.py)
-                asyncio.get_running_loop().run_in_executor(None, give_back)
+            self.local.pop(run.run_id, None)
+            self.nudge()
+            if not self.local:  # idle: hand the C heap's freed pages back (server/standalone/heap.py)
+                loop.run_in_executor(None, give_back)
 
-    async def cancel(self, run_id: UUID) -> bool:
-        """Stop a run: a pending one never starts, a running one stops at its next step."""
-        run = self.active.get(run_id)
-        if run is None:
-            return False
-        run.cancelled.set()
-        queue = self.waiting.get(run.thread_id)
-        if run.status == "pending" and queue and queue[0] is not run:
-            await self._end(run, "interrupted", None, None)
-        return True
+    async def _write_events(self, run: Run) -> None:
+        new = run.events[run.written:]
+        if new:
+            rows = [(run.run_id, run.written + i, event, dumps(data)) for i, (event, data) in enumerate(new)]
+            await run_in_threadpool(self.rows.write_events, rows)
+            run.written += len(new)
+
+    async def _keeper(self) -> None:
+        """Every poll: write new events, notice cancels; every third of a lease: renew it, reap lost runs."""
+        loop = asyncio.get_running_loop()
+        last_renewal = 0.0
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                runs = list(self.local.values())
+                for run in runs:
+                    await self._write_events(run)
+                renew = loop.time() - last_renewal >= self.lease_s / 3
+                if runs:
+                    ids = [r.run_id for r in runs]
+                    check = self.rows.renew if renew else self.rows.wanted
+                    wanted = await run_in_threadpool(check, self.worker, ids)
+                    for run in runs:
+                        if run.run_id not in wanted and not run.ended.is_set():
+                            run.cancelled.set()
+                if renew:
+                    last_renewal = loop.time()
+                    lost = await run_in_threadpool(self.rows.reap, self.lease_s, 60.0)
+                    if lost:
+                        log.warning("%d run(s) ended as errors: their server process stopped renewing them", lost)
+                        self.nudge()
+            except Exception:  # noqa: BLE001 - the database is away for a moment: try again at the next poll
+                log.exception("keeping the runs failed")
+
+    # --- from any process ----------------------------------------------------------------------------
+    async def cancel(self, run_ids: list[UUID]) -> dict[UUID, str]:
+        """Stop runs wherever they are: a pending one never starts, a running one stops at its next step."""
+        for rid in run_ids:
+            if rid in self.local:
+                self.local[rid].cancelled.set()
+        return await run_in_threadpool(self.rows.cancel, run_ids)
+
+    async def outcome(self, run_id: UUID) -> Outcome:
+        """Wait until the run ends (here or on another process); how it ended."""
+        while True:
+            run = self.local.get(run_id)
+            if run is not None:
+                await run.ended.wait()
+                return Outcome(run.status, run.final_values, run.error)
+            row = await run_in_threadpool(self.rows.state, run_id)
+            if row is None:
+                return Outcome("interrupted")  # its thread was deleted
+            if row["status"] in ENDED:
+                error = None
+                if row["status"] == "error":
+                    failed = [orjson.loads(d) for e, d in await run_in_threadpool(self.rows.events, run_id, 0)
+                              if e == "error"]
+                    error = failed[-1] if failed else {"error": "RunError", "message": row["error"] or "the run failed"}
+                return Outcome(row["status"], None, error)
+            await asyncio.sleep(self.poll_s)
+
+    async def follow(self, run_id: UUID) -> AsyncIterator[tuple[str, Any]]:
+        """Every event of the run, from the first, until it ends: from memory where it runs here, else
+        from the database."""
+        i = 0
+        while True:
+            run = self.local.get(run_id)
+            if run is not None:
+                async for item in run.follow(i):
+                    yield item
+                return
+            row = await run_in_threadpool(self.rows.state, run_id)  # read before the events: none is missed
+            for event, data in await run_in_threadpool(self.rows.events, run_id, i):
+                yield event, orjson.loads(data)
+                i += 1
+            if row is None or row["status"] in ENDED:
+                return
+            await asyncio.sleep(self.poll_s)
 
     async def stop_thread(self, thread_id: UUID, timeout_s: float = 30.0) -> None:
-        """Cancel a thread's runs and wait (bounded) until none is running, so a deleted thread's
+        """Cancel a thread's runs and wait (bounded) until none runs anywhere, so a deleted thread's
         checkpoints are not written again after they are deleted."""
-        runs = list(self.waiting.get(thread_id) or ())
-        for run in runs:
-            await self.cancel(run.run_id)
-        if runs:
-            try:
-                await asyncio.wait_for(asyncio.gather(*(r.ended.wait() for r in runs)), timeout_s)
-            except TimeoutError:
+        ids = await run_in_threadpool(self.rows.unfinished, thread_id)
+        if not ids:
+            return
+        await self.cancel(ids)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while await run_in_threadpool(self.rows.running, thread_id):
+            if asyncio.get_running_loop().time() > deadline:
                 log.warning("a deleted thread's run did not stop within %.0f s", timeout_s)
+                return
+            await asyncio.sleep(self.poll_s / 2)
 
-    def shutdown(self) -> None:
-        for run in list(self.active.values()):
+    def busy(self, thread_id: UUID) -> bool:
+        """Whether the thread has a run pending or running on any process (blocking)."""
+        return self.rows.busy(thread_id)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for run in list(self.local.values()):
             run.cancelled.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.local:
+            await run_in_threadpool(self.rows.abandon, self.worker, "the server stopped before this run finished")

@@ -3,7 +3,8 @@
 Checkpoints live in LangGraph's own Postgres tables (the saver); these two tables hold what the
 HTTP API lists and filters: a thread's metadata (``owner``, server/auth.py), status, timestamps and
 its latest values (so ``POST /threads/search`` can ``extract`` a study id without reading
-checkpoints), and each run's status. Access is synchronous (psycopg pool); callers run it off the
+checkpoints), and each run's status (``run_rows.py`` creates both tables and keeps the run queue in
+them). Access is synchronous (psycopg pool); callers run it off the
 event loop.
 """
 
@@ -73,7 +74,8 @@ def _thread(row: Mapping[str, Any], fields: tuple[str, ...] = THREAD_FIELDS) -> 
     return out
 
 
-def _run(row: Mapping[str, Any]) -> dict[str, Any]:
+def run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's row as LangGraph Server answers it (its input is not sent back)."""
     out = {k: row[k] for k in RUN_FIELDS}
     out["run_id"], out["thread_id"] = str(out["run_id"]), str(out["thread_id"])
     out["created_at"], out["updated_at"] = out["created_at"].isoformat(), out["updated_at"].isoformat()
@@ -93,11 +95,6 @@ class ThreadTable:
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
-
-    def setup(self) -> None:
-        with self.pool.connection() as conn:
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                conn.execute(statement)
 
     # --- threads ---------------------------------------------------------------------------------
     def create(self, thread_id: UUID, metadata: dict[str, Any], *, if_exists: str = "raise") -> dict[str, Any] | None:
@@ -206,35 +203,14 @@ class ThreadTable:
         return out
 
     # --- runs ------------------------------------------------------------------------------------
-    def add_run(self, run_id: UUID, thread_id: UUID, assistant_id: str, metadata: dict[str, Any],
-                strategy: str) -> dict[str, Any]:
-        with self.pool.connection() as conn:
-            row = conn.execute("INSERT INTO cxr_runs (run_id, thread_id, assistant_id, metadata, multitask_strategy) "
-                               "VALUES (%s, %s, %s, %s, %s) RETURNING *",
-                               (run_id, thread_id, assistant_id, Jsonb(metadata), strategy)).fetchone()
-        return _run(row)
-
-    def run_status(self, run_id: UUID, status: str, error: str | None = None) -> None:
-        with self.pool.connection() as conn:
-            conn.execute("UPDATE cxr_runs SET status = %s, error = %s, updated_at = now() WHERE run_id = %s",
-                         (status, error, run_id))
-
     def get_run(self, thread_id: UUID, run_id: UUID) -> dict[str, Any] | None:
         with self.pool.connection() as conn:
             row = conn.execute("SELECT * FROM cxr_runs WHERE thread_id = %s AND run_id = %s",
                                (thread_id, run_id)).fetchone()
-        return _run(row) if row else None
+        return run_dict(row) if row else None
 
     def list_runs(self, thread_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]:
         with self.pool.connection() as conn:
-            rows = conn.execute("SELECT * FROM cxr_runs WHERE thread_id = %s ORDER BY created_at DESC "
+            rows = conn.execute("SELECT * FROM cxr_runs WHERE thread_id = %s ORDER BY created_at DESC, seq DESC "
                                 "LIMIT %s OFFSET %s", (thread_id, limit, offset)).fetchall()
-        return [_run(r) for r in rows]
-
-    def abandon_unfinished(self) -> int:
-        """Runs a stopped server left pending or running end as errors; their threads go idle (at start)."""
-        with self.pool.connection() as conn:
-            n = conn.execute("UPDATE cxr_runs SET status = 'error', error = 'the server stopped before this run "
-                             "finished', updated_at = now() WHERE status IN ('pending', 'running')").rowcount
-            conn.execute("UPDATE cxr_threads SET status = 'idle' WHERE status = 'busy'")
-        return n
+        return [run_dict(r) for r in rows]
