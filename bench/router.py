@@ -12,7 +12,8 @@ eval/router_tuning.jsonl) are rows too, but not held-out numbers.
 Latency: wall time per route_turn call over the held-out sentences, p50/p95 overall and split by what decided
 the turn (rule-decided: no embedding; embedding consulted), and the two stages of an embedding-consulted turn
 (the sentence's MiniLM embedding; the logistic regression). The embedder is loaded before timing; each row
-names the cores, torch threads and load average it ran under (the numbers swing with other work on the CPU).
+names the cores, torch threads and load average it ran under (the numbers swing with other work on the CPU)
+and the intent classifier that routed (the fine-tuned router model when one is built and current).
 `python -m bench.router` prints the per-intent table and the confusion matrix.
 """
 
@@ -26,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from agents.routing import rules
-from agents.routing.semantic import default_classifier, delexicalise, one_thread, route_semantic, rule_decided
+from agents.routing.semantic import (
+    classifier_info,
+    default_classifier,
+    delexicalise,
+    one_thread,
+    route_semantic,
+    rule_decided,
+)
 from agents.routing.turn import route_turn
 from eval.route_eval import evaluate_cases, load_cases
 
@@ -137,7 +145,7 @@ def run(quick: bool = False) -> list[dict]:
                  "note": f"eval/router_tuning.jsonl ({th['n']}: paraphrases, clinician phrasing), tuned on"})
     every = lat["rules"] + lat["embedding"]
     stages = stage_latency(1 if quick else 3)
-    where = _machine()
+    where = f"{_machine()}; intent classifier: {classifier_info()['classifier']}"
     for who, ms, target, what in (("all", every, None, "route_turn calls"),
                                   ("rules-decided", lat["rules"], "< 5", "route_turn calls"),
                                   ("embedding-decided", lat["embedding"], "<= 20", "route_turn calls"),

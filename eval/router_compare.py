@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,37 +25,34 @@ HELDOUT_FILES = (EVAL / "router_heldout.jsonl", EVAL / "router_heldout_v2.jsonl"
 
 
 def labelled_turns() -> list[dict[str, Any]]:
-    """Every turn the router may be tuned on: the classifier's examples and the eval tuning sets."""
+    """Every turn the router may be tuned on, each sentence once: the eval tuning sets (with their finding,
+    history and previous turn), then the classifier's examples they do not already hold.
+
+    Why once: the examples file contains the tuning sentences; a sentence counted twice could sit in a test
+    fold and in its training folds at the same time, and cross-validation would score memory."""
     from agents.routing.semantic import load_examples
     from eval.route_eval import load_cases
 
-    turns = [{"text": t, "intent": i} for t, i in load_examples()]
+    turns: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for path in TUNING_FILES:
         turns += load_cases(path)
+    seen = {" ".join(t["text"].lower().split()) for t in turns}
+    for text, intent in load_examples():
+        key = " ".join(text.lower().split())
+        if key not in seen:
+            seen.add(key)
+            turns.append({"text": text, "intent": intent})
     return turns
 
 
-def setfit_encoder(texts: list[str], intents: list[str], *, seed: int = 0, iterations: int = 10,
-                   epochs: int = 1) -> Callable[[list[str]], np.ndarray]:
-    """The bundled MiniLM fine-tuned SetFit-style on (text, intent) pairs; returns its encode function."""
-    from datasets import Dataset
-    from setfit import SetFitModel, Trainer, TrainingArguments  # optional: pip install setfit
+def setfit_encoder(texts: list[str], intents: list[str], *, seed: int = 0, iterations: int = 1,
+                   epochs: int = 1, batch_size: int = 32) -> Callable[[list[str]], np.ndarray]:
+    """The bundled MiniLM fine-tuned as `cxr-agent router train` does; returns its encode function."""
+    from agents.routing.finetune import encoder, fine_tune_body
 
-    from tools.retrieval.embedder import bundled_model_path
-
-    model = SetFitModel.from_pretrained(str(bundled_model_path()), local_files_only=True)
-    with tempfile.TemporaryDirectory(prefix="cxr-setfit-") as scratch:  # its trainer checkpoints, never the cwd
-        args = TrainingArguments(output_dir=scratch, batch_size=32, num_iterations=iterations, num_epochs=epochs,
-                                 seed=seed, show_progress_bar=False, report_to="none")
-        trainer = Trainer(model=model, args=args,
-                          train_dataset=Dataset.from_dict({"text": texts, "label": intents}))
-        trainer.train()
-    body = model.model_body
-
-    def encode(batch: list[str]) -> np.ndarray:
-        return np.asarray(body.encode(batch, batch_size=64, normalize_embeddings=True, show_progress_bar=False))
-
-    return encode
+    return encoder(fine_tune_body(texts, intents, seed=seed, iterations=iterations, epochs=epochs,
+                                  batch_size=batch_size))
 
 
 def _prepared(turns: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -65,7 +62,8 @@ def _prepared(turns: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return [delexicalise(rules._clean(t["text"])) for t in turns], [t["intent"] for t in turns]
 
 
-def build(kind: str, turns: list[dict[str, Any]], *, seed: int = 0, iterations: int = 10):
+def build(kind: str, turns: list[dict[str, Any]], *, seed: int = 0, iterations: int = 1, epochs: int = 1,
+          batch_size: int = 32):
     """An IntentClassifier of ``kind`` ('lr' or 'setfit') trained on ``turns``."""
     from agents.routing.semantic import IntentClassifier
     from tools.retrieval.embedder import get_embedder
@@ -74,7 +72,8 @@ def build(kind: str, turns: list[dict[str, Any]], *, seed: int = 0, iterations: 
     if kind == "lr":
         return IntentClassifier(get_embedder().encode, examples)
     texts, intents = _prepared(turns)
-    return IntentClassifier(setfit_encoder(texts, intents, seed=seed, iterations=iterations), examples)
+    return IntentClassifier(setfit_encoder(texts, intents, seed=seed, iterations=iterations, epochs=epochs,
+                                           batch_size=batch_size), examples)
 
 
 def score(clf: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -88,20 +87,34 @@ def score(clf: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
     return evaluate_router(cases, router)
 
 
-def cross_validate(kind: str, turns: list[dict[str, Any]], *, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+def cross_validate(kind: str, turns: list[dict[str, Any]], *, folds: int = 5, seed: int = 0,
+                   **train: Any) -> dict[str, Any]:
+    """k-fold cross-validation of the whole policy with a classifier of ``kind`` trained on the other folds.
+
+    Same folds for every kind (``seed``). Accuracy (intent and finding both right) and intent accuracy are of
+    the answered turns; a turn the router asks back about is counted apart (``clarify_rate``)."""
     order = list(range(len(turns)))
     random.Random(seed).shuffle(order)
     parts = [order[i::folds] for i in range(folds)]
-    ok = answered = n = asked = 0
+    ok = ok_intent = answered = n = asked = 0
+    seconds, loads = [], []
     for k, test_idx in enumerate(parts):
         held = set(test_idx)
-        clf = build(kind, [t for i, t in enumerate(turns) if i not in held], seed=seed + k)
+        t0 = time.perf_counter()
+        clf = build(kind, [t for i, t in enumerate(turns) if i not in held], seed=seed + k, **train)
+        seconds.append(round(time.perf_counter() - t0, 1))
+        loads.append(round(os.getloadavg()[0], 2))
         res = score(clf, [turns[i] for i in test_idx])
         n += res["n"]
         asked += res["clarified"]
         answered += res["n"] - res["clarified"]
         ok += round(res["accuracy"] * (res["n"] - res["clarified"]))
-    return {"n": n, "accuracy": ok / answered if answered else 0.0, "clarify_rate": asked / n if n else 0.0}
+        ok_intent += round(res["intent_accuracy"] * (res["n"] - res["clarified"]))
+        print(f"  {kind} fold {k + 1}/{folds}: train {seconds[-1]} s (load {loads[-1]}), "
+              f"{res['n'] - res['clarified']} answered, {res['clarified']} asked", flush=True)
+    return {"n": n, "answered": answered, "right": ok, "accuracy": ok / answered if answered else 0.0,
+            "intent_accuracy": ok_intent / answered if answered else 0.0,
+            "clarify_rate": asked / n if n else 0.0, "fold_train_seconds": seconds, "fold_load_1min": loads}
 
 
 def calibrate(turns: list[dict[str, Any]], *, kind: str = "lr", folds: int = 5, seed: int = 0,
@@ -148,36 +161,49 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kinds", default="lr,setfit")
     ap.add_argument("--folds", type=int, default=5, help="cross-validation folds (1: held-out sets only)")
-    ap.add_argument("--iterations", type=int, default=10, help="SetFit: contrastive pairs per labelled turn")
+    ap.add_argument("--iterations", type=int, default=1, help="SetFit: contrastive pairs per labelled turn")
+    ap.add_argument("--epochs", type=int, default=1, help="SetFit: passes over the pairs")
+    ap.add_argument("--batch-size", type=int, default=32, help="SetFit: pairs per step")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--calibrate", action="store_true", help="sweep the ask-back threshold by cross-validation")
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     a = ap.parse_args(argv)
     from eval.route_eval import load_cases
 
     turns = labelled_turns()
-    out: dict[str, Any] = {"n_labelled": len(turns)}
+    out: dict[str, Any] = {"n_labelled": len(turns), "folds": a.folds, "seed": a.seed,
+                           "setfit_budget": {"iterations": a.iterations, "epochs": a.epochs,
+                                             "batch_size": a.batch_size},
+                           "cpus": os.cpu_count(), "load_at_start": [round(x, 2) for x in os.getloadavg()]}
     if a.calibrate:
         for th, row in calibrate(turns).items():
             print(f"INTENT_ASK_BELOW={th}: accuracy {row['accuracy']:.3f}, asks {row['clarify_rate']:.3f}", flush=True)
         return
-    for kind in a.kinds.split(","):
+    train = {"iterations": a.iterations, "epochs": a.epochs, "batch_size": a.batch_size}
+    kinds = a.kinds.split(",")
+    for kind in kinds:  # cross-validation first, for every candidate
         try:
             t0 = time.perf_counter()
-            cv = cross_validate(kind, turns, folds=a.folds) if a.folds > 1 else {}
+            cv = cross_validate(kind, turns, folds=a.folds, seed=a.seed, **train) if a.folds > 1 else {}
             cv["cv_seconds"] = round(time.perf_counter() - t0, 1)
-            t0 = time.perf_counter()
-            clf = build(kind, turns, iterations=a.iterations)
-            cv["train_seconds"] = round(time.perf_counter() - t0, 1)
-            for path in HELDOUT_FILES:
-                res = score(clf, load_cases(path))
-                cv[path.stem] = {k: res[k] for k in ("n", "accuracy", "intent_accuracy", "finding_accuracy",
-                                                     "clarified", "clarify_rate")}
-            out[kind] = cv
+            out[kind] = {"cv": cv}
         except ImportError as exc:
             out[kind] = {"error": f"not installed: {exc}"}
-        print(kind, json.dumps(out[kind]), flush=True)
+        print(kind, "cv", json.dumps(out[kind]), flush=True)
+    for kind in kinds:  # then the held-out sets, once per candidate, aggregate numbers only
+        if "error" in out[kind]:
+            continue
+        t0 = time.perf_counter()
+        clf = build(kind, turns, seed=a.seed, **train)
+        out[kind]["train_seconds"] = round(time.perf_counter() - t0, 1)
+        out[kind]["train_load_1min"] = round(os.getloadavg()[0], 2)
+        for path in HELDOUT_FILES:
+            res = score(clf, load_cases(path))
+            out[kind][path.stem] = {k: res[k] for k in ("n", "answered", "accuracy", "intent_accuracy",
+                                                        "finding_accuracy", "clarified", "clarify_rate")}
+        print(kind, "held-out", json.dumps({k: v for k, v in out[kind].items() if k != "cv"}), flush=True)
     if a.out:
-        a.out.write_text(json.dumps(out, indent=2))
+        a.out.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

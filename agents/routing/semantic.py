@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.routing import rules
+from agents.routing import router_model, rules
 from agents.routing.mentions import find_mentions
 from agents.routing.rules import Route
 
@@ -97,6 +97,8 @@ class IntentClassifier:
     cross-validation of the whole route_semantic policy on the 443 labelled turns (examples + eval tuning
     sets), intent accuracy: rules alone 0.793, 2-nearest-examples 0.928, logistic regression (C=10) 0.944."""
 
+    name = "logistic regression over the bundled MiniLM's embeddings"
+
     def __init__(self, encode: Callable[[list[str]], np.ndarray], examples: list[tuple[str, str]],
                  *, c: float = 10.0) -> None:
         if len({intent for _, intent in examples}) < 2:
@@ -105,17 +107,33 @@ class IntentClassifier:
 
         self.encode = encode
         x = np.asarray(encode([delexicalise(rules._clean(text)) for text, _ in examples]), dtype=np.float32)
-        self.model = LogisticRegression(C=c, max_iter=2000).fit(x, [intent for _, intent in examples])
-        self.intents = [str(i) for i in self.model.classes_]
+        self.model: Any = LogisticRegression(C=c, max_iter=2000).fit(x, [intent for _, intent in examples])
+        model = self.model
+        self.intents = [str(i) for i in model.classes_]
         # the fitted weights, for a softmax without sklearn's per-call input checks (most of its time on one row)
-        self._coef = np.asarray(self.model.coef_, dtype=np.float64)
-        self._intercept = np.asarray(self.model.intercept_, dtype=np.float64)
+        self._coef = np.asarray(model.coef_, dtype=np.float64)
+        self._intercept = np.asarray(model.intercept_, dtype=np.float64)
+
+    @classmethod
+    def from_head(cls, encode: Callable[[list[str]], np.ndarray], intents: list[str], coef: np.ndarray,
+                  intercept: np.ndarray, *, name: str) -> IntentClassifier:
+        """A classifier from a saved regression head (no refit): the fine-tuned router model's."""
+        coef, intercept = np.atleast_2d(np.asarray(coef, np.float64)), np.asarray(intercept, np.float64).ravel()
+        rows = 1 if len(intents) == 2 else len(intents)
+        if len(intents) < 2 or coef.shape[0] != rows or intercept.shape != (rows,):
+            raise ValueError(f"a head for {len(intents)} intents needs {rows} weight rows and intercepts, "
+                             f"got {coef.shape[0]} and {intercept.shape[0]}")
+        self = cls.__new__(cls)
+        self.model = None
+        self.encode, self.intents, self._coef, self._intercept, self.name = encode, list(intents), coef, intercept, name
+        return self
 
     def probabilities(self, v: np.ndarray) -> np.ndarray:
         """The regression's intent probabilities for one embedding (as ``predict_proba``)."""
-        if len(self.intents) == 2:  # a binary regression is one logit
-            return self.model.predict_proba(v.reshape(1, -1))[0]
         z = self._coef @ np.asarray(v, dtype=np.float64).ravel() + self._intercept
+        if len(self.intents) == 2:  # a binary regression is one logit, for the second intent
+            p = 1.0 / (1.0 + np.exp(-z[0]))
+            return np.array([1.0 - p, p])
         e = np.exp(z - z.max())
         return e / e.sum()
 
@@ -154,22 +172,62 @@ def one_thread(encode: Callable[[list[str]], np.ndarray], texts: list[str]) -> n
 
 
 _LOCK = threading.Lock()
-_STATE: dict[str, Any] = {"classifier": None, "error": None}
+_STATE: dict[str, Any] = {"classifier": None, "error": None, "fallback": None}
+FINE_TUNED = "fine-tuned MiniLM (SetFit) with its logistic regression head"
+
+
+def load_fine_tuned(directory: str | Path, examples_path: str | Path | None = None) -> IntentClassifier:
+    """The fine-tuned router model at ``directory`` (agents/routing/router_model.py); RouterModelError when it
+    is absent, stale (built from other examples than ``examples_path``) or unreadable."""
+    p = Path(examples_path) if examples_path else EXAMPLES_PATH
+    router_model.check(directory, p)
+    intents, coef, intercept = router_model.read_head(directory)
+    try:
+        from sentence_transformers import SentenceTransformer
+
+        body = SentenceTransformer(str(Path(directory) / "body"), device="cpu", local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - a broken body is a broken model, said as such
+        raise router_model.RouterModelError(f"cannot load the fine-tuned body at {directory}/body: "
+                                            f"{type(exc).__name__}: {exc}") from exc
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.asarray(body.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False))
+
+    return IntentClassifier.from_head(encode, intents, coef, intercept, name=FINE_TUNED)
 
 
 def default_classifier() -> IntentClassifier | None:
-    """The process-wide classifier over the bundled MiniLM, built on first use; None if it cannot load."""
+    """The process-wide intent classifier, built on first use: the fine-tuned router model under the data dir
+    when it is there and current, else logistic regression over the bundled MiniLM (a log line says why);
+    None if neither can load."""
     with _LOCK:
         if _STATE["classifier"] is None and _STATE["error"] is None:
             try:
-                from tools.retrieval.embedder import get_embedder
+                from cxr_agent.settings import get_settings
 
-                emb = get_embedder()
-                _STATE["classifier"] = IntentClassifier(emb.encode, load_examples())
-            except Exception as exc:  # noqa: BLE001 - any load failure means: route by rules alone
-                _STATE["error"] = f"{type(exc).__name__}: {exc}"
-                log.warning("semantic router unavailable (%s); routing by rules only", _STATE["error"])
+                directory = router_model.model_dir(get_settings().data_dir)
+                _STATE["classifier"] = load_fine_tuned(directory)
+                log.info("semantic router: %s (%s)", FINE_TUNED, directory)
+            except router_model.RouterModelError as exc:
+                _STATE["fallback"] = str(exc)
+                log.info("semantic router: %s; %s", IntentClassifier.name, exc)
+            if _STATE["classifier"] is None:
+                try:
+                    from tools.retrieval.embedder import get_embedder
+
+                    emb = get_embedder()
+                    _STATE["classifier"] = IntentClassifier(emb.encode, load_examples())
+                except Exception as exc:  # noqa: BLE001 - any load failure means: route by rules alone
+                    _STATE["error"] = f"{type(exc).__name__}: {exc}"
+                    log.warning("semantic router unavailable (%s); routing by rules only", _STATE["error"])
         return _STATE["classifier"]
+
+
+def classifier_info() -> dict[str, str | None]:
+    """Which intent classifier routes this process (loading it if needed), and why not the fine-tuned one."""
+    clf = default_classifier()
+    return {"classifier": clf.name if clf is not None else None, "fallback_reason": _STATE["fallback"],
+            "error": _STATE["error"]}
 
 
 def _families(t: str) -> set[str]:
