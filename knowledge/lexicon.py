@@ -26,7 +26,8 @@ _FINDING_KEYS = frozenset({"display", "parent", "synonyms", "router_phrases", "r
                            "labeler_hedged", "labeler_keywords", "snomed", "local_code", "note"})
 _REGION_KEYS = frozenset({"display", "synonyms", "router_phrases", "imagenome", "snomed", "note"})
 _TOP_KEYS = frozenset({"version", "fragments", "finding", "normal_statement", "labeler", "label_set", "region",
-                       "combined_label"})
+                       "combined_label", "router"})
+_ROUTER_KEYS = frozenset({"outside_chest", "generic", "not_findings", "known_words"})
 
 
 class LexiconError(ValueError):
@@ -80,6 +81,16 @@ class NormalStatement:
 
 
 @dataclass(frozen=True)
+class RouterWords:
+    """What keeps the router from reading a user's words as the nearest finding (the [router] table)."""
+
+    outside_chest: tuple[str, ...] = ()  # organs, bones, soft tissues: "bone lesion" is no lung lesion
+    generic: tuple[str, ...] = ()  # finding ids whose words an outside_chest word can qualify away
+    not_findings: tuple[str, ...] = ()  # regexes: named things outside the vocabulary ("pericardial effusion")
+    known_words: tuple[str, ...] = ()  # real words close in spelling to a finding's word, never misspellings
+
+
+@dataclass(frozen=True)
 class Lexicon:
     findings: dict[str, FindingEntry]  # in vocabulary order
     normal_statements: tuple[NormalStatement, ...]
@@ -88,6 +99,7 @@ class Lexicon:
     regions: dict[str, RegionEntry]
     combined_labels: dict[str, str]  # label-set label mapped to more than one id -> why
     path: Path
+    router: RouterWords = RouterWords()
 
     def label_map(self, name: str) -> dict[str, str]:
         """{label: finding id} of a label set, first id for a combined label (e.g. VinDr 'Nodule/Mass')."""
@@ -260,7 +272,25 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
         )
     _check_region_terms(r, findings, regions)
     return Lexicon(findings=findings, normal_statements=tuple(normals), not_mentions=not_mentions,
-                   label_sets=label_sets, regions=regions, combined_labels=combined, path=p)
+                   label_sets=label_sets, regions=regions, combined_labels=combined, path=p,
+                   router=_router_words(r, data.get("router", {}), findings))
+
+
+def _router_words(r: _Reader, t: dict[str, Any], findings: dict[str, FindingEntry]) -> RouterWords:
+    unknown = set(t) - _ROUTER_KEYS
+    if unknown:
+        raise r.fail(f"[router] unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(_ROUTER_KEYS))})",
+                     f"{sorted(unknown)[0]} =", "router")
+    generic = r.strings(t, "generic", "router")
+    for fid in generic:
+        if fid not in findings:
+            raise r.fail(f"[router] generic names unknown finding id {fid!r}", f"'{fid}'", "router")
+    return RouterWords(
+        outside_chest=tuple(r.regex(x, "router") for x in r.strings(t, "outside_chest", "router")),
+        generic=generic,
+        not_findings=tuple(r.regex(x, "router") for x in r.strings(t, "not_findings", "router")),
+        known_words=tuple(w.lower() for w in r.strings(t, "known_words", "router")),
+    )
 
 
 def _check_parents(r: _Reader, findings: dict[str, FindingEntry]) -> None:

@@ -81,6 +81,12 @@ def _finding_block(route: Route, evidence: Sequence[Evidence], decisions: Sequen
         return [f"**Not cross-checked:** the question names no finding the tools know, so "
                 f"{roles.label(free.tool)} answered it in its own words below and no other tool checked "
                 "the answer."]
+    if finding is None and route.phrase:  # words outside the vocabulary: say so, never a disease's name
+        free = roles.writer_answer(evidence)
+        said = (f"{roles.label(free.tool)} answered it in its own words below and no other tool checked the answer"
+                if free else "no tool gave a usable answer about it on this image")
+        return [f"**Your words, no known finding:** '{route.phrase}' names no finding in the tools' vocabulary, "
+                f"so it was asked as you wrote it; {said}."]
     if d is None:
         return [f"**Uncertain** — no tool gave a usable answer about {label.lower()} on this image."]
     lines = [f"**{STATUS_WORDS[d.status].answer}** — {label.lower()} {outcome(d, roles)}."]

@@ -1,6 +1,11 @@
 """Which findings a user's turn names: the lexicon's router phrases, the shared vocabulary's synonyms
 (every 1-4 word n-gram through ``normalize()``) and spelling-tolerant long words, longest match first.
 
+What is named outside the vocabulary stays the user's words, never the nearest finding: a generic finding word
+qualified by an organ or bone outside the chest ("lytic bone lesion", "liver mass", "nodule in the breast"), a
+named thing whose words contain a finding's ("pericardial effusion", "subcutaneous emphysema"), and a real
+word a letter or two from a finding's ("pneumonitis") are no finding mention (the lexicon's [router] table).
+
 Kept apart from the intent rules (agents/routing/rules.py) because the LLM router and the graph's follow-up
 handling use it on its own.
 """
@@ -37,6 +42,19 @@ _FUZZY_LEXICON: dict[str, str] = {w: fid for fid, e in lexicon().findings.items(
 _FUZZY_CUTOFF = 0.84
 _FUZZY_MIN_LEN = 6
 
+_ROUTER = lexicon().router
+_KNOWN_WORDS = frozenset(_ROUTER.known_words)
+_GENERIC = frozenset(_ROUTER.generic)
+_OUTSIDE = "|".join(_ROUTER.outside_chest) or r"(?!)"
+# An outside-chest word up to two words before a generic finding word ("lytic bone lesion", "liver mass"; not
+# across "and"/"or" or a lung word: "liver and lung masses" names a lung mass) ...
+_OUTSIDE_BEFORE = re.compile(rf"(?<![\w-])(?:{_OUTSIDE})(?:[\s-]+(?!(?:and|or|lungs?|pulmonary)\b)[\w-]+){{0,2}}?"
+                             r"[\s-]+$")
+# ... or right after it through a preposition ("lesion of the clavicle", "nodule in the left breast").
+_OUTSIDE_AFTER = re.compile(r"^\s+(?:of|in|on|within|involving)\s+(?:(?:the|a|an|his|her|left|right|l|r|"
+                            rf"upper|lower|mid|proximal|distal)\s+){{0,3}}(?:{_OUTSIDE})(?![\w-])")
+_NOT_FINDINGS = re.compile(rf"(?<![\w-])(?:{'|'.join(_ROUTER.not_findings) or '(?!)'})(?![\w-])")
+
 
 @dataclass(frozen=True)
 class _Mention:
@@ -50,10 +68,24 @@ def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", t).strip()
 
 
-def find_mentions(text: str, *, fuzzy: bool = True) -> list[_Mention]:
-    """Every non-overlapping finding mention in ``text`` (lower-cased), longest match first; ``fuzzy``:
-    misspelt long words count too."""
+def outside_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of the cleaned ``text`` that name something outside the vocabulary though they hold a finding's
+    words: a not-finding phrase, or a generic finding word with its outside-chest qualifier."""
     t = _clean(text)
+    spans = [(m.start(), m.end()) for m in _NOT_FINDINGS.finditer(t)]
+    for m in _exact_mentions(t):
+        if m.finding not in _GENERIC:
+            continue
+        before = _OUTSIDE_BEFORE.search(t[max(0, m.start - 60) : m.start])
+        after = _OUTSIDE_AFTER.match(t[m.end :])
+        if before or after:
+            start = m.start - (len(before.group(0)) if before else 0)
+            spans.append((start, m.end + (after.end() if after else 0)))
+    return spans
+
+
+def _exact_mentions(t: str) -> list[_Mention]:
+    """Every router-phrase and vocabulary-synonym match in the cleaned ``t`` (overlapping, not yet chosen)."""
     cands: list[_Mention] = []
     for rx, finding in _PHRASE_RES:
         for m in rx.finditer(t):
@@ -68,9 +100,20 @@ def find_mentions(text: str, *, fuzzy: bool = True) -> list[_Mention]:
             fid = normalize(t[chunk[0][0] : chunk[-1][1]])
             if fid is not None:
                 cands.append(_Mention(chunk[0][0], chunk[-1][1], fid))
-    covered = [(c.start, c.end) for c in cands]
-    for start, end, word in words if fuzzy else ():
-        if len(word) < _FUZZY_MIN_LEN or any(a <= start and end <= b for a, b in covered):
+    return cands
+
+
+def find_mentions(text: str, *, fuzzy: bool = True) -> list[_Mention]:
+    """Every non-overlapping finding mention in ``text`` (lower-cased), longest match first, none inside a
+    span named outside the vocabulary (``outside_spans``); ``fuzzy``: misspelt long words count too, never a
+    known real word."""
+    t = _clean(text)
+    outside = outside_spans(t)
+    cands = [c for c in _exact_mentions(t) if not any(a < c.end and c.start < b for a, b in outside)]
+    covered = [(c.start, c.end) for c in cands] + outside
+    for m in _WORD.finditer(t) if fuzzy else ():
+        start, end, word = m.start(), m.end(), m.group()
+        if len(word) < _FUZZY_MIN_LEN or word in _KNOWN_WORDS or any(a <= start and end <= b for a, b in covered):
             continue
         fid = _fuzzy_finding(word)
         if fid is not None:
@@ -96,11 +139,12 @@ def fuzzy_readings(text: str, *, floor: float = 0.8) -> list[tuple[str, str, flo
     mention that comes closest to the lexicon's router_fuzzy words (within ``floor``); empty if none does.
     The router asks back when two findings are about as close, or the best falls short of the cut-off."""
     t = _clean(text)
-    exact = [(m.start, m.end) for m in find_mentions(t, fuzzy=False)]
+    exact = [(m.start, m.end) for m in find_mentions(t, fuzzy=False)] + outside_spans(t)
     best: list[tuple[str, str, float]] = []
     for m in _WORD.finditer(t):
         word = m.group()
-        if len(word) < _FUZZY_MIN_LEN or any(a <= m.start() and m.end() <= b for a, b in exact):
+        if (len(word) < _FUZZY_MIN_LEN or word in _KNOWN_WORDS
+                or any(a <= m.start() and m.end() <= b for a, b in exact)):
             continue
         out: dict[str, float] = {}
         for cand in difflib.get_close_matches(word, _FUZZY_LEXICON, n=8, cutoff=floor):
