@@ -60,8 +60,10 @@ class ProdServer:
 
 @contextmanager
 def prod_server(work: Path, postgres_url: str, extra_env: Mapping[str, str] | None = None, *,
-                jobs: int = 3) -> Iterator[ProdServer]:
-    """Serve the graph on ``postgres_url`` from ``work`` (an empty temp dir); stopped on exit."""
+                jobs: int = 3, launcher: Path | None = None, extra_args: tuple[str, ...] = ()) -> Iterator[ProdServer]:
+    """Serve the graph on ``postgres_url`` from ``work`` (an empty temp dir); stopped on exit.
+
+    ``launcher``: a script run instead of ``-m server.standalone`` (taking the same arguments)."""
     from kb_index_helpers import write_prior_corpus
 
     corpus = write_prior_corpus(work / "priors.csv")
@@ -76,8 +78,8 @@ def prod_server(work: Path, postgres_url: str, extra_env: Mapping[str, str] | No
     env.pop("CXR_AGENT_SERVER_TOKEN", None)
     env.update(extra_env or {})
     server = ProdServer(url=f"http://127.0.0.1:{port}", data_dir=data, log=work / "server.log", env=env,
-                        args=[sys.executable, "-m", "server.standalone", "--host", "127.0.0.1", "--port", str(port),
-                              "--jobs", str(jobs)])
+                        args=[sys.executable, *([str(launcher)] if launcher else ["-m", "server.standalone"]),
+                              "--host", "127.0.0.1", "--port", str(port), "--jobs", str(jobs), *extra_args])
     server.start()
     try:
         yield server

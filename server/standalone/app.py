@@ -428,7 +428,7 @@ async def join_run(request: Request) -> Response:
 async def join_stream(request: Request) -> Response:
     """``runs.join_stream``: the run's events from its first, wherever it runs, until it ends."""
     row = await _visible_run(request)
-    asked = request.query_params.getlist("stream_mode")
+    asked = [m for m in request.query_params.getlist("stream_mode") if m]  # the SDK sends "" for none
     modes = _stream_modes(asked) if asked else None
     return StreamingResponse(_event_stream(UUID(row["run_id"]), _cancel_on_disconnect(request), modes),
                              media_type="text/event-stream", headers={"Cache-Control": "no-store"})
