@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -456,6 +457,7 @@ async def metrics(request: Request) -> Response:
     q = served().queue
     body: dict[str, Any] = {"workers": {"active": q.running, "available": q.jobs - q.running,
                                         "most_at_once": q.most_at_once},
+                            "process": {"pid": os.getpid(), "queue_worker": q.worker},  # which process answered
                             "runs_in_memory": len(q.local),
                             "threads_with_runs": len({r.thread_id for r in q.local.values()})}
     wants_heap = request.query_params.get("heap") == "1"

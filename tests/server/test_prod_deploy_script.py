@@ -38,6 +38,17 @@ def test_a_bad_jobs_count_is_refused_naming_it(tmp_path, jobs):
     assert done.returncode == 2 and f"CXR_AGENT_SERVER_JOBS must be a positive whole number (got '{jobs}')" in done.stderr
 
 
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("CXR_AGENT_SERVER_WORKERS", "0", "a positive whole number"),
+    ("CXR_AGENT_SERVER_RUN_LEASE_S", "2", "a whole number of seconds from 3 to 3600"),
+    ("CXR_AGENT_SERVER_RUN_LEASE_S", "soon", "a whole number of seconds from 3 to 3600"),
+])
+def test_a_bad_workers_count_or_lease_is_refused_naming_it(tmp_path, variable, value, says):
+    env = _env(tmp_path, CXR_AGENT_CHECKPOINTER_URL="postgresql://x@127.0.0.1/db", **{variable: value})
+    done = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and f"{variable} must be {says} (got '{value}')" in done.stderr
+
+
 @pytest.mark.parametrize("url", [None, "sqlite:///tmp/c.db"])
 def test_a_server_without_postgres_is_refused(tmp_path, url):
     env = _env(tmp_path, **({"CXR_AGENT_CHECKPOINTER_URL": url} if url else {}))
@@ -45,10 +56,10 @@ def test_a_server_without_postgres_is_refused(tmp_path, url):
     assert done.returncode == 2 and "CXR_AGENT_CHECKPOINTER_URL must name the Postgres database" in done.stderr
 
 
-def test_the_script_serves_on_postgres_with_auth(tmp_path, postgres_url):
+def test_the_script_serves_on_postgres_with_auth_from_two_worker_processes(tmp_path, postgres_url):
     port = _free_port()
     env = _env(tmp_path, CXR_AGENT_CHECKPOINTER_URL=postgres_url, CXR_AGENT_SERVER_TOKEN="prod-deploy-service-token",
-               CXR_AGENT_SERVER_PORT=str(port), CXR_AGENT_SERVER_JOBS="2")
+               CXR_AGENT_SERVER_PORT=str(port), CXR_AGENT_SERVER_JOBS="2", CXR_AGENT_SERVER_WORKERS="2")
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([str(SCRIPT)], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
@@ -75,5 +86,11 @@ def test_the_script_serves_on_postgres_with_auth(tmp_path, postgres_url):
         with psycopg.connect(postgres_url) as conn:  # the thread is a row in the server's database
             assert conn.execute("SELECT count(*) FROM cxr_threads WHERE thread_id = %s",
                                 (thread["thread_id"],)).fetchone()[0] == 1
+        answered: set[int] = set()  # each request on a new connection: the two processes share the port
+        deadline = time.monotonic() + 60
+        while len(answered) < 2 and time.monotonic() < deadline:
+            answered.add(httpx.get(f"{url}/metrics", params={"format": "json"}, headers=auth,
+                                   timeout=10).json()["process"]["pid"])
+        assert len(answered) == 2 and proc.pid not in answered
     finally:
         stop_server(proc)
