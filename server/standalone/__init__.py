@@ -2,7 +2,8 @@
 
 A small LangGraph-SDK-compatible HTTP server (the endpoints ``langgraph_sdk``, ``RemoteGraph`` and the
 remote UI call) over the same ``graph.py`` graph, ``server/app.py`` routes and ``server/auth.py``
-rules. Threads and runs are rows in Postgres (``threads.py``), checkpoints are LangGraph's Postgres
-saver, and turns run on a bounded pool, one at a time per thread (``runs.py``). ``python -m
-server.standalone`` (``deploy/serve_prod.sh``) starts it.
+rules. Threads, runs and the run queue are rows in Postgres (``threads.py``, ``run_rows.py``),
+checkpoints are LangGraph's Postgres saver, and every server process on the database claims turns from
+the queue, ``jobs`` at once, one at a time per thread (``runs.py``). ``python -m server.standalone``
+(``deploy/serve_prod.sh``) starts it.
 """
