@@ -124,16 +124,23 @@ def reply_record(
 _READY: set[Path] = set()  # audit folders already created owner-only in this process
 
 
+@lru_cache(maxsize=64)
+def _day_file(data_dir: str, day: str) -> Path:
+    """The file of one day under ``data_dir`` (its folder created owner-only once per process):
+    a reply pays neither a mkdir + chmod nor the path's construction each time."""
+    folder = Path(data_dir) / "audit"
+    if folder not in _READY:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        _READY.add(folder)
+    return folder / f"{day}.jsonl"
+
+
 def append(settings: Settings, record: Mapping[str, Any]) -> Path | None:
     """Append one line to today's file (created 0600 in a 0700 directory). None if it failed."""
     try:
-        folder = audit_dir(settings)
-        if folder not in _READY:  # once per folder: a reply should not pay a mkdir + chmod each time
-            folder.mkdir(parents=True, exist_ok=True)
-            os.chmod(folder, 0o700)
-            _READY.add(folder)
         day = str(record.get("time", ""))[:10] or dt.datetime.now(dt.UTC).date().isoformat()
-        path = folder / f"{day}.jsonl"
+        path = _day_file(str(settings.data_dir), day)
         line = json.dumps(record, sort_keys=True, default=str) + "\n"
         with _LOCK:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -68,6 +68,18 @@ class Policy:
         object.__setattr__(self, "_weights", dict(self.source_weights))
         object.__setattr__(self, "_labels", dict(self.source_labels))
 
+    def __hash__(self) -> int:
+        """The fields' hash, computed once: the decision memo and the audit line hash the policy per lookup."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash(tuple(getattr(self, f) for f in self.__dataclass_fields__))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the cached hash: string hashes differ between processes."""
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> Policy:
         """Policy from Settings (uses ``classifier_margin``; any ``reconciler_<field>`` setting overrides)."""

@@ -389,11 +389,13 @@ class Nodes:
                                             f"({self.settings.turn_timeout_s:g} s) has passed", latency_ms=0.0)
             else:
                 ev = self._call(name, tool, task, study, draft, timeout, emit)
-                if writes and ev.ok and ev.report and task["intent"] == "report":
-                    ev = self._label(ev)
+            # one copy of the output with its report's calls and the key it is recorded under
+            update = self._labelled(ev) if writes and ev.ok and ev.report and task["intent"] == "report" else {}
             ask = self.ask_for(name, task, draft if drafted else None)
             if ask is not None:  # what this output answers: the key it is recorded under
-                ev = ev.model_copy(update={"meta": {**ev.meta, "ask": ask.model_dump(mode="json")}})
+                update["meta"] = {**update.get("meta", ev.meta), "ask": ask.model_dump(mode="json")}
+            if update:
+                ev = ev.model_copy(update=update)
             if writes and ev.ok and ev.report:
                 draft = ev.report
             emit({"event": "tool_end", "tool": name, "ok": ev.ok, "latency_ms": ev.latency_ms, "error": ev.error})
@@ -434,10 +436,10 @@ class Nodes:
             return False
 
     @staticmethod
-    def _label(ev: Evidence) -> Evidence:
-        """Turn a report's text into FindingCalls (source = the tool, task = "report"), keeping the
-        report calls the tool already made; calls of its other skills (e.g. a classification list)
-        stay beside them and the reconciler weighs both per source."""
+    def _labelled(ev: Evidence) -> dict[str, Any]:
+        """The update that turns a report's text into FindingCalls (source = the tool, task = "report"),
+        keeping the report calls the tool already made; calls of its other skills (e.g. a classification
+        list) stay beside them and the reconciler weighs both per source."""
         try:
             from knowledge.labeler import label_report
 
@@ -446,9 +448,9 @@ class Nodes:
                         if not (ev.truncated and c.finding == "no_finding" and not c.text)]
         except Exception as exc:  # noqa: BLE001 - an unlabelled report is still shown
             log.warning("labelling the %s report failed: %s", ev.tool, exc)
-            return ev.model_copy(update={"meta": {**ev.meta, "label_error": str(exc)}})
+            return {"meta": {**ev.meta, "label_error": str(exc)}}
         have = {c.finding for c in ev.calls if c.task in (None, "report")}
-        return ev.model_copy(update={"calls": [*ev.calls, *(c for c in labelled if c.finding not in have)]})
+        return {"calls": [*ev.calls, *(c for c in labelled if c.finding not in have)]}
 
     def reconcile(self, state: CxrState) -> Command:
         """Record this turn's new outputs in the study's ledger and decide every finding from the whole
@@ -549,7 +551,8 @@ class Nodes:
         try:
             if not route.clarify and not state.get("ingest_error"):
                 compared = compare_with_prior(state, route, study=self.study, roles=self.roles,
-                                              labels=dict(self.roles.labels), reader=self.change_reader(state))
+                                              labels=dict(self.roles.labels),
+                                              reader=self.change_reader(state) if route.asks_comparison else None)
             text = clarifying.question(route.clarify.model_dump(), last_user_text(state.get("messages") or [])) \
                 if route.clarify else \
                 with_comparison(responder.compose_parts(

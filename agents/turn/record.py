@@ -67,18 +67,22 @@ class TurnRecord(BaseModel):
         return [e.tool for e in self.evidence if e.reused]
 
 
-def _because(finding: str, evidence: Sequence[Evidence]) -> list[str]:
-    out: list[str] = []
+def _bearing(evidence: Sequence[Evidence]) -> dict[str, list[str]]:
+    """Per finding, the outputs of this turn that bear on it ('<tool> (<ask>)', '<tool> re-ask'), in
+    evidence order, each once: read in one pass over the turn's calls."""
+    out: dict[str, list[str]] = {}
     for e in evidence:
-        if not e.ok or e.meta.get("reused") or not any(c.finding == finding for c in e.calls):
+        if not e.ok or e.meta.get("reused") or not e.calls:
             continue
         if e.meta.get("verification"):
             label = f"{e.tool} re-ask"
         else:
             ask = e.meta.get("ask") or {}
             label = f"{e.tool} ({str(ask.get('kind', 'output')).replace('_', ' ')})"
-        if label not in out:
-            out.append(label)
+        for c in e.calls:
+            labels = out.setdefault(c.finding, [])
+            if label not in labels:
+                labels.append(label)
     return out
 
 
@@ -90,6 +94,7 @@ def build_record(route: Route | Mapping[str, Any], evidence: Sequence[Evidence],
     ``compared``: what the tools that compare priors said in this turn's comparison (asked or reused)."""
     evidence = [*evidence, *compared]
     old = {d.finding: d for d in before}
+    bearing = _bearing(evidence)
     changed = []
     for d in decisions:
         o = old.get(d.finding)
@@ -100,7 +105,7 @@ def build_record(route: Route | Mapping[str, Any], evidence: Sequence[Evidence],
             finding=d.finding, before=o.status if o else None, after=d.status,
             confidence_before=o.confidence if o else None, confidence_after=d.confidence,
             review_before=o.needs_review if o else None, review_after=d.needs_review,
-            because=_because(d.finding, evidence)))
+            because=list(bearing.get(d.finding, ()))))
     return TurnRecord(
         study_id=study_id, route=(as_route(route) or Route(intent="chat")).model_dump(),
         evidence=[TurnEvidence(tool=e.tool, reused=bool(e.meta.get("reused")),
