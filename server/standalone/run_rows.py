@@ -7,7 +7,8 @@ race, so one thread's turns never overlap. The claiming process renews the run's
 (``heartbeat_at``); a run whose lease ran out lost its process and any process ends it as an error.
 A cancel ends a pending run at once and marks a running one (``cancel_requested``), which its process
 polls. Stream events are kept in ``cxr_run_events`` for listeners on other processes, briefly.
-A run's input is cleared when it ends: conversations live in the checkpoints, not here.
+A run's input is cleared when it ends: conversations live in the checkpoints, not here. Runs left
+unfinished by a server from before the queue (no input kept, no lease) end as errors when the tables are set up.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS home text;
 ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS worker text;
 ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz;
 ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS cancel_requested boolean NOT NULL DEFAULT false;
+UPDATE cxr_runs SET status = 'error', error = 'the server stopped before this run finished', updated_at = now()
+    WHERE (status = 'pending' AND kwargs IS NULL) OR (status = 'running' AND heartbeat_at IS NULL);
+UPDATE cxr_threads t SET status = 'idle' WHERE status = 'busy'
+    AND NOT EXISTS (SELECT 1 FROM cxr_runs r WHERE r.thread_id = t.thread_id AND r.status = 'running');
 CREATE UNIQUE INDEX IF NOT EXISTS cxr_runs_one_running ON cxr_runs (thread_id) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS cxr_runs_pending ON cxr_runs (seq) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS cxr_run_events (
