@@ -46,9 +46,9 @@ _ROUTER = lexicon().router
 _KNOWN_WORDS = frozenset(_ROUTER.known_words)
 _GENERIC = frozenset(_ROUTER.generic)
 _OUTSIDE = "|".join(_ROUTER.outside_chest) or r"(?!)"
-# An outside-chest word up to two words before a generic finding word ("lytic bone lesion", "liver mass"; not
-# across "and"/"or" or a lung word: "liver and lung masses" names a lung mass) ...
-_OUTSIDE_BEFORE = re.compile(rf"(?<![\w-])(?:{_OUTSIDE})(?:[\s-]+(?!(?:and|or|lungs?|pulmonary)\b)[\w-]+){{0,2}}?"
+# An outside-chest word right before a generic finding word or one word before it ("liver mass", "lytic bone
+# lesion"; not across a conjunction or a lung word: "liver and lung masses" names a lung mass) ...
+_OUTSIDE_BEFORE = re.compile(rf"(?<![\w-])(?:{_OUTSIDE})(?:[\s-]+(?!(?:and|or|with|without|lungs?|pulmonary)\b)[\w-]+)?"
                              r"[\s-]+$")
 # ... or right after it through a preposition ("lesion of the clavicle", "nodule in the left breast").
 _OUTSIDE_AFTER = re.compile(r"^\s+(?:of|in|on|within|involving)\s+(?:(?:the|a|an|his|her|left|right|l|r|"
@@ -159,7 +159,8 @@ def fuzzy_readings(text: str, *, floor: float = 0.8) -> list[tuple[str, str, flo
 # Words right before the finding a question is about: "post line placement - any pneumothorax?"
 # asks about the pneumothorax, not the line.
 _ASKED = re.compile(
-    r"(?:\bany|\bno|\br/o|\brule out|\bis there(?: an?| any)?|\bare there(?: any)?|\bevidence (?:of|for)|"
+    r"(?:\bany|\bno|\br/o|\brule out|\bis there(?: an?| any)?|\bare there(?: any)?|\b(?:is|are) the|\bresidual|"
+    r"\bevidence (?:of|for)|"
     r"\bsigns? of|\bconcern(?:ing)? for|\beval(?:uate)? for|\bassess for|\bcheck for|\blook for|"
     r"\bsee (?:a|an|any)|\bworried about|\bsuspect(?:ed)?)\s+(?:\w+\s+)?$"
 )

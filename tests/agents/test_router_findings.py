@@ -93,6 +93,33 @@ def test_thoracic_findings_keep_their_name_beside_the_qualifier_guard(text: str,
     assert extract_findings(text)[:1] == [finding]
 
 
+@pytest.mark.parametrize(("text", "findings"), [
+    ("what leads you to think that?", []),
+    ("pacer leads ok?", ["support_devices"]),
+    ("should we drain the effusion?", ["pleural_effusion"]),
+    ("chest drain in place?", ["support_devices"]),
+    ("Is the cardiac shadow enlarged?", ["cardiomegaly"]),
+    ("Is there a visible pleural line?", ["pneumothorax"]),
+    ("Is there mass effect on the trachea?", []),
+    ("vertebral body collapse?", []),
+    ("sternotomy scar?", []),
+    ("rib fractures with atelectasis?", ["fracture", "atelectasis"]),
+])
+def test_words_that_only_look_like_a_finding(text: str, findings: list[str]) -> None:
+    """A verb ("leads you", "drain the"), a thing named outside the vocabulary, or a finding's word used for
+    another organ is no finding mention; a bone word beside a finding in another clause does not hide it."""
+    assert extract_findings(text) == findings
+
+
+@pytest.mark.parametrize(("text", "first"), [
+    ("Is the heart enlarged, and are there Kerley B lines?", "cardiomegaly"),
+    ("chest tube in place, residual ptx?", "pneumothorax"),
+    ("post line placement - any pneumothorax?", "pneumothorax"),
+])
+def test_the_finding_asked_about_comes_first(text: str, first: str) -> None:
+    assert extract_findings(text)[0] == first
+
+
 def test_the_guard_spans_the_qualifier_and_the_generic_word() -> None:
     t = "are there lytic bone lesions in the ribs?"
     (start, end), *_ = outside_spans(t)
