@@ -44,6 +44,8 @@ _ROUTER = partial(route_semantic, classifier=_never)
     ("Kerley B lines?", "edema"),
     ("hyperinflation?", "emphysema"),
     ("honeycombing at the bases?", "fibrosis"),
+    ("Are the diaphragms flat?", "emphysema"),
+    ("Is the aortic knob calcified?", "calcification"),
 ])
 def test_shorthand_and_synonyms_map_onto_the_lexicon(text: str, finding: str) -> None:
     assert extract_findings(text)[:1] == [finding]
@@ -104,6 +106,7 @@ def test_thoracic_findings_keep_their_name_beside_the_qualifier_guard(text: str,
     ("vertebral body collapse?", []),
     ("sternotomy scar?", []),
     ("rib fractures with atelectasis?", ["fracture", "atelectasis"]),
+    ("Is there a double density behind the heart?", ["lung_opacity"]),
 ])
 def test_words_that_only_look_like_a_finding(text: str, findings: list[str]) -> None:
     """A verb ("leads you", "drain the"), a thing named outside the vocabulary, or a finding's word used for
