@@ -3,7 +3,8 @@ overlap whichever process took them, two threads' runs run at once on the two pr
 one is joined, streamed and cancelled from the other, a dead process's run is ended by the other after
 its lease; a client that goes away cancels its run when it asked to; deleting a thread cancels its runs.
 
-Runs are held "running" at their start by a gate file (tests/server/gated_prod_server.py)."""
+Runs are held mid-turn (their graph started, its first event sent) by a gate file
+(tests/server/gated_prod_server.py); a cancelled one is stopped by the server as any run is."""
 
 from __future__ import annotations
 
