@@ -59,7 +59,7 @@ typed ``Reason`` records (knowledge.evidence) and fills ``Decision.rationale`` f
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from agents.reconciling.memo import DECISIONS
 from agents.reconciling.policy import Policy, clip, is_high_confidence, one_per_source, strength
@@ -248,7 +248,7 @@ def _apply_no_finding(decisions: dict[str, Decision], policy: Policy) -> None:
 
 
 def decide(calls: list[FindingCall], policy: Policy | None = None, *,
-           report_sources: Iterable[str] = ()) -> list[Decision]:
+           report_sources: Iterable[str] = (), keys: Mapping[int, tuple] | None = None) -> list[Decision]:
     """One Decision per finding mentioned by any call, in vocabulary order (see module docstring).
 
     ``report_sources``: image sources that wrote a FULL report this turn (usually {"vlm"} for the
@@ -256,7 +256,8 @@ def decide(calls: list[FindingCall], policy: Policy | None = None, *,
     present or uncertain, counts as a weak absent from it (``Policy.silent_absent_strength``):
     against a present call that is a conflict, so the VLM gets a targeted re-ask instead of the
     classifier's positive passing unexamined; against an uncertain-band call it makes a
-    low-confidence 'absent', not flagged (module docstring, 9).
+    low-confidence 'absent', not flagged (module docstring, 9). ``keys``: ``memo.call_key`` of calls the
+    caller has keyed already, by ``id`` of the call (the calls must be alive for the call's duration).
     """
     policy = policy or Policy()
     calls = list(calls) + _implied_absents(list(calls), policy, frozenset(report_sources))
@@ -265,7 +266,7 @@ def decide(calls: list[FindingCall], policy: Policy | None = None, *,
         groups.setdefault(c.finding, []).append(c)
     out: dict[str, Decision] = {}
     for f, cs in groups.items():  # a finding whose calls are unchanged keeps its decision (memo.py)
-        key = DECISIONS.key(f, cs)
+        key = DECISIONS.key(f, cs, keys)
         d = DECISIONS.get(policy, key)
         if d is None:
             d = _decide_one(f, cs, policy)

@@ -9,7 +9,7 @@ re-ask rule only ever ``model_copy`` them).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 
 from agents.reconciling.policy import Policy
 from knowledge.bounded_memo import BoundedMemo
@@ -28,8 +28,11 @@ class DecisionMemo(BoundedMemo[Decision]):
     and ``Settings.memo_max_mib`` MiB kept."""
 
     @staticmethod
-    def key(finding: str, calls: list[FindingCall]) -> tuple[str, tuple]:
-        return finding, tuple(call_key(c) for c in calls)
+    def key(finding: str, calls: list[FindingCall], known: Mapping[int, tuple] | None = None) -> tuple[str, tuple]:
+        """``known``: the keys of calls already keyed by the caller (by ``id`` of the call), not computed twice."""
+        if known is None:
+            return finding, tuple(call_key(c) for c in calls)
+        return finding, tuple(known.get(id(c)) or call_key(c) for c in calls)
 
     def get(self, policy: Policy, key: Hashable) -> Decision | None:
         return self.lookup((policy, key))

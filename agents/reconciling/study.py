@@ -32,8 +32,10 @@ QUOTE_CHARS = 160  # a direct answer quoted beside its call, when the call carri
 BoxFor = Callable[[str, str], Box | None]  # (finding, the re-asked tool) -> another image source's box
 
 
-def gather(entries: Sequence[Evidence]) -> tuple[list[FindingCall], dict[tuple, set[int]]]:
-    """Every distinct call of the successful outputs, and for each call the outputs that made it."""
+def gather(entries: Sequence[Evidence],
+           keys: dict[int, tuple] | None = None) -> tuple[list[FindingCall], dict[tuple, set[int]]]:
+    """Every distinct call of the successful outputs, and for each call the outputs that made it.
+    ``keys``, when given, receives each returned call's key (by ``id`` of the call)."""
     calls: list[FindingCall] = []
     origin: dict[tuple, set[int]] = {}
     for i, e in enumerate(entries):
@@ -46,6 +48,8 @@ def gather(entries: Sequence[Evidence]) -> tuple[list[FindingCall], dict[tuple, 
             if key not in origin:
                 origin[key] = set()
                 calls.append(c)
+                if keys is not None:
+                    keys[id(c)] = key
             origin[key].add(i)
     return calls, origin
 
@@ -65,9 +69,14 @@ def signature(decision: Decision, policy: Policy) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
-def _self_contradictions(calls: list[FindingCall], origin: dict[tuple, set[int]],
-                         policy: Policy) -> dict[str, tuple[list[FindingCall], list[FindingCall]]]:
+def _self_contradictions(calls: list[FindingCall], origin: dict[tuple, set[int]], policy: Policy,
+                         keys: dict[int, tuple] | None = None) -> dict[str, tuple[list[FindingCall], list[FindingCall]]]:
     """Per finding: a source's explicit present and absent calls made in different outputs."""
+    known = keys or {}
+
+    def key(c: FindingCall) -> tuple:
+        return known.get(id(c)) or _call_key(c)
+
     out: dict[str, tuple[list[FindingCall], list[FindingCall]]] = {}
     by: dict[tuple[str, str], list[FindingCall]] = {}
     for c in calls:
@@ -76,11 +85,11 @@ def _self_contradictions(calls: list[FindingCall], origin: dict[tuple, set[int]]
     for (finding, _src), cs in sorted(by.items()):
         pres = [c for c in cs if c.status is Status.present]
         absn = [c for c in cs if c.status is Status.absent]
-        split = [(p, a) for p in pres for a in absn if not origin[_call_key(p)] & origin[_call_key(a)]]
+        split = [(p, a) for p in pres for a in absn if not origin[key(p)] & origin[key(a)]]
         if split:
             have_p, have_a = out.get(finding, ([], []))
-            out[finding] = ([*have_p, *{_call_key(p): p for p, _ in split}.values()],
-                            [*have_a, *{_call_key(a): a for _, a in split}.values()])
+            out[finding] = ([*have_p, *{key(p): p for p, _ in split}.values()],
+                            [*have_a, *{key(a): a for _, a in split}.values()])
     return out
 
 
@@ -129,9 +138,10 @@ def reconcile_study(entries: Sequence[Evidence], reasks: Sequence[tuple[Evidence
     turn finished first or which turn recorded it."""
     rank = {name: i for i, name in enumerate(order)}
     entries = sorted(entries, key=lambda e: rank.get(e.tool, len(rank)))  # stable: a tool's outputs keep their order
-    calls, origin = gather(entries)
-    decisions = decide(calls, policy, report_sources=report_sources(entries, policy))
-    split = _self_contradictions(calls, origin, policy)
+    keys: dict[int, tuple] = {}
+    calls, origin = gather(entries, keys)
+    decisions = decide(calls, policy, report_sources=report_sources(entries, policy), keys=keys)
+    split = _self_contradictions(calls, origin, policy, keys)
     out: list[Decision] = []
     for d in decisions:
         if d.finding in split:

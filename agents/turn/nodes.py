@@ -303,7 +303,7 @@ class Nodes:
         writer()({"event": "route", "intent": route.intent, "finding": route.finding,
                   "tools": [] if route.clarify else self.selected(route), "reason": route.reason,
                   "needs_image": route.needs_image and not state.get("study_id")})
-        goto, reused = ("respond", []) if route.clarify else self.fan_out(route, state, config)  # ask back
+        goto, reused = ("respond", []) if route.clarify else self.fan_out(route, state, config, text=text)  # ask back
         update: dict[str, Any] = {"route": route}
         if reused:
             update["evidence"] = reused  # answered from the study's ledger: not run again
@@ -316,10 +316,11 @@ class Nodes:
             return []
         return [name for name, caps in self.caps.items() if intent in caps.intents]
 
-    def fan_out(self, route: Route, state: CxrState,
-                config: RunnableConfig) -> tuple[list[Send] | str, list[Evidence]]:
+    def fan_out(self, route: Route, state: CxrState, config: RunnableConfig,
+                text: str | None = None) -> tuple[list[Send] | str, list[Evidence]]:
         """Where the router goes (one Send per branch of tools still to run, reconcile when the study's
-        ledger answers every ask, or straight to respond), and the evidence the ledger answers with."""
+        ledger answers every ask, or straight to respond), and the evidence the ledger answers with.
+        ``text``: the user's message, when the caller has read it already."""
         intent = route.intent
         study_id = state.get("study_id")
         if intent == "explain" or (route.needs_image and not study_id):
@@ -328,7 +329,7 @@ class Nodes:
         if not names:
             return "respond", []
         messages = state.get("messages") or []
-        text = last_user_text(messages)
+        text = last_user_text(messages) if text is None else text
         history = (chat_history(messages[:-1], int(self.settings.chat_history_chars), message_text, HISTORY_TURNS)
                    if intent == "chat" else [])
         task = {
@@ -343,7 +344,8 @@ class Nodes:
         for chain in plan_chains(intent, self.roles, names):
             draft: str | None = None
             for i, name in enumerate(chain):
-                hit = self.reusable(ledger, name, self.ask_for(name, task, draft), study_id)
+                hit = self.reusable(ledger, name, self.ask_for(name, task, draft), study_id) \
+                    if self.cacheable(name) else None
                 if hit is None:
                     sends.append(Send("tools", {"chain": chain[i:], "task": task, "draft": draft}))
                     break

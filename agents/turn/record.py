@@ -118,9 +118,16 @@ def build_record(route: Route | Mapping[str, Any], evidence: Sequence[Evidence],
     )
 
 
+def _change_json(c: DecisionChange) -> dict[str, Any]:
+    """``c.model_dump(mode="json")``, written out: a fresh thread's report turn changes every decision."""
+    return {"finding": c.finding, "before": None if c.before is None else c.before.value, "after": c.after.value,
+            "confidence_before": c.confidence_before, "confidence_after": c.confidence_after,
+            "review_before": c.review_before, "review_after": c.review_after, "because": list(c.because)}
+
+
 def payload_extras(record: TurnRecord) -> dict[str, Any]:
     """What the reply's ``cxr`` payload adds from the record: tools reused, decisions changed and why."""
     return {
         "reused": record.reused,
-        "changed": [c.model_dump(mode="json") for c in record.changed],
+        "changed": [_change_json(c) for c in record.changed],
     }

@@ -7,7 +7,7 @@ import pickle
 
 from agents.memory import audit_log
 from agents.reconciling.policy import Policy
-from agents.turn.record import build_record
+from agents.turn.record import DecisionChange, build_record, payload_extras
 from knowledge import labeler
 from knowledge.evidence import Decision, Evidence, FindingCall, Status
 from knowledge.lexicon import lexicon
@@ -65,6 +65,19 @@ def test_record_says_which_outputs_bear_on_each_changed_decision():
     record = build_record({"intent": "report"}, evidence, after, before, "reply", study_id="s")
     assert {c.finding: c.because for c in record.changed} == {
         "nodule": ["vlm (report)", "classifier (image)", "vlm re-ask"], "edema": ["vlm (report)"]}
+    assert payload_extras(record)["changed"] == [c.model_dump(mode="json") for c in record.changed]
+
+
+def test_changed_decisions_in_the_payload_are_their_json_dump():
+    assert set(DecisionChange.model_fields) == {"finding", "before", "after", "confidence_before", "confidence_after",
+                                                "review_before", "review_after", "because"}  # a new field: dump it
+    record = build_record({"intent": "report"}, [], [], [], "reply", study_id="s")
+    for c in (DecisionChange(finding="edema", after=Status.present, confidence_after=0.8, review_after=False),
+              DecisionChange(finding="mass", before=Status.absent, after=Status.uncertain, confidence_before=0.7,
+                             confidence_after=0.5, review_before=False, review_after=True, because=["vlm (report)"])):
+        record.changed = [c]
+        extras = payload_extras(record)["changed"]
+        assert extras == [c.model_dump(mode="json")] and list(extras[0]) == list(c.model_dump(mode="json"))
 
 
 def test_audit_lines_of_two_data_dirs_go_to_their_own_folders(tmp_path):
