@@ -8,29 +8,41 @@ reading (tests/agents/test_router_clarify.py checks that), so a choice never lea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from agents.routing.rules import GENERAL_PREFIX
+from agents.routing.rules import GENERAL_PREFIX, Clarify, Reading
 from knowledge.vocabulary import display_name
 
 
-def _target(reading: dict[str, Any]) -> str | None:
-    if reading.get("finding"):
-        return display_name(reading["finding"]).lower()
-    if reading.get("phrase"):
-        return f"'{reading['phrase']}'"
+def _reading(reading: Reading | Mapping[str, Any]) -> Reading:
+    return reading if isinstance(reading, Reading) else Reading.model_validate(dict(reading))
+
+
+def _readings(clarify: Clarify | Mapping[str, Any]) -> list[Reading]:
+    """The two readings of the router's ``Clarify`` (or of its fields as a mapping), typed."""
+    readings = clarify.readings if isinstance(clarify, Clarify) else clarify["readings"]
+    return [_reading(r) for r in readings[:2]]
+
+
+def _target(reading: Reading) -> str | None:
+    if reading.finding:
+        return display_name(reading.finding).lower()
+    if reading.phrase:
+        return f"'{reading.phrase}'"
     return None
 
 
-def label(reading: dict[str, Any]) -> str:
+def label(reading: Reading | Mapping[str, Any]) -> str:
     """One reading in words ("whether there is a pneumothorax"): the help text of its button."""
-    intent, target = reading.get("intent"), _target(reading)
+    reading = _reading(reading)
+    intent, target = reading.intent, _target(reading)
     if intent == "report":
         return "a full report of this study"
     if intent == "locate":
         return f"where the {target} is on the image" if target else "where something is on the image"
     if intent == "finding_question":
-        if reading.get("phrase") and not reading.get("finding"):
+        if reading.phrase and not reading.finding:
             return f"whether there is {target}, in your words (not a finding the tools know by name)"
         return f"whether there is {target}" if target else "whether a finding is present"
     if intent == "similar_cases":
@@ -40,9 +52,10 @@ def label(reading: dict[str, Any]) -> str:
     return "a general answer, without reading the image"
 
 
-def message(reading: dict[str, Any], original: str = "") -> str:
+def message(reading: Reading | Mapping[str, Any], original: str = "") -> str:
     """What the user sends to pick one reading."""
-    intent, target = reading.get("intent"), _target(reading)
+    reading = _reading(reading)
+    intent, target = reading.intent, _target(reading)
     if intent == "report":
         return "Write a full report of this study."
     if intent == "locate" and target:
@@ -56,18 +69,19 @@ def message(reading: dict[str, Any], original: str = "") -> str:
     return f"{GENERAL_PREFIX} {original}".strip()
 
 
-def question(clarify: dict[str, Any], original: str = "") -> str:
+def question(clarify: Clarify | Mapping[str, Any], original: str = "") -> str:
     """The reply: one short question offering the two likeliest readings as lines the user can send back."""
-    a, b = clarify["readings"][:2]
-    what = "which finding you mean" if clarify.get("about") == "finding" else "what you are asking"
+    a, b = _readings(clarify)
+    about = clarify.about if isinstance(clarify, Clarify) else clarify.get("about")
+    what = "which finding you mean" if about == "finding" else "what you are asking"
     lines = [f"I am not sure {what}. Which of these did you mean? Reply with one of them:", "",
              f"1. {message(a, original)}", f"2. {message(b, original)}"]
-    own = [r["phrase"] for r in (a, b) if r.get("phrase") and not r.get("finding")]
+    own = [r.phrase for r in (a, b) if r.phrase and not r.finding]
     if own:
         lines += ["", f"('{own[0]}' is not a finding the tools know by name: it would be asked in your words.)"]
     return "\n".join(lines)
 
 
-def choices(clarify: dict[str, Any], original: str = "") -> list[dict[str, str]]:
+def choices(clarify: Clarify | Mapping[str, Any], original: str = "") -> list[dict[str, str]]:
     """The two readings as button data: ``{"label", "message"}``."""
-    return [{"label": label(r), "message": message(r, original)} for r in clarify["readings"][:2]]
+    return [{"label": label(r), "message": message(r, original)} for r in _readings(clarify)]

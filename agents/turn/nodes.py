@@ -555,7 +555,7 @@ class Nodes:
                 compared = compare_with_prior(state, route, study=self.study, roles=self.roles,
                                               labels=dict(self.roles.labels),
                                               reader=self.change_reader(state) if route.asks_comparison else None)
-            text = clarifying.question(route.clarify.model_dump(), last_user_text(state.get("messages") or [])) \
+            text = clarifying.question(route.clarify, last_user_text(state.get("messages") or [])) \
                 if route.clarify else \
                 with_comparison(responder.compose_parts(
                     route, evidence, decisions, demo=self.settings.is_demo, notes=notes, study=study_info,
@@ -579,7 +579,7 @@ class Nodes:
             if compared.ledger is not None:
                 update["ledger"] = compared.ledger
         if route.clarify:  # the two readings, for the UI's buttons
-            cxr["clarify"] = {"choices": clarifying.choices(route.clarify.model_dump(),
+            cxr["clarify"] = {"choices": clarifying.choices(route.clarify,
                                                             last_user_text(state.get("messages") or []))}
         writer()({"event": "reply", "text": text})
         from agents.memory.audit_log import record_reply  # one PHI-free line per reply

@@ -51,7 +51,7 @@ class TurnRecord(BaseModel):
     """Everything one turn did, typed."""
 
     study_id: str | None = None
-    route: dict[str, Any] = Field(default_factory=dict)
+    route: Route = Field(default_factory=lambda: Route(intent="chat"), description="The turn's route, typed.")
     evidence: list[TurnEvidence] = Field(default_factory=list)
     decisions: list[Decision] = Field(default_factory=list, description="The study's decisions after the turn.")
     changed: list[DecisionChange] = Field(default_factory=list)
@@ -107,7 +107,7 @@ def build_record(route: Route | Mapping[str, Any], evidence: Sequence[Evidence],
             review_before=o.needs_review if o else None, review_after=d.needs_review,
             because=list(bearing.get(d.finding, ()))))
     return TurnRecord(
-        study_id=study_id, route=(as_route(route) or Route(intent="chat")).model_dump(),
+        study_id=study_id, route=as_route(route) or Route(intent="chat"),
         evidence=[TurnEvidence(tool=e.tool, reused=bool(e.meta.get("reused")),
                                verification=bool(e.meta.get("verification")), comparison=is_change_read(e),
                                evidence=e) for e in evidence],

@@ -91,3 +91,30 @@ def test_audit_lines_of_two_data_dirs_go_to_their_own_folders(tmp_path):
             assert path == tmp_path / name / "audit" / path.name
         assert len(path.read_text().splitlines()) == 2
         assert (path.parent.stat().st_mode & 0o777) == 0o700 and (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_record_keeps_the_route_typed_and_reads_it_back_from_json():
+    from agents.routing.rules import Route
+    from agents.turn.record import TurnRecord
+
+    route = Route(intent="locate", finding="nodule", findings=["nodule"], side="left", scores={"locate": 0.9})
+    record = build_record(route, [], [], [], "reply", study_id="s")
+    assert record.route is route  # the router's own value: not dumped and validated again
+    assert build_record(route.model_dump(), [], [], [], "reply", study_id="s").route == route  # an older dict
+    back = TurnRecord.model_validate_json(record.model_dump_json())  # how a served turn reaches the UI
+    assert isinstance(back.route, Route) and back.route == route
+    assert TurnRecord().route == Route(intent="chat")
+
+
+def test_clarifying_words_read_the_typed_clarify_as_its_fields():
+    from agents.replying import clarify as words
+    from agents.routing.rules import Clarify, Reading
+
+    typed = Clarify(about="finding", readings=[Reading(intent="finding_question", finding="edema", score=0.6),
+                                               Reading(intent="finding_question", phrase="edemaa", score=0.3)])
+    assert words.question(typed, "edemaa?") == words.question(typed.model_dump(), "edemaa?")
+    assert words.choices(typed) == words.choices(typed.model_dump()) == [
+        {"label": "whether there is edema", "message": "Is there edema?"},
+        {"label": "whether there is 'edemaa', in your words (not a finding the tools know by name)",
+         "message": "Is there 'edemaa'?"}]
+    assert "which finding you mean" in words.question(typed) and "not a finding the tools know" in words.question(typed)
