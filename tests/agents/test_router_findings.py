@@ -46,6 +46,11 @@ _ROUTER = partial(route_semantic, classifier=_never)
     ("honeycombing at the bases?", "fibrosis"),
     ("Are the diaphragms flat?", "emphysema"),
     ("Is the aortic knob calcified?", "calcification"),
+    ("cephalisation?", "edema"),
+    ("apical pleural cap?", "pleural_thickening"),
+    ("asbestos plaques?", "pleural_other"),
+    ("increased interstitial markings?", "interstitial_lung_disease"),
+    ("reticulonodular pattern?", "interstitial_lung_disease"),
 ])
 def test_shorthand_and_synonyms_map_onto_the_lexicon(text: str, finding: str) -> None:
     assert extract_findings(text)[:1] == [finding]
