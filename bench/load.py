@@ -142,8 +142,8 @@ def served(work: Path, jobs: int, database_url: str | None = None) -> Iterator[t
         log.close()
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of the server's process group (the CLI and the server it runs), MiB."""
+def _group_status(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` number summed over the server's process group (the CLI and the server it runs)."""
     total = 0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -152,11 +152,22 @@ def rss_mib(pid: int) -> float:
             if os.getpgid(int(proc.name)) != pid:
                 continue
             for line in (proc / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     total += int(line.split()[1])
         except (OSError, ProcessLookupError, ValueError):
             continue
-    return total / 1024
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of the server's process group, MiB."""
+    return _group_status(pid, "VmRSS") / 1024
+
+
+def thread_count(pid: int) -> int:
+    """OS threads of the server's process group: each new one brings a stack and, where it runs torch, an
+    OpenMP team and a malloc arena of its own, so resident memory steps up with it until every pool is full."""
+    return _group_status(pid, "Threads")
 
 
 class Tally:
@@ -279,8 +290,9 @@ class ServerActivity(threading.Thread):
 
 
 def server_heap(url: str) -> dict[str, Any] | None:
-    """The production server's traced Python heap and its growth since the last look, when it traces
-    (``CXR_AGENT_SERVER_TRACEMALLOC``); None otherwise."""
+    """The production server's own look at its memory (server/standalone/heap.py: resident MiB, C heap
+    counts, threads by pool; with ``CXR_AGENT_SERVER_TRACEMALLOC``, the Python heap's growth since the
+    last look); None from a server without it (`langgraph dev`)."""
     try:
         return httpx.get(f"{url}/metrics", params={"format": "json", "heap": "1"}, timeout=300).json().get("heap")
     except (httpx.HTTPError, ValueError):
@@ -330,6 +342,7 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, 
     images = _images(users)
     tally = Tally()
     memory: list[float] = []
+    os_threads: list[int] = []
     heap: list[dict[str, Any] | None] = []
     with tempfile.TemporaryDirectory(prefix="cxr-load-") as tmp, served(Path(tmp), jobs, database_url) as (url, pid):
         started = memory_start = rss_mib(pid)
@@ -353,6 +366,7 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, 
                     httpx.delete(f"{url}/cxr/threads/{t}", timeout=120)
             time.sleep(1.0)  # the queue's idle trim (malloc_trim) runs after the round's last run
             memory.append(rss_mib(pid))
+            os_threads.append(thread_count(pid))
             heap.append(server_heap(url))
         wall = time.perf_counter() - t0
         activity.stop.set()
@@ -370,10 +384,11 @@ def run_load(*, users: int = 8, turns: int = 5, rounds: int = 4, jobs: int = 4, 
         "errors": tally.errors, "cross_talk": tally.cross_talk,
         "most_turns_sent_at_once": tally.most_in_flight, "most_turns_running_on_server": activity.most_active,
         "rss_mib_start": round(started, 1), "rss_mib_per_round": [round(m, 1) for m in memory],
+        "os_threads_per_round": os_threads,
         "rss_growth_mib_per_round_after_warmup": [round(g, 1) for g in growth],
         "memory": memory_row(memory),
         "rss_mib_after_deleting_all": round(after_delete, 1), "rss_mib_before_rounds": round(memory_start, 1),
-        **({"python_heap_per_round": heap} if any(heap) else {}),
+        **({"server_heap_per_round": heap} if any(heap) else {}),
     }
 
 

@@ -1,18 +1,22 @@
 """Where the server's Python memory grows, between two looks (tracemalloc; off unless asked for).
 
-With ``CXR_AGENT_SERVER_TRACEMALLOC=<frames>`` (e.g. 5), the first ``/metrics?format=json&heap=1`` starts
+Every ``/metrics?format=json&heap=1`` (service identity only) reports the resident size, the C heap's own
+counts (glibc ``mallinfo2``) and the process's threads by pool: native memory that Python does not trace
+(torch keeps state per thread that runs it) shows there. With ``CXR_AGENT_SERVER_TRACEMALLOC=<frames>``
+(e.g. 5), the first ``/metrics?format=json&heap=1`` also starts
 tracing (so a warm-up, e.g. loading the models, runs at full speed) and every later one reports the traced
-total and the tracebacks whose allocations grew most since the previous one (top 25), beside the C heap's
-own counts (glibc ``mallinfo2``: bytes in use, free but kept, in mmapped chunks) and the resident size, so
-growth outside Python's heap shows too. Only file names and line numbers are reported, never values.
+total and the tracebacks whose allocations grew most since the previous one (top 25). Only file names,
+line numbers and thread names are reported, never values.
 Tracing slows every allocation: a diagnosis setting, not a production one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import tracemalloc
+from collections import Counter
 from typing import Any
 
 ENV = "CXR_AGENT_SERVER_TRACEMALLOC"
@@ -36,11 +40,13 @@ class HeapWatch:
             raise SystemExit(f"{ENV} must be a number of frames from 1 to 50 (got {frames!r})")
         return int(frames)
 
-    def report(self) -> dict[str, Any] | None:
-        """Traced MiB now, and the lines that grew most since the previous report (blocking)."""
+    def report(self) -> dict[str, Any]:
+        """Resident MiB, C heap counts and threads; when traced, traced MiB and the tracebacks that grew
+        most since the previous report (blocking)."""
+        native = {"rss_mib": rss_mib(), "c_heap": c_heap(), "threads": threads_by_pool()}
         frames = self.frames()
         if not frames:
-            return None
+            return native
         with self.lock:
             if not tracemalloc.is_tracing():
                 tracemalloc.start(frames)
@@ -55,7 +61,17 @@ class HeapWatch:
                                    "where": where[-frames:]})
             self.previous = snapshot
         return {"traced_mib": round(current / 2**20, 1), "peak_mib": round(peak / 2**20, 1), "growth": growth,
-                "rss_mib": rss_mib(), "c_heap": c_heap()}
+                **native}
+
+
+def pool_name(thread_name: str) -> str:
+    """A thread's name without its number ("cxr-tool-3", "ThreadPoolExecutor-0_1"): the pool it belongs to."""
+    return re.sub(r"[-_ ]?\d+(_\d+)?$", "", thread_name) or thread_name
+
+
+def threads_by_pool() -> dict[str, int]:
+    """Live Python threads per pool: a pool that keeps growing shows here."""
+    return dict(sorted(Counter(pool_name(t.name) for t in threading.enumerate()).items()))
 
 
 def rss_mib() -> float | None:
