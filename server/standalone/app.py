@@ -305,7 +305,7 @@ async def _start_run(request: Request) -> Started:
     kwargs = {"input": body.get("input"), "command": body.get("command"), "config": config, "stream_mode": modes,
               "options": options}
     run_id = uuid4()
-    row = await run_in_threadpool(s.rows.add, run_id, tid, s.name, run_value["metadata"], strategy, kwargs,
+    row = await run_in_threadpool(s.rows.add, run_id, tid, s.name, run_value["metadata"], strategy, dumps(kwargs),
                                   s.queue.worker)
     if row is None:
         raise Denied(409, "this thread already has a run pending or running (multitask_strategy='reject')")

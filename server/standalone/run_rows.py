@@ -19,12 +19,13 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+
+from server.standalone.wire import jsonb
 
 SCHEMA = """
 ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS seq bigserial;
-ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS kwargs jsonb;
+ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS kwargs bytea;
 ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS home text;
 ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS worker text;
 ALTER TABLE cxr_runs ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz;
@@ -87,10 +88,12 @@ class RunRows:
                 conn.execute(statement)
 
     def add(self, run_id: UUID, thread_id: UUID, assistant_id: str, metadata: dict[str, Any], strategy: str,
-            kwargs: dict[str, Any], home: str) -> dict[str, Any] | None:
+            kwargs: bytes, home: str) -> dict[str, Any] | None:
         """Queue a run; None when ``strategy`` is ``reject`` and the thread has one pending or running.
 
-        The thread's row is locked while checking, so two processes cannot both pass the check."""
+        ``kwargs`` is the run's input as JSON bytes, stored as they are (the database never parses a
+        conversation, so none can appear in its error messages). The thread's row is locked while
+        checking, so two processes cannot both pass the check."""
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT 1 FROM cxr_threads WHERE thread_id = %s FOR UPDATE", (thread_id,))
             if strategy == "reject" and self._busy(conn, thread_id):
@@ -98,7 +101,7 @@ class RunRows:
             return conn.execute(
                 "INSERT INTO cxr_runs (run_id, thread_id, assistant_id, metadata, multitask_strategy, kwargs, home) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
-                (run_id, thread_id, assistant_id, Jsonb(metadata), strategy, Jsonb(kwargs), home)).fetchone()
+                (run_id, thread_id, assistant_id, jsonb(metadata), strategy, kwargs, home)).fetchone()
 
     @staticmethod
     def _busy(conn: psycopg.Connection, thread_id: UUID) -> bool:
@@ -150,7 +153,7 @@ class RunRows:
                              (thread_status, thread_id))
             else:
                 conn.execute('UPDATE cxr_threads SET status = %s, "values" = %s, updated_at = now() '
-                             "WHERE thread_id = %s", (thread_status, Jsonb(values), thread_id))
+                             "WHERE thread_id = %s", (thread_status, jsonb(values), thread_id))
 
     def cancel(self, run_ids: Iterable[UUID]) -> dict[UUID, str]:
         """End these runs if pending, mark them if running; each one that was still on, with its status before."""

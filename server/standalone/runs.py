@@ -32,12 +32,9 @@ STRATEGIES = ("enqueue", "reject")
 STREAM_MODES = ("values", "updates", "custom", "messages", "debug", "tasks", "checkpoints")
 
 
-class RunRefused(Exception):
-    """A run the server will not start; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
+def _kind(exc: BaseException) -> str:
+    """What failed, without its message: a database error quotes the row it refused (a conversation)."""
+    return type(exc).__name__
 
 
 @dataclass
@@ -62,7 +59,7 @@ class Run:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Run:
-        kw = row["kwargs"] or {}
+        kw = orjson.loads(row["kwargs"]) if row["kwargs"] else {}
         return cls(run_id=row["run_id"], thread_id=row["thread_id"], input=kw.get("input"),
                    command=kw.get("command"), config=kw.get("config") or {},
                    stream_mode=kw.get("stream_mode") or ["values"], options=kw.get("options") or {})
@@ -147,8 +144,8 @@ class RunQueue:
                     self.local[run.run_id] = run
                     self.most_at_once = max(self.most_at_once, len(self.local))
                     asyncio.get_running_loop().create_task(self._run(run))
-            except Exception:  # noqa: BLE001 - the database is away for a moment: try again at the next poll
-                log.exception("claiming a run failed")
+            except Exception as exc:  # noqa: BLE001 - the database is away for a moment: try again at the next poll
+                log.warning("claiming a run failed: %s", _kind(exc))
 
     async def _run(self, run: Run) -> None:
         loop = asyncio.get_running_loop()
@@ -160,15 +157,15 @@ class RunQueue:
         try:
             status, values, error = await loop.run_in_executor(self.pool, self.execute, run, emit)
         except Exception as exc:  # noqa: BLE001 - the run ends as an error; the server goes on
-            log.exception("run failed outside the graph")
+            log.warning("a run failed outside the graph: %s", _kind(exc))
             error = type(exc).__name__
         await asyncio.sleep(0)  # the worker's last events reach run.events first
         run.status, run.final_values = status, values
         try:
             await self._write_events(run)
             await run_in_threadpool(self.rows.end, run.run_id, run.thread_id, status, error, values)
-        except Exception:  # noqa: BLE001 - its lease runs out and another process ends it
-            log.exception("recording a run's end failed")
+        except Exception as exc:  # noqa: BLE001 - its lease runs out and another process ends it
+            log.warning("recording a run's end failed: %s", _kind(exc))
         finally:
             run.ended.set()
             run._wake.set()
@@ -208,8 +205,8 @@ class RunQueue:
                     if lost:
                         log.warning("%d run(s) ended as errors: their server process stopped renewing them", lost)
                         self.nudge()
-            except Exception:  # noqa: BLE001 - the database is away for a moment: try again at the next poll
-                log.exception("keeping the runs failed")
+            except Exception as exc:  # noqa: BLE001 - the database is away for a moment: try again at the next poll
+                log.warning("keeping the runs failed: %s", _kind(exc))
 
     # --- from any process ----------------------------------------------------------------------------
     async def cancel(self, run_ids: list[UUID]) -> dict[UUID, str]:

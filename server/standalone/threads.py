@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+
+from server.standalone.wire import jsonb
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cxr_threads (
@@ -87,7 +88,7 @@ def _owner_clause(filters: Mapping[str, Any] | None, alias: str = "") -> tuple[s
     """The auth handler's filter (``{"owner": id}``, or None for the service) as SQL."""
     if not filters:
         return "TRUE", []
-    return f"{alias}metadata @> %s", [Jsonb(dict(filters))]
+    return f"{alias}metadata @> %s", [jsonb(dict(filters))]
 
 
 class ThreadTable:
@@ -101,10 +102,10 @@ class ThreadTable:
         """The new thread, the existing one (``if_exists="do_nothing"``), or None when it exists."""
         with self.pool.connection() as conn:
             row = conn.execute("INSERT INTO cxr_threads (thread_id, metadata) VALUES (%s, %s) "
-                               "ON CONFLICT (thread_id) DO NOTHING RETURNING *", (thread_id, Jsonb(metadata))).fetchone()
+                               "ON CONFLICT (thread_id) DO NOTHING RETURNING *", (thread_id, jsonb(metadata))).fetchone()
             if row is None and if_exists == "do_nothing":
                 row = conn.execute("SELECT * FROM cxr_threads WHERE thread_id = %s AND metadata @> %s",
-                                   (thread_id, Jsonb({k: v for k, v in metadata.items() if k == "owner"}))).fetchone()
+                                   (thread_id, jsonb({k: v for k, v in metadata.items() if k == "owner"}))).fetchone()
         return _thread(row) if row else None
 
     def get(self, thread_id: UUID, filters: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -127,7 +128,7 @@ class ThreadTable:
     def patch_metadata(self, thread_id: UUID, metadata: dict[str, Any]) -> None:
         with self.pool.connection() as conn:
             conn.execute("UPDATE cxr_threads SET metadata = metadata || %s, updated_at = now() WHERE thread_id = %s",
-                         (Jsonb(metadata), thread_id))
+                         (jsonb(metadata), thread_id))
 
     def set_status(self, thread_id: UUID, status: str, values: Any = None) -> None:
         """A thread's status, and its latest values when a turn has written them (JSON, already plain)."""
@@ -137,7 +138,7 @@ class ThreadTable:
                              (status, thread_id))
             else:
                 conn.execute('UPDATE cxr_threads SET status = %s, "values" = %s, updated_at = now() '
-                             "WHERE thread_id = %s", (status, Jsonb(values), thread_id))
+                             "WHERE thread_id = %s", (status, jsonb(values), thread_id))
 
     def search(self, filters: Mapping[str, Any] | None, body: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``POST /threads/search``: metadata/status/ids filters, sort, page, ``select`` and ``extract``."""
@@ -150,7 +151,7 @@ class ThreadTable:
             if not isinstance(metadata, dict):
                 raise BadQuery("metadata must be an object")
             where.append("metadata @> %s")
-            args.append(Jsonb(metadata))
+            args.append(jsonb(metadata))
         status = body.get("status")
         if status is not None:
             if status not in STATUSES:

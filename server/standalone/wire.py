@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from enum import Enum
@@ -11,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from psycopg.types.json import Jsonb
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -39,6 +41,15 @@ def _default(obj: Any) -> Any:
 
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, default=_default, option=_OPTIONS)
+
+
+_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def jsonb(obj: Any) -> Jsonb:
+    """``obj`` for a Postgres ``jsonb`` parameter. jsonb refuses the NUL character, and its error quotes
+    the document (a conversation) into the server's log: a NUL is sent as U+FFFD instead."""
+    return Jsonb(obj, dumps=lambda o: _NUL.sub(rb"\1\\ufffd", dumps(o)).decode())
 
 
 def plain(obj: Any) -> Any:

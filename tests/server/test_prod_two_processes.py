@@ -226,6 +226,21 @@ def test_deleting_a_thread_cancels_its_running_and_pending_runs(servers, gates):
                                 (thread,)).fetchone()[0] == 0
 
 
+def test_a_message_with_a_nul_character_runs_and_stays_out_of_the_log(servers):
+    _, b, _ = servers
+    client = _sdk(b)
+    thread = client.threads.create()["thread_id"]
+    said = "Hello from Jane Roe-Quist\u0000 at the front desk"
+    out = client.runs.wait(thread, "cxr_agent", input={"messages": [{"role": "user", "content": said}]})
+    row_said = said.replace("\u0000", "\ufffd")  # the thread's row (jsonb) cannot hold a NUL
+    assert out["messages"][0]["content"] in (said, row_said)
+    assert client.threads.get_state(thread)["values"]["messages"][0]["content"] == said  # the checkpoint keeps it
+    assert client.runs.list(thread)[0]["status"] == "success"
+    assert client.threads.get(thread)["status"] == "idle"  # its row took the values (a NUL sent as U+FFFD)
+    assert client.threads.get(thread)["values"]["messages"][0]["content"] == row_said
+    assert "Roe-Quist" not in b.log.read_text()
+
+
 def test_a_dead_processs_run_is_ended_by_the_other_after_its_lease(servers, gates):
     a, b, _ = servers
     on_a, on_b = _sdk(a), _sdk(b)
@@ -243,3 +258,4 @@ def test_a_dead_processs_run_is_ended_by_the_other_after_its_lease(servers, gate
     assert on_b.threads.get(thread)["status"] == "idle"
     after = _run(on_b, thread)  # the thread is free again
     assert _ended(on_b, thread, after["run_id"]) == "success"
+

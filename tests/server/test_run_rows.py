@@ -5,6 +5,7 @@ from before the queue end as errors when the tables are set up."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -50,7 +51,12 @@ def _thread(rows: RunRows) -> uuid.UUID:
 
 
 def _add(rows: RunRows, tid: uuid.UUID, text: str = "hi", strategy: str = "enqueue"):
-    return rows.add(uuid.uuid4(), tid, "cxr_agent", {}, strategy, {"input": {"text": text}}, home="w0")
+    return rows.add(uuid.uuid4(), tid, "cxr_agent", {}, strategy, json.dumps({"input": {"text": text}}).encode(),
+                    home="w0")
+
+
+def _text(row) -> str:
+    return json.loads(row["kwargs"])["input"]["text"]
 
 
 def test_racing_workers_never_start_two_runs_of_one_thread_and_keep_its_order(rows):
@@ -73,12 +79,12 @@ def test_racing_workers_never_start_two_runs_of_one_thread_and_keep_its_order(ro
     for w in workers:
         w.join()
     assert sorted(r["thread_id"] for r in claimed) == sorted(threads)  # one per thread, no more
-    assert {r["kwargs"]["input"]["text"] for r in claimed} == {"turn 0"}  # each thread's first
+    assert {_text(r) for r in claimed} == {"turn 0"}  # each thread's first
     assert rows.claim("w9") is None  # every thread has a running run
     first = claimed[0]
     rows.end(first["run_id"], first["thread_id"], "success", None, {"messages": []})
     nxt = rows.claim("w9")
-    assert nxt["thread_id"] == first["thread_id"] and nxt["kwargs"]["input"]["text"] == "turn 1"
+    assert nxt["thread_id"] == first["thread_id"] and _text(nxt) == "turn 1"
     assert rows.state(first["run_id"]) == {"status": "success", "error": None}
     with rows.pool.connection() as conn:  # the ended run's input is not kept
         assert conn.execute("SELECT kwargs FROM cxr_runs WHERE run_id = %s", (first["run_id"],)).fetchone() == \
