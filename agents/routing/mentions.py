@@ -72,8 +72,12 @@ def outside_spans(text: str) -> list[tuple[int, int]]:
     """Spans of the cleaned ``text`` that name something outside the vocabulary though they hold a finding's
     words: a not-finding phrase, or a generic finding word with its outside-chest qualifier."""
     t = _clean(text)
+    return _outside(t, _exact_mentions(t))
+
+
+def _outside(t: str, exact: list[_Mention]) -> list[tuple[int, int]]:
     spans = [(m.start(), m.end()) for m in _NOT_FINDINGS.finditer(t)]
-    for m in _exact_mentions(t):
+    for m in exact:
         if m.finding not in _GENERIC:
             continue
         before = _OUTSIDE_BEFORE.search(t[max(0, m.start - 60) : m.start])
@@ -108,8 +112,9 @@ def find_mentions(text: str, *, fuzzy: bool = True) -> list[_Mention]:
     span named outside the vocabulary (``outside_spans``); ``fuzzy``: misspelt long words count too, never a
     known real word."""
     t = _clean(text)
-    outside = outside_spans(t)
-    cands = [c for c in _exact_mentions(t) if not any(a < c.end and c.start < b for a, b in outside)]
+    exact = _exact_mentions(t)
+    outside = _outside(t, exact)
+    cands = [c for c in exact if not any(a < c.end and c.start < b for a, b in outside)]
     covered = [(c.start, c.end) for c in cands] + outside
     for m in _WORD.finditer(t) if fuzzy else ():
         start, end, word = m.start(), m.end(), m.group()
