@@ -100,71 +100,74 @@ def test_one_threads_runs_never_overlap_and_two_threads_run_at_once_on_two_proce
 
     a, b, url = servers
     on_a, on_b = _sdk(a), _sdk(b)
-    first, other = on_a.threads.create()["thread_id"], on_b.threads.create()["thread_id"]
-    g1, g2, g3 = _gate(), _gate(), _gate()
+    first, x, y = (on_a.threads.create()["thread_id"] for _ in range(3))
+    g1, g2, gx, gy = _gate(), _gate(), _gate(), _gate()
     r1 = _run(on_a, first, g1)
-    _until(lambda: _note(gates, g1, "start"), what="run 1 starting")
     r2 = _run(on_b, first, g2)  # the same thread, queued on the other process
-    r3 = _run(on_b, other, g3)
-    _until(lambda: _note(gates, g3, "start"), what="the other thread's run starting")
+    rx, ry = _run(on_b, x, gx), _run(on_a, y, gy)
+    held = [_until(lambda g=g: _note(gates, g, "start"), what="a run starting") for g in (g1, gx, gy)]
+    assert len({n["pid"] for n in held}) == 2  # three at once: more than one process (2 jobs each) holds
     with pytest.raises(ConflictError):  # "reject" sees the other process's run
         _run(on_b, first, multitask_strategy="reject")
-    time.sleep(1.5)  # several claim polls of both processes
+    time.sleep(1.5)  # several claim polls of both processes, one of which has a free job
     assert _note(gates, g2, "start") is None and _status(on_a, first, r2["run_id"]) == "pending"
-    assert {_status(on_b, first, r1["run_id"]), _status(on_a, other, r3["run_id"])} == {"running"}
-    assert _note(gates, g1, "start")["pid"] != _note(gates, g3, "start")["pid"]  # at once, on two processes
     with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.UniqueViolation):  # the database says so
         conn.execute("UPDATE cxr_runs SET status = 'running' WHERE run_id = %s", (r2["run_id"],))
     _open(gates, g2)  # opening the queued run's gate early must not let it overtake run 1
     time.sleep(1.0)
     assert _note(gates, g2, "start") is None
-    _open(gates, g1)
-    _open(gates, g3)
-    for thread, run in ((first, r1), (first, r2), (other, r3)):
+    for gate in (g1, gx, gy):
+        _open(gates, gate)
+    for thread, run in ((first, r1), (first, r2), (x, rx), (y, ry)):
         assert _ended(on_a, thread, run["run_id"]) == "success"
     assert _note(gates, g2, "start")["t"] >= _note(gates, g1, "end")["t"]  # one after the other
     humans = [m["content"] for m in on_b.threads.get_state(first)["values"]["messages"] if m["type"] == "human"]
     assert humans == ["Hello", "Hello"]
 
 
-def test_a_run_created_on_one_process_is_streamed_joined_and_cancelled_from_the_other(servers, gates):
+def _elsewhere(servers, pid: int):
+    """A client of the server process that is not running the run (pid: the process running it)."""
     a, b, _ = servers
-    on_a, on_b = _sdk(a), _sdk(b)
+    assert pid in (a.proc.pid, b.proc.pid)
+    return _sdk(b if pid == a.proc.pid else a)
+
+
+def test_a_run_created_on_one_process_is_streamed_joined_and_cancelled_from_the_other(servers, gates):
+    a, _, _ = servers
+    on_a = _sdk(a)
     thread = on_a.threads.create()["thread_id"]
     gate = _gate()
     run = _run(on_a, thread, gate)
-    start = _until(lambda: _note(gates, gate, "start"), what="the run starting")
+    other = _elsewhere(servers, _until(lambda: _note(gates, gate, "start"), what="the run starting")["pid"])
     seen: list = []
-    streamer = threading.Thread(target=lambda: seen.extend(on_b.runs.join_stream(thread, run["run_id"])))
+    streamer = threading.Thread(target=lambda: seen.extend(other.runs.join_stream(thread, run["run_id"])))
     streamer.start()
     _until(lambda: any(p.event == "custom" and p.data.get("event") == "held" for p in seen), 30,
            "the held event reaching the other process's stream")
-    assert _status(on_b, thread, run["run_id"]) == "running"
+    assert _status(other, thread, run["run_id"]) == "running"
     _open(gates, gate)
-    joined = on_b.runs.join(thread, run["run_id"])
+    joined = other.runs.join(thread, run["run_id"])
     streamer.join(60)
     assert not streamer.is_alive()
     assert joined["messages"][-1]["type"] == "ai"
-    assert joined == on_b.threads.get_state(thread)["values"]
+    assert joined == other.threads.get_state(thread)["values"]
     assert [p.data for p in seen if p.event == "values"][-1]["messages"] == joined["messages"]  # to the last event
-    ran_on = start["pid"]
 
     gate = _gate()
     held = _run(on_a, thread, gate)
-    _until(lambda: _note(gates, gate, "start"), what="the second run starting")
-    on_b.runs.cancel(thread, held["run_id"])
+    other = _elsewhere(servers, _until(lambda: _note(gates, gate, "start"), what="the second run starting")["pid"])
+    other.runs.cancel(thread, held["run_id"])
     assert _until(lambda: _note(gates, gate, "cancelled"), 15, "the cancel reaching the running process")
     assert _ended(on_a, thread, held["run_id"]) == "interrupted"
-    pending_gate = _gate()
-    blocker, queued = _run(on_a, thread, _gate()), _run(on_a, thread, pending_gate)
-    _until(lambda: _status(on_a, thread, blocker["run_id"]) == "running", what="the blocking run starting")
-    on_b.runs.cancel(thread, queued["run_id"])  # pending on the other process: it never starts
+    blocking_gate, pending_gate = _gate(), _gate()
+    blocker, queued = _run(on_a, thread, blocking_gate), _run(on_a, thread, pending_gate)
+    other = _elsewhere(servers, _until(lambda: _note(gates, blocking_gate, "start"), what="the blocking run")["pid"])
+    other.runs.cancel(thread, queued["run_id"])  # pending behind a run on another process: it never starts
     assert _status(on_a, thread, queued["run_id"]) == "interrupted"
-    on_b.runs.cancel(thread, blocker["run_id"])
+    other.runs.cancel(thread, blocker["run_id"])
     assert _ended(on_a, thread, blocker["run_id"]) == "interrupted"
     time.sleep(1.0)
     assert _note(gates, pending_gate, "start") is None
-    assert ran_on in {n["pid"] for n in _notes(gates)}
 
 
 def test_a_client_that_goes_away_cancels_its_run_only_when_it_asked(servers, gates):
@@ -206,16 +209,16 @@ def test_a_client_that_goes_away_cancels_its_run_only_when_it_asked(servers, gat
 def test_deleting_a_thread_cancels_its_running_and_pending_runs(servers, gates):
     import psycopg
 
-    a, b, url = servers
-    on_a, on_b = _sdk(a), _sdk(b)
+    a, _, url = servers
+    on_a = _sdk(a)
     thread = on_a.threads.create()["thread_id"]
     done = _run(on_a, thread)  # a checkpoint to delete
     assert _ended(on_a, thread, done["run_id"]) == "success"
     running_gate, pending_gate = _gate(), _gate()
     _run(on_a, thread, running_gate)
     _run(on_a, thread, pending_gate)
-    _until(lambda: _note(gates, running_gate, "start"), what="the run starting")
-    on_b.threads.delete(thread)  # from the other process
+    runner = _until(lambda: _note(gates, running_gate, "start"), what="the run starting")["pid"]
+    _elsewhere(servers, runner).threads.delete(thread)  # from the other process
     assert _note(gates, running_gate, "cancelled") is not None  # stopped before the delete answered
     _open(gates, pending_gate)
     time.sleep(1.5)
@@ -243,19 +246,18 @@ def test_a_message_with_a_nul_character_runs_and_stays_out_of_the_log(servers):
 
 def test_a_dead_processs_run_is_ended_by_the_other_after_its_lease(servers, gates):
     a, b, _ = servers
-    on_a, on_b = _sdk(a), _sdk(b)
-    thread = on_a.threads.create()["thread_id"]
+    thread = _sdk(a).threads.create()["thread_id"]
     gate = _gate()
-    run = _run(on_a, thread, gate)
-    start = _until(lambda: _note(gates, gate, "start"), what="the run starting")
-    assert start["pid"] == a.proc.pid
-    os.killpg(a.proc.pid, signal.SIGKILL)  # no shutdown: its lease simply stops being renewed
-    a.proc.wait()
+    run = _run(_sdk(a), thread, gate)
+    runner = _until(lambda: _note(gates, gate, "start"), what="the run starting")["pid"]
+    dead, survivor = (a, _sdk(b)) if runner == a.proc.pid else (b, _sdk(a))
+    os.killpg(dead.proc.pid, signal.SIGKILL)  # no shutdown: its lease simply stops being renewed
+    dead.proc.wait()
     died = time.monotonic()
-    assert _ended(on_b, thread, run["run_id"], timeout_s=4 * LEASE_S) == "error"
+    assert _ended(survivor, thread, run["run_id"], timeout_s=4 * LEASE_S) == "error"
     assert time.monotonic() - died >= LEASE_S - 1.5
-    assert "stopped before it finished" in on_b.runs.join(thread, run["run_id"])["__error__"]["message"]
-    assert on_b.threads.get(thread)["status"] == "idle"
-    after = _run(on_b, thread)  # the thread is free again
-    assert _ended(on_b, thread, after["run_id"]) == "success"
+    assert "stopped before it finished" in survivor.runs.join(thread, run["run_id"])["__error__"]["message"]
+    assert survivor.threads.get(thread)["status"] == "idle"
+    after = _run(survivor, thread)  # the thread is free again
+    assert _ended(survivor, thread, after["run_id"]) == "success"
 
