@@ -143,11 +143,14 @@ class RunRows:
         return {r["run_id"] for r in rows}
 
     def end(self, run_id: UUID, thread_id: UUID, status: str, error: str | None, values: Any) -> None:
-        """The run's end, its input cleared, and its thread's status and latest values."""
+        """The run's end, its input cleared, and its thread's status and latest values; nothing when the run
+        was already ended for this process (its lease ran out, or the process is stopping)."""
         thread_status = "error" if status == "error" else "idle"
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("UPDATE cxr_runs SET status = %s, error = %s, kwargs = NULL, updated_at = now() "
-                         "WHERE run_id = %s", (status, error, run_id))
+            if conn.execute("UPDATE cxr_runs SET status = %s, error = %s, kwargs = NULL, updated_at = now() "
+                            "WHERE run_id = %s AND status = 'running' RETURNING 1",
+                            (status, error, run_id)).fetchone() is None:
+                return
             if values is None:
                 conn.execute("UPDATE cxr_threads SET status = %s, updated_at = now() WHERE thread_id = %s",
                              (thread_status, thread_id))

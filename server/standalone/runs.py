@@ -272,10 +272,11 @@ class RunQueue:
         return self.rows.busy(thread_id)
 
     async def shutdown(self) -> None:
+        """Stop claiming; this process's running runs end as errors saying why, then their turns stop."""
         for task in self._tasks:
             task.cancel()
+        if self.local:
+            await run_in_threadpool(self.rows.abandon, self.worker, "the server stopped before this run finished")
         for run in list(self.local.values()):
             run.cancelled.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        if self.local:
-            await run_in_threadpool(self.rows.abandon, self.worker, "the server stopped before this run finished")

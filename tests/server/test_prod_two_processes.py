@@ -244,6 +244,23 @@ def test_a_message_with_a_nul_character_runs_and_stays_out_of_the_log(servers):
     assert "Roe-Quist" not in b.log.read_text()
 
 
+def test_a_process_that_stops_cleanly_ends_its_running_run_at_once(servers, gates):
+    a, b, _ = servers
+    thread = _sdk(a).threads.create()["thread_id"]
+    gate = _gate()
+    run = _run(_sdk(a), thread, gate)
+    runner = _until(lambda: _note(gates, gate, "start"), what="the run starting")["pid"]
+    stopping, survivor = (a, _sdk(b)) if runner == a.proc.pid else (b, _sdk(a))
+    stopping.stop()  # SIGINT: uvicorn's shutdown
+    try:
+        assert _status(survivor, thread, run["run_id"]) == "error"  # at once, not after the lease
+        assert "the server stopped before this run finished" in \
+            survivor.runs.join(thread, run["run_id"])["__error__"]["message"]
+        assert survivor.threads.get(thread)["status"] == "idle"
+    finally:
+        stopping.start()
+
+
 def test_a_dead_processs_run_is_ended_by_the_other_after_its_lease(servers, gates):
     a, b, _ = servers
     thread = _sdk(a).threads.create()["thread_id"]

@@ -126,6 +126,9 @@ def test_a_run_whose_lease_ran_out_ends_as_an_error_and_frees_its_thread(rows):
     assert rows.state(lost["run_id"]) == {"status": "error", "error": LOST}
     assert rows.state(kept["run_id"])["status"] == "running"
     assert ThreadTable(rows.pool).get(tid, None)["status"] == "idle"
+    rows.end(lost["run_id"], tid, "success", None, {"late": True})  # the lost process wakes up: too late
+    assert rows.state(lost["run_id"])["status"] == "error"
+    assert ThreadTable(rows.pool).get(tid, None)["values"] == {}
     _add(rows, tid)
     assert rows.claim("alive")["thread_id"] == tid
 
