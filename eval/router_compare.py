@@ -21,6 +21,7 @@ import numpy as np
 
 EVAL = Path(__file__).resolve().parent
 TUNING_FILES = (EVAL / "router_cases.jsonl", EVAL / "router_tuning.jsonl")
+ITERATIONS = 4  # as agents.routing.finetune.ITERATIONS (kept here so the script starts without SetFit)
 HELDOUT_FILES = (EVAL / "router_heldout.jsonl", EVAL / "router_heldout_v2.jsonl")
 
 
@@ -46,7 +47,7 @@ def labelled_turns() -> list[dict[str, Any]]:
     return turns
 
 
-def setfit_encoder(texts: list[str], intents: list[str], *, seed: int = 0, iterations: int = 1,
+def setfit_encoder(texts: list[str], intents: list[str], *, seed: int = 0, iterations: int = ITERATIONS,
                    epochs: int = 1, batch_size: int = 32) -> Callable[[list[str]], np.ndarray]:
     """The bundled MiniLM fine-tuned as `cxr-agent router train` does; returns its encode function."""
     from agents.routing.finetune import encoder, fine_tune_body
@@ -62,7 +63,7 @@ def _prepared(turns: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return [delexicalise(rules._clean(t["text"])) for t in turns], [t["intent"] for t in turns]
 
 
-def build(kind: str, turns: list[dict[str, Any]], *, seed: int = 0, iterations: int = 1, epochs: int = 1,
+def build(kind: str, turns: list[dict[str, Any]], *, seed: int = 0, iterations: int = ITERATIONS, epochs: int = 1,
           batch_size: int = 32):
     """An IntentClassifier of ``kind`` ('lr' or 'setfit') trained on ``turns``."""
     from agents.routing.semantic import IntentClassifier
@@ -161,20 +162,28 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kinds", default="lr,setfit")
     ap.add_argument("--folds", type=int, default=5, help="cross-validation folds (1: held-out sets only)")
-    ap.add_argument("--iterations", type=int, default=1, help="SetFit: contrastive pairs per labelled turn")
+    ap.add_argument("--iterations", type=int, default=ITERATIONS, help="SetFit: contrastive pairs per labelled turn")
     ap.add_argument("--epochs", type=int, default=1, help="SetFit: passes over the pairs")
     ap.add_argument("--batch-size", type=int, default=32, help="SetFit: pairs per step")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: the same numbers run to run, and fastest on a shared CPU)")
+    ap.add_argument("--cv-only", action="store_true", help="cross-validation only, no held-out sets")
     ap.add_argument("--calibrate", action="store_true", help="sweep the ask-back threshold by cross-validation")
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     a = ap.parse_args(argv)
+    import torch
+
     from eval.route_eval import load_cases
+
+    torch.set_num_threads(a.threads)
 
     turns = labelled_turns()
     out: dict[str, Any] = {"n_labelled": len(turns), "folds": a.folds, "seed": a.seed,
                            "setfit_budget": {"iterations": a.iterations, "epochs": a.epochs,
                                              "batch_size": a.batch_size},
-                           "cpus": os.cpu_count(), "load_at_start": [round(x, 2) for x in os.getloadavg()]}
+                           "cpus": os.cpu_count(), "torch_threads": a.threads,
+                           "load_at_start": [round(x, 2) for x in os.getloadavg()]}
     if a.calibrate:
         for th, row in calibrate(turns).items():
             print(f"INTENT_ASK_BELOW={th}: accuracy {row['accuracy']:.3f}, asks {row['clarify_rate']:.3f}", flush=True)
@@ -191,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             out[kind] = {"error": f"not installed: {exc}"}
         print(kind, "cv", json.dumps(out[kind]), flush=True)
     for kind in kinds:  # then the held-out sets, once per candidate, aggregate numbers only
-        if "error" in out[kind]:
+        if "error" in out[kind] or a.cv_only:
             continue
         t0 = time.perf_counter()
         clf = build(kind, turns, seed=a.seed, **train)

@@ -25,7 +25,7 @@ import numpy as np
 from agents.routing import router_model, rules
 from agents.routing.semantic import EXAMPLES_PATH, IntentClassifier, delexicalise, load_examples
 
-ITERATIONS = 1  # contrastive pairs drawn per labelled turn (each a positive and a negative)
+ITERATIONS = 4  # contrastive pairs drawn per labelled turn (each a positive and a negative)
 EPOCHS = 1
 BATCH_SIZE = 32
 SEED = 0

@@ -22,7 +22,10 @@ Policy (`route_semantic`):
    under the diaphragm?") keeps the asked-about words as `Route.phrase` (RadVLM answers and grounds free
    text).
 The embedder loads lazily on the first undecided turn; if it cannot load, routing goes on by rules alone
-and the route's reason says so.
+and the route's reason says so. Where `cxr-agent router train` has built a fine-tuned router model under the
+data dir from the current examples file (agents/routing/finetune.py, router_model.py), its fine-tuned MiniLM
+and saved head take the place of the bundled MiniLM and the regression fitted at start-up: still one
+embedding per undecided turn. Otherwise the regression routes and a log line says why.
 """
 
 from __future__ import annotations

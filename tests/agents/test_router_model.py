@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from kb_index_helpers import tiny_embedder_dir
 from typer.testing import CliRunner
 
@@ -34,10 +35,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     examples = root / "examples.jsonl"
     examples.write_text("".join(json.dumps({"text": t, "intent": i}) + "\n" for t, i in EXAMPLES), encoding="utf-8")
     out = root / "model"
+    threads = torch.get_num_threads()
     res = CliRunner().invoke(app, ["router", "train", "--out", str(out), "--examples", str(examples),
                                    "--base", str(tiny_embedder_dir()), "--iterations", "1", "--batch-size", "8"])
     assert res.exit_code == 0, res.output
     assert "router model written to" in res.output
+    assert torch.get_num_threads() == threads  # the fine-tune's own thread count does not outlive it
     return out, examples, json.loads((out / "meta.json").read_text())
 
 
