@@ -11,7 +11,8 @@ memory after each round: by default each round's conversations are deleted at it
 retention would), so growth from round to round is memory the server keeps for nothing; ``--keep`` holds
 them all and deletes them at the end instead. The memory row: the slope of resident memory (least squares,
 MiB per round) over the second half of the rounds, after warm-up, against ``<= 1 MiB/round`` (the exit status
-is 1 when it is missed, as for an error); run enough rounds to see it (``--rounds 16``). The server runs
+is 1 when it is missed, as for an error); run enough rounds to see it (``--rounds 40``: the production
+server's C heap fills over its first dozen rounds before it stays flat). The server runs
 with two malloc arenas, as deploy/serve_prod.sh and deploy/serve_graph.sh start it. Not part of `make bench`:
 it starts a server and runs for minutes.
 """
