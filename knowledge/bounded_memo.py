@@ -18,36 +18,51 @@ from typing import Generic, TypeVar
 V = TypeVar("V")
 
 MIB = 2**20
-_ATOMS = (str, bytes, bytearray, int, float, complex)
+_ATOMS = frozenset((str, bytes, bytearray, int, float, complex))
+_SEQUENCES = frozenset((tuple, list, set, frozenset))
+_SIZEOF = sys.getsizeof
 
 
 def approx_bytes(obj: object) -> int:
     """An estimate of the memory ``obj`` holds: ``sys.getsizeof`` summed over everything it reaches
     (containers, NamedTuples, pydantic models and other objects' attributes), each object once; enum
     members, classes and None are shared by every value and count nothing. Over-counts interned strings,
-    which keeps a byte bound on the safe side."""
+    which keeps a byte bound on the safe side. Exact types first: it runs on every store."""
     seen: set[int] = set()
     stack = [obj]
     total = 0
     while stack:
         o = stack.pop()
-        if o is None or isinstance(o, (bool, Enum, type)) or id(o) in seen:
+        t = type(o)
+        if t in _ATOMS:
+            if id(o) not in seen:
+                seen.add(id(o))
+                total += _SIZEOF(o)
+            continue
+        if o is None or t is bool or id(o) in seen:
             continue
         seen.add(id(o))
-        total += sys.getsizeof(o)
-        if isinstance(o, _ATOMS):
+        if t in _SEQUENCES:
+            total += _SIZEOF(o)
+            stack.extend(o)  # type: ignore[call-overload]
+        elif t is dict:
+            total += _SIZEOF(o)
+            stack.extend(o.keys())  # type: ignore[attr-defined]
+            stack.extend(o.values())  # type: ignore[attr-defined]
+        elif isinstance(o, (Enum, type)):
             continue
-        if isinstance(o, dict):
-            stack.extend(o.keys())
-            stack.extend(o.values())
-        elif isinstance(o, (tuple, list, set, frozenset)):
-            stack.extend(o)
         else:
+            total += _SIZEOF(o)
+            if isinstance(o, (tuple, list, set, frozenset)):  # NamedTuples and other subclasses
+                stack.extend(o)
+            elif isinstance(o, dict):
+                stack.extend(o.keys())
+                stack.extend(o.values())
             attrs = getattr(o, "__dict__", None)
             if attrs is not None:
                 stack.append(attrs)
-            for name in getattr(type(o), "__slots__", ()):
-                stack.append(getattr(o, name, None))
+            else:
+                stack.extend(getattr(o, name, None) for name in getattr(t, "__slots__", ()))
     return total
 
 

@@ -65,6 +65,24 @@ def test_approx_bytes_reaches_into_models_and_counts_shared_objects_once():
     assert approx_bytes([text, text]) < approx_bytes([text, "w" * 10_000])
 
 
+def test_approx_bytes_reaches_into_named_tuples_and_slotted_objects():
+    from typing import NamedTuple
+
+    class Mention(NamedTuple):
+        cue: str
+        start: int
+
+    class Slotted:
+        __slots__ = ("text",)
+
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    assert approx_bytes((Mention("c" * 20_000, 3),)) >= 20_000
+    assert approx_bytes(Slotted("s" * 20_000)) >= 20_000
+    assert approx_bytes({"k": Status.present, "n": None}) < 1_000  # enum members are shared: not counted
+
+
 def test_decision_memo_does_not_count_the_shared_policy_per_entry():
     memo = DecisionMemo(max_mib=1)
     policy = Policy()
