@@ -79,8 +79,9 @@ vllm:
 	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(VLLM_VENV)/bin/pip install --quiet --force-reinstall torch==2.13.0 torchvision==0.28.0
 	-$(VLLM_VENV)/bin/pip uninstall --quiet -y torchaudio torchcodec
 
-## The fine-tuned router model (SetFit on agents/routing/examples.jsonl, CPU, minutes) under the data dir;
-## the router uses it while the examples are unchanged, else the logistic regression over the bundled MiniLM.
+## Optional: the fine-tuned router model (SetFit on agents/routing/examples.jsonl, CPU, minutes) under the data
+## dir; the router uses it while the examples are unchanged. Without it the logistic regression routes (README
+## "Benchmarks and evaluation": SetFit did not beat it).
 router-model: install
 	$(VENV)/bin/cxr-agent router train
 

@@ -6,6 +6,9 @@ SetFit's contrastive pairs (two turns of one intent pulled together, of two inte
 the embedding so that intents separate; the regression head then routes as before. SetFit is needed here
 only (the `router-train` extra); routing loads the result with sentence-transformers and numpy.
 
+Built only on request: by cross-validation and on the held-out sets (eval/router_compare.py) it asks back
+less than the plain regression over the bundled MiniLM but errs about as much more, so it is no default.
+
 Reproducible: fixed seed, one CPU-sized budget, the examples file's SHA-256 recorded in the model's
 metadata (a model built from other examples is refused at load: agents/routing/router_model.py).
 """
