@@ -89,9 +89,13 @@ router-model: install
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench
 
-## Many clinicians at once against a served graph (minutes; bench/results/load.json): 8 users x 5 turns x 4 rounds.
+## Many clinicians at once against a served graph (bench/results/load.json): 8 users x 5 turns x LOAD_ROUNDS
+## rounds; the memory row needs about 40 rounds to see past the warm-up (about 20 min on 2 cores).
+## LOAD_DATABASE_URL=postgresql://... loads the production server on that (empty) database instead of langgraph dev.
+LOAD_ROUNDS ?= 40
 bench-load: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m bench.load --users 8 --turns 5 --rounds 4 --jobs $(JOBS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m bench.load --users 8 --turns 5 --rounds $(LOAD_ROUNDS) --jobs $(JOBS) \
+		$(if $(LOAD_DATABASE_URL),--database-url $(LOAD_DATABASE_URL))
 
 ## The graph server, no licence key: langgraph dev with JOBS turns at once (deploy/serve_graph.sh; README "Scaling out").
 JOBS ?= 4
