@@ -21,6 +21,7 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from server.standalone.threads import write_status
 from server.standalone.wire import jsonb
 
 SCHEMA = """
@@ -151,12 +152,7 @@ class RunRows:
                             "WHERE run_id = %s AND status = 'running' RETURNING 1",
                             (status, error, run_id)).fetchone() is None:
                 return
-            if values is None:
-                conn.execute("UPDATE cxr_threads SET status = %s, updated_at = now() WHERE thread_id = %s",
-                             (thread_status, thread_id))
-            else:
-                conn.execute('UPDATE cxr_threads SET status = %s, "values" = %s, updated_at = now() '
-                             "WHERE thread_id = %s", (thread_status, jsonb(values), thread_id))
+            write_status(conn, thread_id, thread_status, values)
 
     def cancel(self, run_ids: Iterable[UUID]) -> dict[UUID, str]:
         """End these runs if pending, mark them if running; each one that was still on, with its status before."""

@@ -133,12 +133,7 @@ class ThreadTable:
     def set_status(self, thread_id: UUID, status: str, values: Any = None) -> None:
         """A thread's status, and its latest values when a turn has written them (JSON, already plain)."""
         with self.pool.connection() as conn:
-            if values is None:
-                conn.execute("UPDATE cxr_threads SET status = %s, updated_at = now() WHERE thread_id = %s",
-                             (status, thread_id))
-            else:
-                conn.execute('UPDATE cxr_threads SET status = %s, "values" = %s, updated_at = now() '
-                             "WHERE thread_id = %s", (status, jsonb(values), thread_id))
+            write_status(conn, thread_id, status, values)
 
     def search(self, filters: Mapping[str, Any] | None, body: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``POST /threads/search``: metadata/status/ids filters, sort, page, ``select`` and ``extract``."""
@@ -215,3 +210,13 @@ class ThreadTable:
             rows = conn.execute("SELECT * FROM cxr_runs WHERE thread_id = %s ORDER BY created_at DESC, seq DESC "
                                 "LIMIT %s OFFSET %s", (thread_id, limit, offset)).fetchall()
         return [run_dict(r) for r in rows]
+
+
+def write_status(conn: Any, thread_id: UUID, status: str, values: Any = None) -> None:
+    """Set a thread's status (and its latest values, when given) on ``conn``, inside the caller's transaction."""
+    if values is None:
+        conn.execute("UPDATE cxr_threads SET status = %s, updated_at = now() WHERE thread_id = %s",
+                     (status, thread_id))
+    else:
+        conn.execute('UPDATE cxr_threads SET status = %s, "values" = %s, updated_at = now() '
+                     "WHERE thread_id = %s", (status, jsonb(values), thread_id))
