@@ -13,6 +13,7 @@ unfinished by a server from before the queue (no input kept, no lease) end as er
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -46,6 +47,14 @@ CREATE TABLE IF NOT EXISTS cxr_run_events (
 );
 """
 _SCHEMA_LOCK = 0x63787252  # an advisory lock's key
+_SCHEMA_POLL_S = 0.2
+
+
+def _first(row: Any) -> Any:
+    """The first column of a row, whichever row factory the pool uses."""
+    return row["got"] if isinstance(row, dict) else row[0]
+
+
 ENDED = ("success", "error", "interrupted", "timeout")
 LOST = "the server process running this run stopped before it finished"
 
@@ -74,9 +83,15 @@ class RunRows:
 
     @contextmanager
     def schema_lock(self) -> Iterator[None]:
-        """One process at a time creates or alters the tables (several may start together)."""
+        """One process at a time creates or alters the tables (several may start together).
+
+        The lock is polled, never waited for inside a statement: the checkpointer's set-up builds indexes
+        CONCURRENTLY, which waits for every older open transaction, so a second process blocked in
+        ``pg_advisory_lock`` would wait on the first while the first's index build waited on it, unseen by
+        Postgres's deadlock detector."""
         with self.pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+            while not _first(conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (_SCHEMA_LOCK,)).fetchone()):
+                time.sleep(_SCHEMA_POLL_S)
             try:
                 yield
             finally:

@@ -150,3 +150,44 @@ def test_runs_left_by_a_server_from_before_the_queue_end_as_errors(postgres_url)
     assert ThreadTable(pool).get(tid, None)["status"] == "idle"
     assert rows.claim("w1") is None
     pool.close()
+
+
+def test_a_second_process_waiting_for_the_schema_never_blocks_the_first_ones_checkpointer_setup(postgres_url):
+    """Two processes starting together on an empty database: the second waits for the schema lock while the
+    first sets up the checkpointer, whose indexes are built CONCURRENTLY (they wait for older transactions).
+    Waiting inside ``pg_advisory_lock`` deadlocked them, unseen by Postgres."""
+    import psycopg
+
+    from agents.memory.checkpointers import make_checkpointer
+
+    first, second = RunRows(_pool(postgres_url)), RunRows(_pool(postgres_url))
+    second_in = threading.Event()
+
+    def second_start() -> None:
+        with second.schema_lock():
+            second_in.set()
+
+    set_up = threading.Event()
+    with first.schema_lock():
+        waiter = threading.Thread(target=second_start, daemon=True)
+        waiter.start()
+        time.sleep(1.0)  # the second process is now waiting for the lock
+        assert not second_in.is_set()
+
+        def checkpointer_setup() -> None:
+            make_checkpointer(url=postgres_url)  # runs the saver's migrations, CREATE INDEX CONCURRENTLY
+            set_up.set()
+
+        builder = threading.Thread(target=checkpointer_setup, daemon=True)
+        builder.start()
+        builder.join(timeout=30)
+        if not set_up.is_set():  # deadlocked: free the waiting sessions so the test can end
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert set_up.is_set(), "the checkpointer's set-up waited on the process waiting for the schema lock"
+        first.setup(SCHEMA)
+    waiter.join(timeout=30)
+    assert second_in.is_set()
+    first.pool.close()
+    second.pool.close()
