@@ -54,21 +54,15 @@ async def _files(request: Request, limit: int) -> list[tuple[bytes, str | None]]
 
 async def _own_thread(client: Any, thread_id: str, owner: str, service: bool) -> bool:
     """The caller's thread, made for them when it does not exist yet; False when it is someone else's."""
-    import httpx
-
     from server.auth import OWNER
-    from server.ownership import owns_thread
+    from server.ownership import owns_thread, thread_owner
 
-    if service or await owns_thread(client, thread_id, owner):
-        if service:
-            await client.threads.create(thread_id=thread_id, if_exists="do_nothing")
+    if service:
+        await client.threads.create(thread_id=thread_id, if_exists="do_nothing")
         return True
-    try:
-        await client.threads.get(thread_id)
-        return False  # it exists and is not theirs
-    except httpx.HTTPStatusError as exc:
-        if exc.response.status_code not in (404, 422):
-            raise
+    found = await thread_owner(client, thread_id)  # one read: whose it is, or None when there is none
+    if found is not None:
+        return found == owner
     await client.threads.create(thread_id=thread_id, if_exists="do_nothing")
     await client.threads.update(thread_id, metadata={OWNER: owner})  # the service stamps itself on create
     return await owns_thread(client, thread_id, owner)
