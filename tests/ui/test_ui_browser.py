@@ -45,6 +45,22 @@ def send_chat(page: Any, text: str) -> None:
     box.press("Enter")
 
 
+def click_until(page: Any, button: str, shown: Any, *, tries: int = 3, timeout_ms: int = 20_000) -> None:
+    """Click ``button`` until ``shown`` (a locator) appears. A click that lands while the page's live fragment
+    reruns can be dropped, and the rerun may briefly show a stale copy of the button beside the new one."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        page.wait_for_selector(IDLE)
+        page.get_by_role("button", name=button).first.click()
+        try:
+            shown.wait_for(timeout=timeout_ms)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+
+
 def wait_turns_done(page: Any, n: int, timeout_s: float = 600, idle_timeout_ms: int = 300_000) -> None:
     """Until ``n`` turns show their "Done in" status and the page's rerun after the last has finished."""
     deadline = time.monotonic() + timeout_s

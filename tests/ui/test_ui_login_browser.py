@@ -25,7 +25,7 @@ import test_ui_browser
 from orthanc_server import PASSWORD, USER
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_ui_browser import ARTIFACTS, IDLE, streamlit_page
+from test_ui_browser import ARTIFACTS, IDLE, click_until, streamlit_page
 
 from cxr_agent.settings import DEMO_WARNING
 
@@ -108,19 +108,6 @@ def _send(page, text: str) -> None:
             page.wait_for_selector(IDLE)
 
 
-def _click_until(page, button: str, note: str, tries: int = 4) -> None:
-    """Click, and again if a click landed during a fragment rerun and was dropped."""
-    for attempt in range(tries):
-        page.wait_for_selector(IDLE)  # a rerun briefly shows the stale button beside the new one
-        page.get_by_role("button", name=button).last.click()
-        try:
-            page.get_by_text(note).first.wait_for(timeout=30_000)
-            return
-        except PlaywrightTimeout:
-            if attempt == tries - 1:
-                raise
-            page.wait_for_selector(IDLE)
-
 
 @contextmanager
 def _screenshot_on_failure(page, name: str) -> Iterator[None]:
@@ -175,9 +162,10 @@ def test_sign_off_under_an_oidc_login_and_per_user_conversations(pacs, oidc_prov
         report.fill(EDITED)
         page.get_by_text("reviewer: Ann Lee").click()  # leave the text area: the edit is sent
         page.wait_for_selector(IDLE)
-        _click_until(page, "Sign", "Signed by Ann Lee")
+        click_until(page, "Sign", page.get_by_text("Signed by Ann Lee").first, tries=4, timeout_ms=30_000)
         files = {label: _download(page, label, downloads) for label in ("Signed SR (DICOM)", "Signed report (FHIR)")}
-        _click_until(page, "Send to the PACS", "The verified SR is on the PACS")
+        click_until(page, "Send to the PACS", page.get_by_text("The verified SR is on the PACS").first, tries=4,
+                    timeout_ms=30_000)
         sidebar_a = page.get_by_test_id("stSidebar").inner_text()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.locator('[data-testid="stExpander"]').last.screenshot(path=str(ARTIFACTS / "ui_review_login.png"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_ui_browser import ARTIFACTS, IDLE, streamlit_page
+from test_ui_browser import ARTIFACTS, IDLE, click_until, streamlit_page
 from ui_helpers import nih_png
 
 from cxr_agent.settings import DEMO_WARNING
@@ -53,16 +53,7 @@ def test_review_and_sign_in_a_real_browser(shared_data, tmp_path):
         listbox.get_by_role("option", name="present", exact=True).click()
         page.get_by_text("Version 1 · reviewer").click()  # leave the table (plain text): the edit is sent
         page.wait_for_selector(IDLE)
-        signed_note = page.get_by_text("Signed by (unauthenticated) Ann")
-        for attempt in range(3):  # a click that lands while the page's live fragment reruns can be dropped
-            page.get_by_role("button", name="Sign").first.click()  # a live-fragment rerun may show a stale copy beside it
-            try:
-                signed_note.wait_for(timeout=20_000)
-                break
-            except PlaywrightTimeout:
-                if attempt == 2:
-                    raise
-                page.wait_for_selector(IDLE)
+        click_until(page, "Sign", page.get_by_text("Signed by (unauthenticated) Ann"))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.locator('[data-testid="stExpander"]').last.screenshot(path=str(ARTIFACTS / "ui_review.png"))
         body = page.inner_text("body")

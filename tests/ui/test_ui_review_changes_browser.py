@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_ui_browser import ARTIFACTS, IDLE, streamlit_page
+from test_ui_browser import ARTIFACTS, IDLE, click_until, streamlit_page
 
 from cxr_agent.settings import DEMO_WARNING
 
@@ -31,17 +31,6 @@ def _send(page: Any, text: str, done: int) -> None:
         time.sleep(0.5)
     page.wait_for_selector(IDLE, timeout=120_000)
 
-
-def _sign(page: Any, expect: Any) -> None:
-    for attempt in range(3):  # a click that lands while the page's live fragment reruns can be dropped
-        page.get_by_role("button", name="Sign").first.click()  # a live-fragment rerun may show a stale copy beside it
-        try:
-            expect.wait_for(timeout=20_000)
-            return
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
-            page.wait_for_selector(IDLE)
 
 
 def test_a_flagged_change_is_set_in_the_change_table_and_signed(shared_data, tmp_path):
@@ -68,7 +57,7 @@ def test_a_flagged_change_is_set_in_the_change_table_and_signed(shared_data, tmp
         name.press("Enter")
         page.wait_for_selector(IDLE)
         page.get_by_text(re.compile("^Change since the prior study")).wait_for()
-        _sign(page, page.get_by_text(re.compile("flagged change.*Pleural effusion")).first)
+        click_until(page, "Sign", page.get_by_text(re.compile("flagged change.*Pleural effusion")).first)
         page.wait_for_selector(IDLE)  # the refused sign's rerun has drawn the tables again
         grid = page.locator('[data-testid="stExpander"] [data-testid="data-grid-canvas"]').nth(1)
         listbox = page.locator("#portal [role=listbox]")
@@ -86,7 +75,7 @@ def test_a_flagged_change_is_set_in_the_change_table_and_signed(shared_data, tmp
         listbox.get_by_role("option", name="stable", exact=True).click()
         page.get_by_text(re.compile("^Version 1 · reviewer")).click()  # leave the table: the edit is sent
         page.wait_for_selector(IDLE)
-        _sign(page, page.get_by_text("Signed by (unauthenticated) Ann"))
+        click_until(page, "Sign", page.get_by_text("Signed by (unauthenticated) Ann"))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.locator('[data-testid="stExpander"]').last.screenshot(path=str(ARTIFACTS / "ui_review_changes.png"))
         body = page.inner_text("body")
