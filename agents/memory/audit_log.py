@@ -35,7 +35,11 @@ SCHEMA = 1
 
 
 def audit_dir(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "audit"
+    return _audit_folder(str(settings.data_dir))
+
+
+def _audit_folder(data_dir: str) -> Path:
+    return Path(data_dir) / "audit"
 
 
 def policy_version(policy: Any) -> str | None:
@@ -128,7 +132,7 @@ _READY: set[Path] = set()  # audit folders already created owner-only in this pr
 def _day_file(data_dir: str, day: str) -> Path:
     """The file of one day under ``data_dir`` (its folder created owner-only once per process):
     a reply pays neither a mkdir + chmod nor the path's construction each time."""
-    folder = Path(data_dir) / "audit"
+    folder = _audit_folder(data_dir)
     if folder not in _READY:
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
