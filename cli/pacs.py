@@ -178,7 +178,6 @@ def push(
     from tools.interop.signed import SRRef
 
     # a verified SR signed later on this conversation references this one (pertinent other evidence)
-    ReviewStore.for_settings(settings).record_pushed_sr(thread, study_id, SRRef(pushed.study_uid, pushed.series_uid,
-                                                                              pushed.sop_uid))
+    ReviewStore.for_settings(settings).record_pushed_sr(thread, study_id, SRRef.of(pushed))
     Console().print(f"Stored a DICOM SR with {pushed.findings} finding(s) in the study on the PACS "
                     f"(SR SOP Instance UID {pushed.sop_uid}). It is marked UNVERIFIED: a clinician must review it.")

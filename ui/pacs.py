@@ -66,8 +66,7 @@ def _record_pushed(state: MutableMapping[str, Any], settings: Settings, study_id
     from agents.review import ReviewStore
     from tools.interop.signed import SRRef
 
-    ReviewStore.for_settings(settings).record_pushed_sr(state[S.K_THREAD], study_id,
-                                                        SRRef(pushed.study_uid, pushed.series_uid, pushed.sop_uid))
+    ReviewStore.for_settings(settings).record_pushed_sr(state[S.K_THREAD], study_id, SRRef.of(pushed))
 
 
 def push_to_pacs(state: MutableMapping[str, Any], settings: Settings, *, client: Any = None) -> tuple[bool, str]:

@@ -86,6 +86,11 @@ class SRRef:
     series_uid: str
     sop_uid: str
 
+    @classmethod
+    def of(cls, pushed: Any) -> SRRef:
+        """The reference to an SR just stored (``tools.interop.dicomweb.PushedReport`` or anything with its UIDs)."""
+        return cls(pushed.study_uid, pushed.series_uid, pushed.sop_uid)
+
 
 @dataclass(frozen=True)
 class SignedFinding:
