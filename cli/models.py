@@ -25,6 +25,23 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
+def router_model_status(settings: Settings) -> tuple[bool, str, str]:
+    """(built and current, where, what it is or why not) for the optional fine-tuned router model.
+    Reads its metadata only; the model itself loads when the router first needs it."""
+    from agents.routing import router_model
+    from agents.routing.semantic import EXAMPLES_PATH
+
+    where = router_model.model_dir(settings.data_dir)
+    try:
+        meta = router_model.check(where, EXAMPLES_PATH)
+    except router_model.RouterModelError as exc:
+        return False, str(where), str(exc)
+    return True, str(where), f"SetFit on {meta.get('n_examples', '?')} examples (sha256 {str(meta.get('examples_sha256'))[:12]})"
+
+
+ROUTER_MODEL_FIX = "optional: cxr-agent router train (make router-model); without it the logistic regression routes"
+
+
 def _downloadable() -> tuple[str, ...]:
     from tools import catalogue
 
@@ -49,6 +66,9 @@ def list_models() -> None:
         if s.detail:
             loc = f"{loc}\n[dim]{s.detail}[/dim]"
         table.add_row(s.name, s.kind, present, loc, s.fix or "-")
+    built, where, detail = router_model_status(settings)
+    table.add_row("router model (fine-tuned MiniLM)", "router", "[green]yes[/green]" if built else "no",
+                  f"{where}\n[dim]{detail}[/dim]", "-" if built else ROUTER_MODEL_FIX)
     Console(width=160).print(table)
 
 

@@ -100,6 +100,11 @@ def setup(
         elif not s.present:
             console.print(f"[dim]note: {s.name} not present: the demo does not need it "
                           "(`cxr-agent models list` says how to get it)[/dim]")
+    from cli.models import ROUTER_MODEL_FIX, router_model_status
+
+    built, where, detail = router_model_status(settings)
+    console.print(f"[dim]router: the fine-tuned model at {where} ({detail})[/dim]" if built else
+                  f"[dim]note: no fine-tuned router model ({ROUTER_MODEL_FIX})[/dim]")
     for msg in failures:
         console.print(f"[red]error:[/red] {msg}")
     if not failures:

@@ -116,3 +116,29 @@ def test_setup_builds_the_tiny_medgemma_when_it_is_selected(env):
     assert item.status(settings).present and (settings.data_dir / "tiny-medgemma" / "config.json").is_file()
     listed = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models", "list"], env={"CXR_AGENT_VLM_COMPARE": "medgemma"})
     assert "MedGemma / Gemma 3 (demo)" in listed.output
+
+
+def test_list_and_setup_say_whether_the_fine_tuned_router_model_is_built(env, tmp_path):
+    from agents.routing import router_model
+    from agents.routing.semantic import EXAMPLES_PATH
+    from cli.models import router_model_status
+
+    listed = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "router model" in listed.output and "cxr-agent router train" in listed.output
+    built, where, detail = router_model_status(get_settings())
+    assert not built and where == str(tmp_path / "router-model") and "no fine-tuned router model" in detail
+    # metadata of a model built from other examples: stale, and said so
+    target = router_model.model_dir(tmp_path)
+    (target / "body").mkdir(parents=True)
+    (target / "body" / "modules.json").write_text("[]")
+    (target / "head.npz").write_bytes(b"")
+    router_model.write_meta(target, {"format": router_model.FORMAT, "examples_sha256": "0" * 64, "n_examples": 3})
+    built, _, detail = router_model_status(get_settings())
+    assert not built and "stale" in detail
+    router_model.write_meta(target, {"format": router_model.FORMAT, "n_examples": 3,
+                                     "examples_sha256": router_model.examples_digest(EXAMPLES_PATH)})
+    built, _, detail = router_model_status(get_settings())
+    assert built and "3 examples" in detail
+    listed = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models", "list"])
+    assert "SetFit on 3 examples" in listed.output

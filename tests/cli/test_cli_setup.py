@@ -56,6 +56,7 @@ def test_setup_builds_once_and_the_first_turn_builds_nothing(setup_env, monkeypa
     first = CliRunner().invoke(app, ["setup"])
     assert first.exit_code == 0, first.output
     assert "profile: tiny" in first.output and "setup complete" in first.output
+    assert "no fine-tuned router model" in first.output.replace("\n", " ")  # optional, and said so
     assert ReportIndex.exists(settings.resolved_index_dir)
     assert all(e.status(settings).present for e in listed_entries(settings) if e.demo)
 
