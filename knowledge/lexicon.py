@@ -27,7 +27,7 @@ _FINDING_KEYS = frozenset({"display", "parent", "synonyms", "router_phrases", "r
 _REGION_KEYS = frozenset({"display", "synonyms", "router_phrases", "imagenome", "snomed", "note"})
 _TOP_KEYS = frozenset({"version", "fragments", "finding", "normal_statement", "labeler", "label_set", "region",
                        "combined_label", "router"})
-_ROUTER_KEYS = frozenset({"outside_chest", "generic", "not_findings", "known_words"})
+_ROUTER_KEYS = frozenset({"outside_chest", "generic", "not_findings", "known_words", "structures", "survey"})
 
 
 class LexiconError(ValueError):
@@ -88,6 +88,8 @@ class RouterWords:
     generic: tuple[str, ...] = ()  # finding ids whose words an outside_chest word can qualify away
     not_findings: tuple[str, ...] = ()  # regexes: named things outside the vocabulary ("pericardial effusion")
     known_words: tuple[str, ...] = ()  # real words close in spelling to a finding's word, never misspellings
+    structures: tuple[str, ...] = ()  # regexes: a structure's name ("heart"), a finding only when asked about alone
+    survey: tuple[str, ...] = ()  # regexes: what a systematic read lists ("lines, lungs, pleura, heart, bones")
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,8 @@ def _router_words(r: _Reader, t: dict[str, Any], findings: dict[str, FindingEntr
         generic=generic,
         not_findings=tuple(r.regex(x, "router") for x in r.strings(t, "not_findings", "router")),
         known_words=tuple(w.lower() for w in r.strings(t, "known_words", "router")),
+        structures=tuple(r.regex(x, "router") for x in r.strings(t, "structures", "router")),
+        survey=tuple(r.regex(x, "router") for x in r.strings(t, "survey", "router")),
     )
 
 

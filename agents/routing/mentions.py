@@ -53,6 +53,10 @@ _OUTSIDE_BEFORE = re.compile(rf"(?<![\w-])(?:{_OUTSIDE})(?:[\s-]+(?!(?:and|or|wi
 # ... or right after it through a preposition ("lesion of the clavicle", "nodule in the left breast").
 _OUTSIDE_AFTER = re.compile(r"^\s+(?:of|in|on|within|involving)\s+(?:(?:the|a|an|his|her|left|right|l|r|"
                             rf"upper|lower|mid|proximal|distal)\s+){{0,3}}(?:{_OUTSIDE})(?![\w-])")
+# A structure's bare name ("heart", "mediastinum") and what a systematic read lists ("lines, lungs, pleura").
+_STRUCTURE = re.compile("|".join(_ROUTER.structures) or "(?!)")
+_SURVEY_ITEM = re.compile(rf"(?<![\w-])(?:{'|'.join(_ROUTER.survey) or '(?!)'})(?![\w-])")
+_SURVEY_MIN = 3
 _NOT_FINDINGS = re.compile(rf"(?<![\w-])(?:{'|'.join(_ROUTER.not_findings) or '(?!)'})(?![\w-])")
 
 
@@ -201,14 +205,44 @@ def find_regions(text: str) -> list[_Mention]:
     return sorted(chosen, key=lambda m: m.start)
 
 
+def is_survey(text: str) -> bool:
+    """Whether the turn lists what a systematic read goes through ("lines, lungs, pleura, heart, bones"): three
+    or more different structures, so none of them is the one thing asked about."""
+    items = {re.sub(r"s$", "", m.group()) for m in _SURVEY_ITEM.finditer(_clean(text))}
+    return len(items) >= _SURVEY_MIN
+
+
+def _bare(t: str, m: _Mention, *, survey: bool) -> bool:
+    """The mention is a structure's bare name (or, in a survey, any item the survey lists)."""
+    words = t[m.start : m.end]
+    parts = [p for p in re.split(r"\s*(?:,|/|&|\band\b)\s*", words) if p]  # "lines and tubes", "tubes/lines"
+    return bool(_STRUCTURE.fullmatch(words) or (survey and all(_SURVEY_ITEM.fullmatch(p) for p in parts)))
+
+
+# A mention that asks by itself: a clause of its own ending in "?" ("effusion? also check ...", "s/p CVC - ptx?";
+# not "chf vs pna?"), or a device's position ("ETT position and any ptx?").
+_ASKED_AFTER = re.compile(r"^\s*(?:position|positioning|tip)\b")
+_OWN_QUESTION = re.compile(r"^\s*\?")
+_CLAUSE_START = re.compile(r"(?:^|[.?!,;:]\s*|\s-+\s*)(?:(?:and|also|so|ok)\s+)?$")
+
+
+def _asked(t: str, m: _Mention) -> bool:
+    before, after = t[max(0, m.start - 40) : m.start], t[m.end :]
+    return bool(_ASKED.search(before) or _ASKED_AFTER.match(after)
+                or (_OWN_QUESTION.match(after) and _CLAUSE_START.search(before)))
+
+
 def extract_findings(text: str, *, allow_no_finding: bool = False,
-                     exclude: tuple[tuple[int, int], ...] = ()) -> list[str]:
-    """Canonical finding ids named in ``text``: the one a question cue points at first ("... any
-    pneumothorax?"), then the rest in order of appearance, without duplicates. Mentions inside an
-    ``exclude`` span (of the cleaned text; e.g. a region's name) do not count."""
+                     exclude: tuple[tuple[int, int], ...] = (), structures: bool = True) -> list[str]:
+    """Canonical finding ids named in ``text``: the first one a question asks about ("... any pneumothorax?",
+    "effusion? ..."), then the rest in order of appearance, without duplicates. Mentions inside an
+    ``exclude`` span (of the cleaned text; e.g. a region's name) do not count; nor a structure's bare name
+    when ``structures`` is False (a request for the whole read), nor any item of a survey (``is_survey``)."""
     t = _clean(text)
-    mentions = [m for m in find_mentions(t) if not any(a <= m.start and m.end <= b for a, b in exclude)]
-    asked = [m for m in mentions if _ASKED.search(t[max(0, m.start - 40) : m.start])]
+    survey = is_survey(t)
+    mentions = [m for m in find_mentions(t) if not any(a <= m.start and m.end <= b for a, b in exclude)
+                and not ((survey or not structures) and _bare(t, m, survey=survey))]
+    asked = [m for m in mentions if _asked(t, m)]
     out: list[str] = []
     for m in asked[:1] + mentions:
         if m.finding == "no_finding" and not allow_no_finding:

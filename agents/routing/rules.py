@@ -17,7 +17,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.routing.mentions import _clean, extract_findings, find_mentions, find_regions  # noqa: F401 - re-exported
+from agents.routing.mentions import (  # noqa: F401 - re-exported
+    _clean,
+    extract_findings,
+    find_mentions,
+    find_regions,
+    is_survey,
+)
 from knowledge.vocabulary import REGIONS, display_name, normalize_region
 from tools.base import IMAGE_INTENTS, INTENT_TOOLS  # noqa: F401 - the one intent table (tool contract)
 
@@ -46,7 +52,8 @@ class Route(BaseModel):
     asks beyond yes/no (side, size or device position, change over time)."""
 
     intent: Intent
-    finding: str | None = Field(None, description="Canonical finding id the turn names, if any.")
+    finding: str | None = Field(None, description="Canonical finding id the turn asks about on the image, if any "
+                                "(none for a general question: chat).")
     findings: list[str] = Field(default_factory=list, description="Every finding the turn names, in order.")
     phrase: str | None = Field(None, description="Free-text target: what to ground (locate), or the user's words "
                                "for a finding outside the vocabulary (finding question), e.g. 'free air'.")
@@ -92,7 +99,7 @@ _EXPLAIN = _rx(
     r"\bjustif(?:y|ication)\b",
     r"\breasoning\b|\brationale\b",
     r"\bwhat(?:'s| is| was) (?:the|your) (?:evidence|basis|source|confidence)\b",
-    r"\bbased on what\b|\bon what basis\b",
+    r"\bbased on what\b|\bon what basis\b|\bwhat(?:'s| is| was| are| were) (?:this|that|it|these|those) based on\b",
     r"\bwhat did (?:the )?(?:classifier|vlm|model|models|radvlm|tools?|retrieval) (?:say|think|find|show|see)\b",
     r"\bwhere did (?:that|this|it|the [\w\s-]{1,40}?) come from\b",
     r"\b(?:do|did) (?:the )?(?:classifier|vlm|models?) (?:and (?:the )?(?:classifier|vlm|models?) )?(?:agree|disagree)\b",
@@ -155,9 +162,13 @@ _LOCATE_EXCLUDE = _rx(
 _REPORT_STRONG = _rx(
     r"\breports?\b(?! (?:say|said|mention))",
     r"\bfindings (?:and|&|\+) impression\b|\bimpression\b(?! of)",
+    # "your impression of this film": of the study, not "impression of cardiomegaly"
+    r"\bimpression of (?:this|the|that|my) (?:(?:chest|pa|ap|portable|frontal) )?(?:film|study|image|cxr|x-?ray|"
+    r"radiograph|exam|one)\b",
     r"\bdictat(?:e|ion)\b",
     r"\bwrite[- ]?up\b|\bwrite (?:it|this) up\b|\bwrite\b",
     r"\bread (?:this|the|my|it|that|these)\b|\bread this\b|\bwet read\b|\bprelim(?:inary)?\b|\bfull read\b",
+    r"\bread,? (?:pls|plz|please)\b|\b(?:pls|plz|please) read\b",
     r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",
     r"\bdraft\b",
     r"\bstructured\b",
@@ -191,8 +202,8 @@ _DEFINE = re.compile(r"\bexplain (?:to me )?(?:in simple terms )?what (?!the\b|y
                      r"(?:is|are|means?)\b|" + _NORMS.pattern)
 # Educational questions about a finding in general, not about this image.
 _CHAT_DEFINITION = _rx(
-    r"^(?:what(?:'s| is| are) (?:a |an )?|define |definition of |what does )(?!the\b|this\b|that\b)[\w\s-]+"
-    r"(?: mean)?\??$",
+    r"^(?:(?:please |pls |can you |could you )?(?:tell|explain to) me )?(?:what(?:'s| is| are) (?:a |an )?|define |"
+    r"definition of |what does )(?!the\b|this\b|that\b|it\b)[\w\s-]+(?: mean)?\??$",
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
     r"\bdifference between\b|\bdistinguish(?:ing)? between\b|\bhow (?:do|can) you tell\b",
     r"\bin general\b|\btypically\b|\bdifferential (?:diagnosis )?(?:for|of)\b",
@@ -210,7 +221,7 @@ _TRAIL = re.compile(r"(?:\s+(?:is|are|was|located|seen|please|on (?:the|this) (?
 
 
 _NOT_A_TARGET = re.compile(
-    r"^(?:it|that|this|they|them|those|these|one|ones|there|here|i|we|you|should|can|could|would|do|does|"
+    r"^(?:it|that|this|they|them|those|these|one|ones|there|here|i|me|we|you|should|can|could|would|do|does|"
     r"is|are)(?:\s|$)"
 )
 
@@ -266,7 +277,7 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
         return "chat", f"general question about {named}, not about this image"
     if _NORMS.search(t) and not _REPORT_STRONG.search(t):
         return "chat", "asks what is normal in general, not about this image"
-    if _REPORT_STRONG.search(t):
+    if _REPORT_STRONG.search(t) or is_survey(t):
         return "report", "asks for a read of the whole study: full report with all tools"
     if findings:
         return "finding_question", f"asks about {named}: targeted VLM question + classifier score"
@@ -338,8 +349,10 @@ _BACK_REFERENCE = re.compile(r"\b(?:it|its|that|this|they|them|those|these|one|o
 _ELLIPSIS = re.compile(
     r"^(?:(?:and|so|ok|also|what about|how about|same(?: question)?(?: for)?)\b,? ?)*(?:the )?"
     r"(?:where(?: exactly)?|which (?:side|lobe|zone)|show(?: me)?(?: where)?|box|mark|highlight|"
-    r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?)(?: side| lung| base| one)?|"
-    r"how (?:big|large|bad|severe|much)|size|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}[?.!]*$")
+    r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?|other|opposite|contralateral)"
+    r"(?: side| lung| base| one)?|"
+    r"how (?:big|large|bad|severe|much|extensive|many)|size|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}"
+    r"[?.!]*$")
 
 
 def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) -> Route:
@@ -348,11 +361,14 @@ def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) 
     finding(s) the previous turn asked about (``previous``)."""
     route = as_route(route) or Route(intent="chat")
     t = _clean(text or "")
-    if not previous or route.finding or route.phrase or route.region:
+    if not previous or route.finding or route.findings or route.phrase or route.region:
         return route
     intent = route.intent
     ellipsis = _ELLIPSIS.search(t) if len(t.split()) <= 7 else None
-    if intent == "chat" and ellipsis:  # "and on the left?" alone reads as chat: it continues the question
+    if ellipsis and (intent == "chat" or (intent == "report" and not _REPORT_STRONG.search(t)
+                                          and not _COMPARISON.search(t))):
+        # "and on the left?", "how extensive?": alone they read as chat or a whole read; they continue the previous
+        # question (a change with nothing named, "worse?", stays a whole-study comparison)
         intent = "finding_question"
     if intent not in {"locate", "finding_question"}:
         return route
@@ -400,12 +416,17 @@ def _make_route(intent: str, findings: list[str], t: str, reason: str, *, has_im
         phrase = _locate_phrase(t)
         if region is not None and not findings and (phrase is None or normalize_region(phrase) != region):
             phrase = REGIONS[region]  # "... cardiac silhouette located in this x-ray" -> the region's trained name
+    if intent == "report" and findings:
+        # a request for the whole read that names a structure ("report, incl. the mediastinum") asks about none
+        bare = set(findings) - set(extract_findings(t, structures=False))
+        findings = [f for f in findings if f not in bare]
     needs_image = intent in IMAGE_INTENTS and not has_image
     if needs_image:
         reason = f"{reason} (no image yet: ask for one)"
     return Route(
         intent=intent,  # type: ignore[arg-type]
-        finding=findings[0] if findings else None,
+        # a general question ("what causes a pneumothorax?") names a finding but asks about none on the image
+        finding=findings[0] if findings and intent != "chat" else None,
         findings=findings,
         phrase=phrase if intent == "locate" else None,
         region=region if intent == "locate" else None,

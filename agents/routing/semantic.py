@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from agents.routing import router_model, rules
-from agents.routing.mentions import find_mentions
+from agents.routing.mentions import find_mentions, is_survey
 from agents.routing.rules import Route
 
 log = logging.getLogger(__name__)
@@ -243,8 +243,8 @@ def _families(t: str) -> set[str]:
         fams.add("similar_cases")
     if rules._LOCATE.search(t) and not rules._LOCATE_EXCLUDE.search(t):
         fams.add("locate")
-    if rules._REPORT_STRONG.search(rules._SIMILAR.sub(" ", t)):  # "past reports describing ...": similar cases
-        fams.add("report")
+    if rules._REPORT_STRONG.search(rules._SIMILAR.sub(" ", t)) or is_survey(t):  # "past reports describing ...":
+        fams.add("report")  # similar cases; "lines, lungs, pleura, heart, bones": the systematic read
     if rules._CHAT_GENERIC.search(t) or rules._CHAT_DEFINITION.search(t):
         fams.add("chat")
     return fams
@@ -259,7 +259,8 @@ def rule_decided(t: str, route: Route) -> bool:
         return True  # "is there a pneumothorax?": a yes/no question about a finding the vocabulary knows
     if len(fams) != 1 or route.intent not in fams:
         return False
-    return route.intent in DECISIVE or (route.intent == "report" and _PLAIN_REPORT.fullmatch(t) is not None)
+    return route.intent in DECISIVE or (route.intent == "report" and (_PLAIN_REPORT.fullmatch(t) is not None
+                                                                      or is_survey(t)))
 
 
 _OOV = re.compile(

@@ -5,7 +5,8 @@ Asking back: a wrong route runs the wrong tools and answers a question nobody as
 unsure the route carries ``clarify`` (the two likeliest readings) and the reply asks one short question.
 - Intent: the embedding classifier was consulted (the rules alone were not certain) and its probability for
   the chosen intent is below ``INTENT_ASK_BELOW``; the readings are that intent and the classifier's
-  likeliest other one. The rules' certain decisions never ask.
+  likeliest other one. The rules' certain decisions never ask, nor a follow-up that took the previous
+  question's finding ("how big is it?": the classifier reads the turn without the question it continues).
 - Finding: a long word outside the vocabulary comes close to a finding's spelling but not close enough to
   count (below the spelling cut-off), or is about as close to two findings; the readings are the likeliest
   finding and the user's own words (or the second finding).
@@ -41,13 +42,13 @@ def route_turn(router: Router, text: str, *, has_image: bool, has_history: bool 
                previous_findings: Sequence[str] = ()) -> Route:
     """Route one user turn: ``router(text, has_image=, has_history=)``, then follow-ups, side/aspect/comparison
     and the ask-back decision. ``previous_findings``: what the previous turn asked about."""
-    route = _as_route(router(text, has_image=has_image, has_history=has_history))
-    route = follow_up(route, text, list(previous_findings))
+    own = _as_route(router(text, has_image=has_image, has_history=has_history))
+    route = follow_up(own, text, list(previous_findings))
     route = route.model_copy(update={
         "needs_image": route.intent in IMAGE_INTENTS and not has_image,
         "side": asked_side(text), "aspect": asked_aspect(text), "asks_comparison": asks_comparison(text),
     })
-    clarify = ask_back(route, text)
+    clarify = ask_back(route, text, continues=route.finding is not None and own.finding is None)
     return route.model_copy(update={"clarify": clarify}) if clarify else route
 
 
@@ -64,11 +65,13 @@ def _as_route(raw: Any) -> Route:
     return Route.model_validate(raw)
 
 
-def ask_back(route: Route, text: str) -> Clarify | None:
-    """The clarifying choice for an unsure route, or None when the route stands (see the module docstring)."""
+def ask_back(route: Route, text: str, *, continues: bool = False) -> Clarify | None:
+    """The clarifying choice for an unsure route, or None when the route stands (see the module docstring).
+    ``continues``: the turn continues the previous question ("how big is it?"), whose finding it took; the
+    classifier, which reads the turn alone, is no reason to ask what it is about."""
     if route.clarify is not None:
         return route.clarify
-    if route.scores:
+    if route.scores and not continues:
         chosen = route.scores.get(route.intent, 0.0)
         # a finding question or locate with nothing named is no reading one could pick
         targetless = route.finding is None and route.phrase is None and route.region is None

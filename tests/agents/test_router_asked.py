@@ -1,0 +1,124 @@
+"""A finding is named only when the words ask about it: not by a structure listed in a request for the whole
+read, not by a general question about a disease, not by a device that only dates the question; and turns that
+continue the previous question take its finding without asking back."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.routing.mentions import extract_findings, is_survey
+from agents.routing.rules import route
+from agents.routing.semantic import default_classifier, route_semantic
+from agents.routing.turn import route_turn
+from knowledge.lexicon import LexiconError, load_lexicon
+
+
+@pytest.fixture(scope="module")
+def semantic():
+    if default_classifier() is None:  # the bundled MiniLM ships with the package
+        pytest.fail("the semantic router's embedder did not load")
+    return route_semantic
+
+
+def _turn(router, text: str, previous: list[str] | None = None):
+    return route_turn(router, text, has_image=True, has_history=previous is not None,
+                      previous_findings=previous or [])
+
+
+# A systematic read lists structures; none of them is the thing asked about.
+SURVEYS = [
+    "Go through the film systematically: lines, lungs, pleura, heart, bones",
+    "comment on tubes, lungs, heart and diaphragm",
+    "Check lines and tubes, lungs, pleura, heart, bones - full read",
+    "review airway, lungs, mediastinum, bones",
+    "describe the heart, the lungs and the pleural spaces",
+]
+
+
+@pytest.mark.parametrize("text", SURVEYS)
+def test_a_survey_of_structures_is_a_whole_read_naming_no_finding(semantic, text: str) -> None:
+    assert is_survey(text)
+    for router in (route, semantic):
+        r = _turn(router, text)
+        assert (r.intent, r.finding, r.findings, r.clarify) == ("report", None, [], None), (router, r.reason)
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("Please report, including the mediastinum and the costophrenic angles", None),
+    ("full report, comment on heart size", None),
+    ("write the report, look at the cardiac silhouette too", None),
+    # a thing named by its own words still counts in a report request
+    ("Write a report, pay attention to the ETT position", "support_devices"),
+    ("report please, is there an effusion?", "pleural_effusion"),
+])
+def test_a_report_request_names_no_finding_by_a_structure_alone(text: str, finding: str | None) -> None:
+    r = route(text, has_image=True)
+    assert (r.intent, r.finding) == ("report", finding), r.reason
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("is the heart ok?", "cardiomegaly"),  # asked about alone, a structure still names its finding
+    ("any fluid?", "pleural_effusion"),
+    ("check the lines", "support_devices"),
+    ("is the heart big? lungs clear?", "cardiomegaly"),
+])
+def test_a_structure_asked_about_alone_names_its_finding(text: str, finding: str) -> None:
+    assert not is_survey(text)
+    assert extract_findings(text)[0] == finding
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("What causes pneumothorax in general?", "pneumothorax"),
+    ("Define emphysema", "emphysema"),
+    ("Please tell me what is atelectasis", "atelectasis"),
+    ("what's the difference between consolidation and atelectasis?", "consolidation"),
+])
+def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, named: str) -> None:
+    r = route(text, has_image=True)
+    assert (r.intent, r.finding) == ("chat", None), r.reason
+    assert named in r.findings  # the words named it: kept for the reply, asked about on no image
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("s/p CVC - ptx?", "pneumothorax"),  # the line only dates the question
+    ("post line placement - any pneumothorax?", "pneumothorax"),
+    ("Effusion? Also check for consolidation", "pleural_effusion"),  # a clause of its own, asked first
+    ("post intubation: ETT position and any ptx?", "support_devices"),
+    ("chf vs pna?", "edema"),  # both named in one question: the first
+    ("Is it having water in the pleura?", "pleural_effusion"),
+])
+def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
+    assert extract_findings(text)[0] == finding
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("What's your overall impression of this chest film?", "report"),
+    ("portable AP, read pls", "report"),
+    ("What is this based on?", "explain"),
+])
+def test_intent_cues(text: str, intent: str) -> None:
+    assert route(text, has_image=True, has_history=True).intent == intent
+
+
+@pytest.mark.parametrize(("text", "previous", "intent"), [
+    ("show me", ["pneumothorax"], "locate"),
+    ("what about the other side?", ["pleural_effusion"], "finding_question"),
+    ("how extensive?", ["atelectasis"], "finding_question"),
+    ("how big is it?", ["pneumothorax"], "finding_question"),
+])
+def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, text: str, previous: list[str],
+                                                                      intent: str) -> None:
+    r = _turn(semantic, text, previous)
+    assert (r.intent, r.finding, r.clarify) == (intent, previous[0], None), r.reason
+
+
+def test_the_router_table_reads_structures_and_survey_and_checks_their_patterns(tmp_path) -> None:
+    from knowledge.lexicon import DEFAULT_PATH
+
+    words = load_lexicon().router
+    assert "heart" in words.structures and "bones?" in words.survey
+    text = DEFAULT_PATH.read_text(encoding="utf-8").replace("survey = [", "survey = [\n    'ribs(',", 1)
+    bad = tmp_path / "lexicon.toml"
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(LexiconError, match=r"ribs\("):
+        load_lexicon(bad)
