@@ -94,7 +94,9 @@ def pull(
     from graph import build_graph, runtime
 
     graph = graph or build_graph(settings)
-    study_id = runtime(graph).studies.put(pulled.study)  # the graph's own store and cache, as for uploads
+    # the graph's own store and cache, held for this conversation as an upload is (a forget of another
+    # conversation on the same image keeps it while the prior is read first)
+    study_id = runtime(graph).studies.put(pulled.study, thread_id=thread_id)
     err.print(f"[dim]pulled a {pulled.source.modality} {pulled.source.view or ''} image "
               f"({pulled.study.width} x {pulled.study.height}); de-identified as study {study_id[:12]}[/dim]")
     inputs: dict = {"messages": [("user", question)], "study_id": study_id}
@@ -103,7 +105,7 @@ def pull(
     elif prior is not None:
         from agents.comparing.pair import ordered_pair
 
-        prior_id = runtime(graph).studies.put(prior.study)
+        prior_id = runtime(graph).studies.put(prior.study, thread_id=thread_id)
         pairing = ordered_pair((prior_id, pair.taken[0], pair.keys[0]), (study_id, pair.taken[1], pair.keys[1]),
                                thread_keys=True)
         if pairing is None or pairing.study_id != study_id:

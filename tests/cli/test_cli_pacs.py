@@ -71,6 +71,18 @@ def test_pull_then_push_puts_the_sr_in_the_same_study(pacs, cli_env, tmp_path):
     assert sr.content.get_planar_roi_measurement_groups()  # the classifier's box went along
 
 
+def test_a_pulled_study_is_held_for_its_conversation(pacs, cli_env, settings):
+    """Like an upload, a pulled study carries a pending reference of its conversation: forgetting another
+    conversation on the same image never deletes it from under this one."""
+    from tools.ingestion.pending import held_by
+
+    _, samples = pacs
+    res = cli_env.invoke(app, ["pacs", "pull", "--study", samples.chest_uid, "--thread", "held1"])
+    assert res.exit_code == 0, res.output
+    held = held_by(settings, "held1")
+    assert len(held) == 1 and next(iter(held))[:12] in res.output  # the id the pull printed
+
+
 def test_push_refuses_a_thread_without_findings_and_a_foreign_study(pacs, cli_env):
     _, samples = pacs
     res = cli_env.invoke(app, ["pacs", "push", "--study", samples.chest_uid, "--thread", "empty"])

@@ -117,6 +117,11 @@ def test_pacs_pull_with_prior_compares_and_keeps_only_the_interval(cli_env, hist
     kept = str(state)
     assert PATIENT not in kept and "20260110" not in kept and "20260301" not in kept
     assert state["pairs"][state["study_id"]]["interval_days"] == 50
+    from cxr_agent.settings import get_settings
+    from tools.ingestion.pending import held_by
+
+    prior_id = state["pairs"][state["study_id"]]["prior_study_id"]
+    assert held_by(get_settings(), "pp1") == {state["study_id"], prior_id}  # both held for the conversation
 
 
 def test_pacs_pull_with_prior_without_one_reads_the_study_alone(cli_env, history):
