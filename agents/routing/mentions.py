@@ -56,7 +56,8 @@ _OUTSIDE_AFTER = re.compile(r"^\s+(?:of|in|on|within|involving)\s+(?:(?:the|a|an
 # A structure's bare name ("heart", "mediastinum") and what a systematic read lists ("lines, lungs, pleura").
 _STRUCTURE = re.compile("|".join(_ROUTER.structures) or "(?!)")
 _SURVEY_ITEM = re.compile(rf"(?<![\w-])(?:{'|'.join(_ROUTER.survey) or '(?!)'})(?![\w-])")
-_SURVEY_MIN = 3
+_LIST_SEP = re.compile(r"\s*(?:[,/&+:;]|\band\b|\bor\b)\s*(?:(?:and|the|his|her)\s+)?")
+_DEVICES = re.compile(r"^(?:line|tube|device)$")
 _NOT_FINDINGS = re.compile(rf"(?<![\w-])(?:{'|'.join(_ROUTER.not_findings) or '(?!)'})(?![\w-])")
 
 
@@ -206,10 +207,19 @@ def find_regions(text: str) -> list[_Mention]:
 
 
 def is_survey(text: str) -> bool:
-    """Whether the turn lists what a systematic read goes through ("lines, lungs, pleura, heart, bones"): three
-    or more different structures, so none of them is the one thing asked about."""
-    items = {re.sub(r"s$", "", m.group()) for m in _SURVEY_ITEM.finditer(_clean(text))}
-    return len(items) >= _SURVEY_MIN
+    """Whether the turn lists structures as a systematic read goes through them ("lines, lungs, pleura, heart,
+    bones", "heart and lungs ok?"): two different ones side by side in a list (lines, tubes and devices count
+    as one; "tube in the trachea" is no list), so none of them is the one thing asked about."""
+    t = _clean(text)
+    items = list(_SURVEY_ITEM.finditer(t))
+    for a, b in zip(items, items[1:], strict=False):
+        if _key(a.group()) != _key(b.group()) and _LIST_SEP.fullmatch(t[a.end() : b.start()]):
+            return True
+    return False
+
+
+def _key(item: str) -> str:
+    return _DEVICES.sub("devices", re.sub(r"s$", "", item))
 
 
 def _bare(t: str, m: _Mention, *, survey: bool) -> bool:

@@ -206,6 +206,9 @@ _CHAT_DEFINITION = _rx(
     r"definition of |what does )(?!the\b|this\b|that\b|it\b)[\w\s-]+(?: mean)?\??$",
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
     r"\bdifference between\b|\bdistinguish(?:ing)? between\b|\bhow (?:do|can) you tell\b",
+    # how one reads a film in general ("how do you measure the cardiothoracic ratio?"), not how we read this one
+    r"\bhow (?:do|does|can|should|would) (?:you|one|i|we|radiologists?|doctors?) (?:measure|calculate|recogni[sz]e|"
+    r"identify|spot|differentiate|grade|estimate)\b",
     r"\bin general\b|\btypically\b|\bdifferential (?:diagnosis )?(?:for|of)\b",
     _DEFINE.pattern,
 )
@@ -222,7 +225,7 @@ _TRAIL = re.compile(r"(?:\s+(?:is|are|was|located|seen|please|on (?:the|this) (?
 
 _NOT_A_TARGET = re.compile(
     r"^(?:it|that|this|they|them|those|these|one|ones|there|here|i|me|we|you|should|can|could|would|do|does|"
-    r"is|are)(?:\s|$)"
+    r"is|are|exactly)(?:\s|$)"
 )
 
 
@@ -277,11 +280,11 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
         return "chat", f"general question about {named}, not about this image"
     if _NORMS.search(t) and not _REPORT_STRONG.search(t):
         return "chat", "asks what is normal in general, not about this image"
-    if _REPORT_STRONG.search(t) or is_survey(t):
+    if _REPORT_STRONG.search(t):
         return "report", "asks for a read of the whole study: full report with all tools"
     if findings:
         return "finding_question", f"asks about {named}: targeted VLM question + classifier score"
-    if _REPORT_WEAK.search(t):
+    if _REPORT_WEAK.search(t) or is_survey(t):
         return "report", "asks what the study shows overall: full read with all tools"
     return "chat", "no report, finding, location, similar-case or explanation cue: free chat"
 
@@ -351,7 +354,7 @@ _ELLIPSIS = re.compile(
     r"(?:where(?: exactly)?|which (?:side|lobe|zone)|show(?: me)?(?: where)?|box|mark|highlight|"
     r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?|other|opposite|contralateral)"
     r"(?: side| lung| base| one)?|"
-    r"how (?:big|large|bad|severe|much|extensive|many)|size|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}"
+    r"(?:how|what) (?:big|large|bad|severe|much|extensive|many|size)|size|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}"
     r"[?.!]*$")
 
 
@@ -416,8 +419,9 @@ def _make_route(intent: str, findings: list[str], t: str, reason: str, *, has_im
         phrase = _locate_phrase(t)
         if region is not None and not findings and (phrase is None or normalize_region(phrase) != region):
             phrase = REGIONS[region]  # "... cardiac silhouette located in this x-ray" -> the region's trained name
-    if intent == "report" and findings:
-        # a request for the whole read that names a structure ("report, incl. the mediastinum") asks about none
+    if intent in ("report", "similar_cases") and findings:
+        # a request for the whole read or for similar cases that names a structure ("report, incl. the
+        # mediastinum", "reports with a similar heart") asks about none
         bare = set(findings) - set(extract_findings(t, structures=False))
         findings = [f for f in findings if f not in bare]
     needs_image = intent in IMAGE_INTENTS and not has_image
