@@ -229,10 +229,11 @@ def _bare(t: str, m: _Mention, *, survey: bool) -> bool:
     return bool(_STRUCTURE.fullmatch(words) or (survey and all(_SURVEY_ITEM.fullmatch(p) for p in parts)))
 
 
-# A mention that asks by itself: a clause of its own ending in "?" ("effusion? also check ...", "s/p CVC - ptx?";
-# not "chf vs pna?"), or a device's position ("ETT position and any ptx?").
+# A mention that asks by itself: the start of a short clause ending in "?" ("effusion? also check ...", "nodule in
+# RUL? any mass elsewhere?", "s/p CVC - ptx?"; in "chf vs pna?" the first), or a device's position ("ETT
+# position and any ptx?").
 _ASKED_AFTER = re.compile(r"^\s*(?:position|positioning|tip)\b")
-_OWN_QUESTION = re.compile(r"^\s*\?")
+_OWN_QUESTION = re.compile(r"^(?:(?!\s-+\s)[^?.!,;]){0,30}\?")  # "nodule in RUL? any mass elsewhere?"
 _CLAUSE_START = re.compile(r"(?:^|[.?!,;:]\s*|\s-+\s*)(?:(?:and|also|so|ok)\s+)?$")
 
 

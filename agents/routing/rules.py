@@ -124,7 +124,7 @@ _EXPLAIN_SOFT = _rx(
 _EXPLAIN_EXCLUDE = _rx(r"\bwhy (?:is|are|does|do) (?:the|this|his|her|their) (?:patient|heart|lung|lungs|film|image)\b")
 
 _SIMILAR = _rx(
-    r"\bsimilar\b",
+    r"\bsimilar\b|\bsim(?:l|il{1,2}i)ar\b",  # "simlar", "similiar"
     r"\blook(?:s|ing)? (?:a ?lot |just )?like (?:this|it|these)\b",
     r"\bcomparable\b|\banalogous\b|\bprecedents?\b",
     r"\b(?:prior|previous|past|other|reference|matching|related|archived?) (?:cases|reports|studies|films|exams)\b",
@@ -139,7 +139,7 @@ _SIMILAR = _rx(
 )
 
 _LOCATE = _rx(
-    r"\bwhere(?:'s| is| are| was| were| exactly|abouts)?\b",
+    r"\bwhere(?:'s| is| are| was| were| exactly|abouts)?\b|\bwher\b",
     r"\bshow(?: me)?\b",
     r"\bpoint(?: me)? (?:out|to|at)\b",
     r"\bzoom(?: in)? (?:on|to|into)\b",
@@ -198,13 +198,16 @@ _NORMS = re.compile(r"\bwhat(?:'s| is| are| does| do) (?:the|a) normal\b|\bnorma
                     r"ratio|measurements?|dimensions?) (?:of|for)\b")
 # A definition or a norm asked with an explain cue: "can you explain what a PA view is?", "what's the normal
 # cardiothoracic ratio?" (not a question about our reasoning, nor about this image).
-_DEFINE = re.compile(r"\bexplain (?:to me )?(?:in simple terms )?what (?!the\b|you\b|it\b|that\b|this\b)[\w\s-]{1,40} "
-                     r"(?:is|are|means?)\b|" + _NORMS.pattern)
+_DEFINE = re.compile(r"\bexplain (?:to )?(?:me )?(?:in simple terms )?what (?!the\b|you\b|it\b|that\b|this\b)[\w\s-]{1,40} "
+                     r"(?:is|are|means?)\b|\bexplain (?:to )?(?:me )?what (?:means|is|are) (?!the\b|you\b|it\b|that\b|this\b)|"
+                     + _NORMS.pattern)
 # Educational questions about a finding in general, not about this image.
 _CHAT_DEFINITION = _rx(
     r"^(?:(?:please |pls |can you |could you )?(?:tell|explain to) me )?(?:what(?:'s| is| are) (?:a |an )?|define |"
     r"definition of |what does )(?!the\b|this\b|that\b|it\b)[\w\s-]+(?: mean)?\??$",
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
+    r"\bwhat(?:'s| is| are) the (?:usual |standard |best )?(?:treatment|management|prognosis|symptoms|risk factors|"
+    r"incidence|prevalence|mortality)\b",
     r"\bdifference between\b|\bdistinguish(?:ing)? between\b|\bhow (?:do|can) you tell\b",
     # how one reads a film in general ("how do you measure the cardiothoracic ratio?"), not how we read this one
     r"\bhow (?:do|does|can|should|would) (?:you|one|i|we|radiologists?|doctors?) (?:measure|calculate|recogni[sz]e|"
@@ -243,6 +246,7 @@ def _locate_phrase(t: str) -> str | None:
     if not m:
         return None
     target = m.group("target").strip()
+    target = _TRAIL.sub("", f" {target}").strip()  # "show it on the image": the trailing place first
     target = re.sub(r"^(?:is|are|was|were|the|a|an|that|this|those|these|it|its|exactly)\s+", "", target)
     target = re.sub(r"^(?:the|a|an|that|this|those|these)\s+", "", target)
     target = _TRAIL.sub("", target).strip()
@@ -354,7 +358,8 @@ _ELLIPSIS = re.compile(
     r"(?:where(?: exactly)?|which (?:side|lobe|zone)|show(?: me)?(?: where)?|box|mark|highlight|"
     r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?|other|opposite|contralateral)"
     r"(?: side| lung| base| one)?|"
-    r"(?:how|what) (?:big|large|bad|severe|much|extensive|many|size)|size|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}"
+    r"(?:how|what) (?:big|large|bad|severe|much|extensive|many|size)|size|"
+    r"(?:mild|moderate|severe|small|large|tiny|massive|trace)(?: or (?:mild|moderate|severe|small|large|massive))?|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}"
     r"[?.!]*$")
 
 

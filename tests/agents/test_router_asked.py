@@ -92,6 +92,12 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("post intubation: ETT position and any ptx?", "support_devices"),
     ("chf vs pna?", "edema"),  # both named in one question: the first
     ("Is it having water in the pleura?", "pleural_effusion"),
+    ("There is liquid in the pleura?", "pleural_effusion"),
+    ("nodule in RUL? any mass elsewhere?", "nodule"),
+    ("CVC - ptx?", "pneumothorax"),
+    ("fluid overloaded?", "edema"),
+    ("Are any ribs broken?", "fracture"),
+    ("fibrotic changes?", "fibrosis"),
 ])
 def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     assert extract_findings(text)[0] == finding
@@ -103,6 +109,10 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("What is this based on?", "explain"),
     ("how do you measure the cardiothoracic ratio?", "chat"),
     ("how did you measure the cardiothoracic ratio?", "explain"),
+    ("Please explain me what means atelectasis", "chat"),
+    ("What is the treatment for a tension pneumothorax?", "chat"),
+    ("simlar cases?", "similar_cases"),
+    ("wher is the consolidation", "locate"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
@@ -115,6 +125,8 @@ def test_intent_cues(text: str, intent: str) -> None:
     ("how big is it?", ["pneumothorax"], "finding_question"),
     ("where exactly?", ["nodule"], "locate"),
     ("what size?", ["nodule"], "finding_question"),
+    ("mild or severe?", ["edema"], "finding_question"),
+    ("can you show it on the image?", ["pneumothorax"], "locate"),
 ])
 def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, text: str, previous: list[str],
                                                                       intent: str) -> None:
