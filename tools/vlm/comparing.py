@@ -4,7 +4,9 @@ Only a family whose adapter declares ``compares_priors`` (MedGemma 1.5: its long
 is asked; any other gets an Evidence saying it cannot compare, and nothing is improvised. The prompt is the
 adapter's (prior image first, then the current one, then its text), never a continuation of a conversation:
 the model card says it was not evaluated for multi-turn use. Runs on the local transformers backend (its
-processor expands both images); the answer's change statements are read by the adapter into
+processor expands both images) or on a backend that sends several images in one turn (``generate_images``:
+the OpenAI-compatible one, the same message list as base64 PNG parts, prior first); any other backend is
+refused with a message saying so. The answer's change statements are read by the adapter into
 ``meta["changes"]`` (finding, change, sentence, source) for the change rule, and the prose stays the answer.
 A re-ask about one finding (``finding``) is the same form with the adapter's question about that finding;
 only its statements about that finding count.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -27,17 +30,23 @@ if TYPE_CHECKING:
 
 
 def compare_with_prior(tool: Any, prior: Study, current: Study, *, finding: str | None = None,
-                       max_new_tokens: int | None = None, cancel: threading.Event | None = None) -> Evidence:
+                       max_new_tokens: int | None = None, cancel: threading.Event | None = None,
+                       on_token: Callable[[str], None] | None = None) -> Evidence:
     """The VLM tool's family (``tool``: a tools.vlm.tool.VLMTool) reading ``prior`` and ``current`` together,
-    as one Evidence (never raises)."""
+    as one Evidence (never raises). ``on_token``: the answer's pieces as they arrive, where the backend
+    streams (the OpenAI-compatible one; its thinking trace held back as the family's filter does)."""
     adapter: Any = tool.adapter
     if not getattr(adapter, "compares_priors", False) or not hasattr(adapter, "comparison_prompt"):
         return Evidence(tool=tool.name, answer=f"{adapter.display_name} cannot compare two films (no documented "
                         "two-image prompt)", meta={"compares_priors": False, "family": adapter.family})
     backend: Any = tool.backend
-    if not hasattr(backend, "load") or not hasattr(backend, "render"):
-        return Evidence.failure(tool.name, "comparing two films needs the local transformers backend; the "
-                                "OpenAI-compatible backend sends one image per conversation")
+    local = hasattr(backend, "load") and hasattr(backend, "render")
+    remote = getattr(backend, "generate_images", None)
+    if not local and not callable(remote):
+        return Evidence.failure(tool.name, "comparing two films needs a backend that sends both images in one "
+                                f"turn (the local transformers or the OpenAI-compatible one); the "
+                                f"{getattr(backend, 'name', type(backend).__name__)} backend sends one image per "
+                                "conversation")
     if prior.id == current.id:
         return Evidence.failure(tool.name, "the prior and the current study are the same image")
     from tools.vlm.adapters.medgemma import read_changes
@@ -46,12 +55,17 @@ def compare_with_prior(tool: Any, prior: Study, current: Study, *, finding: str 
     if finding is not None and finding not in FINDING_SET:
         return Evidence.failure(tool.name, f"unknown finding id {finding!r} for a comparison re-ask")
     prompt = adapter.comparison_prompt(finding) if finding is not None else adapter.comparison_prompt()
+    result = None
     try:
-        text, truncated = _generate(tool, backend, prior, current, prompt, max_new_tokens, cancel)
+        if local:
+            text, truncated = _generate(tool, backend, prior, current, prompt, max_new_tokens, cancel)
+        else:
+            result = _generate_remote(tool, remote, prior, current, prompt, max_new_tokens, cancel, on_token)
+            text, truncated = result.text, result.truncated
     except Exception as exc:  # noqa: BLE001 - a tool never raises into the graph
         return Evidence.failure(tool.name, f"comparison failed: {type(exc).__name__}: {exc}"[:300])
     changes = [c for c in read_changes(text, source=tool.name) if finding is None or c.finding == finding]
-    meta = {**tool._meta(None, prompt.text), "task": "comparison", "prior_study_id": prior.id,
+    meta = {**tool._meta(result, prompt.text), "task": "comparison", "prior_study_id": prior.id,
             **({"finding": finding} if finding is not None else {}),
             "prompt_id": prompt_id(adapter.family, [prompt.text, *prompt.images]), "fixed_prompt": True,
             "changes": [asdict(c) for c in changes], "compares_priors": True}
@@ -59,6 +73,22 @@ def compare_with_prior(tool: Any, prior: Study, current: Study, *, finding: str 
     return Evidence(tool=tool.name, answer=said("comparison", text) if callable(said) else text, meta=meta,
                     truncated=truncated,
                     latency_ms=round((time.perf_counter() - t0) * 1000, 1))
+
+
+def _generate_remote(tool: Any, generate_images: Callable[..., Any], prior: Study, current: Study, prompt: Any,
+                     max_new_tokens: int | None, cancel: threading.Event | None,
+                     on_token: Callable[[str], None] | None) -> Any:
+    """The same message list as the local path, sent in one request. Each film keeps the cache key of its
+    fixed-prompt asks, so a study already read in this process is not encoded again."""
+    from tools.vlm.adapters.medgemma import comparison_messages
+
+    msgs = comparison_messages(tool.model_image(prior).image, tool.model_image(current).image, prompt)
+    keys = [tool.cache_key(study, None, fixed=True) for study in (prior, current)]
+    sink = on_token
+    if on_token is not None and callable(getattr(tool.adapter, "stream_filter", None)):
+        sink = tool.adapter.stream_filter(on_token)
+    return generate_images(msgs, image_keys=keys, max_new_tokens=int(max_new_tokens or tool.settings.vlm_max_new_tokens),
+                           on_token=sink, cancel=cancel)
 
 
 def _generate(tool: Any, backend: Any, prior: Study, current: Study, prompt: Any, max_new_tokens: int | None,

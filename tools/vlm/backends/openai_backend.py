@@ -1,7 +1,9 @@
 """RadVLM behind any OpenAI-compatible server (vLLM, SGLang, TGI...), over plain httpx.
 
 The image goes as a base64 PNG data URL in an ``image_url`` content part of the first user
-turn. Retries with exponential backoff on connection errors, HTTP 5xx and 429 (never on other
+turn; ``generate_images`` sends a turn of several images in the caller's order (a comparison: prior,
+current, then the text), so the server must accept that many per prompt (vLLM's
+``--limit-mm-per-prompt``). Retries with exponential backoff on connection errors, HTTP 5xx and 429 (never on other
 4xx: the request itself is wrong, and a read timeout is not retried either: the generation
 would most likely time out again). Streams with SSE when a token sink is given. ``finish_reason ==
 "length"`` (the server stopped at ``max_tokens``) marks the answer truncated. The encoded
@@ -17,7 +19,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -121,15 +123,78 @@ class OpenAIBackend:
             raise BackendError("request cancelled before it was sent (the call timed out or the turn was stopped)")
         data_url, hit = self._data_url(image, cache_key)
         encode_s = time.perf_counter() - t0
-        body: dict[str, Any] = {
+        body = self._body(to_openai_messages(turns, data_url), max_new_tokens, on_token)
+        if min_new_tokens:
+            body["min_tokens"] = int(min_new_tokens)  # vLLM extension; others ignore it
+        return self._send(body, on_token, t0, cancel, hit=hit, encode_s=encode_s)
+
+    def generate_images(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        image_keys: Sequence[Hashable | None] | None = None,
+        max_new_tokens: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """One request whose turns may hold several images, in order: ``messages`` in the transformers
+        chat form (content a string, or parts ``{"type": "image", "image": PIL}`` / ``{"type": "text"}``),
+        each image sent as a PNG ``image_url`` part where it stands. ``image_keys``: one cache key per image,
+        in order (None: not cached). ``cache_hit`` is True when every image's encoding was reused."""
+        t0 = time.perf_counter()
+        cancel = with_turn_stop(cancel)
+        if cancel is not None and cancel.is_set():
+            raise BackendError("request cancelled before it was sent (the call timed out or the turn was stopped)")
+        count = sum(1 for m in messages if not isinstance(m.get("content"), str)
+                    for p in m["content"] if p.get("type") == "image")
+        keys = list(image_keys) if image_keys is not None else [None] * count
+        if len(keys) != count:
+            raise ValueError(f"image_keys has {len(keys)} keys for {count} images in the messages")
+        hits: list[bool] = []
+        out: list[dict[str, Any]] = []
+        for msg in messages:
+            content = msg.get("content")
+            if isinstance(content, str):
+                out.append({"role": msg["role"], "content": content})
+                continue
+            parts: list[dict[str, Any]] = []
+            for part in content or []:
+                kind = part.get("type")
+                if kind == "text":
+                    parts.append({"type": "text", "text": part["text"]})
+                elif kind == "image":
+                    image = part.get("image")
+                    if not isinstance(image, Image.Image):
+                        raise ValueError(f"image part {len(hits) + 1} holds {type(image).__name__}, not a PIL image")
+                    url, hit = self._data_url(image, keys[len(hits)])
+                    hits.append(hit)
+                    parts.append({"type": "image_url", "image_url": {"url": url}})
+                else:
+                    raise ValueError(f"unknown content part type {kind!r} (expected 'image' or 'text')")
+            out.append({"role": msg["role"], "content": parts})
+        encode_s = time.perf_counter() - t0
+        try:
+            return self._send(self._body(out, max_new_tokens, on_token), on_token, t0, cancel,
+                              hit=bool(hits) and all(hits), encode_s=encode_s)
+        except BackendError as exc:
+            if count > 1 and "answered HTTP 400" in str(exc):  # e.g. vLLM refusing more images than it allows
+                raise BackendError(f"{exc} (this prompt holds {count} images: the server must accept that many "
+                                   f"per prompt, e.g. vLLM's --limit-mm-per-prompt '{{\"image\": {count}}}')") from exc
+            raise
+
+    def _body(self, messages: list[dict[str, Any]], max_new_tokens: int | None,
+              on_token: Callable[[str], None] | None) -> dict[str, Any]:
+        return {
             "model": self.model_id,
-            "messages": to_openai_messages(turns, data_url),
+            "messages": messages,
             "max_tokens": int(max_new_tokens or self.settings.vlm_max_new_tokens),
             "temperature": 0.0,
             "stream": on_token is not None,
         }
-        if min_new_tokens:
-            body["min_tokens"] = int(min_new_tokens)  # vLLM extension; others ignore it
+
+    def _send(self, body: dict[str, Any], on_token: Callable[[str], None] | None, t0: float,
+              cancel: threading.Event | None, *, hit: bool, encode_s: float) -> GenerationResult:
+        """POST ``body``, retrying connection errors, 5xx and 429 with exponential backoff."""
         last: str = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
