@@ -539,19 +539,33 @@ def mcq_report(
 @app.command("agreement")
 def agreement_cmd(
     file: Annotated[Path, typer.Argument(help="JSONL written by `cxr-agent review export`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for agreement.json and agreement.png.")] = Path("agreement"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for agreement.json and agreement.png (and "
+                                      "agreement-changes.json / .png when rows carry a change since a prior).")
+                   ] = Path("agreement"),
 ) -> None:
-    """Per-finding agreement of the AI draft with readers' signed results (kappa, AI sensitivity/specificity)."""
+    """Per-finding agreement of the AI draft with readers' signed results (kappa, AI sensitivity/specificity),
+    and of the AI's change since the prior with the signed change where a study was compared."""
     import json
 
     from rich.table import Table
 
-    from eval.agreement import CAVEAT, AgreementError, agreement, plot, read_rows, to_json
+    from eval.agreement import (
+        CAVEAT,
+        AgreementError,
+        agreement,
+        change_agreement,
+        changes_to_json,
+        plot,
+        plot_changes,
+        read_rows,
+        to_json,
+    )
 
     try:
-        results = agreement(read_rows(file))
+        rows = read_rows(file)
     except AgreementError as exc:
         _fail(str(exc))
+    results, changes = agreement(rows), change_agreement(rows)
     table = Table(title="AI draft vs signed result, per finding")
     for col in ("finding", "n", "kappa", "sensitivity", "specificity", "changed"):
         table.add_column(col)
@@ -562,5 +576,21 @@ def agreement_cmd(
     png = plot(results, out / "agreement.png")
     console = _console()
     console.print(table)
+    written = [str(out / "agreement.json"), str(png)]
+    change_files = (out / "agreement-changes.json", out / "agreement-changes.png")
+    if changes:
+        ctable = Table(title="Change since the prior: AI vs signed")
+        for col in ("finding", "n", "kappa", "changed", "flagged"):
+            ctable.add_column(col)
+        for c in changes:
+            ctable.add_row(c.finding, str(c.n), _fmt(c.kappa), str(c.changed), str(c.flagged))
+        change_files[0].write_text(json.dumps(changes_to_json(changes), indent=2), encoding="utf-8")
+        written += [str(change_files[0]), str(plot_changes(changes, change_files[1]))]
+        console.print(ctable)
+        console.print("The AI's 'cannot compare' is a category of its own; a rejected change counts as 'no change "
+                      "signed'.")
+    else:  # an earlier run's change table does not describe this file
+        for stale in change_files:
+            stale.unlink(missing_ok=True)
     console.print(f"[yellow]{CAVEAT}[/yellow]")
-    console.print(f"wrote {out / 'agreement.json'} and {png}")
+    console.print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
