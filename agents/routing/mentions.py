@@ -247,12 +247,13 @@ def extract_findings(text: str, *, allow_no_finding: bool = False,
                      exclude: tuple[tuple[int, int], ...] = (), structures: bool = True) -> list[str]:
     """Canonical finding ids named in ``text``: the first one a question asks about ("... any pneumothorax?",
     "effusion? ..."), then the rest in order of appearance, without duplicates. Mentions inside an
-    ``exclude`` span (of the cleaned text; e.g. a region's name) do not count; nor a structure's bare name
-    when ``structures`` is False (a request for the whole read), nor any item of a survey (``is_survey``)."""
+    ``exclude`` span (of the cleaned text; e.g. a region's name) do not count; nor a structure's bare name or
+    a survey's item ("lines") when ``structures`` is False (a request for the whole read), nor any item of a
+    survey (``is_survey``)."""
     t = _clean(text)
     survey = is_survey(t)
     mentions = [m for m in find_mentions(t) if not any(a <= m.start and m.end <= b for a, b in exclude)
-                and not ((survey or not structures) and _bare(t, m, survey=survey))]
+                and not ((survey or not structures) and _bare(t, m, survey=survey or not structures))]
     asked = [m for m in mentions if _asked(t, m)]
     out: list[str] = []
     for m in asked[:1] + mentions:

@@ -171,6 +171,7 @@ _REPORT_STRONG = _rx(
     r"\bread,? (?:pls|plz|please)\b|\b(?:pls|plz|please) read\b",
     r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",
     r"\bdraft\b",
+    r"\b(?:reprot|raport|repotr|rport|reoprt)s?\b",  # "report", misspelt
     r"\bstructured\b",
 )
 _REPORT_WEAK = _rx(
@@ -206,6 +207,9 @@ _CHAT_DEFINITION = _rx(
     r"^(?:(?:please |pls |can you |could you )?(?:tell|explain to) me )?(?:what(?:'s| is| are) (?:a |an )?|define |"
     r"definition of |what does )(?!the\b|this\b|that\b|it\b)[\w\s-]+(?: mean)?\??$",
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
+    # why a disease does what it does, in general ("why does pneumonia cause consolidation?")
+    r"\bwhy (?:does|do|would|can) (?!the\b|this\b|that\b|it\b|you\b|they\b|there\b)[\w-]+(?: [\w-]+)? "
+    r"(?:cause|lead to|produce|result in)\b",
     r"\bwhat(?:'s| is| are) the (?:usual |standard |best )?(?:treatment|management|prognosis|symptoms|risk factors|"
     r"incidence|prevalence|mortality)\b",
     r"\bdifference between\b|\bdistinguish(?:ing)? between\b|\bhow (?:do|can) you tell\b",
@@ -266,7 +270,11 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
     named = ", ".join(display_name(f).lower() for f in findings)
     if t.startswith(_GENERAL):
         return "chat", "the user asked for a general answer, not a reading of the image"
-    locate_cue = bool(_LOCATE.search(t)) and not _LOCATE_EXCLUDE.search(t)
+    # "pneumonia? if so, which lobe?": the first question asks whether, the later one where
+    first = t.split("?", 1)[0]
+    later_locate = "?" in t.rstrip("?") and bool(findings) and not _LOCATE.search(first) \
+        and bool(extract_findings(first))
+    locate_cue = bool(_LOCATE.search(t)) and not _LOCATE_EXCLUDE.search(t) and not later_locate
     explain_cue = (bool(_EXPLAIN.search(t)) or (has_history and bool(_EXPLAIN_SOFT.search(t)))
                    or (bool(_EXPLAIN_REF.search(t)) and not locate_cue))
     if explain_cue and not _EXPLAIN_EXCLUDE.search(t) and not _CHAT_DEFINITION.search(t):
@@ -354,7 +362,7 @@ _BACK_REFERENCE = re.compile(r"\b(?:it|its|that|this|they|them|those|these|one|o
 # An elliptical follow-up adds only a side, a size, a place or a change to the previous question:
 # "where?", "and on the left?", "how big?", "worse than before?", "same on the right".
 _ELLIPSIS = re.compile(
-    r"^(?:(?:and|so|ok|also|what about|how about|same(?: question)?(?: for)?)\b,? ?)*(?:the )?"
+    r"^(?:(?:and|so|ok|also|now|what about|how about|same(?: question)?(?: for)?)\b,? ?)*(?:the )?"
     r"(?:where(?: exactly)?|which (?:side|lobe|zone)|show(?: me)?(?: where)?|box|mark|highlight|"
     r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?|other|opposite|contralateral)"
     r"(?: side| lung| base| one)?|"

@@ -49,6 +49,7 @@ def test_a_survey_of_structures_is_a_whole_read_naming_no_finding(semantic, text
     ("Please report, including the mediastinum and the costophrenic angles", None),
     ("full report, comment on heart size", None),
     ("write the report, look at the cardiac silhouette too", None),
+    ("ICU AM film, full read w/ lines", None),  # a generic device word in a request for the whole read
     # a thing named by its own words still counts in a report request
     ("Write a report, pay attention to the ETT position", "support_devices"),
     ("report please, is there an effusion?", "pleural_effusion"),
@@ -98,6 +99,8 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("fluid overloaded?", "edema"),
     ("Are any ribs broken?", "fracture"),
     ("fibrotic changes?", "fibrosis"),
+    ("Is there any air in the pleural space?", "pneumothorax"),
+    ("overload?", "edema"),
 ])
 def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     assert extract_findings(text)[0] == finding
@@ -113,6 +116,10 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("What is the treatment for a tension pneumothorax?", "chat"),
     ("simlar cases?", "similar_cases"),
     ("wher is the consolidation", "locate"),
+    ("full reprot pls", "report"),
+    ("Why does pneumonia cause consolidation?", "chat"),
+    ("Pneumonia? If so, which lobe?", "finding_question"),  # the first question asks whether
+    ("Where is the nodule and how big is it?", "locate"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
@@ -126,6 +133,7 @@ def test_intent_cues(text: str, intent: str) -> None:
     ("where exactly?", ["nodule"], "locate"),
     ("what size?", ["nodule"], "finding_question"),
     ("mild or severe?", ["edema"], "finding_question"),
+    ("and now on the left?", ["pneumothorax"], "finding_question"),
     ("can you show it on the image?", ["pneumothorax"], "locate"),
 ])
 def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, text: str, previous: list[str],
