@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr = SecretStr("EMPTY")
     openai_timeout_s: float = 120.0
     openai_max_retries: int = 3
+    # The second family's own OpenAI-compatible server (one vLLM process serves one model); "" = openai_base_url.
+    openai_compare_base_url: str = ""
+    openai_compare_api_key: SecretStr | None = Field(None, description="Its key (unset: openai_api_key).")
 
     # --- classifier (torchxrayvision) -----------------------------------------------------
     classifier_model: str = "densenet121-res224-all"

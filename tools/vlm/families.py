@@ -25,7 +25,8 @@ def family_settings(settings: Settings, family: str) -> Settings:
 
     The selected family (``vlm_family``) keeps ``vlm_model_id`` / ``openai_model`` as set, unless they
     name another family's default. The comparison family never inherits them (a local path configured for
-    one model must not load the other): it uses ``vlm_compare_model_id``, else its own default id.
+    one model must not load the other): it uses ``vlm_compare_model_id``, else its own default id, and over
+    the OpenAI-compatible backend ``openai_compare_base_url`` / ``openai_compare_api_key`` when set.
     """
     if family not in MODEL_IDS:
         raise ValueError(f"unknown VLM family {family!r}; known: {', '.join(sorted(MODEL_IDS))}")
@@ -33,9 +34,12 @@ def family_settings(settings: Settings, family: str) -> Settings:
     update: dict[str, str] = {"vlm_family": family}
     if family != settings.vlm_family:
         own = settings.vlm_compare_model_id or MODEL_IDS[family]
-        update["vlm_model_id"] = own
-        update["openai_model"] = own
-        return settings.model_copy(update=update)
+        extra: dict[str, object] = {}
+        if settings.openai_compare_base_url:  # its own server: one vLLM process serves one model
+            extra["openai_base_url"] = settings.openai_compare_base_url
+        if settings.openai_compare_api_key is not None:
+            extra["openai_api_key"] = settings.openai_compare_api_key
+        return settings.model_copy(update={**update, "vlm_model_id": own, "openai_model": own, **extra})
     if settings.vlm_model_id in defaults:
         update["vlm_model_id"] = MODEL_IDS[family]
     if settings.openai_model in defaults:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fake_radvlm import FakeRadVLM  # tests/tools/vlm/fake_radvlm.py
+from pydantic import SecretStr
 
 from cxr_agent.settings import Settings
 from tools.vlm.families import MODEL_IDS, CompareVLMTool, family_settings, selected, vlm_tools
@@ -40,6 +41,13 @@ def test_selection_and_settings() -> None:
     own = custom.model_copy(update={"vlm_compare_model_id": "/models/my-medgemma"})
     assert (family_settings(own, "medgemma").vlm_model_id, family_settings(own, "medgemma").openai_model) == (
         "/models/my-medgemma", "/models/my-medgemma")
+    # over the OpenAI-compatible backend each family may have its own server (one vLLM serves one model)
+    assert family_settings(own, "medgemma").openai_base_url == own.openai_base_url  # unset: the same one
+    served = own.model_copy(update={"openai_compare_base_url": "https://gpu-b:8000/v1",
+                                    "openai_compare_api_key": SecretStr("key-b")})
+    second, first = family_settings(served, "medgemma"), family_settings(served, "radvlm")
+    assert (second.openai_base_url, second.openai_api_key.get_secret_value()) == ("https://gpu-b:8000/v1", "key-b")
+    assert (first.openai_base_url, first.openai_api_key.get_secret_value()) == (own.openai_base_url, "EMPTY")
     first_mg = Settings(model_profile="tiny", vlm_family="medgemma", vlm_model_id="/models/my-medgemma",
                         vlm_compare="radvlm")
     assert family_settings(first_mg, "radvlm").vlm_model_id == MODEL_IDS["radvlm"]
