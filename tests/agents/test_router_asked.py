@@ -134,6 +134,8 @@ def test_intent_cues(text: str, intent: str) -> None:
     ("what size?", ["nodule"], "finding_question"),
     ("mild or severe?", ["edema"], "finding_question"),
     ("and now on the left?", ["pneumothorax"], "finding_question"),
+    ("still there?", ["pneumothorax"], "finding_question"),
+    ("how enlarged?", ["cardiomegaly"], "finding_question"),
     ("can you show it on the image?", ["pneumothorax"], "locate"),
 ])
 def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, text: str, previous: list[str],
