@@ -207,6 +207,7 @@ _CHAT_DEFINITION = _rx(
     r"^(?:(?:please |pls |can you |could you )?(?:tell|explain to) me )?(?:what(?:'s| is| are) (?:a |an )?|define |"
     r"definition of |what does )(?!the\b|this\b|that\b|it\b)[\w\s-]+(?: mean)?\??$",
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
+    r"\b(?:usual|common|typical|main|commonest|most common|classic) (?:causes?|signs?|appearance|presentation) of\b",
     # why a disease does what it does, in general ("why does pneumonia cause consolidation?")
     r"\bwhy (?:does|do|would|can) (?!the\b|this\b|that\b|it\b|you\b|they\b|there\b)[\w-]+(?: [\w-]+)? "
     r"(?:cause|lead to|produce|result in)\b",

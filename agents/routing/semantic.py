@@ -250,6 +250,17 @@ def _families(t: str) -> set[str]:
     return fams
 
 
+# "please read the film": a request to read the study, nothing else
+_PLAIN_READ = re.compile(r"(?:(?:please|pls|can you|could you|kindly),? )*read (?:this|the|my) (?:(?:chest|portable) )?"
+                         r"(?:film|study|image|cxr|x-?ray|radiograph|exam)(?: for me)?(?:,? (?:please|pls))?[ .!?]*")
+# Clinical context before the question ("65M smoker, weight loss, any mass?"): the question is the last clause.
+_CLAUSES = re.compile(r"[,;.:]\s+|\s-+\s")
+
+
+def _last_clause(t: str) -> str:
+    return _CLAUSES.split(t)[-1].strip()
+
+
 def rule_decided(t: str, route: Route) -> bool:
     """Whether the rules' route stands without a second opinion (see the module docstring)."""
     if route.intent == "chat" and t.startswith(rules._GENERAL):
@@ -259,8 +270,9 @@ def rule_decided(t: str, route: Route) -> bool:
         return True  # "is there a pneumothorax?": a yes/no question about a finding the vocabulary knows
     if len(fams) != 1 or route.intent not in fams:
         return False
-    return route.intent in DECISIVE or (route.intent == "report" and (_PLAIN_REPORT.fullmatch(t) is not None
-                                                                      or is_survey(t)))
+    last = _last_clause(t)
+    return route.intent in DECISIVE or (route.intent == "report" and (
+        any(rx.fullmatch(x) is not None for rx in (_PLAIN_REPORT, _PLAIN_READ) for x in (t, last)) or is_survey(t)))
 
 
 _OOV = re.compile(
@@ -288,11 +300,26 @@ _PLACE = re.compile(r"\b(?:in|at|on|of|near|behind) the\b")  # "an abnormality i
 
 
 def _existence_target(t: str) -> bool:
-    """A yes/no existence question whose object is one specific thing, not 'anything abnormal'."""
-    if not (_EXISTS.search(t) or _ANY_THING.match(t)):
+    """A yes/no existence question whose object is one specific thing, not 'anything abnormal'; after clinical
+    context too ("65M smoker, weight loss, any mass?", "MVA with chest trauma, widened mediastinum?")."""
+    last = _last_clause(t)
+    if last != t and _bare_finding(last):
+        return True
+    for x in dict.fromkeys((t, last)):
+        if _EXISTS.search(x) or _ANY_THING.match(x):
+            phrase = oov_phrase(x)
+            if phrase and not _GENERIC.match(phrase):
+                return True
+    return False
+
+
+def _bare_finding(clause: str) -> bool:
+    """The clause is one vocabulary finding asked as a question ("tumour?", "widened mediastinum?")."""
+    if not clause.endswith("?"):
         return False
-    phrase = oov_phrase(t)
-    return bool(phrase) and not _GENERIC.match(phrase)
+    words = re.sub(r"^(?:(?:a|an|any|some|r/o|\?)\s*)+", "", clause.rstrip("?! ")).strip()
+    found = find_mentions(words)
+    return len(found) == 1 and found[0].start == 0 and found[0].end == len(words)
 
 
 def oov_phrase(t: str) -> str | None:

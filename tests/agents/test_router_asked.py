@@ -144,6 +144,19 @@ def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, te
     assert (r.intent, r.finding, r.clarify) == (intent, previous[0], None), r.reason
 
 
+@pytest.mark.parametrize(("text", "intent", "finding"), [
+    ("65M smoker, weight loss, any mass?", "finding_question", "mass"),
+    ("ex-smoker with hemoptysis, tumour?", "finding_question", "mass"),
+    ("MVA with chest trauma, widened mediastinum?", "finding_question", "enlarged_cardiomediastinum"),
+    ("60F with cough and fever, please read the film", "report", None),
+    ("What's the usual cause of a pneumothorax in tall young men?", "chat", None),
+])
+def test_clinical_context_before_the_question_is_decided_by_the_question(semantic, text: str, intent: str,
+                                                                         finding: str | None) -> None:
+    r = _turn(semantic, text)
+    assert (r.intent, r.finding, r.clarify) == (intent, finding, None), (r.reason, r.scores)
+
+
 def test_the_router_table_reads_structures_and_survey_and_checks_their_patterns(tmp_path) -> None:
     from knowledge.lexicon import DEFAULT_PATH
 
