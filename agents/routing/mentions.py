@@ -172,7 +172,7 @@ _ASKED = re.compile(
     r"(?:\bany|\bno|\br/o|\brule out|\bis there(?: an?| any)?|\bare there(?: any)?|\b(?:is|are) the|\bresidual|"
     r"\bevidence (?:of|for)|"
     r"\bsigns? of|\bconcern(?:ing)? for|\beval(?:uate)? for|\bassess for|\bcheck for|\blook for|"
-    r"\bsee (?:a|an|any)|\bworried about|\bsuspect(?:ed)?)\s+(?:\w+\s+)?$"
+    r"\bsee (?:a|an|any)|\bworried about|\bsuspect(?:ed)?|\b(?:be|represent)(?: an?)?)\s+(?:\w+\s+)?$"
 )
 
 

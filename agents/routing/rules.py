@@ -106,6 +106,7 @@ _EXPLAIN = _rx(
     r"\bconflict(?:ing)?\b|\bdisagree(?:ment)?\b",
     r"\b(?:agree|concur) with (?:the )?(?:classifier|vlm|model|radvlm|tool|heatmap)\b",
     r"\bhow did you (?:decide|conclude|get|arrive|come up)\b",
+    r"\bshow (?:me )?your (?:work|reasoning|thinking|steps|logic|evidence)\b",
     r"\bwhy not\b",
 )
 # A reference back to an earlier answer asks for an explanation unless it asks to locate something
@@ -127,9 +128,11 @@ _SIMILAR = _rx(
     r"\bsimilar\b|\bsim(?:l|il{1,2}i)ar\b",  # "simlar", "similiar"
     r"\blook(?:s|ing)? (?:a ?lot |just )?like (?:this|it|these)\b",
     r"\bcomparable\b|\banalogous\b|\bprecedents?\b",
-    r"\b(?:prior|previous|past|other|reference|matching|related|archived?) (?:cases|reports|studies|films|exams)\b",
+    r"\b(?:prior|previous|past|other|reference|matching|related|archived?) (?:cases|reports|studies|films|exams|"
+    r"images|patients)\b",
+    r"\b(?:images|films|studies|x-?rays|cases|reports|examples|ones|patients) (?:like|resembling) (?:this|it|these)\b",
     r"\bpriors\b",
-    r"\bretrieve\b|\bretrieval\b|\bnearest neighbou?rs?\b",
+    r"\bretrieve\b|(?<!what did the )\bretrieval\b|\bnearest neighbou?rs?\b",  # not "what did the retrieval find?"
     r"\bsearch (?:the |our )?(?:database|archive|reports|corpus|index|knowledge base|kb)\b",
     r"\b(?:find|pull|get|show)(?: me)? (?:some |a few |other |more )?(?:cases|reports|examples|studies)\b",
     r"\bexamples? of\b",
@@ -157,6 +160,7 @@ _LOCATE_EXCLUDE = _rx(
     # "what does this film show?", "do the lungs show hyperinflation?": the image shows, nobody asks where
     r"^(?!.*\bwhere\b).*\b(?:does|do|did|what) (?:[\w-]+ ){0,4}show(?:s)?\b(?! me\b)",
     r"\bwhere did\b.*\bcome from\b",  # "where did the consolidation call come from?": a reason, not a place
+    r"\bshow (?:me )?your (?:work|reasoning|thinking|steps|logic|evidence)\b",
 )
 
 _REPORT_STRONG = _rx(

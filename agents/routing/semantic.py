@@ -266,8 +266,9 @@ def rule_decided(t: str, route: Route) -> bool:
     if route.intent == "chat" and t.startswith(rules._GENERAL):
         return True
     fams = _families(t)
-    if not fams and route.intent == "finding_question" and route.findings and _existence_target(t):
-        return True  # "is there a pneumothorax?": a yes/no question about a finding the vocabulary knows
+    if not fams and route.intent == "finding_question" and route.findings and (
+            _existence_target(t) or rules.asked_aspect(t) == "position"):
+        return True  # "is there a pneumothorax?", "is the PICC tip in a good place?": a question about a finding
     if len(fams) != 1 or route.intent not in fams:
         return False
     last = _last_clause(t)
@@ -286,7 +287,9 @@ _OOV = re.compile(
 
 _EXISTS = re.compile(r"^(?:(?:so|and|ok|also|pls|please),? )?(?:is there|are there|do you see|can you see|does (?:the )?"
                      r"(?:patient|pt) have|could (?:this|it) be|(?:any )?(?:signs?|evidence) of|r/o|rule out|"
-                     r"(?:eval(?:uate)?|assess|check|look) for|concern(?:ing)? for)(?:\b|(?<=/o))")
+                     r"(?:eval(?:uate)?|assess|check|look) for|concern(?:ing)? for|"
+                     r"(?:what(?:'s| is) the |rate the )?(?:probability|likelihood|chance|odds) (?:of|for)|"
+                     r"how likely is|grade the)(?:\b|(?<=/o))")
 _GENERIC = re.compile(r"^(?:anything|something|any ?thing|abnormalit(?:y|ies)|(?:an? )?acute|(?:any )?(?:acute )?"
                       r"(?:process|findings?|problems?|issues?)|wrong|concerning|normal)\b")
 

@@ -101,6 +101,7 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("fibrotic changes?", "fibrosis"),
     ("Is there any air in the pleural space?", "pneumothorax"),
     ("overload?", "edema"),
+    ("Could the round density in the left lung be a nodule?", "nodule"),
 ])
 def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     assert extract_findings(text)[0] == finding
@@ -120,6 +121,10 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("Why does pneumonia cause consolidation?", "chat"),
     ("Pneumonia? If so, which lobe?", "finding_question"),  # the first question asks whether
     ("Where is the nodule and how big is it?", "locate"),
+    ("Show your work", "explain"),
+    ("What did the retrieval find?", "explain"),
+    ("Show me reference images like this", "similar_cases"),
+    ("Other patients with this appearance?", "similar_cases"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
@@ -150,6 +155,8 @@ def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, te
     ("MVA with chest trauma, widened mediastinum?", "finding_question", "enlarged_cardiomediastinum"),
     ("60F with cough and fever, please read the film", "report", None),
     ("What's the usual cause of a pneumothorax in tall young men?", "chat", None),
+    ("What is the probability of a pneumothorax?", "finding_question", "pneumothorax"),
+    ("Is the tip of the PICC in a good place?", "finding_question", "support_devices"),
 ])
 def test_clinical_context_before_the_question_is_decided_by_the_question(semantic, text: str, intent: str,
                                                                          finding: str | None) -> None:
