@@ -136,7 +136,7 @@ _SIMILAR = _rx(
     r"\bsearch (?:the |our )?(?:database|archive|reports|corpus|index|knowledge base|kb)\b",
     r"\b(?:find|pull|get|show)(?: me)? (?:some |a few |other |more )?(?:cases|reports|examples|studies)\b",
     r"\bexamples? of\b",
-    r"\blike this one\b|\bcases like\b|\breports like\b",
+    r"\blike this one\b|\bcases like\b|\breports like\b|\bmore like (?:this|it|these)\b",
     r"\bhave we seen\b|\bseen (?:this|it) before\b",
     r"\b(?:report|case|image|film)s? (?:archive|library)\b|\b(?:the|our) archive\b",
 )
@@ -173,6 +173,7 @@ _REPORT_STRONG = _rx(
     r"\bwrite[- ]?up\b|\bwrite (?:it|this) up\b|\bwrite\b",
     r"\bread (?:this|the|my|it|that|these)\b|\bread this\b|\bwet read\b|\bprelim(?:inary)?\b|\bfull read\b",
     r"\bread,? (?:pls|plz|please)\b|\b(?:pls|plz|please) read\b",
+    r"\b(?:portable|port|ap|pa|film|cxr|x-?ray|chest|stat|rapid) read\b",
     r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",
     r"\bdraft\b",
     r"\b(?:reprot|raport|repotr|rport|reoprt)s?\b",  # "report", misspelt

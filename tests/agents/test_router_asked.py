@@ -102,6 +102,11 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("Is there any air in the pleural space?", "pneumothorax"),
     ("overload?", "edema"),
     ("Could the round density in the left lung be a nodule?", "nodule"),
+    ("CAP?", "pneumonia"),
+    ("RUL nod?", "nodule"),
+    ("opac R base?", "lung_opacity"),
+    ("wide med?", "enlarged_cardiomediastinum"),
+    ("There are water in lungs base?", "pleural_effusion"),
 ])
 def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     assert extract_findings(text)[0] == finding
@@ -125,6 +130,8 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("What did the retrieval find?", "explain"),
     ("Show me reference images like this", "similar_cases"),
     ("Other patients with this appearance?", "similar_cases"),
+    ("more like this", "similar_cases"),
+    ("AP port read", "report"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
