@@ -120,6 +120,7 @@ _EXPLAIN_SOFT = _rx(
     r"\bsources?\b(?! of)",
     r"\b(?:classifier|vlm|model|op[- ]?point|operating[- ]point)(?: op[- ]?point)? (?:scores?|probabilit(?:y|ies)|output)\b",
     r"\bare you (?:sure|certain|confident)\b",
+    r"\b(?:are|were) you (?:unsure|uncertain|not sure)\b|\bunsure\b|\bscores?\b",
 )
 # "why" questions about the patient/image itself are not questions about our reasoning.
 _EXPLAIN_EXCLUDE = _rx(r"\bwhy (?:is|are|does|do) (?:the|this|his|her|their) (?:patient|heart|lung|lungs|film|image)\b")
@@ -142,7 +143,7 @@ _SIMILAR = _rx(
 )
 
 _LOCATE = _rx(
-    r"\bwhere(?:'s| is| are| was| were| exactly|abouts)?\b|\bwher\b",
+    r"\bwhere(?:'s| is| are| was| were| exactly|abouts)?\b|\bwher\b|\bwere (?:is|are)\b",  # misspelt
     r"\bshow(?: me)?\b",
     r"\bpoint(?: me)? (?:out|to|at)\b",
     r"\bzoom(?: in)? (?:on|to|into)\b",
@@ -152,6 +153,7 @@ _LOCATE = _rx(
     r"^(?:please |pls |can you |could you )?box\b|\bbox (?:the|it|them|around)\b",
     r"\bground(?:ing)?\b(?![- ]?glass)",
     r"\b(?:which|what) (?:side|lobe|zone|lung|level)\b",
+    r"\b(?:which|what) (?:part|area|portion|segment|region)s? of\b",
     r"\bheat ?map\b|\bsaliency\b|\bgrad-?cam\b|\boverlay\b",
 )
 # "show me" followed by a report-ish object is not a locate request.

@@ -132,6 +132,9 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("Other patients with this appearance?", "similar_cases"),
     ("more like this", "similar_cases"),
     ("AP port read", "report"),
+    ("Which parts of the report are you unsure of?", "explain"),
+    ("Which part of the lung is consolidated?", "locate"),
+    ("were is the pneumonia", "locate"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
