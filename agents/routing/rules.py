@@ -380,6 +380,11 @@ _ELLIPSIS = re.compile(
     r"[?.!]*$")
 
 
+# "cases with that", "reports showing the same": what the previous question asked about
+_SIMILAR_REF = re.compile(r"\b(?:with|showing|having|of|like) (?:it|that|those|them|the same(?: finding| findings| thing)?)"
+                          r"(?:\?|$|\s(?!one\b|image|film|study|x-?ray|appearance|pattern))")
+
+
 def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) -> Route:
     """'Is there an effusion?' then 'Where is it?' or 'and on the left?': a locate or finding question that
     names no target of its own, with a back-reference or nothing but a side/size/place/change, is about the
@@ -395,9 +400,12 @@ def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) 
         # "and on the left?", "how extensive?": alone they read as chat or a whole read; they continue the previous
         # question (a change with nothing named, "worse?", stays a whole-study comparison)
         intent = "finding_question"
-    if intent not in {"locate", "finding_question"}:
+    if intent == "similar_cases":
+        m = _SIMILAR_REF.search(t)  # "similar cases with that?": the previous question's finding
+    elif intent not in {"locate", "finding_question"}:
         return route
-    m = _BACK_REFERENCE.search(t) or ellipsis
+    else:
+        m = _BACK_REFERENCE.search(t) or ellipsis
     if m is None:
         return route
     named = ", ".join(display_name(f).lower() for f in previous)

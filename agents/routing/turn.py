@@ -73,18 +73,19 @@ def ask_back(route: Route, text: str, *, continues: bool = False) -> Clarify | N
         return route.clarify
     if route.scores and not continues:
         chosen = route.scores.get(route.intent, 0.0)
+        # what the turn names, though a general question (chat) asks about it on no image
+        named = route.finding or (route.findings[0] if route.findings else None)
         # a finding question or locate with nothing named is no reading one could pick
-        targetless = route.finding is None and route.phrase is None and route.region is None
+        targetless = named is None and route.phrase is None and route.region is None
         others = [i for i in route.scores if i != route.intent
                   and not (targetless and i in ("finding_question", "locate"))]
         other = max(others, key=route.scores.__getitem__, default=None)
         if other is not None and chosen < INTENT_ASK_BELOW:
             return Clarify(about="intent", reason=f"intent {route.intent} {chosen:.2f}, {other} "
                                                   f"{route.scores[other]:.2f}",
-                           readings=[Reading(intent=route.intent, finding=route.finding, phrase=route.phrase,
-                                             score=chosen),
-                                     Reading(intent=other, finding=route.finding, phrase=route.phrase,  # type: ignore[arg-type]
-                                             score=route.scores[other])])
+                           readings=[Reading(intent=i, finding=None if i == "chat" else named,  # type: ignore[arg-type]
+                                             phrase=route.phrase, score=route.scores.get(i, 0.0))
+                                     for i in (route.intent, other)])
     if route.intent not in ("finding_question", "locate") or len(route.findings) > 1:
         return None
     ranked = fuzzy_readings(text)

@@ -174,6 +174,28 @@ def test_clinical_context_before_the_question_is_decided_by_the_question(semanti
     assert (r.intent, r.finding, r.clarify) == (intent, finding, None), (r.reason, r.scores)
 
 
+def test_asking_back_about_a_general_question_offers_the_named_finding_only_as_a_reading_of_the_image() -> None:
+    from agents.routing.rules import Route
+    from agents.routing.turn import ask_back
+
+    r = Route(intent="chat", findings=["pneumothorax"],
+              scores={"chat": 0.42, "finding_question": 0.38, "report": 0.1, "locate": 0.1})
+    clarify = ask_back(r, "what about pneumothorax in general?")
+    assert clarify is not None
+    assert [(x.intent, x.finding) for x in clarify.readings] == [("chat", None), ("finding_question", "pneumothorax")]
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("any similar cases with that?", "pleural_effusion"),
+    ("find reports showing the same", "pleural_effusion"),
+    ("find similar cases", None),
+    ("similar cases like this one", None),
+])
+def test_similar_cases_with_a_back_reference_take_the_previous_finding(text: str, finding: str | None) -> None:
+    r = _turn(route, text, ["pleural_effusion"])
+    assert (r.intent, r.finding) == ("similar_cases", finding), r.reason
+
+
 def test_the_router_table_reads_structures_and_survey_and_checks_their_patterns(tmp_path) -> None:
     from knowledge.lexicon import DEFAULT_PATH
 
