@@ -121,6 +121,7 @@ _EXPLAIN_SOFT = _rx(
     r"\b(?:classifier|vlm|model|op[- ]?point|operating[- ]point)(?: op[- ]?point)? (?:scores?|probabilit(?:y|ies)|output)\b",
     r"\bare you (?:sure|certain|confident)\b",
     r"\b(?:are|were) you (?:unsure|uncertain|not sure)\b|\bunsure\b|\bscores?\b",
+    r"\b(?:is|are) (?:that|this|it|these) (?:certain|sure|definite|reliable|right|correct)\b",
 )
 # "why" questions about the patient/image itself are not questions about our reasoning.
 _EXPLAIN_EXCLUDE = _rx(r"\bwhy (?:is|are|does|do) (?:the|this|his|her|their) (?:patient|heart|lung|lungs|film|image)\b")
@@ -163,6 +164,7 @@ _LOCATE_EXCLUDE = _rx(
     r"^(?!.*\bwhere\b).*\b(?:does|do|did|what) (?:[\w-]+ ){0,4}show(?:s)?\b(?! me\b)",
     r"\bwhere did\b.*\bcome from\b",  # "where did the consolidation call come from?": a reason, not a place
     r"\bshow (?:me )?your (?:work|reasoning|thinking|steps|logic|evidence)\b",
+    r"\bwhere (?:it|they|the tip) (?:should|ought to|needs to|belongs?)\b",  # a position, not a place to show
 )
 
 _REPORT_STRONG = _rx(
@@ -200,6 +202,7 @@ _CHAT_GENERIC = _rx(
     r"^(?:hi|hello|hey|yo|good (?:morning|afternoon|evening)|thanks?|thank you|thx|ty|cheers|ok(?:ay)?|great|"
     r"cool|perfect|got it|bye|goodbye|see you)\b",
     r"\bwho are you\b|\bwhat (?:can|do) you do\b|\bwhat are you\b|\bhelp\b|\bhow (?:do|does) (?:this|it) work\b",
+    r"\b(?:thanks?|thank you|thx|cheers|bye)[.! ]*$",  # "I'll discuss with my attending, thanks"
 )
 # What is normal in general ("what's the normal cardiothoracic ratio?"), not whether this image is normal.
 _NORMS = re.compile(r"\bwhat(?:'s| is| are| does| do) (?:the|a) normal\b|\bnormal (?:size|width|range|value|diameter|"
@@ -216,8 +219,8 @@ _CHAT_DEFINITION = _rx(
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
     r"\b(?:usual|common|typical|main|commonest|most common|classic) (?:causes?|signs?|appearance|presentation) of\b",
     # why a disease does what it does, in general ("why does pneumonia cause consolidation?")
-    r"\bwhy (?:does|do|would|can) (?!the\b|this\b|that\b|it\b|you\b|they\b|there\b)[\w-]+(?: [\w-]+)? "
-    r"(?:cause|lead to|produce|result in)\b",
+    r"\bwhy (?:does|do|would|can) (?!the\b|this\b|that\b|it\b|its\b|you\b|they\b|there\b|these\b|those\b|we\b|"
+    r"i\b|he\b|she\b|his\b|her\b|my\b|your\b|our\b|their\b|both\b|all\b)[\w-]+s?\b(?! (?:you|say|said)\b)",
     r"\bwhat(?:'s| is| are) the (?:usual |standard |best )?(?:treatment|management|prognosis|symptoms|risk factors|"
     r"incidence|prevalence|mortality)\b",
     r"\bdifference between\b|\bdistinguish(?:ing)? between\b|\bhow (?:do|can) you tell\b",
@@ -346,6 +349,7 @@ _SIZE = re.compile(r"\b(?:how (?:big|large|severe|bad|extensive|much)|size|sized
                    r"bigger|larger|smaller|"
                    r"massive|moderate|mild|trace|grade|extent)\b")
 _POSITION = re.compile(r"\b(?:position(?:ed|ing)?|placement|placed|malposition\w*|tip|too (?:high|low|deep|far)|"
+                       r"where (?:it|they|the tip) (?:should|ought to|needs to) (?:be|go|sit|lie)|"
                        r"in (?:the )?(?:right|correct|good|proper|satisfactory) (?:place|spot))\b")
 
 
@@ -375,7 +379,7 @@ _ELLIPSIS = re.compile(
     r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?|other|opposite|contralateral)"
     r"(?: side| lung| base| one)?|"
     r"(?:how|what) (?:big|large|bad|severe|much|extensive|many|size|enlarged|wide|thick|far|deep|low|high)|size|"
-    r"(?:is it |it's |it is )?still (?:there|present|visible|seen)|"
+    r"(?:is it |it's |it is )?still (?:there|present|visible|seen)|too (?:deep|high|low|far|shallow|proximal|distal)|"
     r"(?:mild|moderate|severe|small|large|tiny|massive|trace)(?: or (?:mild|moderate|severe|small|large|massive))?|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}"
     r"[?.!]*$")
 

@@ -107,6 +107,10 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("opac R base?", "lung_opacity"),
     ("wide med?", "enlarged_cardiomediastinum"),
     ("There are water in lungs base?", "pleural_effusion"),
+    ("Does this look infected?", "pneumonia"),
+    ("Any broken bones?", "fracture"),
+    ("Are the lungs wet?", "edema"),
+    ("Is the lung partially collapsed at the base?", "atelectasis"),
 ])
 def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     assert extract_findings(text)[0] == finding
@@ -135,6 +139,10 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("Which parts of the report are you unsure of?", "explain"),
     ("Which part of the lung is consolidated?", "locate"),
     ("were is the pneumonia", "locate"),
+    ("Is that certain?", "explain"),
+    ("I'll discuss with my attending, thanks", "chat"),
+    ("Why do effusions blunt the costophrenic angle?", "chat"),
+    ("why do you think there is an effusion?", "explain"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
@@ -151,6 +159,7 @@ def test_intent_cues(text: str, intent: str) -> None:
     ("and now on the left?", ["pneumothorax"], "finding_question"),
     ("still there?", ["pneumothorax"], "finding_question"),
     ("how enlarged?", ["cardiomegaly"], "finding_question"),
+    ("too deep?", ["support_devices"], "finding_question"),
     ("can you show it on the image?", ["pneumothorax"], "locate"),
 ])
 def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, text: str, previous: list[str],
@@ -167,6 +176,7 @@ def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, te
     ("What's the usual cause of a pneumothorax in tall young men?", "chat", None),
     ("What is the probability of a pneumothorax?", "finding_question", "pneumothorax"),
     ("Is the tip of the PICC in a good place?", "finding_question", "support_devices"),
+    ("Is the NG tube where it should be?", "finding_question", "support_devices"),
 ])
 def test_clinical_context_before_the_question_is_decided_by_the_question(semantic, text: str, intent: str,
                                                                          finding: str | None) -> None:
