@@ -243,6 +243,25 @@ def _asked(t: str, m: _Mention) -> bool:
                 or (_OWN_QUESTION.match(after) and _CLAUSE_START.search(before)))
 
 
+# Clinical context, then the question: "we just put in a chest drain, has the pneumothorax resolved?"
+_CONTEXT_SPLIT = re.compile(r"[,;.:]\s+|\s-+\s")
+_QUESTION_START = re.compile(r"^(?:and |so |but |or )?(?:is|are|was|were|do|does|did|can|could|would|will|has|have|any|"
+                             r"where|what|which|how|why|should|r/o|rule out|eval|evaluate|check)\b")
+
+
+def _question_clause(t: str, mentions: list[_Mention]) -> list[_Mention]:
+    """The mentions of the last clause when it alone is the question (ends in "?") and the clauses before it are
+    statements (context)."""
+    cuts = [m.end() for m in _CONTEXT_SPLIT.finditer(t)]
+    if not cuts or not t.rstrip().endswith("?"):
+        return []
+    start = cuts[-1]
+    before = [c.strip() for c in _CONTEXT_SPLIT.split(t[:start]) if c.strip()]
+    if any("?" in c or _QUESTION_START.match(c) for c in before):
+        return []
+    return [m for m in mentions if m.start >= start][:1]
+
+
 def extract_findings(text: str, *, allow_no_finding: bool = False,
                      exclude: tuple[tuple[int, int], ...] = (), structures: bool = True) -> list[str]:
     """Canonical finding ids named in ``text``: the first one a question asks about ("... any pneumothorax?",
@@ -254,7 +273,7 @@ def extract_findings(text: str, *, allow_no_finding: bool = False,
     survey = is_survey(t)
     mentions = [m for m in find_mentions(t) if not any(a <= m.start and m.end <= b for a, b in exclude)
                 and not ((survey or not structures) and _bare(t, m, survey=survey or not structures))]
-    asked = [m for m in mentions if _asked(t, m)]
+    asked = [m for m in mentions if _asked(t, m)] or _question_clause(t, mentions)
     out: list[str] = []
     for m in asked[:1] + mentions:
         if m.finding == "no_finding" and not allow_no_finding:

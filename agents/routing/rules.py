@@ -178,6 +178,7 @@ _REPORT_STRONG = _rx(
     r"\bread (?:this|the|my|it|that|these)\b|\bread this\b|\bwet read\b|\bprelim(?:inary)?\b|\bfull read\b",
     r"\bread,? (?:pls|plz|please)\b|\b(?:pls|plz|please) read\b",
     r"\b(?:portable|port|ap|pa|film|cxr|x-?ray|chest|stat|rapid) read\b",
+    r"\bthoughts (?:on|about) (?:this|the|my) (?:(?:chest|portable) )?(?:film|study|image|x-?ray|cxr|radiograph|one)\b",
     r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",
     r"\bdraft\b",
     r"\b(?:reprot|raport|repotr|rport|reoprt)s?\b",  # "report", misspelt
@@ -374,7 +375,8 @@ _BACK_REFERENCE = re.compile(r"\b(?:it|its|that|this|they|them|those|these|one|o
 # An elliptical follow-up adds only a side, a size, a place or a change to the previous question:
 # "where?", "and on the left?", "how big?", "worse than before?", "same on the right".
 _ELLIPSIS = re.compile(
-    r"^(?:(?:and|so|ok|also|now|what about|how about|same(?: question)?(?: for)?)\b,? ?)*(?:the )?"
+    r"^(?:(?:and|so|ok|also|now|what about|how about|same(?: question)?(?: for)?|can you|could you|please|pls)\b,? ?)*"
+    r"(?:the )?"
     r"(?:where(?: exactly)?|which (?:side|lobe|zone)|show(?: me)?(?: where)?|box|mark|highlight|"
     r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?|other|opposite|contralateral)"
     r"(?: side| lung| base| one)?|"

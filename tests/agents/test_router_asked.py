@@ -111,6 +111,10 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("Any broken bones?", "fracture"),
     ("Are the lungs wet?", "edema"),
     ("Is the lung partially collapsed at the base?", "atelectasis"),
+    ("We just put in a chest drain, has the pneumothorax resolved?", "pneumothorax"),  # context, then the question
+    ("Is there a pneumothorax, and where is the chest tube?", "pneumothorax"),  # two questions: the first
+    ("Could this be fluid in the lungs from heart failure?", "edema"),
+    ("Could the left lower lobe be collapsed?", "atelectasis"),
 ])
 def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     assert extract_findings(text)[0] == finding
@@ -143,6 +147,7 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("I'll discuss with my attending, thanks", "chat"),
     ("Why do effusions blunt the costophrenic angle?", "chat"),
     ("why do you think there is an effusion?", "explain"),
+    ("What are your thoughts on this film?", "report"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
@@ -160,6 +165,7 @@ def test_intent_cues(text: str, intent: str) -> None:
     ("still there?", ["pneumothorax"], "finding_question"),
     ("how enlarged?", ["cardiomegaly"], "finding_question"),
     ("too deep?", ["support_devices"], "finding_question"),
+    ("can you show me?", ["pleural_effusion"], "locate"),
     ("can you show it on the image?", ["pneumothorax"], "locate"),
 ])
 def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, text: str, previous: list[str],
