@@ -1,13 +1,14 @@
 """Router accuracy on the held-out sentences (per intent, confusion matrix), how often it asks back, and
 routing latency.
 
-Held-out: eval/router_heldout.jsonl (97 sentences) and eval/router_heldout_v2.jsonl (191: shorthand, typos,
-multi-part, non-native phrasing, follow-ups with their previous turn), each written before the tuning it
-measures and never tuned on. A whole turn is routed as the graph does (agents.routing.route_turn over the
+Held-out: eval/router_heldout.jsonl (97 sentences), eval/router_heldout_v2.jsonl (191: shorthand, typos,
+multi-part, non-native phrasing, follow-ups with their previous turn) and eval/router_heldout_v3.jsonl (228),
+each written before the tuning it measures and never read to tune. A whole turn is routed as the graph does (agents.routing.route_turn over the
 semantic router: rules + classifier over MiniLM embeddings, follow-ups, asking back). A turn the router asks
 back about is neither right nor wrong: accuracy is over the answered turns, the asking rate is its own row.
 The rules alone (agents.routing.rules.route) are the baseline. The tuning sets (eval/router_cases.jsonl,
-eval/router_tuning.jsonl) are rows too, but not held-out numbers.
+eval/router_tuning.jsonl, eval/router_dev_v2.jsonl: each of its splits scored once when written, then tuned
+on) are rows too, but not held-out numbers.
 
 Latency: wall time per route_turn call over the held-out sentences, p50/p95 overall and split by what decided
 the turn (rule-decided: no embedding; embedding consulted), and the two stages of an embedding-consulted turn
@@ -41,26 +42,32 @@ from eval.route_eval import evaluate_cases, load_cases
 EVAL = Path(__file__).resolve().parent.parent / "eval"
 HELDOUT = EVAL / "router_heldout.jsonl"
 HELDOUT_V2 = EVAL / "router_heldout_v2.jsonl"
+HELDOUT_V3 = EVAL / "router_heldout_v3.jsonl"
+# (key in scores(), file): every held-out set, each written before the tuning it measures
+HELDOUT_SETS = (("", HELDOUT), ("_v2", HELDOUT_V2), ("_v3", HELDOUT_V3))
 TUNING = EVAL / "router_tuning.jsonl"
+DEV = EVAL / "router_dev_v2.jsonl"
 TARGET = 0.95
 ASK_TARGET = 0.10
 
 
 def scores() -> dict[str, Any]:
     default_classifier()
-    return {"semantic": evaluate_cases(HELDOUT, router=route_semantic),
-            "rules": evaluate_cases(HELDOUT, router=rules.route),
-            "semantic_v2": evaluate_cases(HELDOUT_V2, router=route_semantic),
-            "rules_v2": evaluate_cases(HELDOUT_V2, router=rules.route),
-            "tuning": evaluate_cases(None, router=route_semantic),
-            "tuning_h": evaluate_cases(TUNING, router=route_semantic)}
+    out: dict[str, Any] = {}
+    for key, path in HELDOUT_SETS:
+        out[f"semantic{key}"] = evaluate_cases(path, router=route_semantic)
+        out[f"rules{key}"] = evaluate_cases(path, router=rules.route)
+    out["tuning"] = evaluate_cases(None, router=route_semantic)
+    out["tuning_h"] = evaluate_cases(TUNING, router=route_semantic)
+    out["dev"] = evaluate_cases(DEV, router=route_semantic)
+    return out
 
 
 def latency(repeat: int = 3) -> dict[str, list[float]]:
     """ms per route_turn call on both held-out sets, by who decided the turn."""
     default_classifier()
     out: dict[str, list[float]] = {"rules": [], "embedding": []}
-    for case in (load_cases(HELDOUT) + load_cases(HELDOUT_V2)) * repeat:
+    for case in [c for _, path in HELDOUT_SETS for c in load_cases(path)] * repeat:
         kw = {"has_image": bool(case.get("has_image", True)), "has_history": bool(case.get("has_history", False))}
         previous = (case.get("previous") or {}).get("findings") or []
         t0 = time.perf_counter()
@@ -78,7 +85,7 @@ def stage_latency(repeat: int = 3) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"embedding": [], "classifier": []}
     if clf is None:
         return out
-    for case in (load_cases(HELDOUT) + load_cases(HELDOUT_V2)) * repeat:
+    for case in [c for _, path in HELDOUT_SETS for c in load_cases(path)] * repeat:
         kw = {"has_image": bool(case.get("has_image", True)), "has_history": bool(case.get("has_history", False))}
         if rule_decided(rules._clean(case["text"]), rules.route(case["text"], **kw)):
             continue
@@ -134,15 +141,19 @@ def _heldout_rows(name: str, sem: dict[str, Any], base: dict[str, Any]) -> list[
 def run(quick: bool = False) -> list[dict]:
     res = scores()
     lat = latency(1 if quick else 3)
-    rows = _heldout_rows("router_heldout", res["semantic"], res["rules"])
-    rows += _heldout_rows("router_heldout_v2", res["semantic_v2"], res["rules_v2"])
-    tune, th = res["tuning"], res["tuning_h"]
+    rows = [row for key, path in HELDOUT_SETS
+            for row in _heldout_rows(path.stem, res[f"semantic{key}"], res[f"rules{key}"])]
+    tune, th, dev = res["tuning"], res["tuning_h"], res["dev"]
     rows.append({"benchmark": "router", "metric": "tuning_accuracy", "value": round(tune["accuracy"], 4),
                  "unit": "acc", "baseline": None, "ratio": None, "target": None,
                  "note": f"eval/router_cases.jsonl ({tune['n']}), tuned on: not a held-out number"})
     rows.append({"benchmark": "router", "metric": "tuning_accuracy[paraphrases]", "value": round(th["accuracy"], 4),
                  "unit": "acc", "baseline": None, "ratio": None, "target": None,
                  "note": f"eval/router_tuning.jsonl ({th['n']}: paraphrases, clinician phrasing), tuned on"})
+    rows.append({"benchmark": "router", "metric": "tuning_accuracy[dev_v2]", "value": round(dev["accuracy"], 4),
+                 "unit": "acc", "baseline": None, "ratio": None, "target": None,
+                 "note": f"eval/router_dev_v2.jsonl ({dev['n']}, asking back {dev['clarify_rate']:.3f}): each split "
+                         "scored once when written, then tuned on"})
     every = lat["rules"] + lat["embedding"]
     stages = stage_latency(1 if quick else 3)
     where = f"{_machine()}; intent classifier: {classifier_info()['classifier']}"
@@ -167,7 +178,7 @@ def main() -> None:
 
     res = scores()
     console = Console(width=160)
-    for key, base, name in (("semantic", "rules", "router_heldout"), ("semantic_v2", "rules_v2", "router_heldout_v2")):
+    for key, base, name in ((f"semantic{k}", f"rules{k}", path.stem) for k, path in HELDOUT_SETS):
         sem = res[key]
         console.print(f"HELD-OUT (eval/{name}.jsonl, n={sem['n']}): {sem['accuracy']:.3f} of the answered "
                       f"(intent {sem['intent_accuracy']:.3f}, finding {sem['finding_accuracy']:.3f}); asked back "
@@ -195,7 +206,7 @@ def main() -> None:
             m.add_row(label, *(str(v) for v in row))
         console.print(m)
     console.print(f"tuning sets {res['tuning']['accuracy']:.3f} (router_cases), {res['tuning_h']['accuracy']:.3f} "
-                  "(router_tuning)")
+                  f"(router_tuning), {res['dev']['accuracy']:.3f} (router_dev_v2)")
 
 
 if __name__ == "__main__":
