@@ -380,6 +380,7 @@ _ELLIPSIS = re.compile(
     r"(?:where(?: exactly)?|which (?:side|lobe|zone)|show(?: me)?(?: where)?|box|mark|highlight|"
     r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?|other|opposite|contralateral)"
     r"(?: side| lung| base| one)?|"
+    r"(?:at |in |on )?(?:the )?(?:(?:right|left) )?(?:apex|apices|bases?|(?:upper|lower|mid(?:dle)?) (?:lobe|zone))|"
     r"(?:how|what) (?:big|large|bad|severe|much|extensive|many|size|enlarged|wide|thick|far|deep|low|high)|size|"
     r"(?:is it |it's |it is )?still (?:there|present|visible|seen)|too (?:deep|high|low|far|shallow|proximal|distal)|"
     r"(?:mild|moderate|severe|small|large|tiny|massive|trace)(?: or (?:mild|moderate|severe|small|large|massive))?|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}"

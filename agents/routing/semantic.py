@@ -253,6 +253,23 @@ def _families(t: str) -> set[str]:
 # "please read the film": a request to read the study, nothing else
 _PLAIN_READ = re.compile(r"(?:(?:please|pls|can you|could you|kindly),? )*read (?:this|the|my) (?:(?:chest|portable) )?"
                          r"(?:film|study|image|cxr|x-?ray|radiograph|exam)(?: for me)?(?:,? (?:please|pls))?[ .!?]*")
+# A question about the whole study ("is the chest normal?", "any abnormalities?", "what's the impression?"):
+# answered by the whole read, whatever the classifier makes of so few words.
+_WHOLE_STUDY = re.compile(
+    r"^(?:(?:so|and|ok|overall|please|pls|do you think|would you say|in your opinion),? )*(?:"
+    r"(?:is|does) (?:this|the|my|that) (?:(?:chest|pa|ap|portable|frontal) )?(?:film|study|image|cxr|x-?ray|radiograph|"
+    r"exam|chest)(?: look)? (?:normal|ok(?:ay)?|fine|clear|unremarkable|abnormal)"
+    r"|(?:this|the) (?:(?:chest|pa|ap|portable|frontal) )?(?:film|study|image|cxr|x-?ray|radiograph|exam|chest) "
+    r"(?:is|looks) (?:normal|ok(?:ay)?|fine|clear|unremarkable|abnormal)"
+    r"|is (?:this|it) an? (?:normal|abnormal|unremarkable) (?:film|study|image|cxr|x-?ray|radiograph|exam|chest)"
+    r"|(?:ab)?normal(?: (?:film|study|cxr|x-?ray|chest))?"
+    r"|(?:are|do) (?:the )?(?:both )?lungs(?: look)? (?:clear|normal|ok(?:ay)?|fine)"
+    r"|any(?:thing)? (?:abnormalit(?:y|ies)|acute|abnormal|wrong|significant)(?: findings?)?"
+    r"|is there (?:any(?:thing)? )?(?:abnormalit(?:y|ies)|anything (?:acute|abnormal|wrong))"
+    r"|what(?:'s| is) (?:the|your) (?:overall )?(?:impression|read|reading|interpretation)"
+    r")(?: (?:on|in|of) (?:this|the) (?:film|study|image|cxr|x-?ray|radiograph|chest))?[ ?.!]*$")
+
+
 # Clinical context before the question ("65M smoker, weight loss, any mass?"): the question is the last clause.
 _CLAUSES = re.compile(r"[,;.:]\s+|\s-+\s")
 
@@ -274,6 +291,16 @@ def rule_decided(t: str, route: Route) -> bool:
     last = _last_clause(t)
     return route.intent in DECISIVE or (route.intent == "report" and (
         any(rx.fullmatch(x) is not None for rx in (_PLAIN_REPORT, _PLAIN_READ) for x in (t, last)) or is_survey(t)))
+
+
+# "pna vs atx LLL?": a differential between named findings on this image, asked in a few words
+_DIFFERENTIAL = re.compile(r"^\??[\w/'-]+(?: [\w/'-]+){0,2} (?:vs\.?|versus) [\w/'-]+(?: [\w/'-]+){0,3} ?\??$")
+
+
+def _whole_study(t: str, route: Route) -> bool:
+    """A question about the whole study that the rules read as a report and no cue family disputes."""
+    return route.intent == "report" and not route.findings and _families(t) <= {"report"} \
+        and _WHOLE_STUDY.match(_last_clause(t)) is not None
 
 
 _OOV = re.compile(
@@ -340,7 +367,8 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
     """Route one turn: rules first, the embedding classifier where the rules are unsure."""
     route = rules.route(text, has_image=has_image, has_history=has_history)
     t = rules._clean(text or "")[: rules._MAX_CHARS]
-    if not t or rule_decided(t, route):
+    if not t or rule_decided(t, route) or _whole_study(t, route) or (
+            route.intent == "finding_question" and route.findings and not _families(t) and _DIFFERENTIAL.match(t)):
         return _with_phrase(route, t)
     if route.intent in ("chat", "report") and not _families(t) and _existence_target(t) and not rules.asks_comparison(t):
         # "is there dextrocardia?": a yes/no question about one named thing is a finding question,

@@ -166,6 +166,7 @@ def test_intent_cues(text: str, intent: str) -> None:
     ("how enlarged?", ["cardiomegaly"], "finding_question"),
     ("too deep?", ["support_devices"], "finding_question"),
     ("can you show me?", ["pleural_effusion"], "locate"),
+    ("and the apex?", ["pneumothorax"], "finding_question"),
     ("can you show it on the image?", ["pneumothorax"], "locate"),
 ])
 def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, text: str, previous: list[str],
@@ -183,6 +184,13 @@ def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, te
     ("What is the probability of a pneumothorax?", "finding_question", "pneumothorax"),
     ("Is the tip of the PICC in a good place?", "finding_question", "support_devices"),
     ("Is the NG tube where it should be?", "finding_question", "support_devices"),
+    ("Is the chest normal?", "report", None),  # a question about the whole study: the whole read answers it
+    ("Any abnormalities?", "report", None),
+    ("Is there anything acute?", "report", None),
+    ("What's the impression?", "report", None),
+    ("Is this a normal x-ray?", "report", None),
+    ("pna vs atx LLL?", "finding_question", "pneumonia"),
+    ("fluid overload vs PNA", "finding_question", "edema"),
 ])
 def test_clinical_context_before_the_question_is_decided_by_the_question(semantic, text: str, intent: str,
                                                                          finding: str | None) -> None:
