@@ -178,7 +178,8 @@ _REPORT_STRONG = _rx(
     r"\bread (?:this|the|my|it|that|these)\b|\bread this\b|\bwet read\b|\bprelim(?:inary)?\b|\bfull read\b",
     r"\bread,? (?:pls|plz|please)\b|\b(?:pls|plz|please) read\b",
     r"\b(?:portable|port|ap|pa|film|cxr|x-?ray|chest|stat|rapid) read\b",
-    r"\bthoughts (?:on|about) (?:this|the|my) (?:(?:chest|portable) )?(?:film|study|image|x-?ray|cxr|radiograph|one)\b",
+    r"\b(?:thoughts|comment) (?:on|about) (?:this|the|my) (?:(?:chest|portable) )?(?:film|study|image|x-?ray|cxr|"
+    r"radiograph|one)\b",
     r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",
     r"\bdraft\b",
     r"\b(?:reprot|raport|repotr|rport|reoprt)s?\b",  # "report", misspelt

@@ -306,7 +306,8 @@ def _whole_study(t: str, route: Route) -> bool:
 _OOV = re.compile(
     r"(?:\bis there|\bare there|\bany(?:thing)?|\bdo (?:you|we) see|\bsigns? of|\bevidence of|\bcould (?:this|it) be|"
     r"\bcompatible with|\bconsistent with|\br/o|\brule out|\bconcern(?:ing)? for|\blooks? like|\bsuggestive of|"
-    r"\bdoes (?:the )?(?:patient|pt|this|it) have)\s+(?:(?:any|an?|the|some|signs? of|evidence of)\s+)*"
+    r"\bdoes (?:the )?(?:patient|pt|this|it) have|^(?:eval(?:uate)?|assess|check|look|screen) for)\s+"
+    r"(?:(?:any|an?|the|some|signs? of|evidence of)\s+)*"
     r"['\"]?(?P<p>[a-z][\w'/ -]*?)\s*(?:\?|$|\b(?:on|in) (?:this|the) (?:image|film|x-?ray|cxr|study|radiograph)\b|"
     r"\bhere\b|\bpresent\b|,)"
 )

@@ -191,6 +191,10 @@ def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, te
     ("Is this a normal x-ray?", "report", None),
     ("pna vs atx LLL?", "finding_question", "pneumonia"),
     ("fluid overload vs PNA", "finding_question", "edema"),
+    ("Assess for pulmonary edema", "finding_question", "edema"),
+    ("Evaluate for free air", "finding_question", None),
+    ("assess L CPA", "finding_question", "pleural_effusion"),
+    ("Comment on this film", "report", None),
 ])
 def test_clinical_context_before_the_question_is_decided_by_the_question(semantic, text: str, intent: str,
                                                                          finding: str | None) -> None:
