@@ -106,6 +106,7 @@ _EXPLAIN = _rx(
     r"\bconflict(?:ing)?\b|\bdisagree(?:ment)?\b",
     r"\b(?:agree|concur) with (?:the )?(?:classifier|vlm|model|radvlm|tool|heatmap)\b",
     r"\bhow did you (?:decide|conclude|get|arrive|come up)\b",
+    r"\b(?:from where|how) (?:do |did )?you know\b",
     r"\bshow (?:me )?your (?:work|reasoning|thinking|steps|logic|evidence)\b",
     r"\bwhy not\b",
 )
@@ -124,7 +125,11 @@ _EXPLAIN_SOFT = _rx(
     r"\b(?:is|are) (?:that|this|it|these) (?:certain|sure|definite|reliable|right|correct)\b",
 )
 # "why" questions about the patient/image itself are not questions about our reasoning.
-_EXPLAIN_EXCLUDE = _rx(r"\bwhy (?:is|are|does|do) (?:the|this|his|her|their) (?:patient|heart|lung|lungs|film|image)\b")
+# "please explain me this x-ray": a read of the image, not of our reasoning
+_EXPLAIN_IMAGE = (r"\bexplain (?:to )?(?:me )?(?:this|the|my) (?:chest )?(?:x-?ray|film|image|radiograph|cxr|study|"
+                  r"scan)\b")
+_EXPLAIN_EXCLUDE = _rx(r"\bwhy (?:is|are|does|do) (?:the|this|his|her|their) (?:patient|heart|lung|lungs|film|image)\b",
+                       _EXPLAIN_IMAGE)
 
 _SIMILAR = _rx(
     r"\bsimilar\b|\bsim(?:l|il{1,2}i)ar\b",  # "simlar", "similiar"
@@ -163,6 +168,7 @@ _LOCATE_EXCLUDE = _rx(
     # "what does this film show?", "do the lungs show hyperinflation?": the image shows, nobody asks where
     r"^(?!.*\bwhere\b).*\b(?:does|do|did|what) (?:[\w-]+ ){0,4}show(?:s)?\b(?! me\b)",
     r"\bwhere did\b.*\bcome from\b",  # "where did the consolidation call come from?": a reason, not a place
+    r"\bfrom where (?:do |did )?you\b",
     r"\bshow (?:me )?your (?:work|reasoning|thinking|steps|logic|evidence)\b",
     r"\bwhere (?:it|they|the tip) (?:should|ought to|needs to|belongs?)\b",  # a position, not a place to show
 )
@@ -182,6 +188,7 @@ _REPORT_STRONG = _rx(
     r"radiograph|one)\b",
     r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",
     r"\bdraft\b",
+    _EXPLAIN_IMAGE,
     r"\b(?:reprot|raport|repotr|rport|reoprt)s?\b",  # "report", misspelt
     r"\bstructured\b",
 )

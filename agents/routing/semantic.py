@@ -237,7 +237,7 @@ def _families(t: str) -> set[str]:
     """The intent cue families that fire in the cleaned turn (soft explain cues count as explain)."""
     fams = set()
     if (rules._EXPLAIN.search(t) or rules._EXPLAIN_SOFT.search(t) or rules._EXPLAIN_REF.search(t)) \
-            and not rules._DEFINE.search(t):
+            and not rules._DEFINE.search(t) and not re.search(rules._EXPLAIN_IMAGE, t):
         fams.add("explain")
     if rules._SIMILAR.search(t):
         fams.add("similar_cases")

@@ -111,6 +111,7 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("Any broken bones?", "fracture"),
     ("Are the lungs wet?", "edema"),
     ("Is the lung partially collapsed at the base?", "atelectasis"),
+    ("Any bone is broke?", "fracture"),
     ("We just put in a chest drain, has the pneumothorax resolved?", "pneumothorax"),  # context, then the question
     ("Is there a pneumothorax, and where is the chest tube?", "pneumothorax"),  # two questions: the first
     ("Could this be fluid in the lungs from heart failure?", "edema"),
@@ -148,6 +149,8 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("Why do effusions blunt the costophrenic angle?", "chat"),
     ("why do you think there is an effusion?", "explain"),
     ("What are your thoughts on this film?", "report"),
+    ("Please explain me this x-ray", "report"),
+    ("From where you know this?", "explain"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
