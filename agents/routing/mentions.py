@@ -40,7 +40,7 @@ _STOP = frozenset(
 # only: short ones collide.
 _FUZZY_LEXICON: dict[str, str] = {w: fid for fid, e in lexicon().findings.items() for w in e.router_fuzzy}
 _FUZZY_CUTOFF = 0.84
-_FUZZY_MIN_LEN = 6
+_FUZZY_MIN_LEN = 5  # a five-letter word can only reach the cut-off by one missing letter ("nodul")
 
 _ROUTER = lexicon().router
 _KNOWN_WORDS = frozenset(_ROUTER.known_words)

@@ -112,6 +112,7 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("Are the lungs wet?", "edema"),
     ("Is the lung partially collapsed at the base?", "atelectasis"),
     ("Any bone is broke?", "fracture"),
+    ("nodul in right lung?", "nodule"),  # a five-letter misspelling
     ("We just put in a chest drain, has the pneumothorax resolved?", "pneumothorax"),  # context, then the question
     ("Is there a pneumothorax, and where is the chest tube?", "pneumothorax"),  # two questions: the first
     ("Could this be fluid in the lungs from heart failure?", "edema"),
@@ -225,6 +226,11 @@ def test_asking_back_about_a_general_question_offers_the_named_finding_only_as_a
 def test_similar_cases_with_a_back_reference_take_the_previous_finding(text: str, finding: str | None) -> None:
     r = _turn(route, text, ["pleural_effusion"])
     assert (r.intent, r.finding) == ("similar_cases", finding), r.reason
+
+
+@pytest.mark.parametrize("word", ["notes", "nodes", "model", "media", "lungs", "doing", "sides", "noble"])
+def test_a_real_five_letter_word_is_no_misspelt_finding(word: str) -> None:
+    assert extract_findings(f"any {word} here?") == []
 
 
 def test_the_router_table_reads_structures_and_survey_and_checks_their_patterns(tmp_path) -> None:
