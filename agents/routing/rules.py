@@ -211,7 +211,7 @@ _CHAT_GENERIC = _rx(
     r"^(?:hi|hello|hey|yo|good (?:morning|afternoon|evening)|thanks?|thank you|thx|ty|cheers|ok(?:ay)?|great|"
     r"cool|perfect|got it|bye|goodbye|see you)\b",
     r"\bwho are you\b|\bwhat (?:can|do) you do\b|\bwhat are you\b|\bhelp\b|\bhow (?:do|does) (?:this|it) work\b",
-    r"\b(?:thanks?|thank you|thx|cheers|bye)[.! ]*$",  # "I'll discuss with my attending, thanks"
+    r"^[^?]*\b(?:thanks?|thank you|thx|cheers|bye)[.! ]*$",  # "I'll discuss with my attending, thanks"
 )
 # What is normal in general ("what's the normal cardiothoracic ratio?"), not whether this image is normal.
 _NORMS = re.compile(r"\bwhat(?:'s| is| are| does| do) (?:the|a) normal\b|\bnormal (?:size|width|range|value|diameter|"
@@ -229,7 +229,8 @@ _CHAT_DEFINITION = _rx(
     r"\b(?:usual|common|typical|main|commonest|most common|classic) (?:causes?|signs?|appearance|presentation) of\b",
     # why a disease does what it does, in general ("why does pneumonia cause consolidation?")
     r"\bwhy (?:does|do|would|can) (?!the\b|this\b|that\b|it\b|its\b|you\b|they\b|there\b|these\b|those\b|we\b|"
-    r"i\b|he\b|she\b|his\b|her\b|my\b|your\b|our\b|their\b|both\b|all\b)[\w-]+s?\b(?! (?:you|say|said)\b)",
+    r"i\b|he\b|she\b|his\b|her\b|my\b|your\b|our\b|their\b|both\b|all\b)[\w-]+(?: [\w-]+)? (?:cause|lead|"
+    r"produce|result|blunt|occur|happen|develop|form|spread|obscure|make|give|create|affect|increase|decrease|resolve)",
     r"\bwhat(?:'s| is| are) the (?:usual |standard |best )?(?:treatment|management|prognosis|symptoms|risk factors|"
     r"incidence|prevalence|mortality)\b",
     r"\bdifference between\b|\bdistinguish(?:ing)? between\b|\bhow (?:do|can) you tell\b",

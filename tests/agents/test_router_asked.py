@@ -147,6 +147,7 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("were is the pneumonia", "locate"),
     ("Is that certain?", "explain"),
     ("I'll discuss with my attending, thanks", "chat"),
+    ("any acute findings? thanks", "report"),
     ("Why do effusions blunt the costophrenic angle?", "chat"),
     ("why do you think there is an effusion?", "explain"),
     ("What are your thoughts on this film?", "report"),
