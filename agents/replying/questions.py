@@ -18,6 +18,7 @@ from agents.replying.phrases import (
     region,
     side_line,
 )
+from agents.replying.quotes import quote_text
 from agents.replying.report import reask_said
 from agents.replying.roles import ToolRoles
 from agents.routing.rules import Route
@@ -66,11 +67,20 @@ def finding_body(route: Route, evidence: Sequence[Evidence], decisions: Sequence
     for i, finding in enumerate(dict.fromkeys(named)):
         lines += ([""] if i else []) + _finding_block(route.model_copy(update={"finding": finding}), evidence, decisions,
                                                       roles=roles, view=view)
-    if answered := roles.writer_answer(evidence):
+    if (answered := roles.writer_answer(evidence)) and not _cited(answered, named, decisions):
         lines += answer_lines(answered, roles)
     if any(d.finding in named for d in decisions):
         lines += ["", f"_{WHY_HINT}_"]
     return lines
+
+
+def _cited(answered: Evidence, named: Sequence[str | None], decisions: Sequence[Decision]) -> bool:
+    """Whether every line of the writer's answer is already a call the Sources lines quote (said once: the
+    whole answer is in "why?" and the evidence panel)."""
+    said = {(c.text or "").strip() for d in decisions if d.finding in named for c in d.calls
+            if c.source == answered.tool and c.task != "verification" and c.text}
+    text = (answered.answer or "").strip()
+    return text in said or all(line.strip() in said for line in text.splitlines() if line.strip())
 
 
 def _finding_block(route: Route, evidence: Sequence[Evidence], decisions: Sequence[Decision], *,
@@ -129,6 +139,8 @@ def locate_body(route: Route, evidence: Sequence[Evidence], decisions: Sequence[
     return lines
 
 
+LOCATE_QUOTE = 160  # characters of the writer's answer quoted beside the boxes
+
 LOCATE_NOTE = ("Boxes are relative to the original image (0–1); image left is the patient's right on a frontal film. "
                "Heatmaps show what drove the classifier, not the lesion outline.")
 
@@ -162,7 +174,8 @@ def _locate_block(route: Route, evidence: Sequence[Evidence], decisions: Sequenc
                 lines.append(f"- **{e.tool} heatmap** for {name}{where}.")
                 found = found or a.box is not None
     if with_answer and (answered := roles.writer_answer(evidence)):
-        lines.append(f"- {cap(roles.short(answered.tool))}: {(answered.answer or '').strip()}")
+        # its words beside the boxes, quoted short: a long answer is whole in "why?" and the evidence panel
+        lines.append(f"- {cap(roles.short(answered.tool))}: {quote_text(answered.answer or '', LOCATE_QUOTE)}")
     if not found:
         lines.append(f"No tool localised {label.lower()} on this image.")
     d = next((d for d in decisions if d.finding == finding), None) if finding else None

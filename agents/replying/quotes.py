@@ -93,13 +93,29 @@ def quote_span(text: str, span: tuple[int, int], limit: int = 60) -> str:
     return f"{OPEN}{body}{CLOSE}"
 
 
+WHOLE_SENTENCE_MAX = 180
+"""A first sentence up to this long is quoted whole when a cue follows the cut; a longer one (a rambling or
+unpunctuated answer) keeps its cues with the word after each, the rest elided, so a quote stays short."""
+
+
 def quote_text(text: str, limit: int = 60) -> str:
     """A short quote of a tool's whole answer ("No.", "Yes, a small effusion"): its first sentence, cut at
-    a word only where no cue follows within the rest of that sentence (else the sentence is kept whole)."""
+    a word only where no cue follows within the rest of that sentence (else the sentence is kept whole, up to
+    ``WHOLE_SENTENCE_MAX`` characters; past that, the first and last cue after the cut are kept, each with
+    the word after it)."""
     first = _clip(text[: next((m.start() for m in _FIRST_SENTENCE_END.finditer(text)), len(text))]) or _clip(text)
     if len(first) <= limit:
         return f"{OPEN}{first}{CLOSE}"
     cut = first[:limit].rsplit(" ", 1)[0]
-    if CUE.search(first[len(cut):]):  # a cue after the cut would be lost: keep the sentence
+    rest = first[len(cut):]
+    cues = list(CUE.finditer(rest))
+    if not cues:
+        return f"{OPEN}{cut}{ELLIPSIS}{CLOSE}"
+    if len(first) <= max(limit, WHOLE_SENTENCE_MAX):  # a cue after the cut would be lost: keep the sentence
         return f"{OPEN}{first}{CLOSE}"
-    return f"{OPEN}{cut}{ELLIPSIS}{CLOSE}"
+    words = list(_WORD.finditer(rest))
+    keep: set[int] = set()
+    for cue in dict.fromkeys((cues[0], cues[-1])):
+        at = next(i for i, w in enumerate(words) if w.end() > cue.start())
+        keep |= {at, at + 1} & set(range(len(words)))
+    return f"{OPEN}{cut} {_render([w.group() for w in words], keep)}{CLOSE}"

@@ -67,3 +67,11 @@ def iu_reports() -> list[str]:
     from tools.retrieval.corpus import iu_xray_reports
 
     return [r if isinstance(r, str) else r.text for r in iu_xray_reports(limit=25)]
+
+
+def test_a_rambling_answer_is_quoted_short_with_its_first_and_last_cue():
+    words = " ".join(f"word{i}" for i in range(60))
+    text = f"Heart size enlarged {words} no effusion {words} might be edema {words} end"
+    q = quote_text(text, limit=60)
+    assert len(q) < 140 and q.startswith("“Heart size enlarged")
+    assert "… no effusion …" in q and "… might be …" in q  # the first and last cue, each with the word after

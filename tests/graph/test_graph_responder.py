@@ -247,3 +247,36 @@ def test_a_real_report_turn_keeps_every_decision_call_score_and_box_in_the_paylo
     boxes = {(b["finding"], b["source"]) for b in cxr["boxes"]}
     assert {(c.finding, c.source) for c in calls if c.box is not None and c.status != Status.absent} <= boxes
     assert cxr["heatmaps"] and cxr["review"] == [d.finding for d in decisions if d.needs_review]
+
+
+RAMBLE = ("The cardiac silhouette appears enlarged with a cardiothoracic ratio above what would be expected on "
+          "this projection and the mediastinal contours are prominent although positioning and inspiration "
+          "limit the assessment there is no focal consolidation and the costophrenic angles are sharp so "
+          "cardiomegaly is present")
+
+
+def test_a_long_answer_already_cited_is_quoted_short_once_not_repeated_whole():
+    """The VLM's yes/no answer is a call the Sources line quotes: the reply quotes it short, keeps its
+    negation, and does not repeat it whole as a "VLM answer" bullet (it stays whole in "why?")."""
+    said = FindingCall(finding="cardiomegaly", status=Status.present, source="vlm", text=RAMBLE,
+                       task="question")
+    clf = _clf(0.8, Status.present, "cardiomegaly")
+    d = Decision(finding="cardiomegaly", status=Status.present, confidence=0.8, agreeing=["vlm", "classifier"],
+                 rationale="Cardiomegaly: both agree.", calls=[said, clf])
+    ev = [Evidence(tool="vlm", answer=RAMBLE, calls=[said]), Evidence(tool="classifier", calls=[clf])]
+    route = {"intent": "finding_question", "finding": "cardiomegaly", "findings": ["cardiomegaly"]}
+    text = compose(route, ev, [d], study={"id": "s"})
+    assert "VLM answer" not in text and RAMBLE not in text
+    quote = re.search(r"vlm says present, (\u201c[^\u201d]*\u201d)", text).group(1)
+    assert len(quote) < 260 and " no " in quote  # bounded, and its negation kept
+    # a free answer the Sources do not quote is still given whole
+    free = compose({"intent": "finding_question", "phrase": "trachea midline"},
+                   [Evidence(tool="vlm", answer=RAMBLE)], [], study={"id": "s"})
+    assert f"VLM answer: {RAMBLE}" in free
+
+
+def test_a_long_locate_answer_is_quoted_short_beside_the_boxes():
+    route = {"intent": "locate", "finding": "cardiomegaly", "findings": ["cardiomegaly"]}
+    text = compose(route, [Evidence(tool="vlm", answer=RAMBLE)], [], study={"id": "s"})
+    line = next(x for x in text.splitlines() if x.startswith("- VLM:"))
+    assert RAMBLE not in text and len(line) < 280 and " no " in line
