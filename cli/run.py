@@ -165,10 +165,12 @@ def ask(
 
     from rich.console import Console
 
+    from cli.setup import quiet_hub_bars
     from cxr_agent.settings import get_settings
 
     out_console, err = Console(), Console(stderr=True)
     settings = get_settings()
+    quiet_hub_bars()  # a first demo turn saves the tiny models: our progress lines are the ones shown
     if image != "-" and not Path(image).expanduser().is_file():
         raise typer.BadParameter(f"no such file: {image}", param_hint="IMAGE")
     if prior is not None:

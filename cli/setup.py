@@ -74,7 +74,7 @@ def setup(
 
     settings = get_settings()
     settings = settings.model_copy(update={"model_profile": resolve_profile(settings, profile)})
-    _quiet_hub_bars()
+    quiet_hub_bars()
     console = Console(stderr=True)
     console.print(f"cxr-agent setup (profile: {settings.model_profile}, data dir: {settings.data_dir})")
     failures: list[str] = []
@@ -112,7 +112,7 @@ def setup(
     raise typer.Exit(1 if failures else 0)
 
 
-def _quiet_hub_bars() -> None:
+def quiet_hub_bars() -> None:
     """transformers/hub print their own tqdm bars while the demo VLM is saved; ours is the one shown."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
