@@ -245,6 +245,8 @@ def _asked(t: str, m: _Mention) -> bool:
 
 # Clinical context, then the question: "we just put in a chest drain, has the pneumothorax resolved?"
 _CONTEXT_SPLIT = re.compile(r"[,;.:]\s+|\s-+\s")
+_REQUEST = re.compile(r"(?:i(?:'m| am) (?:mainly |mostly |most |really )?(?:interested|worried|concerned)|can you|"
+                      r"could you|please|pls|check|look|tell me|my question|i (?:want|need|would like) to know)\b")
 _QUESTION_START = re.compile(r"^(?:and |so |but |or )?(?:is|are|was|were|do|does|did|can|could|would|will|has|have|any|"
                              r"where|what|which|how|why|should|r/o|rule out|eval|evaluate|check)\b")
 
@@ -252,10 +254,13 @@ _QUESTION_START = re.compile(r"^(?:and |so |but |or )?(?:is|are|was|were|do|does
 def _question_clause(t: str, mentions: list[_Mention]) -> list[_Mention]:
     """The mentions of the last clause when it alone is the question (ends in "?") and the clauses before it are
     statements (context)."""
-    cuts = [m.end() for m in _CONTEXT_SPLIT.finditer(t)]
-    if not cuts or not t.rstrip().endswith("?"):
+    seps = list(_CONTEXT_SPLIT.finditer(t))
+    if not seps:
         return []
-    start = cuts[-1]
+    start = seps[-1].end()
+    # the question, or a request after sentences of context ("... with CHF. I'm mainly interested in whether ...")
+    if not (t.rstrip().endswith("?") or (seps[-1].group().startswith(".") and _REQUEST.match(t[start:]))):
+        return []
     before = [c.strip() for c in _CONTEXT_SPLIT.split(t[:start]) if c.strip()]
     if any("?" in c or _QUESTION_START.match(c) for c in before):
         return []

@@ -184,6 +184,7 @@ _REPORT_STRONG = _rx(
     r"\bread (?:this|the|my|it|that|these)\b|\bread this\b|\bwet read\b|\bprelim(?:inary)?\b|\bfull read\b",
     r"\bread,? (?:pls|plz|please)\b|\b(?:pls|plz|please) read\b",
     r"\b(?:portable|port|ap|pa|film|cxr|x-?ray|chest|stat|rapid) read\b",
+    r"\bwalk me through (?:the |this |your )?(?:film|findings|image|x-?ray|study|read|cxr|radiograph)\b",
     r"\b(?:thoughts|comment) (?:on|about) (?:this|the|my) (?:(?:chest|portable) )?(?:film|study|image|x-?ray|cxr|"
     r"radiograph|one)\b",
     r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",

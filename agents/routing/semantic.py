@@ -274,6 +274,18 @@ _WHOLE_STUDY = re.compile(
 _CLAUSES = re.compile(r"[,;.:]\s+|\s-+\s")
 
 
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def _asked_sentence(t: str) -> str:
+    """What the classifier reads: the last sentence when sentences of context come before it ("I am a GP and not
+    very experienced with x-rays. Is the heart too big?"), else the whole turn."""
+    sentences = [x for x in _SENTENCE.split(t) if x.strip()]
+    if len(sentences) < 2 or len(sentences[-1].split()) < 3 or any(x.rstrip().endswith("?") for x in sentences[:-1]):
+        return t  # one sentence, a terse last one, or questions before it ("ptx? and check the chest tube")
+    return sentences[-1]
+
+
 def _last_clause(t: str) -> str:
     return _CLAUSES.split(t)[-1].strip()
 
@@ -383,7 +395,7 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
         why = _STATE["error"] or "no classifier"
         return _with_phrase(route.model_copy(update={"reason": f"{route.reason} (rules only: embedder unavailable: "
                                                                 f"{why})"}), t)
-    scores = clf.scores(t)
+    scores = clf.scores(_asked_sentence(t))
     route = route.model_copy(update={"scores": {k: round(v, 4) for k, v in scores.items()}})
     best = max(scores, key=scores.__getitem__)
     lead = scores[best] - scores.get(route.intent, 0.0)

@@ -200,6 +200,12 @@ def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, te
     ("Evaluate for free air", "finding_question", None),
     ("assess L CPA", "finding_question", "pleural_effusion"),
     ("Comment on this film", "report", None),
+    # sentences of context, then the question
+    ("I am a GP and not very experienced with x-rays. Is the heart too big?", "finding_question", "cardiomegaly"),
+    ("Good morning. This is a 70 year old with CHF. I'm mainly interested in whether the effusions have increased.",
+     "finding_question", "pleural_effusion"),
+    ("Hello, I'm a medical student. Could you walk me through the findings on this film?", "report", None),
+    ("ptx? and check the chest tube", "finding_question", "pneumothorax"),
 ])
 def test_clinical_context_before_the_question_is_decided_by_the_question(semantic, text: str, intent: str,
                                                                          finding: str | None) -> None:

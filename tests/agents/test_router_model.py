@@ -26,7 +26,7 @@ EXAMPLES = [("search the archive for similar cases", "similar_cases"), ("find ca
             ("write the report", "report"), ("dictate a full read of this film", "report"),
             ("give me the impression", "report"), ("read this study", "report"),
             ("hello there", "chat"), ("thanks a lot", "chat"), ("who made you", "chat"), ("good morning", "chat")]
-UNDECIDED = "could you pull up a few old studies resembling this one"  # no cue family: the classifier is asked
+UNDECIDED = "could you pull up a few old studies that resemble this one"  # no cue family: the classifier is asked
 
 
 @pytest.fixture(scope="module")
