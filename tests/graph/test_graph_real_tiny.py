@@ -8,31 +8,11 @@ heatmaps and boxes reach the UI payload, every reply carries the demo warning.
 
 from __future__ import annotations
 
-import hashlib
-import re
-
-import numpy as np
 import pytest
+from hashing_embedder import HashingModel
 
 from agents.memory.ledger import study_decisions
 from cxr_agent.settings import DEMO_WARNING, DISCLAIMER, Settings
-
-
-class HashingModel:
-    """A sentence-transformers stand-in: bag of hashed words, L2-normalised (tests only)."""
-
-    dim = 64
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.dim
-
-    def encode(self, texts, **_kw) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"[a-z]+", t.lower()):
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
-        return out
 
 
 @pytest.fixture(scope="module")

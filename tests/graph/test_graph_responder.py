@@ -4,11 +4,10 @@ report turn of the tiny profile."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 
-import numpy as np
 import pytest
+from hashing_embedder import HashingModel
 
 from agents.replying.compose import cite, compose, compose_parts, payload, region
 from agents.replying.parts import FIX_HINT
@@ -180,22 +179,6 @@ def test_payload_keeps_every_call_score_and_box():
 
 
 # ------------------------------------------------------------------ a real report turn, tiny profile
-class _Hashing:
-    """A sentence-transformers stand-in: bag of hashed words (tests only)."""
-
-    dim = 32
-
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.dim
-
-    def encode(self, texts, **_kw) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"[a-z]+", t.lower()):
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
-
-
 @pytest.fixture(scope="module")
 def tiny_report_turn(tmp_path_factory, cxr_image):
     from graph import build_graph
@@ -209,7 +192,7 @@ def tiny_report_turn(tmp_path_factory, cxr_image):
                  classifier_device="cpu", index_dir=root / "index", retrieval_k=5, tool_timeout_s=600,
                  turn_timeout_s=1200)
     index = ReportIndex.build(list(iu_xray_reports(limit=30)), s, index_dir=root / "index",
-                              embedder=Embedder("hashing-test", _Hashing(), "cpu"))
+                              embedder=Embedder("hashing-test", HashingModel(dim=32), "cpu"))
     g = build_graph(s, tools=[RetrievalTool(s, index=index)], plugins=False)
     return g.invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)},
                     {"configurable": {"thread_id": "reply-tiny"}})
