@@ -6,25 +6,11 @@ from __future__ import annotations
 
 import time
 
-from graph_scripted import ScriptedVLM, classifier
+from retention_graph import ask, checkpointed_graph
 
-from agents.memory.checkpointers import make_checkpointer
 from agents.memory.retention import apply_retention, forget_thread
 from graph import runtime, store_image
 from tools.ingestion.pending import held_by, holders
-
-
-def _graph(make_graph, settings):
-    saver = make_checkpointer(settings.model_copy(update={"checkpointer_url": None}))
-    g = make_graph(ScriptedVLM(report="Cardiomegaly."), classifier({"cardiomegaly": 0.85}), checkpointer=saver)
-    return g, saver
-
-
-def _ask(g, thread: str, text: str, study_id: str | None = None) -> dict:
-    inputs: dict = {"messages": [("user", text)]}
-    if study_id is not None:
-        inputs["study_id"] = study_id
-    return g.invoke(inputs, {"configurable": {"thread_id": thread}})
 
 
 def _forget(thread: str, saver, g, settings):
@@ -34,17 +20,17 @@ def _forget(thread: str, saver, g, settings):
 
 def test_an_earlier_upload_by_another_conversation_of_the_same_user_is_kept_until_that_one_goes(
         make_graph, settings, cxr_images):
-    g, saver = _graph(make_graph, settings)
+    g, saver = checkpointed_graph(make_graph, settings)
     store = runtime(g).studies.store
     sid = store_image(str(cxr_images[4]), graph=g, thread_id="b")  # B uploads X and has not asked yet
     time.sleep(0.02)
     assert store_image(str(cxr_images[4]), graph=g, thread_id="a") == sid  # A uploads the same X...
     time.sleep(0.02)
-    _ask(g, "a", "Write a report", sid)  # ...and asks: A's first turn comes after both uploads
+    ask(g, "a", "Write a report", sid)  # ...and asks: A's first turn comes after both uploads
     out = _forget("a", saver, g, settings)
     assert out is not None and out.studies == [] and out.kept_recent == [sid]
     assert sid in store and holders(settings, [sid]) == {sid: {"b": ""}}  # A's own reference went with it
-    reply = _ask(g, "b", "Write a report", sid)  # B's first turn reads X: nobody asks for the image again
+    reply = ask(g, "b", "Write a report", sid)  # B's first turn reads X: nobody asks for the image again
     assert reply["study_id"] == sid and "not in the study store" not in reply["messages"][-1].content
     out = _forget("b", saver, g, settings)
     assert out is not None and out.studies == [sid] and out.kept_recent == []
@@ -52,11 +38,11 @@ def test_an_earlier_upload_by_another_conversation_of_the_same_user_is_kept_unti
 
 
 def test_a_reference_is_released_once_its_conversation_has_used_the_study(make_graph, settings, cxr_images):
-    g, saver = _graph(make_graph, settings)
+    g, saver = checkpointed_graph(make_graph, settings)
     store = runtime(g).studies.store
     x = store_image(str(cxr_images[5]), graph=g, thread_id="b")
-    _ask(g, "b", "Write a report", x)  # B uses X: its checkpoint now references it
-    _ask(g, "a", "Write a report", store_image(str(cxr_images[5]), graph=g, thread_id="a"))
+    ask(g, "b", "Write a report", x)  # B uses X: its checkpoint now references it
+    ask(g, "a", "Write a report", store_image(str(cxr_images[5]), graph=g, thread_id="a"))
     out = _forget("a", saver, g, settings)
     assert out is not None and out.studies == [] and out.kept_recent == []  # kept by B's checkpoint
     assert held_by(settings, "b") == set() and x in store  # B's upload is no longer pending
@@ -65,7 +51,7 @@ def test_a_reference_is_released_once_its_conversation_has_used_the_study(make_g
 
 
 def test_a_conversation_forgotten_before_its_first_turn_takes_its_upload(make_graph, settings, cxr_images):
-    g, saver = _graph(make_graph, settings)
+    g, saver = checkpointed_graph(make_graph, settings)
     sid = store_image(str(cxr_images[7]), graph=g, thread_id="never-asked")
     out = _forget("never-asked", saver, g, settings)
     assert out is not None and out.studies == [sid] and sid not in runtime(g).studies.store
@@ -73,7 +59,7 @@ def test_a_conversation_forgotten_before_its_first_turn_takes_its_upload(make_gr
 
 
 def test_a_pending_reference_expires_with_the_retention(make_graph, settings, cxr_images):
-    g, saver = _graph(make_graph, settings)
+    g, saver = checkpointed_graph(make_graph, settings)
     sid = store_image(str(cxr_images[3]), graph=g, thread_id="idle")
     now = time.time() + 3600  # an hour later, under a retention of half an hour
     out = apply_retention(settings.model_copy(update={"retention_days": 0.5 / 24}), saver=saver,
