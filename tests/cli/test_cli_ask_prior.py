@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli_graph import cli_graph
 from graph_scripted import ScriptedVLM, classifier
 from typer.testing import CliRunner
 
-import graph as graph_module
 from cli.main import app
 from knowledge.evidence import Evidence
 from tools.base import ToolRequest
@@ -38,16 +38,7 @@ def test_ask_with_a_prior_compares_the_two_films(monkeypatch, settings, shared_d
     root = shared_data / "nih_cxr14" / "images"
     prior, current = root / "00005567_025.png", root / "00005567_000.png"  # follow_up 15, then 16
     clf, vlm = _scripted(prior, current, settings)
-    from agents.memory.checkpointers import make_checkpointer
-
-    saver = make_checkpointer(url="memory")
-    real_build = graph_module.build_graph
-
-    def fake_build(_settings=None, **_kw):
-        return real_build(settings.model_copy(update={"router_semantic": False}), tools=[vlm, clf],
-                          builtin_tools=False, plugins=False, checkpointer=saver)
-
-    monkeypatch.setattr(graph_module, "build_graph", fake_build)
+    fake_build = cli_graph(monkeypatch, settings.model_copy(update={"router_semantic": False}), [vlm, clf])
     runner = CliRunner(env={"COLUMNS": "400"})
     res = runner.invoke(app, ["ask", str(current), "--prior", str(prior), "--thread", "cmp1"])
     assert res.exit_code == 0, res.output
@@ -80,16 +71,7 @@ def test_ask_with_a_dated_dicom_prior_gives_the_interval_and_checks_the_order(mo
     prior.write_bytes(film_bytes(dated_film(source, patient="ASK-9", day="20260110", seed=1)))
     current.write_bytes(film_bytes(dated_film(source, patient="ASK-9", day="20260301", seed=2)))
     clf, vlm = _scripted(prior, current, settings)
-    from agents.memory.checkpointers import make_checkpointer
-
-    saver = make_checkpointer(url="memory")
-    real_build = graph_module.build_graph
-
-    def fake_build(_settings=None, **_kw):
-        return real_build(settings.model_copy(update={"router_semantic": False}), tools=[vlm, clf],
-                          builtin_tools=False, plugins=False, checkpointer=saver)
-
-    monkeypatch.setattr(graph_module, "build_graph", fake_build)
+    fake_build = cli_graph(monkeypatch, settings.model_copy(update={"router_semantic": False}), [vlm, clf])
     runner = CliRunner(env={"COLUMNS": "400"})
     res = runner.invoke(app, ["ask", str(current), "--prior", str(prior), "--thread", "cmp2"])
     assert res.exit_code == 0, res.output
