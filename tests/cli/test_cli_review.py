@@ -6,10 +6,10 @@ import json
 
 import pydicom
 import pytest
+from cli_graph import cli_graph, reader_env
 from graph_scripted import ScriptedVLM, classifier
 from typer.testing import CliRunner
 
-import graph as graph_module
 from cli.main import app
 from cxr_agent import settings as settings_module
 from knowledge.evidence import Box
@@ -18,28 +18,13 @@ from knowledge.evidence import Box
 @pytest.fixture
 def cli_env(settings, monkeypatch, cxr_image, tmp_path):
     """The CLI's graph is this test's scripted graph; a thread whose report turn flags cardiomegaly."""
-    monkeypatch.setenv("CXR_AGENT_DATA_DIR", str(settings.data_dir))
-    monkeypatch.delenv("CXR_AGENT_REVIEW_TOKEN", raising=False)
-    from server.identities import add_user
-
-    users = tmp_path / "users.toml"
-    token = add_user(users, "dr-lee", name="Ann Lee", org="Radiology Dept")
-    monkeypatch.setenv("CXR_AGENT_SERVER_USERS", str(users))
-    settings_module.get_settings.cache_clear()
-    from agents.memory.checkpointers import make_checkpointer
-
-    saver = make_checkpointer(url="memory")
+    token = reader_env(monkeypatch, tmp_path, DATA_DIR=str(settings.data_dir))
     vlm = ScriptedVLM(report="Small right pneumothorax. No pleural effusion.")
     clf = classifier({"pneumothorax": 0.82, "cardiomegaly": 0.9},
                      boxes={"pneumothorax": Box(x1=0.55, y1=0.1, x2=0.9, y2=0.45)})
-    real_build = graph_module.build_graph
-
-    def fake_build(_settings=None, **_kw):
-        return real_build(settings, tools=[vlm, clf], builtin_tools=False, plugins=False, checkpointer=saver)
-
-    monkeypatch.setattr(graph_module, "build_graph", fake_build)
-    fake_build().invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)},
-                        {"configurable": {"thread_id": "rv1"}})
+    build = cli_graph(monkeypatch, settings, [vlm, clf])
+    build().invoke({"messages": [("user", "Write a report")], "image": str(cxr_image)},
+                   {"configurable": {"thread_id": "rv1"}})
     yield CliRunner(env={"COLUMNS": "300"}), token
     settings_module.get_settings.cache_clear()
 

@@ -7,11 +7,11 @@ import subprocess
 
 import highdicom as hd
 import pytest
+from cli_graph import cli_graph, reader_env
 from graph_scripted import ScriptedVLM, classifier
 from orthanc_server import PASSWORD, USER
 from typer.testing import CliRunner
 
-import graph as graph_module
 from cli.main import app
 from cxr_agent import settings as settings_module
 from knowledge.evidence import Box
@@ -20,27 +20,12 @@ from knowledge.evidence import Box
 @pytest.fixture
 def cli_env(pacs, settings, monkeypatch, tmp_path):
     server, _ = pacs
-    from server.identities import add_user
-
-    users = tmp_path / "users.toml"
-    token = add_user(users, "dr-lee", name="Ann Lee", org="Radiology Dept")
-    for key, value in {"PACS_URL": server.dicomweb, "PACS_USERNAME": USER, "PACS_PASSWORD": PASSWORD,
-                       "PACS_TIMEOUT_S": "5", "DATA_DIR": str(settings.data_dir), "SERVER_USERS": str(users)}.items():
-        monkeypatch.setenv(f"CXR_AGENT_{key}", value)
-    monkeypatch.delenv("CXR_AGENT_REVIEW_TOKEN", raising=False)
-    settings_module.get_settings.cache_clear()
-    from agents.memory.checkpointers import make_checkpointer
-
-    saver = make_checkpointer(url="memory")
+    token = reader_env(monkeypatch, tmp_path, PACS_URL=server.dicomweb, PACS_USERNAME=USER, PACS_PASSWORD=PASSWORD,
+                       PACS_TIMEOUT_S="5", DATA_DIR=str(settings.data_dir))
     vlm = ScriptedVLM(report="Right pneumothorax.")
     clf = classifier({"pneumothorax": 0.85, "cardiomegaly": 0.9},
                      boxes={"pneumothorax": Box(x1=0.6, y1=0.1, x2=0.9, y2=0.5)})
-    real_build = graph_module.build_graph
-
-    def fake_build(_settings=None, **_kw):
-        return real_build(settings, tools=[vlm, clf], builtin_tools=False, plugins=False, checkpointer=saver)
-
-    monkeypatch.setattr(graph_module, "build_graph", fake_build)
+    cli_graph(monkeypatch, settings, [vlm, clf])
     yield CliRunner(env={"COLUMNS": "300"}), token
     settings_module.get_settings.cache_clear()
 
