@@ -158,7 +158,7 @@ _LOCATE = _rx(
     r"\b(?:draw|put|give|place)(?: me)? (?:a |the )?(?:bounding )?box\b|\bbounding box\b|\bbbox\b",
     r"^(?:please |pls |can you |could you )?box\b|\bbox (?:the|it|them|around)\b",
     r"\bground(?:ing)?\b(?![- ]?glass)",
-    r"\b(?:which|what) (?:side|lobe|zone|lung|level)\b",
+    r"\b(?:which|what) (?:side|lobe|zone|lung|level|ribs?)\b",
     r"\b(?:which|what) (?:part|area|portion|segment|region)s? of\b",
     r"\bheat ?map\b|\bsaliency\b|\bgrad-?cam\b|\boverlay\b",
 )
@@ -402,6 +402,11 @@ _SIMILAR_REF = re.compile(r"\b(?:with|showing|having|of|like) (?:it|that|those|t
                           r"(?:\?|$|\s(?!one\b|image|film|study|x-?ray|appearance|pattern))")
 
 
+# "is it calcified or not?": a yes/no question about what the previous question named
+_ASKS_OF_IT = re.compile(r"^(?:(?:and|so|ok|but),? )?(?:is|are|was|were|does|do|did|has|have|could|can|would|should) "
+                         r"(?:it|they|that|this|those|these|the lesion|the finding)\b")
+
+
 def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) -> Route:
     """'Is there an effusion?' then 'Where is it?' or 'and on the left?': a locate or finding question that
     names no target of its own, with a back-reference or nothing but a side/size/place/change, is about the
@@ -412,8 +417,9 @@ def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) 
         return route
     intent = route.intent
     ellipsis = _ELLIPSIS.search(t) if len(t.split()) <= 7 else None
-    if ellipsis and (intent == "chat" or (intent == "report" and not _REPORT_STRONG.search(t)
-                                          and not _COMPARISON.search(t))):
+    asks_of_it = _ASKS_OF_IT.search(t) is not None and not _COMPARISON.search(t)
+    if (ellipsis or (intent == "chat" and asks_of_it)) and (
+            intent == "chat" or (intent == "report" and not _REPORT_STRONG.search(t) and not _COMPARISON.search(t))):
         # "and on the left?", "how extensive?": alone they read as chat or a whole read; they continue the previous
         # question (a change with nothing named, "worse?", stays a whole-study comparison)
         intent = "finding_question"

@@ -113,6 +113,7 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("Is the lung partially collapsed at the base?", "atelectasis"),
     ("Any bone is broke?", "fracture"),
     ("nodul in right lung?", "nodule"),  # a five-letter misspelling
+    ("HH?", "hernia"),
     ("We just put in a chest drain, has the pneumothorax resolved?", "pneumothorax"),  # context, then the question
     ("Is there a pneumothorax, and where is the chest tube?", "pneumothorax"),  # two questions: the first
     ("Could this be fluid in the lungs from heart failure?", "edema"),
@@ -153,6 +154,7 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("What are your thoughts on this film?", "report"),
     ("Please explain me this x-ray", "report"),
     ("From where you know this?", "explain"),
+    ("Which rib is fractured?", "locate"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
@@ -172,6 +174,7 @@ def test_intent_cues(text: str, intent: str) -> None:
     ("too deep?", ["support_devices"], "finding_question"),
     ("can you show me?", ["pleural_effusion"], "locate"),
     ("and the apex?", ["pneumothorax"], "finding_question"),
+    ("is it calcified or not?", ["nodule"], "finding_question"),
     ("can you show it on the image?", ["pneumothorax"], "locate"),
 ])
 def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, text: str, previous: list[str],
