@@ -8,7 +8,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from graph_scripted import classifier
 from langchain_core.messages import HumanMessage
+from scripted_comparer import Comparer
 
 from agents.review import (
     Reviewer,
@@ -30,34 +30,13 @@ from agents.review import (
 from agents.review.model import CHANGE_VALUES, Review
 from agents.review.outputs import fhir_bundle, sr_pair
 from graph import runtime
-from knowledge.evidence import Decision, Evidence, Status
-from tools.base import ToolRequest
+from knowledge.evidence import Decision, Status
 from tools.ingestion.study import Study
 from tools.interop.change import ChangeKind
 from tools.interop.sr import SRSourceError, deidentified_source
 
 READER = Reviewer.from_identity(type("Identity", (), {"id": "dr-lee", "name": "Ann Lee", "org": "Radiology Dept"})())
 LEGACY = Path(__file__).parent / "data" / "signed_review_v030.json"  # written by the review code before changes
-
-
-class Comparer:
-    """Reads two films together; says the effusion resolved (the classifier disagrees, also when re-asked)
-    and the heart improved."""
-
-    name = "cmp"
-    intents = frozenset()
-    compares_priors = True
-    label = "the comparer"
-
-    def run(self, request: ToolRequest) -> Evidence:
-        raise AssertionError("asked only to compare")
-
-    def compare(self, prior: Study, current: Study, *, finding: str | None = None, thread_id: str | None = None,
-                cancel: threading.Event | None = None) -> Evidence:
-        items = [{"finding": "pleural_effusion", "change": "resolved", "text": "The effusion has resolved."}]
-        if finding is None:
-            items.append({"finding": "cardiomegaly", "change": "improved", "text": "The heart is smaller."})
-        return Evidence(tool=self.name, answer=" ".join(i["text"] for i in items), meta={"changes": items})
 
 
 @pytest.fixture

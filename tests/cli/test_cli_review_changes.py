@@ -3,68 +3,30 @@ set to another value), a flagged one blocks signing, and `files` writes SRs that
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pydicom
 import pytest
+from cli_graph import cli_graph, reader_env
 from graph_scripted import classifier
 from langchain_core.messages import HumanMessage
+from scripted_comparer import Comparer
 from typer.testing import CliRunner
 
 import graph as graph_module
 from cli.main import app
 from cxr_agent import settings as settings_module
-from knowledge.evidence import Evidence
-from tools.base import ToolRequest
 from tools.ingestion.study import Study
 from tools.interop.sr import deidentified_source
 
 
-class Comparer:
-    """Says the effusion resolved though the classifier still scores it (a flagged change), the heart improved."""
-
-    name = "cmp"
-    intents = frozenset()
-    compares_priors = True
-    label = "the comparer"
-
-    def run(self, request: ToolRequest) -> Evidence:
-        raise AssertionError("asked only to compare")
-
-    def compare(self, prior: Study, current: Study, *, finding: str | None = None, thread_id: str | None = None,
-                cancel: threading.Event | None = None) -> Evidence:
-        items = [{"finding": "pleural_effusion", "change": "resolved", "text": "The effusion has resolved."}]
-        if finding is None:
-            items.append({"finding": "cardiomegaly", "change": "improved", "text": "The heart is smaller."})
-        return Evidence(tool=self.name, answer=" ".join(i["text"] for i in items), meta={"changes": items})
-
-
 @pytest.fixture
 def compared_cli(settings, monkeypatch, tmp_path):
-    monkeypatch.setenv("CXR_AGENT_DATA_DIR", str(settings.data_dir))
-    monkeypatch.delenv("CXR_AGENT_REVIEW_TOKEN", raising=False)
-    from server.identities import add_user
-
-    users = tmp_path / "users.toml"
-    token = add_user(users, "dr-lee", name="Ann Lee", org="Radiology Dept")
-    monkeypatch.setenv("CXR_AGENT_SERVER_USERS", str(users))
-    settings_module.get_settings.cache_clear()
-    from agents.memory.checkpointers import make_checkpointer
-
-    saver = make_checkpointer(url="memory")
+    token = reader_env(monkeypatch, tmp_path, DATA_DIR=str(settings.data_dir))
     scores: dict[str, dict[str, float]] = {}
     clf = classifier({})
     clf.result = lambda request: classifier(scores[request.study.id]).run(request)
-    real_build = graph_module.build_graph
-    tools = [clf, Comparer()]
-
-    def fake_build(_settings=None, **_kw):
-        return real_build(settings.model_copy(update={"router_semantic": False}), tools=tools, builtin_tools=False,
-                          plugins=False, checkpointer=saver)
-
-    monkeypatch.setattr(graph_module, "build_graph", fake_build)
-    g = fake_build()
+    build = cli_graph(monkeypatch, settings.model_copy(update={"router_semantic": False}), [clf, Comparer()])
+    g = build()
     cfg = {"configurable": {"thread_id": "cmp1"}}
     studies = [Study.from_array(np.random.default_rng(s).random((64, 64)).astype(np.float32), view="PA")
                for s in (41, 42)]
