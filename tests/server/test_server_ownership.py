@@ -8,47 +8,21 @@ import time
 
 import httpx
 import pytest
-from langgraph_server import langgraph_dev
-
-from server.identities import hash_token
+from server_callers import Callers, multi_user_server
 
 pytestmark = pytest.mark.timeout(300)
 
 SERVICE = "service-token-for-the-ownership-test"
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789", "ui": "gateway-token-0123456789"}
+CALLERS = Callers(SERVICE, TOKENS)
+_headers, _sdk, _http, _upload = CALLERS.headers, CALLERS.sdk, CALLERS.http, CALLERS.upload
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("ownership-server")
-    users = work / "users.toml"
-    users.write_text("".join(
-        f'[[user]]\nid = "{uid}"\nrole = "{"gateway" if uid == "ui" else "user"}"\ntoken_sha256 = "{hash_token(t)}"\n'
-        for uid, t in TOKENS.items()))
-    users.chmod(0o600)
-    with langgraph_dev(work, {"CXR_AGENT_SERVER_TOKEN": SERVICE, "CXR_AGENT_SERVER_USERS": str(users)}) as srv:
+    with multi_user_server(work, SERVICE, TOKENS, {"ui": "gateway"}) as srv:
         yield srv
-
-
-def _headers(who: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {SERVICE if who == 'service' else TOKENS[who]}"}
-
-
-def _sdk(server, who: str):
-    from langgraph_sdk import get_sync_client
-
-    return get_sync_client(url=server.url, api_key=None, headers=_headers(who))
-
-
-def _http(server, who: str) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers=_headers(who), timeout=60)
-
-
-def _upload(server, who: str, path) -> str:
-    with _http(server, who) as http:
-        r = http.post("/cxr/studies", content=path.read_bytes(), headers={"x-cxr-file-type": path.suffix[1:]})
-    assert r.status_code == 201, r.text
-    return r.json()["study_id"]
 
 
 def _status(exc_info) -> int:
