@@ -3,30 +3,22 @@ auth, and refuses a jobs count that is not a positive whole number."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from langgraph_server import _free_port, stop_server
+from deploy_scripts import REPO, script_env, serving
+from langgraph_server import _free_port
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "serve_graph.sh"
 
 
 def _env(tmp_path: Path, **over: str) -> dict[str, str]:
-    env = {**os.environ, "CXR_AGENT_DATA_DIR": str(tmp_path / "data"), "CXR_AGENT_MODEL_PROFILE": "tiny",
-           "CXR_AGENT_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO),
-           "LANGGRAPH_CLI": str(Path(sys.executable).with_name("langgraph"))}
-    for key in ("CXR_AGENT_SERVER_USERS", "CXR_AGENT_SERVER_AUTH_DISABLED", "CXR_AGENT_GRAPH_URL"):
-        env.pop(key, None)
-    env.update(over)
-    return env
+    return script_env(tmp_path, LANGGRAPH_CLI=str(Path(sys.executable).with_name("langgraph")), **over)
 
 
 @pytest.mark.parametrize("jobs", ["0", "four", "-2"])
@@ -41,20 +33,7 @@ def test_the_script_serves_the_graph_with_its_jobs_and_auth(tmp_path):
     env = _env(tmp_path, CXR_AGENT_SERVER_PORT=str(port), CXR_AGENT_SERVER_JOBS="3",
                CXR_AGENT_SERVER_TOKEN="deploy-test-service-token")
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(SCRIPT)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
+    with serving(SCRIPT, env, log) as (_proc, url):
         assert httpx.get(f"{url}/cxr/health", timeout=10).status_code == 401  # no identity, no access
         health = httpx.get(f"{url}/cxr/health", headers={"Authorization": "Bearer deploy-test-service-token"}, timeout=10)
         assert health.status_code == 200 and health.json()["caller"]["sees_all"] is True
@@ -62,5 +41,3 @@ def test_the_script_serves_the_graph_with_its_jobs_and_auth(tmp_path):
                             headers={"Authorization": "Bearer deploy-test-service-token"})
         assert metrics.status_code == 200 and metrics.json()["workers"]["max"] == 3  # turns at once
         assert "CXR_AGENT_SERVER_USERS is not set" in log.read_text()
-    finally:
-        stop_server(proc)

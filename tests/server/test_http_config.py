@@ -4,21 +4,19 @@ MCP stay off unless a setting names them, and the script serves exactly that con
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from langgraph_server import _free_port, stop_server
+from deploy_scripts import REPO, serving
+from langgraph_server import _free_port
 
 from cxr_agent.settings import Settings
 from server.http_config import effective_config, main
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO = Path(__file__).resolve().parents[2]
 BASE = json.loads((REPO / "langgraph.json").read_text())
 
 
@@ -63,28 +61,13 @@ def test_the_script_serves_mcp_only_when_its_setting_says_so(tmp_path):
            "CXR_AGENT_SERVER_JOBS": "1", "CXR_AGENT_SERVER_TOKEN": "http-config-test-token",
            "CXR_AGENT_SERVER_ENABLE_MCP": "true", "LANGGRAPH_CLI": str(Path(sys.executable).with_name("langgraph"))}
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(REPO / "deploy" / "serve_graph.sh")], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    url, token = f"http://127.0.0.1:{port}", {"Authorization": "Bearer http-config-test-token"}
+    token = {"Authorization": "Bearer http-config-test-token"}
     rpc = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     accept = {"Accept": "application/json, text/event-stream"}
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
+    with serving(REPO / "deploy" / "serve_graph.sh", env, log) as (_proc, url):
         assert httpx.post(f"{url}/mcp", json=rpc, headers=accept, timeout=30).status_code == 401
         listed = httpx.post(f"{url}/mcp", json=rpc, headers={**accept, **token}, timeout=30)
         assert listed.status_code == 200 and listed.json()["result"]["tools"][0]["name"] == "cxr_agent"
         a2a = httpx.post(f"{url}/a2a/cxr_agent", json={**rpc, "method": "message/send"}, headers=token, timeout=30)
         assert a2a.status_code == 404  # not named by a setting: not there
         assert "the MCP route is on" in log.read_text()
-    finally:
-        stop_server(proc)

@@ -3,7 +3,6 @@ and refuses a jobs count or a database URL it cannot use, naming the variable.""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,23 +10,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from langgraph_server import _free_port, stop_server
+from deploy_scripts import REPO, script_env, serving
+from langgraph_server import _free_port
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "serve_prod.sh"
 
 
 def _env(tmp_path: Path, **over: str) -> dict[str, str]:
-    env = {**os.environ, "CXR_AGENT_DATA_DIR": str(tmp_path / "data"), "CXR_AGENT_MODEL_PROFILE": "tiny",
-           "CXR_AGENT_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO),
-           "CXR_AGENT_PYTHON": sys.executable}
-    for key in ("CXR_AGENT_SERVER_USERS", "CXR_AGENT_SERVER_AUTH_DISABLED", "CXR_AGENT_GRAPH_URL",
-                "CXR_AGENT_CHECKPOINTER_URL", "CXR_AGENT_SERVER_TOKEN"):
-        env.pop(key, None)
-    env.update(over)
-    return env
+    return script_env(tmp_path, drop=("CXR_AGENT_CHECKPOINTER_URL", "CXR_AGENT_SERVER_TOKEN"),
+                      CXR_AGENT_PYTHON=sys.executable, **over)
 
 
 @pytest.mark.parametrize("jobs", ["0", "four"])
@@ -61,21 +54,7 @@ def test_the_script_serves_on_postgres_with_auth_from_two_worker_processes(tmp_p
     env = _env(tmp_path, CXR_AGENT_CHECKPOINTER_URL=postgres_url, CXR_AGENT_SERVER_TOKEN="prod-deploy-service-token",
                CXR_AGENT_SERVER_PORT=str(port), CXR_AGENT_SERVER_JOBS="2", CXR_AGENT_SERVER_WORKERS="2")
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(SCRIPT)], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+    with serving(SCRIPT, env, log, cwd=tmp_path, wait_s=90) as (proc, url):
         assert httpx.post(f"{url}/threads", json={}, timeout=10).status_code == 401
         auth = {"Authorization": "Bearer prod-deploy-service-token"}
         health = httpx.get(f"{url}/cxr/health", headers=auth, timeout=10).json()
@@ -92,5 +71,3 @@ def test_the_script_serves_on_postgres_with_auth_from_two_worker_processes(tmp_p
             answered.add(httpx.get(f"{url}/metrics", params={"format": "json"}, headers=auth,
                                    timeout=10).json()["process"]["pid"])
         assert len(answered) == 2 and proc.pid not in answered
-    finally:
-        stop_server(proc)
