@@ -159,6 +159,7 @@ _LOCATE = _rx(
     r"^(?:please |pls |can you |could you )?box\b|\bbox (?:the|it|them|around)\b",
     r"\bground(?:ing)?\b(?![- ]?glass)",
     r"\b(?:which|what) (?:side|lobe|zone|lung|level|ribs?)\b",
+    r"(?<!left )(?<!right )(?<!other )(?<!same )(?<!both )(?<!opposite )\bside\s*\?$",  # "ptx - side?"
     r"\b(?:which|what) (?:part|area|portion|segment|region)s? of\b",
     r"\bheat ?map\b|\bsaliency\b|\bgrad-?cam\b|\boverlay\b",
 )

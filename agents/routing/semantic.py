@@ -296,8 +296,9 @@ def rule_decided(t: str, route: Route) -> bool:
         return True
     fams = _families(t)
     if not fams and route.intent == "finding_question" and route.findings and (
-            _existence_target(t) or rules.asked_aspect(t) == "position"):
-        return True  # "is there a pneumothorax?", "is the PICC tip in a good place?": a question about a finding
+            _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t)):
+        return True  # "is there a pneumothorax?", "is the PICC tip in a good place?", "apical ptx?": a question
+        # about a finding
     if len(fams) != 1 or route.intent not in fams:
         return False
     last = _last_clause(t)
@@ -305,6 +306,21 @@ def rule_decided(t: str, route: Route) -> bool:
         any(rx.fullmatch(x) is not None for rx in (_PLAIN_REPORT, _PLAIN_READ) for x in (t, last)) or is_survey(t)))
 
 
+# "apical ptx?", "PNA f/u?", "small R eff?": findings named with nothing but where, which side, how large or new
+_TERSE = re.compile(r"^[^\s?]+(?: [^\s?]+){0,4} ?\?+$")
+_MODIFIERS = frozenset(
+    "a an any l r left right bilat b/l bilateral both apical basal basilar base bases apex apices upper lower mid "
+    "middle zone lobe lll rll rul lul rml lingula small large tiny big moderate trace new residual persistent "
+    "f/u followup follow-up s/p post vs or and still again now".split())
+
+
+def _terse(t: str) -> bool:
+    if not _TERSE.match(t):
+        return False
+    rest = t
+    for m in sorted(find_mentions(t), key=lambda m: -m.start):
+        rest = rest[: m.start] + " " + rest[m.end :]
+    return all(w in _MODIFIERS for w in re.findall(r"[a-z0-9/-]+", rest))
 # "pna vs atx LLL?": a differential between named findings on this image, asked in a few words
 _DIFFERENTIAL = re.compile(r"^\??[\w/'-]+(?: [\w/'-]+){0,2} (?:vs\.?|versus) [\w/'-]+(?: [\w/'-]+){0,3} ?\??$")
 

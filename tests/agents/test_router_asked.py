@@ -155,6 +155,7 @@ def test_the_finding_asked_about_comes_first(text: str, finding: str) -> None:
     ("Please explain me this x-ray", "report"),
     ("From where you know this?", "explain"),
     ("Which rib is fractured?", "locate"),
+    ("ptx - side?", "locate"),
 ])
 def test_intent_cues(text: str, intent: str) -> None:
     assert route(text, has_image=True, has_history=True).intent == intent
@@ -209,6 +210,10 @@ def test_a_follow_up_takes_the_previous_finding_without_asking_back(semantic, te
      "finding_question", "pleural_effusion"),
     ("Hello, I'm a medical student. Could you walk me through the findings on this film?", "report", None),
     ("ptx? and check the chest tube", "finding_question", "pneumothorax"),
+    ("apical ptx?", "finding_question", "pneumothorax"),  # a finding and where: no classifier needed
+    ("PNA f/u?", "finding_question", "pneumonia"),
+    ("How is pneumonia treated?", "chat", None),  # a few words too, but a general question
+    ("edema - evidence?", "explain", "edema"),
 ])
 def test_clinical_context_before_the_question_is_decided_by_the_question(semantic, text: str, intent: str,
                                                                          finding: str | None) -> None:
@@ -236,6 +241,11 @@ def test_asking_back_about_a_general_question_offers_the_named_finding_only_as_a
 def test_similar_cases_with_a_back_reference_take_the_previous_finding(text: str, finding: str | None) -> None:
     r = _turn(route, text, ["pleural_effusion"])
     assert (r.intent, r.finding) == ("similar_cases", finding), r.reason
+
+
+@pytest.mark.parametrize("text", ["subQ emphysema?", "any sub-q emphysema?"])
+def test_air_under_the_skin_is_no_emphysema_of_the_lungs(text: str) -> None:
+    assert extract_findings(text) == []
 
 
 @pytest.mark.parametrize("word", ["notes", "nodes", "model", "media", "lungs", "doing", "sides", "noble"])
