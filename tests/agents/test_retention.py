@@ -6,24 +6,16 @@ import os
 import time
 from pathlib import Path
 
-from graph_scripted import ScriptedVLM, classifier
+from retention_graph import ask
+from retention_graph import checkpointed_graph as _graph
 
 from agents.memory.checkpointers import make_checkpointer
 from agents.memory.retention import apply_retention, forget_thread, scan
 from graph import runtime, store_image
 
 
-def _graph(make_graph, settings):
-    saver = make_checkpointer(settings.model_copy(update={"checkpointer_url": None}))
-    g = make_graph(ScriptedVLM(report="Cardiomegaly."), classifier({"cardiomegaly": 0.85}), checkpointer=saver)
-    return g, saver
-
-
 def _turn(g, thread: str, text: str, image: Path | None = None) -> dict:
-    inputs: dict = {"messages": [("user", text)]}
-    if image is not None:
-        inputs["study_id"] = store_image(str(image), graph=g)
-    return g.invoke(inputs, {"configurable": {"thread_id": thread}})
+    return ask(g, thread, text, store_image(str(image), graph=g) if image is not None else None)
 
 
 def _heatmap_dir(settings, study_id: str) -> Path:
