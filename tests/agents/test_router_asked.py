@@ -114,6 +114,7 @@ def test_a_general_question_is_chat_about_no_finding_of_the_image(text: str, nam
     ("Any bone is broke?", "fracture"),
     ("nodul in right lung?", "nodule"),  # a five-letter misspelling
     ("HH?", "hernia"),
+    ("Is there a loculated pleural collection?", "pleural_effusion"),
     ("We just put in a chest drain, has the pneumothorax resolved?", "pneumothorax"),  # context, then the question
     ("Is there a pneumothorax, and where is the chest tube?", "pneumothorax"),  # two questions: the first
     ("Could this be fluid in the lungs from heart failure?", "edema"),
