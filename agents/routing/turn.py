@@ -11,7 +11,8 @@ unsure the route carries ``clarify`` (the two likeliest readings) and the reply 
   count (below the spelling cut-off), or is about as close to two findings; the readings are the likeliest
   finding and the user's own words (or the second finding).
 ``INTENT_ASK_BELOW`` was chosen by 5-fold cross-validation on the labelled tuning turns
-(``python -m eval.router_compare``), never on the held-out sets.
+(``python -m eval.router_compare --calibrate``), never on the held-out sets: 0.4 answers as accurately as 0.5
+(0.978 of the answered turns both ways) and asks back on 6.8% of turns instead of 9.2%.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from agents.routing.rules import (
     follow_up,
 )
 
-INTENT_ASK_BELOW = 0.5
+INTENT_ASK_BELOW = 0.4
 FINDING_TIE = 0.03  # two findings this close in spelling similarity: ask which one
 
 Router = Callable[..., Any]

@@ -227,7 +227,7 @@ def test_asking_back_about_a_general_question_offers_the_named_finding_only_as_a
     from agents.routing.turn import ask_back
 
     r = Route(intent="chat", findings=["pneumothorax"],
-              scores={"chat": 0.42, "finding_question": 0.38, "report": 0.1, "locate": 0.1})
+              scores={"chat": 0.36, "finding_question": 0.34, "report": 0.2, "locate": 0.1})
     clarify = ask_back(r, "what about pneumothorax in general?")
     assert clarify is not None
     assert [(x.intent, x.finding) for x in clarify.readings] == [("chat", None), ("finding_question", "pneumothorax")]
