@@ -16,6 +16,10 @@ the turn (rule-decided: no embedding; embedding consulted), and the two stages o
 names the cores, torch threads and load average it ran under (the numbers swing with other work on the CPU)
 and the intent classifier that routed (the fine-tuned router model when one is built and current).
 `python -m bench.router` prints the per-intent table and the confusion matrix.
+
+Measured at this release (scored once): answered accuracy 0.937 (v1), 0.950 (v2), 0.912 (v3), asking back on
+2.1%, 5.2% and 4.8% of turns (before it: 0.890, 0.896, 0.861 asking 6.2%, 9.4%, 11.4%); route_turn p50 0.41 ms
+for rule-decided turns, 13.7 ms (p95 25.7) for embedding-consulted ones, 2 shared cores at load 2.5.
 """
 
 from __future__ import annotations
