@@ -4,17 +4,20 @@ Why: the cue-word rules are precise where a turn carries one unambiguous cue fam
 "find similar cases", "why did you ..."), and brittle elsewhere: no cue at all ("Any signs of TB?" ->
 chat), or cues of several families resolved by rule order ("Search the report database for ..." ->
 report). There the bundled MiniLM (tools/retrieval/embedder.py) embeds the turn and a classifier trained on
-labelled turns (agents/routing/examples.jsonl: 219 written for it, 16 of them questions outside radiology,
-+ the 237 sentences of the tuning sets eval/router_cases.jsonl and eval/router_tuning.jsonl; never
-eval/router_heldout.jsonl) gives its intent,
-which wins when it is clear enough.
+labelled turns (agents/routing/examples.jsonl: turns written for it, questions outside radiology among them,
+and the sentences of the tuning sets eval/router_cases.jsonl and eval/router_tuning.jsonl; never a held-out
+set) gives its intent, which wins when it is clear enough.
 
 Policy (`route_semantic`):
 1. The rules route every turn (agents.routing.rules.route). A turn is *rule-decided* when exactly one decisive cue
    family fires (locate, explain, similar cases, chat) and the rules chose it, or when the whole turn is a
    plain imperative report request ("Write a report"; `_PLAIN_REPORT`). Those return at once (no
-   embedding: p50 well under 5 ms). A yes/no existence question about one specific thing ("is there
-   dextrocardia?") with no cue family is a finding question, also without embedding.
+   embedding: p50 well under 5 ms). So are, with no cue family against them, a yes/no existence question
+   about one specific thing ("is there dextrocardia?", also after clinical context: "65M smoker, any
+   mass?"), a device's position, a terse finding question ("apical ptx?"), a differential between named
+   findings ("pna vs atx LLL?"), a question about the whole study ("is the chest normal?") and a list of
+   structures ("lines, lungs, pleura, heart, bones": a report).
+   After sentences of context, the classifier reads the last sentence ("I am a GP ... Is the heart too big?").
 2. Otherwise a logistic regression over MiniLM embeddings of the labelled examples gives each intent a
    probability; its best intent replaces the rules' when it has >= MIN_SCORE and leads the rules' intent by
    >= MIN_MARGIN.
