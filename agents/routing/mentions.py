@@ -5,6 +5,8 @@ What is named outside the vocabulary stays the user's words, never the nearest f
 qualified by an organ or bone outside the chest ("lytic bone lesion", "liver mass", "nodule in the breast"), a
 named thing whose words contain a finding's ("pericardial effusion", "subcutaneous emphysema"), and a real
 word a letter or two from a finding's ("pneumonitis") are no finding mention (the lexicon's [router] table).
+A structure's bare name ("heart", "lines") names its finding only where the turn asks about it, not in a list
+of structures nor in a request for the whole read (``extract_findings(structures=False)``).
 
 Kept apart from the intent rules (agents/routing/rules.py) because the LLM router and the graph's follow-up
 handling use it on its own.
