@@ -245,6 +245,20 @@ def _asked(t: str, m: _Mention) -> bool:
                 or (_OWN_QUESTION.match(after) and _CLAUSE_START.search(before)))
 
 
+def _head_of_list(t: str, mentions: list[_Mention], m: _Mention) -> _Mention:
+    """The first finding of the list whose last item ``m`` is: "trauma: rib fx, PTX, wide mediastinum?" asks
+    about all three, the first named first. Each earlier item is joined by a bare list separator and starts a
+    clause itself (not "hx of CHF, effusion?": CHF there is history), and the list has three items at least
+    ("CHF, effusion?" may be history, then the question)."""
+    last = i = mentions.index(m)
+    while i > 0:
+        prev = mentions[i - 1]
+        if not (_LIST_SEP.fullmatch(t[prev.end : mentions[i].start]) and _CLAUSE_START.search(t[: prev.start])):
+            break
+        i -= 1
+    return mentions[i] if last - i >= 2 else m
+
+
 # Clinical context, then the question: "we just put in a chest drain, has the pneumothorax resolved?"
 _CONTEXT_SPLIT = re.compile(r"[,;.:]\s+|\s-+\s")
 _REQUEST = re.compile(r"(?:i(?:'m| am) (?:mainly |mostly |most |really )?(?:interested|worried|concerned)|can you|"
@@ -280,7 +294,7 @@ def extract_findings(text: str, *, allow_no_finding: bool = False,
     survey = is_survey(t)
     mentions = [m for m in find_mentions(t) if not any(a <= m.start and m.end <= b for a, b in exclude)
                 and not ((survey or not structures) and _bare(t, m, survey=survey or not structures))]
-    asked = [m for m in mentions if _asked(t, m)] or _question_clause(t, mentions)
+    asked = [_head_of_list(t, mentions, m) for m in mentions if _asked(t, m)] or _question_clause(t, mentions)
     out: list[str] = []
     for m in asked[:1] + mentions:
         if m.finding == "no_finding" and not allow_no_finding:

@@ -299,7 +299,7 @@ def rule_decided(t: str, route: Route) -> bool:
         return True
     fams = _families(t)
     if not fams and route.intent == "finding_question" and route.findings and (
-            _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t)):
+            _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t) or _COMMAND.match(t)):
         return True  # "is there a pneumothorax?", "is the PICC tip in a good place?", "apical ptx?": a question
         # about a finding
     if len(fams) != 1 or route.intent not in fams:
@@ -307,6 +307,12 @@ def rule_decided(t: str, route: Route) -> bool:
     last = _last_clause(t)
     return route.intent in DECISIVE or (route.intent == "report" and (
         any(rx.fullmatch(x) is not None for rx in (_PLAIN_REPORT, _PLAIN_READ) for x in (t, last)) or is_survey(t)))
+
+
+# "check the ETT", "eval for PTX", "assess heart size", "look at the CP angles for fluid": an order to look at what
+# the turn names is a question about it (a whole read names no finding, or lists structures: a report cue)
+_COMMAND = re.compile(r"^(?:(?:pls|please|can you|could you|kindly),? )*(?:check|look at|look for|assess|eval(?:uate)?|"
+                      r"review|examine|inspect|confirm|verify|screen for|rule out|r/o|exclude)\b")
 
 
 # "apical ptx?", "PNA f/u?", "small R eff?": findings named with nothing but where, which side, how large or new
@@ -317,10 +323,14 @@ _MODIFIERS = frozenset(
     "f/u followup follow-up s/p post vs or and still again now".split())
 
 
+# "mediastinum widened after MVC?", "ptx post line placement?": the occasion after the finding changes nothing
+_OCCASION = re.compile(r" (?:after|post|following|s/p|since|from) [\w/'-]+(?: [\w/'-]+){0,2} ?(?=\?+$)")
+
+
 def _terse(t: str) -> bool:
     if not _TERSE.match(t):
         return False
-    rest = t
+    rest = _OCCASION.sub(" ", t)
     for m in sorted(find_mentions(t), key=lambda m: -m.start):
         rest = rest[: m.start] + " " + rest[m.end :]
     return all(w in _MODIFIERS for w in re.findall(r"[a-z0-9/-]+", rest))

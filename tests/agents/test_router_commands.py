@@ -1,0 +1,98 @@
+"""Bones, the aorta, the mediastinum and devices as clinicians type them, and orders to look at a named finding:
+each is a finding question about the finding it names, decided by the rules without the embedding classifier."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.routing.mentions import extract_findings
+from agents.routing.semantic import route_semantic
+
+
+class _NoClassifier:
+    def scores(self, text: str) -> dict[str, float]:
+        raise AssertionError(f"the classifier was consulted for {text!r}: the rules should decide this turn")
+
+
+def _rules_only(text: str):
+    return route_semantic(text, has_image=True, classifier=_NoClassifier)
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("# ribs?", "fracture"),  # the British shorthand for a fracture
+    ("?# L clavicle", "fracture"),
+    ("cracked rib after the fall?", "fracture"),
+    ("broken collarbone?", "fracture"),
+    ("is the sternum fractured?", "fracture"),
+    ("any fxs?", "fracture"),
+])
+def test_fracture_shorthand_names_a_fracture(text: str, finding: str) -> None:
+    assert extract_findings(text)[:1] == [finding]
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("Does the aorta look aneurysmal?", "aortic_enlargement"),
+    ("Is the aortic arch enlarged?", "aortic_enlargement"),
+    ("prominent aortic knob?", "aortic_enlargement"),
+    ("the descending aorta appears slightly tortuous", "aortic_enlargement"),
+    ("assess the aorta for dilatation", "aortic_enlargement"),
+    ("TAA?", "aortic_enlargement"),
+    ("aortic root dilatation?", "aortic_enlargement"),
+    ("calcified aortic knob?", "calcification"),  # calcified, not enlarged
+])
+def test_the_aorta_as_clinicians_describe_it(text: str, finding: str) -> None:
+    assert extract_findings(text)[:1] == [finding]
+
+
+@pytest.mark.parametrize(("text", "findings"), [
+    ("widening of the mediastinum?", ["enlarged_cardiomediastinum"]),
+    ("the mediastinum appears widened", ["enlarged_cardiomediastinum"]),
+    ("mediastinum seems broad", ["enlarged_cardiomediastinum"]),
+    # a shifted mediastinum is outside the vocabulary: never read as a wide one
+    ("Is the mediastinum shifted to the right?", []),
+    ("shift of the mediastinum to the left?", []),
+])
+def test_the_mediastinum_wide_or_shifted(text: str, findings: list[str]) -> None:
+    assert extract_findings(text) == findings
+
+
+@pytest.mark.parametrize(("text", "first"), [
+    ("trauma: rib fx, PTX, wide mediastinum?", "fracture"),  # a list of questions: the first named first
+    ("ptx, effusion, consolidation?", "pneumothorax"),
+    ("CHF, effusion?", "pleural_effusion"),  # two items: history, then the question
+    ("hx of CHF, effusion?", "pleural_effusion"),
+    ("COPD, smoker, nodule?", "nodule"),
+])
+def test_a_list_of_questions_asks_first_about_its_first_item(text: str, first: str) -> None:
+    assert extract_findings(text)[0] == first
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("check the ETT", "support_devices"),
+    ("check the NGT", "support_devices"),
+    ("confirm the ETT position", "support_devices"),
+    ("review the right IJ line", "support_devices"),
+    ("eval for PTX", "pneumothorax"),
+    ("assess heart size", "cardiomegaly"),
+    ("look at the CP angles for fluid", "pleural_effusion"),
+    ("please check for pneumothorax", "pneumothorax"),
+    ("r/o rib fx", "fracture"),
+    ("assess the aorta for dilatation", "aortic_enlargement"),
+    # a finding asked with the occasion after it
+    ("mediastinum widened after MVC?", "enlarged_cardiomediastinum"),
+    ("ptx post chest tube removal?", "pneumothorax"),
+    ("effusion following CABG?", "pleural_effusion"),
+])
+def test_an_order_to_look_at_a_named_finding_is_a_finding_question(text: str, finding: str) -> None:
+    r = _rules_only(text)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("check lines, lungs, heart", "report"),  # a survey of structures: the whole read
+    ("where's the line tip?", "locate"),
+    ("show me the rib fracture", "locate"),
+])
+def test_an_order_that_is_a_read_or_a_place_stays_one(text: str, intent: str) -> None:
+    r = route_semantic(text, has_image=True)
+    assert r.intent == intent, r.reason
