@@ -234,7 +234,7 @@ def _bare(t: str, m: _Mention, *, survey: bool) -> bool:
 # A mention that asks by itself: the start of a short clause ending in "?" ("effusion? also check ...", "nodule in
 # RUL? any mass elsewhere?", "s/p CVC - ptx?"; in "chf vs pna?" the first), or a device's position ("ETT
 # position and any ptx?").
-_ASKED_AFTER = re.compile(r"^\s*(?:position|positioning|tip)\b")
+_ASKED_AFTER = re.compile(r"^\s*(?:-+\s*|:\s*)?(?:position|positioning|tip)\b")  # "new PICC - position + ptx?"
 _OWN_QUESTION = re.compile(r"^(?:(?!\s-+\s)[^?.!,;]){0,30}\?")  # "nodule in RUL? any mass elsewhere?"
 _CLAUSE_START = re.compile(r"(?:^|[.?!,;:]\s*|\s-+\s*)(?:(?:and|also|so|ok)\s+)?$")
 

@@ -172,6 +172,8 @@ _LOCATE_EXCLUDE = _rx(
     r"\bfrom where (?:do |did )?you\b",
     r"\bshow (?:me )?your (?:work|reasoning|thinking|steps|logic|evidence)\b",
     r"\bwhere (?:it|they|the tip) (?:should|ought to|needs to|belongs?)\b",  # a position, not a place to show
+    # "check PICC tip location": an order to check a device's position, not to show a place
+    r"^(?:(?:pls|please),? )?(?:check|confirm|verify|assess|eval(?:uate)?|document)\b(?!.*\bwhere\b).*\btip location\b",
 )
 
 _REPORT_STRONG = _rx(
@@ -229,6 +231,9 @@ _CHAT_DEFINITION = _rx(
     r"definition of |what does )(?!the\b|this\b|that\b|it\b)[\w\s-]+(?: mean)?\??$",
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
     r"\b(?:usual|common|typical|main|commonest|most common|classic) (?:causes?|signs?|appearance|presentation) of\b",
+    # "what are the signs of aortic dissection on CXR?": how a disease looks in general, not on this film
+    r"\bwhat (?:are|is) the (?:typical |classic |radiographic |x-?ray |cxr )?(?:signs?|features?) of "
+    r"(?!(?:this|the|that|my|it|these|those)\b)",
     # why a disease does what it does, in general ("why does pneumonia cause consolidation?")
     r"\bwhy (?:does|do|would|can) (?!the\b|this\b|that\b|it\b|its\b|you\b|they\b|there\b|these\b|those\b|we\b|"
     r"i\b|he\b|she\b|his\b|her\b|my\b|your\b|our\b|their\b|both\b|all\b)[\w-]+(?: [\w-]+)? (?:cause|lead|"

@@ -316,9 +316,12 @@ _COMMAND = re.compile(r"^(?:(?:pls|please|can you|could you|kindly),? )*(?:check
 
 
 # "apical ptx?", "PNA f/u?", "small R eff?": findings named with nothing but where, which side, how large or new
-_TERSE = re.compile(r"^[^\s?]+(?: [^\s?]+){0,4} ?\?+$")
+_TERSE = re.compile(r"^[^\s?]+(?: [^\s?]+){0,4} ?\?*$")  # "bilat pl eff": the question mark may be left out
 _MODIFIERS = frozenset(
     "a an any l r left right bilat b/l bilateral both apical basal basilar base bases apex apices upper lower mid "
+    "anterior posterior superior inferior lateral medial central peripheral mediastinal hilar perihilar paratracheal "
+    "pl pleural lung lungs pulmonary "
+    "retrocardiac "
     "middle zone lobe lll rll rul lul rml lingula small large tiny big moderate trace new residual persistent "
     "f/u followup follow-up s/p post vs or and still again now".split())
 

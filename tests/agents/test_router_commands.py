@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents.routing.mentions import extract_findings
+from agents.routing.rules import route
 from agents.routing.semantic import route_semantic
 
 
@@ -96,3 +97,40 @@ def test_an_order_to_look_at_a_named_finding_is_a_finding_question(text: str, fi
 def test_an_order_that_is_a_read_or_a_place_stays_one(text: str, intent: str) -> None:
     r = route_semantic(text, has_image=True)
     assert r.intent == intent, r.reason
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("aorta looks big?", "aortic_enlargement"),
+    ("large aortic knob?", "aortic_enlargement"),
+    ("aortic knuckle calcified?", "calcification"),
+    ("new R IJ - position + ptx?", "support_devices"),  # the device's position is asked first
+    ("L IJ line ok?", "support_devices"),
+])
+def test_more_ways_to_name_the_aorta_and_a_jugular_line(text: str, finding: str) -> None:
+    assert extract_findings(text)[:1] == [finding]
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("superior mediastinal mass?", "mass"),  # where, as a terse question
+    ("posterior rib fx?", "fracture"),
+    ("bilat pl eff", "pleural_effusion"),  # the question mark left out
+    ("check PICC tip location", "support_devices"),  # an order to check a position, not to show a place
+    ("post line placement - any pneumothorax?", "pneumothorax"),  # the line only dates the question
+])
+def test_terse_and_ordered_questions_need_no_classifier(text: str, finding: str) -> None:
+    r = _rules_only(text)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None), r.reason
+
+
+@pytest.mark.parametrize("text", [
+    "what are the signs of aortic dissection on CXR?",
+    "What are the radiographic features of sarcoidosis?",
+])
+def test_how_a_disease_looks_in_general_is_chat(text: str) -> None:
+    r = _rules_only(text)
+    assert (r.intent, r.finding) == ("chat", None), r.reason
+
+
+def test_signs_on_this_film_are_not_chat() -> None:
+    r = route("what are the signs of the effusion on this film?", has_image=True)
+    assert (r.intent, r.finding) == ("finding_question", "pleural_effusion"), r.reason
