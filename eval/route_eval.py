@@ -59,12 +59,14 @@ def evaluate_router(cases: Iterable[dict[str, Any]], router: Any = None) -> dict
 
     Label conventions (eval/router_dev_v2.jsonl, the held-out sets): ``finding`` is the finding the turn asks
     about on this image: the first one a multi-part question names ("effusion? also check for consolidation"
-    -> pleural_effusion); null for a whole-study read that names only structures ("go through it: lines, lungs,
+    -> pleural_effusion; "could the wide mediastinum be an aortic aneurysm?" asks about what it could be:
+    aortic_enlargement); null for a whole-study read that names only structures ("go through it: lines, lungs,
     pleura, heart, bones"), for a general question (chat: "what causes a pneumothorax in general?"), for
     similar cases asked without one, and for words outside the vocabulary (``phrase`` holds them: "r/o free
     air"). An explanation names the finding it asks about ("why did you call it an effusion?" ->
     pleural_effusion; "why?" -> null). A follow-up ("and the other side?") is about the previous turn's finding
-    unless it names its own. Six chat turns of the older tuning sets (router_cases, router_tuning) still carry
+    unless it names its own. A device's position asked yes/no or as an order ("is the tip in the SVC?", "check the
+    ETT") is a finding question (support_devices); "where's the line tip?" locates. Six chat turns of the older tuning sets (router_cases, router_tuning) still carry
     the finding they name, and one report turn ("note the lines") support_devices.
 
     eval/router_cases.jsonl splits: ``dev`` (written while building the rules) and ``heldout1..3``
