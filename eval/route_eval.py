@@ -66,8 +66,9 @@ def evaluate_router(cases: Iterable[dict[str, Any]], router: Any = None) -> dict
     air"). An explanation names the finding it asks about ("why did you call it an effusion?" ->
     pleural_effusion; "why?" -> null). A follow-up ("and the other side?") is about the previous turn's finding
     unless it names its own. A device's position asked yes/no or as an order ("is the tip in the SVC?", "check the
-    ETT") is a finding question (support_devices); "where's the line tip?" locates. Six chat turns of the older tuning sets (router_cases, router_tuning) still carry
-    the finding they name, and one report turn ("note the lines") support_devices.
+    ETT") is a finding question (support_devices); "where's the line tip?" locates. Six chat turns of the older
+    tuning sets (router_cases, router_tuning) still carry the finding they name, and one report turn ("note the
+    lines") support_devices.
 
     eval/router_cases.jsonl splits: ``dev`` (written while building the rules) and ``heldout1..3``
     (each written after freezing the rules, then scored once). First-sight accuracy (intent and
