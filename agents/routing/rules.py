@@ -212,8 +212,10 @@ _REPORT_WEAK = _rx(
     r"\banything (?:in|on|at) (?:the )?(?:left|right|lung|chest|base|apex|apices)",
 )
 _CHAT_GENERIC = _rx(
+    # a greeting alone, not one before a request ("ok what do you make of this film")
     r"^(?:hi|hello|hey|yo|good (?:morning|afternoon|evening)|thanks?|thank you|thx|ty|cheers|ok(?:ay)?|great|"
-    r"cool|perfect|got it|bye|goodbye|see you)\b",
+    r"cool|perfect|got it|bye|goodbye|see you)\b(?![,.!]* (?:what|how|where|which|can|could|would|will|please|pls|"
+    r"now|is|are|do|does|any|show|read|give|tell|let'?s|look|check)\b)",
     r"\bwho are you\b|\bwhat (?:can|do) you do\b|\bwhat are you\b|\bhelp\b|\bhow (?:do|does) (?:this|it) work\b",
     r"^[^?]*\b(?:thanks?|thank you|thx|cheers|bye)[.! ]*$",  # "I'll discuss with my attending, thanks"
 )
@@ -260,7 +262,7 @@ _TRAIL = re.compile(r"(?:\s+(?:is|are|was|located|seen|please|on (?:the|this) (?
 
 _NOT_A_TARGET = re.compile(
     r"^(?:it|that|this|they|them|those|these|one|ones|there|here|i|me|we|you|should|can|could|would|do|does|"
-    r"is|are|exactly)(?:\s|$)"
+    r"is|are|exactly|abouts?)(?:\s|$)"
 )
 
 
@@ -391,7 +393,8 @@ _BACK_REFERENCE = re.compile(r"\b(?:it|its|that|this|they|them|those|these|one|o
 # An elliptical follow-up adds only a side, a size, a place or a change to the previous question:
 # "where?", "and on the left?", "how big?", "worse than before?", "same on the right".
 _ELLIPSIS = re.compile(
-    r"^(?:(?:and|so|ok|also|now|what about|how about|same(?: question)?(?: for)?|can you|could you|please|pls)\b,? ?)*"
+    r"^(?:(?:and|so|ok|also|now|what about|how about|same(?: question)?(?: for)?|can you|could you|please|pls|"
+    r"roughly|approx(?:imately)?|about|just)\b,? ?)*"
     r"(?:the )?"
     r"(?:where(?: exactly)?|which (?:side|lobe|zone)|show(?: me)?(?: where)?|box|mark|highlight|"
     r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?|other|opposite|contralateral)"

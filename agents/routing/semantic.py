@@ -320,8 +320,7 @@ _TERSE = re.compile(r"^[^\s?]+(?: [^\s?]+){0,4} ?\?*$")  # "bilat pl eff": the q
 _MODIFIERS = frozenset(
     "a an any l r left right bilat b/l bilateral both apical basal basilar base bases apex apices upper lower mid "
     "anterior posterior superior inferior lateral medial central peripheral mediastinal hilar perihilar paratracheal "
-    "pl pleural lung lungs pulmonary "
-    "retrocardiac "
+    "pl pleural lung lungs pulmonary retrocardiac hilum hila in at the "
     "middle zone lobe lll rll rul lul rml lingula small large tiny big moderate trace new residual persistent "
     "f/u followup follow-up s/p post vs or and still again now".split())
 

@@ -134,3 +134,37 @@ def test_how_a_disease_looks_in_general_is_chat(text: str) -> None:
 def test_signs_on_this_film_are_not_chat() -> None:
     r = route("what are the signs of the effusion on this film?", has_image=True)
     assert (r.intent, r.finding) == ("finding_question", "pleural_effusion"), r.reason
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("ok what do you make of this chest film", "report"),  # a greeting word before a request
+    ("hello, can you read this film?", "report"),
+    ("ok thanks", "chat"),
+    ("great, bye", "chat"),
+])
+def test_a_greeting_before_a_request_is_the_request(text: str, intent: str) -> None:
+    assert route(text, has_image=True).intent == intent
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("mass in the left hilum?", "mass"),  # a place said in words, not a request to show it
+    ("effusion at the base?", "pleural_effusion"),
+])
+def test_a_finding_at_a_named_place_is_a_finding_question(text: str, finding: str) -> None:
+    r = _rules_only(text)
+    assert (r.intent, r.finding) == ("finding_question", finding), r.reason
+
+
+def test_water_in_the_lungs_is_edema() -> None:
+    assert extract_findings("I think there is water in lungs, true?") == ["edema"]
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("roughly what size?", "finding_question"),
+    ("where abouts?", "locate"),
+])
+def test_a_follow_up_with_a_filler_word_continues_the_previous_question(text: str, intent: str) -> None:
+    from agents.routing.turn import route_turn
+
+    r = route_turn(route, text, has_image=True, has_history=True, previous_findings=["pneumothorax"])
+    assert (r.intent, r.finding) == (intent, "pneumothorax"), r.reason
