@@ -159,7 +159,7 @@ _LOCATE = _rx(
     r"^(?:please |pls |can you |could you )?box\b|\bbox (?:the|it|them|around)\b",
     r"\bground(?:ing)?\b(?![- ]?glass)",
     r"\b(?:which|what) (?:side|lobe|zone|lung|level|ribs?)\b",
-    r"(?<!left )(?<!right )(?<!other )(?<!same )(?<!both )(?<!opposite )\bside\s*\?$",  # "ptx - side?"
+    r"(?<!left )(?<!right )(?<!\br )(?<!\bl )(?<!other )(?<!same )(?<!both )(?<!opposite )\bside\s*\?$",  # "ptx - side?"
     r"\b(?:which|what) (?:part|area|portion|segment|region)s? of\b",
     r"\bheat ?map\b|\bsaliency\b|\bgrad-?cam\b|\boverlay\b",
 )
@@ -255,7 +255,7 @@ _LOCATE_TARGET = re.compile(
     r"outline|annotate|pinpoint|indicate|box|draw a box (?:around|on)|bounding box (?:for|around|of|on)|"
     r"location of|ground|find)\s+(?:me\s+)?(?:exactly\s+)?(?:where\s+)?(?P<target>.+)$"
 )
-_TRAIL = re.compile(r"(?:\s+(?:is|are|was|located|seen|please|on (?:the|this) (?:image|film|x-?ray|cxr)|"
+_TRAIL = re.compile(r"(?:\s+(?:is|are|was|located|seen|please|pls|plz|on (?:the|this) (?:image|film|x-?ray|cxr)|"
                     r"in (?:the|this) (?:image|film)|for me|again|exactly|"
                     r"(?:that |which )?you (?:mentioned|said|described|found|flagged|saw|reported)))+\s*$")
 

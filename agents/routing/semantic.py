@@ -254,8 +254,8 @@ def _families(t: str) -> set[str]:
 
 
 # "please read the film": a request to read the study, nothing else
-_PLAIN_READ = re.compile(r"(?:(?:please|pls|can you|could you|kindly),? )*read (?:this|the|my) (?:(?:chest|portable) )?"
-                         r"(?:film|study|image|cxr|x-?ray|radiograph|exam)(?: for me)?(?:,? (?:please|pls))?[ .!?]*")
+_PLAIN_READ = re.compile(r"(?:(?:please|pls|can you|could you|kindly),? )*read(?: (?:this|the|my) (?:(?:chest|portable) )?"
+                         r"(?:film|study|image|cxr|x-?ray|radiograph|exam))?(?: for me)?(?:,? (?:please|pls))?[ .!?]*")
 # A question about the whole study ("is the chest normal?", "any abnormalities?", "what's the impression?"):
 # answered by the whole read, whatever the classifier makes of so few words.
 _WHOLE_STUDY = re.compile(
@@ -270,7 +270,7 @@ _WHOLE_STUDY = re.compile(
     r"|any(?:thing)? (?:abnormalit(?:y|ies)|acute|abnormal|wrong|significant)(?: findings?)?"
     r"|is there (?:any(?:thing)? )?(?:abnormalit(?:y|ies)|anything (?:acute|abnormal|wrong))"
     r"|what(?:'s| is) (?:the|your) (?:overall )?(?:impression|read|reading|interpretation)"
-    r")(?: (?:on|in|of) (?:this|the) (?:film|study|image|cxr|x-?ray|radiograph|chest))?[ ?.!]*$")
+    r")(?: (?:on|in|of) (?:this|the) (?:film|study|image|cxr|x-?ray|radiograph|chest))?(?: to you)?[ ?.!]*$")
 
 
 # Clinical context before the question ("65M smoker, weight loss, any mass?"): the question is the last clause.
@@ -299,9 +299,10 @@ def rule_decided(t: str, route: Route) -> bool:
         return True
     fams = _families(t)
     if not fams and route.intent == "finding_question" and route.findings and (
-            _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t) or _COMMAND.match(t)):
-        return True  # "is there a pneumothorax?", "is the PICC tip in a good place?", "apical ptx?": a question
-        # about a finding
+            _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t) or _COMMAND.match(t)
+            or rules.asks_comparison(t)):
+        return True  # "is there a pneumothorax?", "is the PICC tip in a good place?", "apical ptx?", "has the
+        # effusion improved?": a question about a finding
     if len(fams) != 1 or route.intent not in fams:
         return False
     last = _last_clause(t)

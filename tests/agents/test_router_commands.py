@@ -168,3 +168,34 @@ def test_a_follow_up_with_a_filler_word_continues_the_previous_question(text: st
 
     r = route_turn(route, text, has_image=True, has_history=True, previous_findings=["pneumothorax"])
     assert (r.intent, r.finding) == (intent, "pneumothorax"), r.reason
+
+
+@pytest.mark.parametrize(("text", "intent", "finding"), [
+    ("pnemothorax on the R side?", "finding_question", "pneumothorax"),  # a side said, not asked for
+    ("ptx - side?", "locate", "pneumothorax"),
+])
+def test_a_side_named_in_shorthand_is_not_a_request_to_locate(text: str, intent: str, finding: str) -> None:
+    r = route(text, has_image=True)
+    assert (r.intent, r.finding) == (intent, finding), r.reason
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("how has the effusion changed since the last film?", "pleural_effusion"),
+    ("new consolidation compared to prior?", "consolidation"),
+])
+def test_a_change_in_a_named_finding_is_a_finding_question(text: str, finding: str) -> None:
+    r = _rules_only(text)
+    assert (r.intent, r.finding) == ("finding_question", finding), r.reason
+
+
+@pytest.mark.parametrize("text", ["PA and lat, pls read", "does this CXR look normal to you?"])
+def test_a_plain_request_to_read_is_the_whole_read(text: str) -> None:
+    r = _rules_only(text)
+    assert (r.intent, r.finding) == ("report", None), r.reason
+
+
+def test_highlight_it_please_continues_the_previous_finding() -> None:
+    from agents.routing.turn import route_turn
+
+    r = route_turn(route, "highlight it pls", has_image=True, has_history=True, previous_findings=["consolidation"])
+    assert (r.intent, r.finding) == ("locate", "consolidation"), r.reason
