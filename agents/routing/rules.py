@@ -402,7 +402,9 @@ _ELLIPSIS = re.compile(
     r"(?:at |in |on )?(?:the )?(?:(?:right|left) )?(?:apex|apices|bases?|(?:upper|lower|mid(?:dle)?) (?:lobe|zone))|"
     r"(?:how|what) (?:big|large|bad|severe|much|extensive|many|size|enlarged|wide|thick|far|deep|low|high)|size|"
     r"(?:is it |it's |it is )?still (?:there|present|visible|seen)|too (?:deep|high|low|far|shallow|proximal|distal)|"
-    r"(?:mild|moderate|severe|small|large|tiny|massive|trace)(?: or (?:mild|moderate|severe|small|large|massive))?|worse|better|(?:any )?change|bigger|smaller)\b[\w ]{0,20}"
+    r"(?:mild|moderate|severe|small|large|tiny|massive|trace)(?: or (?:mild|moderate|severe|small|large|massive))?|worse|better|(?:any )?change|bigger|smaller|"
+    # a quality of what was asked: "loculated or free-flowing?", "acute or old?"
+    r"(?:loculated|free[- ]?flowing|acute|chronic|old|healed|healing|displaced|tension|simple|complex)(?: or [\w-]+)?)\b[\w ]{0,20}"
     r"[?.!]*$")
 
 

@@ -199,3 +199,20 @@ def test_highlight_it_please_continues_the_previous_finding() -> None:
 
     r = route_turn(route, "highlight it pls", has_image=True, has_history=True, previous_findings=["consolidation"])
     assert (r.intent, r.finding) == ("locate", "consolidation"), r.reason
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("right mainstem intubation?", "support_devices"),
+    ("unfolding of the aorta?", "aortic_enlargement"),
+    ("deep sulcus sign?", "pneumothorax"),
+])
+def test_signs_that_name_a_finding(text: str, finding: str) -> None:
+    assert extract_findings(text)[:1] == [finding]
+
+
+@pytest.mark.parametrize("text", ["loculated or free-flowing?", "acute or old?"])
+def test_a_quality_asked_alone_continues_the_previous_finding(text: str) -> None:
+    from agents.routing.turn import route_turn
+
+    r = route_turn(route, text, has_image=True, has_history=True, previous_findings=["pleural_effusion"])
+    assert (r.intent, r.finding) == ("finding_question", "pleural_effusion"), r.reason
