@@ -293,11 +293,12 @@ def _last_clause(t: str) -> str:
     return _CLAUSES.split(t)[-1].strip()
 
 
-def rule_decided(t: str, route: Route) -> bool:
-    """Whether the rules' route stands without a second opinion (see the module docstring)."""
+def rule_decided(t: str, route: Route, fams: set[str] | None = None) -> bool:
+    """Whether the rules' route stands without a second opinion (see the module docstring). ``fams``: the
+    turn's cue families when the caller has them already (``_families(t)``)."""
     if route.intent == "chat" and t.startswith(rules._GENERAL):
         return True
-    fams = _families(t)
+    fams = _families(t) if fams is None else fams
     if not fams and route.intent == "finding_question" and route.findings and (
             _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t) or _COMMAND.match(t)
             or rules.asks_comparison(t)):
@@ -337,13 +338,15 @@ def _terse(t: str) -> bool:
     for m in sorted(find_mentions(t), key=lambda m: -m.start):
         rest = rest[: m.start] + " " + rest[m.end :]
     return all(w in _MODIFIERS for w in re.findall(r"[a-z0-9/-]+", rest))
+
+
 # "pna vs atx LLL?": a differential between named findings on this image, asked in a few words
 _DIFFERENTIAL = re.compile(r"^\??[\w/'-]+(?: [\w/'-]+){0,2} (?:vs\.?|versus) [\w/'-]+(?: [\w/'-]+){0,3} ?\??$")
 
 
-def _whole_study(t: str, route: Route) -> bool:
-    """A question about the whole study that the rules read as a report and no cue family disputes."""
-    return route.intent == "report" and not route.findings and _families(t) <= {"report"} \
+def _whole_study(t: str, route: Route, fams: set[str]) -> bool:
+    """A question about the whole study that the rules read as a report and no cue family (``fams``) disputes."""
+    return route.intent == "report" and not route.findings and fams <= {"report"} \
         and _WHOLE_STUDY.match(_last_clause(t)) is not None
 
 
@@ -412,10 +415,11 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
     """Route one turn: rules first, the embedding classifier where the rules are unsure."""
     route = rules.route(text, has_image=has_image, has_history=has_history)
     t = rules._clean(text or "")[: rules._MAX_CHARS]
-    if not t or rule_decided(t, route) or _whole_study(t, route) or (
-            route.intent == "finding_question" and route.findings and not _families(t) and _DIFFERENTIAL.match(t)):
+    fams = _families(t)  # the cue families, read once for every test below
+    if not t or rule_decided(t, route, fams) or _whole_study(t, route, fams) or (
+            route.intent == "finding_question" and route.findings and not fams and _DIFFERENTIAL.match(t)):
         return _with_phrase(route, t)
-    if route.intent in ("chat", "report") and not _families(t) and _existence_target(t) and not rules.asks_comparison(t):
+    if route.intent in ("chat", "report") and not fams and _existence_target(t) and not rules.asks_comparison(t):
         # "is there dextrocardia?": a yes/no question about one named thing is a finding question,
         # whether or not the vocabulary knows the thing (high precision, no embedding needed)
         new = rules._make_route("finding_question", list(route.findings), t,
