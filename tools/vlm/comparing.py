@@ -84,11 +84,8 @@ def _generate_remote(tool: Any, generate_images: Callable[..., Any], prior: Stud
 
     msgs = comparison_messages(tool.model_image(prior).image, tool.model_image(current).image, prompt)
     keys = [tool.cache_key(study, None, fixed=True) for study in (prior, current)]
-    sink = on_token
-    if on_token is not None and callable(getattr(tool.adapter, "stream_filter", None)):
-        sink = tool.adapter.stream_filter(on_token)
     return generate_images(msgs, image_keys=keys, max_new_tokens=int(max_new_tokens or tool.settings.vlm_max_new_tokens),
-                           on_token=sink, cancel=cancel)
+                           on_token=tool.shown_tokens(on_token), cancel=cancel)
 
 
 def _generate(tool: Any, backend: Any, prior: Study, current: Study, prompt: Any, max_new_tokens: int | None,

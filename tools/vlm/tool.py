@@ -129,6 +129,11 @@ class VLMTool:
                 self._images.popitem(last=False)
         return mi
 
+    def shown_tokens(self, on_token: Callable[[str], None] | None) -> Callable[[str], None] | None:
+        """The token sink with what the family never shows held back (e.g. a thinking trace), or None."""
+        shown = getattr(self.adapter, "stream_filter", None)
+        return shown(on_token) if on_token is not None and callable(shown) else on_token
+
     def _meta(self, res: GenerationResult | None, prompt: str) -> dict[str, Any]:
         b = self._backend
         model_id = getattr(b, "model_id", self.settings.vlm_model_id)
@@ -320,9 +325,7 @@ class VLMTool:
         if rp is None:
             return Evidence.failure(self.name, f"the {self.adapter.family} model has no report instruction")
         report_turns = self._turns(rp)
-        on_token, shown = request.on_token, getattr(self.adapter, "stream_filter", None)
-        if on_token is not None and callable(shown):  # e.g. a thinking trace is not streamed either
-            on_token = shown(on_token)
+        on_token = self.shown_tokens(request.on_token)  # e.g. a thinking trace is not streamed either
         res = self._generate(study, report_turns, request.thread_id, on_token, cancel, fixed=True)  # type: ignore[arg-type]
         said = getattr(self.adapter, "answer_text", None)  # e.g. a thinking trace, dropped before the report
         if callable(said):
