@@ -161,42 +161,34 @@ def change_agreement(rows: Iterable[Mapping[str, Any]]) -> list[ChangeAgreement]
 
 def plot(results: Sequence[FindingAgreement], path: Path) -> Path:
     """One PNG: kappa, sensitivity and specificity per finding (bars; a missing value is not drawn)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r.finding for r in results]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 4.5))
-    width = 0.27
-    for k, (label, key) in enumerate((("kappa", "kappa"), ("sensitivity", "sensitivity"),
-                                       ("specificity", "specificity"))):
-        xs = [i + (k - 1) * width for i, r in enumerate(results) if getattr(r, key) is not None]
-        ys = [getattr(r, key) for r in results if getattr(r, key) is not None]
-        ax.bar(xs, ys, width, label=label)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylim(-0.2, 1.05)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_title("AI draft vs signed result (readers saw the draft: inflated)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    series = [(label, [getattr(r, label) for r in results]) for label in ("kappa", "sensitivity", "specificity")]
+    return _bars([r.finding for r in results], series, path, figsize=(6.0, 2),
+                 title="AI draft vs signed result (readers saw the draft: inflated)", legend={"loc": "lower right"})
 
 
 def plot_changes(results: Sequence[ChangeAgreement], path: Path) -> Path:
     """One PNG: kappa on the change, and the share of rows the reader changed and the comparison flagged."""
+    series = [("kappa", [r.kappa for r in results]),
+              ("changed by the reader", [r.changed / r.n for r in results]),
+              ("flagged for review", [r.flagged / r.n for r in results])]
+    return _bars([r.finding for r in results], series, path, figsize=(8.5, 4),
+                 title="Change since the prior: AI vs signed (readers saw the draft: inflated)", title_size=10,
+                 ylabel="kappa / share of rows",
+                 legend={"loc": "upper left", "bbox_to_anchor": (1.0, 1.0), "fontsize": 9})
+
+
+def _bars(names: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], path: Path, *,
+          figsize: tuple[float, float], title: str, legend: dict[str, Any], title_size: float | None = None,
+          ylabel: str | None = None) -> Path:
+    """Three bars per name, one per series (a missing value is not drawn), on the agreement plots' -0.2..1.05
+    axis. ``figsize``: (least width, width added beside 0.9 per name)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r.finding for r in results]
-    series = (("kappa", [r.kappa for r in results]),
-              ("changed by the reader", [r.changed / r.n for r in results]),
-              ("flagged for review", [r.flagged / r.n for r in results]))
-    fig, ax = plt.subplots(figsize=(max(8.5, 0.9 * len(names) + 4), 4.5))
+    least, extra = figsize
+    fig, ax = plt.subplots(figsize=(max(least, 0.9 * len(names) + extra), 4.5))
     width = 0.27
     for k, (label, values) in enumerate(series):
         xs = [i + (k - 1) * width for i, v in enumerate(values) if v is not None]
@@ -204,9 +196,10 @@ def plot_changes(results: Sequence[ChangeAgreement], path: Path) -> Path:
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylim(-0.2, 1.05)
     ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_title("Change since the prior: AI vs signed (readers saw the draft: inflated)", fontsize=10)
-    ax.set_ylabel("kappa / share of rows")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
+    ax.set_title(title, **({"fontsize": title_size} if title_size is not None else {}))
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.legend(**legend)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
