@@ -260,7 +260,7 @@ def _head_of_list(t: str, mentions: list[_Mention], m: _Mention) -> _Mention:
 
 
 # Clinical context, then the question: "we just put in a chest drain, has the pneumothorax resolved?"
-_CONTEXT_SPLIT = re.compile(r"[,;.:]\s+|\s-+\s")
+CLAUSE_SPLIT = re.compile(r"[,;.:]\s+|\s-+\s")  # between clauses of context and the question
 _REQUEST = re.compile(r"(?:i(?:'m| am) (?:mainly |mostly |most |really )?(?:interested|worried|concerned)|can you|"
                       r"could you|please|pls|check|look|tell me|my question|i (?:want|need|would like) to know)\b")
 _QUESTION_START = re.compile(r"^(?:and |so |but |or )?(?:is|are|was|were|do|does|did|can|could|would|will|has|have|any|"
@@ -270,14 +270,14 @@ _QUESTION_START = re.compile(r"^(?:and |so |but |or )?(?:is|are|was|were|do|does
 def _question_clause(t: str, mentions: list[_Mention]) -> list[_Mention]:
     """The mentions of the last clause when it alone is the question (ends in "?") and the clauses before it are
     statements (context)."""
-    seps = list(_CONTEXT_SPLIT.finditer(t))
+    seps = list(CLAUSE_SPLIT.finditer(t))
     if not seps:
         return []
     start = seps[-1].end()
     # the question, or a request after sentences of context ("... with CHF. I'm mainly interested in whether ...")
     if not (t.rstrip().endswith("?") or (seps[-1].group().startswith(".") and _REQUEST.match(t[start:]))):
         return []
-    before = [c.strip() for c in _CONTEXT_SPLIT.split(t[:start]) if c.strip()]
+    before = [c.strip() for c in CLAUSE_SPLIT.split(t[:start]) if c.strip()]
     if any("?" in c or _QUESTION_START.match(c) for c in before):
         return []
     return [m for m in mentions if m.start >= start][:1]

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from agents.routing import router_model, rules
-from agents.routing.mentions import find_mentions, is_survey
+from agents.routing.mentions import CLAUSE_SPLIT, find_mentions, is_survey
 from agents.routing.rules import Route
 
 log = logging.getLogger(__name__)
@@ -273,10 +273,6 @@ _WHOLE_STUDY = re.compile(
     r")(?: (?:on|in|of) (?:this|the) (?:film|study|image|cxr|x-?ray|radiograph|chest))?(?: to you)?[ ?.!]*$")
 
 
-# Clinical context before the question ("65M smoker, weight loss, any mass?"): the question is the last clause.
-_CLAUSES = re.compile(r"[,;.:]\s+|\s-+\s")
-
-
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -290,7 +286,8 @@ def _asked_sentence(t: str) -> str:
 
 
 def _last_clause(t: str) -> str:
-    return _CLAUSES.split(t)[-1].strip()
+    """Clinical context before the question ("65M smoker, weight loss, any mass?"): the question is the last clause."""
+    return CLAUSE_SPLIT.split(t)[-1].strip()
 
 
 def rule_decided(t: str, route: Route, fams: set[str] | None = None) -> bool:
