@@ -9,11 +9,12 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+from chat_http import ChatHandler, serving
 from PIL import Image
 
 from cxr_agent.settings import Settings
@@ -88,20 +89,7 @@ def _turns_and_image(body: dict) -> tuple[list[ChatTurn], Image.Image]:
 
 
 def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:  # quiet
-            pass
-
-        def _json(self, code: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(ChatHandler):
         def do_GET(self) -> None:  # noqa: N802
             if self.path.endswith("/models"):
                 self._json(200, {"object": "list", "data": [{"id": "tiny-radvlm", "object": "model"}]})
@@ -135,27 +123,9 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                     "usage": {"prompt_tokens": res.prompt_tokens, "completion_tokens": res.new_tokens},
                 })
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-
-            def send(obj: dict | str) -> None:
-                payload = obj if isinstance(obj, str) else json.dumps(obj)
-                data = f"data: {payload}\n\n".encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
-
-            res = state.backend.generate(
-                image, turns, **kwargs,
-                on_token=lambda piece: send({"object": "chat.completion.chunk",
-                                             "choices": [{"index": 0, "delta": {"content": piece}}]}),
-            )
-            send({"object": "chat.completion.chunk", "choices": [
-                {"index": 0, "delta": {}, "finish_reason": "length" if res.truncated else "stop"}]})
-            send("[DONE]")
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
+            send = self._stream()
+            res = state.backend.generate(image, turns, **kwargs, on_token=lambda piece: self._piece(send, piece))
+            self._end_stream(send, "length" if res.truncated else "stop")
 
     return Handler
 
@@ -165,15 +135,5 @@ def openai_server(tiny_backend: TransformersBackend) -> Iterator[tuple[str, Serv
     """(root URL, state) of a chat-completions server on 127.0.0.1 backed by the tiny model.
     Paths: /v1 normal, /slow/v1 answers after 1.5 s, /fail/v1 always 500, /bad/v1 always 400."""
     state = ServerState(tiny_backend)
-    class QuietServer(ThreadingHTTPServer):
-        def handle_error(self, request: object, client_address: object) -> None:
-            pass  # clients that time out on /slow/ close early: expected
-
-    server = QuietServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(state)) as root:  # clients that time out on /slow/ close early: expected
+        yield root, state

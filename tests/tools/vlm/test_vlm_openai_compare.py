@@ -11,11 +11,12 @@ import io
 import json
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
 import pytest
+from chat_http import ChatHandler, serving
 from graph_scripted import classifier
 from langchain_core.messages import HumanMessage
 from PIL import Image
@@ -96,20 +97,7 @@ def _tiny_answer(backend: TransformersBackend, body: dict) -> tuple[list[str], b
 
 
 def _handler(state: Server) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _json(self, code: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(ChatHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with state.lock:
@@ -132,22 +120,10 @@ def _handler(state: Server) -> type[BaseHTTPRequestHandler]:
                                               "message": {"role": "assistant", "content": "".join(pieces)}}],
                                  "usage": {"prompt_tokens": 1, "completion_tokens": len(pieces)}})
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-
-            def send(obj: dict | str) -> None:
-                data = f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
-
+            send = self._stream()
             for piece in pieces:
-                send({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]})
-            send({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
-            send("[DONE]")
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
+                self._piece(send, piece)
+            self._end_stream(send, finish)
 
     return Handler
 
@@ -165,18 +141,8 @@ def mg15_local(test_data_dir) -> tuple[Settings, TransformersBackend]:
 @pytest.fixture(scope="module")
 def server(mg15_local) -> Iterator[tuple[str, Server]]:
     state = Server(mg15_local[1])
-
-    class Quiet(ThreadingHTTPServer):
-        def handle_error(self, request: object, client_address: object) -> None:
-            pass
-
-    httpd = Quiet(("127.0.0.1", 0), _handler(state))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_handler(state)) as root:
+        yield root, state
 
 
 def _tool(base: str, family: str = "medgemma15", **kw: Any) -> VLMTool:
