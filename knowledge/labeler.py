@@ -4,7 +4,8 @@ Mentions are the lexicon's precompiled regular expressions; their context (negat
 hypothetical, history) is medspaCy's ConText over spaCy's blank English tokenizer (knowledge/context_cues.py:
 the algorithm is maintained upstream, the radiology cue list is ours). ~1,400 reports/s on one core.
 Each sentence is labelled on its own (ConText's scope never leaves it), so a sentence seen before comes
-from a bounded memo (`SENTENCE_MEMO`) and a report turn labels only its new sentences.
+from a bounded memo (`SENTENCE_MEMO`) and a report turn labels only its new sentences; a sentence without a
+negation, uncertainty, hypothetical or history cue (about 60% of IU report sentences) needs no ConText at all.
 
 How a report is read
 1. Mentions: every finding has phrase patterns (labeler_mentions in knowledge/lexicon.toml). Some phrases are hedged by
@@ -62,7 +63,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from knowledge.bounded_memo import BoundedMemo
-from knowledge.context_cues import HEDGE, HIST, HYPO, NEG, POSS, SPAN_GROUP, context
+from knowledge.context_cues import CUES, HEDGE, HIST, HYPO, NEG, POSS, SPAN_GROUP, context
 from knowledge.evidence import CallTask, FindingCall, Status
 from knowledge.lexicon import lexicon
 from knowledge.vocabulary import FINDINGS
@@ -127,11 +128,29 @@ _STATUS = {NEG: Status.absent, POSS: Status.uncertain, HEDGE: Status.uncertain, 
 _IN_PHRASE_NEG = re.compile(r"\b(?:not|no)\b")
 
 
+def _status_cues() -> re.Pattern[str]:
+    """Where a sentence may hold a cue that changes a mention's status: every negation, uncertainty,
+    hypothetical and history literal of CUES as lower-case text, its words apart by any whitespace.
+
+    A superset of what ConText matches (tokens are runs of the text, so a matched cue's literal is in the
+    text): no left boundary (spaCy reads "cannot" as "can not"), a right one only after a letter or digit.
+    A sentence without one gets no modifier that `_decide` weighs, so it is decided without spaCy."""
+    literals = sorted({lit for lits, category, *_ in CUES if category in _STATUS for lit in lits}, key=len,
+                      reverse=True)
+    alternatives = [r"\s+".join(map(re.escape, lit.split())) + (r"(?![a-z0-9])" if lit[-1].isalnum() else "")
+                    for lit in literals]
+    return re.compile("|".join(alternatives))
+
+
+_STATUS_CUE = _status_cues()
+
+
 def _decide(target: Any, kind: str, inside: str) -> tuple[Status, str]:
-    """A mention's status from its ConText modifiers (the nearest one wins; a hedge never lifts a negation)."""
+    """A mention's status from its ConText modifiers (the nearest one wins; a hedge never lifts a negation).
+    ``target`` None: a mention in a sentence without a status cue (no modifiers)."""
     if kind == "normal":
         return Status.absent, "normal statement"
-    mods = [m for m in target._.modifiers if m.category in _STATUS]
+    mods = [m for m in target._.modifiers if m.category in _STATUS] if target is not None else []
     if mods:
         def distance(m: Any) -> int:
             s, e = m.modifier_span
@@ -201,7 +220,10 @@ def _label_sentences(sentences: list[str], *, prefilter: bool = True) -> list[tu
     # read as one doc of their own (joined by a space): sentences are whitespace-delimited, so their
     # tokens are the same, and ConText's scope never leaves a sentence. Targets keep every mention of
     # those sentences (a normal statement as a target still prunes an overlapping cue).
-    need = [i for i, here in enumerate(found) if any(rule.kind != "normal" for _, _, rule in here)]
+    # With the prefilter, a sentence without a status cue (`_STATUS_CUE`) is decided without it too: none
+    # of its mentions can get a modifier that changes its status.
+    need = [i for i, here in enumerate(found) if any(rule.kind != "normal" for _, _, rule in here)
+            and (not prefilter or _STATUS_CUE.search(sentences[i]))]
     if need:
         nlp, ctx = context()
         shift: dict[int, int] = {}  # sentence index -> its offset in the ConText doc
@@ -229,7 +251,7 @@ def _label_sentences(sentences: list[str], *, prefilter: bool = True) -> list[tu
     for i, here in enumerate(found):
         if i in needed:
             continue
-        for a, b, rule in here:  # normal statements only: no context can change them
+        for a, b, rule in here:  # normal statements, or no status cue: no context can change them
             if sentences[i][a:b].strip():
                 status, cue = _decide(None, rule.kind, sentences[i][a:b])
                 out[i] += [_Local(finding, status, a, b, cue) for finding in rule.findings]
