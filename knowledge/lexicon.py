@@ -27,7 +27,8 @@ _FINDING_KEYS = frozenset({"display", "parent", "synonyms", "router_phrases", "r
 _REGION_KEYS = frozenset({"display", "synonyms", "router_phrases", "imagenome", "snomed", "note"})
 _TOP_KEYS = frozenset({"version", "fragments", "finding", "normal_statement", "labeler", "label_set", "region",
                        "combined_label", "router"})
-_ROUTER_KEYS = frozenset({"outside_chest", "generic", "not_findings", "known_words", "structures", "survey"})
+_ROUTER_KEYS = frozenset({"outside_chest", "generic", "not_findings", "known_words", "structures", "survey",
+                          "lesion_sites", "lesions", "unnamed_findings"})
 
 
 class LexiconError(ValueError):
@@ -90,6 +91,9 @@ class RouterWords:
     known_words: tuple[str, ...] = ()  # real words close in spelling to a finding's word, never misspellings
     structures: tuple[str, ...] = ()  # regexes: a structure's name ("heart"), a finding only when asked about alone
     survey: tuple[str, ...] = ()  # regexes: what a systematic read lists ("lines, lungs, pleura, heart, bones")
+    lesion_sites: tuple[str, ...] = ()  # regexes: outside_chest words whose lesions are other_lesion ("rib lesion")
+    lesions: tuple[str, ...] = ()  # finding ids of a lesion word ("lesion", "mass"): other_lesion at such a site
+    unnamed_findings: tuple[str, ...] = ()  # regexes: what a film may show that no id names ("free air", "kyphosis")
 
 
 @dataclass(frozen=True)
@@ -284,9 +288,11 @@ def _router_words(r: _Reader, t: dict[str, Any], findings: dict[str, FindingEntr
         raise r.fail(f"[router] unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(_ROUTER_KEYS))})",
                      f"{sorted(unknown)[0]} =", "router")
     generic = r.strings(t, "generic", "router")
-    for fid in generic:
-        if fid not in findings:
-            raise r.fail(f"[router] generic names unknown finding id {fid!r}", f"'{fid}'", "router")
+    lesions = r.strings(t, "lesions", "router")
+    for key, ids in (("generic", generic), ("lesions", lesions)):
+        for fid in ids:
+            if fid not in findings:
+                raise r.fail(f"[router] {key} names unknown finding id {fid!r}", f"'{fid}'", "router")
     return RouterWords(
         outside_chest=tuple(r.regex(x, "router") for x in r.strings(t, "outside_chest", "router")),
         generic=generic,
@@ -294,6 +300,9 @@ def _router_words(r: _Reader, t: dict[str, Any], findings: dict[str, FindingEntr
         known_words=tuple(w.lower() for w in r.strings(t, "known_words", "router")),
         structures=tuple(r.regex(x, "router") for x in r.strings(t, "structures", "router")),
         survey=tuple(r.regex(x, "router") for x in r.strings(t, "survey", "router")),
+        lesion_sites=tuple(r.regex(x, "router") for x in r.strings(t, "lesion_sites", "router")),
+        lesions=lesions,
+        unnamed_findings=tuple(r.regex(x, "router") for x in r.strings(t, "unnamed_findings", "router")),
     )
 
 

@@ -60,7 +60,13 @@ _STRUCTURE = re.compile("|".join(_ROUTER.structures) or "(?!)")
 _SURVEY_ITEM = re.compile(rf"(?<![\w-])(?:{'|'.join(_ROUTER.survey) or '(?!)'})(?![\w-])")
 _LIST_SEP = re.compile(r"\s*(?:[,/&+:;]|\band\b|\bor\b)\s*(?:(?:and|the|his|her)\s+)?")
 _DEVICES = re.compile(r"^(?:line|tube|device)$")
-_NOT_FINDINGS = re.compile(rf"(?<![\w-])(?:{'|'.join(_ROUTER.not_findings) or '(?!)'})(?![\w-])")
+_NOT_FINDINGS = re.compile(rf"(?<![\w-])(?:{'|'.join((*_ROUTER.not_findings, *_ROUTER.unnamed_findings)) or '(?!)'})"
+                           r"(?![\w-])")
+# What a film may show that no id names ("kyphosis", "free air under the diaphragm"): the user's words, carried
+UNNAMED = re.compile(rf"(?<![\w-])(?:{'|'.join(_ROUTER.unnamed_findings) or '(?!)'})(?![\w-])")
+# A lesion word at a bone or the chest wall names the other lesion ("lytic lesion in the rib": other_lesion).
+_LESIONS = frozenset(_ROUTER.lesions)
+_LESION_SITE = re.compile(rf"(?<![\w-])(?:{'|'.join(_ROUTER.lesion_sites) or '(?!)'})(?![\w-])")
 
 
 @dataclass(frozen=True)
@@ -77,22 +83,30 @@ def _clean(text: str) -> str:
 
 def outside_spans(text: str) -> list[tuple[int, int]]:
     """Spans of the cleaned ``text`` that name something outside the vocabulary though they hold a finding's
-    words: a not-finding phrase, or a generic finding word with its outside-chest qualifier."""
+    words: a not-finding phrase, or a generic finding word with its outside-chest qualifier (not a lesion at a
+    bone or the chest wall: that is the other lesion)."""
     t = _clean(text)
-    return _outside(t, _exact_mentions(t))
+    return _outside(t, _exact_mentions(t))[0]
 
 
-def _outside(t: str, exact: list[_Mention]) -> list[tuple[int, int]]:
+def _outside(t: str, mentions: list[_Mention]) -> tuple[list[tuple[int, int]], list[_Mention]]:
+    """(spans outside the vocabulary, other-lesion mentions): a generic finding word qualified by an organ or bone
+    outside the chest is the one or, a lesion word at a bone or the chest wall, the other."""
     spans = [(m.start(), m.end()) for m in _NOT_FINDINGS.finditer(t)]
-    for m in exact:
+    sited: list[_Mention] = []
+    for m in mentions:
         if m.finding not in _GENERIC:
             continue
         before = _OUTSIDE_BEFORE.search(t[max(0, m.start - 60) : m.start])
         after = _OUTSIDE_AFTER.match(t[m.end :])
         if before or after:
             start = m.start - (len(before.group(0)) if before else 0)
-            spans.append((start, m.end + (after.end() if after else 0)))
-    return spans
+            end = m.end + (after.end() if after else 0)
+            if m.finding in _LESIONS and _LESION_SITE.search(t[start:m.start] + " " + t[m.end:end]):
+                sited.append(_Mention(start, end, "other_lesion"))
+            else:
+                spans.append((start, end))
+    return spans, sited
 
 
 def _exact_mentions(t: str) -> list[_Mention]:
@@ -120,16 +134,17 @@ def find_mentions(text: str, *, fuzzy: bool = True) -> list[_Mention]:
     known real word."""
     t = _clean(text)
     exact = _exact_mentions(t)
-    outside = _outside(t, exact)
-    cands = [c for c in exact if not any(a < c.end and c.start < b for a, b in outside)]
-    covered = [(c.start, c.end) for c in cands] + outside
-    for m in _WORD.finditer(t) if fuzzy else ():
-        start, end, word = m.start(), m.end(), m.group()
-        if len(word) < _FUZZY_MIN_LEN or word in _KNOWN_WORDS or any(a <= start and end <= b for a, b in covered):
-            continue
-        fid = _fuzzy_finding(word)
-        if fid is not None:
-            cands.append(_Mention(start, end, fid))
+    if fuzzy:  # misspelt words first, so that "bone lesoin" is qualified as "bone lesion" is
+        covered = [(c.start, c.end) for c in exact] + [(m.start(), m.end()) for m in _NOT_FINDINGS.finditer(t)]
+        for m in _WORD.finditer(t):
+            start, end, word = m.start(), m.end(), m.group()
+            if len(word) < _FUZZY_MIN_LEN or word in _KNOWN_WORDS or any(a <= start and end <= b for a, b in covered):
+                continue
+            fid = _fuzzy_finding(word)
+            if fid is not None:
+                exact.append(_Mention(start, end, fid))
+    outside, sited = _outside(t, exact)
+    cands = [c for c in exact if not any(a < c.end and c.start < b for a, b in outside)] + sited
     cands.sort(key=lambda m: (-(m.end - m.start), m.start))
     chosen: list[_Mention] = []
     for c in cands:
@@ -141,9 +156,27 @@ def find_mentions(text: str, *, fuzzy: bool = True) -> list[_Mention]:
 
 @lru_cache(maxsize=4096)
 def _fuzzy_finding(word: str) -> str | None:
-    """Spelling-tolerant match of one word against the lexicon (cached: difflib scans it all)."""
+    """Spelling-tolerant match of one word against the lexicon (cached: difflib scans it all); two swapped
+    neighbouring letters ("hernai", "nodlue", "effsuion") are one slip, though difflib counts them as two."""
     close = difflib.get_close_matches(word, _FUZZY_LEXICON, n=1, cutoff=_FUZZY_CUTOFF)
-    return _FUZZY_LEXICON[close[0]] if close else None
+    if close:
+        return _FUZZY_LEXICON[close[0]]
+    if len(word) >= _SWAP_MIN_LEN:
+        for cand, fid in _FUZZY_LEXICON.items():
+            if _one_swap(word, cand):
+                return fid
+    return None
+
+
+_SWAP_MIN_LEN = 6  # "nodlue" (nodule), "hernai" (hernia); shorter words collide
+
+
+def _one_swap(a: str, b: str) -> bool:
+    """``a`` is ``b`` with two neighbouring letters swapped."""
+    if len(a) != len(b) or a == b:
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
 
 
 def fuzzy_readings(text: str, *, floor: float = 0.8) -> list[tuple[str, str, float]]:
@@ -183,9 +216,18 @@ def _literal(term: str) -> str:
     return r"[\s_-]+".join(re.escape(w) for w in re.split(r"[\s_-]+", term.strip().lower()) if w)
 
 
+def _sided(term: str) -> str:
+    """A region term as a regex whose side may be shortened ("R CP angle", "lt hemidiaphragm")."""
+    rx = _literal(term)
+    for side, short in (("right", "r|rt"), ("left", "l|lt")):
+        if rx.startswith(side + r"[\s_-]+"):
+            return f"(?:{side}|{short}\\.?)" + rx[len(side):]
+    return rx
+
+
 # Anatomical regions (lexicon [region.*]): their router phrases, synonyms and Chest ImaGenome name.
 _REGION_RES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"(?<![\w-])(?:" + "|".join(sorted({*e.router_phrases, *(_literal(x) for x in (*e.synonyms,
+    (re.compile(r"(?<![\w-])(?:" + "|".join(sorted({*e.router_phrases, *(_sided(x) for x in (*e.synonyms,
      e.imagenome or "") if x)}, key=len, reverse=True)) + r")(?![\w-])"), rid)
     for rid, e in lexicon().regions.items()
 ]

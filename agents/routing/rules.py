@@ -149,12 +149,13 @@ _SIMILAR = _rx(
 )
 
 _LOCATE = _rx(
-    r"\bwhere(?:'s| is| are| was| were| exactly|abouts)?\b|\bwher\b|\bwere (?:is|are)\b",  # misspelt
+    r"\bwhere(?:'s| is| are| was| were| exactly|abouts)?\b|\bwh?er\b|\bwhre\b|\bwere (?:is|are)\b",  # misspelt
     r"\bshow(?: me)?\b",
     r"\bpoint(?: me)? (?:out|to|at)\b",
     r"\bzoom(?: in)? (?:on|to|into)\b",
     r"\blocali[sz](?:e|ed|ation)\b|\blocation\b|\blocated\b",
     r"\bhighlight\b|\bmark\b|\bcircle\b|\boutline\b|\bannotate\b|\bpinpoint\b",
+    r"\b(?:put|place|drop|add|draw) (?:a |an )?(?:marker|pin|arrow|circle|outline)\b",
     r"\b(?:draw|put|give|place)(?: me)? (?:a |the )?(?:bounding )?box\b|\bbounding box\b|\bbbox\b",
     r"^(?:please |pls |can you |could you )?box\b|\bbox (?:the|it|them|around)\b",
     r"\bground(?:ing)?\b(?![- ]?glass)",
@@ -192,6 +193,7 @@ _REPORT_STRONG = _rx(
     r"radiograph|one)\b",
     r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",
     r"\bdraft\b",
+    r"\b(?:go|run|walk)(?: me)? through (?:it|this|that|(?:the|this|my) [\w-]+)(?: [\w-]+)? systematically\b",
     _EXPLAIN_IMAGE,
     r"\b(?:reprot|raport|repotr|rport|reoprt)s?\b",  # "report", misspelt
     r"\bstructured\b",
@@ -204,6 +206,7 @@ _REPORT_WEAK = _rx(
     r"\bwhat (?:do|can) you see\b|\bwhat(?:'s| is) (?:going on|wrong|the diagnosis|your read|your impression|up with)\b",
     r"\bwhat do you (?:think|make of)\b",
     r"\bany(?:thing)? (?:abnormal(?:it(?:y|ies))?|wrong|concerning|significant|acute|remarkable|worrying|off)\b",
+    r"\banything (?:that )?(?:needs?|needing|requires?|requiring) (?:action|attention|acting on)\b|\bquick look\b",
     r"\babnormal(?:it(?:y|ies))?\b",
     r"\bnormal\b|\bunremarkable\b|\bclear\b",
     r"\bassess(?:ment)?\b|\bevaluat(?:e|ion)\b|\breview\b|\banaly[sz]e\b|\blook at\b|\bcheck (?:this|the|it)\b",
@@ -234,7 +237,7 @@ _CHAT_DEFINITION = _rx(
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
     r"\b(?:usual|common|typical|main|commonest|most common|classic) (?:causes?|signs?|appearance|presentation) of\b",
     # "what are the signs of aortic dissection on CXR?": how a disease looks in general, not on this film
-    r"\bwhat (?:are|is) the (?:typical |classic |radiographic |x-?ray |cxr )?(?:signs?|features?) of "
+    r"\bwhat (?:are|is) the (?:(?:typical|classic|radiographic|x-?ray|cxr|common|usual|main) ){0,3}(?:signs?|features?) of "
     r"(?!(?:this|the|that|my|it|these|those)\b)",
     # why a disease does what it does, in general ("why does pneumonia cause consolidation?")
     r"\bwhy (?:does|do|would|can) (?!the\b|this\b|that\b|it\b|its\b|you\b|they\b|there\b|these\b|those\b|we\b|"
@@ -247,6 +250,12 @@ _CHAT_DEFINITION = _rx(
     r"\bhow (?:do|does|can|should|would) (?:you|one|i|we|radiologists?|doctors?) (?:measure|calculate|recogni[sz]e|"
     r"identify|spot|differentiate|grade|estimate)\b",
     r"\bin general\b|\btypically\b|\bdifferential (?:diagnosis )?(?:for|of)\b",
+    # how often a disease occurs ("how common is pneumonia in elderly patients?"): epidemiology, not this film
+    r"\bhow (?:common|rare|frequent|prevalent|likely) (?:is|are) (?!(?:it|this|that|they|there)\b)[\w-]+(?: [\w-]+)? "
+    r"(?:in|among|after|with|for)\b",
+    # how one reads any film ("how do I read a chest x-ray systematically?"), not a request to read this one
+    r"\bhow (?:do|should|would|can|to) (?:i |you |one |we )?(?:read|interpret|review|approach|look at) (?:an? |any )"
+    r"(?:(?:chest|pa|ap|portable|frontal) )?(?:x-?ray|film|cxr|radiograph|image)\b",
     _DEFINE.pattern,
 )
 # Anatomy-only targets for locate when no vocabulary finding is named.
@@ -261,8 +270,9 @@ _TRAIL = re.compile(r"(?:\s+(?:is|are|was|located|seen|please|pls|plz|on (?:the|
 
 
 _NOT_A_TARGET = re.compile(
-    r"^(?:it|that|this|they|them|those|these|one|ones|there|here|i|me|we|you|should|can|could|would|do|does|"
-    r"is|are|exactly|abouts?)(?:\s|$)"
+    r"^(?:(?:around|round|on|over|at|for|to) )?(?:it|that|this|they|them|those|these|one|ones|there|here|i|me|we|"
+    r"you|should|can|could|would|do|does|is|are|exactly|abouts?|where|all|everything)(?:\s|$)"
+    r"|^(?:(?:around|round|on|over|at) )?(?:(?:the|that|this) )?(?:area|spot|region|part|thing|bit|finding|abnormality)$"
 )
 
 
@@ -396,7 +406,9 @@ _ELLIPSIS = re.compile(
     r"^(?:(?:and|so|ok|also|now|what about|how about|same(?: question)?(?: for)?|can you|could you|please|pls|"
     r"roughly|approx(?:imately)?|about|just)\b,? ?)*"
     r"(?:the )?"
-    r"(?:where(?: exactly)?|which (?:side|lobe|zone)|show(?: me)?(?: where)?|box|mark|highlight|"
+    r"(?:where(?: exactly)?|(?:in |on )?which (?:side|lobe|zone|ribs?|part|parts|area|level|segment)|"
+    r"(?:upper|lower|mid) or (?:upper|lower|mid)|show(?: me)?(?: where)?|box|mark|highlight|"
+    r"(?:any )?(?:others?|other ones?|more of them|another(?: one)?)|"
     r"(?:on |in )?(?:the )?(?:right|left|both sides|bilateral(?:ly)?|other|opposite|contralateral)"
     r"(?: side| lung| base| one)?|"
     r"(?:at |in |on )?(?:the )?(?:(?:right|left) )?(?:apex|apices|bases?|(?:upper|lower|mid(?:dle)?) (?:lobe|zone))|"
@@ -404,7 +416,7 @@ _ELLIPSIS = re.compile(
     r"(?:is it |it's |it is )?still (?:there|present|visible|seen)|too (?:deep|high|low|far|shallow|proximal|distal)|"
     r"(?:mild|moderate|severe|small|large|tiny|massive|trace)(?: or (?:mild|moderate|severe|small|large|massive))?|worse|better|(?:any )?change|bigger|smaller|"
     # a quality of what was asked: "loculated or free-flowing?", "acute or old?"
-    r"(?:loculated|free[- ]?flowing|acute|chronic|old|healed|healing|displaced|tension|simple|complex)(?: or [\w-]+)?)\b[\w ]{0,20}"
+    r"(?:loculated|free[- ]?flowing|acute|chronic|old|healed|healing|displaced|tension|simple|complex)(?: or [\w-]+)?)\b[\w ,/-]{0,30}"
     r"[?.!]*$")
 
 
@@ -427,7 +439,7 @@ def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) 
     if not previous or route.finding or route.findings or route.phrase or route.region:
         return route
     intent = route.intent
-    ellipsis = _ELLIPSIS.search(t) if len(t.split()) <= 7 else None
+    ellipsis = _ELLIPSIS.search(t) if len(t.split()) <= 9 else None
     asks_of_it = _ASKS_OF_IT.search(t) is not None and not _COMPARISON.search(t)
     if (ellipsis or (intent == "chat" and asks_of_it)) and (
             intent == "chat" or (intent == "report" and not _REPORT_STRONG.search(t) and not _COMPARISON.search(t))):
@@ -439,7 +451,8 @@ def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) 
     elif intent not in {"locate", "finding_question"}:
         return route
     else:
-        m = _BACK_REFERENCE.search(t) or ellipsis
+        # "show me", "put a box around it": a request to locate that names nothing is about the previous finding
+        m = _BACK_REFERENCE.search(t) or ellipsis or (re.search(r"\S+", t) if intent == "locate" else None)
     if m is None:
         return route
     named = ", ".join(display_name(f).lower() for f in previous)

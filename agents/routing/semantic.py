@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from agents.routing import router_model, rules
-from agents.routing.mentions import CLAUSE_SPLIT, find_mentions, is_survey
+from agents.routing.mentions import CLAUSE_SPLIT, UNNAMED, find_mentions, is_survey
 from agents.routing.rules import Route
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,8 @@ def rule_decided(t: str, route: Route, fams: set[str] | None = None) -> bool:
         return True
     fams = _families(t) if fams is None else fams
     if not fams and route.intent == "finding_question" and route.findings and (
-            _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t) or _COMMAND.match(t)
+            _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t) or _terse_then_context(t)
+            or _COMMAND.match(t)
             or rules.asks_comparison(t)):
         return True  # "is there a pneumothorax?", "is the PICC tip in a good place?", "apical ptx?", "has the
         # effusion improved?": a question about a finding
@@ -315,26 +316,51 @@ _COMMAND = re.compile(r"^(?:(?:pls|please|can you|could you|kindly),? )*(?:check
 
 
 # "apical ptx?", "PNA f/u?", "small R eff?": findings named with nothing but where, which side, how large or new
-_TERSE = re.compile(r"^[^\s?]+(?: [^\s?]+){0,4} ?\?*$")  # "bilat pl eff": the question mark may be left out
+_TERSE = re.compile(r"^[^\s?]+(?: [^\s?]+){0,7} ?\?*$")  # "bilat pl eff": the question mark may be left out
 _MODIFIERS = frozenset(
     "a an any l r left right bilat b/l bilateral both apical basal basilar base bases apex apices upper lower mid "
     "anterior posterior superior inferior lateral medial central peripheral mediastinal hilar perihilar paratracheal "
     "pl pleural lung lungs pulmonary retrocardiac hilum hila in at the "
     "middle zone lobe lll rll rul lul rml lingula small large tiny big moderate trace new residual persistent "
-    "f/u followup follow-up s/p post vs or and still again now".split())
+    "f/u followup follow-up s/p post vs or and still again now "
+    # what a finding is like: "linear atelectasis?", "loculated eff?", "subtle ggo?"
+    "linear compressive passive dependent segmental subsegmental patchy focal diffuse multifocal mild severe early "
+    "acute chronic old healing healed loculated tension calcified cavitating multiple dense faint subtle possible "
+    "probable likely obvious minimal significant massive extensive widespread scattered ill-defined well-defined "
+    "round rounded irregular spiculated streaky hazy layering free-flowing simple complex "
+    # where it is: "fluid in the fissure?", "ptx on the right side?"
+    "fissure fissures costophrenic cp angle angles hemithorax hemidiaphragm diaphragm chest side sided zones lobes "
+    "field fields region area on of changes change frank subpleural peripherally bilaterally today seen visible markings pattern shadowing "
+    "present".split())
 
 
-# "mediastinum widened after MVC?", "ptx post line placement?": the occasion after the finding changes nothing
-_OCCASION = re.compile(r" (?:after|post|following|s/p|since|from) [\w/'-]+(?: [\w/'-]+){0,2} ?(?=\?+$)")
+# "mediastinum widened after MVC?", "ptx post line placement?": the occasion after the finding changes nothing,
+# nor the film it is asked of ("widend mediastinum on the trauma film?", "cmg? AP portable")
+_OCCASION = re.compile(r" (?:after|post|following|s/p|since|from) [\w/'-]+(?: [\w/'-]+){0,2} ?(?=\?+$)"
+                       r"|(?: (?:on|in) (?:this|the|that) (?:[\w-]+ ){0,2}(?:film|x-?ray|cxr|study|image|radiograph|one|pa|ap|"
+                       r"view)| (?:ap|pa)(?: portable| supine| erect)?| portable| supine| erect)(?= ?\?*$)")
 
 
-def _terse(t: str) -> bool:
+def _terse(t: str, spans: tuple[tuple[int, int], ...] = ()) -> bool:
+    """A few words that name a finding (or ``spans``: the user's words for one) and nothing but where, which side,
+    what it is like, or its occasion."""
     if not _TERSE.match(t):
         return False
-    rest = _OCCASION.sub(" ", t)
-    for m in sorted(find_mentions(t), key=lambda m: -m.start):
-        rest = rest[: m.start] + " " + rest[m.end :]
+    named = [(m.start, m.end) for m in find_mentions(t)] + list(spans)
+    if not named:
+        return False
+    keep = [True] * len(t)
+    for a, b in named + [(m.start(), m.end()) for m in _OCCASION.finditer(t)]:
+        keep[a:b] = [False] * (b - a)
+    rest = "".join(c if k else " " for c, k in zip(t, keep, strict=True))
     return all(w in _MODIFIERS for w in re.findall(r"[a-z0-9/-]+", rest))
+
+
+def _terse_then_context(t: str) -> bool:
+    """A terse finding question, then clinical context with no question of its own ("widened mediastinum? MVC,
+    high speed", "pleural plaques? ex-shipyard worker")."""
+    first, mark, rest = t.partition("?")
+    return bool(mark) and "?" not in rest and bool(rest.strip()) and _terse(first.strip() + "?")
 
 
 # "pna vs atx LLL?": a differential between named findings on this image, asked in a few words
@@ -348,7 +374,8 @@ def _whole_study(t: str, route: Route, fams: set[str]) -> bool:
 
 
 _OOV = re.compile(
-    r"(?:\bis there|\bare there|\bany(?:thing)?|\bdo (?:you|we) see|\bsigns? of|\bevidence of|\bcould (?:this|it) be|"
+    r"(?:\bis there|\bare there|\bany(?:thing)?|\b(?:do|can) (?:you|we) (?:see|spot)|"
+    r"\bdoes (?:this|the) (?:film|x-?ray|cxr|study|image|radiograph) show|\bsigns? of|\bevidence of|\bcould (?:this|it) be|"
     r"\bcompatible with|\bconsistent with|\br/o|\brule out|\bconcern(?:ing)? for|\blooks? like|\bsuggestive of|"
     r"\bdoes (?:the )?(?:patient|pt|this|it) have|^(?:eval(?:uate)?|assess|check|look|screen) for)\s+"
     r"(?:(?:any|an?|the|some|signs? of|evidence of)\s+)*"
@@ -357,7 +384,8 @@ _OOV = re.compile(
 )
 
 
-_EXISTS = re.compile(r"^(?:(?:so|and|ok|also|pls|please),? )?(?:is there|are there|do you see|can you see|does (?:the )?"
+_EXISTS = re.compile(r"^(?:(?:so|and|ok|also|pls|please),? )?(?:is there|are there|do you see|can you see|can you spot|"
+                     r"does (?:this|the) (?:film|x-?ray|cxr|study|image|radiograph) show|does (?:the )?"
                      r"(?:patient|pt) have|could (?:this|it) be|(?:any )?(?:signs?|evidence) of|r/o|rule out|"
                      r"(?:eval(?:uate)?|assess|check|look) for|concern(?:ing)? for|"
                      r"(?:what(?:'s| is) the |rate the )?(?:probability|likelihood|chance|odds) (?:of|for)|"
@@ -388,6 +416,17 @@ def _existence_target(t: str) -> bool:
     return False
 
 
+def _unnamed(t: str) -> str | None:
+    """The user's words for what no finding id names, when a terse question asks about it alone ("kyphosis?",
+    "pneumoperitoneum post lap?", "tracheal deviation to the right?"), else None."""
+    first = t.partition("?")[0].strip() + "?" if "?" in t else t
+    spans = [(m.start(), m.end()) for m in UNNAMED.finditer(first)]
+    if len(spans) != 1 or not _terse(re.sub(r"^(?:any|a|an|r/o|\?)\s+", lambda m: " " * len(m.group()), first),
+                                      tuple(spans)):
+        return None
+    return first[spans[0][0] : spans[0][1]]
+
+
 def _bare_finding(clause: str) -> bool:
     """The clause is one vocabulary finding asked as a question ("tumour?", "widened mediastinum?")."""
     if not clause.endswith("?"):
@@ -416,6 +455,12 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
     if not t or rule_decided(t, route, fams) or _whole_study(t, route, fams) or (
             route.intent == "finding_question" and route.findings and not fams and _DIFFERENTIAL.match(t)):
         return _with_phrase(route, t)
+    unnamed = _unnamed(t) if route.intent in ("chat", "report") and not route.findings and not fams else None
+    if unnamed is not None:
+        # "kyphosis?", "free air under the diaphragm? post lap": a terse question about what no finding id names
+        new = rules._make_route("finding_question", [], t, f"asks about '{unnamed}', which no finding id names; "
+                                f"rules said: {route.reason}", has_image=has_image, method="rules")
+        return new.model_copy(update={"phrase": unnamed})
     if route.intent in ("chat", "report") and not fams and _existence_target(t) and not rules.asks_comparison(t):
         # "is there dextrocardia?": a yes/no question about one named thing is a finding question,
         # whether or not the vocabulary knows the thing (high precision, no embedding needed)
@@ -446,11 +491,15 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
     return new
 
 
+# "any others?", "any more like it?": more of what the previous question asked about, no words of their own
+_MORE = re.compile(r"^(?:others?|other ones?|more|another(?: one)?)\b")
+
+
 def _with_phrase(route: Route, t: str) -> Route:
     """A finding question naming no vocabulary finding carries the asked-about words as its phrase."""
     if route.intent == "finding_question" and not route.findings and route.phrase is None:
         phrase = oov_phrase(t)
-        if phrase and not (_GENERIC.match(phrase) and not _PLACE.search(phrase)):  # "any acute findings?"
+        if phrase and not (_GENERIC.match(phrase) and not _PLACE.search(phrase)) and not _MORE.match(phrase):
             return route.model_copy(update={"phrase": phrase,
                                             "reason": f"{route.reason}; out-of-vocabulary finding: '{phrase}'"})
     return route

@@ -43,7 +43,7 @@ _ROUTER = partial(route_semantic, classifier=_never)
     ("costophrenic angles blunted?", "pleural_effusion"),
     ("Kerley B lines?", "edema"),
     ("hyperinflation?", "emphysema"),
-    ("honeycombing at the bases?", "fibrosis"),
+    ("honeycombing at the bases?", "interstitial_lung_disease"),
     ("Are the diaphragms flat?", "emphysema"),
     ("Is the aortic knob calcified?", "calcification"),
     ("cephalisation?", "edema"),
@@ -57,16 +57,12 @@ def test_shorthand_and_synonyms_map_onto_the_lexicon(text: str, finding: str) ->
 
 
 @pytest.mark.parametrize(("text", "phrase"), [
-    ("Are there lytic bone lesions?", "lytic bone lesions"),
-    ("Is there a bone lesion?", "bone lesion"),
     ("Any liver mass?", "liver mass"),
     ("Is there a liver lesion?", "liver lesion"),
     ("Is there a thyroid nodule?", "thyroid nodule"),
     ("Any breast mass?", "breast mass"),
     ("Any adrenal mass?", "adrenal mass"),
-    ("Is there a rib lesion?", "rib lesion"),
     ("Is there a nodule in the left breast?", "nodule in the left breast"),
-    ("Is there a lytic lesion in the humerus?", "lytic lesion in the humerus"),
     ("Is there an opacity in the stomach?", "opacity in the stomach"),
     ("Is there a soft tissue mass in the neck?", "soft tissue mass in the neck"),
     ("Is there a nipple shadow?", "nipple shadow"),
@@ -129,9 +125,9 @@ def test_the_finding_asked_about_comes_first(text: str, first: str) -> None:
 
 
 def test_the_guard_spans_the_qualifier_and_the_generic_word() -> None:
-    t = "are there lytic bone lesions in the ribs?"
+    t = "are there hepatic masses in the liver?"
     (start, end), *_ = outside_spans(t)
-    assert t[start:end] == "lytic bone lesions in the ribs"
+    assert t[start:end] == "hepatic masses in the liver"
 
 
 @pytest.mark.parametrize(("text", "finding"), [
@@ -151,13 +147,14 @@ def test_a_real_word_near_a_finding_is_no_misspelling_of_it(word: str) -> None:
 
 def test_the_reply_says_the_phrase_was_carried_as_the_users_words(make_graph, thread, cxr_image) -> None:
     g = make_graph(ScriptedVLM(), classifier({"pleural_effusion": 0.2}))
-    out = g.invoke({"messages": [("user", "Are there lytic bone lesions?")], "image": str(cxr_image)}, thread())
+    out = g.invoke({"messages": [("user", "Is there a thyroid nodule?")], "image": str(cxr_image)}, thread())
     route, text = out["route"], out["messages"][-1].content
-    assert (route.finding, route.phrase) == (None, "lytic bone lesions")
-    assert ("**Your words, no known finding:** 'lytic bone lesions' names no finding in the tools' vocabulary, so it "
+    assert (route.finding, route.phrase) == (None, "thyroid nodule")
+    assert ("**Your words, no known finding:** 'thyroid nodule' names no finding in the tools' vocabulary, so it "
             "was asked as you wrote it; the VLM answered it in its own words below") in text
     assert "- VLM answer: Yes." in text
-    assert "lung lesion" not in text.lower() and "Uncertain" not in text
+    assert "thyroid nodule" not in text.replace("'thyroid nodule'", "") and "Nodule" not in text
+    assert "Uncertain" not in text
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
