@@ -331,7 +331,8 @@ _MODIFIERS = frozenset(
     # where it is: "fluid in the fissure?", "ptx on the right side?"
     "fissure fissures costophrenic cp angle angles hemithorax hemidiaphragm diaphragm chest side sided zones lobes "
     "field fields region area on of changes change frank subpleural peripherally bilaterally today seen visible markings pattern shadowing "
-    "present".split())
+    "present to towards anterior posterior rib ribs head shaft".split())
+_ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)")  # "lytic lesion in the right 5th rib?"
 
 
 # "mediastinum widened after MVC?", "ptx post line placement?": the occasion after the finding changes nothing,
@@ -353,7 +354,7 @@ def _terse(t: str, spans: tuple[tuple[int, int], ...] = ()) -> bool:
     for a, b in named + [(m.start(), m.end()) for m in _OCCASION.finditer(t)]:
         keep[a:b] = [False] * (b - a)
     rest = "".join(c if k else " " for c, k in zip(t, keep, strict=True))
-    return all(w in _MODIFIERS for w in re.findall(r"[a-z0-9/-]+", rest))
+    return all(w in _MODIFIERS or _ORDINAL.fullmatch(w) for w in re.findall(r"[a-z0-9/-]+", rest))
 
 
 def _terse_then_context(t: str) -> bool:

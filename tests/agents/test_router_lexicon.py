@@ -1,0 +1,201 @@
+"""Which finding the words name, id by id: the synonyms, signs, abbreviations and slips that reports and clinicians
+use map onto the vocabulary; a lesion at a bone or the chest wall is the other lesion; what no id names stays the
+user's words, asked as a finding question; the rules decide these turns without the classifier."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+
+from agents.routing.mentions import extract_findings, find_regions
+from agents.routing.semantic import route_semantic
+from agents.routing.turn import route_turn
+
+
+def _never():
+    raise AssertionError("the classifier was consulted for a turn the rules decide")
+
+
+_ROUTER = partial(route_semantic, classifier=_never)
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("mediastinal width ok?", "enlarged_cardiomediastinum"),
+    ("groundglass?", "lung_opacity"),
+    ("metastases?", "lung_lesion"),
+    ("cannonball mets?", "lung_lesion"),
+    ("Is there a leison in the left lung?", "lung_lesion"),
+    ("micronodules?", "nodule"),
+    ("miliary pattern?", "nodule"),
+    ("upper lobe diversion?", "edema"),
+    ("pulmonary venous hypertension?", "edema"),
+    ("APO?", "edema"),
+    ("LVF?", "edema"),
+    ("congestive cardiac failure?", "edema"),
+    ("peribronchial cuffing?", "edema"),
+    ("kerly lines?", "edema"),
+    ("engorged vessels?", "edema"),
+    ("Are the lung fields edematous today?", "edema"),
+    ("edma in both lungs?", "edema"),
+    ("bats wing?", "edema"),
+    ("loss of volume in the left lower lobe?", "atelectasis"),
+    ("collapsed lobe?", "atelectasis"),
+    ("sail sign?", "atelectasis"),
+    ("LRTI?", "pneumonia"),
+    ("any infective change?", "pneumonia"),
+    ("covid pattern?", "pneumonia"),
+    ("pnx?", "pneumothorax"),
+    ("Is the lung fully expanded?", "pneumothorax"),
+    ("absent lung markings at the apex?", "pneumothorax"),
+    ("haemothorax?", "pleural_effusion"),
+    ("chylothorax?", "pleural_effusion"),
+    ("Is there water around the lung, in the pleura?", "pleural_effusion"),
+    ("pleural thickenning?", "pleural_thickening"),
+    ("thickening of the pleura?", "pleural_thickening"),
+    ("pleural rind?", "pleural_thickening"),
+    ("and the pleura, is it thickened?", "pleural_thickening"),
+    ("pleural scarring?", "pleural_other"),
+    ("plueral plauqes, bilateral?", "pleural_other"),
+    ("plaques on the diaphragmatic pleura?", "pleural_other"),
+    ("barrel chest?", "emphysema"),
+    ("overinflation?", "emphysema"),
+    ("hyperlucent lungs?", "emphysema"),
+    ("air trapping?", "emphysema"),
+    ("herniation?", "hernia"),
+    ("stomach in the chest?", "hernia"),
+    ("rib frac?", "fracture"),
+    ("flail chest?", "fracture"),
+    ("ICC position?", "support_devices"),
+    ("vascath?", "support_devices"),
+    ("IVC filter?", "support_devices"),
+    ("temporary pacing wire?", "support_devices"),
+    ("intra-aortic balloon pump?", "support_devices"),
+    ("any lead fracture", "support_devices"),
+    ("aortic aneurism?", "aortic_enlargement"),
+    ("aortic enlargment?", "aortic_enlargement"),
+    ("dilated descending thoracic aorta on this PA?", "aortic_enlargement"),
+    ("The aorta look bigger than normal?", "aortic_enlargement"),
+    ("calcified hilar nodes?", "calcification"),
+    ("any calcified foci in the right lung?", "calcification"),
+    ("atherosclerotic aorta?", "calcification"),
+    ("honeycombing?", "interstitial_lung_disease"),
+    ("UIP pattern?", "interstitial_lung_disease"),
+    ("reticulation?", "interstitial_lung_disease"),
+    ("intersitial lung disease?", "interstitial_lung_disease"),
+])
+def test_the_words_for_each_finding_name_it(text: str, finding: str) -> None:
+    assert extract_findings(text)[:1] == [finding]
+
+
+@pytest.mark.parametrize("text", [
+    "any bone lesion?", "lytic lesion in the right 5th rib?", "sclerotic lesion in the humeral head?",
+    "bone lesoin in the scapula?", "osteolytic lesion?", "bone mets?", "chest wall mass?",
+])
+def test_a_lesion_at_a_bone_or_the_chest_wall_is_the_other_lesion(text: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", "other_lesion", None)
+
+
+def test_a_lesion_in_the_bone_of_a_named_place_is_the_other_lesion() -> None:
+    assert extract_findings("There is some lesion in the bone of the shoulder?") == ["other_lesion"]
+
+
+@pytest.mark.parametrize("text", ["Any liver mass?", "Is there a thyroid nodule?", "Any breast mass?"])
+def test_a_lesion_of_an_organ_outside_the_chest_is_still_no_finding(text: str) -> None:
+    assert extract_findings(text) == []
+
+
+@pytest.mark.parametrize(("text", "phrase"), [
+    ("kyphosis?", "kyphosis"),
+    ("pneumoperitoneum post lap?", "pneumoperitoneum"),
+    ("tracheal deviation to the right?", "tracheal deviation"),
+    ("hilar lymphadenopathy?", "hilar lymphadenopathy"),
+    ("cholecystectomy clips?", "cholecystectomy clips"),
+    ("dextrocardia?", "dextrocardia"),
+    ("traction bronchiectasis?", "traction bronchiectasis"),
+    ("pericardial effusion?", "pericardial effusion"),
+    ("pericardial calcification?", "pericardial calcification"),
+])
+def test_what_no_id_names_is_a_finding_question_in_the_users_words(text: str, phrase: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.findings, r.phrase, r.clarify) == ("finding_question", None, [], phrase, None)
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("hernai?", "hernia"),
+    ("noduel?", "nodule"),
+    ("nodlue?", "nodule"),
+    ("Is there a leison?", "lung_lesion"),
+])
+def test_two_swapped_letters_are_one_slip(text: str, finding: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None)
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("linear atelectasis?", "atelectasis"),
+    ("compressive atelectasis?", "atelectasis"),
+    ("changes of COPD on this film?", "emphysema"),
+    ("bullous changes at the apices?", "emphysema"),
+    ("fibrotic changes in the upper lobes?", "fibrosis"),
+    ("atelectsis in the left lower zone?", "atelectasis"),
+    ("subpleural honeycombing in the lower zones?", "interstitial_lung_disease"),
+    ("widend mediastinum on the trauma film?", "enlarged_cardiomediastinum"),
+    ("enlarged cardiomediastinal silhouette on this supine film?", "enlarged_cardiomediastinum"),
+    ("widened mediastinum? MVC, high speed", "enlarged_cardiomediastinum"),
+    ("pleural plaques? ex-shipyard worker", "pleural_other"),
+    ("Fluid overload on the lungs? dialysis pt, missed a session", "edema"),
+    ("fluid in the fissure?", "pleural_effusion"),
+    ("coarse reticular markings in both lower zones?", "interstitial_lung_disease"),
+])
+def test_a_terse_question_with_what_the_finding_is_like_where_or_its_context_is_decided_by_the_rules(
+        text: str, finding: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None)
+
+
+@pytest.mark.parametrize(("text", "previous", "intent"), [
+    ("put a box around it", "nodule", "locate"),
+    ("draw an outline around it", "atelectasis", "locate"),
+    ("highlight that area for me", "lung_opacity", "locate"),
+    ("show me where", "pneumonia", "locate"),
+    ("Please mark all", "nodule", "locate"),
+    ("which ribs? show me", "fracture", "locate"),
+    ("upper or lower zones mostly? show me", "interstitial_lung_disease", "locate"),
+    ("In which part of lung?", "atelectasis", "locate"),
+    ("whre on the flim is it", "pneumonia", "locate"),
+    ("any others?", "mass", "finding_question"),
+    ("how big is it, small moderate large", "pleural_effusion", "finding_question"),
+])
+def test_a_follow_up_naming_nothing_is_about_the_previous_finding(text: str, previous: str, intent: str) -> None:
+    r = route_turn(route_semantic, text, has_image=True, has_history=True, previous_findings=[previous])
+    assert (r.intent, r.finding, r.clarify) == (intent, previous, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "region"), [
+    ("zoom on the R CP angle", "right_costophrenic_angle"),
+    ("zoom on the R costophrenic angle", "right_costophrenic_angle"),
+    ("show me the lt hemidiaphragm", "left_hemidiaphragm"),
+])
+def test_a_region_may_shorten_its_side(text: str, region: str) -> None:
+    assert [m.finding for m in find_regions(text)] == [region]
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.region) == ("locate", None, region)
+
+
+@pytest.mark.parametrize("text", [
+    "How common is pneumonia in elderly patients?",
+    "How do I read a chest x-ray systematically?",
+    "what are the typical CXR signs of heart failure?",
+])
+def test_general_questions_stay_chat(text: str) -> None:
+    r = route_turn(route_semantic, text, has_image=True, has_history=True)
+    assert (r.intent, r.finding, r.clarify) == ("chat", None, None), r.reason
+
+
+@pytest.mark.parametrize("text", ["ok uploaded one, go through it systematically", "put a marker on the ET tube tip"])
+def test_a_systematic_read_and_a_marker_are_what_they_ask(text: str) -> None:
+    r = route_turn(route_semantic, text, has_image=True, has_history=True)
+    expected = ("report", None) if "systematically" in text else ("locate", "support_devices")
+    assert (r.intent, r.finding) == expected and r.clarify is None, r.reason
