@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from knowledge.lexicon import lexicon
-from knowledge.vocabulary import normalize
+from knowledge.vocabulary import ancestors, normalize
 
 # Colloquial and clinical shorthand the report vocabulary does not carry (router_phrases in
 # knowledge/lexicon.toml). Longest match wins, so "fluid overload" (edema) beats "fluid" (effusion)
@@ -301,6 +301,25 @@ def _head_of_list(t: str, mentions: list[_Mention], m: _Mention) -> _Mention:
     return mentions[i] if last - i >= 2 else m
 
 
+# "Is that opacity consolidation or atelectasis?", "is the opacity in the RLL consolidation?": a generic finding as
+# the subject, then the more specific one it is asked to be (no list between them: "any opacity or consolidation?"
+# asks about both, the first first)
+_SUBJECT = re.compile(r"\b(?:is|are|was|were|does|do|could|can|might|would|should) (?:the|that|this|these|those) "
+                      r"(?:[\w-]+ ){0,2}$")
+_JOINS = re.compile(r"[,;/+?&]|\b(?:and|or|with|plus|vs|versus|also|but|then)\b")
+
+
+def _characterised(t: str, mentions: list[_Mention]) -> _Mention | None:
+    """The specific finding a generic one, the turn's subject, is asked to be (see ``_SUBJECT``), or None."""
+    if len(mentions) < 2:
+        return None
+    a, b = mentions[0], mentions[1]
+    if a.finding in ancestors(b.finding) and _SUBJECT.search(t[max(0, a.start - 40) : a.start]) \
+            and not _JOINS.search(t[a.end : b.start]):
+        return b
+    return None
+
+
 # Clinical context, then the question: "we just put in a chest drain, has the pneumothorax resolved?"
 CLAUSE_SPLIT = re.compile(r"[,;.:]\s+|\s-+\s")  # between clauses of context and the question
 _REQUEST = re.compile(r"(?:i(?:'m| am) (?:mainly |mostly |most |really )?(?:interested|worried|concerned)|can you|"
@@ -336,7 +355,9 @@ def extract_findings(text: str, *, allow_no_finding: bool = False,
     survey = is_survey(t)
     mentions = [m for m in find_mentions(t) if not any(a <= m.start and m.end <= b for a, b in exclude)
                 and not ((survey or not structures) and _bare(t, m, survey=survey or not structures))]
-    asked = [_head_of_list(t, mentions, m) for m in mentions if _asked(t, m)] or _question_clause(t, mentions)
+    specific = _characterised(t, mentions)
+    asked = ([specific] if specific else [_head_of_list(t, mentions, m) for m in mentions if _asked(t, m)]) \
+        or _question_clause(t, mentions)
     out: list[str] = []
     for m in asked[:1] + mentions:
         if m.finding == "no_finding" and not allow_no_finding:

@@ -199,3 +199,29 @@ def test_a_systematic_read_and_a_marker_are_what_they_ask(text: str) -> None:
     r = route_turn(route_semantic, text, has_image=True, has_history=True)
     expected = ("report", None) if "systematically" in text else ("locate", "support_devices")
     assert (r.intent, r.finding) == expected and r.clarify is None, r.reason
+
+
+@pytest.mark.parametrize(("text", "first"), [
+    ("Is that opacity consolidation or atelectasis?", "consolidation"),
+    ("Is the opacity in the RLL consolidation?", "consolidation"),
+    ("Is the consolidation due to pneumonia?", "pneumonia"),
+])
+def test_a_generic_finding_asked_to_be_a_specific_one_asks_about_the_specific(text: str, first: str) -> None:
+    assert extract_findings(text)[0] == first
+
+
+@pytest.mark.parametrize(("text", "first"), [
+    ("any opacity or consolidation?", "lung_opacity"),
+    ("is there an opacity with consolidation at the left base?", "lung_opacity"),
+])
+def test_a_generic_finding_listed_with_a_specific_one_stays_first(text: str, first: str) -> None:
+    assert extract_findings(text)[0] == first
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("Are the pulmonary vessels congested?", "edema"),
+    ("apical lucency without lung markings?", "pneumothorax"),
+    ("aneursym?", "aortic_enlargement"),
+])
+def test_signs_and_slips_name_their_finding(text: str, finding: str) -> None:
+    assert extract_findings(text)[:1] == [finding]
