@@ -76,9 +76,14 @@ class _Mention:
     finding: str
 
 
+# Slips of a few common words, each the length of the word meant, so spans stay where they were ("pls reed teh film")
+_SLIPS = {"reed": "read", "teh": "the", "ani": "any", "hte": "the", "adn": "and", "nad": "and", "waht": "what"}
+_SLIP = re.compile(r"\b(?:" + "|".join(_SLIPS) + r")\b")
+
+
 def _clean(text: str) -> str:
     t = text.lower().replace("\u2019", "'").replace("\u2018", "'")
-    return re.sub(r"\s+", " ", t).strip()
+    return _SLIP.sub(lambda m: _SLIPS[m.group()], re.sub(r"\s+", " ", t).strip())
 
 
 def outside_spans(text: str) -> list[tuple[int, int]]:

@@ -133,6 +133,7 @@ _EXPLAIN_EXCLUDE = _rx(r"\bwhy (?:is|are|does|do) (?:the|this|his|her|their) (?:
 
 _SIMILAR = _rx(
     r"\bsimilar\b|\bsim(?:l|il{1,2}i)ar\b",  # "simlar", "similiar"
+    r"\bsim (?:cases|reports|films|studies|images|exams)\b|\bk?nn (?:cases|reports|films|studies|search)\b",
     r"\blook(?:s|ing)? (?:a ?lot |just )?like (?:this|it|these)\b",
     r"\bcomparable\b|\banalogous\b|\bprecedents?\b",
     r"\b(?:prior|previous|past|other|reference|matching|related|archived?) (?:cases|reports|studies|films|exams|"
@@ -154,6 +155,7 @@ _LOCATE = _rx(
     r"\bpoint(?: me)? (?:out|to|at)\b",
     r"\bzoom(?: in)? (?:on|to|into)\b",
     r"\blocali[sz](?:e|ed|ation)\b|\blocation\b|\blocated\b",
+    r"^loc\b|\bloc\s*\??$",  # "loc of effusion?", "ETT tip loc" (not "+LOC" in a history: loss of consciousness)
     r"\bhighlight\b|\bmark\b|\bcircle\b|\boutline\b|\bannotate\b|\bpinpoint\b",
     r"\b(?:put|place|drop|add|draw) (?:a |an )?(?:marker|pin|arrow|circle|outline)\b",
     r"\b(?:draw|put|give|place)(?: me)? (?:a |the )?(?:bounding )?box\b|\bbounding box\b|\bbbox\b",

@@ -225,3 +225,23 @@ def test_a_generic_finding_listed_with_a_specific_one_stays_first(text: str, fir
 ])
 def test_signs_and_slips_name_their_finding(text: str, finding: str) -> None:
     assert extract_findings(text)[:1] == [finding]
+
+
+@pytest.mark.parametrize(("text", "intent", "finding"), [
+    ("pls reed teh film", "report", None),
+    ("ani pneumonia", "finding_question", "pneumonia"),
+    ("is the hart enlarged?", "finding_question", "cardiomegaly"),
+    ("nodule loc?", "locate", "nodule"),
+    ("ETT tip loc", "locate", "support_devices"),
+    ("loc of effusion?", "locate", "pleural_effusion"),
+    ("sim cases pls", "similar_cases", None),
+    ("knn reports pls", "similar_cases", None),
+])
+def test_slips_and_shorthand_of_the_request_itself(text: str, intent: str, finding: str | None) -> None:
+    r = route_turn(route_semantic, text, has_image=True, has_history=True)
+    assert (r.intent, r.finding, r.clarify) == (intent, finding, None), r.reason
+
+
+def test_loss_of_consciousness_in_a_history_is_no_request_to_locate() -> None:
+    r = route_turn(_ROUTER, "fell down stairs, +LOC, rib fx?", has_image=True)
+    assert (r.intent, r.finding) == ("finding_question", "fracture")
