@@ -7,8 +7,9 @@
    checkpointer (make_checkpointer: same saver, same serializer): InMemorySaver, then SqliteSaver
    on a temporary file. Target <= 1.4x (memory), <= 1.2x (SQLite). Every timed turn's report differs in
    one sentence (a nodule's size, numbered by turn) and is read on a fresh thread. What is cached across
-   turns: the labeler's per-sentence memo answers the three repeated sentences (the new one is labelled,
-   ConText included), and the reconciler's decision memo answers every finding whose calls are unchanged
+   turns: the labeler's per-sentence memo answers the three repeated sentences (the new one is labelled:
+   its mentions found; it holds no negation or uncertainty cue, so like any such sentence it needs no ConText
+   pass), and the reconciler's decision memo answers every finding whose calls are unchanged
    (here all but the nodule, which the new sentence re-decides); beyond that only what any turn finds
    (the compiled graph, the router's models, the tool roles).
 2. Fan-out: three tools that sleep 0.2 / 0.3 / 0.4 s (VLM, classifier, a custom tool) on a finding
