@@ -245,3 +245,18 @@ def test_slips_and_shorthand_of_the_request_itself(text: str, intent: str, findi
 def test_loss_of_consciousness_in_a_history_is_no_request_to_locate() -> None:
     r = route_turn(_ROUTER, "fell down stairs, +LOC, rib fx?", has_image=True)
     assert (r.intent, r.finding) == ("finding_question", "fracture")
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("The lungs have water?", "edema"),
+    ("Is there a white patch on the right lung?", "lung_opacity"),
+    ("what is this white area on left side?", "lung_opacity"),
+    ("Is there a spot on the lung?", "lung_lesion"),
+    ("Is the aorta too wide?", "aortic_enlargement"),
+    ("Is the stomach pushing up into the chest?", "hernia"),
+    ("Is there calcium in the aorta?", "calcification"),
+    ("Is the lining of the lung thick?", "pleural_thickening"),
+])
+def test_lay_words_name_the_finding(text: str, finding: str) -> None:
+    r = route_turn(route_semantic, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None), r.reason
