@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,13 +58,55 @@ _STATUS_EXT = {
 }
 
 
+class _DecisionEncodings:
+    """The encoding of each Decision recently written, by identity; bounded (LRU), thread-safe.
+
+    Why: the ``decisions`` channel is written whole by every reconciling turn, yet the reconciler's memo
+    hands back the very same Decision objects for every finding whose calls did not change (nothing changes
+    a Decision in place: agents/reconciling/memo.py), so a turn encodes only the decisions it changed. Each
+    entry keeps its Decision alive, so an id is never another object's while its entry exists."""
+
+    def __init__(self, maxsize: int = 512) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[int, tuple[Decision, ormsgpack.Ext]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, decision: Decision) -> ormsgpack.Ext | None:
+        with self._lock:
+            hit = self._items.get(id(decision))
+            if hit is None or hit[0] is not decision:
+                return None
+            self._items.move_to_end(id(decision))
+            return hit[1]
+
+    def put(self, decision: Decision, ext: ormsgpack.Ext) -> None:
+        with self._lock:
+            self._items[id(decision)] = (decision, ext)
+            self._items.move_to_end(id(decision))
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+
+DECISION_ENCODINGS = _DecisionEncodings()
+
+
+def _encode(obj: Any, key: tuple[str, str]) -> ormsgpack.Ext:
+    payload = (*key, obj.model_dump(), "model_validate_json")
+    return ormsgpack.Ext(jsonplus.EXT_PYDANTIC_V2, ormsgpack.packb(payload, default=_default, option=jsonplus._option))
+
+
 def _default(obj: Any) -> Any:
     """JsonPlusSerializer's msgpack hook with our types dispatched first (same bytes, less work)."""
     cls = type(obj)
+    if cls is Decision:
+        ext = DECISION_ENCODINGS.get(obj)
+        if ext is None:
+            ext = _encode(obj, _MODELS[Decision])
+            DECISION_ENCODINGS.put(obj, ext)
+        return ext
     key = _MODELS.get(cls)
     if key is not None:
-        payload = (*key, obj.model_dump(), "model_validate_json")
-        return ormsgpack.Ext(jsonplus.EXT_PYDANTIC_V2, ormsgpack.packb(payload, default=_default, option=jsonplus._option))
+        return _encode(obj, key)
     if cls is Status:
         return _STATUS_EXT[obj]
     return jsonplus._msgpack_default(obj)
@@ -74,8 +118,9 @@ class CheckpointSerializer(JsonPlusSerializer):
     Every checkpoint of a turn re-encodes the updated channels (evidence, decisions, last_result,
     messages), i.e. about a hundred FindingCalls and Status values. The stock hook walks a chain of
     ``hasattr`` tests and packs every Status member anew; dispatching on the exact type and packing
-    Status once roughly halves that cost. Output is byte-identical to JsonPlusSerializer's, and
-    loading is JsonPlusSerializer's own.
+    Status once roughly halves that cost, and a Decision already encoded is not encoded again
+    (``DECISION_ENCODINGS``). Output is byte-identical to JsonPlusSerializer's, and loading is
+    JsonPlusSerializer's own.
     """
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
