@@ -219,7 +219,8 @@ _REPORT_WEAK = _rx(
 _CHAT_GENERIC = _rx(
     # a greeting alone, not one before a request ("ok what do you make of this film")
     r"^(?:hi|hello|hey|yo|good (?:morning|afternoon|evening)|thanks?|thank you|thx|ty|cheers|ok(?:ay)?|great|"
-    r"cool|perfect|got it|bye|goodbye|see you)\b(?![,.!]* (?:what|how|where|which|can|could|would|will|please|pls|"
+    r"cool|perfect|got it|bye|goodbye|see you)\b(?![,.!]*(?: (?:then|so|well|now|great|thanks))?[,.!]* (?:what|how|"
+    r"where|which|can|could|would|will|please|pls|"
     r"now|is|are|do|does|any|show|read|give|tell|let'?s|look|check)\b)",
     r"\bwho are you\b|\bwhat (?:can|do) you do\b|\bwhat are you\b|\bhelp\b|\bhow (?:do|does) (?:this|it) work\b",
     r"^[^?]*\b(?:thanks?|thank you|thx|cheers|bye)[.! ]*$",  # "I'll discuss with my attending, thanks"

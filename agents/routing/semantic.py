@@ -259,12 +259,13 @@ _PLAIN_READ = re.compile(r"(?:(?:please|pls|can you|could you|kindly),? )*read(?
 # A question about the whole study ("is the chest normal?", "any abnormalities?", "what's the impression?"):
 # answered by the whole read, whatever the classifier makes of so few words.
 _WHOLE_STUDY = re.compile(
-    r"^(?:(?:so|and|ok|overall|please|pls|do you think|would you say|in your opinion),? )*(?:"
+    r"^(?:(?:so|and|ok|okay|then|now|overall|please|pls|do you think|would you say|in your opinion),? )*(?:"
     r"(?:is|does) (?:this|the|my|that) (?:(?:chest|pa|ap|portable|frontal) )?(?:film|study|image|cxr|x-?ray|radiograph|"
     r"exam|chest)(?: look)? (?:normal|ok(?:ay)?|fine|clear|unremarkable|abnormal)"
     r"|(?:this|the) (?:(?:chest|pa|ap|portable|frontal) )?(?:film|study|image|cxr|x-?ray|radiograph|exam|chest) "
     r"(?:is|looks) (?:normal|ok(?:ay)?|fine|clear|unremarkable|abnormal)"
-    r"|is (?:this|it) an? (?:normal|abnormal|unremarkable) (?:film|study|image|cxr|x-?ray|radiograph|exam|chest)"
+    r"|is (?:this|it) an? (?:normal|abnormal|unremarkable) (?:(?:chest|pa|ap|portable|frontal) )?(?:film|study|image|cxr|"
+    r"x-?ray|radiograph|exam|chest)"
     r"|(?:ab)?normal(?: (?:film|study|cxr|x-?ray|chest))?"
     r"|(?:are|do) (?:the )?(?:both )?lungs(?: look)? (?:clear|normal|ok(?:ay)?|fine)"
     r"|any(?:thing)? (?:abnormalit(?:y|ies)|acute|abnormal|wrong|significant)(?: findings?)?"

@@ -260,3 +260,13 @@ def test_loss_of_consciousness_in_a_history_is_no_request_to_locate() -> None:
 def test_lay_words_name_the_finding(text: str, finding: str) -> None:
     r = route_turn(route_semantic, text, has_image=True)
     assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("ok then, is this a normal chest x-ray?", "report"),
+    ("ok so, any pneumothorax?", "finding_question"),
+    ("ok then, thanks", "chat"),
+])
+def test_a_greeting_with_a_filler_before_a_question_is_the_question(text: str, intent: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True, has_history=True)
+    assert (r.intent, r.clarify) == (intent, None), r.reason
