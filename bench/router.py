@@ -48,10 +48,13 @@ HELDOUT = EVAL / "router_heldout.jsonl"
 HELDOUT_V2 = EVAL / "router_heldout_v2.jsonl"
 HELDOUT_V3 = EVAL / "router_heldout_v3.jsonl"
 HELDOUT_V4 = EVAL / "router_heldout_v4.jsonl"
+HELDOUT_V5 = EVAL / "router_heldout_v5.jsonl"
 # (key in scores(), file): every held-out set, each written before the tuning it measures
-HELDOUT_SETS = (("", HELDOUT), ("_v2", HELDOUT_V2), ("_v3", HELDOUT_V3), ("_v4", HELDOUT_V4))
+HELDOUT_SETS = (("", HELDOUT), ("_v2", HELDOUT_V2), ("_v3", HELDOUT_V3), ("_v4", HELDOUT_V4), ("_v5", HELDOUT_V5))
 TUNING = EVAL / "router_tuning.jsonl"
 DEV = EVAL / "router_dev_v2.jsonl"
+DEV_NAMES = EVAL / "router_dev_names.jsonl"  # which finding the words name, every id
+DEV_TALK = EVAL / "router_dev_talk.jsonl"  # whole conversations, follow-ups
 TARGET = 0.95
 ASK_TARGET = 0.10
 
@@ -65,6 +68,8 @@ def scores() -> dict[str, Any]:
     out["tuning"] = evaluate_cases(None, router=route_semantic)
     out["tuning_h"] = evaluate_cases(TUNING, router=route_semantic)
     out["dev"] = evaluate_cases(DEV, router=route_semantic)
+    out["dev_names"] = evaluate_cases(DEV_NAMES, router=route_semantic)
+    out["dev_talk"] = evaluate_cases(DEV_TALK, router=route_semantic)
     return out
 
 
@@ -158,6 +163,12 @@ def run(quick: bool = False) -> list[dict]:
                  "unit": "acc", "baseline": None, "ratio": None, "target": None,
                  "note": f"eval/router_dev_v2.jsonl ({dev['n']}, asking back {dev['clarify_rate']:.3f}): each split "
                          "scored once when written, then tuned on"})
+    for key, path in (("dev_names", DEV_NAMES), ("dev_talk", DEV_TALK)):
+        d = res[key]
+        rows.append({"benchmark": "router", "metric": f"tuning_accuracy[{key}]", "value": round(d["accuracy"], 4),
+                     "unit": "acc", "baseline": None, "ratio": None, "target": None,
+                     "note": f"eval/{path.name} ({d['n']}, asking back {d['clarify_rate']:.3f}): scored once when "
+                             "written, then tuned on"})
     every = lat["rules"] + lat["embedding"]
     stages = stage_latency(1 if quick else 3)
     where = f"{_machine()}; intent classifier: {classifier_info()['classifier']}"
@@ -210,7 +221,8 @@ def main() -> None:
             m.add_row(label, *(str(v) for v in row))
         console.print(m)
     console.print(f"tuning sets {res['tuning']['accuracy']:.3f} (router_cases), {res['tuning_h']['accuracy']:.3f} "
-                  f"(router_tuning), {res['dev']['accuracy']:.3f} (router_dev_v2)")
+                  f"(router_tuning), {res['dev']['accuracy']:.3f} (router_dev_v2), {res['dev_names']['accuracy']:.3f} "
+                  f"(router_dev_names), {res['dev_talk']['accuracy']:.3f} (router_dev_talk)")
 
 
 if __name__ == "__main__":

@@ -270,3 +270,8 @@ def test_lay_words_name_the_finding(text: str, finding: str) -> None:
 def test_a_greeting_with_a_filler_before_a_question_is_the_question(text: str, intent: str) -> None:
     r = route_turn(_ROUTER, text, has_image=True, has_history=True)
     assert (r.intent, r.clarify) == (intent, None), r.reason
+
+
+@pytest.mark.parametrize("text", ["Is there air between the lung and the chest wall?", "lung not reaching the chest wall?"])
+def test_air_beside_the_lung_is_a_pneumothorax(text: str) -> None:
+    assert extract_findings(text) == ["pneumothorax"]
