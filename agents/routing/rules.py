@@ -444,10 +444,14 @@ def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) 
     intent = route.intent
     ellipsis = _ELLIPSIS.search(t) if len(t.split()) <= 9 else None
     asks_of_it = _ASKS_OF_IT.search(t) is not None and not _COMPARISON.search(t)
-    if (ellipsis or (intent == "chat" and asks_of_it)) and (
-            intent == "chat" or (intent == "report" and not _REPORT_STRONG.search(t) and not _COMPARISON.search(t))):
+    change = _COMPARISON.search(t) is not None
+    if (ellipsis or (intent == "chat" and asks_of_it)
+            or (intent == "report" and change and _BACK_REFERENCE.search(t))) \
+            and (intent == "chat" or (intent == "report" and not _REPORT_STRONG.search(t))):
         # "and on the left?", "how extensive?": alone they read as chat or a whole read; they continue the previous
-        # question (a change with nothing named, "worse?", stays a whole-study comparison)
+        # question. So does a change that refers back or is elliptical ("is it any better?", "worse than yesterday?"
+        # after "is there an effusion?" ask what "is the effusion any better?" asks); one that names the studies
+        # ("any interval change?", "compare the two films") stays a whole-study comparison.
         intent = "finding_question"
     if intent == "similar_cases":
         m = _SIMILAR_REF.search(t)  # "similar cases with that?": the previous question's finding

@@ -1,6 +1,7 @@
 """Comparison wordings that name no earlier film explicitly ("compare the two studies", "is it any better?")
-are comparisons, read as a whole study by the rules and by the semantic router, with or without a previous
-finding in the conversation; nearby wordings that are not about change stay what they were."""
+are comparisons, read as a whole study by the rules and by the semantic router when nothing is named or referred
+back to; "is it any better?" after a question about a finding asks about that finding's change, as "is the effusion
+any better?" does; nearby wordings that are not about change stay what they were."""
 
 from __future__ import annotations
 
@@ -25,10 +26,21 @@ def semantic():
 @pytest.mark.parametrize("text", WORDINGS)
 def test_comparison_wordings_are_a_whole_study_read_by_both_routers(semantic, text: str, previous: list[str]) -> None:
     assert asks_comparison(text), text
+    refers_back = previous and text == "is it any better?"
     for router in (route, semantic):
         r = route_turn(router, text, has_image=True, has_history=True, previous_findings=previous)
         assert r.asks_comparison and r.clarify is None, (text, router)
-        assert (r.intent, r.finding, r.phrase) == ("report", None, None), (text, r.intent, r.phrase, r.reason)
+        expected = ("finding_question", "pleural_effusion", None) if refers_back else ("report", None, None)
+        assert (r.intent, r.finding, r.phrase) == expected, (text, r.intent, r.phrase, r.reason)
+
+
+@pytest.mark.parametrize("text", ["is it any better?", "is it worse than before?", "better or worse than yesterday?",
+                                  "is it new compared to the old films?"])
+def test_a_change_referring_back_asks_about_the_previous_finding(semantic, text: str) -> None:
+    for router in (route, semantic):
+        r = route_turn(router, text, has_image=True, has_history=True, previous_findings=["edema"])
+        assert r.asks_comparison and r.clarify is None, (text, router)
+        assert (r.intent, r.finding) == ("finding_question", "edema"), (text, r.intent, r.reason)
 
 
 @pytest.mark.parametrize("text", ["What are the differences between both images?", "any change versus the prior?",
