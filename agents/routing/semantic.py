@@ -275,6 +275,10 @@ _WHOLE_STUDY = re.compile(
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# A yes/no question about this patient's or this film's named finding ("is the heart actually big or is that just AP
+# magnification?"): never a general question, whatever the classifier makes of its other words
+_OF_THIS = re.compile(r"^(?:(?:so|and|ok|but|then),? )?(?:is|are|does|do|has|have|was|were) (?:the|this|that|his|her|my|"
+                      r"these|those)\b")
 
 
 def _asked_sentence(t: str) -> str:
@@ -479,7 +483,8 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
     route = route.model_copy(update={"scores": {k: round(v, 4) for k, v in scores.items()}})
     best = max(scores, key=scores.__getitem__)
     lead = scores[best] - scores.get(route.intent, 0.0)
-    if best == route.intent or scores[best] < MIN_SCORE or lead < MIN_MARGIN:
+    if best == route.intent or scores[best] < MIN_SCORE or lead < MIN_MARGIN or (
+            best == "chat" and route.intent == "finding_question" and route.findings and _OF_THIS.match(t)):
         return _with_phrase(route, t)
     reason = (f"semantic: the embedding classifier says {best} ({scores[best]:.2f} vs {route.intent} "
               f"{scores.get(route.intent, 0.0):.2f}); rules said: {route.reason}")

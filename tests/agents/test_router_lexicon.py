@@ -275,3 +275,20 @@ def test_a_greeting_with_a_filler_before_a_question_is_the_question(text: str, i
 @pytest.mark.parametrize("text", ["Is there air between the lung and the chest wall?", "lung not reaching the chest wall?"])
 def test_air_beside_the_lung_is_a_pneumothorax(text: str) -> None:
     assert extract_findings(text) == ["pneumothorax"]
+
+
+class _SaysChat:
+    """A classifier sure that every turn is chat."""
+
+    def scores(self, text: str) -> dict[str, float]:
+        return {"chat": 0.9, "finding_question": 0.05, "report": 0.05}
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("Is the heart actually big or is that just AP magnification?", "finding_question"),
+    ("Is the heart size normal for an AP film?", "finding_question"),
+    ("Could a chest x-ray miss pneumonia early on?", "chat"),
+])
+def test_a_yes_no_question_about_this_patients_named_finding_is_never_made_general(text: str, intent: str) -> None:
+    r = route_semantic(text, has_image=True, classifier=_SaysChat)
+    assert r.intent == intent, r.reason
