@@ -292,3 +292,8 @@ class _SaysChat:
 def test_a_yes_no_question_about_this_patients_named_finding_is_never_made_general(text: str, intent: str) -> None:
     r = route_semantic(text, has_image=True, classifier=_SaysChat)
     assert r.intent == intent, r.reason
+
+
+@pytest.mark.parametrize("text", ["pleural thikening?", "pleural thckening on the left?", "pleural tickening?"])
+def test_a_misspelt_pleural_thickening_is_still_one(text: str) -> None:
+    assert extract_findings(text) == ["pleural_thickening"]
