@@ -34,6 +34,8 @@ def test_a_sentence_with_a_status_cue_still_goes_to_context(no_context, text: st
 
 @pytest.mark.parametrize("text", ["Cannot see a pleural effusion.", "No change in the small left effusion.",
                                   "Stable 12 mm nodule, not calcified.", "?Pneumonia in the left base.",
-                                  "Opacity and/or atelectasis at the bases.", "Borderline heart size."])
+                                  "Opacity and/or atelectasis at the bases.", "Borderline heart size.",
+                                  "Pneumothorax:no.", "Nodule, ?granuloma.", "No\u00a0pleural effusion.",
+                                  "Mass vs. atelectasis.", "Consolidation/pneumonia not excluded."])
 def test_the_cue_prefilter_changes_no_label(text: str) -> None:
     assert find_mentions(text, memo=False) == find_mentions(text, prefilter=False)
