@@ -137,7 +137,13 @@ def find_mentions(text: str, *, fuzzy: bool = True) -> list[_Mention]:
     """Every non-overlapping finding mention in ``text`` (lower-cased), longest match first, none inside a
     span named outside the vocabulary (``outside_spans``); ``fuzzy``: misspelt long words count too, never a
     known real word."""
-    t = _clean(text)
+    return list(_mentions(_clean(text), fuzzy))
+
+
+@lru_cache(maxsize=64)
+def _mentions(t: str, fuzzy: bool) -> tuple[_Mention, ...]:
+    """``find_mentions`` of the cleaned ``t``, kept for the few texts of the last turns: routing one turn reads
+    the same words several times (the finding, the cue families, the terse-question test, the classifier's text)."""
     exact = _exact_mentions(t)
     if fuzzy:  # misspelt words first, so that "bone lesoin" is qualified as "bone lesion" is
         covered = [(c.start, c.end) for c in exact] + [(m.start(), m.end()) for m in _NOT_FINDINGS.finditer(t)]
@@ -156,7 +162,7 @@ def find_mentions(text: str, *, fuzzy: bool = True) -> list[_Mention]:
         if all(c.end <= o.start or c.start >= o.end for o in chosen):
             chosen.append(c)
     chosen.sort(key=lambda m: m.start)
-    return chosen
+    return tuple(chosen)
 
 
 @lru_cache(maxsize=4096)
