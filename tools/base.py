@@ -92,7 +92,8 @@ class ToolCapabilities:
         change (new, worse, stable, improved, resolved) may support a change decision. Without it, a
         difference between a tool's two reads is never more than a flagged possible change. Such a tool
         answers ``compare(prior, current, *, finding=None, thread_id=None, cancel=None) -> Evidence`` with
-        ``meta["changes"]``: ``[{"finding", "change", "text"}]`` (``finding``: a re-ask about that one).
+        ``meta["changes"]``: ``[{"finding", "change", "text"}]`` (``finding``: a re-ask about that one); one
+        that also takes ``on_token`` has its answer streamed to the user as it is written.
     label: how replies name it ("the VLM"); None: ``tool '<name>'``.
     """
 

@@ -12,6 +12,7 @@ what is left of the turn, and never raise.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,12 +128,29 @@ class ChangeReader:
             return Evidence.failure(name, f"{name} was not asked to compare: the turn's deadline has passed")
         cancel = threading.Event()
         self.emit({"event": "tool_start", "tool": name, "purpose": "compare", "findings": [finding] if finding else []})
+        live = [True]  # cleared when the call returns or times out: a late tool's pieces are dropped
+
+        def on_token(text: str) -> None:
+            if live[0]:
+                self.emit({"event": "token", "tool": name, "text": text})
+
+        streams = {"on_token": on_token} if _takes(compare, "on_token") else {}
 
         def run() -> Evidence:
             return compare(self.study(prior_id), self.study(current_id), finding=finding, thread_id=self.thread_id,
-                           cancel=cancel)
+                           cancel=cancel, **streams)
 
         ev = call_with_timeout(name, run, budget, cancel=cancel, pool=self.pool)
+        live[0] = False
         self.emit({"event": "tool_end", "tool": name, "ok": ev.ok, "latency_ms": ev.latency_ms, "error": ev.error,
                    "purpose": "compare", "findings": [finding] if finding else []})
         return ev
+
+
+def _takes(method: Callable[..., Any], name: str) -> bool:
+    """Whether a tool's method names the keyword ``name`` (a custom tool's ``compare`` may predate it; one
+    that only passes ``**kwargs`` on may hand it to a method that does not take it)."""
+    try:
+        return name in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False

@@ -14,6 +14,8 @@ only its statements about that finding count.
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -28,13 +30,15 @@ from tools.provenance import prompt_id
 if TYPE_CHECKING:
     from tools.ingestion.study import Study
 
+log = logging.getLogger(__name__)
+
 
 def compare_with_prior(tool: Any, prior: Study, current: Study, *, finding: str | None = None,
                        max_new_tokens: int | None = None, cancel: threading.Event | None = None,
                        on_token: Callable[[str], None] | None = None) -> Evidence:
     """The VLM tool's family (``tool``: a tools.vlm.tool.VLMTool) reading ``prior`` and ``current`` together,
-    as one Evidence (never raises). ``on_token``: the answer's pieces as they arrive, where the backend
-    streams (the OpenAI-compatible one; its thinking trace held back as the family's filter does)."""
+    as one Evidence (never raises). ``on_token``: the answer's pieces as they arrive (a thinking trace held
+    back as the family's filter does), from the local transformers backend and the OpenAI-compatible one."""
     adapter: Any = tool.adapter
     if not getattr(adapter, "compares_priors", False) or not hasattr(adapter, "comparison_prompt"):
         return Evidence(tool=tool.name, answer=f"{adapter.display_name} cannot compare two films (no documented "
@@ -58,7 +62,7 @@ def compare_with_prior(tool: Any, prior: Study, current: Study, *, finding: str 
     result = None
     try:
         if local:
-            text, truncated = _generate(tool, backend, prior, current, prompt, max_new_tokens, cancel)
+            text, truncated = _generate(tool, backend, prior, current, prompt, max_new_tokens, cancel, on_token)
         else:
             result = _generate_remote(tool, remote, prior, current, prompt, max_new_tokens, cancel, on_token)
             text, truncated = result.text, result.truncated
@@ -89,7 +93,7 @@ def _generate_remote(tool: Any, generate_images: Callable[..., Any], prior: Stud
 
 
 def _generate(tool: Any, backend: Any, prior: Study, current: Study, prompt: Any, max_new_tokens: int | None,
-              cancel: threading.Event | None) -> tuple[str, bool]:
+              cancel: threading.Event | None, on_token: Callable[[str], None] | None = None) -> tuple[str, bool]:
     import torch
 
     from tools.vlm.adapters.medgemma import comparison_messages
@@ -109,6 +113,9 @@ def _generate(tool: Any, backend: Any, prior: Study, current: Study, prompt: Any
         if cancel.is_set():
             raise RuntimeError("cancelled before it started")
         kwargs["stopping_criteria"] = cancel_criteria(cancel)
+    shown = tool.shown_tokens(on_token)
+    if shown is not None:
+        kwargs["streamer"] = _pieces()(processor.tokenizer, shown)
     with getattr(backend, "_gen_lock", None) or nullcontext(), torch.inference_mode():
         out = model.generate(**inputs, **kwargs)
     if cancel is not None and cancel.is_set():
@@ -117,3 +124,26 @@ def _generate(tool: Any, backend: Any, prior: Study, current: Study, prompt: Any
     count, ended = hf_models.answer_length(new_ids, hf_models.eos_ids(model))
     text = processor.tokenizer.decode(new_ids[:count], skip_special_tokens=True).strip()
     return text, (not ended and count >= max_new)
+
+
+
+@functools.cache
+def _pieces() -> type:
+    """transformers' TextStreamer handing each finished piece of text to a callback (in the generating
+    thread: no queue, no second thread) instead of printing it; the prompt and special tokens are not shown.
+    Built on first use, so importing this module does not import transformers."""
+    from transformers import TextStreamer
+
+    class Pieces(TextStreamer):
+        def __init__(self, tokenizer: Any, on_token: Callable[[str], None]) -> None:
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            self._on_token = on_token
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                try:
+                    self._on_token(text)
+                except Exception as exc:  # noqa: BLE001 - a display callback never stops the reading
+                    log.warning("on_token callback failed: %s", exc)
+
+    return Pieces

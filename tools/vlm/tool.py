@@ -97,12 +97,13 @@ class VLMTool:
         return bool(getattr(self.adapter, "compares_priors", False))
 
     def compare(self, prior: Study, current: Study, *, finding: str | None = None, thread_id: str | None = None,
-                cancel: threading.Event | None = None) -> Evidence:
+                cancel: threading.Event | None = None, on_token: Callable[[str], None] | None = None) -> Evidence:
         """The prior and the current film read together in one fresh prompt (``finding``: about that one
-        finding), its change statements in ``meta["changes"]`` (tools/vlm/comparing.py)."""
+        finding), its change statements in ``meta["changes"]`` (tools/vlm/comparing.py); ``on_token``: the
+        answer as it is written, as for any other ask."""
         from tools.vlm.comparing import compare_with_prior
 
-        return compare_with_prior(self, prior, current, finding=finding, cancel=cancel)
+        return compare_with_prior(self, prior, current, finding=finding, cancel=cancel, on_token=on_token)
 
     @property
     def backend(self) -> VLMBackend:

@@ -158,6 +158,25 @@ def test_the_tool_compares_two_films_in_one_fresh_prompt(mg15_settings, mg15_bac
     assert not same.ok and "same image" in same.error
 
 
+def test_a_local_comparison_streams_its_answer_as_it_is_written(mg15_settings, mg15_backend) -> None:
+    from tools.vlm.comparing import compare_with_prior
+
+    rng = np.random.default_rng(10)
+    prior = Study.from_array(rng.random((64, 64)).astype(np.float32), view="PA")
+    current = Study.from_array(rng.random((72, 64)).astype(np.float32), view="PA")
+    tool = VLMTool(mg15_settings, backend=mg15_backend, name="vlm-medgemma15")
+    plain = compare_with_prior(tool, prior, current, max_new_tokens=12)
+    pieces: list[str] = []
+    streamed = compare_with_prior(tool, prior, current, max_new_tokens=12, on_token=pieces.append)
+    assert streamed.ok and (streamed.answer, streamed.truncated) == (plain.answer, plain.truncated)
+    assert pieces and "".join(pieces).strip() == streamed.answer  # greedy: the same words, piece by piece
+
+    def broken(_: str) -> None:
+        raise RuntimeError("display gone")
+
+    assert compare_with_prior(tool, prior, current, max_new_tokens=12, on_token=broken).answer == plain.answer
+
+
 def test_a_family_without_a_documented_comparison_is_not_asked(mg15_settings) -> None:
     from tools.vlm.comparing import compare_with_prior
 

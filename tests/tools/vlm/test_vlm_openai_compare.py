@@ -326,3 +326,23 @@ def test_a_comparison_turn_through_the_graph_reads_both_films_over_http(server, 
     assert read.tool == "vlm" and read.meta["backend"] == "openai" and read.meta["prior_study_id"] == prior.id
     rows = {d["finding"]: d for d in out["messages"][-1].additional_kwargs["cxr"]["comparison"]["changes"]}
     assert rows["pleural_effusion"]["change"] == "worse" and "vlm" in rows["pleural_effusion"]["agreeing"]
+
+
+def test_a_comparison_turn_streams_the_comparing_answer_to_the_user(server, make_graph, thread) -> None:
+    from graph import runtime
+
+    base, state = server
+    state.script = lambda n: (WORSE if n == 2 else "Small left pleural effusion.", "stop")
+    vlm = _tool(base + "/scripted/v1")
+    g = make_graph(vlm, classifier({"pleural_effusion": 0.85}), router_semantic=False)
+    cfg = thread()
+    prior, current = _pair(15)
+    for study in (prior, current):
+        g.invoke({"messages": [HumanMessage("Read this study.")], "study_id": runtime(g).studies.put(study)}, cfg)
+    events = [e for e in g.stream({"messages": [HumanMessage("Is it worse than before?")]}, cfg, stream_mode="custom")]
+    starts = [i for i, e in enumerate(events) if e.get("event") == "tool_start" and e.get("purpose") == "compare"]
+    ends = [i for i, e in enumerate(events) if e.get("event") == "tool_end" and e.get("purpose") == "compare"]
+    assert starts and ends
+    between = [e for e in events[starts[0]:ends[0]] if e.get("event") == "token"]
+    assert len(between) > 1 and {e["tool"] for e in between} == {"vlm"}
+    assert "".join(e["text"] for e in between).strip() == WORSE.strip()
