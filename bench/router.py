@@ -2,13 +2,14 @@
 routing latency.
 
 Held-out: eval/router_heldout.jsonl (97 sentences), eval/router_heldout_v2.jsonl (191: shorthand, typos,
-multi-part, non-native phrasing, follow-ups with their previous turn), eval/router_heldout_v3.jsonl (228) and
-eval/router_heldout_v4.jsonl (220), each written before the tuning it measures and never read to tune. A whole turn is routed as the graph does (agents.routing.route_turn over the
+multi-part, non-native phrasing, follow-ups with their previous turn), eval/router_heldout_v3.jsonl (228),
+eval/router_heldout_v4.jsonl (220) and eval/router_heldout_v5.jsonl (214), each written before the tuning it
+measures and never read to tune. A whole turn is routed as the graph does (agents.routing.route_turn over the
 semantic router: rules + classifier over MiniLM embeddings, follow-ups, asking back). A turn the router asks
 back about is neither right nor wrong: accuracy is over the answered turns, the asking rate is its own row.
 The rules alone (agents.routing.rules.route) are the baseline. The tuning sets (eval/router_cases.jsonl,
-eval/router_tuning.jsonl, eval/router_dev_v2.jsonl: each of its splits scored once when written, then tuned
-on) are rows too, but not held-out numbers.
+eval/router_tuning.jsonl, eval/router_dev_v2.jsonl, eval/router_dev_names.jsonl, eval/router_dev_talk.jsonl: each
+of their splits scored once when written, then tuned on) are rows too, but not held-out numbers.
 
 Latency: wall time per route_turn call over the held-out sentences, p50/p95 overall and split by what decided
 the turn (rule-decided: no embedding; embedding consulted), and the two stages of an embedding-consulted turn
@@ -17,10 +18,11 @@ names the cores, torch threads and load average it ran under (the numbers swing 
 and the intent classifier that routed (the fine-tuned router model when one is built and current).
 `python -m bench.router` prints the per-intent table and the confusion matrix.
 
-Measured at this release (scored once): answered accuracy 0.937 (v1), 0.956 (v2), 0.922 (v3), 0.902 (v4, first
-sight), asking back on 2.1%, 5.2%, 4.8% and 6.8% of turns (the round before: 0.937, 0.950, 0.912; v4 not yet
-written); route_turn p50 0.49 ms (p95 1.1) for turns decided without the classifier, 11.7 ms (p95 17.4) for those
-that consulted it (told apart by the route's classifier scores), 2 shared cores at load 0.9.
+Measured at this release (scored once): answered accuracy 0.926 (v1, 88/95), 0.962 (v2), 0.941 (v3), 0.937 (v4)
+and 0.847 (v5, first sight, 171/202), asking back on 2.1%, 4.7%, 3.1%, 6.4% and 5.6% of turns (the round before:
+0.937, 0.956, 0.922, 0.902; v5 not yet written); route_turn p50 0.55 ms (p95 1.4) for turns decided without the
+classifier, 12.1 ms (p95 17.4) for those that consulted it (told apart by the route's classifier scores), 2 shared
+cores at load 1.7.
 """
 
 from __future__ import annotations

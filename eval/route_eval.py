@@ -63,9 +63,11 @@ def evaluate_router(cases: Iterable[dict[str, Any]], router: Any = None) -> dict
     aortic_enlargement); null for a whole-study read that names only structures ("go through it: lines, lungs,
     pleura, heart, bones"), for a general question (chat: "what causes a pneumothorax in general?"), for
     similar cases asked without one, and for words outside the vocabulary (``phrase`` holds them: "r/o free
-    air"). An explanation names the finding it asks about ("why did you call it an effusion?" ->
-    pleural_effusion; "why?" -> null). A follow-up ("and the other side?") is about the previous turn's finding
-    unless it names its own. A device's position asked yes/no or as an order ("is the tip in the SVC?", "check the
+    air"). A lesion at a bone or the chest wall is other_lesion ("lytic lesion in the rib"; a lesion of an organ
+    outside the chest, "liver mass", names none); honeycombing and a reticular pattern are
+    interstitial_lung_disease. An explanation names the finding it asks about ("why did you call it an effusion?" ->
+    pleural_effusion; "why?" -> null). A follow-up ("and the other side?", "is it worse than yesterday?") is about
+    the previous turn's finding unless it names its own. A device's position asked yes/no or as an order ("is the tip in the SVC?", "check the
     ETT") is a finding question (support_devices); "where's the line tip?" locates. Six chat turns of the older
     tuning sets (router_cases, router_tuning) still carry the finding they name, and one report turn ("note the
     lines") support_devices.
