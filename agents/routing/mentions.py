@@ -82,8 +82,17 @@ _SLIP = re.compile(r"\b(?:" + "|".join(_SLIPS) + r")\b")
 
 
 def _clean(text: str) -> str:
-    t = text.lower().replace("\u2019", "'").replace("\u2018", "'")
-    return _SLIP.sub(lambda m: _SLIPS[m.group()], re.sub(r"\s+", " ", t).strip())
+    s = re.sub(r"\s+", " ", text.replace("\u2019", "'").replace("\u2018", "'")).strip()
+    t = s.lower()
+    same = len(s) == len(t)  # lower() keeps every position (it may not, for a few non-ASCII letters)
+
+    def slip(m: re.Match[str]) -> str:
+        # "NAD" in capitals, or "nad?" ending the turn, is the abbreviation (no abnormality detected), not "and"
+        if m.group() == "nad" and ((same and s[m.start() : m.end()] == "NAD") or not t[m.end() :].strip(" ?.!")):
+            return m.group()
+        return _SLIPS[m.group()]
+
+    return _SLIP.sub(slip, t)
 
 
 def outside_spans(text: str) -> list[tuple[int, int]]:
@@ -172,6 +181,8 @@ def _fuzzy_finding(word: str) -> str | None:
     close = difflib.get_close_matches(word, _FUZZY_LEXICON, n=1, cutoff=_FUZZY_CUTOFF)
     if close:
         return _FUZZY_LEXICON[close[0]]
+    if "f" in word and (fid := _FUZZY_BY_SOUND.get(_sound(word))) is not None:
+        return fid  # "emfysema": f for ph, a slip of sound, not of letters
     if len(word) >= _SWAP_MIN_LEN:
         for cand, fid in _FUZZY_LEXICON.items():
             if _one_swap(word, cand):
@@ -180,6 +191,14 @@ def _fuzzy_finding(word: str) -> str | None:
 
 
 _SWAP_MIN_LEN = 6  # "nodlue" (nodule), "hernai" (hernia); shorter words collide
+
+
+def _sound(word: str) -> str:
+    """A word spelt as it sounds where spellings of the same sound differ: ph is f."""
+    return word.replace("ph", "f")
+
+
+_FUZZY_BY_SOUND: dict[str, str] = {_sound(w): fid for w, fid in _FUZZY_LEXICON.items() if "ph" in w}
 
 
 def _one_swap(a: str, b: str) -> bool:
@@ -215,7 +234,8 @@ def fuzzy_readings(text: str, *, floor: float = 0.8) -> list[tuple[str, str, flo
 # Words right before the finding a question is about: "post line placement - any pneumothorax?"
 # asks about the pneumothorax, not the line.
 _ASKED = re.compile(
-    r"(?:\bany|\bno|\br/o|\brule out|\bis there(?: an?| any)?|\bare there(?: any)?|\b(?:is|are) the|\bresidual|"
+    r"(?:\bany|\bno|\br/o|\brule out|\bis there(?: an?| any)?|\bare there(?: any)?|\b(?:is|are) the(?: \w+)?|\bresidual|"
+    r"\bstill (?:have|has|show|shows)(?: an?| any| some)?|"
     r"\bevidence (?:of|for)|"
     r"\bsigns? of|\bconcern(?:ing)? for|\beval(?:uate)? for|\bassess for|\bcheck for|\blook for|"
     r"\bsee (?:a|an|any)|\bworried about|\bsuspect(?:ed)?|\b(?:be|represent)(?: an?)?)\s+(?:\w+\s+)?$"
@@ -287,15 +307,42 @@ def _bare(t: str, m: _Mention, *, survey: bool) -> bool:
 # A mention that asks by itself: the start of a short clause ending in "?" ("effusion? also check ...", "nodule in
 # RUL? any mass elsewhere?", "s/p CVC - ptx?"; in "chf vs pna?" the first), or a device's position ("ETT
 # position and any ptx?").
-_ASKED_AFTER = re.compile(r"^\s*(?:-+\s*|:\s*)?(?:position|positioning|tip)\b")  # "new PICC - position + ptx?"
+# "new PICC - position + ptx?", "the ETT depth and whether there is any pneumothorax"
+_ASKED_AFTER = re.compile(r"^\s*(?:-+\s*|:\s*)?(?:position|positioning|placement|tip|depth|level)\b")
 _OWN_QUESTION = re.compile(r"^(?:(?!\s-+\s)[^?.!,;]){0,30}\?")  # "nodule in RUL? any mass elsewhere?"
 _CLAUSE_START = re.compile(r"(?:^|[.?!,;:]\s*|\s-+\s*)(?:(?:and|also|so|ok)\s+)?$")
 
 
+# A finding that opens the turn, joined to a question that follows ("Effusion on the right, and is the PICC still in the
+# SVC?", "Pneumothorax after the line, or any new effusion?"): the first part of a multi-part question
+_LEAD_BEFORE = re.compile(r"^(?:(?:any|a|an|the|new|small|large|big|tiny|r/o|rule out|left|right|l|r|bilateral|residual|"
+                          r"\?)\s+)*$")
+_COORDINATED = re.compile(r"^[^?.!;,]{0,40},?\s+(?:and|or|also|plus|but)\s+(?:also\s+)?(?:is|are|was|were|does|do|has|have|"
+                          r"any|whether|what|how|where|new)\b")
+# A finding named as the occasion, not as what is asked: "any change since the drain went in?", "pneumothorax after the
+# line?"
+_OCCASION_BEFORE = re.compile(r"\b(?:since|after|post|following|s/p|before)\s+(?:(?:the|a|an|his|her|their|its|this|that|"
+                              r"new|recent|right|left|r|l|chest|central)\s+){0,3}$")
+
+
+def _occasion(t: str, m: _Mention) -> bool:
+    return _OCCASION_BEFORE.search(t[max(0, m.start - 50) : m.start]) is not None
+
+
+def occasion_only(text: str) -> bool:
+    """Every finding the turn names is named as an occasion ("any change since the drain went in?")."""
+    t = _clean(text)
+    found = find_mentions(t)
+    return bool(found) and all(_occasion(t, m) for m in found)
+
+
 def _asked(t: str, m: _Mention) -> bool:
     before, after = t[max(0, m.start - 40) : m.start], t[m.end :]
+    if _occasion(t, m):
+        return False
     return bool(_ASKED.search(before) or _ASKED_AFTER.match(after)
-                or (_OWN_QUESTION.match(after) and _CLAUSE_START.search(before)))
+                or (_OWN_QUESTION.match(after) and _CLAUSE_START.search(before))
+                or (_LEAD_BEFORE.match(t[: m.start]) and _COORDINATED.match(after)))
 
 
 def _head_of_list(t: str, mentions: list[_Mention], m: _Mention) -> _Mention:
@@ -370,7 +417,8 @@ def extract_findings(text: str, *, allow_no_finding: bool = False,
     asked = ([specific] if specific else [_head_of_list(t, mentions, m) for m in mentions if _asked(t, m)]) \
         or _question_clause(t, mentions)
     out: list[str] = []
-    for m in asked[:1] + mentions:
+    # what is asked, then what is named, then what is named only as the occasion
+    for m in asked[:1] + [m for m in mentions if not _occasion(t, m)] + mentions:
         if m.finding == "no_finding" and not allow_no_finding:
             continue
         if m.finding not in out:

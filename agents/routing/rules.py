@@ -23,6 +23,7 @@ from agents.routing.mentions import (  # noqa: F401 - re-exported
     find_mentions,
     find_regions,
     is_survey,
+    occasion_only,
 )
 from knowledge.vocabulary import REGIONS, display_name, normalize_region
 from tools.base import IMAGE_INTENTS, INTENT_TOOLS  # noqa: F401 - the one intent table (tool contract)
@@ -107,6 +108,9 @@ _EXPLAIN = _rx(
     r"\b(?:agree|concur) with (?:the )?(?:classifier|vlm|model|radvlm|tool|heatmap)\b",
     r"\bhow did you (?:decide|conclude|get|arrive|come up)\b",
     r"\b(?:from where|how) (?:do |did )?you know\b",
+    # "from where you take the idea of the nodule?", "what gave you that impression?"
+    r"\b(?:from )?where (?:do |did )?you (?:get|got|take|took|draw|drew) (?:the |that |this |your )?(?:idea|impression|"
+    r"notion|conclusion)\b|\bwhat gave you (?:the |that |this )?(?:idea|impression)\b",
     r"\bshow (?:me )?your (?:work|reasoning|thinking|steps|logic|evidence)\b",
     r"\bwhy not\b",
 )
@@ -116,13 +120,14 @@ _EXPLAIN_REF = _rx(r"\byou (?:said|called|flagged|mentioned|reported|found|concl
 # Cues that only mean "explain" once the thread has something to explain; on a first turn
 # "how sure are you there's a PTX?" is a finding question.
 _EXPLAIN_SOFT = _rx(
-    r"\bhow (?:sure|confident|certain)\b|\bconfidence\b|\bcertainty\b",
+    r"\bhow (?:sure|confi?d\w*|certain)\b|\bconfidence\b|\bcertainty\b",  # "how confidnet are you"
     r"\bwhich (?:tool|model|source)s?\b",
-    r"\bsources?\b(?! of)",
+    r"\b(?:sources?|src)\b(?! of)",
     r"\b(?:classifier|vlm|model|op[- ]?point|operating[- ]point)(?: op[- ]?point)? (?:scores?|probabilit(?:y|ies)|output)\b",
     r"\bare you (?:sure|certain|confident)\b",
     r"\b(?:are|were) you (?:unsure|uncertain|not sure)\b|\bunsure\b|\bscores?\b",
     r"\b(?:is|are) (?:that|this|it|these) (?:certain|sure|definite|reliable|right|correct)\b",
+    r"\breliab(?:le|ility)\b|\btrust(?:worthy)?\b",  # "is the cardiomegaly call reliable?": about our answer
 )
 # "why" questions about the patient/image itself are not questions about our reasoning.
 # "please explain me this x-ray": a read of the image, not of our reasoning
@@ -132,7 +137,9 @@ _EXPLAIN_EXCLUDE = _rx(r"\bwhy (?:is|are|does|do) (?:the|this|his|her|their) (?:
                        _EXPLAIN_IMAGE)
 
 _SIMILAR = _rx(
-    r"\bsimilar\b|\bsim(?:l|il{1,2}i)ar\b",  # "simlar", "similiar"
+    # "simlar", "similiar"; the object with it, even misspelt ("simlar reprots"), so it is no report cue
+    r"\b(?:similar|sim(?:l|il{1,2}i)ar)(?: (?:cases|reports?|reprots?|raports?|films|studies|images|exams|x-?rays|"
+    r"patients|ones))?\b",
     r"\bsim (?:cases|reports|films|studies|images|exams)\b|\bk?nn (?:cases|reports|films|studies|search)\b",
     r"\blook(?:s|ing)? (?:a ?lot |just )?like (?:this|it|these)\b",
     r"\bcomparable\b|\banalogous\b|\bprecedents?\b",
@@ -144,7 +151,10 @@ _SIMILAR = _rx(
     r"\bsearch (?:the |our )?(?:database|archive|reports|corpus|index|knowledge base|kb)\b",
     r"\b(?:find|pull|get|show)(?: me)? (?:some |a few |other |more )?(?:cases|reports|examples|studies)\b",
     r"\bexamples? of\b",
-    r"\blike this one\b|\bcases like\b|\breports like\b|\bmore like (?:this|it|these)\b",
+    r"\blike this one\b|\bcass?es like\b|\breports like\b|\bmore like (?:this|it|these)\b",  # "casses like this"
+    # "old reports that mention a pectus deformity": the archive's reports, searched for words
+    r"\b(?:reports|cases|studies|films|exams) (?:that |which )?(?:mention(?:s|ing)?|describ(?:e|es|ing)|document(?:s|ing)?|"
+    r"contain(?:s|ing)?)\b",
     r"\bhave we seen\b|\bseen (?:this|it) before\b",
     r"\b(?:report|case|image|film)s? (?:archive|library)\b|\b(?:the|our) archive\b",
 )
@@ -157,12 +167,16 @@ _LOCATE = _rx(
     r"\blocali[sz](?:e|ed|ation)\b|\blocation\b|\blocated\b",
     r"^loc\b|\bloc\s*\??$",  # "loc of effusion?", "ETT tip loc" (not "+LOC" in a history: loss of consciousness)
     r"\bhighlight\b|\bmark\b|\bcircle\b|\boutline\b|\bannotate\b|\bpinpoint\b",
-    r"\b(?:put|place|drop|add|draw) (?:a |an )?(?:marker|pin|arrow|circle|outline)\b",
+    r"\b(?:put|place|drop|add|draw) (?:a |an |the )?(?:marker|pin|arrow|circle|outline|square|rectangle|frame|ring|border|"
+    r"dot|shape)\b",
+    r"\bshade\b|\bcolou?r in\b",
     r"\b(?:draw|put|give|place)(?: me)? (?:a |the )?(?:bounding )?box\b|\bbounding box\b|\bbbox\b",
     r"^(?:please |pls |can you |could you )?box\b|\bbox (?:the|it|them|around)\b",
     r"\bground(?:ing)?\b(?![- ]?glass)",
     r"\b(?:which|what) (?:side|lobe|zone|lung|level|ribs?)\b",
-    r"(?<!left )(?<!right )(?<!\br )(?<!\bl )(?<!other )(?<!same )(?<!both )(?<!opposite )\bside\s*\?$",  # "ptx - side?"
+    r"\b(?:on|in) the (?:left|right)(?: side)? or (?:on |in )?(?:the )?(?:left|right)\b",  # "is it on the left or the right?"
+    r"(?<!left )(?<!right )(?<!\br )(?<!\bl )(?<!other )(?<!same )(?<!both )(?<!opposite )(?<!that )(?<!this )"
+    r"(?<!whole )(?<!one )(?<!either )(?<!each )\bside\s*\?$",  # "ptx - side?"
     r"\b(?:which|what) (?:part|area|portion|segment|region)s? of\b",
     r"\bheat ?map\b|\bsaliency\b|\bgrad-?cam\b|\boverlay\b",
 )
@@ -172,13 +186,17 @@ _LOCATE_EXCLUDE = _rx(
     # "what does this film show?", "do the lungs show hyperinflation?": the image shows, nobody asks where
     r"^(?!.*\bwhere\b).*\b(?:does|do|did|what) (?:[\w-]+ ){0,4}show(?:s)?\b(?! me\b)",
     r"\bwhere did\b.*\bcome from\b",  # "where did the consolidation call come from?": a reason, not a place
-    r"\bfrom where (?:do |did )?you\b",
+    r"\bfrom where (?:do |did )?you\b|\bwhere (?:do |did )?you (?:get|got|take|took|draw|drew) (?:the |that |this |your )?"
+    r"(?:idea|impression|notion|conclusion)\b",
     r"\bshow (?:me )?your (?:work|reasoning|thinking|steps|logic|evidence)\b",
     r"\bwhere (?:it|they|the tip) (?:should|ought to|needs to|belongs?)\b",  # a position, not a place to show
     # "check PICC tip location": an order to check a device's position, not to show a place
     r"^(?:(?:pls|please),? )?(?:check|confirm|verify|assess|eval(?:uate)?|document)\b(?!.*\bwhere\b).*\btip location\b",
 )
 
+# "now do the same for today's film": what the previous turn asked, of another film (a whole read when it named nothing)
+_SAME_AGAIN = (r"\bdo (?:the same|that|it|this)(?: again)? (?:for|on|with) (?:today'?s|this|that|the (?:new|latest|current|"
+               r"next|other|second)|the) (?:(?:chest|pa|ap|portable|new) )?(?:film|study|image|x-?ray|cxr|radiograph|exam|one)\b")
 _REPORT_STRONG = _rx(
     r"\breports?\b(?! (?:say|said|mention))",
     r"\bfindings (?:and|&|\+) impression\b|\bimpression\b(?! of)",
@@ -196,6 +214,8 @@ _REPORT_STRONG = _rx(
     r"\b(?:overall|your|a|quick|final|formal|official) (?:read|reading|interpretation)\b",
     r"\bdraft\b",
     r"\b(?:go|run|walk)(?: me)? through (?:it|this|that|(?:the|this|my) [\w-]+)(?: [\w-]+)? systematically\b",
+    r"\b(?:go|run|look) (?:through|over) (?:this|the|my|that|today'?s) (?:(?:chest|pa|ap|portable|new) )?(?:film|study|image|"
+    r"x-?ray|cxr|radiograph|exam)\b",
     _EXPLAIN_IMAGE,
     r"\b(?:reprot|raport|repotr|rport|reoprt)s?\b",  # "report", misspelt
     r"\bstructured\b",
@@ -211,6 +231,8 @@ _REPORT_WEAK = _rx(
     r"\banything (?:that )?(?:needs?|needing|requires?|requiring) (?:action|attention|acting on)\b|\bquick look\b",
     r"\babnormal(?:it(?:y|ies))?\b",
     r"\bnormal\b|\bunremarkable\b|\bclear\b",
+    r"\bnad\b|\bwnl\b|\bnothing (?:acute|bad|abnormal|wrong|significant|worrying)\b",  # "NAD?": no abnormality detected
+    _SAME_AGAIN,
     r"\bassess(?:ment)?\b|\bevaluat(?:e|ion)\b|\breview\b|\banaly[sz]e\b|\blook at\b|\bcheck (?:this|the|it)\b",
     r"\bsum (?:it|this|that) up\b|\bdifferential\b|\bdiagnos[ie]s\b|\bddx\b",
     r"\b(?:the |both )?lungs?\b(?! (?:cancer|mass|nodule|lesion|opacity))|\b(?:left|right|lung) bases?\b|"
@@ -264,11 +286,13 @@ _CHAT_DEFINITION = _rx(
 # Anatomy-only targets for locate when no vocabulary finding is named.
 _LOCATE_TARGET = re.compile(
     r"(?:where(?:'s| is| are| was| were)?|show(?: me)?|point(?: me)? (?:out|to|at)|zoom(?: in)? (?:on|to|into)|locali[sz]e|highlight|mark|circle|"
-    r"outline|annotate|pinpoint|indicate|box|draw a box (?:around|on)|bounding box (?:for|around|of|on)|"
+    r"outline|annotate|pinpoint|indicate|box|draw a box (?:around|on)|bounding box (?:for|around|of|on)|shade|colou?r in|"
+    r"(?:put|place|drop|add|draw) (?:a |an |the )?(?:marker|pin|arrow|circle|outline|square|rectangle|frame|ring|border|dot|"
+    r"shape) (?:on|round|around|over|at|to)|"
     r"location of|ground|find)\s+(?:me\s+)?(?:exactly\s+)?(?:where\s+)?(?P<target>.+)$"
 )
 _TRAIL = re.compile(r"(?:\s+(?:is|are|was|located|seen|please|pls|plz|on (?:the|this) (?:image|film|x-?ray|cxr)|"
-                    r"in (?:the|this) (?:image|film)|for me|again|exactly|"
+                    r"(?:on|in) (?:the|this) (?:picture|pic|image|film|x-?ray|cxr|radiograph|scan)|for me|again|exactly|"
                     r"(?:that |which )?you (?:mentioned|said|described|found|flagged|saw|reported)))+\s*$")
 
 
@@ -347,7 +371,7 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
 # A question about change over time ("is it worse than before?", "any interval change?"). The tools read one
 # study at a time, so the reply says no earlier film was compared (agents/replying/compose.py).
 _COMPARISON = re.compile(
-    r"\b(?:worse|worsen\w*|improv\w*|progress(?:ed|ing|ion)?|resolv(?:ed|ing)|regress\w*|unchanged)\b"
+    r"\b(?:worse|worsen\w*|improv\w*|progress(?:ed|ing|ion)?|resolv(?:ed|ing)|regress\w*|unchanged|grown|shrunk(?:en)?)\b"
     r"|\bcompar(?:e|ed|ing|ison)\b.*\b(?:prior|previous|last|earlier|old|before|yesterday)\b"
     r"|\b(?:than|since|from) (?:before|yesterday|last (?:time|week|month|year|film|study|x-?ray|exam)|"
     r"the (?:prior|previous|last|earlier|old)\b)"
@@ -380,7 +404,7 @@ def asked_side(text: str) -> str | None:
 _SIZE = re.compile(r"\b(?:how (?:big|large|severe|bad|extensive|much)|size|sized|severity|severe|large|small|tiny|"
                    r"bigger|larger|smaller|"
                    r"massive|moderate|mild|trace|grade|extent)\b")
-_POSITION = re.compile(r"\b(?:position(?:ed|ing)?|placement|placed|malposition\w*|tip|too (?:high|low|deep|far)|"
+_POSITION = re.compile(r"\b(?:position(?:ed|ing)?|placement|placed|malposition\w*|tip|depth|too (?:high|low|deep|far)|"
                        r"where (?:it|they|the tip) (?:should|ought to|needs to) (?:be|go|sit|lie)|"
                        r"in (?:the )?(?:right|correct|good|proper|satisfactory) (?:place|spot))\b")
 
@@ -418,6 +442,9 @@ _ELLIPSIS = re.compile(
     r"(?:how|what) (?:big|large|bad|severe|much|extensive|many|size|enlarged|wide|thick|far|deep|low|high)|size|"
     r"(?:is it |it's |it is )?still (?:there|present|visible|seen)|too (?:deep|high|low|far|shallow|proximal|distal)|"
     r"(?:mild|moderate|severe|small|large|tiny|massive|trace)(?: or (?:mild|moderate|severe|small|large|massive))?|worse|better|(?:any )?change|bigger|smaller|"
+    r"more|less|"
+    # two readings to choose between: "lobar or patchy?", "smooth or spiculated margins?", "apex only or the whole side?"
+    r"[\w-]+(?: [\w-]+)? or (?:the |a |an )?[\w-]+|"
     # a quality of what was asked: "loculated or free-flowing?", "acute or old?"
     r"(?:loculated|free[- ]?flowing|acute|chronic|old|healed|healing|displaced|tension|simple|complex)(?: or [\w-]+)?)\b[\w ,/-]{0,30}"
     r"[?.!]*$")
@@ -439,13 +466,16 @@ def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) 
     finding(s) the previous turn asked about (``previous``)."""
     route = as_route(route) or Route(intent="chat")
     t = _clean(text or "")
-    if not previous or route.finding or route.findings or route.phrase or route.region:
+    if not previous or route.phrase or route.region:
         return route
+    if (route.finding or route.findings) and not occasion_only(t):
+        return route  # "any change since the drain went in?" names the drain only as the occasion
     intent = route.intent
     ellipsis = _ELLIPSIS.search(t) if len(t.split()) <= 9 else None
     asks_of_it = _ASKS_OF_IT.search(t) is not None and not _COMPARISON.search(t)
     change = _COMPARISON.search(t) is not None
-    if (ellipsis or (intent == "chat" and asks_of_it)
+    same = re.search(_SAME_AGAIN, t)
+    if (ellipsis or same or (intent == "chat" and asks_of_it)
             or (intent == "report" and change and _BACK_REFERENCE.search(t))) \
             and (intent == "chat" or (intent == "report" and not _REPORT_STRONG.search(t))):
         # "and on the left?", "how extensive?": alone they read as chat or a whole read; they continue the previous
@@ -459,12 +489,12 @@ def follow_up(route: Route | Mapping[str, Any], text: str, previous: list[str]) 
         return route
     else:
         # "show me", "put a box around it": a request to locate that names nothing is about the previous finding
-        m = _BACK_REFERENCE.search(t) or ellipsis or (re.search(r"\S+", t) if intent == "locate" else None)
+        m = _BACK_REFERENCE.search(t) or ellipsis or same or (re.search(r"\S+", t) if intent == "locate" else None)
     if m is None:
         return route
     named = ", ".join(display_name(f).lower() for f in previous)
     return route.model_copy(update={
-        "intent": intent, "finding": previous[0], "findings": list(previous),
+        "intent": intent, "finding": previous[0], "findings": list(dict.fromkeys([*previous, *route.findings])),
         "reason": f"{route.reason}; '{m.group(0).strip()}' = {named}, from the previous question"})
 
 

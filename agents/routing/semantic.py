@@ -254,7 +254,8 @@ def _families(t: str) -> set[str]:
 
 
 # "please read the film": a request to read the study, nothing else
-_PLAIN_READ = re.compile(r"(?:(?:please|pls|can you|could you|kindly),? )*read(?: (?:this|the|my) (?:(?:chest|portable) )?"
+_PLAIN_READ = re.compile(r"(?:(?:please|pls|can you|could you|kindly),? )*(?:read|go through|go over|look over|run through)"
+                         r"(?: (?:this|the|my) (?:(?:chest|portable) )?"
                          r"(?:film|study|image|cxr|x-?ray|radiograph|exam))?(?: for me)?(?:,? (?:please|pls))?[ .!?]*")
 # A question about the whole study ("is the chest normal?", "any abnormalities?", "what's the impression?"):
 # answered by the whole read, whatever the classifier makes of so few words.
@@ -268,6 +269,7 @@ _WHOLE_STUDY = re.compile(
     r"x-?ray|radiograph|exam|chest)"
     r"|(?:ab)?normal(?: (?:film|study|cxr|x-?ray|chest))?"
     r"|(?:are|do) (?:the )?(?:both )?lungs(?: look)? (?:clear|normal|ok(?:ay)?|fine)"
+    r"|(?:(?:(?:is )?(?:this|it|the (?:film|study|cxr|x-?ray|chest))|cxr|film|x-?ray|chest) )?(?:nad|wnl)"  # "NAD?": no abnormality detected
     r"|any(?:thing)? (?:abnormalit(?:y|ies)|acute|abnormal|wrong|significant)(?: findings?)?"
     r"|is there (?:any(?:thing)? )?(?:abnormalit(?:y|ies)|anything (?:acute|abnormal|wrong))"
     r"|what(?:'s| is) (?:the|your) (?:overall )?(?:impression|read|reading|interpretation)"
@@ -303,15 +305,25 @@ def rule_decided(t: str, route: Route, fams: set[str] | None = None) -> bool:
     fams = _families(t) if fams is None else fams
     if not fams and route.intent == "finding_question" and route.findings and (
             _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t) or _terse_then_context(t)
-            or _COMMAND.match(t)
+            or _COMMAND.match(t) or _OF_THIS.match(t) or _OF_THIS.match(_last_clause(t))
             or rules.asks_comparison(t)):
         return True  # "is there a pneumothorax?", "is the PICC tip in a good place?", "apical ptx?", "has the
-        # effusion improved?": a question about a finding
+        # effusion improved?", "does the mediastinal contour look broader?": a question about a finding
+    if route.intent == "report" and fams <= {"report"} and re.search(rules._SAME_AGAIN, t):
+        return True  # "now do the same for today's film", after a whole read
     if len(fams) != 1 or route.intent not in fams:
         return False
     last = _last_clause(t)
     return route.intent in DECISIVE or (route.intent == "report" and (
-        any(rx.fullmatch(x) is not None for rx in (_PLAIN_REPORT, _PLAIN_READ) for x in (t, last)) or is_survey(t)))
+        any(rx.fullmatch(x) is not None for rx in (_PLAIN_REPORT, _PLAIN_READ) for x in (t, last)) or is_survey(t)
+        or _READ_ORDER.match(t) is not None))
+
+
+# "Dictate it like a consultant would, findings then conclusion": an order to read the study itself (not "write a report
+# comparing with the prior": a report of something, the classifier's to weigh), however it goes on
+_READ_ORDER = re.compile(r"^(?:(?:please|pls|ok|now|so|can you|could you|would you),? )*(?:dictate|write up|report on|"
+                         r"go through|go over) (?:it|this|that|(?:the|this|my) (?:(?:chest|portable) )?(?:film|study|image|"
+                         r"x-?ray|cxr|radiograph|exam))\b")
 
 
 # "check the ETT", "eval for PTX", "assess heart size", "look at the CP angles for fluid": an order to look at what

@@ -1,0 +1,160 @@
+"""Classes of phrasing the router reads by general rules: the first finding of a multi-part question, a finding named
+only as the occasion, words and slips per finding, follow-ups that offer two readings, more ways to ask for a box,
+a whole read or an explanation, and a yes/no question about this patient's named finding decided without the
+classifier. Each row failed on the router before these rules (the guards apart)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+
+from agents.routing.mentions import _clean, extract_findings
+from agents.routing.semantic import route_semantic
+from agents.routing.turn import route_turn
+
+
+def _never():
+    raise AssertionError("the classifier was consulted for a turn the rules decide")
+
+
+_ROUTER = partial(route_semantic, classifier=_never)
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("haert enlargd?", "cardiomegaly"),
+    ("hert big?", "cardiomegaly"),
+    ("is the left base hazier today?", "lung_opacity"),
+    ("some haze at the right base?", "lung_opacity"),
+    ("pulmonary edeema?", "edema"),
+    ("is the right lower lobe consoldated?", "consolidation"),
+    ("is the right lung losing volume?", "atelectasis"),
+    ("water pooling beneath the lung?", "pleural_effusion"),
+    ("stomach through the hiatus?", "hernia"),
+    ("brokn ribs?", "fracture"),
+    ("any calcs?", "calcification"),
+    ("calcified plaque at the aortic arch?", "calcification"),
+    ("ectatic desc aorta?", "aortic_enlargement"),
+    ("dilated asc aorta?", "aortic_enlargement"),
+    ("emfysema?", "emphysema"),
+])
+def test_words_and_slips_name_their_finding(text: str, finding: str) -> None:
+    assert extract_findings(text)[:1] == [finding]
+
+
+def test_the_new_rules_do_not_over_reach() -> None:
+    """Guards, not new behaviour: plaques on the pleura stay pleural; a question whether our call is reliable stays
+    an explanation; "left or right?" after a finding question stays a finding question, not a request to locate."""
+    assert extract_findings("plaques on the diaphragmatic pleura?")[:1] == ["pleural_other"]
+    r = route_turn(route_semantic, "Is the effusion call reliable?", has_image=True, has_history=True)
+    assert (r.intent, r.finding) == ("explain", "pleural_effusion"), r.reason
+    r = route_turn(route_semantic, "left or right?", has_image=True, has_history=True,
+                   previous_findings=["consolidation"])
+    assert (r.intent, r.finding) == ("finding_question", "consolidation"), r.reason
+
+
+@pytest.mark.parametrize(("text", "first"), [
+    # a finding opening the turn, joined to a question after it, is the first part of a multi-part question
+    ("Consolidation at the left base, and is the NG tube in the stomach?", "consolidation"),
+    ("Effusion after the drain, or any consolidation?", "pleural_effusion"),
+    # the subject of "is the ..." two words before it, a device's depth, what something "still has"
+    ("Is the right apical nodule larger, and is there an effusion?", "nodule"),
+    ("Tell me the NG tube depth and whether there is any effusion", "support_devices"),
+    ("Does the side of the old fracture still show pleural thickening?", "pleural_thickening"),
+])
+def test_the_first_finding_a_multi_part_question_asks_about_comes_first(text: str, first: str) -> None:
+    assert extract_findings(text)[:1] == [first]
+
+
+@pytest.mark.parametrize(("text", "previous"), [
+    ("any change since the chest tube went in?", "pneumothorax"),
+    ("worse since the ETT was placed?", "atelectasis"),
+])
+def test_a_device_named_only_as_the_occasion_leaves_the_previous_finding_asked(text: str, previous: str) -> None:
+    r = route_turn(route_semantic, text, has_image=True, has_history=True, previous_findings=[previous])
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", previous, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "previous"), [
+    ("well or ill defined?", "nodule"),
+    ("more or less than last week?", "edema"),
+    ("smooth or lobulated?", "mass"),
+    ("unilateral or bilateral?", "consolidation"),
+])
+def test_a_follow_up_offering_two_readings_asks_about_the_previous_finding(text: str, previous: str) -> None:
+    r = route_turn(route_semantic, text, has_image=True, has_history=True, previous_findings=[previous])
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", previous, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("put a square around the nodule", "nodule"),
+    ("Shade the consolidation", "consolidation"),
+    ("colour in the effusion please", "pleural_effusion"),
+    ("Is the pneumothorax on the right or the left side?", "pneumothorax"),
+])
+def test_more_ways_to_ask_for_a_box_locate(text: str, finding: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("locate", finding, None), r.reason
+
+
+def test_a_frame_round_a_structure_locates_the_region() -> None:
+    r = route_turn(_ROUTER, "place a frame on the left hemidiaphragm", has_image=True)
+    assert (r.intent, r.finding, r.region) == ("locate", None, "left_hemidiaphragm"), r.reason
+
+
+def test_highlighting_it_on_the_picture_is_the_previous_finding() -> None:
+    r = route_turn(route_semantic, "mark it on the picture", has_image=True, has_history=True,
+                   previous_findings=["nodule"])
+    assert (r.intent, r.finding) == ("locate", "nodule"), r.reason
+
+
+def test_that_side_is_no_question_of_which_side() -> None:
+    r = route_turn(_ROUTER, "Is the right lung losing volume, pulling the trachea to that side?", has_image=True)
+    assert (r.intent, r.finding) == ("finding_question", "atelectasis"), r.reason
+
+
+@pytest.mark.parametrize("text", [
+    "Go through this x-ray for me", "please go over the film", "Dictate it as a consultant would, impression last",
+    "NAD?", "CXR NAD?", "is it WNL?",
+])
+def test_orders_to_read_the_study_and_normal_in_shorthand_are_a_whole_read(text: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("report", None, None), r.reason
+
+
+def test_nad_is_the_abbreviation_only_in_capitals_or_ending_the_turn() -> None:
+    assert (_clean("NAD?"), _clean("cxr nad"), _clean("ptx nad effusion?")) == ("nad?", "cxr nad", "ptx and effusion?")
+
+
+@pytest.mark.parametrize(("previous", "intent", "finding"), [
+    ([], "report", None),
+    (["pleural_effusion"], "finding_question", "pleural_effusion"),
+])
+def test_the_same_for_another_film_asks_what_the_previous_turn_asked(previous: list[str], intent: str,
+                                                                     finding: str | None) -> None:
+    r = route_turn(_ROUTER, "now do the same for this film", has_image=True, has_history=True,
+                   previous_findings=previous)
+    assert (r.intent, r.finding, r.clarify) == (intent, finding, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "intent", "finding"), [
+    ("how confidnet are you", "explain", None),
+    ("src?", "explain", None),
+    ("where did you get the idea of an effusion?", "explain", "pleural_effusion"),
+    ("where did you take that conclusion from?", "explain", None),
+    ("find simlar reprots with effusion", "similar_cases", "pleural_effusion"),
+    ("pull up casses like this", "similar_cases", None),
+    ("any reports mentioning kyphosis?", "similar_cases", None),
+])
+def test_explanations_and_similar_cases_in_more_words(text: str, intent: str, finding: str | None) -> None:
+    r = route_turn(route_semantic, text, has_image=True, has_history=True)
+    assert (r.intent, r.finding, r.clarify) == (intent, finding, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("Does the aortic knob look more prominent than on the trauma film?", "aortic_enlargement"),
+    ("About the portable from this morning: has the left effusion grown?", "pleural_effusion"),
+])
+def test_a_yes_no_question_about_this_patients_named_finding_is_decided_by_the_rules(text: str, finding: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None), r.reason
