@@ -96,7 +96,7 @@ _EXPLAIN = _rx(
     r"\bwhy\b",
     r"\bhow (?:did|do|would|come) (?:you|it|the model)\b",
     r"\bwhat (?:made|makes|led) (?:you|it)\b",
-    r"\bexplain\b",
+    r"\bexplain\b|\b(?:explian|expalin|exlpain|explan)\b",
     r"\bjustif(?:y|ication)\b",
     r"\breasoning\b|\brationale\b",
     r"\bwhat(?:'s| is| was) (?:the|your) (?:evidence|basis|source|confidence)\b",
@@ -128,6 +128,7 @@ _EXPLAIN_SOFT = _rx(
     r"\b(?:are|were) you (?:unsure|uncertain|not sure)\b|\bunsure\b|\bscores?\b",
     r"\b(?:is|are) (?:that|this|it|these) (?:certain|sure|definite|reliable|right|correct)\b",
     r"\breliab(?:le|ility)\b|\btrust(?:worthy)?\b",  # "is the cardiomegaly call reliable?": about our answer
+    r"\bbasis\b|^conf\s*\?|\bsure\s*\?+$|^y\s*\?+$",  # "basis?", "conf?", "cmg - sure?", "y?" after an answer
 )
 # "why" questions about the patient/image itself are not questions about our reasoning.
 # "please explain me this x-ray": a read of the image, not of our reasoning
@@ -149,7 +150,9 @@ _SIMILAR = _rx(
     r"\bpriors\b",
     r"\bretrieve\b|(?<!what did the )\bretrieval\b|\bnearest neighbou?rs?\b",  # not "what did the retrieval find?"
     r"\bsearch (?:the |our )?(?:database|archive|reports|corpus|index|knowledge base|kb)\b",
-    r"\b(?:find|pull|get|show)(?: me)? (?:some |a few |other |more )?(?:cases|reports|examples|studies)\b",
+    # "find emphysema cases for teaching": a word or two of what the cases show between
+    r"\b(?:find|pull|get|show|fetch)(?: me)? (?:some |a few |other |more )?(?:(?!(?:a|an|the|few|this|that|my)\b)[\w-]+ ){0,2}?"
+    r"(?:cases|reports|examples|studies)\b",
     r"\bexamples? of\b",
     r"\blike this one\b|\bcass?es like\b|\breports like\b|\bmore like (?:this|it|these)\b",  # "casses like this"
     # "old reports that mention a pectus deformity": the archive's reports, searched for words
@@ -166,7 +169,8 @@ _LOCATE = _rx(
     r"\bzoom(?: in)? (?:on|to|into)\b",
     r"\blocali[sz](?:e|ed|ation)\b|\blocation\b|\blocated\b",
     r"^loc\b|\bloc\s*\??$",  # "loc of effusion?", "ETT tip loc" (not "+LOC" in a history: loss of consciousness)
-    r"\bhighlight\b|\bmark\b|\bcircle\b|\boutline\b|\bannotate\b|\bpinpoint\b",
+    r"\bhighlight\b|\bmark\b|\bcircle\b|\boutline\b|\bannotate\b|\bpinpoint\b|\bdemarcate\b|\bdelineate\b",
+    r"\bindicate (?!whether|if|how|what|why|that)",
     r"\b(?:put|place|drop|add|draw) (?:a |an |the )?(?:marker|pin|arrow|circle|outline|square|rectangle|frame|ring|border|"
     r"dot|shape)\b",
     r"\bshade\b|\bcolou?r in\b",
@@ -332,14 +336,28 @@ GENERAL_PREFIX = "General question, not about this image:"
 _GENERAL = GENERAL_PREFIX.lower()
 
 
+class _FirstQuestion:
+    """Splits a turn after its first question: at a "?" inside it, or where ", and"/", or" joins a second question."""
+
+    _AT = re.compile(r"\?(?=.*\S)|,\s+(?:and|or)\s+(?=(?:is|are|where|which|what|how|any|does|do|has|have)\b)")
+
+    def partition(self, t: str) -> tuple[str, str, str]:
+        m = self._AT.search(t.rstrip("?"))
+        return (t[: m.start()], m.group(), t[m.end() :]) if m else (t, "", "")
+
+
+_FIRST_QUESTION = _FirstQuestion()
+
+
 def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, str]:
     """(intent, reason) for the cleaned turn ``t``; the rule order is the routing policy."""
     named = ", ".join(display_name(f).lower() for f in findings)
     if t.startswith(_GENERAL):
         return "chat", "the user asked for a general answer, not a reading of the image"
     # "pneumonia? if so, which lobe?": the first question asks whether, the later one where
-    first = t.split("?", 1)[0]
-    later_locate = "?" in t.rstrip("?") and bool(findings) and not _LOCATE.search(first) \
+    # ... and "is there a pneumothorax, and where is the chest tube?": a question, then another joined to it
+    first, joined, _ = _FIRST_QUESTION.partition(t)
+    later_locate = bool(joined) and bool(findings) and not _LOCATE.search(first) \
         and bool(extract_findings(first))
     locate_cue = bool(_LOCATE.search(t)) and not _LOCATE_EXCLUDE.search(t) and not later_locate
     explain_cue = (bool(_EXPLAIN.search(t)) or (has_history and bool(_EXPLAIN_SOFT.search(t)))

@@ -158,3 +158,36 @@ def test_explanations_and_similar_cases_in_more_words(text: str, intent: str, fi
 def test_a_yes_no_question_about_this_patients_named_finding_is_decided_by_the_rules(text: str, finding: str) -> None:
     r = route_turn(_ROUTER, text, has_image=True)
     assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "intent", "finding"), [
+    # terse cues about our answer, once there is one
+    ("basis?", "explain", None),
+    ("conf?", "explain", None),
+    ("y?", "explain", None),
+    ("ptx - sure?", "explain", "pneumothorax"),
+    ("expalin the effusion call", "explain", "pleural_effusion"),
+    # a question, then a second one joined to it: the first asks whether
+    ("Is there an effusion, and where is the drain?", "finding_question", "pleural_effusion"),
+    ("demarcate the consolidation", "locate", "consolidation"),
+    ("enlarged cardiac sil?", "finding_question", "cardiomegaly"),
+])
+def test_terse_cues_joined_questions_and_more_request_words(text: str, intent: str, finding: str | None) -> None:
+    r = route_turn(route_semantic, text, has_image=True, has_history=True)
+    assert (r.intent, r.finding, r.clarify) == (intent, finding, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "intent", "finding"), [
+    ("indicate the nodule on the film", "locate", "nodule"),
+    ("pull up pneumothorax cases for the students", "similar_cases", "pneumothorax"),
+])
+def test_more_words_for_locating_and_searching_the_archive_are_decided_by_the_rules(text: str, intent: str,
+                                                                                    finding: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == (intent, finding, None), r.reason
+
+
+def test_indicating_whether_is_no_request_to_locate() -> None:
+    """A guard: "indicate whether" asks whether, not where."""
+    r = route_turn(route_semantic, "indicate whether there is a pneumothorax", has_image=True)
+    assert (r.intent, r.finding) == ("finding_question", "pneumothorax"), r.reason
