@@ -193,7 +193,12 @@ class Reason(BaseModel):
 
 
 class Decision(BaseModel):
-    """The reconciled verdict on one finding, with the sources behind it."""
+    """The reconciled verdict on one finding, with the sources behind it.
+
+    Frozen: the reconciler's memo and the checkpoint encoder hand back the same object for a finding whose
+    evidence did not change, so a changed verdict is always a new Decision (``model_copy(update=...)``)."""
+
+    model_config = ConfigDict(frozen=True)
 
     finding: str
     status: Status

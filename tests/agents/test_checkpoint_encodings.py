@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pydantic
+import pytest
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 import agents.memory.checkpointers as checkpointers
@@ -62,3 +64,13 @@ def test_the_encodings_are_bounded_and_keep_each_decision_alive() -> None:
     assert cache.get(ds[0]) is None and cache.get(ds[1]) is not None and cache.get(ds[2]) is not None
     twin = ds[1].model_copy()  # equal, but another object: never served another object's bytes
     assert twin == ds[1] and cache.get(twin) is None
+
+
+def test_a_decision_cannot_be_changed_in_place() -> None:
+    """An encoding served by identity stays true only if a verdict is never changed in place."""
+    decision = _decisions()[0]
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        decision.status = Status.absent
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        decision.needs_review = True
+    assert decision.model_copy(update={"needs_review": True}).needs_review and not decision.needs_review
