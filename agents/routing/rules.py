@@ -236,6 +236,8 @@ _REPORT_WEAK = _rx(
     r"\babnormal(?:it(?:y|ies))?\b",
     r"\bnormal\b|\bunremarkable\b|\bclear\b",
     r"\bnad\b|\bwnl\b|\bnothing (?:acute|bad|abnormal|wrong|significant|worrying)\b",  # "NAD?": no abnormality detected
+    r"\bno acute (?:disease|abnormalit(?:y|ies)|findings?|process|change)\b|\bwithin normal limits\b",
+    r"\bsign (?:this |it |the (?:film|study|cxr|x-?ray) )?off\b|\b(?:ok|okay|safe|fine) to sign\b",
     _SAME_AGAIN,
     r"\bassess(?:ment)?\b|\bevaluat(?:e|ion)\b|\breview\b|\banaly[sz]e\b|\blook at\b|\bcheck (?:this|the|it)\b",
     r"\bsum (?:it|this|that) up\b|\bdifferential\b|\bdiagnos[ie]s\b|\bddx\b",
@@ -390,7 +392,7 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
 # study at a time, so the reply says no earlier film was compared (agents/replying/compose.py).
 _COMPARISON = re.compile(
     r"\b(?:worse|worsen\w*|improv\w*|progress(?:ed|ing|ion)?|resolv(?:ed|ing)|regress\w*|unchanged|grown|shrunk(?:en)?)\b"
-    r"|\bcompar(?:e|ed|ing|ison)\b.*\b(?:prior|previous|last|earlier|old|before|yesterday)\b"
+    r"|\bcom(?:par|pra|pair|apr)(?:e|ed|d|ing|ison)\b.*\b(?:prior|previous|last|earlier|old|before|yesterday)\b"  # "compard"
     r"|\b(?:than|since|from) (?:before|yesterday|last (?:time|week|month|year|film|study|x-?ray|exam)|"
     r"the (?:prior|previous|last|earlier|old)\b)"
     r"|\binterval (?:change|increase|decrease|development|improvement)\b|\bany (?:interval )?changes?\b"
@@ -460,7 +462,7 @@ _ELLIPSIS = re.compile(
     r"(?:how|what) (?:big|large|bad|severe|much|extensive|many|size|enlarged|wide|thick|far|deep|low|high)|size|"
     r"(?:is it |it's |it is )?still (?:there|present|visible|seen)|too (?:deep|high|low|far|shallow|proximal|distal)|"
     r"(?:mild|moderate|severe|small|large|tiny|massive|trace)(?: or (?:mild|moderate|severe|small|large|massive))?|worse|better|(?:any )?change|bigger|smaller|"
-    r"more|less|"
+    r"more|less|com(?:par|pra|pair|apr)(?:e|ed|d)(?: with| to)? (?:the )?(?:prior|previous|last|old|earlier|before|yesterday)|"
     # two readings to choose between: "lobar or patchy?", "smooth or spiculated margins?", "apex only or the whole side?"
     r"[\w-]+(?: [\w-]+)? or (?:the |a |an )?[\w-]+|"
     # a quality of what was asked: "loculated or free-flowing?", "acute or old?"

@@ -270,10 +270,15 @@ _WHOLE_STUDY = re.compile(
     r"|(?:ab)?normal(?: (?:film|study|cxr|x-?ray|chest))?"
     r"|(?:are|do) (?:the )?(?:both )?lungs(?: look)? (?:clear|normal|ok(?:ay)?|fine)"
     r"|(?:(?:(?:is )?(?:this|it|the (?:film|study|cxr|x-?ray|chest))|cxr|film|x-?ray|chest) )?(?:nad|wnl)"  # "NAD?": no abnormality detected
+    r"|is (?:everything|it all|all) (?:within normal limits|normal|ok(?:ay)?|fine|clear)"
+    r"|(?:can|could|should|may) i (?:sign|call|report|pass) (?:this|it) (?:off |out )?as (?:an? )?(?:normal|clear|unremarkable)"
+    r"(?: (?:film|study|cxr|x-?ray|chest|one))?"
+    r"|(?:'?no acute (?:disease|abnormality|findings?|process)'? )?(?:ok|okay|safe|fine) to sign(?: (?:off|out))?"
     r"|any(?:thing)? (?:abnormalit(?:y|ies)|acute|abnormal|wrong|significant)(?: findings?)?"
     r"|is there (?:any(?:thing)? )?(?:abnormalit(?:y|ies)|anything (?:acute|abnormal|wrong))"
     r"|what(?:'s| is) (?:the|your) (?:overall )?(?:impression|read|reading|interpretation)"
-    r")(?: (?:on|in|of) (?:this|the) (?:film|study|image|cxr|x-?ray|radiograph|chest))?(?: to you)?[ ?.!]*$")
+    r")(?: (?:on|in|of) (?:this|the) (?:film|study|image|cxr|x-?ray|radiograph|chest|one))?(?: to you)?"
+    r"(?:,? (?:yes or no|yes|right|correct|true))?[ ?.!]*$")  # "this x-ray is normal, yes or no?"
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -388,7 +393,7 @@ _DIFFERENTIAL = re.compile(r"^\??[\w/'-]+(?: [\w/'-]+){0,2} (?:vs\.?|versus) [\w
 def _whole_study(t: str, route: Route, fams: set[str]) -> bool:
     """A question about the whole study that the rules read as a report and no cue family (``fams``) disputes."""
     return route.intent == "report" and not route.findings and fams <= {"report"} \
-        and _WHOLE_STUDY.match(_last_clause(t)) is not None
+        and (_WHOLE_STUDY.match(_last_clause(t)) is not None or _WHOLE_STUDY.match(t) is not None)
 
 
 _OOV = re.compile(

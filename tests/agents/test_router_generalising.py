@@ -191,3 +191,20 @@ def test_indicating_whether_is_no_request_to_locate() -> None:
     """A guard: "indicate whether" asks whether, not where."""
     r = route_turn(route_semantic, "indicate whether there is a pneumothorax", has_image=True)
     assert (r.intent, r.finding) == ("finding_question", "pneumothorax"), r.reason
+
+
+@pytest.mark.parametrize("text", [
+    "is it all within normal limits?",
+    "could I sign it off as normal?",
+    "post-op film, 'no acute findings' ok to sign?",
+    "The film is normal, right?",
+])
+def test_whether_the_whole_study_is_normal_is_a_whole_read_decided_by_the_rules(text: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("report", None, None), r.reason
+
+
+def test_compared_to_the_prior_misspelt_after_a_finding_question_is_about_that_finding() -> None:
+    r = route_turn(route_semantic, "comapred to the previous?", has_image=True, has_history=True,
+                   previous_findings=["edema"])
+    assert (r.intent, r.finding, r.clarify, r.asks_comparison) == ("finding_question", "edema", None, True), r.reason
