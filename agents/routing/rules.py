@@ -265,6 +265,7 @@ _DEFINE = re.compile(r"\bexplain (?:to )?(?:me )?(?:in simple terms )?what (?!th
 _CHAT_DEFINITION = _rx(
     r"^(?:(?:please |pls |can you |could you )?(?:tell|explain to) me )?(?:what(?:'s| is| are) (?:a |an )?|define |"
     r"definition of |what does )(?!the\b|this\b|that\b|it\b)[\w\s-]+(?: mean)?\??$",
+    r"^what(?:'s| is| are) the [\w-]+(?: [\w-]+)? signs?\??$",  # "what is the silhouette sign?": a sign's name, defined
     r"\bwhat causes\b|\bhow (?:is|are|do you) (?:it |they )?(?:treat|manage)",
     r"\b(?:usual|common|typical|main|commonest|most common|classic) (?:causes?|signs?|appearance|presentation) of\b",
     # "what are the signs of aortic dissection on CXR?": how a disease looks in general, not on this film

@@ -353,7 +353,7 @@ _MODIFIERS = frozenset(
     # where it is: "fluid in the fissure?", "ptx on the right side?"
     "fissure fissures costophrenic cp angle angles hemithorax hemidiaphragm diaphragm chest side sided zones lobes "
     "field fields region area on of changes change frank subpleural peripherally bilaterally today seen visible markings pattern shadowing "
-    "present to towards anterior posterior rib ribs head shaft".split())
+    "present to towards anterior posterior rib ribs head shaft border borders".split())
 _ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)")  # "lytic lesion in the right 5th rib?"
 
 

@@ -208,3 +208,17 @@ def test_compared_to_the_prior_misspelt_after_a_finding_question_is_about_that_f
     r = route_turn(route_semantic, "comapred to the previous?", has_image=True, has_history=True,
                    previous_findings=["edema"])
     assert (r.intent, r.finding, r.clarify, r.asks_comparison) == ("finding_question", "edema", None, True), r.reason
+
+
+@pytest.mark.parametrize("text", [
+    "silhouette sign at the left heart border?", "is the right heart border obscured?", "loss of the left heart border?",
+])
+def test_a_heart_border_lost_is_an_opacity_beside_it_not_the_hearts_size(text: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", "lung_opacity", None), r.reason
+
+
+def test_what_a_named_sign_is_stays_a_general_question() -> None:
+    """A guard: the sign's name defined, not looked for on this film."""
+    r = route_turn(route_semantic, "What's the silhouette sign?", has_image=True)
+    assert (r.intent, r.clarify) == ("chat", None), r.reason
