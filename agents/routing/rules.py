@@ -129,6 +129,7 @@ _EXPLAIN_SOFT = _rx(
     r"\b(?:is|are) (?:that|this|it|these) (?:certain|sure|definite|reliable|right|correct)\b",
     r"\breliab(?:le|ility)\b|\btrust(?:worthy)?\b",  # "is the cardiomegaly call reliable?": about our answer
     r"\bbasis\b|^conf\s*\?|\bsure\s*\?+$|^y\s*\?+$",  # "basis?", "conf?", "cmg - sure?", "y?" after an answer
+    r"\b(?:the|your|any) reasons?\b",  # "give me the reasons"
 )
 # "why" questions about the patient/image itself are not questions about our reasoning.
 # "please explain me this x-ray": a read of the image, not of our reasoning

@@ -222,3 +222,14 @@ def test_what_a_named_sign_is_stays_a_general_question() -> None:
     """A guard: the sign's name defined, not looked for on this film."""
     r = route_turn(route_semantic, "What's the silhouette sign?", has_image=True)
     assert (r.intent, r.clarify) == ("chat", None), r.reason
+
+
+@pytest.mark.parametrize("text", ["is the patient intubated?", "has she been extubated?"])
+def test_intubated_asks_about_the_tube(text: str) -> None:
+    r = route_turn(route_semantic, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", "support_devices", None), r.reason
+
+
+def test_the_reasons_asked_after_an_answer_are_an_explanation() -> None:
+    r = route_turn(route_semantic, "give me your reasons", has_image=True, has_history=True)
+    assert (r.intent, r.clarify) == ("explain", None), r.reason
