@@ -465,6 +465,7 @@ _ELLIPSIS = re.compile(
     r"(?:is it |it's |it is )?still (?:there|present|visible|seen)|too (?:deep|high|low|far|shallow|proximal|distal)|"
     r"(?:mild|moderate|severe|small|large|tiny|massive|trace)(?: or (?:mild|moderate|severe|small|large|massive))?|worse|better|(?:any )?change|bigger|smaller|"
     r"more|less|com(?:par|pra|pair|apr)(?:e|ed|d)(?: with| to)? (?:the )?(?:prior|previous|last|old|earlier|before|yesterday)|"
+    r"(?:now|today|this time|on this (?:one|film|x-?ray))(?=[?.! ]*$)|"  # "and now?": the same question of this film
     # two readings to choose between: "lobar or patchy?", "smooth or spiculated margins?", "apex only or the whole side?"
     r"[\w-]+(?: [\w-]+)? or (?:the |a |an )?[\w-]+|"
     # a quality of what was asked: "loculated or free-flowing?", "acute or old?"

@@ -233,3 +233,23 @@ def test_intubated_asks_about_the_tube(text: str) -> None:
 def test_the_reasons_asked_after_an_answer_are_an_explanation() -> None:
     r = route_turn(route_semantic, "give me your reasons", has_image=True, has_history=True)
     assert (r.intent, r.clarify) == ("explain", None), r.reason
+
+
+@pytest.mark.parametrize(("text", "finding"), [
+    ("something growing in the lung?", "lung_lesion"),
+    ("any growth in the right lung?", "lung_lesion"),
+    ("is his chest filled with water?", "pleural_effusion"),
+])
+def test_more_lay_words_name_the_finding(text: str, finding: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None), r.reason
+
+
+def test_the_growth_of_a_named_finding_is_that_finding() -> None:
+    """A guard: "growth" is a lesion only as a thing, not as the growth of what is named."""
+    assert extract_findings("any growth of the effusion?")[:1] == ["pleural_effusion"]
+
+
+def test_and_now_asks_the_previous_question_of_this_film() -> None:
+    r = route_turn(route_semantic, "and now?", has_image=True, has_history=True, previous_findings=["pneumothorax"])
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", "pneumothorax", None), r.reason
