@@ -93,7 +93,7 @@ def _rx(*alts: str) -> re.Pattern[str]:
 
 
 _EXPLAIN = _rx(
-    r"\bwhy\b",
+    r"\b(?:why|whay|wyh)\b",  # "whay do you think so?"
     r"\bhow (?:did|do|would|come) (?:you|it|the model)\b",
     r"\bwhat (?:made|makes|led) (?:you|it)\b",
     r"\bexplain\b|\b(?:explian|expalin|exlpain|explan)\b",
@@ -180,7 +180,8 @@ _LOCATE = _rx(
     r"\bground(?:ing)?\b(?![- ]?glass)",
     r"\b(?:which|what) (?:side|lobe|zone|lung|level|ribs?)\b",
     r"\b(?:on|in) the (?:left|right)(?: side)? or (?:on |in )?(?:the )?(?:left|right)\b",  # "is it on the left or the right?"
-    r"(?<!left )(?<!right )(?<!\br )(?<!\bl )(?<!other )(?<!same )(?<!both )(?<!opposite )(?<!that )(?<!this )"
+    r"(?<!left )(?<!right )(?<!\br )(?<!\bl )(?<!\brt )(?<!\blt )(?<!rigt )(?<!lft )(?<!other )(?<!same )(?<!both )"
+    r"(?<!opposite )(?<!that )(?<!this )"
     r"(?<!whole )(?<!one )(?<!either )(?<!each )\bside\s*\?$",  # "ptx - side?"
     r"\b(?:which|what) (?:part|area|portion|segment|region)s? of\b",
     r"\bheat ?map\b|\bsaliency\b|\bgrad-?cam\b|\boverlay\b",
@@ -190,6 +191,8 @@ _LOCATE_EXCLUDE = _rx(
     r"\bshow(?: me)? (?:the |a |your )?(?:report|findings|impression|summary|read)\b",
     # "what does this film show?", "do the lungs show hyperinflation?": the image shows, nobody asks where
     r"^(?!.*\bwhere\b).*\b(?:does|do|did|what) (?:[\w-]+ ){0,4}show(?:s)?\b(?! me\b)",
+    # "the x-ray show pneumonia?": what the film shows, asked without "does"
+    r"^(?!.*\bwhere\b).*\b(?:x-?rays?|films?|images?|cxrs?|study|studies|radiographs?|pictures?|scans?) (?:shows?|showing)\b(?! me\b)",
     r"\bwhere did\b.*\bcome from\b",  # "where did the consolidation call come from?": a reason, not a place
     r"\bfrom where (?:do |did )?you\b|\bwhere (?:do |did )?you (?:get|got|take|took|draw|drew) (?:the |that |this |your )?"
     r"(?:idea|impression|notion|conclusion)\b",
@@ -343,7 +346,8 @@ _GENERAL = GENERAL_PREFIX.lower()
 class _FirstQuestion:
     """Splits a turn after its first question: at a "?" inside it, or where ", and"/", or" joins a second question."""
 
-    _AT = re.compile(r"\?(?=.*\S)|,\s+(?:and|or)\s+(?=(?:is|are|where|which|what|how|any|does|do|has|have)\b)")
+    _AT = re.compile(r"\?(?=.*\S)|,?\s+(?:and|or|then)\s+(?:(?:also )?(?:tell|show) me )?"
+                     r"(?=(?:is|are|where|which|what|how|any|does|do|has|have)\b)")
 
     def partition(self, t: str) -> tuple[str, str, str]:
         m = self._AT.search(t.rstrip("?"))

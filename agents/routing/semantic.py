@@ -316,6 +316,9 @@ def rule_decided(t: str, route: Route, fams: set[str] | None = None) -> bool:
         # effusion improved?", "does the mediastinal contour look broader?": a question about a finding
     if route.intent == "report" and fams <= {"report"} and re.search(rules._SAME_AGAIN, t):
         return True  # "now do the same for today's film", after a whole read
+    first, joined, _ = rules._FIRST_QUESTION.partition(t)
+    if joined and fams == {"locate"} and route.intent == "finding_question" and not rules._LOCATE.search(first):
+        return rule_decided(first.strip(), route, _families(first))  # "is there an effusion, and where is it?"
     if len(fams) != 1 or route.intent not in fams:
         return False
     last = _last_clause(t)
@@ -340,7 +343,7 @@ _COMMAND = re.compile(r"^(?:(?:pls|please|can you|could you|kindly),? )*(?:check
 # "apical ptx?", "PNA f/u?", "small R eff?": findings named with nothing but where, which side, how large or new
 _TERSE = re.compile(r"^[^\s?]+(?: [^\s?]+){0,7} ?\?*$")  # "bilat pl eff": the question mark may be left out
 _MODIFIERS = frozenset(
-    "a an any l r left right bilat b/l bilateral both apical basal basilar base bases apex apices upper lower mid "
+    "a an any l r rt lt rigt rite lft left right bilat b/l bilateral both apical basal basilar base bases apex apices upper lower mid "
     "anterior posterior superior inferior lateral medial central peripheral mediastinal hilar perihilar paratracheal "
     "pl pleural lung lungs pulmonary retrocardiac hilum hila in at the "
     "middle zone lobe lll rll rul lul rml lingula small large tiny big moderate trace new residual persistent "
@@ -398,7 +401,7 @@ def _whole_study(t: str, route: Route, fams: set[str]) -> bool:
 
 _OOV = re.compile(
     r"(?:\bis there|\bare there|\bany(?:thing)?|\b(?:do|can) (?:you|we) (?:see|spot)|"
-    r"\bdoes (?:this|the) (?:film|x-?ray|cxr|study|image|radiograph) show|\bsigns? of|\bevidence of|\bcould (?:this|it) be|"
+    r"\b(?:does )?(?:this|the) (?:film|x-?ray|cxr|study|image|radiograph) shows?|\bsigns? of|\bevidence of|\bcould (?:this|it) be|"
     r"\bcompatible with|\bconsistent with|\br/o|\brule out|\bconcern(?:ing)? for|\blooks? like|\bsuggestive of|"
     r"\bdoes (?:the )?(?:patient|pt|this|it) have|^(?:eval(?:uate)?|assess|check|look|screen) for)\s+"
     r"(?:(?:any|an?|the|some|signs? of|evidence of)\s+)*"
@@ -408,7 +411,7 @@ _OOV = re.compile(
 
 
 _EXISTS = re.compile(r"^(?:(?:so|and|ok|also|pls|please),? )?(?:is there|are there|do you see|can you see|can you spot|"
-                     r"does (?:this|the) (?:film|x-?ray|cxr|study|image|radiograph) show|does (?:the )?"
+                     r"(?:does )?(?:this|the) (?:film|x-?ray|cxr|study|image|radiograph) shows?|does (?:the )?"
                      r"(?:patient|pt) have|could (?:this|it) be|(?:any )?(?:signs?|evidence) of|r/o|rule out|"
                      r"(?:eval(?:uate)?|assess|check|look) for|concern(?:ing)? for|"
                      r"(?:what(?:'s| is) the |rate the )?(?:probability|likelihood|chance|odds) (?:of|for)|"

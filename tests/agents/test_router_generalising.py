@@ -253,3 +253,16 @@ def test_the_growth_of_a_named_finding_is_that_finding() -> None:
 def test_and_now_asks_the_previous_question_of_this_film() -> None:
     r = route_turn(route_semantic, "and now?", has_image=True, has_history=True, previous_findings=["pneumothorax"])
     assert (r.intent, r.finding, r.clarify) == ("finding_question", "pneumothorax", None), r.reason
+
+
+@pytest.mark.parametrize(("text", "intent", "finding"), [
+    ("consolidation on the rigt side?", "finding_question", "consolidation"),
+    ("whay do you say so?", "explain", None),
+    ("Look for a pneumothorax and tell me where the drain tip is", "finding_question", "pneumothorax"),
+    ("is there a nodule and where is it?", "finding_question", "nodule"),
+    ("He has a cough, the film show consolidation?", "finding_question", "consolidation"),
+])
+def test_slips_joined_questions_and_what_the_film_shows_are_decided_by_the_rules(text: str, intent: str,
+                                                                                finding: str | None) -> None:
+    r = route_turn(_ROUTER, text, has_image=True, has_history=True)
+    assert (r.intent, r.finding, r.clarify) == (intent, finding, None), r.reason
