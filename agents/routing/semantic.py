@@ -310,7 +310,7 @@ def rule_decided(t: str, route: Route, fams: set[str] | None = None) -> bool:
     fams = _families(t) if fams is None else fams
     if not fams and route.intent == "finding_question" and route.findings and (
             _existence_target(t) or rules.asked_aspect(t) == "position" or _terse(t) or _terse_then_context(t)
-            or _COMMAND.match(t) or _OF_THIS.match(t) or _OF_THIS.match(_last_clause(t))
+            or _COMMAND.match(t) or _OF_THIS.match(t) or _OF_THIS.match(_last_clause(t)) or _QUERY.search(t)
             or rules.asks_comparison(t)):
         return True  # "is there a pneumothorax?", "is the PICC tip in a good place?", "apical ptx?", "has the
         # effusion improved?", "does the mediastinal contour look broader?": a question about a finding
@@ -332,6 +332,10 @@ def rule_decided(t: str, route: Route, fams: set[str] | None = None) -> bool:
 _READ_ORDER = re.compile(r"^(?:(?:please|pls|ok|now|so|can you|could you|would you),? )*(?:dictate|write up|report on|"
                          r"go through|go over) (?:it|this|that|(?:the|this|my) (?:(?:chest|portable) )?(?:film|study|image|"
                          r"x-?ray|cxr|radiograph|exam))\b")
+
+
+# "cxr for ?pna", "query effusion": the clinician's query mark or word before what is to be excluded
+_QUERY = re.compile(r"(?:^|\s)\?(?=[a-z])|^(?:cxr |film |x-?ray )?(?:for )?query\b")
 
 
 # "check the ETT", "eval for PTX", "assess heart size", "look at the CP angles for fluid": an order to look at what

@@ -266,3 +266,10 @@ def test_slips_joined_questions_and_what_the_film_shows_are_decided_by_the_rules
                                                                                 finding: str | None) -> None:
     r = route_turn(_ROUTER, text, has_image=True, has_history=True)
     assert (r.intent, r.finding, r.clarify) == (intent, finding, None), r.reason
+
+
+@pytest.mark.parametrize(("text", "finding"), [("cxr for ?pna", "pneumonia"), ("film for ?ptx post line", "pneumothorax"),
+                                               ("query effusion", "pleural_effusion")])
+def test_the_clinicians_query_asks_about_the_finding(text: str, finding: str) -> None:
+    r = route_turn(_ROUTER, text, has_image=True)
+    assert (r.intent, r.finding, r.clarify) == ("finding_question", finding, None), r.reason
