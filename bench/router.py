@@ -3,7 +3,8 @@ routing latency.
 
 Held-out: eval/router_heldout.jsonl (97 sentences), eval/router_heldout_v2.jsonl (191: shorthand, typos,
 multi-part, non-native phrasing, follow-ups with their previous turn), eval/router_heldout_v3.jsonl (228),
-eval/router_heldout_v4.jsonl (220), each written before the tuning it measures and never read to tune. A whole turn is routed as the graph does (agents.routing.route_turn over the
+eval/router_heldout_v4.jsonl (220) and eval/router_heldout_v6.jsonl (234), each written before the tuning it measures
+and never read to tune. A whole turn is routed as the graph does (agents.routing.route_turn over the
 semantic router: rules + classifier over MiniLM embeddings, follow-ups, asking back). A turn the router asks
 back about is neither right nor wrong: accuracy is over the answered turns, the asking rate is its own row.
 The rules alone (agents.routing.rules.route) are the baseline. The tuning sets (eval/router_cases.jsonl,
@@ -18,11 +19,11 @@ names the cores, torch threads and load average it ran under (the numbers swing 
 and the intent classifier that routed (the fine-tuned router model when one is built and current).
 `python -m bench.router` prints the per-intent table and the confusion matrix.
 
-Measured at this release (scored once): answered accuracy 0.926 (v1, 88/95), 0.962 (v2), 0.941 (v3), 0.937 (v4)
-and 0.847 (v5, first sight, 171/202), asking back on 2.1%, 4.7%, 3.1%, 6.4% and 5.6% of turns (the round before:
-0.937, 0.956, 0.922, 0.902; v5 not yet written); route_turn p50 0.55 ms (p95 1.4) for turns decided without the
-classifier, 12.1 ms (p95 17.4) for those that consulted it (told apart by the route's classifier scores), 2 shared
-cores at load 1.7.
+Measured at this release (scored once): answered accuracy 0.926 (v1, 88/95), 0.967 (v2, 176/182), 0.941 (v3,
+208/221), 0.943 (v4, 197/209) and 0.922 (v6, first sight, 202/219), asking back on 2.1%, 4.7%, 3.1%, 5.0% and 6.4% of
+turns (the round before: 0.926, 0.962, 0.941, 0.937; v6 not yet written); route_turn p50 0.74 ms (p95 1.8) for turns
+decided without the classifier, 14.4 ms (p95 18.9) for those that consulted it (told apart by the route's classifier
+scores), 2 shared cores at load 1.0.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ HELDOUT = EVAL / "router_heldout.jsonl"
 HELDOUT_V2 = EVAL / "router_heldout_v2.jsonl"
 HELDOUT_V3 = EVAL / "router_heldout_v3.jsonl"
 HELDOUT_V4 = EVAL / "router_heldout_v4.jsonl"
+HELDOUT_V6 = EVAL / "router_heldout_v6.jsonl"
 # (key in scores(), file): every held-out set, each written before the tuning it measures
-HELDOUT_SETS = (("", HELDOUT), ("_v2", HELDOUT_V2), ("_v3", HELDOUT_V3), ("_v4", HELDOUT_V4))
+HELDOUT_SETS = (("", HELDOUT), ("_v2", HELDOUT_V2), ("_v3", HELDOUT_V3), ("_v4", HELDOUT_V4), ("_v6", HELDOUT_V6))
 TUNING = EVAL / "router_tuning.jsonl"
 DEV = EVAL / "router_dev_v2.jsonl"
 DEV_NAMES = EVAL / "router_dev_names.jsonl"  # which finding the words name, every id
