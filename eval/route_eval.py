@@ -66,9 +66,9 @@ def evaluate_router(cases: Iterable[dict[str, Any]], router: Any = None) -> dict
     air"). A lesion at a bone or the chest wall is other_lesion ("lytic lesion in the rib"; a lesion of an organ
     outside the chest, "liver mass", names none); honeycombing and a reticular pattern are
     interstitial_lung_disease; a calcified granuloma is a nodule (the lexicon's convention, as the labeller
-    counts it). "Is this study normal?" is a whole-study read (report, null): normal is the absence of every
+    counts it). "Is this study normal?" (also "NAD?", "ok to sign as normal?") is a whole-study read (report, null): normal is the absence of every
     finding, which only a whole read decides (no tool scores no_finding on its own). An explanation names the finding it asks about ("why did you call it an effusion?" ->
-    pleural_effusion; "why?" -> null). A follow-up ("and the other side?", "is it worse than yesterday?") is about
+    pleural_effusion; "why?", "confidence?", "how sure?" -> null, also right after a question about a finding). A follow-up ("and the other side?", "is it worse than yesterday?") is about
     the previous turn's finding unless it names its own. A device's position asked yes/no or as an order ("is the tip in the SVC?", "check the
     ETT") is a finding question (support_devices); "where's the line tip?" locates. Six chat turns of the older
     tuning sets (router_cases, router_tuning) still carry the finding they name, and one report turn ("note the
