@@ -6,23 +6,15 @@ says so."""
 from __future__ import annotations
 
 import re
-from functools import partial
 from pathlib import Path
 
 import pytest
 from graph_scripted import ScriptedVLM, classifier
+from rules_router import RULES_ONLY as _ROUTER
 
 from agents.routing.mentions import extract_findings, fuzzy_readings, outside_spans
-from agents.routing.semantic import route_semantic
 from agents.routing.turn import route_turn
 from knowledge.lexicon import DEFAULT_PATH, LexiconError, load_lexicon
-
-
-def _never():
-    raise AssertionError("the classifier was consulted for a turn the rules decide")
-
-
-_ROUTER = partial(route_semantic, classifier=_never)
 
 
 @pytest.mark.parametrize(("text", "finding"), [

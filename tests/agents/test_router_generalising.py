@@ -5,20 +5,12 @@ classifier. Each row failed on the router before these rules (the guards apart).
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
+from rules_router import RULES_ONLY as _ROUTER
 
 from agents.routing.mentions import _clean, extract_findings
 from agents.routing.semantic import route_semantic
 from agents.routing.turn import route_turn
-
-
-def _never():
-    raise AssertionError("the classifier was consulted for a turn the rules decide")
-
-
-_ROUTER = partial(route_semantic, classifier=_never)
 
 
 @pytest.mark.parametrize(("text", "finding"), [

@@ -5,13 +5,10 @@ report archive, and a generic "any acute findings?" that names nothing to ask ab
 from __future__ import annotations
 
 import pytest
+from rules_router import never_consulted as _never
 
 from agents.routing import rules
 from agents.routing.semantic import _with_phrase, route_semantic
-
-
-def _never():
-    raise AssertionError("the classifier was consulted for a turn the rules decide")
 
 
 @pytest.mark.parametrize(("text", "intent", "finding"), [
