@@ -81,7 +81,17 @@ _SLIPS = {"reed": "read", "teh": "the", "ani": "any", "hte": "the", "adn": "and"
 _SLIP = re.compile(r"\b(?:" + "|".join(_SLIPS) + r")\b")
 
 
+class _Cleaned(str):
+    """Text that has been through ``_clean``. Cleaning it again returns it unchanged: the slip repairs read
+    capitals the cleaned text no longer has ("Pt NAD, any ptx?" keeps "nad", which a second pass would read
+    as a slip for "and"), and every reader of a turn is handed the one cleaned text."""
+
+    __slots__ = ()
+
+
 def _clean(text: str) -> str:
+    if isinstance(text, _Cleaned):
+        return text
     s = re.sub(r"\s+", " ", text.replace("\u2019", "'").replace("\u2018", "'")).strip()
     t = s.lower()
     same = len(s) == len(t)  # lower() keeps every position (it may not, for a few non-ASCII letters)
@@ -92,7 +102,12 @@ def _clean(text: str) -> str:
             return m.group()
         return _SLIPS[m.group()]
 
-    return _SLIP.sub(slip, t)
+    return _Cleaned(_SLIP.sub(slip, t))
+
+
+def clean_cut(text: str, limit: int) -> str:
+    """The cleaned ``text``, its first ``limit`` characters, still known to be clean."""
+    return _Cleaned(_clean(text)[:limit])
 
 
 def outside_spans(text: str) -> list[tuple[int, int]]:

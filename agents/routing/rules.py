@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from agents.routing.mentions import (  # noqa: F401 - re-exported
     _clean,
+    clean_cut,
     extract_findings,
     find_mentions,
     find_regions,
@@ -530,7 +531,7 @@ _MAX_CHARS = 4000  # a pasted document is routed on its first 4,000 characters (
 
 def route(text: str, *, has_image: bool, has_history: bool = False) -> Route:
     """Route one turn by rules (no model, no I/O). See the module docstring for the rule order."""
-    t = _clean(text or "")[:_MAX_CHARS]
+    t = clean_cut(text or "", _MAX_CHARS)
     if not t:
         intent, reason, findings = "chat", "empty turn", []
     else:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from agents.routing import router_model, rules
-from agents.routing.mentions import CLAUSE_SPLIT, UNNAMED, find_mentions, is_survey
+from agents.routing.mentions import CLAUSE_SPLIT, UNNAMED, clean_cut, find_mentions, is_survey
 from agents.routing.rules import Route
 
 log = logging.getLogger(__name__)
@@ -480,7 +480,7 @@ def route_semantic(text: str, *, has_image: bool, has_history: bool = False,
                    classifier: Callable[[], IntentClassifier | None] = default_classifier) -> Route:
     """Route one turn: rules first, the embedding classifier where the rules are unsure."""
     route = rules.route(text, has_image=has_image, has_history=has_history)
-    t = rules._clean(text or "")[: rules._MAX_CHARS]
+    t = clean_cut(text or "", rules._MAX_CHARS)
     fams = _families(t)  # the cue families, read once for every test below
     if not t or rule_decided(t, route, fams) or _whole_study(t, route, fams) or (
             route.intent == "finding_question" and route.findings and not fams and _DIFFERENTIAL.match(t)):

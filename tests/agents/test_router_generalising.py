@@ -118,6 +118,14 @@ def test_nad_is_the_abbreviation_only_in_capitals_or_ending_the_turn() -> None:
     assert (_clean("NAD?"), _clean("cxr nad"), _clean("ptx nad effusion?")) == ("nad?", "cxr nad", "ptx and effusion?")
 
 
+@pytest.mark.parametrize("text", ["Pt NAD, any ptx?", "ptx nad effusion?", "Pls reed teh film", "cxr nad"])
+def test_cleaning_twice_is_cleaning_once(text: str) -> None:
+    """Every reader of a turn cleans what it is given: the capitals that keep "NAD" are gone after one pass."""
+    once = _clean(text)
+    assert _clean(once) == once
+    assert _clean("Pt NAD, any ptx?") == "pt nad, any ptx?"
+
+
 @pytest.mark.parametrize(("previous", "intent", "finding"), [
     ([], "report", None),
     (["pleural_effusion"], "finding_question", "pleural_effusion"),
