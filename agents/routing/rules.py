@@ -344,18 +344,15 @@ GENERAL_PREFIX = "General question, not about this image:"
 _GENERAL = GENERAL_PREFIX.lower()
 
 
-class _FirstQuestion:
-    """Splits a turn after its first question: at a "?" inside it, or where ", and"/", or" joins a second question."""
-
-    _AT = re.compile(r"\?(?=.*\S)|,?\s+(?:and|or|then)\s+(?:(?:also )?(?:tell|show) me )?"
-                     r"(?=(?:is|are|where|which|what|how|any|does|do|has|have)\b)")
-
-    def partition(self, t: str) -> tuple[str, str, str]:
-        m = self._AT.search(t.rstrip("?"))
-        return (t[: m.start()], m.group(), t[m.end() :]) if m else (t, "", "")
+_NEXT_QUESTION = re.compile(r"\?(?=.*\S)|,?\s+(?:and|or|then)\s+(?:(?:also )?(?:tell|show) me )?"
+                            r"(?=(?:is|are|where|which|what|how|any|does|do|has|have)\b)")
 
 
-_FIRST_QUESTION = _FirstQuestion()
+def first_question(t: str) -> tuple[str, str, str]:
+    """(the first question, what joins the next, the rest), as str.partition: split at a "?" inside the turn, or
+    where ", and"/", or" joins a second question; (t, "", "") when there is one question."""
+    m = _NEXT_QUESTION.search(t.rstrip("?"))
+    return (t[: m.start()], m.group(), t[m.end() :]) if m else (t, "", "")
 
 
 def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, str]:
@@ -365,7 +362,7 @@ def _classify(t: str, findings: list[str], *, has_history: bool) -> tuple[str, s
         return "chat", "the user asked for a general answer, not a reading of the image"
     # "pneumonia? if so, which lobe?": the first question asks whether, the later one where
     # ... and "is there a pneumothorax, and where is the chest tube?": a question, then another joined to it
-    first, joined, _ = _FIRST_QUESTION.partition(t)
+    first, joined, _ = first_question(t)
     later_locate = bool(joined) and bool(findings) and not _LOCATE.search(first) \
         and bool(extract_findings(first))
     locate_cue = bool(_LOCATE.search(t)) and not _LOCATE_EXCLUDE.search(t) and not later_locate

@@ -316,7 +316,7 @@ def rule_decided(t: str, route: Route, fams: set[str] | None = None) -> bool:
         # effusion improved?", "does the mediastinal contour look broader?": a question about a finding
     if route.intent == "report" and fams <= {"report"} and re.search(rules._SAME_AGAIN, t):
         return True  # "now do the same for today's film", after a whole read
-    first, joined, _ = rules._FIRST_QUESTION.partition(t)
+    first, joined, _ = rules.first_question(t)
     if joined and fams == {"locate"} and route.intent == "finding_question" and not rules._LOCATE.search(first):
         return rule_decided(first.strip(), route, _families(first))  # "is there an effusion, and where is it?"
     if len(fams) != 1 or route.intent not in fams:
