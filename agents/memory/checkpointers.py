@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +33,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from agents.memory.ledger import Ask, EarlierStudy, LedgerEntry, LedgerKey, StudyLedger
 from agents.routing.rules import Clarify, Reading, Route
+from knowledge.bounded_memo import BoundedMemo
 from knowledge.evidence import Artifact, Box, Decision, Evidence, FindingCall, Reason, RetrievedReport, Status
 
 if TYPE_CHECKING:
@@ -58,52 +57,48 @@ _STATUS_EXT = {
 }
 
 
-class _DecisionEncodings:
-    """The encoding of each Decision recently written, by identity; bounded (LRU), thread-safe.
+class _DecisionEncodings(BoundedMemo[tuple[Decision, bytes]]):
+    """The packed encoding of each Decision recently written, by identity (``get``/``put``); bounded.
 
     Why: the ``decisions`` channel is written whole by every reconciling turn, yet the reconciler's memo
-    hands back the very same Decision objects for every finding whose calls did not change (nothing changes
-    a Decision in place: agents/reconciling/memo.py), so a turn encodes only the decisions it changed. Each
-    entry keeps its Decision alive, so an id is never another object's while its entry exists."""
+    hands back the very same Decision objects for every finding whose calls did not change (Decision is
+    frozen), so a turn encodes only the decisions it changed. Each entry keeps its Decision alive, so an id is
+    never another object's while its entry exists."""
 
     def __init__(self, maxsize: int = 512) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict[int, tuple[Decision, ormsgpack.Ext]] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(maxsize)
 
-    def get(self, decision: Decision) -> ormsgpack.Ext | None:
-        with self._lock:
-            hit = self._items.get(id(decision))
-            if hit is None or hit[0] is not decision:
-                return None
-            self._items.move_to_end(id(decision))
-            return hit[1]
+    def entry_bytes(self, key: Hashable, value: tuple[Decision, bytes]) -> int:
+        return len(value[1])  # the Decision itself is the state's and the reconciler's memo's, held there anyway
 
-    def put(self, decision: Decision, ext: ormsgpack.Ext) -> None:
-        with self._lock:
-            self._items[id(decision)] = (decision, ext)
-            self._items.move_to_end(id(decision))
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
+    def get(self, decision: Decision) -> bytes | None:
+        hit = self.lookup(id(decision))
+        return hit[1] if hit is not None and hit[0] is decision else None
+
+    def put(self, decision: Decision, packed: bytes) -> None:
+        self.store(id(decision), (decision, packed))
 
 
 DECISION_ENCODINGS = _DecisionEncodings()
 
 
+def _packed(obj: Any, key: tuple[str, str]) -> bytes:
+    return ormsgpack.packb((*key, obj.model_dump(), "model_validate_json"), default=_default, option=jsonplus._option)
+
+
 def _encode(obj: Any, key: tuple[str, str]) -> ormsgpack.Ext:
-    payload = (*key, obj.model_dump(), "model_validate_json")
-    return ormsgpack.Ext(jsonplus.EXT_PYDANTIC_V2, ormsgpack.packb(payload, default=_default, option=jsonplus._option))
+    return ormsgpack.Ext(jsonplus.EXT_PYDANTIC_V2, _packed(obj, key))
 
 
 def _default(obj: Any) -> Any:
     """JsonPlusSerializer's msgpack hook with our types dispatched first (same bytes, less work)."""
     cls = type(obj)
     if cls is Decision:
-        ext = DECISION_ENCODINGS.get(obj)
-        if ext is None:
-            ext = _encode(obj, _MODELS[Decision])
-            DECISION_ENCODINGS.put(obj, ext)
-        return ext
+        packed = DECISION_ENCODINGS.get(obj)
+        if packed is None:
+            packed = _packed(obj, _MODELS[Decision])
+            DECISION_ENCODINGS.put(obj, packed)
+        return ormsgpack.Ext(jsonplus.EXT_PYDANTIC_V2, packed)
     key = _MODELS.get(cls)
     if key is not None:
         return _encode(obj, key)

@@ -60,7 +60,7 @@ def test_the_encodings_are_bounded_and_keep_each_decision_alive() -> None:
     cache = checkpointers._DecisionEncodings(maxsize=2)
     ds = [Decision(finding=f, status=Status.absent, confidence=0.5) for f in ("edema", "mass", "nodule")]
     for d in ds:
-        cache.put(d, checkpointers._encode(d, ("m", "n")))
+        cache.put(d, checkpointers._packed(d, ("m", "n")))
     assert cache.get(ds[0]) is None and cache.get(ds[1]) is not None and cache.get(ds[2]) is not None
     twin = ds[1].model_copy()  # equal, but another object: never served another object's bytes
     assert twin == ds[1] and cache.get(twin) is None
